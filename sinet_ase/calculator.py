@@ -1,0 +1,94 @@
+"""ASE calculator that runs a SINet model.
+
+Results in ASE units: energy and free_energy in eV, per-atom ``energies`` in
+eV, forces in eV/Å, stress in eV/Å^3 (Voigt order xx, yy, zz, yz, xz, xy;
+only for cells periodic in all three directions, otherwise ASE's
+``PropertyNotImplementedError``). Forces are ``-dE/dx`` and stress
+``(1/V) dE/d epsilon``, both by autograd, so MD conserves energy.
+
+Between MD steps only the neighbour list is rebuilt; the model, its dtype
+and device are fixed when the calculator is made. The calculator never
+changes torch's process-wide default dtype.
+"""
+
+import copy
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .graph import atoms_to_graph
+from .io import load_model
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class SINetCalculator(Calculator):
+    """ASE calculator for a SINet energy model.
+
+    Args:
+        model: path to a model file (see :func:`sinet_ase.save_model`) or a
+            model object (copied, so the caller's model is never cast or moved).
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        dtype: ``"float64"`` (default, for MD) or ``"float32"`` (faster).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
+                 dtype: str = "float64", **kwargs):
+        super().__init__(**kwargs)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if isinstance(model, (str, Path)):
+            model = load_model(model)
+        elif isinstance(model, torch.nn.Module):
+            model = copy.deepcopy(model)
+        else:
+            raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
+        self.device = torch.device(device)
+        self.dtype = _DTYPES[dtype]
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, name: str, **kwargs) -> "SINetCalculator":
+        """Calculator for a potential shipped with sinet-ase (see :func:`sinet_ase.list_pretrained`)."""
+        from .pretrained import pretrained_path
+
+        return cls(pretrained_path(name), **kwargs)
+
+    @property
+    def elements(self):
+        return self.model.elements
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        Calculator.calculate(self, atoms, properties, system_changes)
+        atoms = self.atoms
+        want_stress = "stress" in properties
+        if want_stress and not atoms.pbc.all():
+            raise PropertyNotImplementedError(
+                "stress needs a cell periodic in all three directions (atoms.pbc is "
+                f"{atoms.pbc.tolist()})"
+            )
+        graph = atoms_to_graph(atoms, self.model.cutoff, self.model.elements).to(self.device)
+        out = self.model(graph, compute_forces=True, compute_stress=want_stress)
+        energy = float(out["energy"].item())
+        if not np.isfinite(energy):
+            raise FloatingPointError(
+                "the model returned a non-finite energy; the structure is far outside what it "
+                "was trained on, or the weights are damaged"
+            )
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["energies"].detach().cpu().numpy().astype(np.float64),
+            "forces": out["forces"].detach().cpu().numpy().astype(np.float64),
+        }
+        if want_stress:
+            stress = out["stress"][0].detach().cpu().numpy().astype(np.float64)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)

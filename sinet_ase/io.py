@@ -1,0 +1,134 @@
+"""Model files: weights + the hyperparameters to rebuild the model, no pickled code.
+
+A model file is a ``torch.save`` of a plain dictionary::
+
+    {"format": "sinet-ase-model", "format_version": 1, "model_type": "SINet",
+     "config": {...constructor keywords...}, "elements": [...],
+     "state_dict": {...tensors...}, "metadata": {...strings and numbers...}}
+
+It loads with ``torch.load(weights_only=True)``, which refuses anything but
+tensors and plain containers, so a model file from a stranger cannot run code.
+Writes are atomic (temporary file in the same folder, then ``os.replace``):
+a crash mid-write never leaves a half-written file under the final name.
+"""
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from .errors import ModelFileError
+
+FORMAT_NAME = "sinet-ase-model"
+FORMAT_VERSION = 1
+
+
+def _model_registry():
+    from .model import SINet
+
+    return {"SINet": SINet}
+
+
+def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def model_to_dict(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The dictionary stored in a model file (weights in the model's own dtype)."""
+    model_type = type(model).__name__
+    if model_type not in _model_registry():
+        raise TypeError(f"cannot save a {model_type}; known model types: {sorted(_model_registry())}")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model_type": model_type,
+        "config": dict(model.config),
+        "elements": list(model.elements),
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "state_dict": state,
+        "metadata": dict(metadata or {}),
+    }
+
+
+def save_model(model: torch.nn.Module, path: Union[str, Path],
+               metadata: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``model`` to ``path`` atomically. ``metadata``: plain strings/numbers (model card)."""
+    atomic_torch_save(model_to_dict(model, metadata), path)
+
+
+def read_model_file(path: Union[str, Path]) -> Dict[str, Any]:
+    """Load and check the dictionary of a model file, with clear errors for bad files."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise ModelFileError(
+            f"{path} is not a readable sinet-ase model file (truncated, corrupt, or another "
+            f"format): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    except Exception as err:  # weights_only refuses pickled objects with UnpicklingError
+        raise ModelFileError(
+            f"{path} holds objects that a safe load refuses (it is not a sinet-ase model "
+            f"file; sinet-ase never unpickles code): {type(err).__name__}"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path} is a torch file but not a sinet-ase model file")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model format version {version}, newer than this sinet-ase reads "
+            f"({FORMAT_VERSION}); upgrade sinet-ase (pip install -U sinet-ase)"
+        )
+    for key in ("model_type", "config", "state_dict", "elements"):
+        if key not in payload:
+            raise ModelFileError(f"{path} lacks the field {key!r}; the file is damaged")
+    return payload
+
+
+def model_from_dict(payload: Dict[str, Any], source: str = "model") -> torch.nn.Module:
+    """Rebuild a model from a model-file dictionary."""
+    registry = _model_registry()
+    model_type = payload["model_type"]
+    if model_type not in registry:
+        raise ModelFileError(f"{source}: unknown model type {model_type!r}; known: {sorted(registry)}")
+    model = registry[model_type](**payload["config"])
+    state = payload["state_dict"]
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(payload.get("dtype", "float32"))
+    if dtype is None:
+        raise ModelFileError(f"{source}: unsupported dtype {payload.get('dtype')!r}")
+    model = model.to(dtype)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ModelFileError(f"{source}: weights do not match the stored hyperparameters: {err}") from err
+    model.eval()
+    return model
+
+
+def load_model(path: Union[str, Path]) -> torch.nn.Module:
+    """Rebuild the model stored at ``path`` (in eval mode, on the CPU)."""
+    payload = read_model_file(path)
+    model = model_from_dict(payload, str(path))
+    model.metadata = payload.get("metadata", {})
+    return model

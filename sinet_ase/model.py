@@ -1,0 +1,216 @@
+"""The SINet backbone and the energy model used by the calculator.
+
+``SINetBackbone``: species embedding lifted to degrees ``0..L``
+(:class:`~sinet_ase.ops.SphericalEmbedding`), then ``T`` Scalar Interaction
+layers. Heads read its node features ``(N, c, (L+1)^2)``.
+
+``SINet``: backbone + energy head
+
+``E = sum_i E_i``,  ``E_i = scale * MLP(h_i^0) + shift_{Z_i}``,
+
+forces ``F = -dE/dx`` and stress ``sigma = (1/V) dE/d epsilon`` by autograd,
+with a symmetric strain ``epsilon`` applied to positions and cell
+(``x -> x (1 + epsilon)``, ``cell -> cell (1 + epsilon)``), so forces are
+exactly conservative. Geometry stays float64 (edge vectors are formed in
+float64 and cast to the network's dtype), as NequIP does.
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from e3nn import o3
+
+from .errors import UnknownElementError
+from .graph import symbols_to_numbers
+from .ops import RadialEmbedding, ScalarInteractionLayer, SphericalEmbedding, SphericalLayout
+from .ops.mlp import mlp
+
+
+class SINetBackbone(torch.nn.Module):
+    """Embedding + ``num_layers`` Scalar Interaction layers.
+
+    forward(graph, edge_vectors (E, 3) in the network dtype) -> h (N, c, (L+1)^2).
+    """
+
+    def __init__(self, elements: Sequence[str], cutoff: float = 5.0, lmax: int = 2,
+                 channels: int = 64, num_layers: int = 2, num_radial: int = 8,
+                 radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,
+                 avg_num_neighbors: float = 12.0):
+        super().__init__()
+        if cutoff <= 0:
+            raise ValueError(f"cutoff must be positive, got {cutoff}")
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        self.elements = list(elements)
+        if len(set(self.elements)) != len(self.elements) or not self.elements:
+            raise ValueError(f"elements must be a non-empty list without repeats, got {elements}")
+        numbers = symbols_to_numbers(self.elements)
+        self.cutoff = float(cutoff)
+        self.layout = SphericalLayout(lmax, channels)
+        z_to_species = torch.full((119,), -1, dtype=torch.long)
+        z_to_species[torch.tensor(numbers)] = torch.arange(len(numbers))
+        self.register_buffer("z_to_species", z_to_species, persistent=False)
+        self.radial = RadialEmbedding(cutoff, num_radial, envelope_p)
+        self.embedding = SphericalEmbedding(len(numbers), self.layout, num_radial, radial_hidden,
+                                            avg_num_neighbors)
+        self.layers = torch.nn.ModuleList(
+            ScalarInteractionLayer(self.layout, num_radial, mlp_hidden, avg_num_neighbors)
+            for _ in range(num_layers)
+        )
+
+    def species(self, z: torch.Tensor) -> torch.Tensor:
+        """Atomic numbers ``(N,)`` -> species indices ``(N,)``; unknown elements raise."""
+        species = self.z_to_species[z]
+        if bool((species < 0).any()):
+            from ase.data import chemical_symbols
+
+            unknown = [chemical_symbols[int(n)] for n in z[species < 0].unique()]
+            raise UnknownElementError(unknown, self.elements)
+        return species
+
+    def forward(self, graph, edge_vectors: torch.Tensor) -> torch.Tensor:
+        species = self.species(graph.z)
+        r = edge_vectors.norm(dim=-1)
+        Y = o3.spherical_harmonics(self.layout.sh_irreps, edge_vectors, normalize=True,
+                                   normalization="component")
+        phi, u = self.radial(r)
+        h = self.embedding(species, graph.edge_index, Y, phi, u)
+        for layer in self.layers:
+            h = layer(h, graph.edge_index, Y, phi, u)
+        return h
+
+
+def edge_vectors(graph, positions: torch.Tensor, cell: torch.Tensor,
+                 batch: torch.Tensor) -> torch.Tensor:
+    """``r_ij = x_j - x_i + S_ij . cell_g`` for every edge: ``(E, 3)``, float64."""
+    receiver, sender = graph.edge_index[0], graph.edge_index[1]
+    shift = torch.einsum("ek,ekl->el", graph.shifts, cell[batch[receiver]])
+    return positions[sender] - positions[receiver] + shift
+
+
+def graph_batch(graph) -> torch.Tensor:
+    """The ``batch`` vector of a graph, or zeros for a single structure."""
+    batch = getattr(graph, "batch", None)
+    if batch is None:
+        batch = torch.zeros(graph.pos.shape[0], dtype=torch.long, device=graph.pos.device)
+    return batch
+
+
+class SINet(torch.nn.Module):
+    """SINet energy model: backbone + per-atom energy head, forces and stress by autograd.
+
+    Args:
+        elements: chemical symbols the model knows, e.g. ``["H", "C", "N", "O"]``.
+        cutoff: neighbour cutoff radius ``r_c`` in Å.
+        lmax: highest degree ``L`` of the node features.
+        channels: channels ``c`` of every degree.
+        num_layers: Scalar Interaction layers ``T``.
+        num_radial: Bessel functions in the radial basis.
+        radial_hidden, mlp_hidden: widths of the radial and coefficient MLPs.
+        envelope_p: exponent of the polynomial cutoff envelope.
+        avg_num_neighbors: divides neighbour sums (set from data when training).
+        atomic_energies: per-element energy shift in eV (``{"H": -13.6, ...}``);
+            zeros when not given.
+        energy_scale: multiplies the network's per-atom output (eV).
+
+    forward(graph, compute_forces=True, compute_stress=False, training=False) returns a dict:
+    ``energy`` (G,), ``energies`` (N,), ``forces`` (N, 3), ``stress`` (G, 3, 3), all float64.
+    """
+
+    def __init__(self, elements: Sequence[str], cutoff: float = 5.0, lmax: int = 2,
+                 channels: int = 64, num_layers: int = 2, num_radial: int = 8,
+                 radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,
+                 avg_num_neighbors: float = 12.0,
+                 atomic_energies: Optional[Dict[str, float]] = None, energy_scale: float = 1.0):
+        super().__init__()
+        self.config = dict(
+            elements=list(elements), cutoff=float(cutoff), lmax=int(lmax), channels=int(channels),
+            num_layers=int(num_layers), num_radial=int(num_radial), radial_hidden=int(radial_hidden),
+            mlp_hidden=int(mlp_hidden), envelope_p=int(envelope_p),
+            avg_num_neighbors=float(avg_num_neighbors),
+        )
+        self.backbone = SINetBackbone(**self.config)
+        self.energy_mlp = mlp([channels, max(channels // 2, 1), 1])
+        self.set_energy_reference(atomic_energies or {}, energy_scale)
+
+    def set_energy_reference(self, atomic_energies: Dict[str, float], energy_scale: float) -> None:
+        """Set the per-element shift (eV) and the output scale (eV); kept in ``config``.
+
+        They live in the config as Python floats and in float64 buffers rebuilt
+        from it, so casting the network to float32 never rounds a shift of
+        thousands of eV.
+        """
+        for symbol in atomic_energies:
+            if symbol not in self.backbone.elements:
+                raise ValueError(f"atomic energy given for {symbol}, which is not in elements "
+                                 f"{self.backbone.elements}")
+        self.config["atomic_energies"] = {s: float(atomic_energies.get(s, 0.0)) for s in self.elements}
+        self.config["energy_scale"] = float(energy_scale)
+        self._rebuild_reference_buffers()
+
+    def _rebuild_reference_buffers(self, device=None):
+        device = device or self.energy_mlp[0].weight.device
+        shift = [self.config["atomic_energies"][s] for s in self.elements]
+        self.register_buffer("energy_shift", torch.tensor(shift, dtype=torch.float64, device=device),
+                             persistent=False)
+        self.register_buffer("energy_scale", torch.tensor(self.config["energy_scale"],
+                                                          dtype=torch.float64, device=device),
+                             persistent=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(float32) would round the float64 reference buffers: rebuild them from config
+        out = super()._apply(fn, *args, **kwargs)
+        self._rebuild_reference_buffers()
+        return out
+
+    @property
+    def elements(self) -> List[str]:
+        return self.backbone.elements
+
+    @property
+    def cutoff(self) -> float:
+        return self.backbone.cutoff
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.energy_mlp[0].weight.dtype
+
+    def forward(self, graph, compute_forces: bool = True, compute_stress: bool = False,
+                training: bool = False) -> Dict[str, torch.Tensor]:
+        batch = graph_batch(graph)
+        num_graphs = int(graph.cell.shape[0])
+        positions = graph.pos.to(torch.float64)
+        cell = graph.cell.to(torch.float64)
+        inputs = []
+        if compute_forces or compute_stress:
+            positions = positions.detach().requires_grad_(True)
+            inputs.append(positions)
+        if compute_stress:
+            strain = torch.zeros(num_graphs, 3, 3, dtype=torch.float64, device=positions.device,
+                                 requires_grad=True)
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            positions_strained = positions + torch.einsum("ni,nij->nj", positions, symmetric[batch])
+            cell = cell + torch.bmm(cell, symmetric)
+            inputs.append(strain)
+        else:
+            positions_strained = positions
+
+        vectors = edge_vectors(graph, positions_strained, cell, batch).to(self.dtype)
+        h = self.backbone(graph, vectors)
+        species = self.backbone.species(graph.z)
+        energies = (self.energy_mlp(h[:, :, 0]).squeeze(-1).to(torch.float64) * self.energy_scale
+                    + self.energy_shift[species])
+        energy = torch.zeros(num_graphs, dtype=torch.float64, device=energies.device)
+        energy = energy.index_add(0, batch, energies)
+        out = {"energy": energy, "energies": energies}
+        if inputs:
+            grads = torch.autograd.grad(energy.sum(), inputs, create_graph=training,
+                                        allow_unused=True)
+            if compute_forces:
+                forces = grads[0]
+                out["forces"] = -forces if forces is not None else torch.zeros_like(positions)
+            if compute_stress:
+                volume = torch.linalg.det(graph.cell.to(torch.float64)).abs().view(-1, 1, 1)
+                virial = grads[-1] if grads[-1] is not None else torch.zeros_like(strain)
+                out["stress"] = virial / volume
+        return out

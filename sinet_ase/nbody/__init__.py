@@ -1,0 +1,41 @@
+"""Charged N-body benchmark (EGNN / SEGNN protocol): simulator and dataset.
+
+- :mod:`sinet_ase.nbody.simulator`: physics, integrator (``simulate``),
+  ``generate_trajectories``; CLI ``python -m sinet_ase.nbody.simulator --out DIR``.
+- :mod:`sinet_ase.nbody.dataset`: splits, checksummed cache
+  (``load_nbody_dataset``) and the evaluation format (``save_npz_split``).
+
+Names are re-exported lazily (PEP 562) so that ``python -m
+sinet_ase.nbody.simulator`` does not import the module twice.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    # simulator
+    "DT": "simulator", "MAX_FORCE": "simulator", "N_PARTICLES": "simulator",
+    "N_FRAMES": "simulator", "RECORD_EVERY": "simulator", "INPUT_FRAME": "simulator",
+    "TARGET_FRAME": "simulator", "frame_to_step": "simulator", "step_to_frame": "simulator",
+    "sample_initial_conditions": "simulator", "forces": "simulator", "simulate": "simulator",
+    "generate_trajectories": "simulator", "energy": "simulator",
+    # dataset
+    "DEFAULT_SEED": "dataset", "NBodyCacheError": "dataset", "default_cache_dir": "dataset",
+    "cache_path": "dataset", "make_split": "dataset", "make_splits": "dataset",
+    "load_nbody_dataset": "dataset", "save_npz_split": "dataset", "load_npz_split": "dataset",
+    "baseline_mse": "dataset",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,47 @@
+"""Layer 0: the one scalar-by-harmonic tensor product that creates ``l > 0`` features.
+
+Scalar Interaction recombines the type-``l`` fragments its inputs already
+contain, so it cannot create a degree that is absent. The embedding creates
+them once (paper, Sec. 5):
+
+``h_i^{l,k} = delta_{l0} z_i^k + (1/n_avg) sum_j u(r_ij) R_k^l(r_ij) z_j^k Y^l(r_ij)``
+
+with ``z = Embed(Z)`` (``c`` channels), ``R = MLP(phi(r))`` giving ``c (L+1)``
+radial weights and ``u`` the envelope. Its cost is that of a linear layer:
+a product of a scalar with a harmonic, no Clebsch-Gordan coefficients.
+"""
+
+import torch
+
+from .layout import SphericalLayout
+from .mlp import mlp
+
+
+class SphericalEmbedding(torch.nn.Module):
+    """Species embedding lifted to all degrees.
+
+    forward(species (N,), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,))
+    -> h (N, c, M). ``edge_index[0]`` is the receiving atom ``i``, ``edge_index[1]``
+    the neighbour ``j``.
+    """
+
+    def __init__(self, num_species: int, layout: SphericalLayout, num_basis: int,
+                 radial_hidden: int = 64, avg_num_neighbors: float = 1.0):
+        super().__init__()
+        self.layout = layout
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        c, L = layout.channels, layout.lmax
+        self.species_embedding = torch.nn.Embedding(num_species, c)
+        self.radial = mlp([num_basis, radial_hidden, c * (L + 1)])
+
+    def forward(self, species, edge_index, Y, phi, u):
+        c, L = self.layout.channels, self.layout.lmax
+        receiver, sender = edge_index[0], edge_index[1]
+        z = self.species_embedding(species)  # (N, c)
+        weights = self.radial(phi).view(-1, c, L + 1) * u.view(-1, 1, 1)  # (E, c, L+1)
+        messages = self.layout.per_degree(weights) * (z[sender].unsqueeze(-1) * Y.unsqueeze(1))  # (E, c, M)
+        h = torch.zeros(z.shape[0], c, self.layout.num_m, dtype=Y.dtype, device=Y.device)
+        h.index_add_(0, receiver, messages)
+        h = h / self.avg_num_neighbors
+        h[:, :, 0] = h[:, :, 0] + z
+        return h

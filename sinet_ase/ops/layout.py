@@ -1,0 +1,73 @@
+"""Index bookkeeping for features with ``c`` channels of every degree ``0..L``.
+
+The model keeps node and edge features as tensors of shape ``(n, c, M)`` with
+``M = (L+1)^2``: every degree has the same channel count, so inner products
+and per-degree scalings are one batched operation with no Python loop over
+degrees. e3nn stores the same numbers as ``(n, sum_l c (2l+1))`` with the
+degree blocks one after another and, inside a block, channel-major
+``(c, 2l+1)``. Both layouts hold exactly the same numbers; the conversion is
+a fixed permutation of columns.
+"""
+
+import torch
+from e3nn import o3
+
+
+class SphericalLayout(torch.nn.Module):
+    """Irreps ``c x 0e + c x 1o + c x 2e + ...`` (parity ``(-1)^l``) up to ``lmax``.
+
+    Buffers:
+        degree_of_m: ``(M,)`` long, the degree ``l`` of each spherical column.
+        inner_product: ``(M, L+1)``, sums the ``2l+1`` columns of degree ``l``
+            and divides by ``sqrt(2l+1)``: ``(a * b) @ inner_product`` is the
+            per-degree inner product ``<a^l, b^l> / sqrt(2l+1)``.
+        to_e3nn_index / from_e3nn_index: ``(c M,)`` permutations between the
+            flattened ``(c, M)`` layout and e3nn's.
+    """
+
+    def __init__(self, lmax: int, channels: int):
+        super().__init__()
+        if lmax < 0:
+            raise ValueError(f"lmax must be >= 0, got {lmax}")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.lmax = lmax
+        self.channels = channels
+        self.num_m = (lmax + 1) ** 2
+        self.irreps = o3.Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
+        self.sh_irreps = o3.Irreps.spherical_harmonics(lmax)
+
+        degree = torch.cat([torch.full((2 * l + 1,), l, dtype=torch.long) for l in range(lmax + 1)])
+        self.register_buffer("degree_of_m", degree, persistent=False)
+        ip = torch.zeros(self.num_m, lmax + 1)
+        ip[torch.arange(self.num_m), degree] = 1.0 / torch.sqrt(2.0 * degree + 1.0)
+        self.register_buffer("inner_product", ip, persistent=False)
+
+        # e3nn column e of block l, channel k, component m  <->  flat index k*M + l^2 + m
+        to_e3nn = []
+        for l in range(lmax + 1):
+            for k in range(channels):
+                for m in range(2 * l + 1):
+                    to_e3nn.append(k * self.num_m + l * l + m)
+        to_e3nn = torch.tensor(to_e3nn, dtype=torch.long)
+        self.register_buffer("to_e3nn_index", to_e3nn, persistent=False)
+        self.register_buffer("from_e3nn_index", torch.argsort(to_e3nn), persistent=False)
+
+    def to_e3nn(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, c, M)`` -> ``(n, irreps.dim)`` in e3nn's layout."""
+        return x.reshape(x.shape[0], -1)[:, self.to_e3nn_index]
+
+    def from_e3nn(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, irreps.dim)`` in e3nn's layout -> ``(n, c, M)``."""
+        return x[:, self.from_e3nn_index].reshape(x.shape[0], self.channels, self.num_m)
+
+    def per_degree(self, coeff: torch.Tensor) -> torch.Tensor:
+        """Broadcast ``(..., L+1)`` per-degree values to ``(..., M)`` columns."""
+        return coeff.index_select(-1, self.degree_of_m)
+
+    def inner(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-degree inner products ``<a^l, b^l>/sqrt(2l+1)``: ``(..., M) x (..., M) -> (..., L+1)``."""
+        return (a * b) @ self.inner_product
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps}"

@@ -1,0 +1,124 @@
+r"""Scalar Interaction: equivariant messages without Clebsch-Gordan products.
+
+REBIF (paper, Def. 3): the type-``l`` output of an equivariant operation is a
+linear combination, with invariant coefficients, of the type-``l`` fragments
+that the inputs already contain. For an edge ``i <- j`` those fragments are
+the ``c`` channels ``h_j^{l,k}`` of the neighbour, and the edge harmonic
+``Y_ij^l = Y^l(r_ij / |r_ij|)``.
+
+1. Invariants, from inner products of fragments of equal degree
+   (``<a, b>`` is summed over ``m`` and divided by ``sqrt(2l+1)``):
+
+   ``q^{l,k} = <h_j^{l,k}, Y_ij^l>``,  ``p^{l,k} = <h_i^{l,k}, h_j^{l,k}>``,
+
+   together with the scalars ``h_i^{0,k}``, ``h_j^{0,k}`` and the radial basis
+   ``phi(|r_ij|)``.
+2. Coefficients: one MLP maps the invariants of *all* degrees to
+   ``alpha^{l,k}, beta^{l,k}`` for every output degree; this is where
+   degrees talk to each other.
+3. Message: ``m_ij^{l,k} = alpha^{l,k} h_j^{l,k} + beta^{l,k} Y_ij^l``.
+
+The equivariant work per edge is ``O(c (L+1)^2)`` (products and sums over
+the ``(L+1)^2`` spherical columns), against ``O((L+1)^6)`` paths of a full
+tensor product. Under a rotation with or without inversion ``g``,
+``h^l -> D^l(g) h^l`` and ``Y^l -> D^l(g) Y^l`` with the same parity
+``(-1)^l``, so every ``q, p`` is invariant and ``m^l -> D^l(g) m^l``.
+
+:class:`ScalarInteractionLayer` wraps the operation into a message-passing
+layer: gather, message times the cutoff envelope, sum over neighbours divided
+by the average neighbour count, e3nn ``o3.Linear`` (mixes channels within
+each degree), gate non-linearity, residual.
+"""
+
+from typing import Optional
+
+import torch
+from e3nn import o3
+
+from .gate import ScalarGate
+from .layout import SphericalLayout
+from .mlp import mlp
+
+
+class ScalarInteraction(torch.nn.Module):
+    """The edge operation: ``(h_j, Y, [h_i], [s]) -> m`` of shape ``(E, c, M)``.
+
+    Args:
+        layout: degrees and channels of the features.
+        num_edge_scalars: width of the optional extra invariants ``s`` per edge
+            (e.g. the radial basis); 0 for none.
+        with_receiver: whether ``h_i`` is given, adding ``p^{l,k}`` and ``h_i^0``
+            to the invariants.
+        hidden: width of the coefficient MLP.
+
+    forward:
+        h_src: ``(E, c, M)`` neighbour features ``h_j``.
+        Y: ``(E, M)`` edge spherical harmonics (e3nn ``component`` normalisation).
+        h_dst: ``(E, c, M)`` receiver features ``h_i`` (if ``with_receiver``).
+        edge_scalars: ``(E, num_edge_scalars)``.
+    """
+
+    def __init__(self, layout: SphericalLayout, num_edge_scalars: int = 0,
+                 with_receiver: bool = True, hidden: int = 64):
+        super().__init__()
+        self.layout = layout
+        self.num_edge_scalars = int(num_edge_scalars)
+        self.with_receiver = bool(with_receiver)
+        c, L = layout.channels, layout.lmax
+        num_invariants = c * (L + 1) + c + num_edge_scalars  # q, h_j^0, s
+        if with_receiver:
+            num_invariants += c * (L + 1) + c  # p, h_i^0
+        self.coefficients = mlp([num_invariants, hidden, 2 * c * (L + 1)])
+
+    def invariants(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
+                   edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """All invariants of one edge, concatenated: ``(E, num_invariants)``."""
+        E = h_src.shape[0]
+        parts = [self.layout.inner(h_src, Y.unsqueeze(1)).reshape(E, -1), h_src[:, :, 0]]
+        if self.with_receiver:
+            if h_dst is None:
+                raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
+            parts += [self.layout.inner(h_dst, h_src).reshape(E, -1), h_dst[:, :, 0]]
+        if self.num_edge_scalars:
+            if edge_scalars is None:
+                raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
+            parts.append(edge_scalars)
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
+                edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
+        c, L = self.layout.channels, self.layout.lmax
+        coeff = self.coefficients(self.invariants(h_src, Y, h_dst, edge_scalars))
+        alpha, beta = self.layout.per_degree(coeff.view(-1, 2, c, L + 1)).unbind(1)  # (E, c, M) each
+        return alpha * h_src + beta * Y.unsqueeze(1)
+
+    def extra_repr(self) -> str:
+        return f"{self.layout.irreps} x {self.layout.sh_irreps} -> {self.layout.irreps}"
+
+
+class ScalarInteractionLayer(torch.nn.Module):
+    """One message-passing layer built on :class:`ScalarInteraction`.
+
+    ``m_i = (1/n_avg) sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)``,
+    ``h_i <- h_i + Gate(Linear(m_i))``.
+
+    forward(h (N, c, M), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,)) -> (N, c, M);
+    ``edge_index[0]`` receives, ``edge_index[1]`` sends.
+    """
+
+    def __init__(self, layout: SphericalLayout, num_basis: int, hidden: int = 64,
+                 avg_num_neighbors: float = 1.0):
+        super().__init__()
+        self.layout = layout
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        self.interaction = ScalarInteraction(layout, num_edge_scalars=num_basis,
+                                             with_receiver=True, hidden=hidden)
+        self.linear = o3.Linear(layout.irreps, layout.irreps)
+        self.gate = ScalarGate(layout)
+
+    def forward(self, h, edge_index, Y, phi, u):
+        receiver, sender = edge_index[0], edge_index[1]
+        messages = self.interaction(h[sender], Y, h[receiver], phi) * u.view(-1, 1, 1)
+        aggregated = torch.zeros_like(h).index_add_(0, receiver, messages) / self.avg_num_neighbors
+        update = self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
+        return h + self.gate(update)

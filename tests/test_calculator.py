@@ -1,0 +1,210 @@
+"""SINetCalculator: ASE integration, caching, units, dtype, model files, bad input."""
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.build import bulk, molecule
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.filters import FrechetCellFilter
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+from ase.optimize import BFGS, FIRE
+
+from sinet_ase import (ModelFileError, SINet, SINetCalculator, SINetInputError,
+                       UnknownElementError, list_pretrained, load_model, save_model)
+from sinet_ase.io import FORMAT_VERSION, model_to_dict
+
+
+def make_model(elements=("H", "C", "O"), cutoff=4.0, seed=0, **kw):
+    torch.manual_seed(seed)
+    return SINet(elements=list(elements), cutoff=cutoff, lmax=2, channels=8, num_layers=2,
+                 mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0, **kw)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model.pt"
+    save_model(make_model(), path)
+    return path
+
+
+def count_model_calls(calc):
+    calls = []
+    calc.model.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def test_properties_and_units(dtype):
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = SINetCalculator(make_model(), dtype=str(dtype).replace("torch.", ""))
+    energy = atoms.get_potential_energy()
+    assert isinstance(energy, float)
+    assert atoms.get_potential_energies().shape == (9,)
+    assert atoms.get_potential_energies().sum() == pytest.approx(energy, rel=1e-6)
+    assert atoms.get_forces().shape == (9, 3) and atoms.get_forces().dtype == np.float64
+    assert atoms.calc.get_property("free_energy") == energy
+    with pytest.raises(PropertyNotImplementedError, match="periodic"):
+        atoms.get_stress()
+
+
+def test_stress_for_periodic_cell():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.calc = SINetCalculator(make_model(["Cu"]))
+    assert atoms.get_stress().shape == (6,)
+
+
+def test_float32_option_leaves_default_dtype_alone():
+    before = torch.get_default_dtype()
+    atoms = molecule("CH3CH2OH")
+    m = make_model()
+    atoms.calc = SINetCalculator(m, dtype="float32")
+    atoms.get_forces()
+    assert torch.get_default_dtype() == before
+    assert atoms.calc.model.dtype == torch.float32
+    assert next(m.parameters()).requires_grad, "the caller's model must not be modified"
+    with pytest.raises(ValueError, match="float32"):
+        SINetCalculator(m, dtype="half")
+
+
+def test_results_recomputed_only_when_the_structure_changes():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.calc = SINetCalculator(make_model(["Cu", "Ag"]))
+    calls = count_model_calls(atoms.calc)
+    atoms.get_potential_energy()
+    atoms.get_forces()
+    atoms.get_potential_energy()
+    assert len(calls) == 1
+    atoms.get_stress()  # stress not yet computed: one more call
+    assert len(calls) == 2
+    atoms.get_forces()
+    assert len(calls) == 2
+    changes = [
+        lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 0.01),
+        lambda a: a.set_cell(a.cell * 1.01, scale_atoms=False),
+        lambda a: a.set_pbc([True, True, False]),
+        lambda a: a.numbers.__setitem__(0, 47),
+    ]
+    for k, change in enumerate(changes):
+        change(atoms)
+        atoms.get_forces()
+        assert len(calls) == 3 + k
+
+
+def test_nve_energy_conserved():
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = SINetCalculator(make_model())
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    energies = []
+    dyn.attach(lambda: energies.append(atoms.get_total_energy()), interval=1)
+    dyn.run(500)
+    energies = np.array(energies)
+    assert np.ptp(atoms.get_potential_energies()) > 0  # a non-trivial surface
+    assert abs(energies[-1] - energies[0]) < 1e-4
+    assert np.ptp(energies) < 1e-3
+
+
+def test_works_with_ase_optimisers_and_langevin():
+    mol = molecule("CH3CH2OH")
+    mol.calc = SINetCalculator(make_model())
+    for optimiser in (BFGS, FIRE):
+        mol.positions += 0.02
+        e0 = mol.get_potential_energy()
+        optimiser(mol, logfile=None).run(fmax=0.05, steps=30)
+        assert mol.get_potential_energy() <= e0 + 1e-9
+    Langevin(mol, 0.5 * units.fs, temperature_K=300, friction=0.01,
+             rng=np.random.default_rng(0)).run(10)
+    assert np.all(np.isfinite(mol.positions))
+
+    crystal = bulk("Cu", "fcc", a=3.7, cubic=True)
+    crystal.calc = SINetCalculator(make_model(["Cu"]))
+    e0 = crystal.get_potential_energy()
+    BFGS(FrechetCellFilter(crystal), logfile=None).run(fmax=0.05, steps=20)
+    assert crystal.get_potential_energy() <= e0 + 1e-9
+
+
+def test_copper_md_with_random_weights():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
+    atoms.calc = SINetCalculator(SINet(elements=["Cu"], cutoff=4.0))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(1))
+    VelocityVerlet(atoms, timestep=1.0 * units.fs).run(3)
+    assert np.all(np.isfinite(atoms.get_forces()))
+
+
+def test_save_load_same_energies(tmp_path):
+    model = make_model(atomic_energies={"H": -13.6, "C": -1029.5, "O": -2041.3})
+    path = tmp_path / "sub" / "m.pt"
+    save_model(model, path, metadata={"note": "test"})
+    loaded = load_model(path)
+    assert loaded.metadata == {"note": "test"}
+    atoms = molecule("CH3CH2OH")
+    e = [SINetCalculator(m).get_potential_energy(atoms) for m in (model, loaded, path)]
+    assert e[0] == e[1] == e[2]
+    # loads with weights_only=True: no code in the file
+    payload = torch.load(path, weights_only=True)
+    assert payload["format_version"] == FORMAT_VERSION and payload["elements"] == ["H", "C", "O"]
+    assert not list(tmp_path.glob("sub/.*tmp")), "no temporary files left behind"
+
+
+def test_bad_model_files(tmp_path, model_file):
+    newer = model_to_dict(make_model())
+    newer["format_version"] = FORMAT_VERSION + 1
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(ModelFileError, match="newer"):
+        SINetCalculator(tmp_path / "newer.pt")
+
+    data = model_file.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="not a readable"):
+        SINetCalculator(tmp_path / "truncated.pt")
+
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "text.pt")
+
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(ModelFileError, match="not a sinet-ase model"):
+        load_model(tmp_path / "foreign.pt")
+
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.pt")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("code ran while loading!",))
+
+
+def test_model_file_with_code_is_refused(tmp_path, capsys):
+    payload = model_to_dict(make_model())
+    payload["metadata"] = {"evil": _Exploit()}
+    with open(tmp_path / "evil.pt", "wb") as handle:
+        torch.save(payload, handle, pickle_module=pickle)
+    with pytest.raises(ModelFileError, match="safe load refuses"):
+        load_model(tmp_path / "evil.pt")
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_bad_input_errors():
+    calc = SINetCalculator(make_model())
+    with pytest.raises(UnknownElementError, match=r"Cu unknown.*H, C, O"):
+        calc.get_potential_energy(Atoms("HCu", positions=[[0, 0, 0], [1.5, 0, 0]]))
+    with pytest.raises(SINetInputError, match="NaN"):
+        calc.get_potential_energy(Atoms("H2", positions=[[0, 0, 0], [np.nan, 0, 0]]))
+    with pytest.raises(SINetInputError, match="empty"):
+        calc.get_potential_energy(Atoms())
+    with pytest.raises(SINetInputError, match="apart"):
+        calc.get_potential_energy(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0]]))
+    with pytest.raises(TypeError, match="path or a torch.nn.Module"):
+        SINetCalculator(42)
+
+
+def test_pretrained_registry_errors_clearly():
+    with pytest.raises(KeyError, match="no shipped potential named 'nope'"):
+        SINetCalculator.from_pretrained("nope")
+    assert isinstance(list_pretrained(), list)

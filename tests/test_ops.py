@@ -1,0 +1,124 @@
+"""Scalar Interaction, layout, radial basis, embedding and gate."""
+
+import pytest
+import torch
+from e3nn import o3
+
+from sinet_ase.ops import (BesselBasis, PolynomialEnvelope, RadialEmbedding, ScalarGate,
+                           ScalarInteraction, SphericalEmbedding, SphericalLayout)
+from sinet_ase.testing import random_orthogonal, relative_error, rotate_features, rotate_harmonics
+from conftest import TOLERANCE
+
+
+def _edges(layout, E, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h_src = torch.randn(E, layout.channels, layout.num_m, generator=g, dtype=dtype)
+    h_dst = torch.randn(E, layout.channels, layout.num_m, generator=g, dtype=dtype)
+    vec = torch.randn(E, 3, generator=g, dtype=dtype)
+    return h_src, h_dst, vec
+
+
+@pytest.mark.parametrize("lmax", range(7))
+@pytest.mark.parametrize("parity", [False, True], ids=["proper", "improper"])
+def test_scalar_interaction_equivariant(lmax, parity, dtype):
+    torch.manual_seed(lmax)
+    layout = SphericalLayout(lmax, 6)
+    op = ScalarInteraction(layout, num_edge_scalars=4, with_receiver=True, hidden=16).to(dtype)
+    h_src, h_dst, vec = _edges(layout, 11, dtype)
+    s = torch.randn(11, 4, dtype=dtype)
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
+    R = random_orthogonal(parity, dtype=dtype)
+    out = op(h_src, Y, h_dst, s)
+    Y_rot = o3.spherical_harmonics(layout.sh_irreps, vec @ R.T, True, normalization="component")
+    assert relative_error(Y_rot, rotate_harmonics(layout, Y, R)) < TOLERANCE[dtype]
+    out_rot = op(rotate_features(layout, h_src, R), Y_rot, rotate_features(layout, h_dst, R), s)
+    assert relative_error(out_rot, rotate_features(layout, out, R)) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("channels", [1, 3, 64])
+def test_scalar_interaction_any_channel_count(channels):
+    layout = SphericalLayout(3, channels)
+    op = ScalarInteraction(layout, with_receiver=False)
+    h_src, _, vec = _edges(layout, 5, torch.float32)
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
+    assert op(h_src, Y).shape == (5, channels, 16)
+
+
+def test_scalar_interaction_mixes_degrees():
+    """Output of degree 1 depends on the degree-2 input: the MLP couples degrees."""
+    torch.manual_seed(0)
+    layout = SphericalLayout(2, 4)
+    op = ScalarInteraction(layout, with_receiver=False).double()
+    h_src, _, vec = _edges(layout, 3, torch.float64)
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
+    changed = h_src.clone()
+    changed[:, :, 4:9] *= 2.0  # the l = 2 columns only
+    out, out_changed = op(h_src, Y), op(changed, Y)
+    assert (out[:, :, 1:4] - out_changed[:, :, 1:4]).abs().max() > 1e-6
+
+
+def test_scalar_interaction_needs_declared_inputs():
+    layout = SphericalLayout(1, 2)
+    op = ScalarInteraction(layout, num_edge_scalars=3, with_receiver=True)
+    h, _, vec = _edges(layout, 2, torch.float32)
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
+    with pytest.raises(ValueError, match="h_dst"):
+        op(h, Y)
+    with pytest.raises(ValueError, match="edge scalars"):
+        op(h, Y, h)
+
+
+@pytest.mark.parametrize("lmax", [0, 1, 3])
+def test_layout_round_trip_and_o3_linear(lmax):
+    """The (n, c, M) layout holds exactly e3nn's numbers; o3.Linear acts per degree."""
+    layout = SphericalLayout(lmax, 5)
+    h = torch.randn(4, 5, layout.num_m)
+    flat = layout.to_e3nn(h)
+    assert flat.shape == (4, layout.irreps.dim)
+    assert torch.equal(layout.from_e3nn(flat), h)
+    # e3nn block of degree l, channel k is h[:, k, l^2:(l+1)^2]
+    offset = 0
+    for l in range(lmax + 1):
+        block = flat[:, offset:offset + 5 * (2 * l + 1)].reshape(4, 5, 2 * l + 1)
+        assert torch.equal(block, h[:, :, l * l:(l + 1) ** 2])
+        offset += 5 * (2 * l + 1)
+
+
+def test_envelope_smooth_at_cutoff():
+    env = PolynomialEnvelope(5.0, p=6).double()
+    r = torch.tensor([0.0, 4.999999, 5.0, 6.0], dtype=torch.float64, requires_grad=True)
+    u = env(r)
+    assert float(u[0]) == pytest.approx(1.0)
+    assert abs(float(u[1])) < 1e-12 and float(u[2]) == 0.0 and float(u[3]) == 0.0
+    (du,) = torch.autograd.grad(u.sum(), r, create_graph=True)
+    (d2u,) = torch.autograd.grad(du.sum(), r)
+    assert abs(float(du[1])) < 1e-8 and abs(float(d2u[1])) < 1e-3
+
+
+def test_bessel_basis_values():
+    basis = BesselBasis(5.0, 3).double()
+    r = torch.tensor([1.3], dtype=torch.float64)
+    expected = [(2 / 5.0) ** 0.5 * torch.sin(n * torch.pi * r / 5.0) / r for n in (1, 2, 3)]
+    assert torch.allclose(basis(r)[0], torch.cat(expected))
+    phi, u = RadialEmbedding(5.0, 3).double()(torch.tensor([5.5], dtype=torch.float64))
+    assert torch.all(phi == 0) and u.item() == 0
+
+
+@pytest.mark.parametrize("parity", [False, True], ids=["proper", "improper"])
+def test_embedding_and_gate_equivariant(parity, dtype):
+    torch.manual_seed(1)
+    layout = SphericalLayout(3, 4)
+    emb = SphericalEmbedding(2, layout, num_basis=5, radial_hidden=8).to(dtype)
+    gate = ScalarGate(layout).to(dtype)
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    vec = torch.randn(4, 3, dtype=dtype)
+    phi = torch.rand(4, 5, dtype=dtype)
+    u = torch.rand(4, dtype=dtype)
+    species = torch.tensor([0, 1, 1])
+    R = random_orthogonal(parity, dtype=dtype)
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
+    Y_rot = o3.spherical_harmonics(layout.sh_irreps, vec @ R.T, True, normalization="component")
+    h = emb(species, edge_index, Y, phi, u)
+    h_rot = emb(species, edge_index, Y_rot, phi, u)
+    assert relative_error(h_rot, rotate_features(layout, h, R)) < TOLERANCE[dtype]
+    assert relative_error(gate(h_rot), rotate_features(layout, gate(h), R)) < TOLERANCE[dtype]
