@@ -1,0 +1,339 @@
+"""The trainer shared by every energy + force potential.
+
+Loss per batch (``n_s`` atoms in structure ``s``)::
+
+    L = w_E mean_s ((E_s - E_s^ref) / n_s)^2 + w_F mean_{i,a} (F_ia - F_ia^ref)^2
+        + w_S mean_{s,ab} (sigma_sab - sigma_sab^ref)^2
+
+AdamW, a linear warm-up then cosine decay (or reduce-on-plateau), gradient
+clipping, and an exponential moving average (EMA) of the weights that is
+used for validation and for the exported model. Every epoch writes a
+checkpoint atomically; ``resume=True`` continues from it exactly (the batch
+order of epoch ``k`` is drawn from ``seed + k``, so no RNG state is needed
+beyond model, optimiser, scheduler and EMA). The best-on-validation EMA
+model is exported as ``best_model.pt``, the file ``SINetCalculator`` loads.
+
+Multi-process training: started by ``torchrun``, each rank takes every
+``world``-th batch and ``DistributedDataParallel`` averages the gradients
+(gloo on CPU, nccl on GPU), so all ranks hold the same weights.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from ..data.atomic import (average_num_neighbors, elements_of, fit_atomic_energies, force_rms,
+                           load_splits, to_graphs)
+from ..errors import ConfigError
+from ..graph import batch_graphs
+from ..io import save_model
+from ..model import SINet
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .report import plot_force_parity, plot_learning_curve, write_csv
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _distributed_setup(device: str):
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class Trainer:
+    """Set up data, model and optimiser from a :class:`TrainConfig`; :meth:`run` trains.
+
+    Args:
+        config: the run configuration.
+        resume: continue from ``run_dir/checkpoint.pt``.
+        quiet: no progress bar (tests).
+    """
+
+    def __init__(self, config: TrainConfig, resume: bool = False, quiet: bool = False):
+        self.config = config
+        t = config.training
+        self.rank, self.world = _distributed_setup(t.device)
+        self.is_main = self.rank == 0
+        self.quiet = quiet or not self.is_main
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        self.device = torch.device(t.device if t.device == "cpu" else
+                                   (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+                                    if t.device == "cuda" and self.world > 1 else t.device))
+        self.dtype = _DTYPES[t.dtype]
+        self.run_dir = Path(config.run_dir)
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        if resume and not self.checkpoint_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
+        if not resume and self.checkpoint_path.is_file():
+            raise ConfigError(
+                f"{self.checkpoint_path} exists: pass --resume to continue that run, or choose "
+                "another run_dir (nothing is overwritten)"
+            )
+
+        # --- data: every check before any training starts ---
+        d = config.data
+        frames, self.split_record = load_splits(
+            d.train, d.valid, d.test, d.valid_size, d.test_size, config.seed,
+            require_forces=t.forces_weight > 0, require_stress=d.require_stress or t.stress_weight > 0)
+        elements = config.model.get("elements") or elements_of(frames["train"])
+        missing = set(elements_of(frames["train"])) - set(elements)
+        if missing:
+            raise ConfigError(f"model.elements lacks {sorted(missing)}, present in the training data")
+        model_kw = {k: v for k, v in config.model.items() if k != "elements"}
+        cutoff = float(model_kw.get("cutoff", 5.0))
+        self.graphs = {k: to_graphs(v, cutoff, elements) for k, v in frames.items()}
+        self.stats = {
+            "atomic_energies": fit_atomic_energies(frames["train"], elements),
+            "energy_scale": force_rms(frames["train"]) if t.forces_weight > 0 else 1.0,
+            "avg_num_neighbors": average_num_neighbors(self.graphs["train"]),
+        }
+        self.sizes = {k: len(v) for k, v in self.graphs.items()}
+
+        # --- model, EMA, optimiser, schedule ---
+        torch.manual_seed(config.seed)
+        self.model = SINet(elements=elements, avg_num_neighbors=self.stats["avg_num_neighbors"],
+                           atomic_energies=self.stats["atomic_energies"],
+                           energy_scale=self.stats["energy_scale"], **model_kw)
+        self.model = self.model.to(device=self.device, dtype=self.dtype)
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
+                                 use_buffers=False)  # buffers are constants, and some are integer
+        self.train_model = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(self.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        if t.scheduler == "cosine":
+            def lr_factor(epoch):
+                if epoch < t.warmup_epochs:
+                    return (epoch + 1) / (t.warmup_epochs + 1)
+                span = max(t.epochs - t.warmup_epochs, 1)
+                progress = min((epoch - t.warmup_epochs) / span, 1.0)
+                floor = t.min_lr / t.lr
+                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr)
+
+        self.epoch = 0
+        self.best = {"valid_loss": float("inf"), "epoch": -1}
+        self.bad_epochs = 0
+        self.history: List[Dict[str, float]] = []
+        self.elapsed = 0.0
+        if resume:
+            self._load(load_checkpoint(self.checkpoint_path))
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+            (self.run_dir / "split.json").write_text(json.dumps(self.split_record))
+
+    # --- checkpoints ---
+    def _state(self) -> Dict:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "elapsed": self.elapsed,
+            "stats": self.stats,
+        }
+
+    def _load(self, state: Dict) -> None:
+        if state["stats"]["atomic_energies"].keys() != self.stats["atomic_energies"].keys():
+            raise ConfigError("the checkpoint was trained on other elements than this config's data")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.best = dict(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.history = list(state["history"])
+        self.elapsed = float(state["elapsed"])
+        self.stats = state["stats"]
+
+    # --- one step, one epoch ---
+    def _loss(self, out, batch) -> torch.Tensor:
+        t = self.config.training
+        n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
+        loss = t.energy_weight * (((out["energy"] - batch.energy) / n_atoms) ** 2).mean()
+        if t.forces_weight > 0:
+            loss = loss + t.forces_weight * ((out["forces"] - batch.forces) ** 2).mean()
+        if t.stress_weight > 0:
+            loss = loss + t.stress_weight * ((out["stress"] - batch.stress) ** 2).mean()
+        return loss
+
+    def _batches(self, graphs: Sequence, batch_size: int, shuffle_seed: Optional[int]):
+        order = np.arange(len(graphs))
+        if shuffle_seed is not None:
+            order = np.random.default_rng(shuffle_seed).permutation(len(graphs))
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if shuffle_seed is not None and self.world > 1:
+            chunks = chunks[: len(chunks) - len(chunks) % self.world][self.rank::self.world]
+        for chunk in chunks:
+            yield batch_graphs([graphs[i] for i in chunk]).to(self.device)
+
+    def train_epoch(self) -> float:
+        t = self.config.training
+        self.model.train()
+        total, count = 0.0, 0
+        batches = self._batches(self.graphs["train"], t.batch_size, self.config.seed * 100_003 + self.epoch)
+        n_batches = math.ceil(len(self.graphs["train"]) / t.batch_size) // self.world
+        for batch in tqdm(batches, total=n_batches, disable=self.quiet, leave=False,
+                          desc=f"epoch {self.epoch + 1}/{t.epochs}", file=sys.stderr):
+            out = self.train_model(batch, compute_forces=t.forces_weight > 0,
+                                   compute_stress=t.stress_weight > 0, training=True)
+            loss = self._loss(out, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.optimizer.step()
+            self.ema.update_parameters(self.model)
+            total += float(loss.detach()) * batch.num_graphs
+            count += batch.num_graphs
+        return total / max(count, 1)
+
+    def evaluate(self, model: torch.nn.Module, graphs: Sequence, keep: bool = False) -> Dict:
+        """Loss and MAEs of ``model`` on ``graphs``: energy per atom (meV/atom), forces (meV/Å)."""
+        t = self.config.training
+        model.eval()
+        sums = {"loss": 0.0, "e": 0.0, "f": 0.0, "n_struct": 0, "n_f": 0}
+        kept = {"f_ref": [], "f_pred": []}
+        for batch in self._batches(graphs, t.valid_batch_size, None):
+            out = model(batch, compute_forces=True, compute_stress=t.stress_weight > 0)
+            out = {k: v.detach() for k, v in out.items()}
+            n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
+            sums["loss"] += float(self._loss(out, batch)) * batch.num_graphs
+            sums["e"] += float(((out["energy"] - batch.energy).abs() / n_atoms).sum())
+            sums["n_struct"] += batch.num_graphs
+            if hasattr(batch, "forces") and batch.forces is not None:
+                sums["f"] += float((out["forces"] - batch.forces).abs().sum())
+                sums["n_f"] += batch.forces.numel()
+                if keep:
+                    kept["f_ref"].append(batch.forces.cpu().numpy())
+                    kept["f_pred"].append(out["forces"].cpu().numpy())
+        result = {
+            "loss": sums["loss"] / max(sums["n_struct"], 1),
+            "e_mae_mev_atom": 1000 * sums["e"] / max(sums["n_struct"], 1),
+            "f_mae_mev_a": 1000 * sums["f"] / max(sums["n_f"], 1),
+        }
+        if keep:
+            result["forces"] = {k: np.concatenate(v) if v else np.zeros((0, 3)) for k, v in kept.items()}
+        return result
+
+    def _export(self, path: Path, extra: Optional[Dict] = None) -> None:
+        metadata = {"elements": self.model.elements, "epoch": self.epoch,
+                    "train_size": self.sizes["train"], "config": json.dumps(self.config.to_dict())}
+        metadata.update(extra or {})
+        save_model(self.ema.module, path, metadata=metadata)
+
+    # --- the loop ---
+    def run(self, stop_after_epoch: Optional[int] = None) -> Dict:
+        """Train until ``training.epochs``, early stopping, ``max_minutes`` or ``stop_after_epoch``.
+
+        Returns the final summary (also written to ``run_dir/summary.json``).
+        """
+        t = self.config.training
+        started = time.perf_counter()
+        elapsed_before = self.elapsed
+        while self.epoch < t.epochs:
+            epoch_start = time.perf_counter()
+            train_loss = self.train_epoch()
+            valid = self.evaluate(self.ema.module, self.graphs["valid"])
+            self.epoch += 1
+            if t.scheduler == "cosine":
+                self.scheduler.step()
+            else:
+                self.scheduler.step(valid["loss"])
+            self.elapsed = elapsed_before + time.perf_counter() - started
+            row = {"epoch": self.epoch, "train_loss": train_loss, "valid_loss": valid["loss"],
+                   "valid_e_mae_mev_atom": valid["e_mae_mev_atom"], "valid_f_mae_mev_a": valid["f_mae_mev_a"],
+                   "lr": self.optimizer.param_groups[0]["lr"],
+                   "epoch_seconds": time.perf_counter() - epoch_start, "elapsed_seconds": self.elapsed}
+            self.history.append(row)
+            improved = valid["loss"] < self.best["valid_loss"]
+            if improved:
+                self.best = {"valid_loss": valid["loss"], "epoch": self.epoch,
+                             "valid_e_mae_mev_atom": valid["e_mae_mev_atom"],
+                             "valid_f_mae_mev_a": valid["f_mae_mev_a"]}
+                self.bad_epochs = 0
+            else:
+                self.bad_epochs += 1
+            if self.is_main:
+                if improved:
+                    self._export(self.run_dir / "best_model.pt")
+                save_checkpoint(self._state(), self.checkpoint_path)
+                write_csv(self.history, self.run_dir / "metrics.csv")
+                if not self.quiet:
+                    tqdm.write(
+                        f"epoch {self.epoch:4d}  loss {train_loss:.4g}  valid E MAE "
+                        f"{valid['e_mae_mev_atom']:.2f} meV/atom  F MAE {valid['f_mae_mev_a']:.1f} meV/Å  "
+                        f"lr {row['lr']:.2e}  {row['epoch_seconds']:.1f} s{'  *' if improved else ''}",
+                        file=sys.stdout)
+            if self.bad_epochs >= t.patience:
+                break
+            if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
+                return {"stopped_at_epoch": self.epoch}
+            if t.max_minutes is not None and (time.perf_counter() - started) / 60 > t.max_minutes:
+                break
+        return self.finish()
+
+    def finish(self) -> Dict:
+        """Test the best model, write plots and ``summary.json``."""
+        summary = {"epochs_done": self.epoch, "best": self.best, "sizes": self.sizes,
+                   "train_seconds": self.elapsed, "stats": self.stats, "world_size": self.world}
+        if self.world > 1:
+            summary["ranks_agree"] = self._ranks_agree()
+        if not self.is_main:
+            return summary
+        from ..io import load_model
+
+        best = load_model(self.run_dir / "best_model.pt").to(device=self.device, dtype=self.dtype)
+        which = "test" if self.graphs["test"] else "valid"
+        result = self.evaluate(best, self.graphs[which], keep=True)
+        forces = result.pop("forces")
+        summary[which] = result
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        plot_learning_curve(self.history, self.run_dir / "learning_curve.png")
+        plot_force_parity(forces["f_ref"], forces["f_pred"], self.run_dir / "force_parity.png",
+                          f"best model, {which} set")
+        return summary
+
+
+    def _ranks_agree(self) -> bool:
+        """Whether every rank holds bit-identical weights (DDP keeps them in step)."""
+        import torch.distributed as dist
+
+        flat = torch.cat([p.detach().reshape(-1).to(torch.float64) for p in self.model.parameters()])
+        gathered = [torch.zeros_like(flat) for _ in range(self.world)]
+        dist.all_gather(gathered, flat)
+        return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> Dict:
+    """Build a :class:`Trainer` and run it."""
+    return Trainer(config, resume=resume, quiet=quiet).run()

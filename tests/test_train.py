@@ -1,0 +1,150 @@
+"""Trainer: learning, exact resume, export, config and data errors, DDP on 2 CPU processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import molecule
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from sinet_ase import ConfigError, SINetCalculator, load_model
+from sinet_ase.cli import train_main
+from sinet_ase.train import Trainer, load_config
+from sinet_ase.train.config import TrainConfig
+
+
+def emt_frames(formula, n, seed, rattle=0.08):
+    """Rattled copies of a molecule labelled with ASE's EMT (fast, deterministic)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        atoms = molecule(formula)
+        atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    write(d / "ethanol.extxyz", emt_frames("CH3CH2OH", 40, 0))
+    write(d / "water.extxyz", emt_frames("H2O", 20, 1))
+    no_forces = emt_frames("H2O", 3, 2)
+    for a in no_forces:
+        a.calc = SinglePointCalculator(a, energy=a.get_potential_energy())
+    write(d / "no_forces.extxyz", no_forces)
+    write(d / "ammonia.extxyz", emt_frames("NH3", 5, 3))
+    return d
+
+
+def tiny_config(data_dir, run_dir, **training):
+    raw = {
+        "run_dir": str(run_dir),
+        "seed": 1,
+        "data": {"train": [str(data_dir / "ethanol.extxyz"), str(data_dir / "water.extxyz")],
+                 "valid_size": 0.2, "test_size": 0.2},
+        "model": {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16,
+                  "radial_hidden": 16},
+        "training": {"epochs": 4, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0, "ema_decay": 0.5,
+                     "dtype": "float64", **training},
+    }
+    return TrainConfig.from_dict(raw)
+
+
+def test_training_lowers_validation_loss_and_exports(data_dir, tmp_path):
+    trainer = Trainer(tiny_config(data_dir, tmp_path / "run"), quiet=True)
+    before = trainer.evaluate(trainer.model, trainer.graphs["valid"])["loss"]
+    summary = trainer.run()
+    after = trainer.evaluate(load_model(tmp_path / "run" / "best_model.pt").double(),
+                             trainer.graphs["valid"])["loss"]
+    assert after < 0.7 * before
+    for name in ("metrics.csv", "learning_curve.png", "force_parity.png", "summary.json",
+                 "checkpoint.pt", "split.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert summary["sizes"] == {"train": 36, "valid": 12, "test": 12}
+    # the exported model loads in the calculator and matches the trainer's predictions
+    best = load_model(tmp_path / "run" / "best_model.pt")
+    graph = trainer.graphs["test"][0]
+    expected = best.double()(graph)["energy"].item()
+    atoms = molecule("CH3CH2OH") if graph.pos.shape[0] == 9 else molecule("H2O")
+    atoms.positions = graph.pos.numpy()
+    atoms.numbers = graph.z.numpy()
+    calc = SINetCalculator(tmp_path / "run" / "best_model.pt")
+    assert calc.get_potential_energy(atoms) == pytest.approx(expected, abs=1e-9)
+
+
+def test_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
+    full = Trainer(tiny_config(data_dir, tmp_path / "full"), quiet=True)
+    full.run()
+    part = Trainer(tiny_config(data_dir, tmp_path / "part"), quiet=True)
+    assert part.run(stop_after_epoch=2) == {"stopped_at_epoch": 2}
+    del part  # as if the process had been killed after epoch 2
+    resumed = Trainer(tiny_config(data_dir, tmp_path / "part"), resume=True, quiet=True)
+    assert resumed.epoch == 2
+    resumed.run()
+    for (name, a), (_, b) in zip(full.ema.state_dict().items(), resumed.ema.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+
+
+def test_existing_run_is_not_overwritten(data_dir, tmp_path):
+    Trainer(tiny_config(data_dir, tmp_path / "run", epochs=1), quiet=True).run()
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(tiny_config(data_dir, tmp_path / "run", epochs=1), quiet=True)
+
+
+def test_config_errors(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"training\.epohcs.*valid keys"):
+        TrainConfig.from_dict({"data": {"train": ["x"]}, "training": {"epohcs": 3}})
+    with pytest.raises(ConfigError, match="model.chanels"):
+        TrainConfig.from_dict({"data": {"train": ["x"]}, "model": {"chanels": 3}})
+    with pytest.raises(ConfigError, match="does not exist"):
+        Trainer(TrainConfig.from_dict({"run_dir": str(tmp_path / "a"),
+                                       "data": {"train": [str(tmp_path / "missing.xyz")]}}))
+    with pytest.raises(ConfigError, match="no forces"):
+        Trainer(TrainConfig.from_dict({"run_dir": str(tmp_path / "b"),
+                                       "data": {"train": [str(data_dir / "no_forces.extxyz")]}}))
+    with pytest.raises(ConfigError, match="N occur in the valid data but not in the training"):
+        Trainer(TrainConfig.from_dict({"run_dir": str(tmp_path / "c"),
+                                       "data": {"train": [str(data_dir / "water.extxyz")],
+                                                "valid": [str(data_dir / "ammonia.extxyz")]}}))
+
+
+def test_cli_overrides_and_errors(data_dir, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(data_dir, tmp_path / "run").to_dict()))
+    loaded = load_config(config, ["training.epochs=2", "model.channels=4"])
+    assert loaded.training.epochs == 2 and loaded.model["channels"] == 4
+    assert train_main([str(config), "training.epochs=1", "--quiet"]) == 0
+    assert "best_model.pt" in capsys.readouterr().out
+    assert train_main([str(config), "training.bogus=1"]) == 2
+    assert "unknown config key(s) training.bogus" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes(data_dir, tmp_path):
+    config = tmp_path / "ddp.yaml"
+    raw = tiny_config(data_dir, tmp_path / "ddp", epochs=3).to_dict()
+    config.write_text(yaml.safe_dump(raw))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "sinet_ase.cli", str(config), "--quiet"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_agree"] is True
+    lines = (tmp_path / "ddp" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    valid = [float(l.split(",")[header.index("valid_loss")]) for l in lines[1:]]
+    assert len(valid) == 3 and valid[-1] < valid[0]
