@@ -1,4 +1,4 @@
-"""Console commands: ``sinet-train`` (train a potential from a YAML config)."""
+"""Console commands: ``sinet-train`` (train a potential) and ``sinet-md`` (run MD with one)."""
 
 import argparse
 import sys
@@ -31,6 +31,62 @@ def train_main(argv=None) -> int:
     print(f"done: {summary.get('epochs_done')} epochs; best epoch {best.get('epoch')} "
           f"(valid F MAE {best.get('valid_f_mae_mev_a', float('nan')):.1f} meV/Å); "
           f"model: {config.run_dir}/best_model.pt")
+    return 0
+
+
+def _load_structure(spec: str):
+    """A shipped molecule name, an ``ase.build.molecule`` name, or a file ``ase.io.read`` reads."""
+    import os
+
+    from ase.build import molecule
+    from ase.collections import g2
+    from ase.io import read
+
+    from .pretrained import shipped_structure, shipped_structure_names
+
+    if spec in shipped_structure_names():
+        return shipped_structure(spec)
+    if os.path.exists(spec):
+        return read(spec)
+    if spec in g2.names:
+        return molecule(spec)
+    raise ValueError(
+        f"unknown structure {spec!r}: give a file, one of the shipped molecules "
+        f"({', '.join(shipped_structure_names()) or 'none'}) or an ase.build.molecule name"
+    )
+
+
+def md_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sinet-md",
+        description="Molecular dynamics with a SINet potential: progress bar, temperature and "
+                    "energies every interval, a trajectory for `ase gui`, energy drift and speed.",
+    )
+    parser.add_argument("structure", help="shipped molecule (e.g. aspirin), ase.build name, or a file")
+    parser.add_argument("--potential", default=None, help="shipped potential name (default: the first)")
+    parser.add_argument("--model", default=None, help="model file instead of a shipped potential")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--timestep", type=float, default=0.5, help="fs")
+    parser.add_argument("--temperature", type=float, default=300.0, help="K (initial for NVE)")
+    parser.add_argument("--ensemble", choices=["nve", "langevin"], default="nve")
+    parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
+    parser.add_argument("--interval", type=int, default=100, help="report and save every N steps")
+    parser.add_argument("--trajectory", default="sinet-md.traj", help=".traj or .extxyz")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from .md import run_md
+
+    try:
+        atoms = _load_structure(args.structure)
+        report = run_md(atoms, args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        print(f"sinet-md: error: {err}", file=sys.stderr)
+        return 2
+    print(report)
     return 0
 
 

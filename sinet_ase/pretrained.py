@@ -7,6 +7,8 @@ of the repository; the registry here only maps names to files.
 from pathlib import Path
 from typing import List
 
+_STRUCTURES = "structures.extxyz"
+
 _POTENTIAL_DIR = Path(__file__).resolve().parent / "potentials"
 
 
@@ -27,3 +29,25 @@ def pretrained_path(name: str) -> Path:
             f"{', '.join(names) if names else 'none yet (train one with sinet-train)'}"
         )
     return path
+
+
+def shipped_structure_names() -> List[str]:
+    """Molecules whose starting geometry ships with the package (``sinet-md NAME``)."""
+    path = _POTENTIAL_DIR / _STRUCTURES
+    if not path.is_file():
+        return []
+    from ase.io import read
+
+    return [a.info["name"] for a in read(str(path), index=":")]
+
+
+def shipped_structure(name: str):
+    """The shipped starting geometry of molecule ``name`` as ``ase.Atoms``."""
+    from ase.io import read
+
+    for atoms in read(str(_POTENTIAL_DIR / _STRUCTURES), index=":"):
+        if atoms.info.get("name") == name:
+            atoms.calc = None
+            atoms.info = {"name": name}
+            return atoms
+    raise KeyError(f"no shipped structure {name!r}; available: {', '.join(shipped_structure_names())}")

@@ -21,6 +21,7 @@ Multi-process training: started by ``torchrun``, each rank takes every
 import json
 import math
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -305,7 +306,10 @@ class Trainer:
     def finish(self) -> Dict:
         """Test the best model, write plots and ``summary.json``."""
         summary = {"epochs_done": self.epoch, "best": self.best, "sizes": self.sizes,
-                   "train_seconds": self.elapsed, "stats": self.stats, "world_size": self.world}
+                   "train_seconds": self.elapsed, "stats": self.stats, "world_size": self.world,
+                   "hardware": {"device": str(self.device), "threads": torch.get_num_threads(),
+                                "cpu": platform.processor() or platform.machine(),
+                                "cpu_count": os.cpu_count()}}
         if self.world > 1:
             summary["ranks_agree"] = self._ranks_agree()
         if not self.is_main:
