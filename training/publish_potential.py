@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import units
-from ase.io import read, write
+from ase.io import write
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 
 from sinet_ase import SINetCalculator, atoms_to_graph, batch_graphs, load_model, save_model
+from sinet_ase.data.atomic import read_structures
 from sinet_ase.pretrained import shipped_structure, shipped_structure_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def main():
     results, slice_frames, slice_errors = {}, [], {}
     for path, idx in split.items():
         name = molecule_name(path)
-        frames = read(path, index=":")
+        frames = read_structures(path)
         test = [frames[i] for i in idx["test"]]
         e_mae, f_mae = test_errors(model, test)
         results[name] = {"test_frames": len(test), "e_mae_mev_atom": e_mae, "f_mae_mev_a": f_mae}

@@ -24,6 +24,28 @@ from ..graph import atoms_to_graph
 PathLike = Union[str, Path]
 
 
+_COMPRESSED = {".xz": "lzma", ".gz": "gzip", ".bz2": "bz2"}
+
+
+def _read_all(path: Path) -> List[Atoms]:
+    """``ase.io.read(path, index=":")``, decompressing into memory first.
+
+    ASE reads a compressed extxyz by re-opening the stream for each frame, so a
+    2,000-frame ``.xz`` file takes many minutes; decompressed once it takes seconds.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in _COMPRESSED:
+        return read(str(path), index=":")
+    import importlib
+    import io
+
+    opener = importlib.import_module(_COMPRESSED[suffix]).open
+    with opener(path, "rt") as handle:
+        text = handle.read()
+    fmt = "extxyz" if path.name.lower().endswith((".xyz" + suffix, ".extxyz" + suffix)) else None
+    return read(io.StringIO(text), index=":", format=fmt)
+
+
 def read_structures(path: PathLike, require_forces: bool = True,
                     require_stress: bool = False) -> List[Atoms]:
     """All frames of an extxyz / ASE-db / any ase.io file, checked for labels.
@@ -35,7 +57,7 @@ def read_structures(path: PathLike, require_forces: bool = True,
     if not path.exists():
         raise ConfigError(f"data file {path} does not exist")
     try:
-        frames = read(str(path), index=":")
+        frames = _read_all(path)
     except Exception as err:  # ase.io raises many types for unreadable files
         raise ConfigError(f"cannot read {path} with ase.io.read: {type(err).__name__}: {err}") from err
     if not frames:
