@@ -2,7 +2,9 @@
 
 ``SINetBackbone``: species embedding lifted to degrees ``0..L``
 (:class:`~sinet_ase.ops.SphericalEmbedding`), then ``T`` Scalar Interaction
-layers. Heads read its node features ``(N, c, (L+1)^2)``.
+layers (``backbone="sinet"``) or ``T`` SiFormer blocks (``backbone="siformer"``,
+:class:`~sinet_ase.ops.SiFormerLayer`, ``num_heads`` attention heads). Heads
+read its node features ``(N, c, (L+1)^2)``.
 
 ``SINet``: backbone + energy head
 
@@ -22,12 +24,15 @@ from e3nn import o3
 
 from .errors import UnknownElementError
 from .graph import symbols_to_numbers
-from .ops import RadialEmbedding, ScalarInteractionLayer, SphericalEmbedding, SphericalLayout
+from .ops import (RadialEmbedding, ScalarInteractionLayer, SiFormerLayer, SphericalEmbedding,
+                  SphericalLayout)
 from .ops.mlp import mlp
+
+BACKBONES = ("sinet", "siformer")
 
 
 class SINetBackbone(torch.nn.Module):
-    """Embedding + ``num_layers`` Scalar Interaction layers.
+    """Embedding + ``num_layers`` Scalar Interaction layers (or SiFormer blocks).
 
     forward(graph, edge_vectors (E, 3) in the network dtype) -> h (N, c, (L+1)^2).
     """
@@ -35,8 +40,10 @@ class SINetBackbone(torch.nn.Module):
     def __init__(self, elements: Sequence[str], cutoff: float = 5.0, lmax: int = 2,
                  channels: int = 64, num_layers: int = 2, num_radial: int = 8,
                  radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,
-                 avg_num_neighbors: float = 12.0):
+                 avg_num_neighbors: float = 12.0, backbone: str = "sinet", num_heads: int = 4):
         super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(map(repr, BACKBONES))}")
         if cutoff <= 0:
             raise ValueError(f"cutoff must be positive, got {cutoff}")
         if num_layers < 0:
@@ -53,10 +60,13 @@ class SINetBackbone(torch.nn.Module):
         self.radial = RadialEmbedding(cutoff, num_radial, envelope_p)
         self.embedding = SphericalEmbedding(len(numbers), self.layout, num_radial, radial_hidden,
                                             avg_num_neighbors)
-        self.layers = torch.nn.ModuleList(
-            ScalarInteractionLayer(self.layout, num_radial, mlp_hidden, avg_num_neighbors)
-            for _ in range(num_layers)
-        )
+        self.backbone_type = backbone
+        if backbone == "siformer":
+            make_layer = lambda: SiFormerLayer(self.layout, num_radial, mlp_hidden, num_heads)
+        else:
+            make_layer = lambda: ScalarInteractionLayer(self.layout, num_radial, mlp_hidden,
+                                                        avg_num_neighbors)
+        self.layers = torch.nn.ModuleList(make_layer() for _ in range(num_layers))
 
     def species(self, z: torch.Tensor) -> torch.Tensor:
         """Atomic numbers ``(N,)`` -> species indices ``(N,)``; unknown elements raise."""
@@ -112,6 +122,9 @@ class SINet(torch.nn.Module):
         atomic_energies: per-element energy shift in eV (``{"H": -13.6, ...}``);
             zeros when not given.
         energy_scale: multiplies the network's per-atom output (eV).
+        backbone: ``"sinet"`` (Scalar Interaction layers) or ``"siformer"`` (the
+            scalar-interaction transformer, :class:`~sinet_ase.ops.SiFormerLayer`).
+        num_heads: attention heads of a SiFormer backbone (must divide ``channels``).
 
     forward(graph, compute_forces=True, compute_stress=False, training=False) returns a dict:
     ``energy`` (G,), ``energies`` (N,), ``forces`` (N, 3), ``stress`` (G, 3, 3), all float64.
@@ -121,13 +134,15 @@ class SINet(torch.nn.Module):
                  channels: int = 64, num_layers: int = 2, num_radial: int = 8,
                  radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,
                  avg_num_neighbors: float = 12.0,
-                 atomic_energies: Optional[Dict[str, float]] = None, energy_scale: float = 1.0):
+                 atomic_energies: Optional[Dict[str, float]] = None, energy_scale: float = 1.0,
+                 backbone: str = "sinet", num_heads: int = 4):
         super().__init__()
         self.config = dict(
             elements=list(elements), cutoff=float(cutoff), lmax=int(lmax), channels=int(channels),
             num_layers=int(num_layers), num_radial=int(num_radial), radial_hidden=int(radial_hidden),
             mlp_hidden=int(mlp_hidden), envelope_p=int(envelope_p),
-            avg_num_neighbors=float(avg_num_neighbors),
+            avg_num_neighbors=float(avg_num_neighbors), backbone=str(backbone),
+            num_heads=int(num_heads),
         )
         self.backbone = SINetBackbone(**self.config)
         self.energy_mlp = mlp([channels, max(channels // 2, 1), 1])

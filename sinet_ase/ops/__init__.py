@@ -1,4 +1,5 @@
-"""Equivariant building blocks: radial basis, embedding, Scalar Interaction, gate.
+"""Equivariant building blocks: radial basis, embedding, Scalar Interaction, gate,
+equivariant layer norm, SiFormer (scalar-interaction transformer) layer.
 
 Features travel in the *channel-major spherical layout* ``(n, c, (L+1)^2)``:
 ``c`` channels of every degree ``l = 0..L``, the last axis running over
@@ -11,6 +12,8 @@ from .radial import BesselBasis, PolynomialEnvelope, RadialEmbedding
 from .embedding import SphericalEmbedding
 from .scalar_interaction import ScalarInteraction, ScalarInteractionLayer
 from .gate import ScalarGate
+from .norm import EquivariantLayerNorm
+from .siformer import SiFormerLayer, cutoff_softmax
 
 __all__ = [
     "SphericalLayout",
@@ -21,4 +24,7 @@ __all__ = [
     "ScalarInteraction",
     "ScalarInteractionLayer",
     "ScalarGate",
+    "EquivariantLayerNorm",
+    "SiFormerLayer",
+    "cutoff_softmax",
 ]
