@@ -4,6 +4,16 @@
   ``generate_trajectories``; CLI ``python -m sinet_ase.nbody.simulator --out DIR``.
 - :mod:`sinet_ase.nbody.dataset`: splits, checksummed cache
   (``load_nbody_dataset``) and the evaluation format (``save_npz_split``).
+- :mod:`sinet_ase.nbody.model`: ``NBodySINet`` (SINet with a vector head),
+  model files (``save_nbody_model`` / ``load_nbody_model``).
+- :mod:`sinet_ase.nbody.train`: the training recipe; CLI
+  ``python -m sinet_ase.nbody.train training/nbody.yaml``.
+- :mod:`sinet_ase.nbody.evaluate`: CLI ``python -m sinet_ase.nbody.evaluate
+  CHECKPOINT DATA.npz`` (test MSE).
+- :mod:`sinet_ase.nbody.rollout`: ``rollout`` (autoregressive, K intervals of
+  1,000 steps), ``ground_truth`` (simulator), ``rollout_mse``.  The function
+  ``rollout`` is not re-exported here (it shares its module's name): use
+  ``from sinet_ase.nbody.rollout import rollout``.
 
 Names are re-exported lazily (PEP 562) so that ``python -m
 sinet_ase.nbody.simulator`` does not import the module twice.
@@ -23,6 +33,10 @@ _EXPORTS = {
     "cache_path": "dataset", "make_split": "dataset", "make_splits": "dataset",
     "load_nbody_dataset": "dataset", "save_npz_split": "dataset", "load_npz_split": "dataset",
     "baseline_mse": "dataset",
+    # model
+    "NBodySINet": "model", "save_nbody_model": "model", "load_nbody_model": "model",
+    # rollout
+    "ground_truth": "rollout", "rollout_mse": "rollout",
 }
 
 __all__ = sorted(_EXPORTS)

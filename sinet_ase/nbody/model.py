@@ -1,0 +1,315 @@
+r"""SINet for the charged N-body task: a per-particle type-1 (vector) output.
+
+The task (EGNN / SEGNN protocol, paper Sec. 5.4): from positions ``x``,
+velocities ``v`` and charges ``q`` of ``n`` particles at frame 30, predict the
+positions 1,000 integrator steps (1.0 time unit) later,
+
+``x_pred = x + sum_k w_k h_i^{1,k}``
+
+(the output head is a learned linear combination of the final ``l = 1``
+channels, i.e. an ``o3.Linear`` to ``1x1o`` without bias).
+
+Graph and inputs
+----------------
+Every system is a fully connected directed graph without self-loops
+(``n (n-1)`` edges ``i <- j``).  Edge ``i <- j``:
+
+* harmonics ``Y^l(x_j - x_i)``, ``l = 0..L`` (e3nn, ``component``
+  normalisation; e3nn's ``l = 1`` harmonics are ``sqrt(3) (x, y, z)/r`` in
+  Cartesian order, so Cartesian vectors *are* the ``l = 1`` columns);
+* edge scalars ``s_ij = [phi(r_ij), q_i q_j, r_ij]``: a Bessel basis
+  ``phi`` (:class:`~sinet_ase.ops.BesselBasis`, ``num_radial`` functions of
+  width ``radial_cutoff``), the charge product and the distance.
+
+No cutoff envelope: the graph is fully connected, so the envelope is ``u = 1``
+on every edge (``radial_cutoff`` only sets the wavelengths of the Bessel
+basis; distances beyond it are still seen, through ``r_ij`` itself and the
+continuing sines).
+
+Node embedding (layer 0): with ``x_rel = x - mean(x)`` (centre of the system)
+
+* ``h^0 = z_{q_i} + MLP(|v_i|, q_i)``: charge embedding plus an MLP of the
+  node scalars;
+* ``h^{l,k} += sum_s W^l_{k s} |s| Y^l(s / |s|)`` for ``s in {x_rel, v}`` and
+  ``l = 1..L``: for ``l = 1`` this is exactly a linear map of the two vectors
+  ``x_rel`` and ``v`` into the ``c`` vector channels (``|s| Y^1(s/|s|) =
+  sqrt(3) s``); for ``l >= 2`` it embeds the same vectors as degree-``l``
+  harmonics (SEGNN's node attributes);
+* ``h^{l,k} += (1/n_avg) sum_j R^l_k(s_ij) z_j^k Y^l(x_j - x_i)``: the
+  :class:`~sinet_ase.ops.SphericalEmbedding` (scalar-times-harmonic tensor
+  product) with the edge scalars above as its radial input.
+
+Then ``num_layers`` Scalar Interaction layers, whose coefficient MLPs take the
+same edge scalars ``s_ij``.  Each is a :class:`~sinet_ase.ops.ScalarInteractionLayer`
+run *pre-norm* (:class:`PreNormScalarInteractionLayer`): the messages are
+computed from an equivariant RMS norm of the node features,
+
+``h_i <- h_i + Gate(Linear((1/n_avg) sum_j SI(N(h_j), Y_ij, N(h_i), s_ij)))``,
+
+``N(h)^{l,k} = g^{l,k} h^{l,k} / sqrt(mean_{k'} |h^{l,k'}|^2 / (2l+1) + eps)``.
+The inputs ``x_rel, v`` are not bounded (``|x_rel|`` reaches 10), and Scalar
+Interaction is polynomial in its input (``alpha(<h, h>) h``), so without the
+norm the features grow like ``|h|^{3^T}`` through ``T`` layers and training
+diverges (observed: feature norms 1e9 after 4 layers at initialisation).  The
+residual stream itself is not normalised, so the absolute scale of ``v`` and
+``x_rel`` reaches the vector head unchanged.
+
+Symmetries (by construction, tested in ``tests/test_nbody_model.py``):
+``x -> R x + t``, ``v -> R v`` with ``R`` in O(3) gives
+``x_pred -> R x_pred + t``; permuting the particles permutes the output.
+"""
+
+from typing import Any, Dict, Optional, Union
+from pathlib import Path
+
+import torch
+from e3nn import o3
+
+from ..io import atomic_torch_save
+from ..errors import ModelFileError
+from ..ops import BesselBasis, ScalarInteractionLayer, SphericalEmbedding, SphericalLayout
+from ..ops.mlp import mlp
+
+__all__ = [
+    "NBodySINet",
+    "fully_connected_edges",
+    "EquivariantRMSNorm",
+    "PreNormScalarInteractionLayer",
+    "save_nbody_model",
+    "load_nbody_model",
+    "nbody_model_to_dict",
+    "nbody_model_from_dict",
+    "NBODY_FORMAT",
+    "NBODY_FORMAT_VERSION",
+]
+
+NBODY_FORMAT = "sinet-ase-nbody-model"
+NBODY_FORMAT_VERSION = 1
+
+
+def fully_connected_edges(num_systems: int, n: int, device=None) -> torch.Tensor:
+    """``(2, B n (n-1))`` edge index (row 0 receives, row 1 sends) of ``B`` complete graphs."""
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    keep = i != j
+    i, j = i[keep], j[keep]
+    offset = (torch.arange(num_systems) * n).repeat_interleave(i.numel())
+    edge = torch.stack([i.repeat(num_systems) + offset, j.repeat(num_systems) + offset])
+    return edge.to(device)
+
+
+class EquivariantRMSNorm(torch.nn.Module):
+    """``h^{l,k} -> g^{l,k} h^{l,k} / sqrt(mean_{k'} |h^{l,k'}|^2/(2l+1) + eps)`` per node and degree.
+
+    The denominator is invariant, so the map is equivariant (parity included).
+    """
+
+    def __init__(self, layout: SphericalLayout, eps: float = 1e-4):
+        super().__init__()
+        self.layout = layout
+        self.eps = float(eps)
+        self.gain = torch.nn.Parameter(torch.ones(layout.channels, layout.lmax + 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        # inner(h, h) = |h^{l,k}|^2 / sqrt(2l+1); divide once more by sqrt(2l+1)
+        sq = self.layout.inner(h, h) / torch.sqrt(2.0 * torch.arange(
+            self.layout.lmax + 1, device=h.device, dtype=h.dtype) + 1.0)  # (N, c, L+1)
+        scale = self.gain / torch.sqrt(sq.mean(dim=1, keepdim=True) + self.eps)
+        return h * self.layout.per_degree(scale)
+
+
+class PreNormScalarInteractionLayer(ScalarInteractionLayer):
+    """:class:`~sinet_ase.ops.ScalarInteractionLayer` with its messages computed from
+    :class:`EquivariantRMSNorm` ed features; the residual stream stays unnormalised."""
+
+    def __init__(self, layout: SphericalLayout, num_edge_scalars: int, hidden: int = 64,
+                 avg_num_neighbors: float = 1.0):
+        super().__init__(layout, num_edge_scalars, hidden, avg_num_neighbors)
+        self.norm = EquivariantRMSNorm(layout)
+
+    def forward(self, h, edge_index, Y, edge_scalars, u):
+        receiver, sender = edge_index[0], edge_index[1]
+        hn = self.norm(h)
+        messages = self.interaction(hn[sender], Y, hn[receiver], edge_scalars) * u.view(-1, 1, 1)
+        aggregated = torch.zeros_like(h).index_add_(0, receiver, messages) / self.avg_num_neighbors
+        update = self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
+        return h + self.gate(update)
+
+
+def _safe_harmonics(irreps, vectors: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``Y(s/|s|)`` with ``Y = 0`` where ``s = 0`` (no NaN)."""
+    norm = vectors.norm(dim=-1, keepdim=True)
+    unit = vectors / norm.clamp_min(eps)
+    Y = o3.spherical_harmonics(irreps, unit, normalize=False, normalization="component")
+    return Y * (norm > eps).to(Y.dtype)
+
+
+class NBodySINet(torch.nn.Module):
+    """SINet with a vector head for the charged N-body task.
+
+    Args:
+        lmax: highest degree ``L`` of node features and edge harmonics.
+        channels: channels ``c`` per degree.
+        num_layers: Scalar Interaction layers after the embedding.
+        num_radial: Bessel functions of the edge scalars.
+        radial_cutoff: width of the Bessel basis (not a graph cutoff).
+        radial_hidden: width of the embedding's radial MLP.
+        mlp_hidden: width of the coefficient MLPs (and of the node-scalar MLP).
+        avg_num_neighbors: divides neighbour sums; ``n - 1 = 4`` for 5 particles.
+
+    forward(x (B, n, 3), v (B, n, 3), q (B, n)) -> predicted positions (B, n, 3)
+    (unbatched ``(n, 3), (n, 3), (n,)`` also accepted).  :meth:`displacement`
+    returns the head output alone.
+    """
+
+    def __init__(self, lmax: int = 1, channels: int = 64, num_layers: int = 4,
+                 num_radial: int = 8, radial_cutoff: float = 10.0, radial_hidden: int = 64,
+                 mlp_hidden: int = 64, avg_num_neighbors: float = 4.0):
+        super().__init__()
+        if lmax < 1:
+            raise ValueError(f"the vector output needs lmax >= 1, got {lmax}")
+        self.config = dict(lmax=int(lmax), channels=int(channels), num_layers=int(num_layers),
+                           num_radial=int(num_radial), radial_cutoff=float(radial_cutoff),
+                           radial_hidden=int(radial_hidden), mlp_hidden=int(mlp_hidden),
+                           avg_num_neighbors=float(avg_num_neighbors))
+        self.layout = SphericalLayout(lmax, channels)
+        num_edge_scalars = num_radial + 2  # phi(r), q_i q_j, r
+        self.radial = BesselBasis(radial_cutoff, num_radial)
+        # charge "species": q < 0 -> 0, q > 0 -> 1
+        self.embedding = SphericalEmbedding(2, self.layout, num_edge_scalars, radial_hidden,
+                                            avg_num_neighbors)
+        self.node_scalars = mlp([2, mlp_hidden, channels])  # (|v|, q) -> h^0
+        # W^l: (L, c, 2) mixes the harmonics of (x_rel, v) into c channels of degree l
+        self.vector_embedding = torch.nn.Parameter(torch.randn(lmax, channels, 2) / 2 ** 0.5)
+        self.layers = torch.nn.ModuleList(
+            PreNormScalarInteractionLayer(self.layout, num_edge_scalars, mlp_hidden, avg_num_neighbors)
+            for _ in range(num_layers)
+        )
+        self.head = torch.nn.Linear(channels, 1, bias=False)  # sum_k w_k h^{1,k}
+        self._edge_cache: Dict[Any, torch.Tensor] = {}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    def edges(self, num_systems: int, n: int, device) -> torch.Tensor:
+        key = (num_systems, n, str(device))
+        edge = self._edge_cache.get(key)
+        if edge is None:
+            if len(self._edge_cache) > 16:
+                self._edge_cache.clear()
+            edge = self._edge_cache[key] = fully_connected_edges(num_systems, n, device)
+        return edge
+
+    def features(self, x: torch.Tensor, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Final node features ``(B n, c, (L+1)^2)`` for batched inputs."""
+        B, n, _ = x.shape
+        dtype = self.dtype
+        L, c = self.layout.lmax, self.layout.channels
+        x = x.to(dtype)
+        v = v.to(dtype).reshape(B * n, 3)
+        q = q.to(dtype).reshape(B * n)
+        x_rel = (x - x.mean(dim=1, keepdim=True)).reshape(B * n, 3)
+        edge_index = self.edges(B, n, x.device)
+        receiver, sender = edge_index[0], edge_index[1]
+        pos = x.reshape(B * n, 3)
+        vec = pos[sender] - pos[receiver]
+        r = vec.norm(dim=-1)
+        Y = _safe_harmonics(self.layout.sh_irreps, vec)
+        edge_scalars = torch.cat([self.radial(r), (q[receiver] * q[sender]).unsqueeze(-1),
+                                  r.unsqueeze(-1)], dim=-1)
+        u = torch.ones_like(r)  # fully connected graph: no envelope
+        species = (q > 0).long()
+        h = self.embedding(species, edge_index, Y, edge_scalars, u)
+        speed = v.norm(dim=-1, keepdim=True)
+        h0 = self.node_scalars(torch.cat([speed, q.unsqueeze(-1)], dim=-1))
+        # |s| Y^l(s/|s|) for s = x_rel, v: (B n, 2, M)
+        node_vectors = torch.stack([x_rel, v], dim=1)
+        Yn = _safe_harmonics(self.layout.sh_irreps, node_vectors)
+        Yn = Yn * node_vectors.norm(dim=-1, keepdim=True)
+        W = self.layout.per_degree(
+            torch.cat([torch.zeros(1, c, 2, dtype=dtype, device=x.device), self.vector_embedding])
+            .permute(1, 2, 0))  # (c, 2, M); degree 0 weights are zero
+        h_vec = torch.einsum("ksm,nsm->nkm", W, Yn)
+        h = h + h_vec
+        h = torch.cat([h[:, :, :1] + h0.unsqueeze(-1), h[:, :, 1:]], dim=-1)
+        for layer in self.layers:
+            h = layer(h, edge_index, Y, edge_scalars, u)
+        return h
+
+    def displacement(self, x: torch.Tensor, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Head output ``sum_k w_k h^{1,k}``: ``(B, n, 3)`` in the model dtype."""
+        B, n, _ = x.shape
+        h = self.features(x, v, q)
+        out = self.head(h[:, :, 1:4].transpose(1, 2)).squeeze(-1)  # (B n, 3)
+        return out.reshape(B, n, 3)
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        unbatched = x.dim() == 2
+        if unbatched:
+            x, v, q = x.unsqueeze(0), v.unsqueeze(0), q.unsqueeze(0)
+        if x.dim() != 3 or x.shape[-1] != 3 or v.shape != x.shape or q.shape != x.shape[:2]:
+            raise ValueError(f"bad shapes x{tuple(x.shape)} v{tuple(v.shape)} q{tuple(q.shape)}")
+        out = x + self.displacement(x, v, q).to(x.dtype)
+        return out[0] if unbatched else out
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# --- model files ----------------------------------------------------------------
+
+def nbody_model_to_dict(model: NBodySINet, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Plain dictionary (config + tensors + plain metadata); loads with ``weights_only=True``."""
+    return {
+        "format": NBODY_FORMAT,
+        "format_version": NBODY_FORMAT_VERSION,
+        "model_type": "NBodySINet",
+        "config": dict(model.config),
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "state_dict": {k: t.detach().cpu().clone() for k, t in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+
+
+def nbody_model_from_dict(payload: Dict[str, Any], source: str = "model") -> NBodySINet:
+    if not isinstance(payload, dict) or payload.get("format") != NBODY_FORMAT:
+        raise ModelFileError(f"{source} is not a sinet-ase N-body model file")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > NBODY_FORMAT_VERSION:
+        raise ModelFileError(f"{source} has N-body model format version {version}; this "
+                             f"sinet-ase reads up to {NBODY_FORMAT_VERSION}")
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(payload.get("dtype", "float32"))
+    if dtype is None:
+        raise ModelFileError(f"{source}: unsupported dtype {payload.get('dtype')!r}")
+    model = NBodySINet(**payload["config"]).to(dtype)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ModelFileError(f"{source}: weights do not match the stored config: {err}") from err
+    model.eval()
+    model.metadata = dict(payload.get("metadata", {}))
+    return model
+
+
+def save_nbody_model(model: NBodySINet, path: Union[str, Path],
+                     metadata: Optional[Dict[str, Any]] = None) -> None:
+    """Write the model file atomically (temporary file + ``os.replace``)."""
+    atomic_torch_save(nbody_model_to_dict(model, metadata), path)
+
+
+def load_nbody_model(path: Union[str, Path]) -> NBodySINet:
+    """Load a model file, or the best model inside a training checkpoint (eval mode, CPU).
+
+    Uses ``torch.load(weights_only=True)``: no pickled code is ever run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelFileError(f"{path} is not a readable N-body model file: "
+                             f"{type(err).__name__}: {err}") from err
+    if isinstance(payload, dict) and payload.get("format") == "sinet-ase-nbody-checkpoint":
+        payload = payload["best_model"] if payload.get("best_model") else payload["model"]
+    return nbody_model_from_dict(payload, str(path))

@@ -1,0 +1,325 @@
+r"""Training recipe for :class:`~sinet_ase.nbody.model.NBodySINet` (SEGNN protocol).
+
+Protocol (Brandstetter et al. 2022, as used in the SINet paper, Sec. 5.4):
+MSE over all coordinates of the predicted positions at frame 40, Adam with
+learning rate ``5e-4`` and weight decay ``1e-12``, batch 100, up to 1,000
+epochs, validation every 5 epochs, and the test MSE reported at the epoch of
+the best validation MSE.  3,000 / 2,000 / 2,000 trajectories
+(:func:`sinet_ase.nbody.dataset.load_nbody_dataset`).
+
+Command::
+
+    python -m sinet_ase.nbody.train training/nbody.yaml [--out DIR] [--seed S]
+        [--epochs E] [--lmax L] [--resume] [--stop-after EPOCH]
+
+writes into ``DIR``:
+
+* ``checkpoint.pt``: the full training state, written atomically (temporary
+  file + ``os.replace``) after every validation: model and optimiser
+  state, epoch, the states of the global torch RNG and of the shuffling
+  generator, best-so-far (validation MSE, epoch, test MSE there, its
+  weights), history and accumulated wall time.  ``--resume`` continues from it
+  exactly: an interrupted run ends with the same weights as an uninterrupted
+  one (tested).
+* ``best.pt``: the model file of the best validation epoch
+  (:func:`~sinet_ase.nbody.model.save_nbody_model`: config dict +
+  state_dict + metadata, loads with ``torch.load(weights_only=True)``).
+* ``log.json``: config, history (train loss per epoch; valid MSE per
+  validation; test MSE at each new best) and the summary.
+
+Every tensor in the checkpoint is a plain tensor (RNG states are byte
+tensors), so it too loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from ..io import atomic_torch_save
+from .model import NBodySINet, nbody_model_to_dict, save_nbody_model
+
+__all__ = ["DEFAULT_CONFIG", "load_config", "train", "evaluate_mse", "split_to_tensors",
+           "CHECKPOINT_FORMAT", "main"]
+
+CHECKPOINT_FORMAT = "sinet-ase-nbody-checkpoint"
+
+DEFAULT_CONFIG: Dict[str, Any] = {
+    "model": dict(lmax=1, channels=16, num_layers=2, num_radial=8, radial_cutoff=10.0,
+                  radial_hidden=16, mlp_hidden=32, avg_num_neighbors=4.0),
+    "data": dict(cache_dir=None, seed=42, n_train=3000, n_valid=2000, n_test=2000),
+    "train": dict(seed=0, lr=5e-4, weight_decay=1e-12, batch_size=100, epochs=1000,
+                  eval_every=5, dtype="float32", threads=1),
+}
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path=None, overrides: Optional[dict] = None) -> dict:
+    """``DEFAULT_CONFIG`` updated by a YAML recipe and then by ``overrides``."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    if path is not None:
+        import yaml
+
+        with open(path) as handle:
+            config = _merge(config, yaml.safe_load(handle) or {})
+    return _merge(config, overrides or {})
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def split_to_tensors(split: dict, dtype=torch.float32) -> Dict[str, torch.Tensor]:
+    """``x, v, q, target`` of a split as tensors; ``dx = target - x`` formed in float64."""
+    out = {k: torch.as_tensor(np.asarray(split[k]), dtype=torch.float64) for k in ("x", "v", "q", "target")}
+    out["dx"] = (out["target"] - out["x"]).to(dtype)
+    for k in ("x", "v", "q"):
+        out[k] = out[k].to(dtype)
+    return out
+
+
+@torch.no_grad()
+def evaluate_mse(model: NBodySINet, split, batch_size: int = 100) -> float:
+    """MSE over all coordinates of ``model(x, v, q)`` against ``target`` (float64 sum).
+
+    ``split``: dict of arrays ``x, v (N, n, 3), q (N, n), target (N, n, 3)``
+    (or the output of :func:`split_to_tensors`).
+    """
+    was_training = model.training
+    model.eval()
+    t = split if "dx" in split else split_to_tensors(split, model.dtype)
+    total, count = 0.0, 0
+    for start in range(0, t["x"].shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        pred = model.displacement(t["x"][sl], t["v"][sl], t["q"][sl])
+        total += float(((pred.double() - t["dx"][sl].double()) ** 2).sum())
+        count += pred.numel()
+    model.train(was_training)
+    return total / count
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+
+
+def _load_splits(config: dict) -> dict:
+    from .dataset import load_nbody_dataset
+
+    d = config["data"]
+    return load_nbody_dataset(d.get("cache_dir"), d["n_train"], d["n_valid"], d["n_test"], d["seed"])
+
+
+def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[int] = None,
+          data: Optional[dict] = None, verbose: bool = True) -> dict:
+    """Run (or resume) the recipe ``config`` (see :data:`DEFAULT_CONFIG`) in ``out_dir``.
+
+    ``stop_after``: return after this epoch (checkpoint written), for a planned
+    interruption; ``data``: preloaded ``{"train", "valid", "test"}`` splits
+    (else :func:`load_nbody_dataset` with ``config["data"]``).
+    Returns the summary dict (also in ``log.json``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, best_path, log_path = out_dir / "checkpoint.pt", out_dir / "best.pt", out_dir / "log.json"
+    tc = config["train"]
+    if tc.get("threads"):
+        torch.set_num_threads(int(tc["threads"]))
+    dtype = _dtype(tc.get("dtype", "float32"))
+
+    state = None
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{ckpt_path} is not an N-body training checkpoint")
+        if state["config"]["model"] != config["model"] or state["config"]["data"] != config["data"]:
+            raise ValueError(f"{ckpt_path} was written with another model/data config; "
+                             f"use another --out or the same recipe")
+        config = _merge(state["config"], {"train": {"epochs": tc["epochs"]}})
+        tc = config["train"]
+    elif resume and verbose:
+        print(f"no checkpoint in {out_dir}: starting from scratch")
+
+    torch.manual_seed(int(tc["seed"]))
+    model = NBodySINet(**config["model"]).to(dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]),
+                                 weight_decay=float(tc["weight_decay"]))
+    generator = torch.Generator().manual_seed(int(tc["seed"]) + 1)
+    epoch, history, train_seconds = 0, [], 0.0
+    best = dict(valid_mse=math.inf, epoch=0, test_mse=None)
+    best_state = None
+    if state is not None:
+        model.load_state_dict(state["model"]["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator_state"])
+        torch.set_rng_state(state["torch_rng_state"])
+        epoch, history = int(state["epoch"]), list(state["history"])
+        train_seconds = float(state["train_seconds"])
+        best = dict(state["best"])
+        best_state = state["best_model"]
+        if verbose:
+            print(f"resumed {ckpt_path} at epoch {epoch} (best valid {best['valid_mse']:.6f} "
+                  f"at epoch {best['epoch']})")
+
+    data = data if data is not None else _load_splits(config)
+    train_t = split_to_tensors(data["train"], dtype)
+    valid_t = split_to_tensors(data["valid"], dtype)
+    test_t = split_to_tensors(data["test"], dtype)
+    n_train, bs = train_t["x"].shape[0], int(tc["batch_size"])
+    n_params = model.num_parameters()
+    if verbose and state is None:
+        print(f"NBodySINet {config['model']}: {n_params} parameters; "
+              f"{n_train} train / {valid_t['x'].shape[0]} valid / {test_t['x'].shape[0]} test")
+
+    def summary() -> dict:
+        return dict(epochs_done=epoch, best_epoch=best["epoch"], best_valid_mse=best["valid_mse"],
+                    test_mse_at_best=best["test_mse"], num_parameters=n_params,
+                    train_seconds=train_seconds, hardware=_hardware())
+
+    def save_checkpoint():
+        payload = dict(
+            format=CHECKPOINT_FORMAT, format_version=1, config=config, epoch=epoch,
+            model=nbody_model_to_dict(model), optimizer=optimizer.state_dict(),
+            generator_state=generator.get_state(), torch_rng_state=torch.get_rng_state(),
+            best=best, best_model=best_state, history=history, train_seconds=train_seconds,
+        )
+        atomic_torch_save(payload, ckpt_path)
+        _atomic_write_text(log_path, json.dumps(dict(config=config, summary=summary(),
+                                                     history=history),
+                                                indent=1))
+
+    epochs = int(tc["epochs"])
+    eval_every = int(tc["eval_every"])
+    model.train()
+    while epoch < epochs:
+        t0 = time.perf_counter()
+        perm = torch.randperm(n_train, generator=generator)
+        total = 0.0
+        for start in range(0, n_train, bs):
+            idx = perm[start:start + bs]
+            pred = model.displacement(train_t["x"][idx], train_t["v"][idx], train_t["q"][idx])
+            loss = torch.nn.functional.mse_loss(pred, train_t["dx"][idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * idx.numel()
+        epoch += 1
+        record = dict(epoch=epoch, train_mse=total / n_train)
+        if epoch % eval_every == 0 or epoch == epochs:
+            valid_mse = evaluate_mse(model, valid_t, bs)
+            record["valid_mse"] = valid_mse
+            if valid_mse < best["valid_mse"]:
+                test_mse = evaluate_mse(model, test_t, bs)
+                record["test_mse"] = test_mse
+                best = dict(valid_mse=valid_mse, epoch=epoch, test_mse=test_mse)
+                best_state = nbody_model_to_dict(model, dict(
+                    best_epoch=epoch, valid_mse=valid_mse, test_mse=test_mse, seed=int(tc["seed"]),
+                    recipe="sinet_ase.nbody.train"))
+        train_seconds += time.perf_counter() - t0
+        record["seconds"] = round(train_seconds, 2)
+        history.append(record)
+        if "valid_mse" in record:
+            save_checkpoint()
+            if best["epoch"] == epoch:
+                atomic_torch_save(best_state, best_path)
+            if verbose:
+                extra = f"  test {record['test_mse']:.6f} (new best)" if "test_mse" in record else ""
+                print(f"epoch {epoch:5d}  train {record['train_mse']:.6f}  valid {valid_mse:.6f}{extra}"
+                      f"  [{train_seconds:.0f} s]", flush=True)
+        if stop_after is not None and epoch >= stop_after:
+            if "valid_mse" not in record:
+                save_checkpoint()
+            break
+    if epoch >= epochs:
+        save_checkpoint()
+    result = summary()
+    if verbose:
+        print(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sinet_ase.nbody.train",
+                                description="Train NBodySINet on the charged N-body task (SEGNN protocol).")
+    p.add_argument("recipe", nargs="?", default=None, help="YAML recipe, e.g. training/nbody.yaml")
+    p.add_argument("--out", default=None, help="output folder (default: recipe's out_dir)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (init + shuffling)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--lmax", type=int, default=None, help="override model.lmax (L ablation)")
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any recipe entry, e.g. --set model.channels=16 (YAML value)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
+                   "(--epochs may extend the run; other settings come from the checkpoint)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this epoch")
+    a = p.parse_args(argv)
+    overrides: Dict[str, Any] = {"train": {}, "model": {}, "data": {}}
+    if a.seed is not None:
+        overrides["train"]["seed"] = a.seed
+    if a.epochs is not None:
+        overrides["train"]["epochs"] = a.epochs
+    if a.eval_every is not None:
+        overrides["train"]["eval_every"] = a.eval_every
+    if a.lmax is not None:
+        overrides["model"]["lmax"] = a.lmax
+    if a.n_train is not None:
+        overrides["data"]["n_train"] = a.n_train
+    import yaml
+
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in overrides:
+            raise SystemExit(f"--set expects SECTION.KEY=VALUE with SECTION in model/data/train, got {item!r}")
+        overrides[section][name] = yaml.safe_load(value)
+    config = load_config(a.recipe, overrides)
+    out = a.out or config.pop("out_dir", None) or "runs/nbody"
+    config.pop("out_dir", None)
+    train(config, out, resume=a.resume, stop_after=a.stop_after)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

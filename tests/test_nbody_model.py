@@ -1,0 +1,138 @@
+"""N-body SINet: symmetries, training, checkpoints, resume, rollout (fast, one thread)."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from sinet_ase.nbody import dataset as ds
+from sinet_ase.nbody.evaluate import main as evaluate_main
+from sinet_ase.nbody.model import NBodySINet, load_nbody_model
+from sinet_ase.nbody.rollout import ground_truth, rollout, rollout_mse
+from sinet_ase.nbody.train import evaluate_mse, load_config, train
+from sinet_ase.testing import default_dtype, random_orthogonal, relative_error
+
+torch.set_num_threads(1)
+
+SMALL = dict(lmax=1, channels=16, num_layers=2, mlp_hidden=32, radial_hidden=16)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    """300 train / 100 valid / 100 test trajectories of the benchmark protocol."""
+    return ds.make_splits(seed=7, n_train=300, n_valid=100, n_test=100)
+
+
+@pytest.fixture(scope="module")
+def trained(small_data, tmp_path_factory):
+    """20 epochs on 300 trajectories (lr raised to 3e-3 so that 60 steps suffice)."""
+    out = tmp_path_factory.mktemp("nbody_run")
+    config = load_config(None, {"model": SMALL, "train": dict(epochs=20, eval_every=5, lr=3e-3, seed=0)})
+    summary = train(config, out, data=small_data, verbose=False)
+    return out, summary, config
+
+
+def _random_system(B=3, n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, n, 3, generator=g, dtype=torch.float64) * 2
+    v = torch.randn(B, n, 3, generator=g, dtype=torch.float64) * 0.5
+    q = torch.where(torch.rand(B, n, generator=g) < 0.5, -1.0, 1.0).to(torch.float64)
+    return x, v, q
+
+
+@pytest.mark.parametrize("lmax", [1, 3])
+@pytest.mark.parametrize("parity", [False, True])
+def test_model_is_e3_equivariant_and_permutation_equivariant(lmax, parity):
+    with default_dtype(torch.float64):
+        torch.manual_seed(lmax)
+        model = NBodySINet(**{**SMALL, "lmax": lmax}).double()
+    x, v, q = _random_system()
+    out = model(x, v, q)
+    assert out.shape == x.shape and out.dtype == torch.float64
+    R = random_orthogonal(parity)
+    t = torch.randn(3, dtype=torch.float64) * 5
+    # rotation (with inversion) + translation: x_pred -> R x_pred + t
+    assert relative_error(model(x @ R.T + t, v @ R.T, q), out @ R.T + t) < 1e-9
+    # translation alone changes nothing but the offset
+    assert relative_error(model(x + t, v, q), out + t) < 1e-9
+    # permuting the particles permutes the prediction
+    perm = torch.randperm(5, generator=torch.Generator().manual_seed(1))
+    assert relative_error(model(x[:, perm], v[:, perm], q[:, perm]), out[:, perm]) < 1e-9
+    # unbatched input
+    assert relative_error(model(x[1], v[1], q[1]), out[1]) < 1e-12
+
+
+def test_model_depends_on_charges_and_velocities():
+    torch.manual_seed(0)
+    model = NBodySINet(**SMALL).double()
+    x, v, q = _random_system()
+    out = model(x, v, q)
+    assert (model(x, v, -q) - out).abs().max() > 1e-6  # flip all charges: q_i q_j same, q_i not
+    assert (model(x, v * 1.1, q) - out).abs().max() > 1e-6
+
+
+def test_training_beats_constant_velocity_baseline(trained, small_data):
+    out, summary, _ = trained
+    baseline = ds.baseline_mse(small_data["test"])["constant_velocity"]
+    assert summary["epochs_done"] == 20
+    assert summary["test_mse_at_best"] < baseline, (summary, baseline)
+    assert (out / "best.pt").is_file() and (out / "checkpoint.pt").is_file() and (out / "log.json").is_file()
+
+
+def test_checkpoint_reloads_with_same_test_mse(trained, small_data, tmp_path, capsys):
+    out, summary, _ = trained
+    for name in ("best.pt", "checkpoint.pt"):  # both are plain tensors + containers
+        assert isinstance(torch.load(out / name, weights_only=True), dict)
+    model = load_nbody_model(out / "best.pt")
+    assert model.metadata["best_epoch"] == summary["best_epoch"]
+    assert evaluate_mse(model, small_data["test"]) == pytest.approx(summary["test_mse_at_best"], rel=1e-12)
+    # the evaluation command on an .npz in the documented format
+    npz = tmp_path / "test.npz"
+    ds.save_npz_split(npz, small_data["test"])
+    assert evaluate_main([str(out / "best.pt"), str(npz)]) == 0
+    printed = capsys.readouterr().out
+    assert f"test MSE: {summary['test_mse_at_best']:.6f}" in printed
+
+
+def test_rollout_shapes_and_single_step(trained, small_data):
+    out, _, _ = trained
+    model = load_nbody_model(out / "best.pt")
+    s = {k: a[:4] for k, a in small_data["test"].items()}
+    pred = rollout(model, s["x"], s["v"], s["q"], K=3)
+    assert pred["x"].shape == (4, 3, 5, 3) and pred["v"].shape == (4, 3, 5, 3)
+    assert np.isfinite(pred["x"]).all()
+    with torch.no_grad():
+        one = model(torch.as_tensor(s["x"]), torch.as_tensor(s["v"]), torch.as_tensor(s["q"])).numpy()
+    np.testing.assert_allclose(rollout(model, s["x"], s["v"], s["q"], K=1)["x"][:, 0], one, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pred["x"][:, 0], one, rtol=0, atol=1e-12)
+    for method in ("bdf2", "constant_acceleration"):
+        other = rollout(model, s["x"], s["v"], s["q"], K=2, velocity=method)
+        np.testing.assert_allclose(other["x"][:, 0], one, rtol=0, atol=1e-12)
+    # unbatched
+    assert rollout(model, s["x"][0], s["v"][0], s["q"][0], K=3)["x"].shape == (3, 5, 3)
+    # ground truth continues the dataset exactly: interval 1 is the stored target
+    truth = ground_truth(s["x"], s["v"], s["q"], K=3)
+    assert truth["x"].shape == (4, 3, 5, 3)
+    np.testing.assert_array_equal(truth["x"][:, 0], s["target"])
+    np.testing.assert_array_equal(truth["v"][:, 0], s["target_v"])
+    assert rollout_mse(pred["x"], truth["x"]).shape == (3,)
+
+
+def test_resume_matches_uninterrupted_run(small_data, tmp_path):
+    data = {k: {f: a[:100] for f, a in s.items()} for k, s in small_data.items()}
+    config = load_config(None, {"model": dict(SMALL, channels=8, num_layers=1),
+                                "train": dict(epochs=4, eval_every=2, batch_size=50, seed=3)})
+    full = train(config, tmp_path / "full", data=data, verbose=False)
+    part = train(config, tmp_path / "part", data=data, verbose=False, stop_after=3)
+    assert part["epochs_done"] == 3
+    resumed = train(config, tmp_path / "part", data=data, verbose=False, resume=True)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    for key, tensor in a["model"]["state_dict"].items():
+        assert torch.equal(tensor, b["model"]["state_dict"][key]), key
+    assert resumed["best_valid_mse"] == full["best_valid_mse"]
+    assert resumed["test_mse_at_best"] == full["test_mse_at_best"]
+    assert [h["train_mse"] for h in a["history"]] == [h["train_mse"] for h in b["history"]]
