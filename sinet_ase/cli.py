@@ -9,7 +9,8 @@ from .errors import ConfigError
 def train_main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="sinet-train",
-        description="Train a SINet energy+force potential from a YAML config.",
+        description="Train a SINet model from a YAML config: an energy+force potential "
+                    "(default) or, with 'task: qm9', a QM9 property (training/qm9_*.yaml).",
         epilog="Overrides: dotted keys after the config, e.g. training.epochs=5 run_dir=runs/x",
     )
     parser.add_argument("config", help="YAML config (see training/*.yaml)")
@@ -19,18 +20,19 @@ def train_main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
+    from .data.qm9 import QM9CacheError
     from .train import load_config, train
+    from .train.tasks import describe_best
 
     try:
         config = load_config(args.config, args.overrides)
         summary = train(config, resume=args.resume, quiet=args.quiet)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, QM9CacheError) as err:
         print(f"sinet-train: error: {err}", file=sys.stderr)
         return 2
     best = summary.get("best", {})
     print(f"done: {summary.get('epochs_done')} epochs; best epoch {best.get('epoch')} "
-          f"(valid F MAE {best.get('valid_f_mae_mev_a', float('nan')):.1f} meV/Å); "
-          f"model: {config.run_dir}/best_model.pt")
+          f"({describe_best(summary)}); model: {config.run_dir}/best_model.pt")
     return 0
 
 

@@ -4,13 +4,21 @@ Sections and keys (defaults in the dataclasses below)::
 
     run_dir: runs/my_potential       # checkpoints, logs, plots, best_model.pt
     seed: 0
+    task: energy                     # energy (default) | qm9
     data:   {train: [files], valid: [files] | null, test: [files] | null,
              valid_size: 0.05, test_size: 0.0, require_stress: false}
     model:  {cutoff: 5.0, lmax: 2, channels: 64, num_layers: 2, ...}  # SINet keywords
     training: {epochs: 100, batch_size: 8, lr: 1e-3, ...}
 
+``task: qm9`` (:mod:`sinet_ase.qm9`) replaces the ``data`` section by a
+``qm9`` section (:class:`QM9Config`: target, split, subsets, atom
+references), takes the QM9 model keywords in ``model`` (backbone keywords
+plus ``pooling`` and ``head_hidden``), and has no energy/force/stress
+weights in ``training`` (its loss is the L1 error of the standardised target).
+
 A key that does not exist is a :class:`ConfigError` that lists the valid
-ones; command-line overrides use dotted keys (``training.epochs=5``).
+ones; so is a section or key that belongs to the other task. Command-line
+overrides use dotted keys (``training.epochs=5``).
 """
 
 import dataclasses
@@ -58,6 +66,25 @@ class TrainingConfig:
     num_threads: Optional[int] = None
 
 
+@dataclass
+class QM9Config:
+    """The ``qm9`` section of a ``task: qm9`` config."""
+
+    target: str = "gap"                   # one of sinet_ase.data.qm9.TARGET_NAMES
+    split: str = "paper"                  # paper (110k/10k/10,831) | egnn (100k/17,748/13,083)
+    split_seed: int = 0                   # seed of the split permutation (0: Cormorant's)
+    train_subset: Optional[int] = None    # train on this many molecules of the training split
+    valid_subset: Optional[int] = None    # validate every epoch on this many of the valid split
+    test_subset: Optional[int] = None     # test the best model at the end on this many (None: all)
+    atomref: str = "auto"                 # auto | fit | dataset | none (per-element references)
+    cache_dir: Optional[str] = None       # QM9 cache folder (default: load_qm9's)
+
+
+#: energy/force/stress weights: only the energy task has them
+ENERGY_ONLY_TRAINING_KEYS = ("energy_weight", "forces_weight", "stress_weight")
+TASK_NAMES = ("energy", "qm9")
+QM9_ATOMREF = ("auto", "fit", "dataset", "none")
+
 _SINET_KEYS = None
 
 
@@ -72,6 +99,12 @@ def _sinet_keys():
     return _SINET_KEYS
 
 
+def _qm9_model_keys():
+    from ..qm9.model import HEAD_KEYS, backbone_keys
+
+    return [k for k in backbone_keys() if k != "avg_num_neighbors"] + list(HEAD_KEYS)
+
+
 @dataclass
 class TrainConfig:
     run_dir: str = "runs/sinet"
@@ -79,32 +112,76 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: Dict[str, Any] = field(default_factory=dict)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    task: str = "energy"
+    qm9: QM9Config = field(default_factory=QM9Config)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The sections this task reads (a config ``from_dict`` accepts again)."""
+        out = {"run_dir": self.run_dir, "seed": self.seed, "task": self.task}
+        if self.task == "qm9":
+            out["qm9"] = dataclasses.asdict(self.qm9)
+        else:
+            out["data"] = dataclasses.asdict(self.data)
+        out["model"] = dict(self.model)
+        training = dataclasses.asdict(self.training)
+        if self.task != "energy":
+            for key in ENERGY_ONLY_TRAINING_KEYS:
+                training.pop(key)
+        out["training"] = training
+        return out
 
     @classmethod
     def from_dict(cls, raw: Dict[str, Any]) -> "TrainConfig":
         if not isinstance(raw, dict):
             raise ConfigError("the config must be a YAML mapping (key: value)")
-        _check_keys(raw, [f.name for f in dataclasses.fields(cls)], "")
-        data = raw.get("data") or {}
-        training = raw.get("training") or {}
-        model = raw.get("model") or {}
-        _check_keys(data, [f.name for f in dataclasses.fields(DataConfig)], "data.")
-        _check_keys(training, [f.name for f in dataclasses.fields(TrainingConfig)], "training.")
-        _check_keys(model, _sinet_keys() + ["elements"], "model.")
+        _check_keys(raw, ["run_dir", "seed", "task", "data", "qm9", "model", "training"], "")
+        task = raw.get("task", "energy")
+        if task not in TASK_NAMES:
+            raise ConfigError(f"task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
+        for section in ("data", "qm9", "model", "training"):
+            if raw.get(section) is not None and not isinstance(raw[section], dict):
+                raise ConfigError(f"{section} must be a section (key: value pairs), "
+                                  f"got {raw[section]!r}")
+        data = dict(raw.get("data") or {})
+        qm9 = dict(raw.get("qm9") or {})
+        training = dict(raw.get("training") or {})
+        model = dict(raw.get("model") or {})
+        training_keys = [f.name for f in dataclasses.fields(TrainingConfig)]
+        if task == "energy":
+            if "qm9" in raw:
+                raise ConfigError("the qm9 section is read only with 'task: qm9'; remove it or "
+                                  "add 'task: qm9'")
+            _check_keys(data, [f.name for f in dataclasses.fields(DataConfig)], "data.")
+            _check_keys(training, training_keys, "training.")
+            _check_keys(model, _sinet_keys() + ["elements"], "model.")
+        else:
+            if "data" in raw:
+                raise ConfigError("'task: qm9' takes its molecules from the qm9 section "
+                                  "(target, split, train_subset, ...); remove the data section, "
+                                  "which is for energy+force files")
+            _check_keys(qm9, [f.name for f in dataclasses.fields(QM9Config)], "qm9.")
+            energy_only = [k for k in training if k in ENERGY_ONLY_TRAINING_KEYS]
+            if energy_only:
+                raise ConfigError(
+                    f"{', '.join('training.' + k for k in energy_only)} only apply to 'task: energy'; "
+                    "a qm9 run minimises the L1 error of its standardised target")
+            _check_keys(training, [k for k in training_keys if k not in ENERGY_ONLY_TRAINING_KEYS],
+                        "training.")
+            _check_keys(model, _qm9_model_keys(), "model.")
         for key in ("train", "valid", "test"):
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
         config = cls(run_dir=str(raw.get("run_dir", cls.run_dir)), seed=int(raw.get("seed", 0)),
-                     data=DataConfig(**data), model=dict(model), training=TrainingConfig(**training))
+                     data=DataConfig(**data), model=model, training=TrainingConfig(**training),
+                     task=task, qm9=QM9Config(**qm9))
         config.validate()
         return config
 
     def validate(self) -> None:
         t = self.training
-        if not self.data.train:
+        if self.task == "qm9":
+            self._validate_qm9()
+        elif not self.data.train:
             raise ConfigError("data.train lists no files")
         if t.scheduler not in ("cosine", "plateau"):
             raise ConfigError(f"training.scheduler must be 'cosine' or 'plateau', got {t.scheduler!r}")
@@ -114,6 +191,40 @@ class TrainConfig:
             raise ConfigError("training.epochs and training.batch_size must be >= 1")
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
+
+
+    def _validate_qm9(self) -> None:
+        from ..data.qm9 import ATOMREF_COLUMNS, SPLIT_SCHEMES, TARGET_NAMES, TARGETS
+        from ..qm9.model import POOLING
+
+        q, m = self.qm9, self.model
+        if q.target not in TARGET_NAMES:
+            raise ConfigError(f"qm9.target must be one of {', '.join(TARGET_NAMES)}, got {q.target!r}")
+        if q.split not in SPLIT_SCHEMES:
+            raise ConfigError(f"qm9.split must be one of {', '.join(SPLIT_SCHEMES)}, got {q.split!r}")
+        for key in ("train_subset", "valid_subset", "test_subset"):
+            value = getattr(q, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"qm9.{key} must be a positive whole number or null, got {value!r}")
+        if q.atomref not in QM9_ATOMREF:
+            raise ConfigError(f"qm9.atomref must be one of {', '.join(QM9_ATOMREF)}, got {q.atomref!r}")
+        target = TARGETS[q.target]
+        if q.atomref == "dataset" and (target.raw_name not in ATOMREF_COLUMNS or target.atomref):
+            raise ConfigError(
+                f"qm9.atomref: dataset has no free-atom reference to add for {q.target!r} "
+                "(the QM9 atomref table covers zpve, U0, U, H, G and Cv, and U0/U/H/G are already "
+                "atomisation energies); use fit, none or auto")
+        if q.target == "mu":
+            if m.get("pooling") is not None:
+                raise ConfigError("model.pooling does not apply to target mu (the dipole model "
+                                  "sums charges times positions and atomic dipoles)")
+            if q.atomref not in ("auto", "none"):
+                raise ConfigError("qm9.atomref does not apply to target mu; use auto or none")
+            if int(m.get("lmax", 2)) < 1:
+                raise ConfigError("target mu needs type-1 features for the atomic dipoles: "
+                                  "model.lmax must be >= 1")
+        elif m.get("pooling") is not None and m["pooling"] not in POOLING:
+            raise ConfigError(f"model.pooling must be one of {', '.join(POOLING)}, got {m['pooling']!r}")
 
 
 def _check_keys(section: Dict[str, Any], allowed: List[str], prefix: str) -> None:

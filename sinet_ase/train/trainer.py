@@ -1,9 +1,15 @@
-"""The trainer shared by every energy + force potential.
+"""The trainer shared by every task (energy + force potentials, QM9 properties).
 
-Loss per batch (``n_s`` atoms in structure ``s``)::
+What is learned (data, model, loss, metrics, exported file) comes from a
+:class:`~sinet_ase.train.tasks.Task` chosen by the config's ``task`` key; the
+trainer does the rest. For the default ``energy`` task the loss per batch
+(``n_s`` atoms in structure ``s``) is::
 
     L = w_E mean_s ((E_s - E_s^ref) / n_s)^2 + w_F mean_{i,a} (F_ia - F_ia^ref)^2
         + w_S mean_{s,ab} (sigma_sab - sigma_sab^ref)^2
+
+and for ``qm9`` the L1 error of the standardised target
+(:mod:`sinet_ase.qm9.task`).
 
 AdamW, a linear warm-up then cosine decay (or reduce-on-plateau), gradient
 clipping, and an exponential moving average (EMA) of the weights that is
@@ -11,7 +17,8 @@ used for validation and for the exported model. Every epoch writes a
 checkpoint atomically; ``resume=True`` continues from it exactly (the batch
 order of epoch ``k`` is drawn from ``seed + k``, so no RNG state is needed
 beyond model, optimiser, scheduler and EMA). The best-on-validation EMA
-model is exported as ``best_model.pt``, the file ``SINetCalculator`` loads.
+model is exported as ``best_model.pt`` (for the energy task, the file
+``SINetCalculator`` loads).
 
 Multi-process training: started by ``torchrun``, each rank takes every
 ``world``-th batch and ``DistributedDataParallel`` averages the gradients
@@ -32,15 +39,12 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from ..data.atomic import (average_num_neighbors, elements_of, fit_atomic_energies, force_rms,
-                           load_splits, to_graphs)
 from ..errors import ConfigError
 from ..graph import batch_graphs
-from ..io import save_model
-from ..model import SINet
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .report import plot_force_parity, plot_learning_curve, write_csv
+from .report import write_csv
+from .tasks import make_task
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -88,29 +92,19 @@ class Trainer:
             )
 
         # --- data: every check before any training starts ---
-        d = config.data
-        frames, self.split_record = load_splits(
-            d.train, d.valid, d.test, d.valid_size, d.test_size, config.seed,
-            require_forces=t.forces_weight > 0, require_stress=d.require_stress or t.stress_weight > 0)
-        elements = config.model.get("elements") or elements_of(frames["train"])
-        missing = set(elements_of(frames["train"])) - set(elements)
-        if missing:
-            raise ConfigError(f"model.elements lacks {sorted(missing)}, present in the training data")
-        model_kw = {k: v for k, v in config.model.items() if k != "elements"}
-        cutoff = float(model_kw.get("cutoff", 5.0))
-        self.graphs = {k: to_graphs(v, cutoff, elements) for k, v in frames.items()}
-        self.stats = {
-            "atomic_energies": fit_atomic_energies(frames["train"], elements),
-            "energy_scale": force_rms(frames["train"]) if t.forces_weight > 0 else 1.0,
-            "avg_num_neighbors": average_num_neighbors(self.graphs["train"]),
-        }
+        self.task = make_task(config)
+        self.task.setup(quiet=self.quiet)
+        self.graphs = self.task.graphs
+        self.split_record = self.task.split_record
+        resume_state = load_checkpoint(self.checkpoint_path) if resume else None
+        if resume_state is not None:
+            self.task.check_resume(resume_state)
+        self.stats = self.task.stats
         self.sizes = {k: len(v) for k, v in self.graphs.items()}
 
         # --- model, EMA, optimiser, schedule ---
         torch.manual_seed(config.seed)
-        self.model = SINet(elements=elements, avg_num_neighbors=self.stats["avg_num_neighbors"],
-                           atomic_energies=self.stats["atomic_energies"],
-                           energy_scale=self.stats["energy_scale"], **model_kw)
+        self.model = self.task.build_model()
         self.model = self.model.to(device=self.device, dtype=self.dtype)
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
                                  use_buffers=False)  # buffers are constants, and some are integer
@@ -139,8 +133,8 @@ class Trainer:
         self.bad_epochs = 0
         self.history: List[Dict[str, float]] = []
         self.elapsed = 0.0
-        if resume:
-            self._load(load_checkpoint(self.checkpoint_path))
+        if resume_state is not None:
+            self._load(resume_state)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
@@ -163,8 +157,6 @@ class Trainer:
         }
 
     def _load(self, state: Dict) -> None:
-        if state["stats"]["atomic_energies"].keys() != self.stats["atomic_energies"].keys():
-            raise ConfigError("the checkpoint was trained on other elements than this config's data")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -178,14 +170,7 @@ class Trainer:
 
     # --- one step, one epoch ---
     def _loss(self, out, batch) -> torch.Tensor:
-        t = self.config.training
-        n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
-        loss = t.energy_weight * (((out["energy"] - batch.energy) / n_atoms) ** 2).mean()
-        if t.forces_weight > 0:
-            loss = loss + t.forces_weight * ((out["forces"] - batch.forces) ** 2).mean()
-        if t.stress_weight > 0:
-            loss = loss + t.stress_weight * ((out["stress"] - batch.stress) ** 2).mean()
-        return loss
+        return self.task.loss(out, batch)
 
     def _batches(self, graphs: Sequence, batch_size: int, shuffle_seed: Optional[int]):
         order = np.arange(len(graphs))
@@ -205,9 +190,8 @@ class Trainer:
         n_batches = math.ceil(len(self.graphs["train"]) / t.batch_size) // self.world
         for batch in tqdm(batches, total=n_batches, disable=self.quiet, leave=False,
                           desc=f"epoch {self.epoch + 1}/{t.epochs}", file=sys.stderr):
-            out = self.train_model(batch, compute_forces=t.forces_weight > 0,
-                                   compute_stress=t.stress_weight > 0, training=True)
-            loss = self._loss(out, batch)
+            out = self.task.train_forward(self.train_model, batch)
+            loss = self.task.loss(out, batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
@@ -219,38 +203,17 @@ class Trainer:
         return total / max(count, 1)
 
     def evaluate(self, model: torch.nn.Module, graphs: Sequence, keep: bool = False) -> Dict:
-        """Loss and MAEs of ``model`` on ``graphs``: energy per atom (meV/atom), forces (meV/Å)."""
-        t = self.config.training
+        """Loss and the task's metrics of ``model`` on ``graphs`` (energy task: energy per
+        atom in meV/atom, forces in meV/Å); ``keep`` adds ``kept`` (arrays for the plots)."""
         model.eval()
-        sums = {"loss": 0.0, "e": 0.0, "f": 0.0, "n_struct": 0, "n_f": 0}
-        kept = {"f_ref": [], "f_pred": []}
-        for batch in self._batches(graphs, t.valid_batch_size, None):
-            out = model(batch, compute_forces=True, compute_stress=t.stress_weight > 0)
-            out = {k: v.detach() for k, v in out.items()}
-            n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
-            sums["loss"] += float(self._loss(out, batch)) * batch.num_graphs
-            sums["e"] += float(((out["energy"] - batch.energy).abs() / n_atoms).sum())
-            sums["n_struct"] += batch.num_graphs
-            if hasattr(batch, "forces") and batch.forces is not None:
-                sums["f"] += float((out["forces"] - batch.forces).abs().sum())
-                sums["n_f"] += batch.forces.numel()
-                if keep:
-                    kept["f_ref"].append(batch.forces.cpu().numpy())
-                    kept["f_pred"].append(out["forces"].cpu().numpy())
-        result = {
-            "loss": sums["loss"] / max(sums["n_struct"], 1),
-            "e_mae_mev_atom": 1000 * sums["e"] / max(sums["n_struct"], 1),
-            "f_mae_mev_a": 1000 * sums["f"] / max(sums["n_f"], 1),
-        }
-        if keep:
-            result["forces"] = {k: np.concatenate(v) if v else np.zeros((0, 3)) for k, v in kept.items()}
-        return result
+        batches = self._batches(graphs, self.config.training.valid_batch_size, None)
+        return self.task.evaluate(model, batches, keep=keep)
 
     def _export(self, path: Path, extra: Optional[Dict] = None) -> None:
         metadata = {"elements": self.model.elements, "epoch": self.epoch,
                     "train_size": self.sizes["train"], "config": json.dumps(self.config.to_dict())}
         metadata.update(extra or {})
-        save_model(self.ema.module, path, metadata=metadata)
+        self.task.export(self.ema.module, path, metadata)
 
     # --- the loop ---
     def run(self, stop_after_epoch: Optional[int] = None) -> Dict:
@@ -271,16 +234,14 @@ class Trainer:
             else:
                 self.scheduler.step(valid["loss"])
             self.elapsed = elapsed_before + time.perf_counter() - started
-            row = {"epoch": self.epoch, "train_loss": train_loss, "valid_loss": valid["loss"],
-                   "valid_e_mae_mev_atom": valid["e_mae_mev_atom"], "valid_f_mae_mev_a": valid["f_mae_mev_a"],
+            metrics = {f"valid_{k}": valid[k] for k in self.task.metric_keys}
+            row = {"epoch": self.epoch, "train_loss": train_loss, "valid_loss": valid["loss"], **metrics,
                    "lr": self.optimizer.param_groups[0]["lr"],
                    "epoch_seconds": time.perf_counter() - epoch_start, "elapsed_seconds": self.elapsed}
             self.history.append(row)
             improved = valid["loss"] < self.best["valid_loss"]
             if improved:
-                self.best = {"valid_loss": valid["loss"], "epoch": self.epoch,
-                             "valid_e_mae_mev_atom": valid["e_mae_mev_atom"],
-                             "valid_f_mae_mev_a": valid["f_mae_mev_a"]}
+                self.best = {"valid_loss": valid["loss"], "epoch": self.epoch, **metrics}
                 self.bad_epochs = 0
             else:
                 self.bad_epochs += 1
@@ -291,8 +252,7 @@ class Trainer:
                 write_csv(self.history, self.run_dir / "metrics.csv")
                 if not self.quiet:
                     tqdm.write(
-                        f"epoch {self.epoch:4d}  loss {train_loss:.4g}  valid E MAE "
-                        f"{valid['e_mae_mev_atom']:.2f} meV/atom  F MAE {valid['f_mae_mev_a']:.1f} meV/Å  "
+                        f"epoch {self.epoch:4d}  loss {train_loss:.4g}  {self.task.progress(valid)}  "
                         f"lr {row['lr']:.2e}  {row['epoch_seconds']:.1f} s{'  *' if improved else ''}",
                         file=sys.stdout)
             if self.bad_epochs >= t.patience:
@@ -305,7 +265,8 @@ class Trainer:
 
     def finish(self) -> Dict:
         """Test the best model, write plots and ``summary.json``."""
-        summary = {"epochs_done": self.epoch, "best": self.best, "sizes": self.sizes,
+        summary = {"task": self.task.name, **self.task.summary_extra(),
+                   "epochs_done": self.epoch, "best": self.best, "sizes": self.sizes,
                    "train_seconds": self.elapsed, "stats": self.stats, "world_size": self.world,
                    "hardware": {"device": str(self.device), "threads": torch.get_num_threads(),
                                 "cpu": platform.processor() or platform.machine(),
@@ -314,19 +275,15 @@ class Trainer:
             summary["ranks_agree"] = self._ranks_agree()
         if not self.is_main:
             return summary
-        from ..io import load_model
-
-        best = load_model(self.run_dir / "best_model.pt").to(device=self.device, dtype=self.dtype)
+        best = self.task.load_exported(self.run_dir / "best_model.pt").to(device=self.device,
+                                                                           dtype=self.dtype)
         which = "test" if self.graphs["test"] else "valid"
         result = self.evaluate(best, self.graphs[which], keep=True)
-        forces = result.pop("forces")
+        kept = result.pop("kept")
         summary[which] = result
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        plot_learning_curve(self.history, self.run_dir / "learning_curve.png")
-        plot_force_parity(forces["f_ref"], forces["f_pred"], self.run_dir / "force_parity.png",
-                          f"best model, {which} set")
+        self.task.report(self.run_dir, self.history, kept, which)
         return summary
-
 
     def _ranks_agree(self) -> bool:
         """Whether every rank holds bit-identical weights (DDP keeps them in step)."""

@@ -1,0 +1,222 @@
+"""What a training run learns: the *task* interface, and the energy + force task.
+
+The :class:`~sinet_ase.train.trainer.Trainer` owns everything that does not
+depend on what is learned: process group, devices, the optimiser, the
+schedule, the EMA of the weights, batching, the epoch loop, checkpoints and
+exact resume, early stopping, the wall-time limit, the CSV log and the
+progress bar. A :class:`Task` supplies the rest:
+
+==================  ===========================================================
+``setup(quiet)``    read and check the data; fill ``graphs`` (train, valid,
+                    test lists of labelled graphs), ``split_record`` (written
+                    to ``split.json``) and ``stats`` (JSON-able numbers that
+                    set up the model; stored in the checkpoint and summary)
+``check_resume()``  refuse a checkpoint that does not fit this config (and,
+                    if the task wants, adopt its ``stats``)
+``build_model()``   the model, from the config and ``stats``
+``train_forward()`` the forward pass of a training step (the model may be
+                    wrapped in DDP)
+``loss()``          the scalar loss of a batch
+``evaluate()``      loss and metrics over batches (``metric_keys`` name the
+                    metrics logged per epoch as ``valid_<key>``)
+``progress()``      the metric part of the per-epoch line
+``export()``        write the exported (best EMA) model file
+``load_exported()`` read it back (``finish()`` tests it)
+``report()``        plots at the end of a run
+==================  ===========================================================
+
+Tasks are selected by the config's ``task`` key (:data:`TASKS`):
+``energy`` (default; energy + force potentials, this module) and ``qm9``
+(:class:`sinet_ase.qm9.task.QM9Task`).
+"""
+
+import importlib
+from pathlib import Path
+from typing import Dict, Iterable, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+#: task name -> "module:class"
+TASKS = {
+    "energy": "sinet_ase.train.tasks:EnergyForceTask",
+    "qm9": "sinet_ase.qm9.task:QM9Task",
+}
+
+
+def make_task(config) -> "Task":
+    """The :class:`Task` named by ``config.task``."""
+    spec = TASKS.get(config.task)
+    if spec is None:
+        raise ConfigError(f"unknown task {config.task!r}; choose from {', '.join(TASKS)}")
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)(config)
+
+
+class Task:
+    """Base class; see the module docstring for the contract."""
+
+    name = ""
+    #: keys of :meth:`evaluate`'s result (besides ``loss``) logged as ``valid_<key>``
+    metric_keys: Tuple[str, ...] = ()
+
+    def __init__(self, config):
+        self.config = config
+        self.graphs: Dict[str, list] = {}
+        self.split_record: Dict = {}
+        self.stats: Dict = {}
+
+    def setup(self, quiet: bool = False) -> None:
+        raise NotImplementedError
+
+    def check_resume(self, state: Dict) -> None:
+        """Raise :class:`ConfigError` if the checkpoint ``state`` cannot continue this config."""
+
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def train_forward(self, model, batch) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, out: Dict[str, torch.Tensor], batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model, batches: Iterable, keep: bool = False) -> Dict:
+        """``{"loss": ..., <metric_keys>..., ["kept": arrays for report()]}``."""
+        raise NotImplementedError
+
+    def progress(self, valid: Dict) -> str:
+        return "  ".join(f"valid {k} {valid[k]:.4g}" for k in self.metric_keys)
+
+    def export(self, model, path: Path, metadata: Dict) -> None:
+        raise NotImplementedError
+
+    def load_exported(self, path: Path) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def summary_extra(self) -> Dict:
+        """Task entries added to ``summary.json``."""
+        return {}
+
+    def report(self, run_dir: Path, history, kept, which: str) -> None:
+        """Plots at the end of a run (``kept``: what :meth:`evaluate` kept on ``which``)."""
+
+
+class EnergyForceTask(Task):
+    """Energy + force (+ stress) potentials from extxyz / ASE files: the ``SINet`` energy model.
+
+    Loss per batch (``n_s`` atoms in structure ``s``)::
+
+        L = w_E mean_s ((E_s - E_s^ref) / n_s)^2 + w_F mean_{i,a} (F_ia - F_ia^ref)^2
+            + w_S mean_{s,ab} (sigma_sab - sigma_sab^ref)^2
+    """
+
+    name = "energy"
+    metric_keys = ("e_mae_mev_atom", "f_mae_mev_a")
+
+    def setup(self, quiet: bool = False) -> None:
+        from ..data.atomic import (average_num_neighbors, elements_of, fit_atomic_energies,
+                                   force_rms, load_splits, to_graphs)
+
+        config, t, d = self.config, self.config.training, self.config.data
+        frames, self.split_record = load_splits(
+            d.train, d.valid, d.test, d.valid_size, d.test_size, config.seed,
+            require_forces=t.forces_weight > 0, require_stress=d.require_stress or t.stress_weight > 0)
+        elements = config.model.get("elements") or elements_of(frames["train"])
+        missing = set(elements_of(frames["train"])) - set(elements)
+        if missing:
+            raise ConfigError(f"model.elements lacks {sorted(missing)}, present in the training data")
+        self.elements = list(elements)
+        cutoff = float(config.model.get("cutoff", 5.0))
+        self.graphs = {k: to_graphs(v, cutoff, elements) for k, v in frames.items()}
+        self.stats = {
+            "atomic_energies": fit_atomic_energies(frames["train"], elements),
+            "energy_scale": force_rms(frames["train"]) if t.forces_weight > 0 else 1.0,
+            "avg_num_neighbors": average_num_neighbors(self.graphs["train"]),
+        }
+
+    def check_resume(self, state: Dict) -> None:
+        if state["stats"]["atomic_energies"].keys() != self.stats["atomic_energies"].keys():
+            raise ConfigError("the checkpoint was trained on other elements than this config's data")
+
+    def build_model(self) -> torch.nn.Module:
+        from ..model import SINet
+
+        model_kw = {k: v for k, v in self.config.model.items() if k != "elements"}
+        return SINet(elements=self.elements, avg_num_neighbors=self.stats["avg_num_neighbors"],
+                     atomic_energies=self.stats["atomic_energies"],
+                     energy_scale=self.stats["energy_scale"], **model_kw)
+
+    def train_forward(self, model, batch):
+        t = self.config.training
+        return model(batch, compute_forces=t.forces_weight > 0, compute_stress=t.stress_weight > 0,
+                     training=True)
+
+    def loss(self, out, batch) -> torch.Tensor:
+        t = self.config.training
+        n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
+        loss = t.energy_weight * (((out["energy"] - batch.energy) / n_atoms) ** 2).mean()
+        if t.forces_weight > 0:
+            loss = loss + t.forces_weight * ((out["forces"] - batch.forces) ** 2).mean()
+        if t.stress_weight > 0:
+            loss = loss + t.stress_weight * ((out["stress"] - batch.stress) ** 2).mean()
+        return loss
+
+    def evaluate(self, model, batches, keep: bool = False) -> Dict:
+        """Loss and MAEs: energy per atom (meV/atom), forces (meV/Å)."""
+        t = self.config.training
+        sums = {"loss": 0.0, "e": 0.0, "f": 0.0, "n_struct": 0, "n_f": 0}
+        kept = {"f_ref": [], "f_pred": []}
+        for batch in batches:
+            out = model(batch, compute_forces=True, compute_stress=t.stress_weight > 0)
+            out = {k: v.detach() for k, v in out.items()}
+            n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
+            sums["loss"] += float(self.loss(out, batch)) * batch.num_graphs
+            sums["e"] += float(((out["energy"] - batch.energy).abs() / n_atoms).sum())
+            sums["n_struct"] += batch.num_graphs
+            if hasattr(batch, "forces") and batch.forces is not None:
+                sums["f"] += float((out["forces"] - batch.forces).abs().sum())
+                sums["n_f"] += batch.forces.numel()
+                if keep:
+                    kept["f_ref"].append(batch.forces.cpu().numpy())
+                    kept["f_pred"].append(out["forces"].cpu().numpy())
+        result = {
+            "loss": sums["loss"] / max(sums["n_struct"], 1),
+            "e_mae_mev_atom": 1000 * sums["e"] / max(sums["n_struct"], 1),
+            "f_mae_mev_a": 1000 * sums["f"] / max(sums["n_f"], 1),
+        }
+        if keep:
+            result["kept"] = {k: np.concatenate(v) if v else np.zeros((0, 3)) for k, v in kept.items()}
+        return result
+
+    def progress(self, valid: Dict) -> str:
+        return (f"valid E MAE {valid['e_mae_mev_atom']:.2f} meV/atom  "
+                f"F MAE {valid['f_mae_mev_a']:.1f} meV/Å")
+
+    def export(self, model, path: Path, metadata: Dict) -> None:
+        from ..io import save_model
+
+        save_model(model, path, metadata=metadata)
+
+    def load_exported(self, path: Path) -> torch.nn.Module:
+        from ..io import load_model
+
+        return load_model(path)
+
+    def report(self, run_dir: Path, history, kept, which: str) -> None:
+        from .report import plot_force_parity, plot_learning_curve
+
+        plot_learning_curve(history, run_dir / "learning_curve.png")
+        plot_force_parity(kept["f_ref"], kept["f_pred"], run_dir / "force_parity.png",
+                          f"best model, {which} set")
+
+
+def describe_best(summary: Dict) -> str:
+    """One line about the best epoch of a finished run, for the command line."""
+    best = summary.get("best", {})
+    if summary.get("task", "energy") == "energy":
+        return (f"valid F MAE {best.get('valid_f_mae_mev_a', float('nan')):.1f} meV/Å")
+    unit = summary.get("unit", "")
+    return f"valid {summary.get('target', '')} MAE {best.get('valid_mae', float('nan')):.4g} {unit}"
