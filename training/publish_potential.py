@@ -147,6 +147,9 @@ def render_card(card) -> str:
         f"{card['nve_300K_0.5fs'].get(name, {}).get('ms_per_step', float('nan')):.1f} |"
         for name, r in sorted(card["per_molecule_test"].items()))
     hours = (card["train_seconds"] or 0) / 3600
+    hw = card["hardware"]
+    hardware = (f"{hw.get('cpu_count')}-core {hw.get('cpu')} CPU, {hw.get('threads')} torch threads, "
+                f"device {hw.get('device')}" if isinstance(hw, dict) else str(hw))
     return f"""# {card['name']}
 
 A SINet potential for the ten molecules of the revised MD17 set, trained on
@@ -156,7 +159,7 @@ A SINet potential for the ten molecules of the revised MD17 set, trained on
 - Data: per molecule 2,000 frames split by seed {t['seed']}: {t['data']['valid_size']} validation,
   {t['data']['test_size']} test, the rest for training; test frames never seen in training.
 - Model: `SINet({', '.join(f'{k}={v}' for k, v in t['model'].items())})`, trained in {t['training']['dtype']}.
-- Training: {card['epochs_done']} epochs (best {card['best_epoch']}), {hours:.2f} h on {card['hardware']};
+- Training: {card['epochs_done']} epochs (best {card['best_epoch']}), {hours:.2f} h on {hardware};
   AdamW lr {t['training']['lr']}, batch {t['training']['batch_size']}, cosine schedule,
   loss weights energy/atom {t['training']['energy_weight']}, forces {t['training']['forces_weight']}, EMA {t['training']['ema_decay']}.
 - Produced {card['date']} by `python training/publish_potential.py {t['run_dir']} --name {card['name']}`.

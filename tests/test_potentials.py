@@ -1,0 +1,57 @@
+"""The shipped potential and the main job (``sinet-md``)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.io import read
+
+from sinet_ase import SINetCalculator, list_pretrained
+from sinet_ase.cli import md_main
+from sinet_ase.pretrained import pretrained_path, shipped_structure_names
+
+SHIPPED = "sinet-xtb-md17"
+RMD17 = ["aspirin", "azobenzene", "benzene", "ethanol", "malonaldehyde", "naphthalene",
+         "paracetamol", "salicylic_acid", "toluene", "uracil"]
+
+
+def card():
+    return json.loads(pretrained_path(SHIPPED).with_suffix(".json").read_text())
+
+
+def test_shipped_potential_and_structures_are_listed():
+    assert SHIPPED in list_pretrained()
+    assert sorted(shipped_structure_names()) == RMD17
+
+
+def test_shipped_potential_reproduces_its_card_on_the_committed_test_slice():
+    info = card()["test_slice"]
+    frames = read(pretrained_path(SHIPPED).parent / info["file"], index=":")
+    assert len(frames) == 10 * info["frames_per_molecule"]
+    calc = SINetCalculator.from_pretrained(SHIPPED)
+    errors, energy_errors = [], []
+    for atoms in frames:
+        reference_f, reference_e = atoms.get_forces(), atoms.get_potential_energy()
+        atoms.calc = calc
+        errors.append(np.abs(atoms.get_forces() - reference_f).ravel())
+        energy_errors.append(abs(atoms.get_potential_energy() - reference_e) / len(atoms))
+    f_mae = 1000 * np.concatenate(errors).mean()
+    e_mae = 1000 * np.mean(energy_errors)
+    assert f_mae == pytest.approx(info["f_mae_mev_a"], rel=0.05)
+    assert e_mae == pytest.approx(info["e_mae_mev_atom"], rel=0.05)
+
+
+def test_main_job_runs_50_steps(tmp_path, capsys):
+    traj = tmp_path / "aspirin.traj"
+    assert md_main(["aspirin", "--steps", "50", "--interval", "25", "--trajectory", str(traj),
+                    "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "NVE energy drift" in out and "ms/step" in out
+    frames = read(traj, index=":")
+    assert len(frames) == 3 and len(frames[0]) == 21
+
+
+def test_main_job_rejects_unknown_structure(capsys):
+    assert md_main(["not-a-molecule", "--steps", "1"]) == 2
+    assert "unknown structure" in capsys.readouterr().err
