@@ -1,0 +1,559 @@
+"""MD throughput of SINetCalculator: ms per ASE VelocityVerlet step and atom-steps/s.
+
+Run (from the repository root, in the project venv)::
+
+    python benchmarks/bench_md.py                      # full matrix, both allocators
+    python benchmarks/bench_md.py --quick              # short validation run
+    python benchmarks/bench_md.py --models sinet-l2 --systems cu_fcc_864 --dtypes float32
+    python benchmarks/bench_md.py --profile            # torch.profiler of one step (Cu 864, f32, lmax 2)
+
+Protocol (the one of ``/work/shared/peer_bench``, so numbers compare with the
+MACE / NequIP anchors in PERF_NOTES.md):
+
+* systems: ethanol (``molecule('CH3CH2OH')``, 9 atoms, open boundaries) and fcc
+  Cu, ``bulk('Cu', 'fcc', a=3.61, cubic=True).repeat(n)`` with n = 3, 6, 12
+  (108, 864 and 6,912 atoms; 42 neighbours per atom within 5 Å);
+* ASE ``VelocityVerlet``, dt 0.5 fs, Maxwell-Boltzmann 300 K (seed 0); the first
+  force call and 3 warm-up steps are not timed, then the **median of 20 steps**
+  (fewer, never below 5, when a config would take longer than ``--max-seconds``);
+  one step = one calculator call. SINet computes energy + forces only (VelocityVerlet
+  asks for no stress); ``--stress`` adds the stress to every call, which MACE and
+  NequIP always compute on periodic cells;
+* ``torch.set_num_threads(2)``, OMP/MKL_NUM_THREADS=2;
+* every config runs in a fresh worker process, so peak memory and page faults are
+  per config, an out-of-memory kill loses one config only, and the allocator can be
+  switched by ``LD_PRELOAD``: ``glibc`` (default malloc) or ``jemalloc``
+  (Debian ``libjemalloc2``, ``MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1,retain:true``
+  as in PERF_NOTES.md);
+* the machine load is recorded with every measurement: ``os.getloadavg()`` before
+  and after, the output of ``uptime``, and the cores other processes used during the
+  timed window (``foreign_load_cores``, from /proc/stat). ``--wait-idle S`` waits up
+  to S seconds for other processes to go below 0.25 cores before each timed window.
+
+SINet configs (random weights, ``torch.manual_seed(0)``): ``sinet-l1``, ``sinet-l2``,
+``sinet-l3`` = ``SINet(elements, cutoff=5.0, lmax=1|2|3, channels=64, num_layers=2,
+num_radial=8, radial_hidden=64, mlp_hidden=64, envelope_p=6,
+avg_num_neighbors=edges/atoms of the system)``; elements H, C, N, O for ethanol, Cu
+for copper (as the peers).
+
+Adding MACE / NequIP side by side: they need their own venvs. Register a builder in
+``MODELS`` (see ``_build_mace`` / ``_build_nequip``) and point ``MACE_PYTHON`` /
+``NEQUIP_PYTHON`` at the venv's interpreter; the worker only needs numpy, ase and
+torch besides the peer package, so this file runs unchanged in those venvs.
+
+The timing helpers (``ForeignLoad``, ``wait_for_idle``, ``machine_state``) are
+imported by ``bench_ops.py`` too.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,retain:true"
+R_MAX = 5.0
+THREADS = 2
+
+
+# ------------------------------------------------------------------ machine load
+
+def _busy_jiffies_total():
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return sum(vals[:8]) - idle
+
+
+def _own_jiffies():
+    # utime, stime, cutime, cstime of this process (children: the e3nn codegen etc.)
+    with open("/proc/self/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return sum(int(p) for p in parts[11:15])
+
+
+class ForeignLoad:
+    """Context manager: ``.cores`` = CPU cores used by *other* processes during the block."""
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+        self.busy = _busy_jiffies_total()
+        self.own = _own_jiffies()
+        return self
+
+    def __exit__(self, *exc):
+        hz = os.sysconf("SC_CLK_TCK")
+        dt = time.perf_counter() - self.t
+        foreign = (_busy_jiffies_total() - self.busy) - (_own_jiffies() - self.own)
+        self.cores = max(0.0, foreign / hz / max(dt, 1e-9))
+        return False
+
+
+def wait_for_idle(max_wait_s, threshold_cores=0.25, window_s=2.0):
+    """Wait until other processes use < ``threshold_cores`` (at most ``max_wait_s``); returns s waited."""
+    t0 = time.perf_counter()
+    while max_wait_s > 0:
+        with ForeignLoad() as fl:
+            time.sleep(window_s)
+        if fl.cores < threshold_cores or time.perf_counter() - t0 > max_wait_s:
+            break
+        time.sleep(1.0)
+    return time.perf_counter() - t0
+
+
+def machine_state():
+    """Load average, ``uptime`` line, date and available memory, for the record."""
+    try:
+        uptime = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        uptime = ""
+    mem_avail = None
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                mem_avail = int(line.split()[1]) / 2**20  # GiB
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "loadavg": [round(x, 2) for x in os.getloadavg()], "uptime": uptime,
+            "mem_available_gib": round(mem_avail, 2) if mem_avail is not None else None}
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def allocator_name():
+    pre = os.environ.get("LD_PRELOAD", "")
+    return "jemalloc" if "jemalloc" in pre else ("glibc" if not pre else pre)
+
+
+# ------------------------------------------------------------------ systems and models
+
+def systems():
+    """Benchmark systems, name -> fresh ase.Atoms."""
+    from ase.build import bulk, molecule
+
+    eth = molecule("CH3CH2OH")
+    eth.center(vacuum=6.0)
+    cu = bulk("Cu", "fcc", a=3.61, cubic=True)
+    return {"ethanol_9": eth, "cu_fcc_108": cu.repeat(3), "cu_fcc_864": cu.repeat(6),
+            "cu_fcc_6912": cu.repeat(12)}
+
+
+def elements_of(system_name):
+    return ["H", "C", "N", "O"] if system_name.startswith("ethanol") else ["Cu"]
+
+
+def count_edges(atoms, r_max=R_MAX):
+    from ase.neighborlist import neighbor_list
+
+    return int(len(neighbor_list("i", atoms, r_max)))
+
+
+SINET_CONFIG = dict(cutoff=R_MAX, channels=64, num_layers=2, num_radial=8, radial_hidden=64,
+                    mlp_hidden=64, envelope_p=6)
+
+
+def _build_sinet(variant, system_name, atoms, dtype, stress=False):
+    """``sinet-l<L>``: SINet with lmax L and SINET_CONFIG, random weights (seed 0)."""
+    import torch
+
+    from sinet_ase import SINet, SINetCalculator
+
+    lmax = int(variant.lstrip("l"))
+    torch.manual_seed(0)
+    avg_nn = count_edges(atoms) / len(atoms)
+    config = dict(SINET_CONFIG, lmax=lmax, avg_num_neighbors=avg_nn)
+    model = SINet(elements=elements_of(system_name), **config)
+    cls = SINetCalculator
+    if stress:
+        cls = _with_stress(SINetCalculator)
+    calc = cls(model, dtype=dtype)
+    info = {"config": dict(config, elements=elements_of(system_name)),
+            "n_params": sum(p.numel() for p in model.parameters())}
+    return calc, info
+
+
+def _with_stress(calculator_cls):
+    """A calculator class that computes the stress on every call, as MACE and NequIP do."""
+
+    from ase.calculators.calculator import all_changes
+
+    class WithStress(calculator_cls):
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            target = atoms if atoms is not None else self.atoms
+            props = tuple(properties)
+            if target is not None and target.pbc.all() and "stress" not in props:
+                props = props + ("stress",)
+            super().calculate(atoms, props, system_changes)
+
+    return WithStress
+
+
+def _build_mace(variant, system_name, atoms, dtype, stress=True):
+    """Hook for MACE (run with MACE_PYTHON=/path/to/venv_mace/bin/python).
+
+    Port ``build_mace`` from /work/shared/peer_bench/bench_mace_md.py: ScaleShiftMACE,
+    saved with torch.save and loaded by ``MACECalculator(model_paths=..., default_dtype=dtype)``;
+    variant ``l1`` = hidden 64x0e+64x1o, ``l2`` = 64x0e+64x1o+64x2e. Return (calc, info).
+    """
+    raise NotImplementedError("MACE is not wired in yet: see _build_mace's docstring")
+
+
+def _build_nequip(variant, system_name, atoms, dtype, stress=True):
+    """Hook for NequIP (run with NEQUIP_PYTHON=/path/to/venv_nequip/bin/python).
+
+    Port ``build`` from /work/shared/peer_bench/bench_nequip_md.py:
+    ``PresetNequIPGNNModel(preset=variant, ...)`` + ``NequIPCalculator(model,
+    transforms=basic_transforms(...))``. Return (calc, info).
+    """
+    raise NotImplementedError("NequIP is not wired in yet: see _build_nequip's docstring")
+
+
+#: family -> (builder, environment variable naming the interpreter that has the package)
+MODELS = {
+    "sinet": (_build_sinet, None),
+    "mace": (_build_mace, "MACE_PYTHON"),
+    "nequip": (_build_nequip, "NEQUIP_PYTHON"),
+}
+
+
+def parse_model(spec):
+    family, _, variant = spec.partition("-")
+    if family not in MODELS or not variant:
+        raise SystemExit(f"unknown model {spec!r}; use e.g. sinet-l2 (families: {sorted(MODELS)})")
+    return family, variant
+
+
+# ------------------------------------------------------------------ timing
+
+def time_md(atoms, calc, n_warmup=3, n_steps=20, dt_fs=0.5, temperature_K=300.0, seed=0,
+            max_seconds=None, wait_idle_s=0.0):
+    """VelocityVerlet with ``calc``; per-step wall time, page faults and the load during it."""
+    import numpy as np
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = atoms.copy()
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    pos0 = atoms.get_positions().copy()
+    dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
+    stamps, faults, cpu = [], [], []
+
+    def stamp():
+        stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+    dyn.attach(stamp, interval=1)
+    t0 = time.perf_counter()
+    dyn.run(n_warmup)  # first force call + warm-up steps, not timed
+    warm_s = time.perf_counter() - t0
+    if max_seconds is not None:
+        per = warm_s / (n_warmup + 1)
+        n_steps = max(5, min(n_steps, int(max_seconds / max(per, 1e-9))))
+    stamps.clear()
+    faults.clear()
+    cpu.clear()
+    waited = wait_for_idle(wait_idle_s)
+    before = machine_state()
+    stamp()
+    with ForeignLoad() as fl:
+        dyn.run(n_steps)
+    after = machine_state()
+    # the observer also fires once at the start of the run; keep the last n_steps + 1 stamps
+    stamps, faults, cpu = stamps[-(n_steps + 1):], faults[-(n_steps + 1):], cpu[-(n_steps + 1):]
+    dts = np.diff(np.array(stamps))
+    assert len(dts) == n_steps, (len(dts), n_steps)
+    med = float(statistics.median(dts))
+    forces = atoms.get_forces()
+    return {
+        "n_atoms": len(atoms),
+        "n_steps_timed": int(n_steps),
+        "median_ms": med * 1e3,
+        "mean_ms": float(np.mean(dts)) * 1e3,
+        "min_ms": float(np.min(dts)) * 1e3,
+        "max_ms": float(np.max(dts)) * 1e3,
+        "atom_steps_per_s": len(atoms) / med,
+        "median_cpu_ms": float(np.median(np.diff(np.array(cpu)))) * 1e3,
+        "minor_faults_per_step": float(np.median(np.diff(np.array(faults)))),
+        "warmup_s": warm_s,
+        "max_displacement_A": float(np.linalg.norm(atoms.get_positions() - pos0, axis=1).max()),
+        "finite_forces": bool(np.isfinite(forces).all()),
+        "foreign_load_cores": round(fl.cores, 3),
+        "waited_for_idle_s": round(waited, 1),
+        "load_before": before,
+        "load_after": after,
+    }
+
+
+def run_worker(cfg):
+    """One config in this process: build the calculator, time MD, return a record."""
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    family, variant = parse_model(cfg["model"])
+    atoms = systems()[cfg["system"]]
+    build = MODELS[family][0]
+    calc, info = build(variant, cfg["system"], atoms, cfg["dtype"], stress=cfg["stress"])
+    r = time_md(atoms, calc, n_warmup=cfg["warmup"], n_steps=cfg["steps"],
+                max_seconds=cfg["max_seconds"], wait_idle_s=cfg["wait_idle"])
+    r.update(info)
+    r.update({"model": cfg["model"], "system": cfg["system"], "dtype": cfg["dtype"],
+              "stress": cfg["stress"], "allocator": allocator_name(),
+              "malloc_conf": os.environ.get("MALLOC_CONF", ""),
+              "n_edges": count_edges(atoms), "threads": torch.get_num_threads(),
+              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+              "torch": torch.__version__})
+    return r
+
+
+def worker_env(allocator, threads=THREADS):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.pop("LD_PRELOAD", None)
+    env.pop("MALLOC_CONF", None)
+    if allocator == "jemalloc":
+        if not os.path.exists(JEMALLOC):
+            raise SystemExit(f"{JEMALLOC} not found: apt-get install -y libjemalloc2")
+        env.update(LD_PRELOAD=JEMALLOC, MALLOC_CONF=JEMALLOC_CONF)
+    return env
+
+
+def launch(cfg, allocator, timeout_s):
+    """Run one config in a fresh process with the allocator; returns its record or an error record."""
+    family, _ = parse_model(cfg["model"])
+    var = MODELS[family][1]
+    python = os.environ.get(var, "") if var else sys.executable
+    if not python:
+        return {**cfg, "allocator": allocator, "error": f"set {var} to the interpreter of its venv"}
+    cmd = [python, "-W", "ignore", os.path.abspath(__file__), "--worker", json.dumps(cfg)]
+    try:
+        p = subprocess.run(cmd, env=worker_env(allocator, cfg["threads"]), capture_output=True,
+                           text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {**cfg, "allocator": allocator, "error": f"timed out after {timeout_s} s"}
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+    return {**cfg, "allocator": allocator, "error": f"rc {p.returncode}: " + " | ".join(tail)}
+
+
+def predicted_peak_gib(results, cfg, allocator):
+    """Peak memory of a 6,912-atom run predicted from the 864-atom run (x8 above the import baseline)."""
+    for r in results:
+        if (r.get("system") == "cu_fcc_864" and r.get("model") == cfg["model"]
+                and r.get("dtype") == cfg["dtype"] and r.get("allocator") == allocator
+                and "peak_rss_gib" in r):
+            base = 0.4  # GiB: peak RSS of a whole ethanol run (imports + model) on this machine
+            return base + 8.0 * max(r["peak_rss_gib"] - base, 0.0)
+    return None
+
+
+# ------------------------------------------------------------------ profile
+
+def run_profile(args):
+    """torch.profiler over a few MD steps, plus a split of one calculator call."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from sinet_ase.graph import atoms_to_graph
+
+    torch.set_num_threads(args.threads)
+    name = args.profile_system
+    atoms = systems()[name]
+    calc, info = _build_sinet(f"l{args.profile_lmax}", name, atoms, args.profile_dtype)
+    atoms.rattle(0.01, seed=1)
+    print("config:", json.dumps(info["config"]), "allocator:", allocator_name(), flush=True)
+    print("load:", json.dumps(machine_state()), flush=True)
+
+    def med(fn, n=7, warm=2):
+        for _ in range(warm):
+            fn()
+        ts, flts = [], []
+        for _ in range(n):
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+            flts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        return statistics.median(ts) * 1e3, statistics.median(flts)
+
+    model = calc.model
+    graph = atoms_to_graph(atoms, model.cutoff, model.elements)
+
+    def full():
+        calc.results = {}
+        calc.calculate(atoms, ["energy", "forces"])
+
+    with ForeignLoad() as fl:
+        t_graph, _ = med(lambda: atoms_to_graph(atoms, model.cutoff, model.elements))
+        t_energy, _ = med(lambda: model(graph, compute_forces=False))
+        t_ef, f_ef = med(lambda: model(graph, compute_forces=True))
+        t_full, f_full = med(full)
+    print(f"\nsplit of one call ({name}, {len(atoms)} atoms, {graph.edge_index.shape[1]} edges, "
+          f"{args.profile_dtype}, foreign load {fl.cores:.2f} cores), median of 7 ms:")
+    print("| graph (neighbour list) | model energy only | model energy + forces | full calculator call "
+          "| minor faults / call |")
+    print("|---|---|---|---|---|")
+    print(f"| {t_graph:.1f} | {t_energy:.1f} | {t_ef:.1f} | {t_full:.1f} | {f_full:.0f} |", flush=True)
+
+    full()
+    with ForeignLoad() as fl, profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(args.profile_steps):
+            full()
+    print(f"\ntorch.profiler, {args.profile_steps} calls, foreign load {fl.cores:.2f} cores; "
+          "top ops by self CPU time:")
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows,
+                                      max_name_column_width=48)
+    print(table)
+    print("\nby input shape (top 25):")
+    print(prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40,
+        max_shapes_column_width=60))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, f"profile_{name}_l{args.profile_lmax}_{args.profile_dtype}"
+                                      f"_{allocator_name()}.json")
+        prof.export_chrome_trace(path)
+        print("chrome trace:", path)
+
+
+# ------------------------------------------------------------------ driver
+
+def print_table(results):
+    rows = {}
+    for r in results:
+        key = (r["model"], r["system"], r["allocator"], r.get("stress", False))
+        rows.setdefault(key, {})[r["dtype"]] = r
+    print("\n| model | system (atoms / edges) | allocator | f32 ms/step | f32 CPU ms | f32 atom-steps/s | "
+          "f64 ms/step | f64 CPU ms | f64 atom-steps/s | steps | foreign load (cores) | loadavg 1 min "
+          "| peak RSS GiB | minor faults/step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (model, system, alloc, stress), v in rows.items():
+        any_r = next(iter(v.values()))
+        size = f"{any_r['n_atoms']} / {any_r['n_edges']}" if "n_atoms" in any_r else "?"
+        line = f"| {model}{' +stress' if stress else ''} | {system} ({size}) | {alloc} |"
+        steps, loads, lavg, rss, flt = [], [], [], [], []
+        for dt in ("float32", "float64"):
+            r = v.get(dt)
+            if r is None:
+                line += " - | - | - |"
+            elif "error" in r or "skipped" in r:
+                line += f" {r.get('skipped') or r['error'][:40]} | - | - |"
+            else:
+                line += f" {r['median_ms']:.1f} | {r['median_cpu_ms']:.0f} | {r['atom_steps_per_s']:,.0f} |"
+                flt.append(f"{r['minor_faults_per_step']:.0f}")
+                steps.append(str(r["n_steps_timed"]))
+                loads.append(f"{r['foreign_load_cores']:.2f}")
+                lavg.append(f"{r['load_before']['loadavg'][0]:.2f}")
+                rss.append(f"{r['peak_rss_gib']:.2f}")
+        line += (f" {'/'.join(steps)} | {'/'.join(loads)} | {'/'.join(lavg)} | {'/'.join(rss)} "
+                 f"| {'/'.join(flt)} |")
+        print(line)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", default=["sinet-l1", "sinet-l2", "sinet-l3"])
+    ap.add_argument("--systems", nargs="*",
+                    default=["ethanol_9", "cu_fcc_108", "cu_fcc_864", "cu_fcc_6912"])
+    ap.add_argument("--dtypes", nargs="*", default=["float32", "float64"])
+    ap.add_argument("--allocators", nargs="*", default=["glibc", "jemalloc"],
+                    choices=["glibc", "jemalloc"])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--max-seconds", type=float, default=120.0,
+                    help="cap on timed seconds per config (steps reduced, never below 5)")
+    ap.add_argument("--stress", action="store_true", help="compute the stress every call (as the peers)")
+    ap.add_argument("--wait-idle", type=float, default=0.0,
+                    help="seconds to wait at most for other processes to go quiet before each window")
+    ap.add_argument("--max-mem-frac", type=float, default=0.8,
+                    help="skip a 6,912-atom config whose predicted peak exceeds this fraction of free memory")
+    ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (the benchmark setting is 2)")
+    ap.add_argument("--worker-timeout", type=float, default=3600.0)
+    ap.add_argument("--quick", action="store_true",
+                    help="validation: 1 warm-up, 5 steps, ethanol + Cu 108, sinet-l2, glibc")
+    ap.add_argument("--out", default="/tmp/sinet_bench", help="folder for md_sinet.json (and traces)")
+    ap.add_argument("--tag", default="", help="suffix of the JSON file name")
+    ap.add_argument("--profile", action="store_true", help="profile one config instead of the MD matrix")
+    ap.add_argument("--profile-system", default="cu_fcc_864")
+    ap.add_argument("--profile-lmax", type=int, default=2)
+    ap.add_argument("--profile-dtype", default="float32")
+    ap.add_argument("--profile-steps", type=int, default=3)
+    ap.add_argument("--profile-rows", type=int, default=30)
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of results files")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.table:
+        print_table([r for path in args.table for r in json.load(open(path))["results"]])
+        return
+
+    if args.worker:
+        print("RESULT " + json.dumps(run_worker(json.loads(args.worker))), flush=True)
+        return
+    if args.profile:
+        run_profile(args)
+        return
+    if args.quick:
+        args.steps, args.warmup = 5, 1
+        if args.models == ap.get_default("models"):
+            args.models = ["sinet-l2"]
+        if args.systems == ap.get_default("systems"):
+            args.systems = ["ethanol_9", "cu_fcc_108"]
+        if args.allocators == ap.get_default("allocators"):
+            args.allocators = ["glibc"]
+
+    os.makedirs(args.out, exist_ok=True)
+    out_path = os.path.join(args.out, f"md_sinet{args.tag}.json")
+    env = {"python": platform.python_version(), "cpu": cpu_name(), "nproc": os.cpu_count(),
+           "threads": args.threads, "argv": sys.argv, "start": machine_state()}
+    print("env:", json.dumps(env), flush=True)
+    results = []
+    for allocator in args.allocators:
+        for model in args.models:
+            for system in args.systems:
+                for dtype in args.dtypes:
+                    cfg = {"model": model, "system": system, "dtype": dtype, "stress": args.stress,
+                           "steps": args.steps, "warmup": args.warmup, "max_seconds": args.max_seconds,
+                           "wait_idle": args.wait_idle, "threads": args.threads}
+                    if system == "cu_fcc_6912":
+                        need = predicted_peak_gib(results, cfg, allocator)
+                        have = machine_state()["mem_available_gib"]
+                        if need is not None and have is not None and need > args.max_mem_frac * have:
+                            r = {**cfg, "allocator": allocator,
+                                 "skipped": f"needs ~{need:.0f} GiB, {have:.0f} free"}
+                            results.append(r)
+                            print(json.dumps(r), flush=True)
+                            continue
+                    r = launch(cfg, allocator, args.worker_timeout)
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
+                    with open(out_path, "w") as f:
+                        json.dump({"env": env, "results": results}, f, indent=1)
+    env["end"] = machine_state()
+    with open(out_path, "w") as f:
+        json.dump({"env": env, "results": results}, f, indent=1)
+    print_table(results)
+    print("wrote", out_path)
+
+
+if __name__ == "__main__":
+    main()
