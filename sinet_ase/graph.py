@@ -20,10 +20,11 @@ from ``pos`` and ``cell``, so that autograd reaches positions and strain.
 
 Neighbours: for fully periodic and mixed (e.g. slab) cells, matscipy's C
 neighbour list, which handles cells smaller than the cutoff (many images of
-one atom). Along a non-periodic direction matscipy only sees atoms inside the
-cell, so the cell is stretched along those directions to cover the atoms
-(a zero-length non-periodic vector is replaced by one perpendicular to the
-periodic ones). Open molecules use a k-d tree (scipy), whose memory grows
+one atom). matscipy needs an invertible cell, and a slab's cell may have a
+zero-length non-periodic vector: along non-periodic directions the cell is
+replaced by one that spans the atoms plus a cutoff margin (a zero-length
+vector by one perpendicular to the periodic ones); the pairs are unchanged
+(tested against ASE's neighbour list). Open molecules use a k-d tree (scipy), whose memory grows
 with the number of atoms and pairs, not with the spread of the molecule:
 binning a bounding box instead costs gigabytes for atoms 10,000 Å apart.
 """
