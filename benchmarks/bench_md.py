@@ -168,15 +168,18 @@ SINET_CONFIG = dict(cutoff=R_MAX, channels=64, num_layers=2, num_radial=8, radia
 
 
 def _build_sinet(variant, system_name, atoms, dtype, stress=False):
-    """``sinet-l<L>``: SINet with lmax L and SINET_CONFIG, random weights (seed 0)."""
+    """``sinet-l<L>[t<T>]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random weights (seed 0)."""
     import torch
 
     from sinet_ase import SINet, SINetCalculator
 
-    lmax = int(variant.lstrip("l"))
+    lmax_part, _, layers_part = variant.lstrip("l").partition("t")
+    lmax = int(lmax_part)
     torch.manual_seed(0)
     avg_nn = count_edges(atoms) / len(atoms)
     config = dict(SINET_CONFIG, lmax=lmax, avg_num_neighbors=avg_nn)
+    if layers_part:
+        config["num_layers"] = int(layers_part)
     model = SINet(elements=elements_of(system_name), **config)
     cls = SINetCalculator
     if stress:
@@ -204,23 +207,80 @@ def _with_stress(calculator_cls):
 
 
 def _build_mace(variant, system_name, atoms, dtype, stress=True):
-    """Hook for MACE (run with MACE_PYTHON=/path/to/venv_mace/bin/python).
+    """MACE 0.3.16 as in /work/shared/peer_bench/bench_mace_md.py (run with MACE_PYTHON).
 
-    Port ``build_mace`` from /work/shared/peer_bench/bench_mace_md.py: ScaleShiftMACE,
-    saved with torch.save and loaded by ``MACECalculator(model_paths=..., default_dtype=dtype)``;
-    variant ``l1`` = hidden 64x0e+64x1o, ``l2`` = 64x0e+64x1o+64x2e. Return (calc, info).
+    ``ScaleShiftMACE``: r_max 5, 8 Bessel, polynomial cutoff p = 5, max_ell 3,
+    correlation 3, 2 interactions (``RealAgnosticInteractionBlock`` then
+    ``RealAgnosticResidualInteractionBlock``), radial MLP [64, 64, 64], MLP_irreps
+    16x0e, silu; variant ``l1`` = hidden 64x0e+64x1o, ``l2`` = 64x0e+64x1o+64x2e.
+    Built in float64 (seed 0), saved with ``torch.save`` and loaded back by
+    ``MACECalculator(model_paths=..., default_dtype=dtype)``, which always computes
+    the stress on periodic cells (``stress`` is ignored).
     """
-    raise NotImplementedError("MACE is not wired in yet: see _build_mace's docstring")
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # e3nn 0.4.4 constants
+    import tempfile
+
+    import numpy as np
+    import torch
+    from e3nn import o3
+    from mace import modules
+    from mace.calculators import MACECalculator
+
+    hidden = {"l1": "64x0e+64x1o", "l2": "64x0e+64x1o+64x2e"}[variant]
+    z_list = [1, 6, 7, 8] if system_name.startswith("ethanol") else [29]
+    avg_nn = count_edges(atoms) / len(atoms)
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    model = modules.ScaleShiftMACE(
+        r_max=R_MAX, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
+        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+        num_interactions=2, num_elements=len(z_list), hidden_irreps=o3.Irreps(hidden),
+        MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(len(z_list)),
+        avg_num_neighbors=avg_nn, atomic_numbers=z_list, correlation=3,
+        gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64], radial_type="bessel",
+        atomic_inter_scale=1.0, atomic_inter_shift=0.0)
+    torch.set_default_dtype(torch.float32)
+    path = os.path.join(tempfile.mkdtemp(prefix="bench_mace_"), "mace.model")
+    torch.save(model, path)
+    calc = MACECalculator(model_paths=path, device="cpu", default_dtype=dtype)
+    config = dict(r_max=R_MAX, hidden_irreps=hidden, max_ell=3, correlation=3, num_interactions=2,
+                  avg_num_neighbors=avg_nn, atomic_numbers=z_list)
+    return calc, {"config": config, "n_params": sum(p.numel() for p in model.parameters()),
+                  "peer_version": __import__("mace").__version__}
 
 
 def _build_nequip(variant, system_name, atoms, dtype, stress=True):
-    """Hook for NequIP (run with NEQUIP_PYTHON=/path/to/venv_nequip/bin/python).
+    """NequIP 0.19.1 preset ``S`` or ``M`` as in /work/shared/peer_bench/bench_nequip_md.py.
 
-    Port ``build`` from /work/shared/peer_bench/bench_nequip_md.py:
-    ``PresetNequIPGNNModel(preset=variant, ...)`` + ``NequIPCalculator(model,
-    transforms=basic_transforms(...))``. Return (calc, info).
+    ``PresetNequIPGNNModel(preset=variant, seed=0, model_dtype=dtype, r_max=5)`` (eager
+    PyTorch, random weights) wrapped by ``NequIPCalculator(model, transforms=basic_transforms(...))``,
+    which computes the stress on periodic cells (``stress`` is ignored). Run with NEQUIP_PYTHON.
     """
-    raise NotImplementedError("NequIP is not wired in yet: see _build_nequip's docstring")
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    from nequip.utils.global_state import set_global_state
+
+    threads = torch.get_num_threads()
+    set_global_state()
+    torch.set_num_threads(threads)
+    from nequip.integrations.ase import NequIPCalculator
+    from nequip.integrations.utils import basic_transforms
+    from nequip.model import PresetNequIPGNNModel
+
+    type_names = elements_of(system_name)
+    avg_nn = count_edges(atoms) / len(atoms)
+    model = PresetNequIPGNNModel(preset=variant.upper(), seed=0, model_dtype=dtype,
+                                 type_names=type_names, r_max=R_MAX, avg_num_neighbors=avg_nn)
+    model.eval()
+    transforms = basic_transforms(model.metadata, R_MAX, type_names, {t: t for t in type_names})
+    calc = NequIPCalculator(model, device="cpu", transforms=transforms)
+    config = dict(preset=variant.upper(), r_max=R_MAX, avg_num_neighbors=avg_nn, type_names=type_names)
+    return calc, {"config": config, "n_params": sum(p.numel() for p in model.parameters()),
+                  "peer_version": __import__("nequip").__version__}
 
 
 #: family -> (builder, environment variable naming the interpreter that has the package)

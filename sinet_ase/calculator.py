@@ -34,13 +34,19 @@ class SINetCalculator(Calculator):
             model object (copied, so the caller's model is never cast or moved).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         dtype: ``"float64"`` (default, for MD) or ``"float32"`` (faster).
+        edge_chunk_size: for very large systems (tens of thousands of atoms), sum
+            over neighbours in chunks of this many edges, recomputing each chunk in
+            the backward pass: memory bounded by the chunk, about one extra forward
+            pass of time. ``None`` (default) processes all edges at once.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
-                 dtype: str = "float64", **kwargs):
+                 dtype: str = "float64", edge_chunk_size: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
+        if edge_chunk_size is not None and int(edge_chunk_size) < 1:
+            raise ValueError(f"edge_chunk_size must be a positive number of edges, got {edge_chunk_size}")
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if isinstance(model, (str, Path)):
@@ -54,6 +60,12 @@ class SINetCalculator(Calculator):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
+        if edge_chunk_size is not None:
+            backbone = self.model.backbone
+            if getattr(backbone, "backbone_type", "sinet") != "sinet":
+                raise ValueError("edge_chunk_size is supported by the SINet backbone only, "
+                                 f"this model's backbone is {backbone.backbone_type!r}")
+            backbone.edge_chunk_size = int(edge_chunk_size)
 
     @classmethod
     def from_pretrained(cls, name: str, **kwargs) -> "SINetCalculator":

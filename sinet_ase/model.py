@@ -35,7 +35,16 @@ class SINetBackbone(torch.nn.Module):
     """Embedding + ``num_layers`` Scalar Interaction layers (or SiFormer blocks).
 
     forward(graph, edge_vectors (E, 3) in the network dtype) -> h (N, c, (L+1)^2).
+
+    ``edge_chunk_size`` (attribute, default ``None``; not stored in model files): when
+    set, the embedding and the Scalar Interaction layers sum over neighbours in chunks
+    of that many edges with recomputation in the backward pass
+    (:func:`~sinet_ase.ops.chunking.edge_chunked_sum`), so memory stays bounded for
+    very large systems at the cost of one extra forward pass. SiFormer blocks need the
+    softmax over all of a node's neighbours at once and do not support it.
     """
+
+    edge_chunk_size = None
 
     def __init__(self, elements: Sequence[str], cutoff: float = 5.0, lmax: int = 2,
                  channels: int = 64, num_layers: int = 2, num_radial: int = 8,
@@ -84,9 +93,16 @@ class SINetBackbone(torch.nn.Module):
         Y = o3.spherical_harmonics(self.layout.sh_irreps, edge_vectors, normalize=True,
                                    normalization="component")
         phi, u = self.radial(r)
-        h = self.embedding(species, graph.edge_index, Y, phi, u)
+        chunk = self.edge_chunk_size
+        if chunk is not None and self.backbone_type != "sinet":
+            raise ValueError("edge_chunk_size is supported by the SINet backbone only (a SiFormer "
+                             "block normalises attention over all neighbours at once)")
+        h = self.embedding(species, graph.edge_index, Y, phi, u, edge_chunk_size=chunk)
         for layer in self.layers:
-            h = layer(h, graph.edge_index, Y, phi, u)
+            if chunk is None:
+                h = layer(h, graph.edge_index, Y, phi, u)
+            else:
+                h = layer(h, graph.edge_index, Y, phi, u, edge_chunk_size=chunk)
         return h
 
 

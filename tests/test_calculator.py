@@ -208,3 +208,25 @@ def test_pretrained_registry_errors_clearly():
     with pytest.raises(KeyError, match="no shipped potential named 'nope'"):
         SINetCalculator.from_pretrained("nope")
     assert isinstance(list_pretrained(), list)
+
+
+def test_edge_chunks_give_the_same_energy_forces_and_stress():
+    """``edge_chunk_size`` (recomputed chunks of edges, for very large systems) changes memory, not results."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=1)
+    model = make_model(["Cu"])
+    whole = SINetCalculator(model)
+    chunked = SINetCalculator(model, edge_chunk_size=97)  # not a divisor of the edge count
+    def properties(calc):
+        return {"energy": calc.get_potential_energy(atoms), "forces": calc.get_forces(atoms),
+                "stress": calc.get_stress(atoms)}
+
+    ref, out = properties(whole), properties(chunked)
+    assert out["energy"] == pytest.approx(ref["energy"], rel=1e-12, abs=1e-10)
+    np.testing.assert_allclose(out["forces"], ref["forces"], rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(out["stress"], ref["stress"], rtol=1e-9, atol=1e-11)
+    assert chunked.model.backbone.edge_chunk_size == 97 and model.backbone.edge_chunk_size is None
+    with pytest.raises(ValueError, match="positive"):
+        SINetCalculator(model, edge_chunk_size=0)
+    with pytest.raises(ValueError, match="SINet backbone only"):
+        SINetCalculator(make_model(["Cu"], backbone="siformer", num_heads=2), edge_chunk_size=100)

@@ -11,7 +11,11 @@ radial weights and ``u`` the envelope. Its cost is that of a linear layer:
 a product of a scalar with a harmonic, no Clebsch-Gordan coefficients.
 """
 
+from typing import Optional
+
 import torch
+
+from .chunking import edge_chunked_sum
 
 from .layout import SphericalLayout
 from .mlp import mlp
@@ -20,8 +24,8 @@ from .mlp import mlp
 class SphericalEmbedding(torch.nn.Module):
     """Species embedding lifted to all degrees.
 
-    forward(species (N,), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,))
-    -> h (N, c, M). ``edge_index[0]`` is the receiving atom ``i``, ``edge_index[1]``
+    forward(species (N,), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,),
+    edge_chunk_size=None) -> h (N, c, M). ``edge_index[0]`` is the receiving atom ``i``, ``edge_index[1]``
     the neighbour ``j``.
     """
 
@@ -34,14 +38,20 @@ class SphericalEmbedding(torch.nn.Module):
         self.species_embedding = torch.nn.Embedding(num_species, c)
         self.radial = mlp([num_basis, radial_hidden, c * (L + 1)])
 
-    def forward(self, species, edge_index, Y, phi, u):
+    def aggregate(self, z, edge_index, Y, phi, u):
+        """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node: ``z (N, c)`` -> ``(N, c, M)``."""
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
-        z = self.species_embedding(species)  # (N, c)
-        weights = self.radial(phi).view(-1, c, L + 1) * u.view(-1, 1, 1)  # (E, c, L+1)
-        messages = self.layout.per_degree(weights) * (z[sender].unsqueeze(-1) * Y.unsqueeze(1))  # (E, c, M)
+        weights = self.radial(phi).view(-1, c, L + 1) * (u.view(-1, 1, 1) * z[sender].unsqueeze(-1))
+        # (E, c, L+1) @ (E, L+1, M): row l of the right factor holds Y^l, so the product is
+        # weights^{l,k} Y^l in one pass
+        messages = torch.bmm(weights, Y.unsqueeze(1) * self.layout.degree_onehot)
         h = torch.zeros(z.shape[0], c, self.layout.num_m, dtype=Y.dtype, device=Y.device)
-        h.index_add_(0, receiver, messages)
+        return h.index_add_(0, receiver, messages)
+
+    def forward(self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
+        z = self.species_embedding(species)  # (N, c)
+        h = edge_chunked_sum(self.aggregate, z, edge_index, (Y, phi, u), edge_chunk_size)
         h = h / self.avg_num_neighbors
         h[:, :, 0] = h[:, :, 0] + z
         return h

@@ -35,6 +35,7 @@ from typing import Optional
 import torch
 from e3nn import o3
 
+from .chunking import edge_chunked_sum
 from .gate import ScalarGate
 from .layout import SphericalLayout
 from .mlp import mlp
@@ -74,7 +75,7 @@ class ScalarInteraction(torch.nn.Module):
                    edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
         """All invariants of one edge, concatenated: ``(E, num_invariants)``."""
         E = h_src.shape[0]
-        parts = [self.layout.inner(h_src, Y.unsqueeze(1)).reshape(E, -1), h_src[:, :, 0]]
+        parts = [self.layout.inner_with_harmonics(h_src, Y).reshape(E, -1), h_src[:, :, 0]]
         if self.with_receiver:
             if h_dst is None:
                 raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
@@ -86,11 +87,16 @@ class ScalarInteraction(torch.nn.Module):
         return torch.cat(parts, dim=-1)
 
     def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
-                edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
+                edge_scalars: Optional[torch.Tensor] = None,
+                edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Messages ``(E, c, M)``; ``edge_weight (E,)`` (e.g. the cutoff envelope), if given,
+        multiplies them (applied to ``alpha, beta``, which is cheaper than to the message)."""
         c, L = self.layout.channels, self.layout.lmax
         coeff = self.coefficients(self.invariants(h_src, Y, h_dst, edge_scalars))
-        alpha, beta = self.layout.per_degree(coeff.view(-1, 2, c, L + 1)).unbind(1)  # (E, c, M) each
-        return alpha * h_src + beta * Y.unsqueeze(1)
+        if edge_weight is not None:
+            coeff = coeff * edge_weight.unsqueeze(-1)
+        alpha, beta = coeff.view(-1, 2, c, L + 1).unbind(1)  # (E, c, L+1) each
+        return self.layout.combine_with_harmonics(alpha, h_src, beta, Y)
 
     def extra_repr(self) -> str:
         return f"{self.layout.irreps} x {self.layout.sh_irreps} -> {self.layout.irreps}"
@@ -102,8 +108,12 @@ class ScalarInteractionLayer(torch.nn.Module):
     ``m_i = (1/n_avg) sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)``,
     ``h_i <- h_i + Gate(Linear(m_i))``.
 
-    forward(h (N, c, M), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,)) -> (N, c, M);
-    ``edge_index[0]`` receives, ``edge_index[1]`` sends.
+    forward(h (N, c, M), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,),
+    edge_chunk_size=None) -> (N, c, M); ``edge_index[0]`` receives, ``edge_index[1]``
+    sends. With ``edge_chunk_size``, the neighbour sum runs over chunks of edges
+    whose activations are recomputed in the backward pass (see
+    :func:`~sinet_ase.ops.chunking.edge_chunked_sum`): same result, memory bounded
+    by the chunk instead of the edge count.
     """
 
     def __init__(self, layout: SphericalLayout, num_basis: int, hidden: int = 64,
@@ -116,9 +126,14 @@ class ScalarInteractionLayer(torch.nn.Module):
         self.linear = o3.Linear(layout.irreps, layout.irreps)
         self.gate = ScalarGate(layout)
 
-    def forward(self, h, edge_index, Y, phi, u):
+    def aggregate(self, h, edge_index, Y, phi, u):
+        """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node: ``(N, c, M)``."""
         receiver, sender = edge_index[0], edge_index[1]
-        messages = self.interaction(h[sender], Y, h[receiver], phi) * u.view(-1, 1, 1)
-        aggregated = torch.zeros_like(h).index_add_(0, receiver, messages) / self.avg_num_neighbors
+        messages = self.interaction(h[sender], Y, h[receiver], phi, edge_weight=u)
+        return torch.zeros_like(h).index_add_(0, receiver, messages)
+
+    def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
+        aggregated = edge_chunked_sum(self.aggregate, h, edge_index, (Y, phi, u), edge_chunk_size)
+        aggregated = aggregated / self.avg_num_neighbors
         update = self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
         return h + self.gate(update)

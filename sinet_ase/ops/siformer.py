@@ -132,13 +132,13 @@ class ScalarInteractionAttention(torch.nn.Module):
         E = receiver.shape[0]
         x_i, x_j = x[receiver], x[sender]
         invariants = torch.cat([
-            self.layout.inner(x_j, Y.unsqueeze(1)).reshape(E, -1), x_j[:, :, 0],
+            self.layout.inner_with_harmonics(x_j, Y).reshape(E, -1), x_j[:, :, 0],
             self.layout.inner(x_i, x_j).reshape(E, -1), x_i[:, :, 0], phi,
         ], dim=-1)
         out = self.mlp(invariants)
         coeff, logits = out[:, :2 * c * (L + 1)], out[:, 2 * c * (L + 1):]
-        alpha, beta = self.layout.per_degree(coeff.reshape(E, 2, c, L + 1)).unbind(1)  # (E, c, M)
-        values = alpha * V[sender] + beta * Y.unsqueeze(1)
+        alpha, beta = coeff.reshape(E, 2, c, L + 1).unbind(1)  # (E, c, L+1)
+        values = self.layout.combine_with_harmonics(alpha, V[sender], beta, Y)
         weights = cutoff_softmax(logits, u, receiver, x.shape[0], self.sink_logit)
         return weights, values
 
