@@ -14,7 +14,8 @@ of E = 4,096 edges; output ``h1``'s irreps.
 * ``SI``: ``sinet_ase.ops.ScalarInteraction(SphericalLayout(L, n_c), num_edge_scalars=0,
   with_receiver=False, hidden=64)`` - the operation as the paper benchmarks it:
   invariants ``q^{l,k} = <h1^{l,k}, Y^l>`` and ``h1^0``, one MLP (n_c (L+2) -> 64 ->
-  2 n_c (L+1)), message ``alpha h1 + beta Y``. Inputs in SINet's own layout ``(E, n_c, (L+1)^2)``.
+  2 n_c (L+1)), message ``alpha h1 + beta Y``. Inputs in the edge layout of SINet's
+  layers, ``(E, (L+1)^2, n_c)`` (``forward_channels_last``).
 * ``SI+conv``: the same with e3nn-layout input and output, i.e. ``from_e3nn`` before and
   ``to_e3nn`` after (two gathers), for a like-for-like memory layout with e3nn.
 * ``FCTP``: ``e3nn.o3.FullyConnectedTensorProduct(h1, h2, h1)``, internal shared weights.
@@ -53,7 +54,7 @@ import e3nn  # noqa: E402
 from e3nn import o3  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_md import ForeignLoad, cpu_name, machine_state, wait_for_idle  # noqa: E402
+from bench_md import ForeignLoad, allocator_name, cpu_name, machine_state, wait_for_idle  # noqa: E402
 
 from sinet_ase.ops import ScalarInteraction, SphericalLayout  # noqa: E402
 
@@ -123,8 +124,9 @@ def make_op(kind, L, nc, dtype):
         params = list(op.parameters())
         info["weight_numel"] = sum(p.numel() for p in params)
         if kind == "SI":
-            x1 = torch.randn(BATCH, nc, layout.num_m, dtype=dtype, requires_grad=True)
-            call = lambda: op(x1, Y)  # noqa: E731
+            # the edge layout of SINet's layers: (E, M, c), channels innermost
+            x1 = torch.randn(BATCH, layout.num_m, nc, dtype=dtype, requires_grad=True)
+            call = lambda: op.forward_channels_last(x1, Y)  # noqa: E731
         else:
             layout = layout.to(dtype)
             x1 = torch.randn(BATCH, h1.dim, dtype=dtype, requires_grad=True)
@@ -316,14 +318,25 @@ def main():
                     help="seconds to wait at most for other processes to go quiet before each point")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the benchmark setting is 2)")
     ap.add_argument("--out", default="/tmp/sinet_bench")
-    ap.add_argument("--replot", metavar="JSON", help="only redraw the table and PNG from a results file")
+    ap.add_argument("--replot", nargs="+", metavar="JSON",
+                    help="only redraw table and PNG from results files; a point in a later file replaces "
+                         "the same (kind, L, n_c) of an earlier one (reruns); writes <out>/ops_merged.*")
     args = ap.parse_args()
 
     if args.replot:
-        results = json.load(open(args.replot))["results"]
+        merged = {}
+        for path in args.replot:
+            for r in json.load(open(path))["results"]:
+                merged[(r["kind"], r["L"], r["n_c"])] = dict(r, source=path)
+        results = list(merged.values())
         print_table(results)
         print("\n".join(check_goals(results) + check_goals(results, "fwd_bwd_cpu_ms")))
-        plot(results, os.path.splitext(args.replot)[0] + ".png")
+        os.makedirs(args.out, exist_ok=True)
+        stem = os.path.join(args.out, "ops_merged")
+        with open(stem + ".json", "w") as f:
+            json.dump({"sources": args.replot, "results": results}, f, indent=1)
+        plot(results, stem + ".png")
+        print("wrote", stem + ".json", stem + ".png")
         return
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -337,7 +350,7 @@ def main():
                                   f"{'' if args.threads == 2 else f'_{args.threads}threads'}")
     env = {"python": platform.python_version(), "torch": torch.__version__, "e3nn": e3nn.__version__,
            "threads": torch.get_num_threads(), "cpu": cpu_name(), "nproc": os.cpu_count(),
-           "e3nn_opt": e3nn.get_optimization_defaults(), "batch": BATCH, "si_hidden": SI_HIDDEN,
+           "e3nn_opt": e3nn.get_optimization_defaults(), "batch": BATCH, "si_hidden": SI_HIDDEN, "allocator": allocator_name(), "malloc_conf": os.environ.get("MALLOC_CONF", ""),
            "argv": sys.argv, "start": machine_state()}
     print("env:", json.dumps(env), flush=True)
     configs = [(L, 64) for L in Ls] + [(3, nc) for nc in ncs if not (nc == 64 and 3 in Ls)]

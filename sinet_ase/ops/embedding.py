@@ -39,19 +39,21 @@ class SphericalEmbedding(torch.nn.Module):
         self.radial = mlp([num_basis, radial_hidden, c * (L + 1)])
 
     def aggregate(self, z, edge_index, Y, phi, u):
-        """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node: ``z (N, c)`` -> ``(N, c, M)``."""
+        """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node, channels last:
+        ``z (N, c)`` -> ``(N, M, c)``."""
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
         weights = self.radial(phi).view(-1, c, L + 1) * (u.view(-1, 1, 1) * z[sender].unsqueeze(-1))
-        # (E, c, L+1) @ (E, L+1, M): row l of the right factor holds Y^l, so the product is
-        # weights^{l,k} Y^l in one pass
-        messages = torch.bmm(weights, Y.unsqueeze(1) * self.layout.degree_onehot)
-        h = torch.zeros(z.shape[0], c, self.layout.num_m, dtype=Y.dtype, device=Y.device)
+        # (E, c, L+1) -> (E, L+1, c) -> one row per spherical column (E, M, c), times Y^l_m:
+        # channels innermost, so both steps vectorise over c
+        messages = self.layout.per_degree_channels_last(weights.transpose(1, 2)) * Y.unsqueeze(-1)
+        h = torch.zeros(z.shape[0], self.layout.num_m, c, dtype=Y.dtype, device=Y.device)
         return h.index_add_(0, receiver, messages)
 
     def forward(self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
         z = self.species_embedding(species)  # (N, c)
         h = edge_chunked_sum(self.aggregate, z, edge_index, (Y, phi, u), edge_chunk_size)
+        h = h.transpose(1, 2).contiguous()  # (N, c, M)
         h = h / self.avg_num_neighbors
         h[:, :, 0] = h[:, :, 0] + z
         return h

@@ -72,6 +72,14 @@ class SphericalLayout(torch.nn.Module):
         """
         return coeff @ self.degree_onehot
 
+    def per_degree_channels_last(self, coeff: torch.Tensor) -> torch.Tensor:
+        """``(..., L+1, c)`` per-degree values -> ``(..., M, c)``, one row per spherical column."""
+        return coeff.index_select(-2, self.degree_of_m)
+
+    def degree_sum_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``sum_{m in l} x[..., m, :] / sqrt(2l+1)``: ``(E, M, c) -> (E, L+1, c)``."""
+        return torch.matmul(self.inner_product.t(), x)
+
     def inner(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-degree inner products ``<a^l, b^l>/sqrt(2l+1)``: ``(..., M) x (..., M) -> (..., L+1)``."""
         return (a * b) @ self.inner_product

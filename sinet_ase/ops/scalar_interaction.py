@@ -57,6 +57,16 @@ class ScalarInteraction(torch.nn.Module):
         Y: ``(E, M)`` edge spherical harmonics (e3nn ``component`` normalisation).
         h_dst: ``(E, c, M)`` receiver features ``h_i`` (if ``with_receiver``).
         edge_scalars: ``(E, num_edge_scalars)``.
+        edge_weight: ``(E,)``, multiplies the messages (e.g. the cutoff envelope).
+
+    :meth:`forward_channels_last` is the same operation on ``(E, M, c)`` tensors,
+    the layout the message-passing layers use on edges: there every per-degree
+    sum, broadcast of ``Y`` over channels and broadcast of ``alpha, beta`` over the
+    ``2l+1`` components runs with the ``c`` channels as the contiguous inner axis.
+    With ``M`` (4 to 49) innermost instead, the same steps ran 3-10x slower on CPU
+    (inner loops too short to vectorise; measured in benchmarks/README.md).
+    Coefficients and invariants are ordered ``(c, L+1)`` in both, so the MLP
+    weights mean the same thing either way.
     """
 
     def __init__(self, layout: SphericalLayout, num_edge_scalars: int = 0,
@@ -71,32 +81,51 @@ class ScalarInteraction(torch.nn.Module):
             num_invariants += c * (L + 1) + c  # p, h_i^0
         self.coefficients = mlp([num_invariants, hidden, 2 * c * (L + 1)])
 
-    def invariants(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
-                   edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """All invariants of one edge, concatenated: ``(E, num_invariants)``."""
+    def invariants_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
+                                 edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """All invariants of one edge from ``(E, M, c)`` features: ``(E, num_invariants)``,
+        ordered ``[q (c, L+1), h_j^0, p (c, L+1), h_i^0, s]``."""
         E = h_src.shape[0]
-        parts = [self.layout.inner_with_harmonics(h_src, Y).reshape(E, -1), h_src[:, :, 0]]
+        q = self.layout.degree_sum_channels_last(h_src * Y.unsqueeze(-1))  # (E, L+1, c)
+        parts = [q.transpose(1, 2).reshape(E, -1), h_src[:, 0, :]]
         if self.with_receiver:
             if h_dst is None:
                 raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
-            parts += [self.layout.inner(h_dst, h_src).reshape(E, -1), h_dst[:, :, 0]]
+            p = self.layout.degree_sum_channels_last(h_dst * h_src)
+            parts += [p.transpose(1, 2).reshape(E, -1), h_dst[:, 0, :]]
         if self.num_edge_scalars:
             if edge_scalars is None:
                 raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
             parts.append(edge_scalars)
         return torch.cat(parts, dim=-1)
 
+    def invariants(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
+                   edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """All invariants of one edge from ``(E, c, M)`` features: ``(E, num_invariants)``."""
+        return self.invariants_channels_last(
+            h_src.transpose(1, 2), Y, None if h_dst is None else h_dst.transpose(1, 2), edge_scalars)
+
+    def forward_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
+                              edge_scalars: Optional[torch.Tensor] = None,
+                              edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Messages ``(E, M, c)`` from ``h_src, h_dst (E, M, c)``, ``Y (E, M)``."""
+        c, L = self.layout.channels, self.layout.lmax
+        coeff = self.coefficients(self.invariants_channels_last(h_src, Y, h_dst, edge_scalars))
+        if edge_weight is not None:
+            coeff = coeff * edge_weight.unsqueeze(-1)
+        # (E, 2, c, L+1) -> (E, 2, L+1, c) -> one row per spherical column: (E, 2, M, c)
+        coeff = self.layout.per_degree_channels_last(coeff.view(-1, 2, c, L + 1).transpose(2, 3))
+        alpha, beta = coeff.unbind(1)
+        return torch.addcmul(beta * Y.unsqueeze(-1), alpha, h_src)
+
     def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                 edge_scalars: Optional[torch.Tensor] = None,
                 edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Messages ``(E, c, M)``; ``edge_weight (E,)`` (e.g. the cutoff envelope), if given,
-        multiplies them (applied to ``alpha, beta``, which is cheaper than to the message)."""
-        c, L = self.layout.channels, self.layout.lmax
-        coeff = self.coefficients(self.invariants(h_src, Y, h_dst, edge_scalars))
-        if edge_weight is not None:
-            coeff = coeff * edge_weight.unsqueeze(-1)
-        alpha, beta = coeff.view(-1, 2, c, L + 1).unbind(1)  # (E, c, L+1) each
-        return self.layout.combine_with_harmonics(alpha, h_src, beta, Y)
+        """Messages ``(E, c, M)`` (see the class docstring)."""
+        out = self.forward_channels_last(
+            h_src.transpose(1, 2), Y, None if h_dst is None else h_dst.transpose(1, 2),
+            edge_scalars, edge_weight)
+        return out.transpose(1, 2)
 
     def extra_repr(self) -> str:
         return f"{self.layout.irreps} x {self.layout.sh_irreps} -> {self.layout.irreps}"
@@ -126,14 +155,18 @@ class ScalarInteractionLayer(torch.nn.Module):
         self.linear = o3.Linear(layout.irreps, layout.irreps)
         self.gate = ScalarGate(layout)
 
-    def aggregate(self, h, edge_index, Y, phi, u):
-        """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node: ``(N, c, M)``."""
+    def aggregate(self, h_cl, edge_index, Y, phi, u):
+        """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, channels last:
+        ``h_cl (N, M, c)`` -> ``(N, M, c)``."""
         receiver, sender = edge_index[0], edge_index[1]
-        messages = self.interaction(h[sender], Y, h[receiver], phi, edge_weight=u)
-        return torch.zeros_like(h).index_add_(0, receiver, messages)
+        messages = self.interaction.forward_channels_last(h_cl[sender], Y, h_cl[receiver], phi,
+                                                          edge_weight=u)
+        return torch.zeros_like(h_cl).index_add_(0, receiver, messages)
 
     def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
-        aggregated = edge_chunked_sum(self.aggregate, h, edge_index, (Y, phi, u), edge_chunk_size)
-        aggregated = aggregated / self.avg_num_neighbors
+        # edges work channels-last (see ScalarInteraction); the node-level transposes are cheap
+        h_cl = h.transpose(1, 2).contiguous()
+        aggregated = edge_chunked_sum(self.aggregate, h_cl, edge_index, (Y, phi, u), edge_chunk_size)
+        aggregated = aggregated.transpose(1, 2) / self.avg_num_neighbors
         update = self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
         return h + self.gate(update)
