@@ -35,6 +35,37 @@ def test_scalar_interaction_equivariant(lmax, parity, dtype):
     assert relative_error(out_rot, rotate_features(layout, out, R)) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("lmax", [0, 1, 2, 3, 5])
+def test_channels_last_form_is_the_same_operation(lmax):
+    """``forward_channels_last`` on (E, M, c) equals ``forward`` on (E, c, M), values and gradients,
+    and the layer gives the same output whichever edge layout it uses."""
+    from sinet_ase.ops import ScalarInteractionLayer
+
+    torch.manual_seed(lmax)
+    layout = SphericalLayout(lmax, 5)
+    op = ScalarInteraction(layout, num_edge_scalars=3, with_receiver=True, hidden=8).double()
+    h_src, h_dst, vec = _edges(layout, 13, torch.float64)
+    h_src.requires_grad_(True)
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
+    s, w = torch.randn(13, 3, dtype=torch.float64), torch.rand(13, dtype=torch.float64)
+    out = op(h_src, Y, h_dst, s, edge_weight=w)
+    out_cl = op.forward_channels_last(h_src.transpose(1, 2), Y, h_dst.transpose(1, 2), s, edge_weight=w)
+    assert relative_error(out_cl.transpose(1, 2), out) < 1e-12
+    cot = torch.randn_like(out)
+    g, = torch.autograd.grad(out, h_src, cot)
+    g_cl, = torch.autograd.grad(out_cl.transpose(1, 2), h_src, cot)
+    assert relative_error(g_cl, g) < 1e-12
+
+    layer = ScalarInteractionLayer(layout, num_basis=3, hidden=8, avg_num_neighbors=2.0).double()
+    h = torch.randn(6, 5, layout.num_m, dtype=torch.float64)
+    edge_index = torch.randint(0, 6, (2, 13))
+    results = []
+    for channels_last in (False, True):
+        layer.channels_last = channels_last
+        results.append(layer(h, edge_index, Y, s, w))
+    assert relative_error(results[1], results[0]) < 1e-12
+
+
 @pytest.mark.parametrize("channels", [1, 3, 64])
 def test_scalar_interaction_any_channel_count(channels):
     layout = SphericalLayout(3, channels)

@@ -41,6 +41,10 @@ from .layout import SphericalLayout
 from .mlp import mlp
 
 
+#: the message-passing layers run edges channels-last up to this L (measured crossover)
+CHANNELS_LAST_MAX_L = 2
+
+
 class ScalarInteraction(torch.nn.Module):
     """The edge operation: ``(h_j, Y, [h_i], [s]) -> m`` of shape ``(E, c, M)``.
 
@@ -59,12 +63,13 @@ class ScalarInteraction(torch.nn.Module):
         edge_scalars: ``(E, num_edge_scalars)``.
         edge_weight: ``(E,)``, multiplies the messages (e.g. the cutoff envelope).
 
-    :meth:`forward_channels_last` is the same operation on ``(E, M, c)`` tensors,
-    the layout the message-passing layers use on edges: there every per-degree
-    sum, broadcast of ``Y`` over channels and broadcast of ``alpha, beta`` over the
-    ``2l+1`` components runs with the ``c`` channels as the contiguous inner axis.
-    With ``M`` (4 to 49) innermost instead, the same steps ran 3-10x slower on CPU
-    (inner loops too short to vectorise; measured in benchmarks/README.md).
+    :meth:`forward_channels_last` is the same operation on ``(E, M, c)`` tensors:
+    every per-degree sum, broadcast of ``Y`` over channels and broadcast of
+    ``alpha, beta`` over the ``2l+1`` components then runs with the ``c`` channels
+    as the contiguous inner axis. On this project's CPU that is faster for small
+    ``L`` (inner loops of ``M`` = 4 or 9 numbers do not vectorise), while for
+    ``L >= 3`` the ``(E, c, M)`` form, built on batched matrix products, is faster
+    (benchmarks/README.md); :class:`ScalarInteractionLayer` picks by ``L``.
     Coefficients and invariants are ordered ``(c, L+1)`` in both, so the MLP
     weights mean the same thing either way.
     """
@@ -102,8 +107,17 @@ class ScalarInteraction(torch.nn.Module):
     def invariants(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                    edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
         """All invariants of one edge from ``(E, c, M)`` features: ``(E, num_invariants)``."""
-        return self.invariants_channels_last(
-            h_src.transpose(1, 2), Y, None if h_dst is None else h_dst.transpose(1, 2), edge_scalars)
+        E = h_src.shape[0]
+        parts = [self.layout.inner_with_harmonics(h_src, Y).reshape(E, -1), h_src[:, :, 0]]
+        if self.with_receiver:
+            if h_dst is None:
+                raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
+            parts += [self.layout.inner(h_dst, h_src).reshape(E, -1), h_dst[:, :, 0]]
+        if self.num_edge_scalars:
+            if edge_scalars is None:
+                raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
+            parts.append(edge_scalars)
+        return torch.cat(parts, dim=-1)
 
     def forward_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                               edge_scalars: Optional[torch.Tensor] = None,
@@ -122,10 +136,12 @@ class ScalarInteraction(torch.nn.Module):
                 edge_scalars: Optional[torch.Tensor] = None,
                 edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Messages ``(E, c, M)`` (see the class docstring)."""
-        out = self.forward_channels_last(
-            h_src.transpose(1, 2), Y, None if h_dst is None else h_dst.transpose(1, 2),
-            edge_scalars, edge_weight)
-        return out.transpose(1, 2)
+        c, L = self.layout.channels, self.layout.lmax
+        coeff = self.coefficients(self.invariants(h_src, Y, h_dst, edge_scalars))
+        if edge_weight is not None:
+            coeff = coeff * edge_weight.unsqueeze(-1)
+        alpha, beta = coeff.view(-1, 2, c, L + 1).unbind(1)  # (E, c, L+1) each
+        return self.layout.combine_with_harmonics(alpha, h_src, beta, Y)
 
     def extra_repr(self) -> str:
         return f"{self.layout.irreps} x {self.layout.sh_irreps} -> {self.layout.irreps}"
@@ -154,19 +170,28 @@ class ScalarInteractionLayer(torch.nn.Module):
                                              with_receiver=True, hidden=hidden)
         self.linear = o3.Linear(layout.irreps, layout.irreps)
         self.gate = ScalarGate(layout)
+        # edge layout by degree: measured crossover on CPU (see ScalarInteraction)
+        self.channels_last = layout.lmax <= CHANNELS_LAST_MAX_L
 
-    def aggregate(self, h_cl, edge_index, Y, phi, u):
-        """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, channels last:
-        ``h_cl (N, M, c)`` -> ``(N, M, c)``."""
+    def aggregate(self, h, edge_index, Y, phi, u):
+        """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, in the layout of ``h``:
+        ``(N, M, c)`` if :attr:`channels_last` else ``(N, c, M)``."""
         receiver, sender = edge_index[0], edge_index[1]
-        messages = self.interaction.forward_channels_last(h_cl[sender], Y, h_cl[receiver], phi,
-                                                          edge_weight=u)
-        return torch.zeros_like(h_cl).index_add_(0, receiver, messages)
+        if self.channels_last:
+            messages = self.interaction.forward_channels_last(h[sender], Y, h[receiver], phi,
+                                                              edge_weight=u)
+        else:
+            messages = self.interaction(h[sender], Y, h[receiver], phi, edge_weight=u)
+        return torch.zeros_like(h).index_add_(0, receiver, messages)
 
     def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
-        # edges work channels-last (see ScalarInteraction); the node-level transposes are cheap
-        h_cl = h.transpose(1, 2).contiguous()
-        aggregated = edge_chunked_sum(self.aggregate, h_cl, edge_index, (Y, phi, u), edge_chunk_size)
-        aggregated = aggregated.transpose(1, 2) / self.avg_num_neighbors
+        if self.channels_last:
+            # the node-level transposes are cheap next to the edge work they speed up
+            h_cl = h.transpose(1, 2).contiguous()
+            aggregated = edge_chunked_sum(self.aggregate, h_cl, edge_index, (Y, phi, u),
+                                          edge_chunk_size).transpose(1, 2)
+        else:
+            aggregated = edge_chunked_sum(self.aggregate, h, edge_index, (Y, phi, u), edge_chunk_size)
+        aggregated = aggregated / self.avg_num_neighbors
         update = self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
         return h + self.gate(update)
