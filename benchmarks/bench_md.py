@@ -30,16 +30,17 @@ MACE / NequIP anchors in PERF_NOTES.md):
   timed window (``foreign_load_cores``, from /proc/stat). ``--wait-idle S`` waits up
   to S seconds for other processes to go below 0.25 cores before each timed window.
 
-SINet configs (random weights, ``torch.manual_seed(0)``): ``sinet-l1``, ``sinet-l2``,
-``sinet-l3`` = ``SINet(elements, cutoff=5.0, lmax=1|2|3, channels=64, num_layers=2,
-num_radial=8, radial_hidden=64, mlp_hidden=64, envelope_p=6,
-avg_num_neighbors=edges/atoms of the system)``; elements H, C, N, O for ethanol, Cu
-for copper (as the peers).
+SINet configs (random weights, ``torch.manual_seed(0)``): ``sinet-l<L>[t<T>]`` =
+``SINet(elements, cutoff=5.0, lmax=L, channels=64, num_layers=T (default 2), num_radial=8,
+radial_hidden=64, mlp_hidden=64, envelope_p=6, avg_num_neighbors=edges/atoms of the
+system)``; ``siformer-l<L>[t<T>]`` the same with ``backbone="siformer", num_heads=4``;
+elements H, C, N, O for ethanol, Cu for copper (as the peers).
 
-Adding MACE / NequIP side by side: they need their own venvs. Register a builder in
-``MODELS`` (see ``_build_mace`` / ``_build_nequip``) and point ``MACE_PYTHON`` /
-``NEQUIP_PYTHON`` at the venv's interpreter; the worker only needs numpy, ase and
-torch besides the peer package, so this file runs unchanged in those venvs.
+Peers: ``mace-l1`` / ``mace-l2`` (MACE 0.3.16, hidden 64x0e+64x1o / +64x2e) and
+``nequip-s`` / ``nequip-m`` (NequIP 0.19.1 presets), built as in /work/shared/peer_bench
+(``_build_mace``, ``_build_nequip``). They need their own venvs: point ``MACE_PYTHON`` /
+``NEQUIP_PYTHON`` at the venv's interpreter; the worker needs only numpy, ase and torch
+besides the peer package, so this file runs unchanged there.
 
 The timing helpers (``ForeignLoad``, ``wait_for_idle``, ``machine_state``) are
 imported by ``bench_ops.py`` too.
@@ -167,7 +168,13 @@ SINET_CONFIG = dict(cutoff=R_MAX, channels=64, num_layers=2, num_radial=8, radia
                     mlp_hidden=64, envelope_p=6)
 
 
-def _build_sinet(variant, system_name, atoms, dtype, stress=False):
+def _build_siformer(variant, system_name, atoms, dtype, stress=False):
+    """``siformer-l<L>[t<T>]``: as ``sinet-l<L>[t<T>]`` with SiFormer blocks (4 heads)."""
+    return _build_sinet(variant, system_name, atoms, dtype, stress=stress,
+                        extra=dict(backbone="siformer", num_heads=4))
+
+
+def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
     """``sinet-l<L>[t<T>]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random weights (seed 0)."""
     import torch
 
@@ -180,6 +187,7 @@ def _build_sinet(variant, system_name, atoms, dtype, stress=False):
     config = dict(SINET_CONFIG, lmax=lmax, avg_num_neighbors=avg_nn)
     if layers_part:
         config["num_layers"] = int(layers_part)
+    config.update(extra or {})
     model = SINet(elements=elements_of(system_name), **config)
     cls = SINetCalculator
     if stress:
@@ -286,6 +294,7 @@ def _build_nequip(variant, system_name, atoms, dtype, stress=True):
 #: family -> (builder, environment variable naming the interpreter that has the package)
 MODELS = {
     "sinet": (_build_sinet, None),
+    "siformer": (_build_siformer, None),
     "mace": (_build_mace, "MACE_PYTHON"),
     "nequip": (_build_nequip, "NEQUIP_PYTHON"),
 }

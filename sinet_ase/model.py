@@ -111,7 +111,7 @@ def edge_vectors(graph, positions: torch.Tensor, cell: torch.Tensor,
     """``r_ij = x_j - x_i + S_ij . cell_g`` for every edge: ``(E, 3)``, float64."""
     receiver, sender = graph.edge_index[0], graph.edge_index[1]
     shift = torch.einsum("ek,ekl->el", graph.shifts, cell[batch[receiver]])
-    return positions[sender] - positions[receiver] + shift
+    return positions.index_select(0, sender) - positions.index_select(0, receiver) + shift
 
 
 def graph_batch(graph) -> torch.Tensor:

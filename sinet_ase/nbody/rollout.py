@@ -20,7 +20,7 @@ only for the initial state):
 Why the first-order default: over ``T = 1000 dt`` the Coulomb dynamics is far
 from constant acceleration (close encounters), and the higher-order formulas
 amplify that.  Measured on the first 100 test systems
-(``training/nbody_results/summarize.py``, ``training/RESULTS_nbody.md``):
+(``training/nbody_results/summarize.py``, ``training/RESULTS.md``):
 fed with the *true* positions, the velocity MSE after the first interval is
 0.092 (finite difference) against 0.178 (bdf2 / constant acceleration), and
 the model's rollout MSE after 5 intervals is 0.62 against 1.45 (bdf2) and 1.24

@@ -43,7 +43,7 @@ class SphericalEmbedding(torch.nn.Module):
         ``z (N, c)`` -> ``(N, M, c)``."""
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
-        weights = self.radial(phi).view(-1, c, L + 1) * (u.view(-1, 1, 1) * z[sender].unsqueeze(-1))
+        weights = self.radial(phi).view(-1, c, L + 1) * (u.view(-1, 1, 1) * z.index_select(0, sender).unsqueeze(-1))
         # (E, c, L+1) -> (E, L+1, c) -> one row per spherical column (E, M, c), times Y^l_m:
         # channels innermost, so both steps vectorise over c
         messages = self.layout.per_degree_channels_last(weights.transpose(1, 2)) * Y.unsqueeze(-1)

@@ -177,11 +177,13 @@ class ScalarInteractionLayer(torch.nn.Module):
         """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, in the layout of ``h``:
         ``(N, M, c)`` if :attr:`channels_last` else ``(N, c, M)``."""
         receiver, sender = edge_index[0], edge_index[1]
+        # index_select, not h[sender]: its backward is index_add_, several times faster on
+        # CPU than the accumulating index_put_ behind advanced indexing (profiled)
+        h_src, h_dst = h.index_select(0, sender), h.index_select(0, receiver)
         if self.channels_last:
-            messages = self.interaction.forward_channels_last(h[sender], Y, h[receiver], phi,
-                                                              edge_weight=u)
+            messages = self.interaction.forward_channels_last(h_src, Y, h_dst, phi, edge_weight=u)
         else:
-            messages = self.interaction(h[sender], Y, h[receiver], phi, edge_weight=u)
+            messages = self.interaction(h_src, Y, h_dst, phi, edge_weight=u)
         return torch.zeros_like(h).index_add_(0, receiver, messages)
 
     def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):

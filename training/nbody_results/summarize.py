@@ -1,4 +1,4 @@
-"""Collect the numbers of RESULTS_nbody.md from the runs in this folder.
+"""Collect the numbers of training/RESULTS.md (N-body section) from the runs in this folder.
 
     OMP_NUM_THREADS=1 python training/nbody_results/summarize.py [--test PATH/test.npz]
 
