@@ -2,7 +2,8 @@
 
 ``random_orthogonal(parity)`` draws a rotation (times -1 for an improper one);
 ``rotate_features`` applies the Wigner matrices ``D^l`` of a layout to
-``(n, c, M)`` features; ``small_model`` builds a quick model for tests.
+``(n, c, M)`` features; ``rattled_ethanol``, ``triclinic_copper`` and
+``backbone_features`` are the structures and the probe the model tests share.
 """
 
 import contextlib
@@ -54,3 +55,33 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """``max|a - b| / max(max|b|, tiny)`` in float64."""
     a, b = a.detach().double(), b.detach().double()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+def rattled_ethanol(rng=None):
+    """Ethanol from ``ase.build.molecule``, positions moved by N(0, 0.05 Å) when ``rng`` is given."""
+    from ase.build import molecule
+
+    atoms = molecule("CH3CH2OH")
+    if rng is not None:
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+    return atoms
+
+
+def triclinic_copper(rng):
+    """Two Cu atoms in a triclinic cell much smaller than a 4 Å cutoff, slightly rattled."""
+    import numpy as np
+    from ase import Atoms
+
+    cell = np.array([[2.6, 0.0, 0.0], [0.9, 2.4, 0.0], [0.4, 0.7, 2.5]])
+    atoms = Atoms("Cu2", scaled_positions=[[0, 0, 0], [0.5, 0.45, 0.55]], cell=cell, pbc=True)
+    atoms.positions += rng.normal(scale=0.05, size=(2, 3))
+    return atoms
+
+
+def backbone_features(model, graph) -> torch.Tensor:
+    """Node features ``(N, c, M)`` of a SINet model's backbone for one graph."""
+    from .model import edge_vectors, graph_batch
+
+    vectors = edge_vectors(graph, graph.pos, graph.cell, graph_batch(graph)).to(model.dtype)
+    return model.backbone(graph, vectors)
+

@@ -8,8 +8,9 @@ from ase.build import bulk, fcc111, molecule
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
 from sinet_ase import SINet, SINetCalculator, atoms_to_graph, batch_graphs
-from sinet_ase.model import edge_vectors, graph_batch
-from sinet_ase.testing import random_orthogonal, relative_error, rotate_features
+from sinet_ase.testing import (backbone_features as node_features, random_orthogonal,
+                               rattled_ethanol as ethanol, relative_error, rotate_features,
+                               triclinic_copper)
 from conftest import TOLERANCE
 
 
@@ -19,26 +20,6 @@ def small_model(elements, dtype=torch.float64, cutoff=4.0, lmax=2, channels=8, s
                   mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0, **kw)
     # random weights are small: make the untrained energy surface less flat so tests can fail
     return model.to(dtype).eval()
-
-
-def ethanol(rng=None):
-    atoms = molecule("CH3CH2OH")
-    if rng is not None:
-        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
-    return atoms
-
-
-def triclinic_copper(rng):
-    """Two Cu atoms in a triclinic cell much smaller than the 4 Å cutoff."""
-    cell = np.array([[2.6, 0.0, 0.0], [0.9, 2.4, 0.0], [0.4, 0.7, 2.5]])
-    atoms = Atoms("Cu2", scaled_positions=[[0, 0, 0], [0.5, 0.45, 0.55]], cell=cell, pbc=True)
-    atoms.positions += rng.normal(scale=0.05, size=(2, 3))
-    return atoms
-
-
-def node_features(model, graph):
-    vec = edge_vectors(graph, graph.pos, graph.cell, graph_batch(graph)).to(model.dtype)
-    return model.backbone(graph, vec)
 
 
 @pytest.mark.parametrize("lmax", range(7))

@@ -13,7 +13,9 @@ from sinet_ase.io import model_from_dict, model_to_dict
 from sinet_ase.model import edge_vectors, graph_batch
 from sinet_ase.ops import (EquivariantLayerNorm, RadialEmbedding, SiFormerLayer, SphericalLayout,
                            cutoff_softmax)
-from sinet_ase.testing import random_orthogonal, relative_error, rotate_features
+from sinet_ase.testing import (backbone_features as node_features, random_orthogonal,
+                               rattled_ethanol as ethanol, relative_error, rotate_features,
+                               triclinic_copper)
 from conftest import TOLERANCE
 
 
@@ -23,26 +25,6 @@ def small_model(elements, dtype=torch.float64, cutoff=4.0, lmax=2, channels=8, s
     model = SINet(elements=elements, cutoff=cutoff, lmax=lmax, channels=channels, num_layers=2,
                   mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0, backbone="siformer", **kw)
     return model.to(dtype).eval()
-
-
-def ethanol(rng=None):
-    atoms = molecule("CH3CH2OH")
-    if rng is not None:
-        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
-    return atoms
-
-
-def triclinic_copper(rng):
-    """Two Cu atoms in a triclinic cell much smaller than the 4 Å cutoff."""
-    cell = np.array([[2.6, 0.0, 0.0], [0.9, 2.4, 0.0], [0.4, 0.7, 2.5]])
-    atoms = Atoms("Cu2", scaled_positions=[[0, 0, 0], [0.5, 0.45, 0.55]], cell=cell, pbc=True)
-    atoms.positions += rng.normal(scale=0.05, size=(2, 3))
-    return atoms
-
-
-def node_features(model, graph):
-    vec = edge_vectors(graph, graph.pos, graph.cell, graph_batch(graph)).to(model.dtype)
-    return model.backbone(graph, vec)
 
 
 def edge_inputs(layout, positions, cutoff, dtype):
