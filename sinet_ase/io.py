@@ -54,11 +54,17 @@ def model_to_dict(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = N
     model_type = type(model).__name__
     if model_type not in _model_registry():
         raise TypeError(f"cannot save a {model_type}; known model types: {sorted(_model_registry())}")
+    return model_payload(model, metadata)
+
+
+def model_payload(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The model-file dictionary of any model with ``config``, ``elements`` and ``dtype``
+    (the caller checks that its type is one the loader knows)."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "model_type": model_type,
+        "model_type": type(model).__name__,
         "config": dict(model.config),
         "elements": list(model.elements),
         "dtype": str(model.dtype).replace("torch.", ""),

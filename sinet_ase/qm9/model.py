@@ -62,7 +62,7 @@ import torch
 from e3nn import o3
 
 from ..errors import ConfigError, ModelFileError
-from ..io import FORMAT_NAME, FORMAT_VERSION, atomic_torch_save, read_model_file
+from ..io import atomic_torch_save, model_payload, read_model_file
 from ..model import SINetBackbone, edge_vectors, graph_batch
 from ..ops.mlp import mlp
 
@@ -370,16 +370,7 @@ def qm9_model_to_dict(model: _QM9Model, metadata: Optional[Dict[str, Any]] = Non
     model_type = type(model).__name__
     if model_type not in QM9_MODEL_TYPES:
         raise TypeError(f"cannot save a {model_type} as a QM9 model; known: {sorted(QM9_MODEL_TYPES)}")
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "model_type": model_type,
-        "config": dict(model.config),
-        "elements": list(model.elements),
-        "dtype": str(model.dtype).replace("torch.", ""),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "metadata": dict(metadata or {}),
-    }
+    return model_payload(model, metadata)
 
 
 def qm9_model_from_dict(payload: Dict[str, Any], source: str = "model") -> _QM9Model:
