@@ -12,7 +12,8 @@ from sinet_ase.nbody import dataset as ds
 from sinet_ase.nbody.evaluate import main as evaluate_main
 from sinet_ase.nbody.model import NBodySINet, load_nbody_model
 from sinet_ase.nbody.rollout import ground_truth, rollout, rollout_mse
-from sinet_ase.nbody.train import evaluate_mse, load_config, train
+from sinet_ase.nbody.model import nbody_model_from_dict, nbody_model_to_dict
+from sinet_ase.nbody.train import evaluate_mse, load_config, resolve_device, train
 from sinet_ase.testing import default_dtype, random_orthogonal, relative_error
 
 torch.set_num_threads(1)
@@ -43,12 +44,13 @@ def _random_system(B=3, n=5, seed=0):
     return x, v, q
 
 
+@pytest.mark.parametrize("backbone", ["sinet", "siformer"])
 @pytest.mark.parametrize("lmax", [1, 3])
 @pytest.mark.parametrize("parity", [False, True])
-def test_model_is_e3_equivariant_and_permutation_equivariant(lmax, parity):
+def test_model_is_e3_equivariant_and_permutation_equivariant(lmax, parity, backbone):
     with default_dtype(torch.float64):
         torch.manual_seed(lmax)
-        model = NBodySINet(**{**SMALL, "lmax": lmax}).double()
+        model = NBodySINet(**{**SMALL, "lmax": lmax}, backbone=backbone).double()
     x, v, q = _random_system()
     out = model(x, v, q)
     assert out.shape == x.shape and out.dtype == torch.float64
@@ -136,3 +138,36 @@ def test_resume_matches_uninterrupted_run(small_data, tmp_path):
     assert resumed["best_valid_mse"] == full["best_valid_mse"]
     assert resumed["test_mse_at_best"] == full["test_mse_at_best"]
     assert [h["train_mse"] for h in a["history"]] == [h["train_mse"] for h in b["history"]]
+
+
+def test_siformer_backbone_model_file_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    model = NBodySINet(**SMALL, backbone="siformer", num_heads=4).double()
+    assert model.config["backbone"] == "siformer"
+    assert "backbone" not in NBodySINet(**SMALL).config  # SINet files unchanged
+    x, v, q = _random_system()
+    again = nbody_model_from_dict(nbody_model_to_dict(model))
+    assert type(again.layers[0]).__name__ == "SiFormerLayer"
+    assert torch.equal(again(x, v, q), model(x, v, q))
+    with pytest.raises(ValueError, match="backbone"):
+        NBodySINet(**SMALL, backbone="transformer")
+
+
+def test_max_minutes_stops_at_a_validation_and_resume_continues(small_data, tmp_path):
+    data = {k: {f: a[:100] for f, a in s.items()} for k, s in small_data.items()}
+    config = load_config(None, {"model": dict(SMALL, channels=8, num_layers=1),
+                                "train": dict(epochs=6, eval_every=2, batch_size=50, seed=3,
+                                              max_minutes=0.0)})
+    stopped = train(config, tmp_path, data=data, verbose=False)
+    assert stopped["epochs_done"] == 2  # the first validation, not epoch 1
+    config["train"]["max_minutes"] = None  # a resume may lift the limit
+    done = train(config, tmp_path, data=data, verbose=False, resume=True)
+    assert done["epochs_done"] == 6
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")

@@ -26,7 +26,7 @@ import torch
 
 from .dataset import baseline_mse, load_npz_split
 from .model import load_nbody_model
-from .train import evaluate_mse, split_to_tensors
+from .train import evaluate_mse, resolve_device, split_to_tensors
 
 __all__ = ["evaluate_file", "time_inference", "main"]
 
@@ -48,18 +48,23 @@ def time_inference(model, split, batch_size: int = 100, repeats: int = 20, warmu
     Returns median and min over ``repeats`` timed batches (after ``warmup``).
     """
     model.eval()
-    t = split_to_tensors(split, model.dtype)
+    device = next(model.parameters()).device
+    t = split_to_tensors(split, model.dtype, device)
+    # CUDA runs asynchronously: wait for the device before reading the clock
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     n = t["x"].shape[0]
     times = []
     for i in range(warmup + repeats):
         start = (i * batch_size) % max(n - batch_size + 1, 1)
         sl = slice(start, start + batch_size)
+        sync()
         t0 = time.perf_counter()
         model.displacement(t["x"][sl], t["v"][sl], t["q"][sl])
+        sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return dict(median_s=float(np.median(times)), min_s=float(np.min(times)), repeats=repeats,
-                batch_size=batch_size, threads=torch.get_num_threads())
+                batch_size=batch_size, threads=torch.get_num_threads(), device=str(device))
 
 
 def main(argv=None) -> int:
@@ -71,12 +76,14 @@ def main(argv=None) -> int:
     p.add_argument("--time", action="store_true", help="also time inference per batch")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
+    p.add_argument("--device", default="cpu", help="device for --time (cpu, cuda, auto)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     result = evaluate_file(a.checkpoint, a.data, a.batch_size)
     if a.time:
-        result["inference"] = time_inference(load_nbody_model(a.checkpoint), load_npz_split(a.data),
-                                             a.batch_size)
+        device = resolve_device(a.device)
+        result["inference"] = time_inference(load_nbody_model(a.checkpoint).to(device),
+                                             load_npz_split(a.data), a.batch_size)
     if a.json:
         print(json.dumps(result))
         return 0
@@ -88,7 +95,7 @@ def main(argv=None) -> int:
         inf = result["inference"]
         print(f"inference: {1000 * inf['median_s']:.2f} ms per batch of {inf['batch_size']} "
               f"(median of {inf['repeats']}, min {1000 * inf['min_s']:.2f} ms, "
-              f"{inf['threads']} thread(s))")
+              f"{inf['device']}, {inf['threads']} thread(s))")
     return 0
 
 

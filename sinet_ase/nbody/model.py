@@ -54,6 +54,15 @@ diverges (observed: feature norms 1e9 after 4 layers at initialisation).  The
 residual stream itself is not normalised, so the absolute scale of ``v`` and
 ``x_rel`` reaches the vector head unchanged.
 
+``backbone="siformer"`` replaces those layers by
+:class:`~sinet_ase.ops.SiFormerLayer` blocks (pre-norm attention with
+``num_heads`` heads whose logits and values come from the same invariants and
+edge scalars ``s_ij``, then a feed-forward block; see
+:mod:`sinet_ase.ops.siformer`).  The embedding and the head are shared, so
+the two backbones differ only in the interaction layers.  With ``u = 1`` on
+the complete graph the attention is a softmax over the other four particles
+plus the learned sink.
+
 Symmetries (by construction, tested in ``tests/test_nbody_model.py``):
 ``x -> R x + t``, ``v -> R v`` with ``R`` in O(3) gives
 ``x_pred -> R x_pred + t``; permuting the particles permutes the output.
@@ -68,6 +77,7 @@ from e3nn import o3
 from ..io import atomic_torch_save
 from ..errors import ModelFileError
 from ..ops import BesselBasis, ScalarInteractionLayer, SphericalEmbedding, SphericalLayout
+from ..ops.siformer import SiFormerLayer
 from ..ops.mlp import mlp
 
 __all__ = [
@@ -85,6 +95,8 @@ __all__ = [
 
 NBODY_FORMAT = "sinet-ase-nbody-model"
 NBODY_FORMAT_VERSION = 1
+
+BACKBONES = ("sinet", "siformer")
 
 
 def fully_connected_edges(num_systems: int, n: int, device=None) -> torch.Tensor:
@@ -155,6 +167,9 @@ class NBodySINet(torch.nn.Module):
         radial_hidden: width of the embedding's radial MLP.
         mlp_hidden: width of the coefficient MLPs (and of the node-scalar MLP).
         avg_num_neighbors: divides neighbour sums; ``n - 1 = 4`` for 5 particles.
+        backbone: ``"sinet"`` (pre-norm Scalar Interaction layers) or
+            ``"siformer"`` (SiFormer blocks; their edge MLP has ``mlp_hidden`` units).
+        num_heads: attention heads of the SiFormer blocks (must divide ``channels``).
 
     forward(x (B, n, 3), v (B, n, 3), q (B, n)) -> predicted positions (B, n, 3)
     (unbatched ``(n, 3), (n, 3), (n,)`` also accepted).  :meth:`displacement`
@@ -163,14 +178,20 @@ class NBodySINet(torch.nn.Module):
 
     def __init__(self, lmax: int = 1, channels: int = 64, num_layers: int = 4,
                  num_radial: int = 8, radial_cutoff: float = 10.0, radial_hidden: int = 64,
-                 mlp_hidden: int = 64, avg_num_neighbors: float = 4.0):
+                 mlp_hidden: int = 64, avg_num_neighbors: float = 4.0,
+                 backbone: str = "sinet", num_heads: int = 4):
         super().__init__()
         if lmax < 1:
             raise ValueError(f"the vector output needs lmax >= 1, got {lmax}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         self.config = dict(lmax=int(lmax), channels=int(channels), num_layers=int(num_layers),
                            num_radial=int(num_radial), radial_cutoff=float(radial_cutoff),
                            radial_hidden=int(radial_hidden), mlp_hidden=int(mlp_hidden),
                            avg_num_neighbors=float(avg_num_neighbors))
+        if backbone != "sinet":
+            # only stored when not the default, so SINet model files stay as before
+            self.config.update(backbone=backbone, num_heads=int(num_heads))
         self.layout = SphericalLayout(lmax, channels)
         num_edge_scalars = num_radial + 2  # phi(r), q_i q_j, r
         self.radial = BesselBasis(radial_cutoff, num_radial)
@@ -180,10 +201,14 @@ class NBodySINet(torch.nn.Module):
         self.node_scalars = mlp([2, mlp_hidden, channels])  # (|v|, q) -> h^0
         # W^l: (L, c, 2) mixes the harmonics of (x_rel, v) into c channels of degree l
         self.vector_embedding = torch.nn.Parameter(torch.randn(lmax, channels, 2) / 2 ** 0.5)
-        self.layers = torch.nn.ModuleList(
-            PreNormScalarInteractionLayer(self.layout, num_edge_scalars, mlp_hidden, avg_num_neighbors)
-            for _ in range(num_layers)
-        )
+        if backbone == "siformer":
+            layers = (SiFormerLayer(self.layout, num_edge_scalars, mlp_hidden, num_heads)
+                      for _ in range(num_layers))
+        else:
+            layers = (PreNormScalarInteractionLayer(self.layout, num_edge_scalars, mlp_hidden,
+                                                    avg_num_neighbors)
+                      for _ in range(num_layers))
+        self.layers = torch.nn.ModuleList(layers)
         self.head = torch.nn.Linear(channels, 1, bias=False)  # sum_k w_k h^{1,k}
         self._edge_cache: Dict[Any, torch.Tensor] = {}
 

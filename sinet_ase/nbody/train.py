@@ -10,7 +10,7 @@ the best validation MSE.  3,000 / 2,000 / 2,000 trajectories
 Command::
 
     python -m sinet_ase.nbody.train training/nbody.yaml [--out DIR] [--seed S]
-        [--epochs E] [--lmax L] [--resume] [--stop-after EPOCH]
+        [--epochs E] [--lmax L] [--device DEV] [--max-minutes M] [--resume] [--stop-after EPOCH]
 
 writes into ``DIR``:
 
@@ -26,6 +26,13 @@ writes into ``DIR``:
   state_dict + metadata, loads with ``torch.load(weights_only=True)``).
 * ``log.json``: config, history (train loss per epoch; valid MSE per
   validation; test MSE at each new best) and the summary.
+
+``train.device`` (``cpu``, ``cuda``, ``cuda:N`` or ``auto``) picks where the
+model and the data live; the checkpoint is device-free (a run started on a
+CPU resumes on a GPU and back).  ``train.max_minutes`` stops a run at the
+first validation after that much training time (this session's part; the
+checkpoint is written, ``--resume`` continues).  Both, like ``epochs``, may
+change on ``--resume``; the model and data sections may not.
 
 Every tensor in the checkpoint is a plain tensor (RNG states are byte
 tensors), so it too loads with ``weights_only=True``.
@@ -50,7 +57,7 @@ import torch
 from ..io import atomic_torch_save
 from .model import NBodySINet, nbody_model_to_dict, save_nbody_model
 
-__all__ = ["DEFAULT_CONFIG", "load_config", "train", "evaluate_mse", "split_to_tensors",
+__all__ = ["DEFAULT_CONFIG", "load_config", "train", "evaluate_mse", "split_to_tensors", "resolve_device",
            "CHECKPOINT_FORMAT", "main"]
 
 CHECKPOINT_FORMAT = "sinet-ase-nbody-checkpoint"
@@ -60,8 +67,11 @@ DEFAULT_CONFIG: Dict[str, Any] = {
                   radial_hidden=16, mlp_hidden=32, avg_num_neighbors=4.0),
     "data": dict(cache_dir=None, seed=42, n_train=3000, n_valid=2000, n_test=2000),
     "train": dict(seed=0, lr=5e-4, weight_decay=1e-12, batch_size=100, epochs=1000,
-                  eval_every=5, dtype="float32", threads=1),
+                  eval_every=5, dtype="float32", threads=1, device="cpu", max_minutes=None),
 }
+
+#: train-section entries that a ``--resume`` may change (the rest comes from the checkpoint)
+RESUME_OVERRIDABLE = ("epochs", "device", "max_minutes", "threads")
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -89,13 +99,25 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
-def split_to_tensors(split: dict, dtype=torch.float32) -> Dict[str, torch.Tensor]:
-    """``x, v, q, target`` of a split as tensors; ``dx = target - x`` formed in float64."""
+def resolve_device(name: Optional[str]) -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; a CUDA device that is not there is an error."""
+    name = "cpu" if name in (None, "") else str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but torch sees no CUDA device; "
+                         f"use 'cpu' or 'auto'")
+    return device
+
+
+def split_to_tensors(split: dict, dtype=torch.float32, device=None) -> Dict[str, torch.Tensor]:
+    """``x, v, q, target`` of a split as tensors on ``device``; ``dx = target - x`` formed in float64."""
     out = {k: torch.as_tensor(np.asarray(split[k]), dtype=torch.float64) for k in ("x", "v", "q", "target")}
     out["dx"] = (out["target"] - out["x"]).to(dtype)
     for k in ("x", "v", "q"):
         out[k] = out[k].to(dtype)
-    return out
+    return {k: t.to(device) for k, t in out.items()} if device is not None else out
 
 
 @torch.no_grad()
@@ -107,7 +129,8 @@ def evaluate_mse(model: NBodySINet, split, batch_size: int = 100) -> float:
     """
     was_training = model.training
     model.eval()
-    t = split if "dx" in split else split_to_tensors(split, model.dtype)
+    device = next(model.parameters()).device
+    t = split if "dx" in split else split_to_tensors(split, model.dtype, device)
     total, count = 0.0, 0
     for start in range(0, t["x"].shape[0], batch_size):
         sl = slice(start, start + batch_size)
@@ -131,7 +154,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _hardware() -> str:
+def _hardware(device: Optional[torch.device] = None) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -141,7 +164,10 @@ def _hardware() -> str:
                     break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    text = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    if device is not None and device.type == "cuda":
+        text = f"{torch.cuda.get_device_name(device)} (CUDA), " + text
+    return text
 
 
 def _load_splits(config: dict) -> dict:
@@ -176,13 +202,16 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
         if state["config"]["model"] != config["model"] or state["config"]["data"] != config["data"]:
             raise ValueError(f"{ckpt_path} was written with another model/data config; "
                              f"use another --out or the same recipe")
-        config = _merge(state["config"], {"train": {"epochs": tc["epochs"]}})
+        config = _merge(state["config"], {"train": {k: tc.get(k) for k in RESUME_OVERRIDABLE}})
         tc = config["train"]
     elif resume and verbose:
         print(f"no checkpoint in {out_dir}: starting from scratch")
 
+    device = resolve_device(tc.get("device"))
+    max_minutes = tc.get("max_minutes")
     torch.manual_seed(int(tc["seed"]))
     model = NBodySINet(**config["model"]).to(dtype)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]),
                                  weight_decay=float(tc["weight_decay"]))
     generator = torch.Generator().manual_seed(int(tc["seed"]) + 1)
@@ -191,7 +220,8 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     best_state = None
     if state is not None:
         model.load_state_dict(state["model"]["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        model.to(device)
+        optimizer.load_state_dict(state["optimizer"])  # moves the Adam moments to the parameters' device
         generator.set_state(state["generator_state"])
         torch.set_rng_state(state["torch_rng_state"])
         epoch, history = int(state["epoch"]), list(state["history"])
@@ -203,19 +233,20 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
                   f"at epoch {best['epoch']})")
 
     data = data if data is not None else _load_splits(config)
-    train_t = split_to_tensors(data["train"], dtype)
-    valid_t = split_to_tensors(data["valid"], dtype)
-    test_t = split_to_tensors(data["test"], dtype)
+    train_t = split_to_tensors(data["train"], dtype, device)
+    valid_t = split_to_tensors(data["valid"], dtype, device)
+    test_t = split_to_tensors(data["test"], dtype, device)
     n_train, bs = train_t["x"].shape[0], int(tc["batch_size"])
     n_params = model.num_parameters()
     if verbose and state is None:
         print(f"NBodySINet {config['model']}: {n_params} parameters; "
-              f"{n_train} train / {valid_t['x'].shape[0]} valid / {test_t['x'].shape[0]} test")
+              f"{n_train} train / {valid_t['x'].shape[0]} valid / {test_t['x'].shape[0]} test; "
+              f"device {device}", flush=True)
 
     def summary() -> dict:
         return dict(epochs_done=epoch, best_epoch=best["epoch"], best_valid_mse=best["valid_mse"],
                     test_mse_at_best=best["test_mse"], num_parameters=n_params,
-                    train_seconds=train_seconds, hardware=_hardware())
+                    train_seconds=train_seconds, hardware=_hardware(device))
 
     def save_checkpoint():
         payload = dict(
@@ -232,10 +263,13 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     epochs = int(tc["epochs"])
     eval_every = int(tc["eval_every"])
     model.train()
+    session_start = time.perf_counter()
     while epoch < epochs:
         t0 = time.perf_counter()
-        perm = torch.randperm(n_train, generator=generator)
-        total = 0.0
+        # the permutation comes from a CPU generator on every device, so shuffling
+        # does not depend on where the run (or its resumed part) executes
+        perm = torch.randperm(n_train, generator=generator).to(device)
+        total = torch.zeros((), dtype=torch.float64, device=device)
         for start in range(0, n_train, bs):
             idx = perm[start:start + bs]
             pred = model.displacement(train_t["x"][idx], train_t["v"][idx], train_t["q"][idx])
@@ -243,9 +277,9 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * idx.numel()
+            total += loss.detach().double() * idx.numel()  # no host sync per step
         epoch += 1
-        record = dict(epoch=epoch, train_mse=total / n_train)
+        record = dict(epoch=epoch, train_mse=float(total) / n_train)
         if epoch % eval_every == 0 or epoch == epochs:
             valid_mse = evaluate_mse(model, valid_t, bs)
             record["valid_mse"] = valid_mse
@@ -271,6 +305,12 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
             if "valid_mse" not in record:
                 save_checkpoint()
             break
+        if (max_minutes is not None and "valid_mse" in record
+                and time.perf_counter() - session_start >= 60.0 * float(max_minutes)):
+            if verbose:
+                print(f"stopping after epoch {epoch}: train.max_minutes={max_minutes} reached "
+                      f"(--resume continues)", flush=True)
+            break
     if epoch >= epochs:
         save_checkpoint()
     result = summary()
@@ -289,6 +329,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--lmax", type=int, default=None, help="override model.lmax (L ablation)")
     p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (train.device)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop at the first validation after this many minutes (train.max_minutes)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any recipe entry, e.g. --set model.channels=16 (YAML value)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
@@ -306,6 +349,10 @@ def main(argv=None) -> int:
         overrides["model"]["lmax"] = a.lmax
     if a.n_train is not None:
         overrides["data"]["n_train"] = a.n_train
+    if a.device is not None:
+        overrides["train"]["device"] = a.device
+    if a.max_minutes is not None:
+        overrides["train"]["max_minutes"] = a.max_minutes
     import yaml
 
     for item in a.set:
