@@ -2,9 +2,13 @@
 
     OMP_NUM_THREADS=1 python training/nbody_results/summarize.py [--test PATH/test.npz]
 
-Reads seed*/log.json and ablation/L*/log.json, re-evaluates every seed's best.pt on the
-test .npz (the evaluation command's code path), times inference per batch of 100 and
-compares the rollout velocity estimators.  Prints JSON.
+Reads seed*/log.json, siformer_seed*/log.json and ablation/L*/log.json, re-evaluates every
+seed's best.pt on the test .npz (the evaluation command's code path), times inference per
+batch of 100 on this machine's CPU and compares the rollout velocity estimators.  Prints JSON.
+
+The L ablation ran at most ABLATION_EPOCHS epochs per L; its L = 1 entry is seed 0's best
+validation within the same number of epochs.  SiFormer is compared with the SINet seeds at
+the best validation within the epochs both have done.
 """
 import argparse
 import json
@@ -23,6 +27,7 @@ from sinet_ase.nbody.model import load_nbody_model
 from sinet_ase.nbody.rollout import ground_truth, measure_velocity_estimators, rollout, rollout_mse
 
 HERE = Path(__file__).resolve().parent
+ABLATION_EPOCHS = 300
 
 
 def best_within(history, max_epoch):
@@ -44,7 +49,7 @@ def main():
     out = {"seeds": {}, "ablation": {}}
     logs = {}
     for d in sorted(HERE.glob("seed*")):
-        if not (d / "log.json").is_file():
+        if not d.is_dir() or not (d / "log.json").is_file():
             continue
         log = json.loads((d / "log.json").read_text())
         logs[d.name] = log
@@ -59,11 +64,29 @@ def main():
                         for k, v in at_common.items()}
     out["test_mean"] = statistics.mean(tests)
     out["test_std"] = statistics.stdev(tests) if len(tests) > 1 else 0.0
+    def at(history, max_epoch):
+        b = best_within(history, max_epoch)
+        return dict(epoch=b["epoch"], valid_mse=b["valid_mse"], test_mse=b["test_mse"])
+
+    if "seed0" in logs:
+        out["ablation"]["L1"] = dict(at(logs["seed0"]["history"], ABLATION_EPOCHS),
+                                     params=logs["seed0"]["summary"]["num_parameters"])
     for d in sorted((HERE / "ablation").glob("L*")):
-        if not (d / "log.json").is_file():
+        if not d.is_dir() or not (d / "log.json").is_file():
             continue
         log = json.loads((d / "log.json").read_text())
-        out["ablation"][d.name] = dict(log["summary"], params=log["summary"]["num_parameters"])
+        out["ablation"][d.name] = dict(at(log["history"], ABLATION_EPOCHS),
+                                       epochs_done=log["summary"]["epochs_done"],
+                                       params=log["summary"]["num_parameters"])
+    out["siformer"] = {}
+    for d in sorted(HERE.glob("siformer_seed*")):
+        if not d.is_dir() or not (d / "log.json").is_file():
+            continue
+        log = json.loads((d / "log.json").read_text())
+        done = log["summary"]["epochs_done"]
+        out["siformer"][d.name] = dict(
+            summary=log["summary"], reevaluated_test_mse=evaluate_file(d / "best.pt", a.test)["mse"],
+            sinet_seeds_within_same_epochs={k: at(v["history"], done) for k, v in logs.items()})
     split = load_npz_split(a.test)
     out["baselines"] = baseline_mse(split)
     best_seed = min(out["seeds"], key=lambda k: out["seeds"][k]["summary"]["best_valid_mse"])
