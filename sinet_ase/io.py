@@ -12,8 +12,6 @@ Writes are atomic (temporary file in the same folder, then ``os.replace``):
 a crash mid-write never leaves a half-written file under the final name.
 """
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -21,6 +19,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from .errors import ModelFileError
+from .files import atomic_write
 
 FORMAT_NAME = "sinet-ase-model"
 FORMAT_VERSION = 1
@@ -33,20 +32,8 @@ def _model_registry():
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` to a temporary file beside ``path``, then rename over it (:func:`~sinet_ase.files.atomic_write`)."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def model_to_dict(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

@@ -97,18 +97,18 @@ Example
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
 import time
-import uuid
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from ..files import atomic_write, read_checksummed_npz, write_checksummed_npz
 
 __all__ = [
     "HARTREE_TO_MEV",
@@ -254,7 +254,6 @@ _CACHE_KEYS = ("format_version", "qm9pack_version", "index", "n_atoms", "offsets
                "numbers", "positions", "mulliken_charges", "frequencies",
                "freq_offsets", "freq_duplicated", "raw_properties",
                "polarizability_tensor", "smiles")
-_CHECKSUM_KEY = "sha256"
 
 
 class QM9CacheError(RuntimeError):
@@ -460,66 +459,21 @@ def parse_qm9pack(source_dir: Optional[PathLike] = None) -> Dict[str, np.ndarray
 # Cache I/O
 # --------------------------------------------------------------------------
 
-def _arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of all arrays (sorted by name)."""
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        if key == _CHECKSUM_KEY:
-            continue
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same directory, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Unique name in the same directory (os.replace must not cross file
-    # systems); os.open with mode 0o666 honours the umask, unlike mkstemp's 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _write_cache(path: Path, arrays: Dict[str, np.ndarray]) -> None:
-    arrays = dict(arrays)
-    arrays[_CHECKSUM_KEY] = np.array(_arrays_sha256(arrays))
     # Uncompressed: loading is then I/O bound (~130 MB), unlike zlib inflate.
-    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    write_checksummed_npz(path, arrays)
 
 
 def _read_cache(path: Path) -> Dict[str, np.ndarray]:
     hint = f"delete {path} or call load_qm9(..., rebuild=True) to rebuild it"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # BadZipFile, bad CRC, truncated member, ...
-        raise QM9CacheError(f"QM9 cache {path} is corrupt or unreadable ({exc!r}); {hint}") from exc
-    missing = [k for k in (*_CACHE_KEYS, _CHECKSUM_KEY) if k not in arrays]
+    arrays = read_checksummed_npz(path, QM9CacheError, what="QM9 cache", hint=hint)
+    missing = [k for k in _CACHE_KEYS if k not in arrays]
     if missing:
         raise QM9CacheError(f"QM9 cache {path} lacks arrays {missing}; {hint}")
     if int(arrays["format_version"]) != CACHE_FORMAT_VERSION:
         raise QM9CacheError(
             f"QM9 cache {path} has format {int(arrays['format_version'])}, "
             f"expected {CACHE_FORMAT_VERSION}; {hint}")
-    stored = str(arrays.pop(_CHECKSUM_KEY))
-    actual = _arrays_sha256(arrays)
-    if stored != actual:
-        raise QM9CacheError(
-            f"QM9 cache {path} is corrupt: SHA-256 checksum mismatch "
-            f"(stored {stored[:16]}..., computed {actual[:16]}...); {hint}")
     return arrays
 
 
@@ -820,12 +774,12 @@ def save_split(split: QM9Split, path: PathLike, *,
         doc = dict(meta, sizes=dict(zip(("train", "valid", "test"), split.sizes)))
         doc.update({k: v.tolist() for k, v in {**parts, **ids}.items()})
         payload = json.dumps(doc).encode()
-        _atomic_write(path, lambda fh: fh.write(payload))
+        atomic_write(path, lambda fh: fh.write(payload))
     elif path.suffix == ".npz":
         arrays = {k: np.array(v) for k, v in meta.items()}
         arrays.update(parts)
         arrays.update(ids)
-        _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
     else:
         raise ValueError(f"split file must end in .json or .npz, got {path.name!r}")
     return path

@@ -38,16 +38,14 @@ reads it back.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from sinet_ase.files import atomic_write, read_checksummed_npz, write_checksummed_npz
 from sinet_ase.nbody import simulator as sim
 
 __all__ = [
@@ -151,47 +149,10 @@ def make_splits(seed: int = DEFAULT_SEED, n_train: int = 3000, n_valid: int = 20
 
 # --- checksummed npz ------------------------------------------------------------
 
-def _digest(arrays: dict) -> str:
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # temp file in the same directory so os.replace is an atomic rename; a
-    # reader never sees a half-written file, concurrent writers just race
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; give the file the usual permissions instead
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_npz_with_checksum(path, arrays: dict) -> str:
-    """Atomically write ``arrays`` plus a ``sha256`` entry; returns the digest."""
-    if "sha256" in arrays:
-        raise ValueError("'sha256' is reserved")
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    digest = _digest(arrays)
-    _atomic_savez(Path(path), {**arrays, "sha256": np.array(digest)})
-    return digest
+    """Atomically write ``arrays`` plus a ``sha256`` entry; returns the digest
+    (:func:`sinet_ase.files.write_checksummed_npz`)."""
+    return write_checksummed_npz(path, arrays)
 
 
 def read_npz_with_checksum(path) -> dict:
@@ -200,20 +161,7 @@ def read_npz_with_checksum(path) -> dict:
     Raises :class:`NBodyCacheError` if the file is unreadable, lacks the
     checksum or its content does not match it.
     """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise NBodyCacheError(f"cannot read cache file {path}: {e!r}") from e
-    stored = arrays.pop("sha256", None)
-    if stored is None:
-        raise NBodyCacheError(f"cache file {path} has no sha256 entry")
-    actual = _digest(arrays)
-    if str(stored) != actual:
-        raise NBodyCacheError(f"checksum mismatch in cache file {path}: "
-                              f"stored {str(stored)[:16]}..., content {actual[:16]}...")
-    return arrays
+    return read_checksummed_npz(path, NBodyCacheError, what="cache file")
 
 
 # --- public loading -------------------------------------------------------------
@@ -289,7 +237,7 @@ def save_npz_split(path, split: dict) -> None:
             raise ValueError(f"{k} has shape {arrays[k].shape}")
     if arrays["q"].shape != (n, arrays["x"].shape[1]):
         raise ValueError(f"q has shape {arrays['q'].shape}")
-    _atomic_savez(Path(path), arrays)
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load_npz_split(path) -> dict:

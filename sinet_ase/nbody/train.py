@@ -46,7 +46,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -54,6 +53,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from ..files import atomic_write_text
 from ..io import atomic_torch_save
 from .model import NBodySINet, nbody_model_to_dict, save_nbody_model
 
@@ -139,19 +139,6 @@ def evaluate_mse(model: NBodySINet, split, batch_size: int = 100) -> float:
         count += pred.numel()
     model.train(was_training)
     return total / count
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _hardware(device: Optional[torch.device] = None) -> str:
@@ -256,7 +243,7 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
             best=best, best_model=best_state, history=history, train_seconds=train_seconds,
         )
         atomic_torch_save(payload, ckpt_path)
-        _atomic_write_text(log_path, json.dumps(dict(config=config, summary=summary(),
+        atomic_write_text(log_path, json.dumps(dict(config=config, summary=summary(),
                                                      history=history),
                                                 indent=1))
 

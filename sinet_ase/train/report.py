@@ -1,12 +1,13 @@
 """Run outputs: the per-epoch CSV log, the learning curve and parity plots."""
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..files import atomic_write_text
 
 
 def write_csv(history: List[Dict[str, float]], path: Path) -> None:
@@ -14,12 +15,11 @@ def write_csv(history: List[Dict[str, float]], path: Path) -> None:
     if not history:
         return
     fields = list(history[0].keys())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metrics.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, text.getvalue())
 
 
 #: the metric panels of an energy + force run: (CSV column, title)
