@@ -197,8 +197,7 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     device = resolve_device(tc.get("device"))
     max_minutes = tc.get("max_minutes")
     torch.manual_seed(int(tc["seed"]))
-    model = NBodySINet(**config["model"]).to(dtype)
-    model.to(device)
+    model = NBodySINet(**config["model"]).to(device=device, dtype=dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]),
                                  weight_decay=float(tc["weight_decay"]))
     generator = torch.Generator().manual_seed(int(tc["seed"]) + 1)
@@ -206,8 +205,7 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     best = dict(valid_mse=math.inf, epoch=0, test_mse=None)
     best_state = None
     if state is not None:
-        model.load_state_dict(state["model"]["state_dict"])
-        model.to(device)
+        model.load_state_dict(state["model"]["state_dict"])  # copies into the on-device parameters
         optimizer.load_state_dict(state["optimizer"])  # moves the Adam moments to the parameters' device
         generator.set_state(state["generator_state"])
         torch.set_rng_state(state["torch_rng_state"])
