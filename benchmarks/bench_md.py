@@ -30,10 +30,12 @@ MACE / NequIP anchors in PERF_NOTES.md):
   timed window (``foreign_load_cores``, from /proc/stat). ``--wait-idle S`` waits up
   to S seconds for other processes to go below 0.25 cores before each timed window.
 
-SINet configs (random weights, ``torch.manual_seed(0)``): ``sinet-l<L>[t<T>]`` =
+SINet configs (random weights, ``torch.manual_seed(0)``): ``sinet-l<L>[t<T>][c]`` =
 ``SINet(elements, cutoff=5.0, lmax=L, channels=64, num_layers=T (default 2), num_radial=8,
 radial_hidden=64, mlp_hidden=64, envelope_p=6, avg_num_neighbors=edges/atoms of the
-system)``; ``siformer-l<L>[t<T>]`` the same with ``backbone="siformer", num_heads=4``;
+system)``, with a trailing ``c`` compiled (``SINetCalculator(compile=True)``; the
+first call, which compiles, is untimed warm-up and reported as ``first_call_s``);
+``siformer-l<L>[t<T>]`` the same with ``backbone="siformer", num_heads=4``;
 elements H, C, N, O for ethanol, Cu for copper (as the peers).
 
 Peers: ``mace-l1`` / ``mace-l2`` (MACE 0.3.16, hidden 64x0e+64x1o / +64x2e) and
@@ -175,12 +177,14 @@ def _build_siformer(variant, system_name, atoms, dtype, stress=False):
 
 
 def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
-    """``sinet-l<L>[t<T>]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random weights (seed 0)."""
+    """``sinet-l<L>[t<T>][c]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random
+    weights (seed 0); a trailing ``c`` runs it compiled (``SINetCalculator(compile=True)``)."""
     import torch
 
     from sinet_ase import SINet, SINetCalculator
 
-    lmax_part, _, layers_part = variant.lstrip("l").partition("t")
+    compiled = variant.endswith("c")
+    lmax_part, _, layers_part = variant.rstrip("c").lstrip("l").partition("t")
     lmax = int(lmax_part)
     torch.manual_seed(0)
     avg_nn = count_edges(atoms) / len(atoms)
@@ -192,8 +196,8 @@ def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
     cls = SINetCalculator
     if stress:
         cls = _with_stress(SINetCalculator)
-    calc = cls(model, dtype=dtype)
-    info = {"config": dict(config, elements=elements_of(system_name)),
+    calc = cls(model, dtype=dtype, compile=compiled)
+    info = {"config": dict(config, elements=elements_of(system_name)), "compiled": compiled,
             "n_params": sum(p.numel() for p in model.parameters())}
     return calc, info
 
@@ -333,8 +337,10 @@ def time_md(atoms, calc, n_warmup=3, n_steps=20, dt_fs=0.5, temperature_K=300.0,
     t0 = time.perf_counter()
     dyn.run(n_warmup)  # first force call + warm-up steps, not timed
     warm_s = time.perf_counter() - t0
+    first_call_s = stamps[0] - t0 if stamps else warm_s  # includes any compilation
     if max_seconds is not None:
-        per = warm_s / (n_warmup + 1)
+        # steady-state time per step: the warm-up steps after the first call
+        per = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else warm_s
         n_steps = max(5, min(n_steps, int(max_seconds / max(per, 1e-9))))
     stamps.clear()
     faults.clear()
@@ -362,6 +368,7 @@ def time_md(atoms, calc, n_warmup=3, n_steps=20, dt_fs=0.5, temperature_K=300.0,
         "median_cpu_ms": float(np.median(np.diff(np.array(cpu)))) * 1e3,
         "minor_faults_per_step": float(np.median(np.diff(np.array(faults)))),
         "warmup_s": warm_s,
+        "first_call_s": first_call_s,
         "max_displacement_A": float(np.linalg.norm(atoms.get_positions() - pos0, axis=1).max()),
         "finite_forces": bool(np.isfinite(forces).all()),
         "foreign_load_cores": round(fl.cores, 3),

@@ -38,12 +38,18 @@ class SINetCalculator(Calculator):
             over neighbours in chunks of this many edges, recomputing each chunk in
             the backward pass: memory bounded by the chunk, about one extra forward
             pass of time. ``None`` (default) processes all edges at once.
+        compile: run the network through ``torch.compile`` (see
+            :meth:`sinet_ase.SINet.enable_compile`): same energies and forces, less
+            per-call overhead, which is most of a step for small molecules. The
+            first call compiles (tens of seconds; inductor needs a C++ compiler on
+            CPU). ``False`` (default) runs eagerly.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
-                 dtype: str = "float64", edge_chunk_size: Optional[int] = None, **kwargs):
+                 dtype: str = "float64", edge_chunk_size: Optional[int] = None,
+                 compile: bool = False, **kwargs):
         super().__init__(**kwargs)
         if edge_chunk_size is not None and int(edge_chunk_size) < 1:
             raise ValueError(f"edge_chunk_size must be a positive number of edges, got {edge_chunk_size}")
@@ -66,6 +72,10 @@ class SINetCalculator(Calculator):
                 raise ValueError("edge_chunk_size is supported by the SINet backbone only, "
                                  f"this model's backbone is {backbone.backbone_type!r}")
             backbone.edge_chunk_size = int(edge_chunk_size)
+        if compile:
+            if not hasattr(self.model, "enable_compile"):
+                raise TypeError(f"compile=True needs a SINet model, got {type(self.model).__name__}")
+            self.model.enable_compile()
 
     @classmethod
     def from_pretrained(cls, name: str, **kwargs) -> "SINetCalculator":

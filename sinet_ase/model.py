@@ -30,6 +30,12 @@ from .ops.mlp import mlp
 
 BACKBONES = ("sinet", "siformer")
 
+#: inductor options of :meth:`SINet.enable_compile`. Single-threaded generated CPU kernels:
+#: with more threads, inductor (torch 2.13) fails an assertion while generating the
+#: vectorised atomic adds of the neighbour sums; matrix products still use all threads.
+#: Measured faster than the other workaround, no SIMD (benchmarks/README.md).
+INDUCTOR_OPTIONS = {"cpp.threads": 1}
+
 
 class SINetBackbone(torch.nn.Module):
     """Embedding + ``num_layers`` Scalar Interaction layers (or SiFormer blocks).
@@ -88,21 +94,29 @@ class SINetBackbone(torch.nn.Module):
         return species
 
     def forward(self, graph, edge_vectors: torch.Tensor) -> torch.Tensor:
-        species = self.species(graph.z)
+        return self.features(self.species(graph.z), graph.edge_index, edge_vectors)
+
+    def features(self, species: torch.Tensor, edge_index: torch.Tensor,
+                 edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Node features ``(N, c, (L+1)^2)`` from species ``(N,)``, ``edge_index (2, E)`` and
+        edge vectors ``(E, 3)``: tensors in, tensors out, no host synchronisation, so
+        that ``torch.compile`` captures it as one graph (see :meth:`SINet.enable_compile`)."""
         r = edge_vectors.norm(dim=-1)
-        Y = o3.spherical_harmonics(self.layout.sh_irreps, edge_vectors, normalize=True,
-                                   normalization="component")
+        # degrees as a list of ints, not the layout's Irreps: TorchDynamo's guards call len()
+        # on the Irrep tuples inside an Irreps, which e3nn 0.6 forbids
+        Y = o3.spherical_harmonics(list(range(self.layout.lmax + 1)), edge_vectors,
+                                   normalize=True, normalization="component")
         phi, u = self.radial(r)
         chunk = self.edge_chunk_size
         if chunk is not None and self.backbone_type != "sinet":
             raise ValueError("edge_chunk_size is supported by the SINet backbone only (a SiFormer "
                              "block normalises attention over all neighbours at once)")
-        h = self.embedding(species, graph.edge_index, Y, phi, u, edge_chunk_size=chunk)
+        h = self.embedding(species, edge_index, Y, phi, u, edge_chunk_size=chunk)
         for layer in self.layers:
             if chunk is None:
-                h = layer(h, graph.edge_index, Y, phi, u)
+                h = layer(h, edge_index, Y, phi, u)
             else:
-                h = layer(h, graph.edge_index, Y, phi, u, edge_chunk_size=chunk)
+                h = layer(h, edge_index, Y, phi, u, edge_chunk_size=chunk)
         return h
 
 
@@ -194,6 +208,50 @@ class SINet(torch.nn.Module):
         self._rebuild_reference_buffers()
         return out
 
+    _compiled_network = None
+
+    def network_energies(self, species: torch.Tensor, edge_index: torch.Tensor,
+                         vectors: torch.Tensor) -> torch.Tensor:
+        """The network's per-atom output ``MLP(h_i^0)``, ``(N,)`` in the model dtype, before
+        the scale and the per-element shift; species ``(N,)``, ``edge_index (2, E)``,
+        edge vectors ``(E, 3)``. This is the part :meth:`enable_compile` compiles."""
+        h = self.backbone.features(species, edge_index, vectors)
+        return self.energy_mlp(h[:, :, 0]).squeeze(-1)
+
+    def enable_compile(self, **compile_options) -> "SINet":
+        """Run :meth:`network_energies` through ``torch.compile`` (inductor) for inference.
+
+        Energies, forces and stress keep their definitions (autograd through the
+        compiled graph and its compiled backward); what changes is the per-call
+        overhead: at a few dozen atoms an eager call is hundreds of small operators
+        and Python calls, which the compiled graph fuses (benchmarks/README.md).
+        The first call compiles (tens of seconds); a new edge count recompiles once
+        with dynamic shapes. ``training=True`` calls stay eager (a compiled graph
+        has no double backward). The model's weights and file format are unchanged.
+        ``compile_options`` go to ``torch.compile`` (e.g. ``backend="aot_eager"`` to
+        check a problem without the C++ compiler that inductor needs on CPU). Copies
+        and pickles of the model are eager (the compiled function belongs to this
+        object); call this again on the copy.
+        """
+        if self.backbone.edge_chunk_size is not None:
+            raise ValueError("enable_compile and edge_chunk_size do not combine: edge chunks "
+                             "recompute activations under torch.utils.checkpoint; use one")
+        options = dict(INDUCTOR_OPTIONS, **compile_options.pop("options", None) or {})
+        self._compiled_network = torch.compile(self.network_energies, options=options,
+                                               **compile_options)
+        return self
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_compiled_network", None)  # bound to this object: a copy starts eager
+        return state
+
+    def disable_compile(self) -> "SINet":
+        """Back to the eager network (undo :meth:`enable_compile`)."""
+        self._compiled_network = None
+        return self
+
     @property
     def elements(self) -> List[str]:
         return self.backbone.elements
@@ -227,9 +285,12 @@ class SINet(torch.nn.Module):
             positions_strained = positions
 
         vectors = edge_vectors(graph, positions_strained, cell, batch).to(self.dtype)
-        h = self.backbone(graph, vectors)
         species = self.backbone.species(graph.z)
-        energies = (self.energy_mlp(h[:, :, 0]).squeeze(-1).to(torch.float64) * self.energy_scale
+        network = self.network_energies
+        if self._compiled_network is not None and not training:
+            # compiled graphs have no double backward: training (create_graph) stays eager
+            network = self._compiled_network
+        energies = (network(species, graph.edge_index, vectors).to(torch.float64) * self.energy_scale
                     + self.energy_shift[species])
         energy = torch.zeros(num_graphs, dtype=torch.float64, device=energies.device)
         energy = energy.index_add(0, batch, energies)

@@ -230,3 +230,30 @@ def test_edge_chunks_give_the_same_energy_forces_and_stress():
         SINetCalculator(model, edge_chunk_size=0)
     with pytest.raises(ValueError, match="SINet backbone only"):
         SINetCalculator(make_model(["Cu"], backbone="siformer", num_heads=2), edge_chunk_size=100)
+
+
+def test_compiled_network_gives_the_eager_energy_forces_and_stress():
+    """``compile=True`` (torch.compile, inductor) changes speed, not results; training stays eager."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=1)
+    torch.manual_seed(0)
+    # one layer: compiling takes tens of seconds, growing with the graph
+    model = SINet(["Cu"], cutoff=4.0, lmax=2, channels=8, num_layers=1, mlp_hidden=16,
+                  radial_hidden=16, avg_num_neighbors=6.0)
+    eager, compiled = SINetCalculator(model), SINetCalculator(model, compile=True)
+    assert compiled.model._compiled_network is not None and model._compiled_network is None
+    ref = {"energy": eager.get_potential_energy(atoms), "forces": eager.get_forces(atoms),
+           "stress": eager.get_stress(atoms)}
+    out = {"energy": compiled.get_potential_energy(atoms), "forces": compiled.get_forces(atoms),
+           "stress": compiled.get_stress(atoms)}
+    assert out["energy"] == pytest.approx(ref["energy"], rel=1e-12, abs=1e-10)
+    np.testing.assert_allclose(out["forces"], ref["forces"], rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(out["stress"], ref["stress"], rtol=1e-9, atol=1e-11)
+    # training needs the double backward that compiled graphs lack: the same model, eager
+    from sinet_ase.graph import atoms_to_graph
+    graph = atoms_to_graph(atoms, model.cutoff)
+    forces = compiled.model(graph, training=True)["forces"]
+    assert forces.requires_grad
+    np.testing.assert_allclose(forces.detach().numpy(), ref["forces"], rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="do not combine"):
+        SINetCalculator(model, compile=True, edge_chunk_size=100)

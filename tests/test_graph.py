@@ -17,10 +17,12 @@ def _pairs(i, j, S):
 
 
 def _assert_same_as_ase(atoms, cutoff):
-    i, j, S = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
     ai, aj, aS = ase_neighbor_list("ijS", atoms, cutoff)
-    assert len(i) > 0
-    assert _pairs(i, j, S) == _pairs(ai, aj, aS)
+    # every backend: vesin and matscipy for periodic cells (the k-d tree for open ones)
+    for backend in ("auto", "vesin", "matscipy"):
+        i, j, S = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff, backend=backend)
+        assert len(i) > 0 and i.dtype == j.dtype == S.dtype == np.int64
+        assert _pairs(i, j, S) == _pairs(ai, aj, aS), backend
 
 
 def test_periodic_cell_smaller_than_cutoff():
@@ -35,6 +37,19 @@ def test_triclinic_cell_matches_ase(rng):
     atoms = Atoms("Cu3", scaled_positions=rng.uniform(size=(3, 3)),
                   cell=[[3.0, 0, 0], [1.1, 2.9, 0], [0.6, -0.8, 3.2]], pbc=True)
     _assert_same_as_ase(atoms, 4.5)
+
+
+def test_periodic_atoms_outside_the_cell_match_ase(rng):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=2)
+    atoms.positions[0] += [10.0, -7.0, 3.0]  # unwrapped: several cells away
+    _assert_same_as_ase(atoms, 5.0)
+
+
+def test_unknown_neighbour_backend_is_an_error():
+    atoms = bulk("Cu", "fcc", a=3.6)
+    with pytest.raises(ValueError, match="backend must be"):
+        neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0, backend="ase")
 
 
 def test_slab_mixed_periodicity_matches_ase():
