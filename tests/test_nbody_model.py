@@ -44,13 +44,14 @@ def _random_system(B=3, n=5, seed=0):
     return x, v, q
 
 
-@pytest.mark.parametrize("backbone", ["sinet", "siformer"])
+@pytest.mark.parametrize("backbone,coulomb", [("sinet", False), ("siformer", False), ("sinet", True)])
 @pytest.mark.parametrize("lmax", [1, 3])
 @pytest.mark.parametrize("parity", [False, True])
-def test_model_is_e3_equivariant_and_permutation_equivariant(lmax, parity, backbone):
+def test_model_is_e3_equivariant_and_permutation_equivariant(lmax, parity, backbone, coulomb):
     with default_dtype(torch.float64):
         torch.manual_seed(lmax)
-        model = NBodySINet(**{**SMALL, "lmax": lmax}, backbone=backbone).double()
+        model = NBodySINet(**{**SMALL, "lmax": lmax}, backbone=backbone,
+                           coulomb_scalars=coulomb).double()
     x, v, q = _random_system()
     out = model(x, v, q)
     assert out.shape == x.shape and out.dtype == torch.float64
@@ -171,3 +172,20 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_coulomb_scalars_option_roundtrip_and_clamp():
+    """``coulomb_scalars`` adds q_i q_j / r^2 / 10 and 1 / (10 r) (r clamped at 0.1) to the edge scalars."""
+    torch.manual_seed(0)
+    model = NBodySINet(**SMALL, coulomb_scalars=True).double()
+    assert model.config["coulomb_scalars"] is True
+    assert "coulomb_scalars" not in NBodySINet(**SMALL).config  # other files unchanged
+    x, v, q = _random_system()
+    again = nbody_model_from_dict(nbody_model_to_dict(model))
+    assert again.coulomb_scalars and torch.equal(again(x, v, q), model(x, v, q))
+    # the extra scalars reach the output: same weights without them differ in shape
+    assert model.layers[0].interaction.num_edge_scalars == NBodySINet(**SMALL).layers[0].interaction.num_edge_scalars + 2
+    # two particles 0.05 apart (below the clamp) give a finite prediction
+    x2 = x.clone()
+    x2[0, 1] = x2[0, 0] + torch.tensor([0.05, 0.0, 0.0], dtype=torch.float64)
+    assert torch.isfinite(model(x2, v, q)).all()

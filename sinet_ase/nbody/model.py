@@ -98,6 +98,9 @@ NBODY_FORMAT_VERSION = 1
 
 BACKBONES = ("sinet", "siformer")
 
+#: ``coulomb_scalars``: distances below this count as this (the simulator clips forces at 100)
+COULOMB_MIN_DISTANCE = 0.1
+
 
 def fully_connected_edges(num_systems: int, n: int, device=None) -> torch.Tensor:
     """``(2, B n (n-1))`` edge index (row 0 receives, row 1 sends) of ``B`` complete graphs."""
@@ -170,6 +173,9 @@ class NBodySINet(torch.nn.Module):
         backbone: ``"sinet"`` (pre-norm Scalar Interaction layers) or
             ``"siformer"`` (SiFormer blocks; their edge MLP has ``mlp_hidden`` units).
         num_heads: attention heads of the SiFormer blocks (must divide ``channels``).
+        coulomb_scalars: add ``q_i q_j / r^2 / 10`` and ``1 / (10 r)`` (``r`` clamped at
+            0.1) to the edge scalars: the pair force and potential of the simulator,
+            scaled to at most 10. Not in the paper's inputs (an option; off by default).
 
     forward(x (B, n, 3), v (B, n, 3), q (B, n)) -> predicted positions (B, n, 3)
     (unbatched ``(n, 3), (n, 3), (n,)`` also accepted).  :meth:`displacement`
@@ -179,7 +185,7 @@ class NBodySINet(torch.nn.Module):
     def __init__(self, lmax: int = 1, channels: int = 64, num_layers: int = 4,
                  num_radial: int = 8, radial_cutoff: float = 10.0, radial_hidden: int = 64,
                  mlp_hidden: int = 64, avg_num_neighbors: float = 4.0,
-                 backbone: str = "sinet", num_heads: int = 4):
+                 backbone: str = "sinet", num_heads: int = 4, coulomb_scalars: bool = False):
         super().__init__()
         if lmax < 1:
             raise ValueError(f"the vector output needs lmax >= 1, got {lmax}")
@@ -192,8 +198,11 @@ class NBodySINet(torch.nn.Module):
         if backbone != "sinet":
             # only stored when not the default, so SINet model files stay as before
             self.config.update(backbone=backbone, num_heads=int(num_heads))
+        self.coulomb_scalars = bool(coulomb_scalars)
+        if self.coulomb_scalars:  # likewise only stored when on
+            self.config.update(coulomb_scalars=True)
         self.layout = SphericalLayout(lmax, channels)
-        num_edge_scalars = num_radial + 2  # phi(r), q_i q_j, r
+        num_edge_scalars = num_radial + 2 + 2 * self.coulomb_scalars  # phi(r), q_i q_j, r[, Coulomb]
         self.radial = BesselBasis(radial_cutoff, num_radial)
         # charge "species": q < 0 -> 0, q > 0 -> 1
         self.embedding = SphericalEmbedding(2, self.layout, num_edge_scalars, radial_hidden,
@@ -240,8 +249,12 @@ class NBodySINet(torch.nn.Module):
         vec = pos[sender] - pos[receiver]
         r = vec.norm(dim=-1)
         Y = _safe_harmonics(self.layout.sh_irreps, vec)
-        edge_scalars = torch.cat([self.radial(r), (q[receiver] * q[sender]).unsqueeze(-1),
-                                  r.unsqueeze(-1)], dim=-1)
+        qq = q[receiver] * q[sender]
+        scalars = [self.radial(r), qq.unsqueeze(-1), r.unsqueeze(-1)]
+        if self.coulomb_scalars:
+            inv_r = 1.0 / r.clamp_min(COULOMB_MIN_DISTANCE)
+            scalars += [(qq * inv_r ** 2 / 10).unsqueeze(-1), (inv_r / 10).unsqueeze(-1)]
+        edge_scalars = torch.cat(scalars, dim=-1)
         u = torch.ones_like(r)  # fully connected graph: no envelope
         species = (q > 0).long()
         h = self.embedding(species, edge_index, Y, edge_scalars, u)
