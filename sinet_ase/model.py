@@ -236,9 +236,9 @@ class SINet(torch.nn.Module):
         if self.backbone.edge_chunk_size is not None:
             raise ValueError("enable_compile and edge_chunk_size do not combine: edge chunks "
                              "recompute activations under torch.utils.checkpoint; use one")
-        options = dict(INDUCTOR_OPTIONS, **compile_options.pop("options", None) or {})
-        self._compiled_network = torch.compile(self.network_energies, options=options,
-                                               **compile_options)
+        if compile_options.get("backend", "inductor") == "inductor":
+            compile_options["options"] = dict(INDUCTOR_OPTIONS, **compile_options.get("options") or {})
+        self._compiled_network = torch.compile(self.network_energies, **compile_options)
         return self
 
     def __getstate__(self):
