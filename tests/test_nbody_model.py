@@ -189,3 +189,11 @@ def test_coulomb_scalars_option_roundtrip_and_clamp():
     x2 = x.clone()
     x2[0, 1] = x2[0, 0] + torch.tensor([0.05, 0.0, 0.0], dtype=torch.float64)
     assert torch.isfinite(model(x2, v, q)).all()
+
+
+def test_resume_with_another_model_config_names_the_difference(small_data, tmp_path):
+    config = load_config(None, {"model": dict(SMALL, channels=4), "train": dict(epochs=1, eval_every=1)})
+    train(config, tmp_path, data=small_data, verbose=False)
+    other = load_config(None, {"model": dict(SMALL, channels=8), "train": dict(epochs=2, eval_every=1)})
+    with pytest.raises(ValueError, match=r"model.channels: checkpoint 4, now 8"):
+        train(other, tmp_path, data=small_data, verbose=False, resume=True)

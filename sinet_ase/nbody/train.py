@@ -187,8 +187,13 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{ckpt_path} is not an N-body training checkpoint")
         if state["config"]["model"] != config["model"] or state["config"]["data"] != config["data"]:
-            raise ValueError(f"{ckpt_path} was written with another model/data config; "
-                             f"use another --out or the same recipe")
+            changed = sorted(
+                f"{section}.{key}: checkpoint {state['config'][section].get(key)!r}, now {config[section].get(key)!r}"
+                for section in ("model", "data")
+                for key in set(state["config"][section]) | set(config[section])
+                if state["config"][section].get(key) != config[section].get(key))
+            raise ValueError(f"{ckpt_path} was written with another model/data config ({'; '.join(changed)}); "
+                             "resume with the recipe and --set overrides of the original run, or use another --out")
         config = _merge(state["config"], {"train": {k: tc.get(k) for k in RESUME_OVERRIDABLE}})
         tc = config["train"]
     elif resume and verbose:
