@@ -32,10 +32,12 @@ def main():
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
     parser.add_argument("--temperature", type=float, default=300.0, help="initial K")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network (pays for small molecules; the first step compiles)")
     args = parser.parse_args()
 
     atoms = load_structure(args.structure)
-    atoms.calc = SINetCalculator(args.model, dtype=args.dtype)
+    atoms.calc = SINetCalculator(args.model, dtype=args.dtype, compile=args.compile)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(0))
     dyn = VelocityVerlet(atoms, timestep=args.timestep * units.fs)
     e0 = atoms.get_total_energy()
