@@ -1,6 +1,5 @@
 """SINetCalculator: ASE integration, caching, units, dtype, model files, bad input."""
 
-import io
 import pickle
 
 import numpy as np

@@ -1,7 +1,6 @@
 """The shipped potential and the main job (``sinet-md``)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

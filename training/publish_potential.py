@@ -16,7 +16,6 @@ from the shipped starting geometry at 300 K); then writes
 import argparse
 import json
 import shutil
-import subprocess
 import time
 from datetime import date
 from pathlib import Path
@@ -88,7 +87,7 @@ def main():
     history = (run / "metrics.csv").read_text().splitlines()
     model = load_model(run / "best_model.pt").double()
 
-    results, slice_frames, slice_errors = {}, [], {}
+    results, slice_frames = {}, []
     for path, idx in split.items():
         name = molecule_name(path)
         frames = read_structures(path)

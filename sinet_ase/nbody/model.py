@@ -238,7 +238,7 @@ class NBodySINet(torch.nn.Module):
         """Final node features ``(B n, c, (L+1)^2)`` for batched inputs."""
         B, n, _ = x.shape
         dtype = self.dtype
-        L, c = self.layout.lmax, self.layout.channels
+        c = self.layout.channels
         x = x.to(dtype)
         v = v.to(dtype).reshape(B * n, 3)
         q = q.to(dtype).reshape(B * n)

@@ -48,7 +48,7 @@ from typing import Dict, Union
 import numpy as np
 import torch
 
-from .simulator import DT, RECORD_EVERY, simulate
+from .simulator import DT, simulate
 
 __all__ = ["rollout", "ground_truth", "rollout_mse", "estimate_velocity",
            "measure_velocity_estimators", "STEPS_PER_INTERVAL", "INTERVAL", "VELOCITY_METHODS"]

@@ -55,7 +55,7 @@ import torch
 
 from ..files import atomic_write_text
 from ..io import atomic_torch_save
-from .model import NBodySINet, nbody_model_to_dict, save_nbody_model
+from .model import NBodySINet, nbody_model_to_dict
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "train", "evaluate_mse", "split_to_tensors", "resolve_device",
            "CHECKPOINT_FORMAT", "main"]

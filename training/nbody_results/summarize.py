@@ -18,7 +18,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
 import torch
 
 from sinet_ase.nbody.dataset import baseline_mse, default_cache_dir, load_npz_split
