@@ -117,12 +117,11 @@ def _cover_open_directions(positions, cell, pbc, cutoff):
 
 def _vesin_pairs(positions: np.ndarray, cell: np.ndarray, cutoff: float):
     calculator = _VesinNeighborList(cutoff=float(cutoff), full_list=True)
-    # copy=False: views into the calculator's buffers, valid while it lives; astype copies
+    # copy=False: views into the calculator's buffers, valid while it lives (until return);
+    # astype makes the one copy
     i, j, S = calculator.compute(points=positions, box=cell, periodic=True, quantities="ijS",
                                  copy=False)
-    pairs = i.astype(np.int64), j.astype(np.int64), S.astype(np.int64)
-    del calculator
-    return pairs
+    return i.astype(np.int64), j.astype(np.int64), S.astype(np.int64)
 
 
 def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc: Sequence[bool], cutoff: float,
