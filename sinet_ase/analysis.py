@@ -66,17 +66,9 @@ def rank_ratio(h: torch.Tensor, tol: float = DEFAULT_TOL) -> torch.Tensor:
     return ranks.to(torch.float64) / dims
 
 
-def features_by_layer(model: torch.nn.Module, graph) -> Dict[int, torch.Tensor]:
-    """Node features entering every Scalar Interaction layer, captured with hooks.
-
-    ``model`` is a :class:`~sinet_ase.SINet` or a :class:`~sinet_ase.SINetBackbone`.
-    Returns ``{t: (N, c, (L+1)^2)}`` for ``t = 0..T``: ``t < T`` is the input of
-    ``backbone.layers[t]`` (``t = 0``: the embedding output), ``t = T`` the
-    backbone's output (what the heads read). The model is not changed; no
-    gradients are computed.
-    """
-    backbone = getattr(model, "backbone", model)
-    layers = list(backbone.layers)
+def _capture_layer_features(layers, last, run) -> Dict[int, torch.Tensor]:
+    """Run ``run()`` with hooks that keep the input of every module in ``layers`` and the
+    output of ``last``: ``{t: input of layers[t]}`` and ``{len(layers): output of last}``."""
     captured: Dict[int, torch.Tensor] = {}
 
     def keep_input(t):
@@ -91,21 +83,55 @@ def features_by_layer(model: torch.nn.Module, graph) -> Dict[int, torch.Tensor]:
 
     handles = [layer.register_forward_pre_hook(keep_input(t), with_kwargs=True)
                for t, layer in enumerate(layers)]
-    last = layers[-1] if layers else backbone.embedding
     handles.append(last.register_forward_hook(keep_output(len(layers))))
     try:
-        dtype = next(backbone.parameters()).dtype
-        device = next(backbone.parameters()).device
-        graph = graph.to(device)
         with torch.no_grad():
-            positions = graph.pos.to(torch.float64)
-            cell = graph.cell.to(torch.float64)
-            vectors = edge_vectors(graph, positions, cell, graph_batch(graph)).to(dtype)
-            backbone(graph, vectors)
+            run()
     finally:
         for handle in handles:
             handle.remove()
     return dict(sorted(captured.items()))
+
+
+def features_by_layer(model: torch.nn.Module, graph) -> Dict[int, torch.Tensor]:
+    """Node features entering every Scalar Interaction layer, captured with hooks.
+
+    ``model`` is a :class:`~sinet_ase.SINet` or a :class:`~sinet_ase.SINetBackbone`.
+    Returns ``{t: (N, c, (L+1)^2)}`` for ``t = 0..T``: ``t < T`` is the input of
+    ``backbone.layers[t]`` (``t = 0``: the embedding output), ``t = T`` the
+    backbone's output (what the heads read). The model is not changed; no
+    gradients are computed.
+    """
+    backbone = getattr(model, "backbone", model)
+    layers = list(backbone.layers)
+    dtype = next(backbone.parameters()).dtype
+    device = next(backbone.parameters()).device
+    graph = graph.to(device)
+
+    def run():
+        positions = graph.pos.to(torch.float64)
+        cell = graph.cell.to(torch.float64)
+        vectors = edge_vectors(graph, positions, cell, graph_batch(graph)).to(dtype)
+        backbone(graph, vectors)
+
+    return _capture_layer_features(layers, layers[-1] if layers else backbone.embedding, run)
+
+
+def nbody_features_by_layer(model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor,
+                            q: torch.Tensor) -> Dict[int, torch.Tensor]:
+    """:func:`features_by_layer` for a :class:`~sinet_ase.nbody.NBodySINet`.
+
+    ``x, v (B, n, 3)``, ``q (B, n)``; returns ``{t: (B n, c, (L+1)^2)}`` with ``t = 0``
+    the embedding (charges, ``|v|``, the harmonics of ``x - mean(x)`` and ``v``, and the
+    neighbour sum of the edge harmonics), ``t < T`` the input of layer ``t + 1`` and
+    ``t = T`` the features the vector head reads.
+    """
+    layers = list(model.layers)
+    if not layers:
+        raise ValueError("the model has no interaction layers to look into")
+    device = next(model.parameters()).device
+    return _capture_layer_features(layers, layers[-1],
+                                   lambda: model.features(x.to(device), v.to(device), q.to(device)))
 
 
 def completeness(model: torch.nn.Module, graph, tol: float = DEFAULT_TOL

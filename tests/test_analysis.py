@@ -124,3 +124,28 @@ def test_symmetry_forbidden_degrees_have_rank_zero(dtype):
     graph = atoms_to_graph(bulk("Cu", "fcc", a=3.61, cubic=True), model.cutoff)
     for mean, std in completeness(model, graph).values():
         assert mean.tolist() == [1.0, 0.0, 0.0, 0.0] and np.all(std == 0)
+
+
+def test_nbody_message_passing_raises_the_rank_beyond_the_embedding():
+    """Paper Sec. 5.2: Scalar Interaction makes no new directions, message passing does.
+
+    A particle's embedding of degree l is spanned by at most 6 vectors (the harmonics of its
+    4 edges, of x - mean(x) and of v), so at l = 4 (9 dimensions) r(4) <= 6/9; a layer sums
+    over neighbours whose features span other edges' directions, so the rank can grow."""
+    from sinet_ase.nbody import NBodySINet
+    from sinet_ase.analysis import nbody_features_by_layer
+
+    torch.manual_seed(0)
+    model = NBodySINet(lmax=4, channels=16, num_layers=2, radial_hidden=8, mlp_hidden=16).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 5, 3, generator=g, dtype=torch.float64)
+    v = torch.randn(8, 5, 3, generator=g, dtype=torch.float64)
+    q = torch.where(torch.rand(8, 5, generator=g) < 0.5, -1.0, 1.0).double()
+    feats = nbody_features_by_layer(model, x, v, q)
+    assert list(feats) == [0, 1, 2]
+    with torch.no_grad():
+        assert torch.equal(feats[2], model.features(x, v, q))
+    assert all(not layer._forward_pre_hooks and not layer._forward_hooks for layer in model.layers)
+    ranks = {t: (rank_ratio(h) * (2 * degrees(4) + 1)).round() for t, h in feats.items()}
+    assert ranks[0][:, 4].max() <= 6 and ranks[0][:, 1].min() == 3  # l = 1: 6 vectors span R^3
+    assert ranks[1][:, 4].min() > 6  # after one layer, beyond what the embedding can span
