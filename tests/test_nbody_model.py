@@ -191,6 +191,30 @@ def test_coulomb_scalars_option_roundtrip_and_clamp():
     assert torch.isfinite(model(x2, v, q)).all()
 
 
+@pytest.mark.parametrize("backbone", ["sinet", "siformer"])
+def test_without_node_charges_the_model_is_invariant_under_charge_flip(backbone):
+    """``node_charges=False``: charges enter only as q_i q_j, so q -> -q leaves the prediction
+    unchanged (a symmetry of the dynamics), while swapping one particle's charge changes it."""
+    torch.manual_seed(0)
+    model = NBodySINet(**SMALL, backbone=backbone, node_charges=False, coulomb_scalars=True).double()
+    assert model.config["node_charges"] is False
+    assert "node_charges" not in NBodySINet(**SMALL).config  # other files unchanged
+    x, v, q = _random_system()
+    out = model(x, v, q)
+    assert relative_error(model(x, v, -q), out) < 1e-12
+    q_one = q.clone()
+    q_one[:, 0] = -q_one[:, 0]
+    assert relative_error(model(x, v, q_one), out) > 1e-4
+    # still E(3) equivariant with parity
+    R = random_orthogonal(True)
+    assert relative_error(model(x @ R.T, v @ R.T, q), out @ R.T) < 1e-9
+    again = nbody_model_from_dict(nbody_model_to_dict(model))
+    assert not again.node_charges and torch.equal(again(x, v, q), out)
+    # the default model does see a global flip (it has q_i as a node input)
+    default = NBodySINet(**SMALL).double()
+    assert relative_error(default(x, v, -q), default(x, v, q)) > 1e-4
+
+
 def test_resume_with_another_model_config_names_the_difference(small_data, tmp_path):
     config = load_config(None, {"model": dict(SMALL, channels=4), "train": dict(epochs=1, eval_every=1)})
     train(config, tmp_path, data=small_data, verbose=False)

@@ -29,7 +29,10 @@ continuing sines).
 Node embedding (layer 0): with ``x_rel = x - mean(x)`` (centre of the system)
 
 * ``h^0 = z_{q_i} + MLP(|v_i|, q_i)``: charge embedding plus an MLP of the
-  node scalars;
+  node scalars; with ``node_charges=False`` it is ``z + MLP(|v_i|)``, so the
+  charges enter only through the edge scalars ``q_i q_j`` (the paper's inputs)
+  and the model is exactly invariant under flipping every charge's sign, as
+  the dynamics is;
 * ``h^{l,k} += sum_s W^l_{k s} |s| Y^l(s / |s|)`` for ``s in {x_rel, v}`` and
   ``l = 1..L``: for ``l = 1`` this is exactly a linear map of the two vectors
   ``x_rel`` and ``v`` into the ``c`` vector channels (``|s| Y^1(s/|s|) =
@@ -176,6 +179,10 @@ class NBodySINet(torch.nn.Module):
         coulomb_scalars: add ``q_i q_j / r^2 / 10`` and ``1 / (10 r)`` (``r`` clamped at
             0.1) to the edge scalars: the pair force and potential of the simulator,
             scaled to at most 10. Not in the paper's inputs (an option; off by default).
+        node_charges: give each particle's own charge ``q_i`` to the node embedding
+            (default, as in the first recipe).  ``False`` keeps the charges to the
+            edge scalar ``q_i q_j`` only, as the paper lists the inputs; the model is
+            then invariant under ``q -> -q``, a symmetry of the simulator.
 
     forward(x (B, n, 3), v (B, n, 3), q (B, n)) -> predicted positions (B, n, 3)
     (unbatched ``(n, 3), (n, 3), (n,)`` also accepted).  :meth:`displacement`
@@ -185,7 +192,8 @@ class NBodySINet(torch.nn.Module):
     def __init__(self, lmax: int = 1, channels: int = 64, num_layers: int = 4,
                  num_radial: int = 8, radial_cutoff: float = 10.0, radial_hidden: int = 64,
                  mlp_hidden: int = 64, avg_num_neighbors: float = 4.0,
-                 backbone: str = "sinet", num_heads: int = 4, coulomb_scalars: bool = False):
+                 backbone: str = "sinet", num_heads: int = 4, coulomb_scalars: bool = False,
+                 node_charges: bool = True):
         super().__init__()
         if lmax < 1:
             raise ValueError(f"the vector output needs lmax >= 1, got {lmax}")
@@ -201,13 +209,17 @@ class NBodySINet(torch.nn.Module):
         self.coulomb_scalars = bool(coulomb_scalars)
         if self.coulomb_scalars:  # likewise only stored when on
             self.config.update(coulomb_scalars=True)
+        self.node_charges = bool(node_charges)
+        if not self.node_charges:  # likewise only stored when off
+            self.config.update(node_charges=False)
         self.layout = SphericalLayout(lmax, channels)
         num_edge_scalars = num_radial + 2 + 2 * self.coulomb_scalars  # phi(r), q_i q_j, r[, Coulomb]
         self.radial = BesselBasis(radial_cutoff, num_radial)
-        # charge "species": q < 0 -> 0, q > 0 -> 1
-        self.embedding = SphericalEmbedding(2, self.layout, num_edge_scalars, radial_hidden,
-                                            avg_num_neighbors)
-        self.node_scalars = mlp([2, mlp_hidden, channels])  # (|v|, q) -> h^0
+        # charge "species": q < 0 -> 0, q > 0 -> 1 (one species without node charges)
+        self.embedding = SphericalEmbedding(1 + self.node_charges, self.layout, num_edge_scalars,
+                                            radial_hidden, avg_num_neighbors)
+        # (|v|, q) -> h^0, or |v| -> h^0
+        self.node_scalars = mlp([1 + self.node_charges, mlp_hidden, channels])
         # W^l: (L, c, 2) mixes the harmonics of (x_rel, v) into c channels of degree l
         self.vector_embedding = torch.nn.Parameter(torch.randn(lmax, channels, 2) / 2 ** 0.5)
         if backbone == "siformer":
@@ -256,10 +268,15 @@ class NBodySINet(torch.nn.Module):
             scalars += [(qq * inv_r ** 2 / 10).unsqueeze(-1), (inv_r / 10).unsqueeze(-1)]
         edge_scalars = torch.cat(scalars, dim=-1)
         u = torch.ones_like(r)  # fully connected graph: no envelope
-        species = (q > 0).long()
-        h = self.embedding(species, edge_index, Y, edge_scalars, u)
         speed = v.norm(dim=-1, keepdim=True)
-        h0 = self.node_scalars(torch.cat([speed, q.unsqueeze(-1)], dim=-1))
+        if self.node_charges:
+            species = (q > 0).long()
+            node_scalars = torch.cat([speed, q.unsqueeze(-1)], dim=-1)
+        else:
+            species = torch.zeros_like(q, dtype=torch.long)
+            node_scalars = speed
+        h = self.embedding(species, edge_index, Y, edge_scalars, u)
+        h0 = self.node_scalars(node_scalars)
         # |s| Y^l(s/|s|) for s = x_rel, v: (B n, 2, M)
         node_vectors = torch.stack([x_rel, v], dim=1)
         Yn = _safe_harmonics(self.layout.sh_irreps, node_vectors)
