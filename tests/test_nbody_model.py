@@ -13,7 +13,7 @@ from sinet_ase.nbody.evaluate import main as evaluate_main
 from sinet_ase.nbody.model import NBodySINet, load_nbody_model
 from sinet_ase.nbody.rollout import ground_truth, rollout, rollout_mse
 from sinet_ase.nbody.model import nbody_model_from_dict, nbody_model_to_dict
-from sinet_ase.nbody.train import evaluate_mse, load_config, resolve_device, train
+from sinet_ase.nbody.train import evaluate_mse, learning_rate, load_config, resolve_device, train
 from sinet_ase.testing import default_dtype, random_orthogonal, relative_error
 
 torch.set_num_threads(1)
@@ -139,6 +139,40 @@ def test_resume_matches_uninterrupted_run(small_data, tmp_path):
     assert resumed["best_valid_mse"] == full["best_valid_mse"]
     assert resumed["test_mse_at_best"] == full["test_mse_at_best"]
     assert [h["train_mse"] for h in a["history"]] == [h["train_mse"] for h in b["history"]]
+
+
+def test_cosine_schedule_and_ema_resume_exactly(small_data, tmp_path):
+    """lr_schedule=cosine and ema_decay: an interrupted run with more --epochs on resume keeps
+    the schedule fixed at the start and ends with the same raw and averaged weights."""
+    data = {k: {f: a[:100] for f, a in s.items()} for k, s in small_data.items()}
+    config = load_config(None, {"model": dict(SMALL, channels=8, num_layers=1),
+                                "train": dict(epochs=4, eval_every=2, batch_size=50, seed=3,
+                                              lr_schedule="cosine", lr_min=1e-5, ema_decay=0.9)})
+    full = train(config, tmp_path / "full", data=data, verbose=False)
+    train(config, tmp_path / "part", data=data, verbose=False, stop_after=3)
+    resumed = train(config, tmp_path / "part", data=data, verbose=False, resume=True)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    assert a["config"]["train"]["schedule_epochs"] == 4
+    for part in ("model", "ema_model"):
+        for key, tensor in a[part]["state_dict"].items():
+            assert torch.equal(tensor, b[part]["state_dict"][key]), (part, key)
+    # the averaged weights differ from the raw ones, and they are what best.pt holds
+    raw, ema = a["model"]["state_dict"], a["ema_model"]["state_dict"]
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw)
+    assert resumed["test_mse_at_best"] == full["test_mse_at_best"]
+    best = load_nbody_model(tmp_path / "full" / "best.pt")
+    assert evaluate_mse(best, data["test"]) == pytest.approx(full["test_mse_at_best"], rel=1e-12)
+    # the schedule: lr at epoch 1, lr_min from schedule_epochs on (here 4), cosine between
+    tc = a["config"]["train"]
+    assert learning_rate(tc, 1) == pytest.approx(5e-4)
+    assert learning_rate(tc, 3) == pytest.approx(1e-5 + (5e-4 - 1e-5) * 0.5 * (1 + np.cos(np.pi * 2 / 4)))
+    assert learning_rate(tc, 5) == learning_rate(tc, 50) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate(dict(tc, lr_schedule="step"), 1)
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(load_config(None, {"model": SMALL, "train": dict(ema_decay=1.5)}), tmp_path / "bad",
+              data=data, verbose=False)
 
 
 def test_siformer_backbone_model_file_roundtrip(tmp_path):

@@ -34,6 +34,12 @@ first validation after that much training time (this session's part; the
 checkpoint is written, ``--resume`` continues).  Both, like ``epochs``, may
 change on ``--resume``; the model and data sections may not.
 
+Beyond the protocol (off by default): ``train.lr_schedule: cosine`` decays the
+learning rate from ``lr`` to ``lr_min`` over ``schedule_epochs`` (default: the
+run's ``epochs``, fixed when the run starts), and ``train.ema_decay`` scores
+validation, test and ``best.pt`` with an exponential moving average of the
+weights (updated after every optimiser step; kept in the checkpoint).
+
 Every tensor in the checkpoint is a plain tensor (RNG states are byte
 tensors), so it too loads with ``weights_only=True``.
 """
@@ -67,8 +73,11 @@ DEFAULT_CONFIG: Dict[str, Any] = {
                   radial_hidden=16, mlp_hidden=32, avg_num_neighbors=4.0),
     "data": dict(cache_dir=None, seed=42, n_train=3000, n_valid=2000, n_test=2000),
     "train": dict(seed=0, lr=5e-4, weight_decay=1e-12, batch_size=100, epochs=1000,
-                  eval_every=5, dtype="float32", threads=1, device="cpu", max_minutes=None),
+                  eval_every=5, dtype="float32", threads=1, device="cpu", max_minutes=None,
+                  lr_schedule="constant", schedule_epochs=None, lr_min=0.0, ema_decay=None),
 }
+
+LR_SCHEDULES = ("constant", "cosine")
 
 #: train-section entries that a ``--resume`` may change (the rest comes from the checkpoint)
 RESUME_OVERRIDABLE = ("epochs", "device", "max_minutes", "threads")
@@ -157,6 +166,29 @@ def _hardware(device: Optional[torch.device] = None) -> str:
     return text
 
 
+def learning_rate(tc: dict, epoch: int) -> float:
+    """Learning rate of (1-based) ``epoch``: ``lr`` (``constant``, the SEGNN protocol) or
+    ``lr_min + (lr - lr_min) (1 + cos(pi (epoch - 1) / schedule_epochs)) / 2`` (``cosine``),
+    held at ``lr_min`` after ``schedule_epochs``. A function of the epoch alone, so a
+    resumed run continues the schedule without extra state."""
+    lr = float(tc["lr"])
+    schedule = tc.get("lr_schedule") or "constant"
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if schedule == "constant":
+        return lr
+    lr_min, span = float(tc.get("lr_min") or 0.0), int(tc["schedule_epochs"])
+    progress = min(max(epoch - 1, 0) / span, 1.0)
+    return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def _update_ema(ema_model: NBodySINet, model: NBodySINet, decay: float) -> None:
+    """``theta_ema <- decay theta_ema + (1 - decay) theta`` for every parameter."""
+    for ema_p, p in zip(ema_model.parameters(), model.parameters()):
+        ema_p.lerp_(p, 1.0 - decay)
+
+
 def _load_splits(config: dict) -> dict:
     from .dataset import load_nbody_dataset
 
@@ -199,10 +231,20 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     elif resume and verbose:
         print(f"no checkpoint in {out_dir}: starting from scratch")
 
+    if state is None and tc.get("schedule_epochs") is None:
+        # fixed at the start, so that a --resume with more --epochs keeps the schedule
+        config = _merge(config, {"train": {"schedule_epochs": int(tc["epochs"])}})
+        tc = config["train"]
+    learning_rate(tc, 1)  # checks the schedule's settings before any work
+    ema_decay = tc.get("ema_decay")
+    if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
+        raise ValueError(f"train.ema_decay must be in (0, 1) or null, got {ema_decay!r}")
     device = resolve_device(tc.get("device"))
     max_minutes = tc.get("max_minutes")
     torch.manual_seed(int(tc["seed"]))
     model = NBodySINet(**config["model"]).to(device=device, dtype=dtype)
+    # with ema_decay, validation, test and best.pt use an exponential moving average of the weights
+    ema_model = copy.deepcopy(model) if ema_decay is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]),
                                  weight_decay=float(tc["weight_decay"]))
     generator = torch.Generator().manual_seed(int(tc["seed"]) + 1)
@@ -218,6 +260,8 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
         train_seconds = float(state["train_seconds"])
         best = dict(state["best"])
         best_state = state["best_model"]
+        if ema_model is not None:
+            ema_model.load_state_dict(state["ema_model"]["state_dict"])
         if verbose:
             print(f"resumed {ckpt_path} at epoch {epoch} (best valid {best['valid_mse']:.6f} "
                   f"at epoch {best['epoch']})")
@@ -245,6 +289,8 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
             generator_state=generator.get_state(), torch_rng_state=torch.get_rng_state(),
             best=best, best_model=best_state, history=history, train_seconds=train_seconds,
         )
+        if ema_model is not None:
+            payload["ema_model"] = nbody_model_to_dict(ema_model)
         atomic_torch_save(payload, ckpt_path)
         atomic_write_text(log_path, json.dumps(dict(config=config, summary=summary(),
                                                      history=history),
@@ -259,6 +305,8 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
         # the permutation comes from a CPU generator on every device, so shuffling
         # does not depend on where the run (or its resumed part) executes
         perm = torch.randperm(n_train, generator=generator).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(tc, epoch + 1)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for start in range(0, n_train, bs):
             idx = perm[start:start + bs]
@@ -267,17 +315,20 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema_model is not None:
+                _update_ema(ema_model, model, float(ema_decay))
             total += loss.detach().double() * idx.numel()  # no host sync per step
         epoch += 1
         record = dict(epoch=epoch, train_mse=float(total) / n_train)
         if epoch % eval_every == 0 or epoch == epochs:
-            valid_mse = evaluate_mse(model, valid_t, bs)
+            scored = ema_model if ema_model is not None else model
+            valid_mse = evaluate_mse(scored, valid_t, bs)
             record["valid_mse"] = valid_mse
             if valid_mse < best["valid_mse"]:
-                test_mse = evaluate_mse(model, test_t, bs)
+                test_mse = evaluate_mse(scored, test_t, bs)
                 record["test_mse"] = test_mse
                 best = dict(valid_mse=valid_mse, epoch=epoch, test_mse=test_mse)
-                best_state = nbody_model_to_dict(model, dict(
+                best_state = nbody_model_to_dict(scored, dict(
                     best_epoch=epoch, valid_mse=valid_mse, test_mse=test_mse, seed=int(tc["seed"]),
                     recipe="sinet_ase.nbody.train"))
         train_seconds += time.perf_counter() - t0
