@@ -6,8 +6,10 @@ For every folder here with a ``log.json`` (copied from the run's output folder):
 settings that differ from training/nbody.yaml, parameters, epochs done, best validation
 epoch, validation and test MSE there, training wall time. Where the folder also holds the
 run's ``best.pt``, the test MSE is recomputed from it on the test ``.npz`` (the evaluation
-command's code path) and printed beside the logged one. Prints a markdown table and, with
-``--json``, the rows as JSON.
+command's code path) and printed beside the logged one. For every group of seeds of one
+setting whose ``best.pt`` files are all here, it also prints the MSE of their ensemble (the
+mean of the members' predicted positions) on the validation and test splits. Prints a
+markdown table and, with ``--json``, the rows as JSON.
 """
 import argparse
 import json
@@ -17,9 +19,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from sinet_ase.nbody.dataset import default_cache_dir  # noqa: E402
+import torch  # noqa: E402
+
+from sinet_ase.nbody.dataset import default_cache_dir, load_nbody_dataset  # noqa: E402
 from sinet_ase.nbody.evaluate import evaluate_file  # noqa: E402
-from sinet_ase.nbody.train import DEFAULT_CONFIG, load_config  # noqa: E402
+from sinet_ase.nbody.model import load_nbody_model  # noqa: E402
+from sinet_ase.nbody.train import DEFAULT_CONFIG, load_config, split_to_tensors  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parents[1] / "nbody.yaml"
@@ -59,6 +64,14 @@ def row(folder, test_npz):
     return r
 
 
+@torch.no_grad()
+def ensemble_mse(model_files, split) -> float:
+    """MSE of the mean of the members' predicted displacements (float64)."""
+    t = split_to_tensors(split)
+    preds = [load_nbody_model(f).displacement(t["x"], t["v"], t["q"]).double() for f in model_files]
+    return float(((torch.stack(preds).mean(0) - t["dx"].double()) ** 2).mean())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--test", default=None, help="test .npz (default: the N-body cache's test.npz)")
@@ -80,11 +93,19 @@ def main():
               f"{'-' if r['train_seconds'] is None else round(r['train_seconds'] / 60)} |")
     groups = {}
     for r in rows:
-        groups.setdefault(r["run"].rsplit("_seed", 1)[0], []).append(r["test_mse"])
-    for name, values in groups.items():
-        if len(values) > 1:
-            print(f"{name}: test MSE {statistics.mean(values):.5f} ± {statistics.stdev(values):.5f} "
-                  f"over {len(values)} seeds")
+        groups.setdefault(r["run"].rsplit("_seed", 1)[0], []).append(r)
+    data = None
+    for name, members in groups.items():
+        if len(members) < 2:
+            continue
+        values = [r["test_mse"] for r in members]
+        print(f"{name}: test MSE {statistics.mean(values):.5f} ± {statistics.stdev(values):.5f} "
+              f"over {len(values)} seeds")
+        files = [HERE / r["run"] / "best.pt" for r in members]
+        if all(f.exists() for f in files):
+            data = data or load_nbody_dataset()
+            print(f"{name}: ensemble of the {len(files)} seeds, valid MSE "
+                  f"{ensemble_mse(files, data['valid']):.5f}, test MSE {ensemble_mse(files, data['test']):.5f}")
     if args.json:
         print(json.dumps(rows, indent=1))
 
