@@ -1,7 +1,10 @@
 """How much does a 2,000-trajectory test MSE depend on which trajectories were drawn?
 
-    OMP_NUM_THREADS=1 python training/nbody_results/draws/test_draws.py MODEL.pt [MODEL.pt ...]
+    OMP_NUM_THREADS=1 python training/nbody_results/draws/test_draws.py MODEL.pt [A.pt,B.pt,C.pt ...]
         [--draws 10] [--n 2000] [--first-seed 1000] [--json OUT.json]
+
+A comma-separated list of model files is scored as one ensemble (the mean of the
+members' predicted positions).
 
 Simulates ``--draws`` independent sets of ``--n`` trajectories of the benchmark protocol
 (``make_split`` with ``numpy.random.default_rng(first_seed + k)``, the same simulator and
@@ -19,10 +22,19 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from sinet_ase.nbody.dataset import baseline_mse, load_nbody_dataset, make_split  # noqa: E402
 from sinet_ase.nbody.model import load_nbody_model  # noqa: E402
-from sinet_ase.nbody.train import evaluate_mse  # noqa: E402
+from sinet_ase.nbody.train import evaluate_mse, split_to_tensors  # noqa: E402
+
+
+@torch.no_grad()
+def ensemble_mse(models, split) -> float:
+    """MSE of the mean of the members' predicted displacements (float64)."""
+    t = split_to_tensors(split)
+    preds = [m.displacement(t["x"], t["v"], t["q"]).double() for m in models]
+    return float(((torch.stack(preds).mean(0) - t["dx"].double()) ** 2).mean())
 
 
 def main():
@@ -43,8 +55,11 @@ def main():
         yield "no motion", lambda s: baseline_mse(s)["no_motion"]
         yield "x + v", lambda s: baseline_mse(s)["constant_velocity"]
         for path in args.models:
-            model = load_nbody_model(path)
-            yield path, lambda s, m=model: evaluate_mse(m, s)
+            members = [load_nbody_model(p) for p in path.split(",")]
+            if len(members) == 1:
+                yield path, lambda s, m=members[0]: evaluate_mse(m, s)
+            else:
+                yield path, lambda s, ms=members: ensemble_mse(ms, s)
 
     rows = []
     print("\n| predictor | valid split | test split | fresh draws: mean ± std | min | max | test / mean |")
