@@ -172,7 +172,7 @@ def main():
         edge_index = model.edges(count, x.shape[1], x.device)
         pos = x.reshape(-1, 3)
         vectors = pos[edge_index[1]] - pos[edge_index[0]]
-        avg_num_neighbors = model.config["avg_num_neighbors"]
+        layout = model.layout
     else:
         model = load_model(args.model).to(dtype).eval()
         frames = read_structures(args.structures, args.index, args.max_structures)
@@ -182,19 +182,23 @@ def main():
         edge_index = graph.edge_index
         vectors = edge_vectors(graph, graph.pos.to(torch.float64), graph.cell.to(torch.float64),
                                graph_batch(graph))
-        avg_num_neighbors = model.config["avg_num_neighbors"]
+        layout = model.backbone.layout
     lmax = model.config["lmax"]
     num_layers = len(feats) - 1
     tp_feats = {}
     if args.tensor_product:
-        tp_feats = tensor_product_features(model.layout if hasattr(model, "layout") else model.backbone.layout,
-                                           feats[0], edge_index, vectors, num_layers, avg_num_neighbors)
+        tp_feats = tensor_product_features(layout, feats[0], edge_index, vectors, num_layers,
+                                           model.config["avg_num_neighbors"])
     tols = sorted(set(SENSITIVITY_TOLS) | {args.tol}, reverse=True)
-    ratios = {tol: {t: rank_ratio(h, tol) for t, h in feats.items()} for tol in tols}
-    result = {t: (r.mean(0).numpy(), r.std(0, unbiased=False).numpy()) for t, r in ratios[args.tol].items()}
-    tp_ratios = {tol: {t: rank_ratio(h, tol) for t, h in tp_feats.items()} for tol in tols} if tp_feats else {}
-    tp_result = ({t: (r.mean(0).numpy(), r.std(0, unbiased=False).numpy())
-                  for t, r in tp_ratios[args.tol].items()} if tp_feats else {})
+
+    def rank_summary(features):
+        """r(l) per node at every tolerance, and its mean / std over nodes at ``--tol``."""
+        by_tol = {tol: {t: rank_ratio(h, tol) for t, h in features.items()} for tol in tols}
+        return by_tol, {t: (r.mean(0).numpy(), r.std(0, unbiased=False).numpy())
+                        for t, r in by_tol[args.tol].items()}
+
+    ratios, result = rank_summary(feats)
+    tp_ratios, tp_result = rank_summary(tp_feats) if tp_feats else ({}, {})
 
     print(f"model {args.model}: lmax {lmax}, channels {model.config['channels']}, "
           f"{num_layers} layers; {n_frames} {what}, {n_atoms} atoms; tol {args.tol:g}, {args.dtype}")

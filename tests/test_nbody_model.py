@@ -141,6 +141,19 @@ def test_resume_matches_uninterrupted_run(small_data, tmp_path):
     assert [h["train_mse"] for h in a["history"]] == [h["train_mse"] for h in b["history"]]
 
 
+def test_evaluate_mse_of_an_ensemble_is_the_mse_of_the_mean_prediction(small_data):
+    data = {f: a[:150] for f, a in small_data["test"].items()}
+    torch.manual_seed(0)
+    a, b = NBodySINet(**SMALL), NBodySINet(**SMALL)
+    assert evaluate_mse([a, a], data) == pytest.approx(evaluate_mse(a, data), rel=1e-12)
+    with torch.no_grad():
+        x, v, q = (torch.as_tensor(data[k], dtype=torch.float32) for k in ("x", "v", "q"))
+        mean = (a.displacement(x, v, q).double() + b.displacement(x, v, q).double()) / 2
+    expected = float(((mean - torch.as_tensor(data["target"] - data["x"])) ** 2).mean())
+    assert evaluate_mse([a, b], data, batch_size=40) == pytest.approx(expected, rel=1e-6)
+    assert evaluate_mse([a, b], data) < max(evaluate_mse(a, data), evaluate_mse(b, data))
+
+
 def test_cosine_schedule_and_ema_resume_exactly(small_data, tmp_path):
     """lr_schedule=cosine and ema_decay: an interrupted run with more --epochs on resume keeps
     the schedule fixed at the start and ends with the same raw and averaged weights."""
@@ -154,11 +167,14 @@ def test_cosine_schedule_and_ema_resume_exactly(small_data, tmp_path):
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert a["config"]["train"]["schedule_epochs"] == 4
-    for part in ("model", "ema_model"):
-        for key, tensor in a[part]["state_dict"].items():
-            assert torch.equal(tensor, b[part]["state_dict"][key]), (part, key)
+    for key, tensor in a["model"]["state_dict"].items():
+        assert torch.equal(tensor, b["model"]["state_dict"][key]), key
+    for key, tensor in a["ema"].items():  # averaged weights and update count
+        assert torch.equal(tensor, b["ema"][key]), key
     # the averaged weights differ from the raw ones, and they are what best.pt holds
-    raw, ema = a["model"]["state_dict"], a["ema_model"]["state_dict"]
+    raw = a["model"]["state_dict"]
+    ema = {k[len("module."):]: t for k, t in a["ema"].items() if k.startswith("module.")}
+    assert set(ema) == set(raw)
     assert any(not torch.equal(raw[k], ema[k]) for k in raw)
     assert resumed["test_mse_at_best"] == full["test_mse_at_best"]
     best = load_nbody_model(tmp_path / "full" / "best.pt")

@@ -54,10 +54,11 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..files import atomic_write_text
 from ..io import atomic_torch_save
@@ -130,23 +131,29 @@ def split_to_tensors(split: dict, dtype=torch.float32, device=None) -> Dict[str,
 
 
 @torch.no_grad()
-def evaluate_mse(model: NBodySINet, split, batch_size: int = 100) -> float:
+def evaluate_mse(model: Union[NBodySINet, Sequence[NBodySINet]], split, batch_size: int = 100) -> float:
     """MSE over all coordinates of ``model(x, v, q)`` against ``target`` (float64 sum).
 
+    ``model``: one model, or a list of models scored as an ensemble (the mean of their
+    predicted positions, formed in float64).
     ``split``: dict of arrays ``x, v (N, n, 3), q (N, n), target (N, n, 3)``
     (or the output of :func:`split_to_tensors`).
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    t = split if "dx" in split else split_to_tensors(split, model.dtype, device)
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
+    device = next(models[0].parameters()).device
+    t = split if "dx" in split else split_to_tensors(split, models[0].dtype, device)
     total, count = 0.0, 0
     for start in range(0, t["x"].shape[0], batch_size):
         sl = slice(start, start + batch_size)
-        pred = model.displacement(t["x"][sl], t["v"][sl], t["q"][sl])
-        total += float(((pred.double() - t["dx"][sl].double()) ** 2).sum())
+        pred = torch.stack([m.displacement(t["x"][sl], t["v"][sl], t["q"][sl]).double()
+                            for m in models]).mean(dim=0)
+        total += float(((pred - t["dx"][sl].double()) ** 2).sum())
         count += pred.numel()
-    model.train(was_training)
+    for m, mode in zip(models, was_training):
+        m.train(mode)
     return total / count
 
 
@@ -180,13 +187,6 @@ def learning_rate(tc: dict, epoch: int) -> float:
     lr_min, span = float(tc.get("lr_min") or 0.0), int(tc["schedule_epochs"])
     progress = min(max(epoch - 1, 0) / span, 1.0)
     return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def _update_ema(ema_model: NBodySINet, model: NBodySINet, decay: float) -> None:
-    """``theta_ema <- decay theta_ema + (1 - decay) theta`` for every parameter."""
-    for ema_p, p in zip(ema_model.parameters(), model.parameters()):
-        ema_p.lerp_(p, 1.0 - decay)
 
 
 def _load_splits(config: dict) -> dict:
@@ -243,8 +243,10 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     max_minutes = tc.get("max_minutes")
     torch.manual_seed(int(tc["seed"]))
     model = NBodySINet(**config["model"]).to(device=device, dtype=dtype)
-    # with ema_decay, validation, test and best.pt use an exponential moving average of the weights
-    ema_model = copy.deepcopy(model) if ema_decay is not None else None
+    # with ema_decay, validation, test and best.pt use an exponential moving average of the
+    # weights (torch's AveragedModel, as sinet_ase.train.Trainer uses)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(ema_decay)))
+           if ema_decay is not None else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]),
                                  weight_decay=float(tc["weight_decay"]))
     generator = torch.Generator().manual_seed(int(tc["seed"]) + 1)
@@ -260,8 +262,8 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
         train_seconds = float(state["train_seconds"])
         best = dict(state["best"])
         best_state = state["best_model"]
-        if ema_model is not None:
-            ema_model.load_state_dict(state["ema_model"]["state_dict"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         if verbose:
             print(f"resumed {ckpt_path} at epoch {epoch} (best valid {best['valid_mse']:.6f} "
                   f"at epoch {best['epoch']})")
@@ -289,8 +291,8 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
             generator_state=generator.get_state(), torch_rng_state=torch.get_rng_state(),
             best=best, best_model=best_state, history=history, train_seconds=train_seconds,
         )
-        if ema_model is not None:
-            payload["ema_model"] = nbody_model_to_dict(ema_model)
+        if ema is not None:
+            payload["ema"] = ema.state_dict()  # the averaged weights and the update count
         atomic_torch_save(payload, ckpt_path)
         atomic_write_text(log_path, json.dumps(dict(config=config, summary=summary(),
                                                      history=history),
@@ -315,13 +317,13 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if ema_model is not None:
-                _update_ema(ema_model, model, float(ema_decay))
+            if ema is not None:
+                ema.update_parameters(model)
             total += loss.detach().double() * idx.numel()  # no host sync per step
         epoch += 1
         record = dict(epoch=epoch, train_mse=float(total) / n_train)
         if epoch % eval_every == 0 or epoch == epochs:
-            scored = ema_model if ema_model is not None else model
+            scored = ema.module if ema is not None else model
             valid_mse = evaluate_mse(scored, valid_t, bs)
             record["valid_mse"] = valid_mse
             if valid_mse < best["valid_mse"]:

@@ -19,12 +19,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
-
 from sinet_ase.nbody.dataset import default_cache_dir, load_nbody_dataset  # noqa: E402
 from sinet_ase.nbody.evaluate import evaluate_file  # noqa: E402
 from sinet_ase.nbody.model import load_nbody_model  # noqa: E402
-from sinet_ase.nbody.train import DEFAULT_CONFIG, load_config, split_to_tensors  # noqa: E402
+from sinet_ase.nbody.train import DEFAULT_CONFIG, evaluate_mse, load_config  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parents[1] / "nbody.yaml"
@@ -64,14 +62,6 @@ def row(folder, test_npz):
     return r
 
 
-@torch.no_grad()
-def ensemble_mse(model_files, split) -> float:
-    """MSE of the mean of the members' predicted displacements (float64)."""
-    t = split_to_tensors(split)
-    preds = [load_nbody_model(f).displacement(t["x"], t["v"], t["q"]).double() for f in model_files]
-    return float(((torch.stack(preds).mean(0) - t["dx"].double()) ** 2).mean())
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--test", default=None, help="test .npz (default: the N-body cache's test.npz)")
@@ -104,8 +94,9 @@ def main():
         files = [HERE / r["run"] / "best.pt" for r in members]
         if all(f.exists() for f in files):
             data = data or load_nbody_dataset()
+            models = [load_nbody_model(f) for f in files]
             print(f"{name}: ensemble of the {len(files)} seeds, valid MSE "
-                  f"{ensemble_mse(files, data['valid']):.5f}, test MSE {ensemble_mse(files, data['test']):.5f}")
+                  f"{evaluate_mse(models, data['valid']):.5f}, test MSE {evaluate_mse(models, data['test']):.5f}")
     if args.json:
         print(json.dumps(rows, indent=1))
 

@@ -22,19 +22,10 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from sinet_ase.nbody.dataset import baseline_mse, load_nbody_dataset, make_split  # noqa: E402
 from sinet_ase.nbody.model import load_nbody_model  # noqa: E402
-from sinet_ase.nbody.train import evaluate_mse, split_to_tensors  # noqa: E402
-
-
-@torch.no_grad()
-def ensemble_mse(models, split) -> float:
-    """MSE of the mean of the members' predicted displacements (float64)."""
-    t = split_to_tensors(split)
-    preds = [m.displacement(t["x"], t["v"], t["q"]).double() for m in models]
-    return float(((torch.stack(preds).mean(0) - t["dx"].double()) ** 2).mean())
+from sinet_ase.nbody.train import evaluate_mse  # noqa: E402
 
 
 def main():
@@ -56,10 +47,7 @@ def main():
         yield "x + v", lambda s: baseline_mse(s)["constant_velocity"]
         for path in args.models:
             members = [load_nbody_model(p) for p in path.split(",")]
-            if len(members) == 1:
-                yield path, lambda s, m=members[0]: evaluate_mse(m, s)
-            else:
-                yield path, lambda s, ms=members: ensemble_mse(ms, s)
+            yield path, lambda s, ms=members: evaluate_mse(ms, s)
 
     rows = []
     print("\n| predictor | valid split | test split | fresh draws: mean ± std | min | max | test / mean |")
