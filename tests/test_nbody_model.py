@@ -10,7 +10,8 @@ import torch
 
 from sinet_ase.nbody import dataset as ds
 from sinet_ase.nbody.evaluate import main as evaluate_main
-from sinet_ase.nbody.model import NBodySINet, load_nbody_model
+from sinet_ase.nbody import simulator as sim
+from sinet_ase.nbody.model import NBodySINet, load_nbody_model, pair_orbit_scalars
 from sinet_ase.nbody.rollout import ground_truth, rollout, rollout_mse
 from sinet_ase.nbody.model import nbody_model_from_dict, nbody_model_to_dict
 from sinet_ase.nbody.train import evaluate_mse, learning_rate, load_config, resolve_device, train
@@ -44,14 +45,15 @@ def _random_system(B=3, n=5, seed=0):
     return x, v, q
 
 
-@pytest.mark.parametrize("backbone,coulomb", [("sinet", False), ("siformer", False), ("sinet", True)])
+@pytest.mark.parametrize("backbone,coulomb,orbit", [("sinet", False, False), ("siformer", False, False),
+                                                    ("sinet", True, False), ("siformer", True, True)])
 @pytest.mark.parametrize("lmax", [1, 3])
 @pytest.mark.parametrize("parity", [False, True])
-def test_model_is_e3_equivariant_and_permutation_equivariant(lmax, parity, backbone, coulomb):
+def test_model_is_e3_equivariant_and_permutation_equivariant(lmax, parity, backbone, coulomb, orbit):
     with default_dtype(torch.float64):
         torch.manual_seed(lmax)
         model = NBodySINet(**{**SMALL, "lmax": lmax}, backbone=backbone,
-                           coulomb_scalars=coulomb).double()
+                           coulomb_scalars=coulomb, orbit_scalars=orbit).double()
     x, v, q = _random_system()
     out = model(x, v, q)
     assert out.shape == x.shape and out.dtype == torch.float64
@@ -239,6 +241,41 @@ def test_coulomb_scalars_option_roundtrip_and_clamp():
     x2 = x.clone()
     x2[0, 1] = x2[0, 0] + torch.tensor([0.05, 0.0, 0.0], dtype=torch.float64)
     assert torch.isfinite(model(x2, v, q)).all()
+
+
+def test_orbit_scalars_give_the_two_body_periapsis():
+    """``pair_orbit_scalars``: the periapsis of an approaching, attracting pair equals the closest approach
+    of the simulator's own two-body trajectory (no clipping, small dt); the scalars are
+    symmetric in i <-> j and unchanged by a global charge flip; the option round-trips."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 2, 3))
+    v = 0.7 * rng.standard_normal((6, 2, 3))
+    # approaching pairs, so that the periapsis lies ahead of the simulated interval
+    approaching = np.einsum("bi,bi->b", x[:, 1] - x[:, 0], v[:, 1] - v[:, 0]) < 0
+    v = np.where(approaching[:, None, None], v, -v)
+    q = np.tile([1.0, -1.0], (6, 1))
+    pos, _ = sim.simulate(x, v, q, 20000, 1, dt=0.0005, max_force=np.inf)
+    closest = np.linalg.norm(pos[:, :, 0] - pos[:, :, 1], axis=-1).min(axis=1)
+    t = {k: torch.tensor(a) for k, a in dict(x=x, v=v, q=q).items()}
+    vec, rel_v, qq = t["x"][:, 1] - t["x"][:, 0], t["v"][:, 1] - t["v"][:, 0], t["q"][:, 0] * t["q"][:, 1]
+    s = pair_orbit_scalars(vec, rel_v, qq)
+    periapsis = 0.1 / s[:, 3] - 0.1
+    assert np.allclose(periapsis.numpy(), closest, rtol=2e-3), (periapsis, closest)
+    assert torch.allclose(pair_orbit_scalars(-vec, -rel_v, qq), s)
+    # repulsion, head-on (h = 0): the turning point kappa / eps, finite
+    head_on = pair_orbit_scalars(torch.tensor([[1.0, 0, 0]]), torch.tensor([[-2.0, 0, 0]]), torch.tensor([1.0]))
+    eps = 0.5 * 4 + 2 / 1.0
+    assert torch.allclose(0.1 / head_on[0, 3] - 0.1, torch.tensor(2 / eps))
+    torch.manual_seed(0)
+    model = NBodySINet(**SMALL, orbit_scalars=True, node_charges=False).double()
+    assert model.config["orbit_scalars"] is True and "orbit_scalars" not in NBodySINet(**SMALL).config
+    xs, vs, qs = _random_system()
+    out = model(xs, vs, qs)
+    assert relative_error(model(xs, vs, -qs), out) < 1e-12
+    again = nbody_model_from_dict(nbody_model_to_dict(model))
+    assert again.orbit_scalars and torch.equal(again(xs, vs, qs), out)
+    out.sum().backward()  # finite gradients through both branches of the periapsis
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 @pytest.mark.parametrize("backbone", ["sinet", "siformer"])

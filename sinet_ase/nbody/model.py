@@ -85,6 +85,7 @@ from ..ops.mlp import mlp
 
 __all__ = [
     "NBodySINet",
+    "pair_orbit_scalars",
     "fully_connected_edges",
     "EquivariantRMSNorm",
     "PreNormScalarInteractionLayer",
@@ -103,6 +104,44 @@ BACKBONES = ("sinet", "siformer")
 
 #: ``coulomb_scalars``: distances below this count as this (the simulator clips forces at 100)
 COULOMB_MIN_DISTANCE = 0.1
+
+
+def pair_orbit_scalars(vec: torch.Tensor, rel_v: torch.Tensor, qq: torch.Tensor) -> torch.Tensor:
+    r"""Invariants of the isolated two-body problem of every edge: ``(E, 4)``.
+
+    For a pair with relative position ``r = x_j - x_i``, relative velocity
+    ``u = v_j - v_i`` and unit masses, the relative coordinate obeys
+    ``r'' = kappa r / |r|^3`` with ``kappa = 2 q_i q_j`` (the simulator's force,
+    interaction strength 1, without clipping).  Its conserved quantities give
+
+    * the radial velocity ``v_r = u . r / |r|`` (negative while approaching),
+    * the specific angular momentum ``h = |r x u|``,
+    * the specific energy ``eps = |u|^2 / 2 + kappa / |r|``,
+    * the periapsis ``r_p``, the smaller root of ``eps r^2 - kappa r - h^2 / 2 = 0``:
+      ``h^2 / (sqrt(kappa^2 + 2 eps h^2) - kappa)`` for attraction (``kappa < 0``) and
+      ``(kappa + sqrt(kappa^2 + 2 eps h^2)) / (2 eps)`` for repulsion (then
+      ``eps > 0``); the discriminant is never negative.
+
+    Returned, scaled to order one: ``[v_r / 2, h / 2, eps / (1 + |eps|), 0.1 / (r_p + 0.1)]``.
+    All four are invariant under rotations, reflections and translations, symmetric
+    in ``i <-> j`` and unchanged when every charge flips sign.  They are closed-form
+    functions of the model's inputs (no integration); not among the paper's inputs.
+
+    vec, rel_v: ``(E, 3)``; qq: ``(E,)`` charge products.
+    """
+    r = vec.norm(dim=-1).clamp_min(1e-9)
+    kappa = 2.0 * qq
+    v_r = (vec * rel_v).sum(-1) / r
+    h2 = torch.linalg.cross(vec, rel_v).pow(2).sum(-1)
+    eps = 0.5 * rel_v.pow(2).sum(-1) + kappa / r
+    root = torch.sqrt((kappa ** 2 + 2.0 * eps * h2).clamp_min(0.0))
+    attract = kappa < 0
+    # each branch's denominator is bounded away from zero where it is used; the other
+    # branch's value is discarded, so guard it against 0/0 (it would poison gradients)
+    r_p_attract = h2 / torch.where(attract, root - kappa, torch.ones_like(root))
+    r_p_repel = (kappa + root) / torch.where(attract, torch.ones_like(eps), 2.0 * eps.clamp_min(1e-9))
+    r_p = torch.where(attract, r_p_attract, r_p_repel)
+    return torch.stack([v_r / 2, h2.sqrt() / 2, eps / (1 + eps.abs()), 0.1 / (r_p + 0.1)], dim=-1)
 
 
 def fully_connected_edges(num_systems: int, n: int, device=None) -> torch.Tensor:
@@ -183,6 +222,10 @@ class NBodySINet(torch.nn.Module):
             (default, as in the first recipe).  ``False`` keeps the charges to the
             edge scalar ``q_i q_j`` only, as the paper lists the inputs; the model is
             then invariant under ``q -> -q``, a symmetry of the simulator.
+        orbit_scalars: add four invariants of each pair's isolated two-body orbit
+            (radial velocity, angular momentum, energy, periapsis; see
+            :func:`pair_orbit_scalars`) to the edge scalars.  Not in the paper's
+            inputs (an option; off by default).
 
     forward(x (B, n, 3), v (B, n, 3), q (B, n)) -> predicted positions (B, n, 3)
     (unbatched ``(n, 3), (n, 3), (n,)`` also accepted).  :meth:`displacement`
@@ -193,7 +236,7 @@ class NBodySINet(torch.nn.Module):
                  num_radial: int = 8, radial_cutoff: float = 10.0, radial_hidden: int = 64,
                  mlp_hidden: int = 64, avg_num_neighbors: float = 4.0,
                  backbone: str = "sinet", num_heads: int = 4, coulomb_scalars: bool = False,
-                 node_charges: bool = True):
+                 node_charges: bool = True, orbit_scalars: bool = False):
         super().__init__()
         if lmax < 1:
             raise ValueError(f"the vector output needs lmax >= 1, got {lmax}")
@@ -212,8 +255,12 @@ class NBodySINet(torch.nn.Module):
         self.node_charges = bool(node_charges)
         if not self.node_charges:  # likewise only stored when off
             self.config.update(node_charges=False)
+        self.orbit_scalars = bool(orbit_scalars)
+        if self.orbit_scalars:  # likewise only stored when on
+            self.config.update(orbit_scalars=True)
         self.layout = SphericalLayout(lmax, channels)
-        num_edge_scalars = num_radial + 2 + 2 * self.coulomb_scalars  # phi(r), q_i q_j, r[, Coulomb]
+        # phi(r), q_i q_j, r[, Coulomb][, orbit]
+        num_edge_scalars = num_radial + 2 + 2 * self.coulomb_scalars + 4 * self.orbit_scalars
         self.radial = BesselBasis(radial_cutoff, num_radial)
         # charge "species": q < 0 -> 0, q > 0 -> 1 (one species without node charges)
         self.embedding = SphericalEmbedding(1 + self.node_charges, self.layout, num_edge_scalars,
@@ -266,6 +313,8 @@ class NBodySINet(torch.nn.Module):
         if self.coulomb_scalars:
             inv_r = 1.0 / r.clamp_min(COULOMB_MIN_DISTANCE)
             scalars += [(qq * inv_r ** 2 / 10).unsqueeze(-1), (inv_r / 10).unsqueeze(-1)]
+        if self.orbit_scalars:
+            scalars.append(pair_orbit_scalars(vec, v[sender] - v[receiver], qq))
         edge_scalars = torch.cat(scalars, dim=-1)
         u = torch.ones_like(r)  # fully connected graph: no envelope
         speed = v.norm(dim=-1, keepdim=True)
