@@ -15,10 +15,10 @@ of E = 4,096 edges; output ``h1``'s irreps.
   with_receiver=False, hidden=64)`` - the operation as the paper benchmarks it:
   invariants ``q^{l,k} = <h1^{l,k}, Y^l>`` and ``h1^0``, one MLP (n_c (L+2) -> 64 ->
   2 n_c (L+1)), message ``alpha h1 + beta Y``. Inputs in the edge layout SINet's
-  layers use at that L: ``(E, (L+1)^2, n_c)`` (``forward_channels_last``) for
-  L <= ``CHANNELS_LAST_MAX_L`` (2), ``(E, n_c, (L+1)^2)`` above.
-* ``SI+conv``: the same with e3nn-layout input and output, i.e. ``from_e3nn`` before and
-  ``to_e3nn`` after (two gathers), for a like-for-like memory layout with e3nn.
+  layers use: ``(E, (L+1)^2, n_c)`` (``forward_channels_last``).
+* ``SI+conv``: the same operation in its ``(E, n_c, (L+1)^2)`` form (``forward``) with
+  e3nn-layout input and output, i.e. ``from_e3nn`` before and ``to_e3nn`` after (two
+  gathers), for a like-for-like memory layout with e3nn.
 * ``FCTP``: ``e3nn.o3.FullyConnectedTensorProduct(h1, h2, h1)``, internal shared weights.
 * ``UVU``: the channel-wise convolution TP of NequIP / MACE: ``o3.TensorProduct(h1, h2, mid,
   [(i, j, k, 'uvu', True)])``, one output block per path (``mid`` sorted as MACE's
@@ -58,7 +58,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_md import ForeignLoad, allocator_name, cpu_name, machine_state, wait_for_idle  # noqa: E402
 
 from sinet_ase.ops import ScalarInteraction, SphericalLayout  # noqa: E402
-from sinet_ase.ops.scalar_interaction import CHANNELS_LAST_MAX_L  # noqa: E402
 
 BATCH = 4096
 SI_HIDDEN = 64
@@ -125,13 +124,10 @@ def make_op(kind, L, nc, dtype):
         op = ScalarInteraction(layout, num_edge_scalars=0, with_receiver=False, hidden=SI_HIDDEN).to(dtype)
         params = list(op.parameters())
         info["weight_numel"] = sum(p.numel() for p in params)
-        if kind == "SI" and L <= CHANNELS_LAST_MAX_L:
-            # the edge layout SINet's layers use at this L: (E, M, c), channels innermost
+        if kind == "SI":
+            # the edge layout SINet's layers use: (E, M, c), channels innermost
             x1 = torch.randn(BATCH, layout.num_m, nc, dtype=dtype, requires_grad=True)
             call = lambda: op.forward_channels_last(x1, Y)  # noqa: E731
-        elif kind == "SI":
-            x1 = torch.randn(BATCH, nc, layout.num_m, dtype=dtype, requires_grad=True)
-            call = lambda: op(x1, Y)  # noqa: E731
         else:
             layout = layout.to(dtype)
             x1 = torch.randn(BATCH, h1.dim, dtype=dtype, requires_grad=True)

@@ -80,6 +80,27 @@ class SphericalLayout(torch.nn.Module):
         """``sum_{m in l} x[..., m, :] / sqrt(2l+1)``: ``(E, M, c) -> (E, L+1, c)``."""
         return torch.matmul(self.inner_product.t(), x)
 
+    def inner_with_harmonics_channels_last(self, h: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        """``<h^{l,k}, Y^l>/sqrt(2l+1)`` from channels-last features: ``(E, M, c) x (E, M) -> (E, L+1, c)``.
+
+        One batched product ``(Y[:, None, :] * inner_product^T) @ h`` with an ``(E, L+1, M)``
+        left factor: no ``(E, M, c)`` temporary, and its backward is two more batched
+        products (measured faster than ``degree_sum_channels_last(h * Y)``, benchmarks/README.md).
+        """
+        return torch.bmm(Y.unsqueeze(1) * self.inner_product.t(), h)
+
+    def combine_with_harmonics_channels_last(self, alpha: torch.Tensor, h: torch.Tensor,
+                                             beta: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        """``alpha^{l,k} h^{l,k} + beta^{l,k} Y^l`` channels-last: ``alpha, beta (E, L+1, c)``,
+        ``h (E, M, c)``, ``Y (E, M)`` -> ``(E, M, c)``.
+
+        ``alpha`` is broadcast to the ``2l+1`` rows of its degree by a row gather (rows of
+        ``c`` contiguous numbers); the ``Y`` term is one batched product with the
+        ``(E, M, L+1)`` factor ``Y[:, :, None] * degree_onehot^T`` added by ``baddbmm``.
+        """
+        return torch.baddbmm(self.per_degree_channels_last(alpha) * h,
+                             Y.unsqueeze(-1) * self.degree_onehot.t(), beta)
+
     def inner(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-degree inner products ``<a^l, b^l>/sqrt(2l+1)``: ``(..., M) x (..., M) -> (..., L+1)``."""
         return (a * b) @ self.inner_product

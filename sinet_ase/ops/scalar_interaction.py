@@ -41,9 +41,6 @@ from .layout import SphericalLayout
 from .mlp import mlp
 
 
-#: the message-passing layers run edges channels-last up to this L (measured crossover)
-CHANNELS_LAST_MAX_L = 2
-
 
 class ScalarInteraction(torch.nn.Module):
     """The edge operation: ``(h_j, Y, [h_i], [s]) -> m`` of shape ``(E, c, M)``.
@@ -63,15 +60,14 @@ class ScalarInteraction(torch.nn.Module):
         edge_scalars: ``(E, num_edge_scalars)``.
         edge_weight: ``(E,)``, multiplies the messages (e.g. the cutoff envelope).
 
-    :meth:`forward_channels_last` is the same operation on ``(E, M, c)`` tensors:
-    every per-degree sum, broadcast of ``Y`` over channels and broadcast of
-    ``alpha, beta`` over the ``2l+1`` components then runs with the ``c`` channels
-    as the contiguous inner axis. On this project's CPU that is faster for small
-    ``L`` (inner loops of ``M`` = 4 or 9 numbers do not vectorise), while for
-    ``L >= 3`` the ``(E, c, M)`` form, built on batched matrix products, is faster
-    (benchmarks/README.md); :class:`ScalarInteractionLayer` picks by ``L``.
-    Coefficients and invariants are ordered ``(c, L+1)`` in both, so the MLP
-    weights mean the same thing either way.
+    :meth:`forward_channels_last` is the same operation on ``(E, M, c)`` tensors,
+    with the ``c`` channels as the contiguous inner axis: ``<h^l, Y^l>`` and the
+    ``beta Y`` term are batched products with small ``(E, L+1, M)`` factors, and
+    ``alpha`` reaches the ``2l+1`` rows of its degree by a gather of whole rows. On
+    this project's CPU it is the faster form at every ``L`` from 1 to 6 (7-17 % per
+    op at ``L >= 2`` against the ``(E, c, M)`` form, benchmarks/README.md), so
+    :class:`ScalarInteractionLayer` uses it. Coefficients and invariants are ordered
+    ``(c, L+1)`` in both, so the MLP weights mean the same thing either way.
     """
 
     def __init__(self, layout: SphericalLayout, num_edge_scalars: int = 0,
@@ -91,7 +87,7 @@ class ScalarInteraction(torch.nn.Module):
         """All invariants of one edge from ``(E, M, c)`` features: ``(E, num_invariants)``,
         ordered ``[q (c, L+1), h_j^0, p (c, L+1), h_i^0, s]``."""
         E = h_src.shape[0]
-        q = self.layout.degree_sum_channels_last(h_src * Y.unsqueeze(-1))  # (E, L+1, c)
+        q = self.layout.inner_with_harmonics_channels_last(h_src, Y)  # (E, L+1, c)
         parts = [q.transpose(1, 2).reshape(E, -1), h_src[:, 0, :]]
         if self.with_receiver:
             if h_dst is None:
@@ -127,10 +123,8 @@ class ScalarInteraction(torch.nn.Module):
         coeff = self.coefficients(self.invariants_channels_last(h_src, Y, h_dst, edge_scalars))
         if edge_weight is not None:
             coeff = coeff * edge_weight.unsqueeze(-1)
-        # (E, 2, c, L+1) -> (E, 2, L+1, c) -> one row per spherical column: (E, 2, M, c)
-        coeff = self.layout.per_degree_channels_last(coeff.view(-1, 2, c, L + 1).transpose(2, 3))
-        alpha, beta = coeff.unbind(1)
-        return torch.addcmul(beta * Y.unsqueeze(-1), alpha, h_src)
+        alpha, beta = coeff.view(-1, 2, c, L + 1).transpose(2, 3).unbind(1)  # (E, L+1, c) each
+        return self.layout.combine_with_harmonics_channels_last(alpha, h_src, beta, Y)
 
     def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                 edge_scalars: Optional[torch.Tensor] = None,
@@ -170,8 +164,9 @@ class ScalarInteractionLayer(torch.nn.Module):
                                              with_receiver=True, hidden=hidden)
         self.linear = o3.Linear(layout.irreps, layout.irreps)
         self.gate = ScalarGate(layout)
-        # edge layout by degree: measured crossover on CPU (see ScalarInteraction)
-        self.channels_last = layout.lmax <= CHANNELS_LAST_MAX_L
+        # edge layout: channels-last measured faster at every L on CPU (see ScalarInteraction);
+        # False runs the (E, c, M) form, the same operation
+        self.channels_last = True
 
     def aggregate(self, h, edge_index, Y, phi, u):
         """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, in the layout of ``h``:
