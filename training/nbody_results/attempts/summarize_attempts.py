@@ -37,6 +37,8 @@ def differences(config):
             default = recipe[section].get(key, DEFAULT_CONFIG[section].get(key))
             if key in ("seed", "epochs", "max_minutes", "device", "threads") or value == default:
                 continue
+            if key == "schedule_epochs" and config["train"].get("lr_schedule", "constant") == "constant":
+                continue  # set to the run's epochs at its start; no effect on a constant rate
             out[f"{section}.{key}"] = value
     return out
 
