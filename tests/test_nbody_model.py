@@ -244,8 +244,8 @@ def test_coulomb_scalars_option_roundtrip_and_clamp():
 
 
 def test_orbit_scalars_give_the_two_body_periapsis():
-    """``pair_orbit_scalars``: the periapsis of an approaching, attracting pair equals the closest approach
-    of the simulator's own two-body trajectory (no clipping, small dt); the scalars are
+    """``pair_orbit_scalars``: the periapsis of an approaching, attracting pair equals the
+    closest approach of the simulator's own two-body trajectory (no clipping, small dt); the scalars are
     symmetric in i <-> j and unchanged by a global charge flip; the option round-trips."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((6, 2, 3))

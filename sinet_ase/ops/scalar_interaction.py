@@ -41,7 +41,6 @@ from .layout import SphericalLayout
 from .mlp import mlp
 
 
-
 class ScalarInteraction(torch.nn.Module):
     """The edge operation: ``(h_j, Y, [h_i], [s]) -> m`` of shape ``(E, c, M)``.
 
@@ -64,8 +63,8 @@ class ScalarInteraction(torch.nn.Module):
     with the ``c`` channels as the contiguous inner axis: ``<h^l, Y^l>`` and the
     ``beta Y`` term are batched products with small ``(E, L+1, M)`` factors, and
     ``alpha`` reaches the ``2l+1`` rows of its degree by a gather of whole rows. On
-    this project's CPU it is the faster form at every ``L`` from 1 to 6 (7-17 % per
-    op at ``L >= 2`` against the ``(E, c, M)`` form, benchmarks/README.md), so
+    this project's CPU it is faster than the ``(E, c, M)`` form at ``L = 1, 2, 4, 5, 6``
+    (10-30 % per op) and level at ``L = 3`` (benchmarks/README.md), so
     :class:`ScalarInteractionLayer` uses it. Coefficients and invariants are ordered
     ``(c, L+1)`` in both, so the MLP weights mean the same thing either way.
     """
