@@ -11,7 +11,7 @@ import torch
 from sinet_ase.nbody import dataset as ds
 from sinet_ase.nbody.evaluate import main as evaluate_main
 from sinet_ase.nbody import simulator as sim
-from sinet_ase.nbody.model import NBodySINet, load_nbody_model, pair_orbit_scalars
+from sinet_ase.nbody.model import NBodySINet, load_nbody_model, pair_orbit_scalars, save_nbody_model
 from sinet_ase.nbody.rollout import ground_truth, rollout, rollout_mse
 from sinet_ase.nbody.model import nbody_model_from_dict, nbody_model_to_dict
 from sinet_ase.nbody.train import evaluate_mse, learning_rate, load_config, resolve_device, train
@@ -100,6 +100,18 @@ def test_checkpoint_reloads_with_same_test_mse(trained, small_data, tmp_path, ca
     assert evaluate_main([str(out / "best.pt"), str(npz)]) == 0
     printed = capsys.readouterr().out
     assert f"test MSE: {summary['test_mse_at_best']:.6f}" in printed
+    # a comma-joined list is one ensemble: the mean of the members' predictions
+    torch.manual_seed(1)
+    save_nbody_model(NBodySINet(**SMALL), tmp_path / "other.pt")  # untrained: a different member
+    assert evaluate_main([f"{out / 'best.pt'},{tmp_path / 'other.pt'}", str(npz)]) == 0
+    printed = capsys.readouterr().out
+    other = load_nbody_model(tmp_path / "other.pt")
+    ensemble = evaluate_mse([model, other], small_data["test"])
+    assert ensemble not in (pytest.approx(evaluate_mse(model, small_data["test"])),
+                            pytest.approx(evaluate_mse(other, small_data["test"])))
+    assert "ensemble of 2 models" in printed and f"test MSE: {ensemble:.6f}" in printed
+    with pytest.raises(SystemExit):
+        evaluate_main([f"{out / 'best.pt'},{out / 'best.pt'}", str(npz), "--time"])
 
 
 def test_rollout_shapes_and_single_step(trained, small_data):

@@ -3,9 +3,11 @@
 ::
 
     python -m sinet_ase.nbody.evaluate CHECKPOINT DATA.npz [--batch-size 100] [--time]
+    python -m sinet_ase.nbody.evaluate A.pt,B.pt,C.pt DATA.npz       # an ensemble
 
 ``CHECKPOINT``: a model file (``best.pt``) or a training checkpoint
-(``checkpoint.pt``, whose best model is used).  ``DATA.npz``: arrays ``x``,
+(``checkpoint.pt``, whose best model is used); several, joined by commas, are
+scored as one ensemble (the mean of the members' predicted positions).  ``DATA.npz``: arrays ``x``,
 ``v`` (N, 5, 3), ``q`` (N, 5) and ``target`` (N, 5, 3) (the format written by
 :func:`sinet_ase.nbody.dataset.save_npz_split`; ``python -m
 sinet_ase.nbody.simulator --out DIR`` writes ``DIR/test.npz``).  Prints the
@@ -32,13 +34,20 @@ __all__ = ["evaluate_file", "time_inference", "main"]
 
 
 def evaluate_file(checkpoint, data_path, batch_size: int = 100) -> dict:
-    """``dict(mse, n, baseline_x_plus_v, num_parameters)`` for a checkpoint and an ``.npz``."""
-    model = load_nbody_model(checkpoint)
+    """``dict(mse, n, baseline_x_plus_v, num_parameters, metadata)`` for a checkpoint and an ``.npz``.
+
+    ``checkpoint``: one path, or a list of paths scored as an ensemble (then
+    ``num_parameters`` is the members' total and ``metadata`` a list, one per member).
+    """
+    paths = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+    models = [load_nbody_model(path) for path in paths]
     split = load_npz_split(data_path)
-    mse = evaluate_mse(model, split, batch_size)
+    mse = evaluate_mse(models, split, batch_size)
+    metadata = [getattr(m, "metadata", {}) for m in models]
     return dict(mse=mse, n=int(split["x"].shape[0]),
                 baseline_x_plus_v=baseline_mse(split)["constant_velocity"],
-                num_parameters=model.num_parameters(), metadata=getattr(model, "metadata", {}))
+                num_parameters=sum(m.num_parameters() for m in models),
+                metadata=metadata[0] if len(models) == 1 else metadata)
 
 
 @torch.no_grad()
@@ -70,7 +79,8 @@ def time_inference(model, split, batch_size: int = 100, repeats: int = 20, warmu
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m sinet_ase.nbody.evaluate",
                                 description="Test MSE of an N-body model on an .npz split.")
-    p.add_argument("checkpoint", help="best.pt model file or training checkpoint.pt")
+    p.add_argument("checkpoint", help="best.pt model file or training checkpoint.pt; "
+                                      "A.pt,B.pt,... scores the ensemble of those models")
     p.add_argument("data", help=".npz with x, v (N,5,3), q (N,5), target (N,5,3)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--time", action="store_true", help="also time inference per batch")
@@ -78,8 +88,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     p.add_argument("--device", default="cpu", help="device for --time (cpu, cuda, auto)")
     a = p.parse_args(argv)
+    checkpoints = [c for c in a.checkpoint.split(",") if c]
+    if a.time and len(checkpoints) > 1:
+        p.error("--time times one model: give a single checkpoint")
     torch.set_num_threads(a.threads)
-    result = evaluate_file(a.checkpoint, a.data, a.batch_size)
+    result = evaluate_file(checkpoints, a.data, a.batch_size)
     if a.time:
         device = resolve_device(a.device)
         result["inference"] = time_inference(load_nbody_model(a.checkpoint).to(device),
@@ -87,7 +100,8 @@ def main(argv=None) -> int:
     if a.json:
         print(json.dumps(result))
         return 0
-    print(f"model: {a.checkpoint} ({result['num_parameters']} parameters)")
+    kind = "model" if len(checkpoints) == 1 else f"ensemble of {len(checkpoints)} models"
+    print(f"{kind}: {a.checkpoint} ({result['num_parameters']} parameters)")
     print(f"data:  {a.data} ({result['n']} systems)")
     print(f"test MSE: {result['mse']:.6f}")
     print(f"baseline x + v MSE: {result['baseline_x_plus_v']:.6f}")
