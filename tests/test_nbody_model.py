@@ -93,6 +93,9 @@ def test_checkpoint_reloads_with_same_test_mse(trained, small_data, tmp_path, ca
         assert isinstance(torch.load(out / name, weights_only=True), dict)
     model = load_nbody_model(out / "best.pt")
     assert model.metadata["best_epoch"] == summary["best_epoch"]
+    # a constant learning rate records no schedule length (only cosine fixes one at the start)
+    assert load_config(None, {})["train"]["lr_schedule"] == "constant"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["train"]["schedule_epochs"] is None
     assert evaluate_mse(model, small_data["test"]) == pytest.approx(summary["test_mse_at_best"], rel=1e-12)
     # the evaluation command on an .npz in the documented format
     npz = tmp_path / "test.npz"

@@ -34,7 +34,7 @@ _EXPORTS = {
     "load_nbody_dataset": "dataset", "save_npz_split": "dataset", "load_npz_split": "dataset",
     "baseline_mse": "dataset",
     # model
-    "NBodySINet": "model", "save_nbody_model": "model", "load_nbody_model": "model",
+    "NBodySINet": "model", "save_nbody_model": "model", "load_nbody_model": "model", "load_nbody_ensemble": "model",
     # rollout
     "ground_truth": "rollout", "rollout_mse": "rollout",
 }

@@ -27,27 +27,37 @@ import numpy as np
 import torch
 
 from .dataset import baseline_mse, load_npz_split
-from .model import load_nbody_model
+from .model import load_nbody_ensemble, load_nbody_model
 from .train import evaluate_mse, resolve_device, split_to_tensors
 
-__all__ = ["evaluate_file", "time_inference", "main"]
+__all__ = ["evaluate_models", "evaluate_file", "time_inference", "main"]
 
 
-def evaluate_file(checkpoint, data_path, batch_size: int = 100) -> dict:
-    """``dict(mse, n, baseline_x_plus_v, num_parameters, metadata)`` for a checkpoint and an ``.npz``.
+def evaluate_models(models, split: dict, batch_size: int = 100) -> dict:
+    """``dict(mse, n, baseline_x_plus_v, num_parameters, metadata)`` of one model or an
+    ensemble (a list, scored by the mean of the members' predictions) on a split.
 
-    ``checkpoint``: one path, or a list of paths scored as an ensemble (then
-    ``num_parameters`` is the members' total and ``metadata`` a list, one per member).
+    With several models ``num_parameters`` is the members' total and ``metadata`` a list,
+    one per member.
     """
-    paths = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
-    models = [load_nbody_model(path) for path in paths]
-    split = load_npz_split(data_path)
-    mse = evaluate_mse(models, split, batch_size)
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
     metadata = [getattr(m, "metadata", {}) for m in models]
-    return dict(mse=mse, n=int(split["x"].shape[0]),
+    return dict(mse=evaluate_mse(models, split, batch_size), n=int(split["x"].shape[0]),
                 baseline_x_plus_v=baseline_mse(split)["constant_velocity"],
                 num_parameters=sum(m.num_parameters() for m in models),
                 metadata=metadata[0] if len(models) == 1 else metadata)
+
+
+def evaluate_file(checkpoint, data_path, batch_size: int = 100) -> dict:
+    """:func:`evaluate_models` for model files and an ``.npz``: ``checkpoint`` is one path,
+    a string of paths joined by commas, or a list of paths (the last two: an ensemble)."""
+    if isinstance(checkpoint, (list, tuple)):
+        models = [load_nbody_model(path) for path in checkpoint]
+    elif isinstance(checkpoint, str):
+        models = load_nbody_ensemble(checkpoint)
+    else:
+        models = [load_nbody_model(checkpoint)]
+    return evaluate_models(models, load_npz_split(data_path), batch_size)
 
 
 @torch.no_grad()
@@ -88,19 +98,18 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     p.add_argument("--device", default="cpu", help="device for --time (cpu, cuda, auto)")
     a = p.parse_args(argv)
-    checkpoints = [c for c in a.checkpoint.split(",") if c]
-    if a.time and len(checkpoints) > 1:
-        p.error("--time times one model: give a single checkpoint")
     torch.set_num_threads(a.threads)
-    result = evaluate_file(checkpoints, a.data, a.batch_size)
+    models = load_nbody_ensemble(a.checkpoint)
+    if a.time and len(models) > 1:
+        p.error("--time times one model: give a single checkpoint")
+    split = load_npz_split(a.data)
+    result = evaluate_models(models, split, a.batch_size)
     if a.time:
-        device = resolve_device(a.device)
-        result["inference"] = time_inference(load_nbody_model(a.checkpoint).to(device),
-                                             load_npz_split(a.data), a.batch_size)
+        result["inference"] = time_inference(models[0].to(resolve_device(a.device)), split, a.batch_size)
     if a.json:
         print(json.dumps(result))
         return 0
-    kind = "model" if len(checkpoints) == 1 else f"ensemble of {len(checkpoints)} models"
+    kind = "model" if len(models) == 1 else f"ensemble of {len(models)} models"
     print(f"{kind}: {a.checkpoint} ({result['num_parameters']} parameters)")
     print(f"data:  {a.data} ({result['n']} systems)")
     print(f"test MSE: {result['mse']:.6f}")

@@ -71,7 +71,7 @@ Symmetries (by construction, tested in ``tests/test_nbody_model.py``):
 ``x_pred -> R x_pred + t``; permuting the particles permutes the output.
 """
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 from pathlib import Path
 
 import torch
@@ -91,6 +91,7 @@ __all__ = [
     "PreNormScalarInteractionLayer",
     "save_nbody_model",
     "load_nbody_model",
+    "load_nbody_ensemble",
     "nbody_model_to_dict",
     "nbody_model_from_dict",
     "NBODY_FORMAT",
@@ -132,7 +133,8 @@ def pair_orbit_scalars(vec: torch.Tensor, rel_v: torch.Tensor, qq: torch.Tensor)
     r = vec.norm(dim=-1).clamp_min(1e-9)
     kappa = 2.0 * qq
     v_r = (vec * rel_v).sum(-1) / r
-    h2 = torch.linalg.cross(vec, rel_v).pow(2).sum(-1)
+    h = torch.linalg.cross(vec, rel_v).norm(dim=-1)
+    h2 = h * h
     eps = 0.5 * rel_v.pow(2).sum(-1) + kappa / r
     root = torch.sqrt((kappa ** 2 + 2.0 * eps * h2).clamp_min(0.0))
     attract = kappa < 0
@@ -141,7 +143,7 @@ def pair_orbit_scalars(vec: torch.Tensor, rel_v: torch.Tensor, qq: torch.Tensor)
     r_p_attract = h2 / torch.where(attract, root - kappa, torch.ones_like(root))
     r_p_repel = (kappa + root) / torch.where(attract, torch.ones_like(eps), 2.0 * eps.clamp_min(1e-9))
     r_p = torch.where(attract, r_p_attract, r_p_repel)
-    return torch.stack([v_r / 2, h2.sqrt() / 2, eps / (1 + eps.abs()), 0.1 / (r_p + 0.1)], dim=-1)
+    return torch.stack([v_r / 2, h / 2, eps / (1 + eps.abs()), 0.1 / (r_p + 0.1)], dim=-1)
 
 
 def fully_connected_edges(num_systems: int, n: int, device=None) -> torch.Tensor:
@@ -417,3 +419,13 @@ def load_nbody_model(path: Union[str, Path]) -> NBodySINet:
     if isinstance(payload, dict) and payload.get("format") == "sinet-ase-nbody-checkpoint":
         payload = payload["best_model"] if payload.get("best_model") else payload["model"]
     return nbody_model_from_dict(payload, str(path))
+
+
+def load_nbody_ensemble(spec: str) -> List[NBodySINet]:
+    """Model files joined by commas (``"a.pt,b.pt"``) -> their models, one per file;
+    a single path gives a list of one. Scored together they form an ensemble
+    (:func:`sinet_ase.nbody.train.evaluate_mse` takes the list)."""
+    paths = [part for part in str(spec).split(",") if part]
+    if not paths:
+        raise ValueError("no model file given")
+    return [load_nbody_model(path) for path in paths]

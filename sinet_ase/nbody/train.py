@@ -130,6 +130,12 @@ def split_to_tensors(split: dict, dtype=torch.float32, device=None) -> Dict[str,
     return {k: t.to(device) for k, t in out.items()} if device is not None else out
 
 
+def ensemble_displacement(models: Sequence[NBodySINet], x: torch.Tensor, v: torch.Tensor,
+                          q: torch.Tensor) -> torch.Tensor:
+    """Mean of the models' predicted displacements, in float64: ``(B, n, 3)``."""
+    return torch.stack([m.displacement(x, v, q).double() for m in models]).mean(dim=0)
+
+
 @torch.no_grad()
 def evaluate_mse(model: Union[NBodySINet, Sequence[NBodySINet]], split, batch_size: int = 100) -> float:
     """MSE over all coordinates of ``model(x, v, q)`` against ``target`` (float64 sum).
@@ -148,8 +154,7 @@ def evaluate_mse(model: Union[NBodySINet, Sequence[NBodySINet]], split, batch_si
     total, count = 0.0, 0
     for start in range(0, t["x"].shape[0], batch_size):
         sl = slice(start, start + batch_size)
-        pred = torch.stack([m.displacement(t["x"][sl], t["v"][sl], t["q"][sl]).double()
-                            for m in models]).mean(dim=0)
+        pred = ensemble_displacement(models, t["x"][sl], t["v"][sl], t["q"][sl])
         total += float(((pred - t["dx"][sl].double()) ** 2).sum())
         count += pred.numel()
     for m, mode in zip(models, was_training):
@@ -231,7 +236,7 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     elif resume and verbose:
         print(f"no checkpoint in {out_dir}: starting from scratch")
 
-    if state is None and tc.get("schedule_epochs") is None:
+    if state is None and tc.get("schedule_epochs") is None and tc.get("lr_schedule") == "cosine":
         # fixed at the start, so that a --resume with more --epochs keeps the schedule
         config = _merge(config, {"train": {"schedule_epochs": int(tc["epochs"])}})
         tc = config["train"]

@@ -38,7 +38,7 @@ def differences(config):
             if key in ("seed", "epochs", "max_minutes", "device", "threads") or value == default:
                 continue
             if key == "schedule_epochs" and config["train"].get("lr_schedule", "constant") == "constant":
-                continue  # set to the run's epochs at its start; no effect on a constant rate
+                continue  # logs before commit "schedule_epochs only for cosine" carry it; no effect
             out[f"{section}.{key}"] = value
     return out
 

@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from sinet_ase.nbody.dataset import baseline_mse, load_nbody_dataset, make_split  # noqa: E402
-from sinet_ase.nbody.model import load_nbody_model  # noqa: E402
+from sinet_ase.nbody.model import load_nbody_ensemble  # noqa: E402
 from sinet_ase.nbody.train import evaluate_mse  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main():
         yield "no motion", lambda s: baseline_mse(s)["no_motion"]
         yield "x + v", lambda s: baseline_mse(s)["constant_velocity"]
         for path in args.models:
-            members = [load_nbody_model(p) for p in path.split(",")]
+            members = load_nbody_ensemble(path)
             yield path, lambda s, ms=members: evaluate_mse(ms, s)
 
     rows = []

@@ -24,8 +24,8 @@ import torch  # noqa: E402
 
 from sinet_ase.nbody import simulator as sim  # noqa: E402
 from sinet_ase.nbody.dataset import load_nbody_dataset  # noqa: E402
-from sinet_ase.nbody.model import load_nbody_model  # noqa: E402
-from sinet_ase.nbody.train import split_to_tensors  # noqa: E402
+from sinet_ase.nbody.model import load_nbody_ensemble  # noqa: E402
+from sinet_ase.nbody.train import ensemble_displacement, split_to_tensors  # noqa: E402
 
 BIN_EDGES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, np.inf)
 INTERVAL_STEPS = 1000
@@ -43,7 +43,7 @@ def per_system_mse(members, split) -> np.ndarray:
     """``(N,)`` MSE over each system's coordinates of the members' mean prediction."""
     t = split_to_tensors(split, members[0].dtype)
     with torch.no_grad():
-        pred = torch.stack([m.eval().displacement(t["x"], t["v"], t["q"]).double() for m in members]).mean(0)
+        pred = ensemble_displacement([m.eval() for m in members], t["x"], t["v"], t["q"])
     return ((pred - t["dx"].double()) ** 2).mean(dim=(1, 2)).numpy()
 
 
@@ -72,7 +72,7 @@ def main():
     d_min = closest_approach(split)
     rows = {"x + v": breakdown(((split["x"] + split["v"] - split["target"]) ** 2).mean(axis=(1, 2)), d_min)}
     for path in args.models:
-        rows[path] = breakdown(per_system_mse([load_nbody_model(p) for p in path.split(",")], split), d_min)
+        rows[path] = breakdown(per_system_mse(load_nbody_ensemble(path), split), d_min)
 
     labels = [f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">= {lo:g}" for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:])]
     counts = [b["n"] for b in next(iter(rows.values()))["bins"]]
