@@ -64,7 +64,8 @@ class ScalarInteraction(torch.nn.Module):
     ``beta Y`` term are batched products with small ``(E, L+1, M)`` factors, and
     ``alpha`` reaches the ``2l+1`` rows of its degree by a gather of whole rows. On
     this project's CPU it is faster than the ``(E, c, M)`` form at ``L = 1, 2, 4, 5, 6``
-    (10-30 % per op) and level at ``L = 3`` (benchmarks/README.md), so
+    (3-30 % per op in two runs) and level at ``L = 3`` (``benchmarks/compare_si_forms.py``,
+    benchmarks/README.md), so
     :class:`ScalarInteractionLayer` uses it. Coefficients and invariants are ordered
     ``(c, L+1)`` in both, so the MLP weights mean the same thing either way.
     """
