@@ -233,6 +233,15 @@ def test_max_minutes_stops_at_a_validation_and_resume_continues(small_data, tmp_
     assert done["epochs_done"] == 6
 
 
+def test_time_reversal_doubles_the_training_set_only(small_data, tmp_path, capsys):
+    config = load_config(None, {"model": SMALL, "train": dict(epochs=1, eval_every=1, time_reversal=True)})
+    summary = train(config, tmp_path, data=small_data, verbose=True)
+    assert "600 train / 100 valid / 100 test" in capsys.readouterr().out
+    # validation and test stay the protocol's: the logged test MSE is the model's on small_data["test"]
+    model = load_nbody_model(tmp_path / "best.pt")
+    assert evaluate_mse(model, small_data["test"]) == pytest.approx(summary["test_mse_at_best"], rel=1e-6)
+
+
 def test_device_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -208,6 +208,23 @@ def test_rollout_ground_truth_continues_frames_exactly():
     np.testing.assert_array_equal(p1[1], traj["x"][0, 40])
 
 
+def test_time_reversed_split_retraces_the_trajectories():
+    split = ds.make_splits(23, 6, 0, 0)["train"]
+    back = ds.time_reversed(split)
+    np.testing.assert_array_equal(back["x"], split["target"])
+    np.testing.assert_array_equal(back["target"], split["x"])
+    # the simulator started from the reversed frame-40 state lands on frame 30 ...
+    pos, vel = sim.simulate(back["x"], back["v"], back["q"], 1000, 1000)
+    np.testing.assert_allclose(pos[:, 0], split["x"], atol=1e-8)
+    np.testing.assert_allclose(vel[:, 0], back["target_v"], atol=1e-8)
+    # ... and reversing twice is the identity (the map is an involution)
+    twice = ds.time_reversed(back)
+    for key in ("x", "v", "target", "target_v"):
+        np.testing.assert_allclose(twice[key], split[key], rtol=0, atol=1e-12)
+    with pytest.raises(KeyError, match="frame-40 velocities"):
+        ds.time_reversed({k: split[k] for k in ("x", "v", "q", "target")})
+
+
 def test_baselines_on_test_split():
     # the real benchmark test split (default seed, 3000/2000/2000)
     test = ds.make_splits(only=("test",))["test"]

@@ -32,7 +32,7 @@ _EXPORTS = {
     "DEFAULT_SEED": "dataset", "NBodyCacheError": "dataset", "default_cache_dir": "dataset",
     "cache_path": "dataset", "make_split": "dataset", "make_splits": "dataset",
     "load_nbody_dataset": "dataset", "save_npz_split": "dataset", "load_npz_split": "dataset",
-    "baseline_mse": "dataset",
+    "baseline_mse": "dataset", "time_reversed": "dataset",
     # model
     "NBodySINet": "model", "save_nbody_model": "model", "load_nbody_model": "model", "load_nbody_ensemble": "model",
     # rollout

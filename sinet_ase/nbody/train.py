@@ -38,7 +38,11 @@ Beyond the protocol (off by default): ``train.lr_schedule: cosine`` decays the
 learning rate from ``lr`` to ``lr_min`` over ``schedule_epochs`` (default: the
 run's ``epochs``, fixed when the run starts), and ``train.ema_decay`` scores
 validation, test and ``best.pt`` with an exponential moving average of the
-weights (updated after every optimiser step; kept in the checkpoint).
+weights (updated after every optimiser step; kept in the checkpoint), and
+``train.time_reversal: true`` appends the training trajectories run backwards
+(:func:`~sinet_ase.nbody.dataset.time_reversed`: input frame 40, target frame
+30, exact for this integrator) to the training set, twice the samples per
+epoch; validation and test are unchanged.
 
 Every tensor in the checkpoint is a plain tensor (RNG states are byte
 tensors), so it too loads with ``weights_only=True``.
@@ -75,7 +79,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "data": dict(cache_dir=None, seed=42, n_train=3000, n_valid=2000, n_test=2000),
     "train": dict(seed=0, lr=5e-4, weight_decay=1e-12, batch_size=100, epochs=1000,
                   eval_every=5, dtype="float32", threads=1, device="cpu", max_minutes=None,
-                  lr_schedule="constant", schedule_epochs=None, lr_min=0.0, ema_decay=None),
+                  lr_schedule="constant", schedule_epochs=None, lr_min=0.0, ema_decay=None,
+                  time_reversal=False),
 }
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -274,7 +279,13 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
                   f"at epoch {best['epoch']})")
 
     data = data if data is not None else _load_splits(config)
-    train_t = split_to_tensors(data["train"], dtype, device)
+    train_split = data["train"]
+    if tc.get("time_reversal"):
+        from .dataset import time_reversed
+
+        reversed_split = time_reversed(train_split)
+        train_split = {k: np.concatenate([train_split[k], reversed_split[k]]) for k in ("x", "v", "q", "target")}
+    train_t = split_to_tensors(train_split, dtype, device)
     valid_t = split_to_tensors(data["valid"], dtype, device)
     test_t = split_to_tensors(data["test"], dtype, device)
     n_train, bs = train_t["x"].shape[0], int(tc["batch_size"])
