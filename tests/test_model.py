@@ -128,11 +128,15 @@ def test_batch_equals_one_at_a_time(dtype, rng):
     batched = model(batch_graphs(graphs), compute_stress=True)
     offset = 0
     tol = TOLERANCE[dtype] * 10
+    # the perfect fcc cell has zero forces by symmetry (rounding noise of 1e-12): forces are
+    # compared on the scale of the largest force in the batch, not each structure's own
+    force_scale = float(batched["forces"].abs().max())
     for k, g in enumerate(graphs):
         single = model(g, compute_stress=True)
         n = g.pos.shape[0]
         assert relative_error(batched["energy"][k], single["energy"][0]) < tol
-        assert relative_error(batched["forces"][offset:offset + n], single["forces"]) < tol
+        force_error = float((batched["forces"][offset:offset + n] - single["forces"]).abs().max())
+        assert force_error < tol * force_scale
         offset += n
     for k in (1, 2):  # periodic ones: stress per structure
         single = model(graphs[k], compute_stress=True)

@@ -56,14 +56,26 @@ def test_channels_last_form_is_the_same_operation(lmax):
     g_cl, = torch.autograd.grad(out_cl.transpose(1, 2), h_src, cot)
     assert relative_error(g_cl, g) < 1e-12
 
+    # without h_dst and edge scalars too
+    op_plain = ScalarInteraction(layout, with_receiver=False, hidden=8).double()
+    assert relative_error(op_plain.forward_channels_last(h_src.transpose(1, 2), Y).transpose(1, 2),
+                          op_plain(h_src, Y)) < 1e-12
+
+    # the layer: (E, c, M) form against channels-last with the per-node first-layer terms,
+    # values and gradients with respect to the features and the edge vectors' harmonics
     layer = ScalarInteractionLayer(layout, num_basis=3, hidden=8, avg_num_neighbors=2.0).double()
-    h = torch.randn(6, 5, layout.num_m, dtype=torch.float64)
+    h = torch.randn(6, 5, layout.num_m, dtype=torch.float64, requires_grad=True)
+    Y = Y.detach().requires_grad_(True)
     edge_index = torch.randint(0, 6, (2, 13))
-    results = []
+    results, grads = [], []
     for channels_last in (False, True):
         layer.channels_last = channels_last
-        results.append(layer(h, edge_index, Y, s, w))
+        out = layer(h, edge_index, Y, s, w)
+        results.append(out)
+        grads.append(torch.autograd.grad(out, (h, Y), torch.ones_like(out)))
     assert relative_error(results[1], results[0]) < 1e-12
+    for g_cl, g in zip(grads[1], grads[0]):
+        assert relative_error(g_cl, g) < 1e-12
 
 
 @pytest.mark.parametrize("channels", [1, 3, 64])

@@ -81,24 +81,33 @@ class ScalarInteraction(torch.nn.Module):
         if with_receiver:
             num_invariants += c * (L + 1) + c  # p, h_i^0
         self.coefficients = mlp([num_invariants, hidden, 2 * c * (L + 1)])
+        self._register_channels_last_orders()
 
-    def invariants_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
-                                 edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """All invariants of one edge from ``(E, M, c)`` features: ``(E, num_invariants)``,
-        ordered ``[q (c, L+1), h_j^0, p (c, L+1), h_i^0, s]``."""
-        E = h_src.shape[0]
-        q = self.layout.inner_with_harmonics_channels_last(h_src, Y)  # (E, L+1, c)
-        parts = [q.transpose(1, 2).reshape(E, -1), h_src[:, 0, :]]
+    def _register_channels_last_orders(self):
+        """Column and row orders that let the channels-last form use the MLP's stored weights.
+
+        The stored first layer reads ``[q (c, L+1), h_j^0, p (c, L+1), h_i^0, s]``; the
+        channels-last form reads ``[q (L+1, c), p (L+1, c), s]`` per edge (``edge_columns``)
+        and takes the ``h_j^0`` and ``h_i^0`` columns (``src_columns``, ``dst_columns``) per
+        node. The stored last layer writes ``(2, c, L+1)``; ``output_rows`` reorders it to
+        ``(2, L+1, c)``, so ``alpha`` and ``beta`` come out channels-last without a copy.
+        """
+        c, L = self.layout.channels, self.layout.lmax
+        by_degree = torch.arange(c * (L + 1)).view(c, L + 1).t().reshape(-1)  # (l, k) -> k (L+1) + l
+        q_width = c * (L + 1)
+        edge = [by_degree]
+        src = torch.arange(q_width, q_width + c)
+        dst = torch.zeros(0, dtype=torch.long)
+        offset = q_width + c
         if self.with_receiver:
-            if h_dst is None:
-                raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
-            p = self.layout.degree_sum_channels_last(h_dst * h_src)
-            parts += [p.transpose(1, 2).reshape(E, -1), h_dst[:, 0, :]]
-        if self.num_edge_scalars:
-            if edge_scalars is None:
-                raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
-            parts.append(edge_scalars)
-        return torch.cat(parts, dim=-1)
+            edge.append(offset + by_degree)
+            dst = torch.arange(offset + q_width, offset + q_width + c)
+            offset += q_width + c
+        edge.append(torch.arange(offset, offset + self.num_edge_scalars))
+        self.register_buffer("edge_columns", torch.cat(edge), persistent=False)
+        self.register_buffer("src_columns", src, persistent=False)
+        self.register_buffer("dst_columns", dst, persistent=False)
+        self.register_buffer("output_rows", torch.cat([by_degree, q_width + by_degree]), persistent=False)
 
     def invariants(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                    edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -115,15 +124,63 @@ class ScalarInteraction(torch.nn.Module):
             parts.append(edge_scalars)
         return torch.cat(parts, dim=-1)
 
+    def node_terms_channels_last(self, h: torch.Tensor):
+        """The scalar part of the coefficient MLP's first layer, per node.
+
+        The first layer is linear, ``W [.., h_j^0, .., h_i^0, ..] + b``, so its
+        ``W_j h_j^0`` and ``W_i h_i^0 + b`` terms depend on one node each: computed for
+        the ``N`` nodes and gathered, they cost ``N`` instead of ``E`` rows of the product
+        (and the per-edge input is ``2 c`` columns narrower). ``h (N, M, c)`` ->
+        ``(sender_term, receiver_term)``, ``(N, hidden)`` each; pass
+        ``sender_term[sender] + receiver_term[receiver]`` as ``scalar_terms`` to
+        :meth:`forward_channels_last`.
+        """
+        first = self.coefficients[0]
+        h0 = h[:, 0, :]
+        sender_term = h0 @ first.weight.index_select(1, self.src_columns).t()
+        if self.with_receiver:
+            receiver_term = torch.addmm(first.bias, h0, first.weight.index_select(1, self.dst_columns).t())
+        else:
+            receiver_term = first.bias.expand_as(sender_term)
+        return sender_term, receiver_term
+
     def forward_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                               edge_scalars: Optional[torch.Tensor] = None,
-                              edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Messages ``(E, M, c)`` from ``h_src, h_dst (E, M, c)``, ``Y (E, M)``."""
+                              edge_weight: Optional[torch.Tensor] = None,
+                              scalar_terms: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Messages ``(E, M, c)`` from ``h_src, h_dst (E, M, c)``, ``Y (E, M)``.
+
+        ``scalar_terms (E, hidden)``: the first layer's ``h_j^0``, ``h_i^0`` and bias terms
+        gathered from :meth:`node_terms_channels_last` (what the layer passes); computed
+        here from ``h_src``, ``h_dst`` when ``None``. Same function as :meth:`forward`:
+        the stored weights are read in reordered columns and rows (see
+        ``_register_channels_last_orders``), so no invariant or coefficient is transposed.
+        """
         c, L = self.layout.channels, self.layout.lmax
-        coeff = self.coefficients(self.invariants_channels_last(h_src, Y, h_dst, edge_scalars))
+        E = h_src.shape[0]
+        if self.with_receiver and h_dst is None:
+            raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
+        if self.num_edge_scalars and edge_scalars is None:
+            raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
+        parts = [self.layout.inner_with_harmonics_channels_last(h_src, Y).reshape(E, -1)]  # q (E, (L+1) c)
+        if self.with_receiver:
+            parts.append(self.layout.degree_sum_channels_last(h_dst * h_src).reshape(E, -1))  # p
+        if self.num_edge_scalars:
+            parts.append(edge_scalars)
+        first, activation, last = self.coefficients
+        if scalar_terms is None:
+            sender_term = h_src[:, 0, :] @ first.weight.index_select(1, self.src_columns).t()
+            receiver_term = (torch.addmm(first.bias, h_dst[:, 0, :],
+                                         first.weight.index_select(1, self.dst_columns).t())
+                             if self.with_receiver else first.bias)
+            scalar_terms = sender_term + receiver_term
+        hidden = activation(torch.addmm(scalar_terms, torch.cat(parts, dim=-1),
+                                        first.weight.index_select(1, self.edge_columns).t()))
+        coeff = torch.nn.functional.linear(hidden, last.weight.index_select(0, self.output_rows),
+                                           last.bias.index_select(0, self.output_rows))
         if edge_weight is not None:
             coeff = coeff * edge_weight.unsqueeze(-1)
-        alpha, beta = coeff.view(-1, 2, c, L + 1).transpose(2, 3).unbind(1)  # (E, L+1, c) each
+        alpha, beta = coeff.view(E, 2, L + 1, c).unbind(1)  # (E, L+1, c) each, rows contiguous
         return self.layout.combine_with_harmonics_channels_last(alpha, h_src, beta, Y)
 
     def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
@@ -176,7 +233,10 @@ class ScalarInteractionLayer(torch.nn.Module):
         # CPU than the accumulating index_put_ behind advanced indexing (profiled)
         h_src, h_dst = h.index_select(0, sender), h.index_select(0, receiver)
         if self.channels_last:
-            messages = self.interaction.forward_channels_last(h_src, Y, h_dst, phi, edge_weight=u)
+            sender_term, receiver_term = self.interaction.node_terms_channels_last(h)
+            scalar_terms = sender_term.index_select(0, sender) + receiver_term.index_select(0, receiver)
+            messages = self.interaction.forward_channels_last(h_src, Y, h_dst, phi, edge_weight=u,
+                                                              scalar_terms=scalar_terms)
         else:
             messages = self.interaction(h_src, Y, h_dst, phi, edge_weight=u)
         return torch.zeros_like(h).index_add_(0, receiver, messages)
