@@ -66,8 +66,12 @@ class ScalarInteraction(torch.nn.Module):
     this project's CPU it is faster than the ``(E, c, M)`` form at ``L = 1, 2, 4, 5, 6``
     (3-30 % per op in two runs) and level at ``L = 3`` (``benchmarks/compare_si_forms.py``,
     benchmarks/README.md), so
-    :class:`ScalarInteractionLayer` uses it. Coefficients and invariants are ordered
-    ``(c, L+1)`` in both, so the MLP weights mean the same thing either way.
+    :class:`ScalarInteractionLayer` uses it. Both forms use the same stored weights: the
+    MLP's first layer reads ``(c, L+1)``-ordered invariants and its last layer writes
+    ``(c, L+1)``-ordered coefficients; the channels-last form reads the weights in
+    ``(L+1, c)`` order instead of transposing the per-edge tensors, and the layer computes
+    the first layer's ``h_j^0`` and ``h_i^0`` terms once per node
+    (:meth:`node_terms_channels_last`).
     """
 
     def __init__(self, layout: SphericalLayout, num_edge_scalars: int = 0,
