@@ -128,6 +128,12 @@ class ScalarInteraction(torch.nn.Module):
             parts.append(edge_scalars)
         return torch.cat(parts, dim=-1)
 
+    def _first_layer_term(self, h: torch.Tensor, columns: torch.Tensor, with_bias: bool) -> torch.Tensor:
+        """``W[:, columns] h[:, 0, :] (+ b)``: one scalar block of the first layer, ``(n, hidden)``."""
+        first = self.coefficients[0]
+        weight = first.weight.index_select(1, columns).t()
+        return torch.addmm(first.bias, h[:, 0, :], weight) if with_bias else h[:, 0, :] @ weight
+
     def node_terms_channels_last(self, h: torch.Tensor):
         """The scalar part of the coefficient MLP's first layer, per node.
 
@@ -139,13 +145,11 @@ class ScalarInteraction(torch.nn.Module):
         ``sender_term[sender] + receiver_term[receiver]`` as ``scalar_terms`` to
         :meth:`forward_channels_last`.
         """
-        first = self.coefficients[0]
-        h0 = h[:, 0, :]
-        sender_term = h0 @ first.weight.index_select(1, self.src_columns).t()
+        sender_term = self._first_layer_term(h, self.src_columns, with_bias=False)
         if self.with_receiver:
-            receiver_term = torch.addmm(first.bias, h0, first.weight.index_select(1, self.dst_columns).t())
+            receiver_term = self._first_layer_term(h, self.dst_columns, with_bias=True)
         else:
-            receiver_term = first.bias.expand_as(sender_term)
+            receiver_term = self.coefficients[0].bias.expand_as(sender_term)
         return sender_term, receiver_term
 
     def forward_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
@@ -173,11 +177,9 @@ class ScalarInteraction(torch.nn.Module):
             parts.append(edge_scalars)
         first, activation, last = self.coefficients
         if scalar_terms is None:
-            sender_term = h_src[:, 0, :] @ first.weight.index_select(1, self.src_columns).t()
-            receiver_term = (torch.addmm(first.bias, h_dst[:, 0, :],
-                                         first.weight.index_select(1, self.dst_columns).t())
+            receiver_term = (self._first_layer_term(h_dst, self.dst_columns, with_bias=True)
                              if self.with_receiver else first.bias)
-            scalar_terms = sender_term + receiver_term
+            scalar_terms = self._first_layer_term(h_src, self.src_columns, with_bias=False) + receiver_term
         hidden = activation(torch.addmm(scalar_terms, torch.cat(parts, dim=-1),
                                         first.weight.index_select(1, self.edge_columns).t()))
         coeff = torch.nn.functional.linear(hidden, last.weight.index_select(0, self.output_rows),
