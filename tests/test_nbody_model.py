@@ -195,7 +195,12 @@ def test_cosine_schedule_and_ema_resume_exactly(small_data, tmp_path):
     assert any(not torch.equal(raw[k], ema[k]) for k in raw)
     assert resumed["test_mse_at_best"] == full["test_mse_at_best"]
     best = load_nbody_model(tmp_path / "full" / "best.pt")
-    assert evaluate_mse(best, data["test"]) == pytest.approx(full["test_mse_at_best"], rel=1e-12)
+    # float32 networks: a reloaded copy may round a few predictions differently (seen on one
+    # CPU: 5e-12 relative in the MSE), far below what raw instead of averaged weights change
+    best_mse = evaluate_mse(best, data["test"])
+    assert best_mse == pytest.approx(full["test_mse_at_best"], rel=1e-7)
+    best.load_state_dict(raw)
+    assert evaluate_mse(best, data["test"]) != pytest.approx(best_mse, rel=1e-5)
     # the schedule: lr at epoch 1, lr_min from schedule_epochs on (here 4), cosine between
     tc = a["config"]["train"]
     assert learning_rate(tc, 1) == pytest.approx(5e-4)
