@@ -3,9 +3,10 @@
     python benchmarks/compile_options.py L SYSTEM OPTION [DTYPE]
 
 L: lmax; SYSTEM: ``ethanol`` or ``cu<n>`` (fcc Cu repeated n times, rattled 0.05 Å);
-OPTION: ``eager``, ``simd0`` (inductor ``cpp.simdlen=0``: multi-threaded kernels without
-SIMD) or ``thr1`` (``cpp.threads=1``: single-threaded generated kernels, the default of
-``enable_compile``). Model: 64 channels, 2 layers, cutoff 5 Å, random weights (seed 0);
+OPTION: ``eager``, ``default`` (``enable_compile``'s options: inductor's defaults, generated
+kernels on every thread), ``simd0`` (inductor ``cpp.simdlen=0``: multi-threaded kernels
+without SIMD) or ``thr1`` (``cpp.threads=1``: single-threaded generated kernels, the default
+of ``enable_compile`` before the custom neighbour-sum operators). Model: 64 channels, 2 layers, cutoff 5 Å, random weights (seed 0);
 2 torch threads. Before each timed call the atoms move by N(0, 0.005 Å); median of 30
 calls (8 from 500 atoms) after 3 untimed ones; prints one JSON line. The first call
 (which compiles) is reported as ``first_s``. Run it with the jemalloc settings of
@@ -25,7 +26,8 @@ torch.manual_seed(0)
 model = SINet(el, lmax=L, channels=64, num_layers=2, cutoff=5.0)
 calc = SINetCalculator(model, dtype=dtype)
 if opt != "eager":
-    options = {"simd0": {"cpp.simdlen": 0, "cpp.threads": -1}, "thr1": {"cpp.threads": 1}}[opt]
+    options = {"simd0": {"cpp.simdlen": 0, "cpp.threads": -1}, "thr1": {"cpp.threads": 1},
+               "default": {}}[opt]
     calc.model.enable_compile(options=options)
 a = atoms.copy(); a.calc = calc
 t = time.perf_counter(); a.get_forces(); first = time.perf_counter() - t

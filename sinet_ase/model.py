@@ -30,11 +30,11 @@ from .ops.mlp import mlp
 
 BACKBONES = ("sinet", "siformer")
 
-#: inductor options of :meth:`SINet.enable_compile`. Single-threaded generated CPU kernels:
-#: with more threads, inductor (torch 2.13) fails an assertion while generating the
-#: vectorised atomic adds of the neighbour sums; matrix products still use all threads.
-#: Measured faster than the other workaround, no SIMD (benchmarks/README.md).
-INDUCTOR_OPTIONS = {"cpp.threads": 1}
+#: inductor options of :meth:`SINet.enable_compile` (none: inductor's defaults). Generated
+#: kernels use every thread since the neighbour sums became custom operators that inductor
+#: leaves to ATen (:mod:`sinet_ase.ops.neighbour_sum`); before, inductor (torch 2.13) failed
+#: an assertion generating them multi-threaded, and this held ``{"cpp.threads": 1}``.
+INDUCTOR_OPTIONS = {}
 
 
 class SINetBackbone(torch.nn.Module):

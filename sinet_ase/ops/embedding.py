@@ -19,6 +19,7 @@ from .chunking import edge_chunked_sum
 
 from .layout import SphericalLayout
 from .mlp import mlp
+from .neighbour_sum import gather_rows, sum_rows
 
 
 class SphericalEmbedding(torch.nn.Module):
@@ -43,12 +44,11 @@ class SphericalEmbedding(torch.nn.Module):
         ``z (N, c)`` -> ``(N, M, c)``."""
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
-        weights = self.radial(phi).view(-1, c, L + 1) * (u.view(-1, 1, 1) * z.index_select(0, sender).unsqueeze(-1))
+        weights = self.radial(phi).view(-1, c, L + 1) * (u.view(-1, 1, 1) * gather_rows(z, sender).unsqueeze(-1))
         # (E, c, L+1) -> (E, L+1, c) -> one row per spherical column (E, M, c), times Y^l_m:
         # channels innermost, so both steps vectorise over c
         messages = self.layout.per_degree_channels_last(weights.transpose(1, 2)) * Y.unsqueeze(-1)
-        h = torch.zeros(z.shape[0], self.layout.num_m, c, dtype=Y.dtype, device=Y.device)
-        return h.index_add_(0, receiver, messages)
+        return sum_rows(messages, receiver, z.shape[0])
 
     def forward(self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
         z = self.species_embedding(species)  # (N, c)

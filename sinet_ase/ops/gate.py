@@ -20,8 +20,13 @@ class ScalarGate(torch.nn.Module):
         self.layout = layout
         c, L = layout.channels, layout.lmax
         self.gates = torch.nn.Linear(c, c * L) if L > 0 else None
-        # degree l of each column m >= 1, shifted to index the L gate blocks
-        self.register_buffer("gate_of_m", layout.degree_of_m[1:] - 1, persistent=False)
+        # one-hot (L, M - 1): row l - 1 selects the 2l + 1 columns of degree l >= 1. A product
+        # with it broadcasts the gates exactly; unlike index_select along the last axis, its
+        # backward is a product too, not a scatter (which torch.compile cannot generate
+        # multi-threaded on CPU, see neighbour_sum.py)
+        gate_of_m = layout.degree_of_m[1:] - 1
+        onehot = torch.nn.functional.one_hot(gate_of_m, max(L, 1)).t().to(torch.get_default_dtype())
+        self.register_buffer("gate_onehot", onehot.contiguous(), persistent=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         scalars = h[:, :, 0]
@@ -29,5 +34,5 @@ class ScalarGate(torch.nn.Module):
         if self.gates is None:
             return out0
         c, L = self.layout.channels, self.layout.lmax
-        g = torch.sigmoid(self.gates(scalars)).view(-1, c, L).index_select(-1, self.gate_of_m)
+        g = torch.sigmoid(self.gates(scalars)).view(-1, c, L) @ self.gate_onehot
         return torch.cat([out0, h[:, :, 1:] * g], dim=-1)

@@ -74,10 +74,22 @@ class SphericalLayout(torch.nn.Module):
 
     def per_degree_channels_last(self, coeff: torch.Tensor) -> torch.Tensor:
         """``(..., L+1, c)`` per-degree values -> ``(..., M, c)``, one row per spherical column."""
+        if torch.compiler.is_compiling():
+            # inductor turns the backward of index_select (an index_add along this axis) into
+            # a slow scatter kernel; row l expanded to its 2l+1 rows is plain indexing for it,
+            # and its backward a sum over those rows
+            return torch.cat([coeff.narrow(-2, l, 1).expand(*coeff.shape[:-2], 2 * l + 1, coeff.shape[-1])
+                              for l in range(self.lmax + 1)], dim=-2)
         return coeff.index_select(-2, self.degree_of_m)
 
     def degree_sum_channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """``sum_{m in l} x[..., m, :] / sqrt(2l+1)``: ``(E, M, c) -> (E, L+1, c)``."""
+        if torch.compiler.is_compiling():
+            # slices and sums, which inductor fuses with the products around them, instead of a
+            # batched product with an inner dimension of (L+1)^2 that it leaves to ATen; the scale
+            # is the buffer's 1/sqrt(2l+1), rounded as the eager form's
+            return torch.cat([x.narrow(-2, l * l, 2 * l + 1).sum(-2, keepdim=True) * self.inner_product[l * l, l]
+                              for l in range(self.lmax + 1)], dim=-2)
         return torch.matmul(self.inner_product.t(), x)
 
     def inner_with_harmonics_channels_last(self, h: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -87,6 +99,8 @@ class SphericalLayout(torch.nn.Module):
         left factor: no ``(E, M, c)`` temporary, and its backward is two more batched
         products (measured faster than ``degree_sum_channels_last(h * Y)``, benchmarks/README.md).
         """
+        if torch.compiler.is_compiling():
+            return self.degree_sum_channels_last(h * Y.unsqueeze(-1))  # one fused kernel
         return torch.bmm(Y.unsqueeze(1) * self.inner_product.t(), h)
 
     def combine_with_harmonics_channels_last(self, alpha: torch.Tensor, h: torch.Tensor,
@@ -98,6 +112,10 @@ class SphericalLayout(torch.nn.Module):
         ``c`` contiguous numbers); the ``Y`` term is one batched product with the
         ``(E, M, L+1)`` factor ``Y[:, :, None] * degree_onehot^T`` added by ``baddbmm``.
         """
+        if torch.compiler.is_compiling():
+            # element-wise, fused by inductor (the batched product has an inner dimension L+1)
+            return (self.per_degree_channels_last(alpha) * h
+                    + self.per_degree_channels_last(beta) * Y.unsqueeze(-1))
         return torch.baddbmm(self.per_degree_channels_last(alpha) * h,
                              Y.unsqueeze(-1) * self.degree_onehot.t(), beta)
 

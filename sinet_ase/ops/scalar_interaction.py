@@ -39,6 +39,7 @@ from .chunking import edge_chunked_sum
 from .gate import ScalarGate
 from .layout import SphericalLayout
 from .mlp import mlp
+from .neighbour_sum import gather_rows, sum_rows
 
 
 class ScalarInteraction(torch.nn.Module):
@@ -235,17 +236,15 @@ class ScalarInteractionLayer(torch.nn.Module):
         """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, in the layout of ``h``:
         ``(N, M, c)`` if :attr:`channels_last` else ``(N, c, M)``."""
         receiver, sender = edge_index[0], edge_index[1]
-        # index_select, not h[sender]: its backward is index_add_, several times faster on
-        # CPU than the accumulating index_put_ behind advanced indexing (profiled)
-        h_src, h_dst = h.index_select(0, sender), h.index_select(0, receiver)
+        h_src, h_dst = gather_rows(h, sender), gather_rows(h, receiver)
         if self.channels_last:
             sender_term, receiver_term = self.interaction.node_terms_channels_last(h)
-            scalar_terms = sender_term.index_select(0, sender) + receiver_term.index_select(0, receiver)
+            scalar_terms = gather_rows(sender_term, sender) + gather_rows(receiver_term, receiver)
             messages = self.interaction.forward_channels_last(h_src, Y, h_dst, phi, edge_weight=u,
                                                               scalar_terms=scalar_terms)
         else:
             messages = self.interaction(h_src, Y, h_dst, phi, edge_weight=u)
-        return torch.zeros_like(h).index_add_(0, receiver, messages)
+        return sum_rows(messages, receiver, h.shape[0])
 
     def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
         if self.channels_last:
