@@ -40,9 +40,10 @@ class SINetCalculator(Calculator):
             pass of time. ``None`` (default) processes all edges at once.
         compile: run the network through ``torch.compile`` (see
             :meth:`sinet_ase.SINet.enable_compile`): same energies and forces, less
-            per-call overhead, which is most of a step for small molecules. The
-            first call compiles (tens of seconds; inductor needs a C++ compiler on
-            CPU). ``False`` (default) runs eagerly.
+            per-call overhead, which is most of a step for small molecules, and fused
+            per-edge work (1.1-1.5x faster MD steps on 108-864-atom Cu cells, 2026-11-29).
+            The first call compiles (tens of seconds; inductor needs a C++ compiler on
+            CPU), and the first new edge count once more. ``False`` (default) runs eagerly.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
