@@ -228,6 +228,14 @@ class NBodySINet(torch.nn.Module):
             (radial velocity, angular momentum, energy, periapsis; see
             :func:`pair_orbit_scalars`) to the edge scalars.  Not in the paper's
             inputs (an option; off by default).
+        galilean_horizon: when given (a time ``T``; 1.0 for 1,000 steps of 0.001), the
+            model is Galilean equivariant by construction: it reads velocities relative to
+            the system's mean velocity ``V = mean_i v_i`` (the centre-of-mass velocity, all
+            masses being equal) and predicts ``x + V T + f(x, v - V, q)``. A boost
+            ``v -> v + U`` of every particle moves the simulated target by ``U T``
+            exactly (the forces depend on relative positions only, clipping included), so
+            this removes a symmetry the network would otherwise have to learn from data.
+            ``None`` (default): absolute velocities, as the paper lists the inputs.
 
     forward(x (B, n, 3), v (B, n, 3), q (B, n)) -> predicted positions (B, n, 3)
     (unbatched ``(n, 3), (n, 3), (n,)`` also accepted).  :meth:`displacement`
@@ -238,7 +246,8 @@ class NBodySINet(torch.nn.Module):
                  num_radial: int = 8, radial_cutoff: float = 10.0, radial_hidden: int = 64,
                  mlp_hidden: int = 64, avg_num_neighbors: float = 4.0,
                  backbone: str = "sinet", num_heads: int = 4, coulomb_scalars: bool = False,
-                 node_charges: bool = True, orbit_scalars: bool = False):
+                 node_charges: bool = True, orbit_scalars: bool = False,
+                 galilean_horizon: Optional[float] = None):
         super().__init__()
         if lmax < 1:
             raise ValueError(f"the vector output needs lmax >= 1, got {lmax}")
@@ -260,6 +269,9 @@ class NBodySINet(torch.nn.Module):
         self.orbit_scalars = bool(orbit_scalars)
         if self.orbit_scalars:  # likewise only stored when on
             self.config.update(orbit_scalars=True)
+        self.galilean_horizon = None if galilean_horizon is None else float(galilean_horizon)
+        if self.galilean_horizon is not None:  # likewise only stored when on
+            self.config.update(galilean_horizon=self.galilean_horizon)
         self.layout = SphericalLayout(lmax, channels)
         # phi(r), q_i q_j, r[, Coulomb][, orbit]
         num_edge_scalars = num_radial + 2 + 2 * self.coulomb_scalars + 4 * self.orbit_scalars
@@ -301,7 +313,10 @@ class NBodySINet(torch.nn.Module):
         dtype = self.dtype
         c = self.layout.channels
         x = x.to(dtype)
-        v = v.to(dtype).reshape(B * n, 3)
+        v = v.to(dtype)
+        if self.galilean_horizon is not None:
+            v = v - v.mean(dim=1, keepdim=True)  # velocities in the centre-of-mass frame
+        v = v.reshape(B * n, 3)
         q = q.to(dtype).reshape(B * n)
         x_rel = (x - x.mean(dim=1, keepdim=True)).reshape(B * n, 3)
         edge_index = self.edges(B, n, x.device)
@@ -343,11 +358,14 @@ class NBodySINet(torch.nn.Module):
         return h
 
     def displacement(self, x: torch.Tensor, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """Head output ``sum_k w_k h^{1,k}``: ``(B, n, 3)`` in the model dtype."""
+        """Head output ``sum_k w_k h^{1,k}`` (plus ``V T`` with ``galilean_horizon``): ``(B, n, 3)``
+        in the model dtype."""
         B, n, _ = x.shape
         h = self.features(x, v, q)
-        out = self.head(h[:, :, 1:4].transpose(1, 2)).squeeze(-1)  # (B n, 3)
-        return out.reshape(B, n, 3)
+        out = self.head(h[:, :, 1:4].transpose(1, 2)).squeeze(-1).reshape(B, n, 3)
+        if self.galilean_horizon is not None:  # the centre of mass drifts by V T
+            out = out + self.galilean_horizon * v.to(out.dtype).mean(dim=1, keepdim=True)
+        return out
 
     def forward(self, x: torch.Tensor, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         unbatched = x.dim() == 2
