@@ -7,6 +7,13 @@ degrees. e3nn stores the same numbers as ``(n, sum_l c (2l+1))`` with the
 degree blocks one after another and, inside a block, channel-major
 ``(c, 2l+1)``. Both layouts hold exactly the same numbers; the conversion is
 a fixed permutation of columns.
+
+The channels-last operations have a second form, used while ``torch.compile`` traces
+(``torch.compiler.is_compiling()``): per-degree slices, sums and element-wise products
+that inductor fuses into its generated kernels, where the eager form uses batched products
+with inner dimensions of 2-9 and ``index_select`` along the degree axis (fast in eager
+ATen; left unfused by inductor, or in the case of ``index_select``'s backward generated
+as a slow scatter). Both forms compute the same numbers (``tests/test_neighbour_sum.py``).
 """
 
 import torch
