@@ -49,7 +49,12 @@ from .tasks import make_task
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+#: whether this module initialised the process group (so :func:`train` tears it down)
+_OWNS_PROCESS_GROUP = False
+
+
 def _distributed_setup(device: str):
+    global _OWNS_PROCESS_GROUP
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
@@ -57,7 +62,26 @@ def _distributed_setup(device: str):
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        _OWNS_PROCESS_GROUP = True
     return dist.get_rank(), dist.get_world_size()
+
+
+def _distributed_teardown():
+    """Destroy the process group :func:`_distributed_setup` created (not one the caller made).
+
+    Without it a rank that finishes first exits with gloo's threads still running, and the
+    C++ runtime aborts it ("terminate called without an active exception"), which fails
+    the whole ``torchrun`` job although training succeeded (seen in about 1 of 10 runs of
+    ``test_ddp_two_cpu_processes``).
+    """
+    global _OWNS_PROCESS_GROUP
+    if not _OWNS_PROCESS_GROUP:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _OWNS_PROCESS_GROUP = False
 
 
 class Trainer:
@@ -296,5 +320,9 @@ class Trainer:
 
 
 def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> Dict:
-    """Build a :class:`Trainer` and run it."""
-    return Trainer(config, resume=resume, quiet=quiet).run()
+    """Build a :class:`Trainer` and run it; under ``torchrun``, close the process group
+    it opened."""
+    try:
+        return Trainer(config, resume=resume, quiet=quiet).run()
+    finally:
+        _distributed_teardown()
