@@ -247,6 +247,16 @@ def test_time_reversal_doubles_the_training_set_only(small_data, tmp_path, capsy
     assert evaluate_mse(model, small_data["test"]) == pytest.approx(summary["test_mse_at_best"], rel=1e-6)
 
 
+def test_input_frames_add_training_pairs_only(small_data, tmp_path, capsys):
+    config = load_config(None, {"model": SMALL, "data": dict(seed=7, n_train=300, n_valid=100, n_test=100),
+                                "train": dict(epochs=1, eval_every=1, input_frames=[29, 30],
+                                              time_reversal=True)})
+    summary = train(config, tmp_path, data=small_data, verbose=True)
+    assert "1200 train / 100 valid / 100 test" in capsys.readouterr().out  # 2 frames x 2 directions
+    model = load_nbody_model(tmp_path / "best.pt")
+    assert evaluate_mse(model, small_data["test"]) == pytest.approx(summary["test_mse_at_best"], rel=1e-6)
+
+
 def test_device_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

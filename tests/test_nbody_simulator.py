@@ -225,6 +225,28 @@ def test_time_reversed_split_retraces_the_trajectories():
         ds.time_reversed({k: split[k] for k in ("x", "v", "q", "target")})
 
 
+def test_training_frame_pairs_cut_the_training_trajectories():
+    seed, n = 23, 6
+    pairs = ds.training_frame_pairs([30, 12, 38], seed=seed, n_train=n)
+    assert pairs["x"].shape == (3 * n, 5, 3) and pairs["q"].shape == (3 * n, 5)
+    # input frame 30 is exactly the protocol's training split (same draws, same integration)
+    split = ds.make_splits(seed, n, 2, 2)["train"]
+    for key in ("x", "v", "q", "target", "target_v"):
+        np.testing.assert_array_equal(pairs[key][:n], split[key])
+    # the other pairs are frames k -> k + 10 of the same trajectories
+    traj = sim.generate_trajectories(n, np.random.default_rng(seed))
+    for block, k in ((1, 12), (2, 38)):
+        rows = slice(block * n, (block + 1) * n)
+        np.testing.assert_array_equal(pairs["x"][rows], traj["x"][:, k])
+        np.testing.assert_array_equal(pairs["v"][rows], traj["v"][:, k])
+        np.testing.assert_array_equal(pairs["target"][rows], traj["x"][:, k + 10])
+        np.testing.assert_array_equal(pairs["target_v"][rows], traj["v"][:, k + 10])
+        np.testing.assert_array_equal(pairs["q"][rows], traj["q"])
+    for bad in ([39], [-1], []):
+        with pytest.raises(ValueError, match="input frames|empty"):
+            ds.training_frame_pairs(bad, seed=seed, n_train=n)
+
+
 def test_baselines_on_test_split():
     # the real benchmark test split (default seed, 3000/2000/2000)
     test = ds.make_splits(only=("test",))["test"]

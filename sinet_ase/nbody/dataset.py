@@ -37,6 +37,15 @@ rounding. ``train.time_reversal`` in the N-body recipe uses it to double the
 training set (off by default; it uses the frame-40 velocities of the training
 trajectories, which the EGNN/SEGNN protocol does not use).
 
+Other frames of the training trajectories
+-----------------------------------------
+The protocol trains on one pair per trajectory (frame 30 -> frame 40).
+:func:`training_frame_pairs` re-simulates the training trajectories (the same draws,
+bit-exact: its frame-30 pair equals the cached training split) and cuts the pairs
+(frame ``k`` -> frame ``k + 10``) for other input frames ``k``. ``train.input_frames``
+in the N-body recipe uses it (off by default; beyond the protocol, which uses frame 30
+only; validation and test are unchanged).
+
 Evaluation format
 -----------------
 :func:`save_npz_split` writes one split as an ``.npz`` with exactly ``x``,
@@ -71,6 +80,7 @@ __all__ = [
     "load_npz_split",
     "baseline_mse",
     "time_reversed",
+    "training_frame_pairs",
     "write_npz_with_checksum",
     "read_npz_with_checksum",
 ]
@@ -154,6 +164,33 @@ def make_splits(seed: int = DEFAULT_SEED, n_train: int = 3000, n_valid: int = 20
             continue
         out[name] = make_split(n, rng)
     return out
+
+
+def training_frame_pairs(input_frames, seed: int = DEFAULT_SEED, n_train: int = 3000) -> dict:
+    """Pairs (frame ``k`` -> frame ``k + 10``) of the training trajectories, for each ``k``.
+
+    Re-simulates the ``n_train`` training trajectories of ``make_splits(seed, n_train,
+    ...)`` (they are drawn first, so the validation and test sizes do not matter) once,
+    up to the last frame needed, and stacks the pairs of every input frame in
+    ``input_frames``, in that order: ``dict(x, v, target, target_v (K n_train, 5, 3),
+    q (K n_train, 5))``. Input frame 30 gives exactly the cached training split.
+    A few seconds for 3,000 trajectories (vectorised over trajectories).
+    """
+    frames = [int(k) for k in input_frames]
+    horizon = sim.TARGET_FRAME - sim.INPUT_FRAME
+    if not frames:
+        raise ValueError("input_frames is empty")
+    bad = [k for k in frames if not 0 <= k or k + horizon >= sim.N_FRAMES]
+    if bad:
+        raise ValueError(f"input frames {bad} out of range: need 0 <= k <= {sim.N_FRAMES - 1 - horizon} "
+                         f"(the target frame k + {horizon} must be one of the {sim.N_FRAMES} recorded frames)")
+    rng = np.random.default_rng(seed)
+    x0, v0, q = sim.sample_initial_conditions(n_train, rng)
+    last = max(frames) + horizon
+    xs, vs = sim.simulate(x0, v0, q, sim.frame_to_step(last), sim.RECORD_EVERY)  # (N, last + 1, 5, 3)
+    stack = lambda a, shift: np.concatenate([a[:, k + shift] for k in frames])  # noqa: E731
+    return dict(x=stack(xs, 0), v=stack(vs, 0), q=np.concatenate([q] * len(frames)),
+                target=stack(xs, horizon), target_v=stack(vs, horizon))
 
 
 # --- checksummed npz ------------------------------------------------------------

@@ -42,7 +42,10 @@ weights (updated after every optimiser step; kept in the checkpoint), and
 ``train.time_reversal: true`` appends the training trajectories run backwards
 (:func:`~sinet_ase.nbody.dataset.time_reversed`: input frame 40, target frame
 30, exact for this integrator) to the training set, twice the samples per
-epoch; validation and test are unchanged.
+epoch; ``train.input_frames: [k, ...]`` trains on the pairs (frame ``k`` -> frame
+``k + 10``) of the training trajectories for each listed ``k`` instead of frame 30 alone
+(:func:`~sinet_ase.nbody.dataset.training_frame_pairs`; time reversal then reverses every
+pair). Validation and test are unchanged.
 
 Every tensor in the checkpoint is a plain tensor (RNG states are byte
 tensors), so it too loads with ``weights_only=True``.
@@ -80,7 +83,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "train": dict(seed=0, lr=5e-4, weight_decay=1e-12, batch_size=100, epochs=1000,
                   eval_every=5, dtype="float32", threads=1, device="cpu", max_minutes=None,
                   lr_schedule="constant", schedule_epochs=None, lr_min=0.0, ema_decay=None,
-                  time_reversal=False),
+                  time_reversal=False, input_frames=None),
 }
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -280,6 +283,10 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
 
     data = data if data is not None else _load_splits(config)
     train_split = data["train"]
+    if tc.get("input_frames") is not None:
+        from .dataset import training_frame_pairs
+
+        train_split = training_frame_pairs(tc["input_frames"], config["data"]["seed"], config["data"]["n_train"])
     if tc.get("time_reversal"):
         from .dataset import time_reversed
 
