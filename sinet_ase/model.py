@@ -17,6 +17,7 @@ exactly conservative. Geometry stays float64 (edge vectors are formed in
 float64 and cast to the network's dtype), as NequIP does.
 """
 
+import functools
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -101,23 +102,45 @@ class SINetBackbone(torch.nn.Module):
         """Node features ``(N, c, (L+1)^2)`` from species ``(N,)``, ``edge_index (2, E)`` and
         edge vectors ``(E, 3)``: tensors in, tensors out, no host synchronisation, so
         that ``torch.compile`` captures it as one graph (see :meth:`SINet.enable_compile`)."""
+        h, edge_inputs = self._embed(species, edge_index, edge_vectors)
+        for layer in self.layers:
+            h = self._run_layer(layer, h, edge_index, edge_inputs)
+        return h
+
+    def scalar_features(self, species: torch.Tensor, edge_index: torch.Tensor,
+                        edge_vectors: torch.Tensor) -> torch.Tensor:
+        """The scalar channels of :meth:`features` alone, ``(N, c)``: ``features(...)[:, :, 0]``.
+
+        With Scalar Interaction layers the last layer forms only its degree-0 messages
+        (:meth:`~sinet_ase.ops.scalar_interaction.ScalarInteractionLayer.forward_scalars`):
+        nothing downstream of an energy head reads its ``l > 0`` output, and skipping
+        it saves that layer's ``l > 0`` edge work. Same numbers up to rounding (tested).
+        """
+        if self.backbone_type != "sinet" or not len(self.layers):
+            return self.features(species, edge_index, edge_vectors)[:, :, 0]
+        h, edge_inputs = self._embed(species, edge_index, edge_vectors)
+        for layer in self.layers[:-1]:
+            h = self._run_layer(layer, h, edge_index, edge_inputs)
+        return self.layers[-1].forward_scalars(h, edge_index, *edge_inputs, edge_chunk_size=self.edge_chunk_size)
+
+    def _embed(self, species, edge_index, edge_vectors):
+        """Layer 0 and the per-edge inputs ``(Y, phi, u)`` that every layer reads."""
         r = edge_vectors.norm(dim=-1)
         # degrees as a list of ints, not the layout's Irreps: TorchDynamo's guards call len()
         # on the Irrep tuples inside an Irreps, which e3nn 0.6 forbids
         Y = o3.spherical_harmonics(list(range(self.layout.lmax + 1)), edge_vectors,
                                    normalize=True, normalization="component")
         phi, u = self.radial(r)
-        chunk = self.edge_chunk_size
-        if chunk is not None and self.backbone_type != "sinet":
+        if self.edge_chunk_size is not None and self.backbone_type != "sinet":
             raise ValueError("edge_chunk_size is supported by the SINet backbone only (a SiFormer "
                              "block normalises attention over all neighbours at once)")
-        h = self.embedding(species, edge_index, Y, phi, u, edge_chunk_size=chunk)
-        for layer in self.layers:
-            if chunk is None:
-                h = layer(h, edge_index, Y, phi, u)
-            else:
-                h = layer(h, edge_index, Y, phi, u, edge_chunk_size=chunk)
-        return h
+        h = self.embedding(species, edge_index, Y, phi, u, edge_chunk_size=self.edge_chunk_size)
+        return h, (Y, phi, u)
+
+    def _run_layer(self, layer, h, edge_index, edge_inputs):
+        if self.edge_chunk_size is None:
+            return layer(h, edge_index, *edge_inputs)
+        return layer(h, edge_index, *edge_inputs, edge_chunk_size=self.edge_chunk_size)
 
 
 def edge_vectors(graph, positions: torch.Tensor, cell: torch.Tensor,
@@ -211,12 +234,23 @@ class SINet(torch.nn.Module):
     _compiled_network = None
 
     def network_energies(self, species: torch.Tensor, edge_index: torch.Tensor,
-                         vectors: torch.Tensor) -> torch.Tensor:
+                         vectors: torch.Tensor, full_last_layer: bool = False) -> torch.Tensor:
         """The network's per-atom output ``MLP(h_i^0)``, ``(N,)`` in the model dtype, before
         the scale and the per-element shift; species ``(N,)``, ``edge_index (2, E)``,
-        edge vectors ``(E, 3)``. This is the part :meth:`enable_compile` compiles."""
-        h = self.backbone.features(species, edge_index, vectors)
-        return self.energy_mlp(h[:, :, 0]).squeeze(-1)
+        edge vectors ``(E, 3)``. This is the part :meth:`enable_compile` compiles.
+
+        The energy reads the scalars only, so by default the last layer forms only its
+        degree-0 output (:meth:`SINetBackbone.scalar_features`, same numbers).
+        ``full_last_layer=True`` computes the whole layer, so that every parameter is in
+        the autograd graph (the last layer's ``l > 0`` weights then get zero gradients):
+        training uses it, because DistributedDataParallel expects a gradient for every
+        parameter.
+        """
+        if full_last_layer:
+            scalars = self.backbone.features(species, edge_index, vectors)[:, :, 0]
+        else:
+            scalars = self.backbone.scalar_features(species, edge_index, vectors)
+        return self.energy_mlp(scalars).squeeze(-1)
 
     def enable_compile(self, **compile_options) -> "SINet":
         """Run :meth:`network_energies` through ``torch.compile`` (inductor) for inference.
@@ -290,6 +324,8 @@ class SINet(torch.nn.Module):
         if self._compiled_network is not None and not training:
             # compiled graphs have no double backward: training (create_graph) stays eager
             network = self._compiled_network
+        if training:
+            network = functools.partial(network, full_last_layer=True)
         energies = (network(species, graph.edge_index, vectors).to(torch.float64) * self.energy_scale
                     + self.energy_shift[species])
         energy = torch.zeros(num_graphs, dtype=torch.float64, device=energies.device)

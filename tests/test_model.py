@@ -36,6 +36,29 @@ def test_backbone_equivariant(lmax, parity, dtype, rng):
     assert relative_error(h_rot, expected) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
+@pytest.mark.parametrize("chunk", [None, 37], ids=["whole", "chunked"])
+def test_scalar_features_are_the_scalars_of_the_features_with_their_gradients(lmax, chunk, rng):
+    """The energy path skips the last layer's l > 0 output; values and gradients stay the same."""
+    model = small_model(["H", "C", "O"], torch.float64, lmax=lmax, channels=4, seed=lmax)
+    model.backbone.edge_chunk_size = chunk
+    graph = atoms_to_graph(ethanol(rng), model.cutoff)
+    backbone = model.backbone
+    species = backbone.species(graph.z)
+    vectors = torch.as_tensor(graph.pos, dtype=torch.float64)[graph.edge_index[1]] - \
+        torch.as_tensor(graph.pos, dtype=torch.float64)[graph.edge_index[0]]
+    vectors = vectors.detach().requires_grad_(True)
+    weights = torch.randn(len(species), backbone.layout.channels, dtype=torch.float64)
+    full = backbone.features(species, graph.edge_index, vectors)[:, :, 0]
+    (grad_full,) = torch.autograd.grad((full * weights).sum(), vectors)
+    scalars = backbone.scalar_features(species, graph.edge_index, vectors)
+    (grad_scalars,) = torch.autograd.grad((scalars * weights).sum(), vectors)
+    assert scalars.shape == full.shape
+    assert relative_error(scalars, full) < 1e-12
+    assert relative_error(grad_scalars, grad_full) < 1e-12
+    assert float(grad_full.abs().max()) > 0  # the check has something to compare
+
+
 @pytest.mark.parametrize("parity", [False, True], ids=["proper", "improper"])
 def test_energy_invariant_forces_equivariant(parity, dtype, rng):
     model = small_model(["H", "C", "O"], dtype, lmax=3)

@@ -28,9 +28,13 @@ class ScalarGate(torch.nn.Module):
         onehot = torch.nn.functional.one_hot(gate_of_m, max(L, 1)).t().to(torch.get_default_dtype())
         self.register_buffer("gate_onehot", onehot.contiguous(), persistent=False)
 
+    def scalars(self, h: torch.Tensor) -> torch.Tensor:
+        """The scalar channels of the output alone, ``silu(h^0)``: ``(N, c, M) -> (N, c)``."""
+        return torch.nn.functional.silu(h[:, :, 0])
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         scalars = h[:, :, 0]
-        out0 = torch.nn.functional.silu(scalars).unsqueeze(-1)
+        out0 = self.scalars(h).unsqueeze(-1)
         if self.gates is None:
             return out0
         c, L = self.layout.channels, self.layout.lmax

@@ -113,6 +113,9 @@ class ScalarInteraction(torch.nn.Module):
         self.register_buffer("src_columns", src, persistent=False)
         self.register_buffer("dst_columns", dst, persistent=False)
         self.register_buffer("output_rows", torch.cat([by_degree, q_width + by_degree]), persistent=False)
+        # the rows of alpha^0 and beta^0 alone, in the same order (see forward_scalars_channels_last)
+        self.register_buffer("scalar_output_rows", torch.cat([by_degree[:c], q_width + by_degree[:c]]),
+                             persistent=False)
 
     def invariants(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                    edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -153,19 +156,10 @@ class ScalarInteraction(torch.nn.Module):
             receiver_term = self.coefficients[0].bias.expand_as(sender_term)
         return sender_term, receiver_term
 
-    def forward_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
-                              edge_scalars: Optional[torch.Tensor] = None,
-                              edge_weight: Optional[torch.Tensor] = None,
-                              scalar_terms: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Messages ``(E, M, c)`` from ``h_src, h_dst (E, M, c)``, ``Y (E, M)``.
-
-        ``scalar_terms (E, hidden)``: the first layer's ``h_j^0``, ``h_i^0`` and bias terms
-        gathered from :meth:`node_terms_channels_last` (what the layer passes); computed
-        here from ``h_src``, ``h_dst`` when ``None``. Same function as :meth:`forward`:
-        the stored weights are read in reordered columns and rows (see
-        ``_register_channels_last_orders``), so no invariant or coefficient is transposed.
-        """
-        c, L = self.layout.channels, self.layout.lmax
+    def _coefficients_channels_last(self, h_src, Y, h_dst, edge_scalars, edge_weight, scalar_terms,
+                                    rows: torch.Tensor) -> torch.Tensor:
+        """The coefficient MLP on channels-last features, its last layer restricted to ``rows``:
+        ``(E, len(rows))`` (times ``edge_weight``). See :meth:`forward_channels_last`."""
         E = h_src.shape[0]
         if self.with_receiver and h_dst is None:
             raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
@@ -183,12 +177,47 @@ class ScalarInteraction(torch.nn.Module):
             scalar_terms = self._first_layer_term(h_src, self.src_columns, with_bias=False) + receiver_term
         hidden = activation(torch.addmm(scalar_terms, torch.cat(parts, dim=-1),
                                         first.weight.index_select(1, self.edge_columns).t()))
-        coeff = torch.nn.functional.linear(hidden, last.weight.index_select(0, self.output_rows),
-                                           last.bias.index_select(0, self.output_rows))
+        coeff = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows),
+                                           last.bias.index_select(0, rows))
         if edge_weight is not None:
             coeff = coeff * edge_weight.unsqueeze(-1)
-        alpha, beta = coeff.view(E, 2, L + 1, c).unbind(1)  # (E, L+1, c) each, rows contiguous
+        return coeff
+
+    def forward_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
+                              edge_scalars: Optional[torch.Tensor] = None,
+                              edge_weight: Optional[torch.Tensor] = None,
+                              scalar_terms: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Messages ``(E, M, c)`` from ``h_src, h_dst (E, M, c)``, ``Y (E, M)``.
+
+        ``scalar_terms (E, hidden)``: the first layer's ``h_j^0``, ``h_i^0`` and bias terms
+        gathered from :meth:`node_terms_channels_last` (what the layer passes); computed
+        here from ``h_src``, ``h_dst`` when ``None``. Same function as :meth:`forward`:
+        the stored weights are read in reordered columns and rows (see
+        ``_register_channels_last_orders``), so no invariant or coefficient is transposed.
+        """
+        c, L = self.layout.channels, self.layout.lmax
+        coeff = self._coefficients_channels_last(h_src, Y, h_dst, edge_scalars, edge_weight, scalar_terms,
+                                                 self.output_rows)
+        alpha, beta = coeff.view(-1, 2, L + 1, c).unbind(1)  # (E, L+1, c) each, rows contiguous
         return self.layout.combine_with_harmonics_channels_last(alpha, h_src, beta, Y)
+
+    def forward_scalars_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
+                                      edge_scalars: Optional[torch.Tensor] = None,
+                                      edge_weight: Optional[torch.Tensor] = None,
+                                      scalar_terms: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The degree-0 messages alone, ``m^{0,k} = alpha^{0,k} h_j^{0,k} + beta^{0,k} Y^0``: ``(E, c)``.
+
+        Column 0 of :meth:`forward_channels_last`'s output (same arguments). The
+        invariants still come from every degree; only the MLP's last layer is cut to the
+        ``2c`` rows of ``alpha^0, beta^0`` and no ``l > 0`` message is formed. For a last
+        layer whose ``l > 0`` output nothing reads (an energy model's), that is the whole
+        layer's result at a fraction of its cost.
+        """
+        c = self.layout.channels
+        coeff = self._coefficients_channels_last(h_src, Y, h_dst, edge_scalars, edge_weight, scalar_terms,
+                                                 self.scalar_output_rows)
+        alpha, beta = coeff.view(-1, 2, c).unbind(1)  # (E, c) each
+        return torch.addcmul(beta * Y[:, :1], alpha, h_src[:, 0, :])
 
     def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                 edge_scalars: Optional[torch.Tensor] = None,
@@ -232,19 +261,33 @@ class ScalarInteractionLayer(torch.nn.Module):
         # False runs the (E, c, M) form, the same operation
         self.channels_last = True
 
+    def _edge_inputs(self, h, edge_index):
+        """Gathered ``h_j``, ``h_i`` and the coefficient MLP's per-node first-layer terms."""
+        receiver, sender = edge_index[0], edge_index[1]
+        h_src, h_dst = gather_rows(h, sender), gather_rows(h, receiver)
+        sender_term, receiver_term = self.interaction.node_terms_channels_last(h)
+        scalar_terms = gather_rows(sender_term, sender) + gather_rows(receiver_term, receiver)
+        return h_src, h_dst, scalar_terms
+
     def aggregate(self, h, edge_index, Y, phi, u):
         """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, in the layout of ``h``:
         ``(N, M, c)`` if :attr:`channels_last` else ``(N, c, M)``."""
-        receiver, sender = edge_index[0], edge_index[1]
-        h_src, h_dst = gather_rows(h, sender), gather_rows(h, receiver)
+        receiver = edge_index[0]
         if self.channels_last:
-            sender_term, receiver_term = self.interaction.node_terms_channels_last(h)
-            scalar_terms = gather_rows(sender_term, sender) + gather_rows(receiver_term, receiver)
+            h_src, h_dst, scalar_terms = self._edge_inputs(h, edge_index)
             messages = self.interaction.forward_channels_last(h_src, Y, h_dst, phi, edge_weight=u,
                                                               scalar_terms=scalar_terms)
         else:
-            messages = self.interaction(h_src, Y, h_dst, phi, edge_weight=u)
+            sender = edge_index[1]
+            messages = self.interaction(gather_rows(h, sender), Y, gather_rows(h, receiver), phi, edge_weight=u)
         return sum_rows(messages, receiver, h.shape[0])
+
+    def aggregate_scalars(self, h, edge_index, Y, phi, u):
+        """The degree-0 part of :meth:`aggregate` alone, from channels-last ``h (N, M, c)``: ``(N, c)``."""
+        h_src, h_dst, scalar_terms = self._edge_inputs(h, edge_index)
+        messages = self.interaction.forward_scalars_channels_last(h_src, Y, h_dst, phi, edge_weight=u,
+                                                                  scalar_terms=scalar_terms)
+        return sum_rows(messages, edge_index[0], h.shape[0])
 
     def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
         if self.channels_last:
@@ -254,6 +297,23 @@ class ScalarInteractionLayer(torch.nn.Module):
                                           edge_chunk_size).transpose(1, 2)
         else:
             aggregated = edge_chunked_sum(self.aggregate, h, edge_index, (Y, phi, u), edge_chunk_size)
+        return h + self.gate(self._update(aggregated))
+
+    def _update(self, aggregated):
+        """``Linear(m / n_avg)`` of the summed messages ``(N, c, M)``."""
         aggregated = aggregated / self.avg_num_neighbors
-        update = self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
-        return h + self.gate(update)
+        return self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
+
+    def forward_scalars(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
+        """The new scalars ``h_i^0`` alone, ``(N, c)``: column 0 of :meth:`forward`.
+
+        ``h_i^0 + silu(Linear(m_i)^0)`` needs only the degree-0 messages (the linear layer
+        maps degree ``l`` to degree ``l``), so the edge work of ``l > 0`` messages and their
+        sums is skipped (:meth:`ScalarInteraction.forward_scalars_channels_last`); the
+        invariants that the coefficients read still come from every degree.
+        """
+        h_cl = h.transpose(1, 2).contiguous()
+        aggregated0 = edge_chunked_sum(self.aggregate_scalars, h_cl, edge_index, (Y, phi, u), edge_chunk_size)
+        # zero l > 0 columns: o3.Linear has no path between degrees, so its degree-0 output is exact
+        padded = torch.nn.functional.pad(aggregated0.unsqueeze(-1), (0, self.layout.num_m - 1))
+        return h[:, :, 0] + self.gate.scalars(self._update(padded))
