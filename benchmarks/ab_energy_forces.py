@@ -5,7 +5,7 @@
         PYTHONPATH=/path/to/worktree/of/the/old/commit python benchmarks/ab_energy_forces.py --label old
         python benchmarks/ab_energy_forces.py --label new
 
-Builds ``SINet(["Cu"], lmax, channels=64, num_layers=2, cutoff=5)`` with seed 0 (the same
+Builds ``SINet(["Cu"], lmax, channels=64, num_layers, cutoff=5)`` (``--num-layers``, default 2) with seed 0 (the same
 weights in both versions when the parameters are the same), a rattled fcc Cu cell of
 ``4 n^3`` atoms, its graph once, and times ``model(graph)`` (energy and forces by autograd,
 no ASE, no neighbour list) after three untimed calls. Prints the median and the energy
@@ -27,6 +27,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lmax", type=int, default=1)
+    ap.add_argument("--num-layers", type=int, default=2, help="Scalar Interaction layers after the embedding")
     ap.add_argument("--cells", type=int, default=6, help="n: the cell is n x n x n cubic fcc cells (4 n^3 atoms)")
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -34,7 +35,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = SINet(["Cu"], lmax=args.lmax, channels=64, num_layers=2, cutoff=5.0)
+    model = SINet(["Cu"], lmax=args.lmax, channels=64, num_layers=args.num_layers, cutoff=5.0)
     model = model.to(getattr(torch, args.dtype)).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -48,7 +49,7 @@ def main():
         start = time.perf_counter()
         out = model(graph)
         times.append(time.perf_counter() - start)
-    print(f"{args.label} L={args.lmax} {args.dtype} atoms={len(atoms)} edges={graph.edge_index.shape[1]} "
+    print(f"{args.label} L={args.lmax} T={args.num_layers} {args.dtype} atoms={len(atoms)} edges={graph.edge_index.shape[1]} "
           f"median {np.median(times) * 1e3:.1f} ms  energy {out['energy'].item():.6f}  "
           f"force[0] {np.round(out['forces'][0].tolist(), 8).tolist()}", flush=True)
 
