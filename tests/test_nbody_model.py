@@ -257,6 +257,19 @@ def test_input_frames_add_training_pairs_only(small_data, tmp_path, capsys):
     assert evaluate_mse(model, small_data["test"]) == pytest.approx(summary["test_mse_at_best"], rel=1e-6)
 
 
+@pytest.mark.parametrize("recipe", ["nbody.yaml", "nbody_best.yaml"])
+def test_nbody_recipes_load_and_build(recipe):
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[1] / "training" / recipe)
+    model = NBodySINet(**config["model"])
+    assert model.num_parameters() > 1000
+    assert float(config["train"]["weight_decay"]) >= 0
+    frames = config["train"].get("input_frames")
+    if frames is not None:  # every listed pair exists: k + 10 <= the last recorded frame
+        assert all(0 <= k and k + 10 < sim.N_FRAMES for k in frames) and 30 in frames
+
+
 def test_device_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
