@@ -410,11 +410,17 @@ def worker_env(allocator, threads=THREADS):
     return env
 
 
+def interpreter_for(spec):
+    """``(python, variable)``: the interpreter that runs model ``spec`` (``sys.executable`` for
+    SINet, else the path in ``MACE_PYTHON`` / ``NEQUIP_PYTHON``; ``""`` when that is unset)."""
+    family, _ = parse_model(spec)
+    var = MODELS[family][1]
+    return (os.environ.get(var, "") if var else sys.executable), var
+
+
 def launch(cfg, allocator, timeout_s):
     """Run one config in a fresh process with the allocator; returns its record or an error record."""
-    family, _ = parse_model(cfg["model"])
-    var = MODELS[family][1]
-    python = os.environ.get(var, "") if var else sys.executable
+    python, var = interpreter_for(cfg["model"])
     if not python:
         return {**cfg, "allocator": allocator, "error": f"set {var} to the interpreter of its venv"}
     cmd = [python, "-W", "ignore", os.path.abspath(__file__), "--worker", json.dumps(cfg)]

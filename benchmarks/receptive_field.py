@@ -24,6 +24,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_md  # noqa: E402  (the model builders and their interpreters)
+
 CHAIN_LENGTH = 8
 SPACING = 4.0  # Å: nearest neighbours only, with the benchmark's 5 Å cutoff
 NUDGE = 0.2  # Å, moves atom k off the chain axis
@@ -41,9 +44,6 @@ def chain(displaced=None):
 
 def reach_of(spec):
     """Atoms ``1..CHAIN_LENGTH-1`` whose move changes atom 0's energy, for ``spec`` (e.g. ``nequip-s``)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bench_md
-
     family, variant = bench_md.parse_model(spec)
     build = bench_md.MODELS[family][0]
 
@@ -66,14 +66,9 @@ def main():
     if args.worker:
         print(json.dumps(reach_of(args.worker)))
         return
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bench_md
-
     rows = []
     for spec in args.models:
-        family, _ = bench_md.parse_model(spec)
-        var = bench_md.MODELS[family][1]
-        python = os.environ.get(var, "") if var else sys.executable
+        python, var = bench_md.interpreter_for(spec)
         if not python:
             raise SystemExit(f"{spec} needs {var} pointing at an interpreter that has the package")
         out = subprocess.run([python, "-W", "ignore", os.path.abspath(__file__), "--worker", spec],

@@ -17,7 +17,6 @@ exactly conservative. Geometry stays float64 (edge vectors are formed in
 float64 and cast to the network's dtype), as NequIP does.
 """
 
-import functools
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -320,14 +319,14 @@ class SINet(torch.nn.Module):
 
         vectors = edge_vectors(graph, positions_strained, cell, batch).to(self.dtype)
         species = self.backbone.species(graph.z)
-        network = self.network_energies
-        if self._compiled_network is not None and not training:
-            # compiled graphs have no double backward: training (create_graph) stays eager
-            network = self._compiled_network
         if training:
-            network = functools.partial(network, full_last_layer=True)
-        energies = (network(species, graph.edge_index, vectors).to(torch.float64) * self.energy_scale
-                    + self.energy_shift[species])
+            # eager (a compiled graph has no double backward), and the whole last layer, so that
+            # every parameter is in the graph (DistributedDataParallel expects it)
+            network_out = self.network_energies(species, graph.edge_index, vectors, full_last_layer=True)
+        else:
+            network = self._compiled_network if self._compiled_network is not None else self.network_energies
+            network_out = network(species, graph.edge_index, vectors)
+        energies = network_out.to(torch.float64) * self.energy_scale + self.energy_shift[species]
         energy = torch.zeros(num_graphs, dtype=torch.float64, device=energies.device)
         energy = energy.index_add(0, batch, energies)
         out = {"energy": energy, "energies": energies}

@@ -8,6 +8,7 @@ from ase.build import bulk, fcc111, molecule
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
 from sinet_ase import SINet, SINetCalculator, atoms_to_graph, batch_graphs
+from sinet_ase.model import edge_vectors, graph_batch
 from sinet_ase.testing import (backbone_features as node_features, random_orthogonal,
                                rattled_ethanol as ethanol, relative_error, rotate_features,
                                triclinic_copper)
@@ -45,9 +46,7 @@ def test_scalar_features_are_the_scalars_of_the_features_with_their_gradients(lm
     graph = atoms_to_graph(ethanol(rng), model.cutoff)
     backbone = model.backbone
     species = backbone.species(graph.z)
-    vectors = torch.as_tensor(graph.pos, dtype=torch.float64)[graph.edge_index[1]] - \
-        torch.as_tensor(graph.pos, dtype=torch.float64)[graph.edge_index[0]]
-    vectors = vectors.detach().requires_grad_(True)
+    vectors = edge_vectors(graph, graph.pos, graph.cell, graph_batch(graph)).detach().requires_grad_(True)
     weights = torch.randn(len(species), backbone.layout.channels, dtype=torch.float64)
     full = backbone.features(species, graph.edge_index, vectors)[:, :, 0]
     (grad_full,) = torch.autograd.grad((full * weights).sum(), vectors)

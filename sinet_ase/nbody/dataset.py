@@ -184,13 +184,11 @@ def training_frame_pairs(input_frames, seed: int = DEFAULT_SEED, n_train: int = 
     if bad:
         raise ValueError(f"input frames {bad} out of range: need 0 <= k <= {sim.N_FRAMES - 1 - horizon} "
                          f"(the target frame k + {horizon} must be one of the {sim.N_FRAMES} recorded frames)")
-    rng = np.random.default_rng(seed)
-    x0, v0, q = sim.sample_initial_conditions(n_train, rng)
-    last = max(frames) + horizon
-    xs, vs = sim.simulate(x0, v0, q, sim.frame_to_step(last), sim.RECORD_EVERY)  # (N, last + 1, 5, 3)
+    # the training split is drawn first from default_rng(seed): the same trajectories, frames 0..last
+    traj = sim.generate_trajectories(n_train, np.random.default_rng(seed), n_frames=max(frames) + horizon + 1)
     stack = lambda a, shift: np.concatenate([a[:, k + shift] for k in frames])  # noqa: E731
-    return dict(x=stack(xs, 0), v=stack(vs, 0), q=np.concatenate([q] * len(frames)),
-                target=stack(xs, horizon), target_v=stack(vs, horizon))
+    return dict(x=stack(traj["x"], 0), v=stack(traj["v"], 0), q=np.concatenate([traj["q"]] * len(frames)),
+                target=stack(traj["x"], horizon), target_v=stack(traj["v"], horizon))
 
 
 # --- checksummed npz ------------------------------------------------------------
