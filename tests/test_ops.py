@@ -35,6 +35,38 @@ def test_scalar_interaction_equivariant(lmax, parity, dtype):
     assert relative_error(out_rot, rotate_features(layout, out, R)) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("lmax", [0, 1, 2, 4])
+@pytest.mark.parametrize("with_receiver,num_scalars", [(True, 3), (False, 0)])
+@pytest.mark.parametrize("scalars_only", [False, True], ids=["all_degrees", "scalars_only"])
+def test_node_folded_aggregate_equals_the_sum_of_per_edge_messages(lmax, with_receiver, num_scalars,
+                                                                  scalars_only):
+    """``aggregate_channels_last`` (the q and beta terms regrouped onto nodes) gives the neighbour
+    sum of ``forward``'s messages, values and gradients with respect to every input."""
+    torch.manual_seed(lmax)
+    layout = SphericalLayout(lmax, 5)
+    op = ScalarInteraction(layout, num_edge_scalars=num_scalars, with_receiver=with_receiver,
+                           hidden=8).double()
+    N, E = 6, 19
+    h = torch.randn(N, 5, layout.num_m, dtype=torch.float64, requires_grad=True)
+    edge_index = torch.randint(0, N, (2, E), generator=torch.Generator().manual_seed(1))
+    vec = torch.randn(E, 3, dtype=torch.float64)
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component").requires_grad_(True)
+    s = torch.randn(E, num_scalars, dtype=torch.float64, requires_grad=True) if num_scalars else None
+    w = torch.rand(E, dtype=torch.float64, requires_grad=True)
+    receiver, sender = edge_index
+    messages = op(h[sender], Y, h[receiver] if with_receiver else None, s, edge_weight=w)
+    expected = torch.zeros(N, 5, layout.num_m, dtype=torch.float64).index_add(0, receiver, messages)
+    expected = expected[:, :, 0] if scalars_only else expected.transpose(1, 2)
+    folded = op.aggregate_channels_last(h.transpose(1, 2).contiguous(), edge_index, Y, s, edge_weight=w,
+                                        scalars_only=scalars_only)
+    assert folded.shape == expected.shape
+    assert relative_error(folded, expected) < 1e-12
+    inputs = [t for t in (h, Y, s, w) if t is not None]
+    cot = torch.randn_like(expected)
+    for g_folded, g in zip(torch.autograd.grad(folded, inputs, cot), torch.autograd.grad(expected, inputs, cot)):
+        assert relative_error(g_folded, g) < 1e-12
+
+
 @pytest.mark.parametrize("lmax", [0, 1, 2, 3, 5])
 def test_channels_last_form_is_the_same_operation(lmax):
     """``forward_channels_last`` on (E, M, c) equals ``forward`` on (E, c, M), values and gradients,

@@ -38,16 +38,23 @@ class SphericalEmbedding(torch.nn.Module):
         c, L = layout.channels, layout.lmax
         self.species_embedding = torch.nn.Embedding(num_species, c)
         self.radial = mlp([num_basis, radial_hidden, c * (L + 1)])
+        # the stored last layer writes R in (c, L+1) order; reading its rows in (L+1, c) order
+        # gives (E, L+1, c) weights directly, channels innermost, without a transpose per edge
+        by_degree = torch.arange(c * (L + 1)).view(c, L + 1).t().reshape(-1)
+        self.register_buffer("radial_rows", by_degree, persistent=False)
 
     def aggregate(self, z, edge_index, Y, phi, u):
         """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node, channels last:
         ``z (N, c)`` -> ``(N, M, c)``."""
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
-        weights = self.radial(phi).view(-1, c, L + 1) * (u.view(-1, 1, 1) * gather_rows(z, sender).unsqueeze(-1))
-        # (E, c, L+1) -> (E, L+1, c) -> one row per spherical column (E, M, c), times Y^l_m:
-        # channels innermost, so both steps vectorise over c
-        messages = self.layout.per_degree_channels_last(weights.transpose(1, 2)) * Y.unsqueeze(-1)
+        last = self.radial[-1]
+        radial = torch.nn.functional.linear(self.radial[:-1](phi), last.weight.index_select(0, self.radial_rows),
+                                            last.bias.index_select(0, self.radial_rows))
+        weights = radial.view(-1, L + 1, c) * (u.view(-1, 1, 1) * gather_rows(z, sender).unsqueeze(1))
+        # (E, L+1, c) -> one row per spherical column (E, M, c), times Y^l_m: channels
+        # innermost, so both steps vectorise over c
+        messages = self.layout.per_degree_channels_last(weights) * Y.unsqueeze(-1)
         return sum_rows(messages, receiver, z.shape[0])
 
     def forward(self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):

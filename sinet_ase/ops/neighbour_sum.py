@@ -1,4 +1,4 @@
-"""Row gathers and neighbour sums that ``torch.compile`` leaves to ATen.
+"""Row gathers and neighbour sums that ``torch.compile`` can use on every thread.
 
 Message passing gathers node rows onto edges (``x[index]``, ``(N, ...) -> (E, ...)``) and
 sums edge rows back onto nodes (``out[index[e]] += src[e]``, ``(E, ...) -> (N, ...)``); the
@@ -8,13 +8,17 @@ generated as vectorised atomic adds, and with more than one thread inductor fail
 assertion while generating them; before this module, :meth:`sinet_ase.SINet.enable_compile`
 therefore ran every generated kernel on one thread.
 
-:func:`gather_rows` and :func:`sum_rows` are the same two operations as
-``torch.library`` custom operators (``sinet_ase::gather_rows``,
-``sinet_ase::sum_rows``): inductor calls them as opaque ATen kernels and generates only
-the element-wise work between them, which can then use every thread. Each one's
-gradient is the other, so forces (and second derivatives) flow through them. Outside
-compilation the helpers call ``index_select`` / ``index_add_`` directly, without the
-custom-operator dispatch.
+The sum is a ``torch.library`` custom operator (``sinet_ase::sum_rows``), which inductor
+calls as an opaque ATen kernel. While ``torch.compile`` traces, :func:`gather_rows` and
+:func:`sum_rows` are autograd functions whose every sum, forward or backward, is that
+operator, and whose every gather is a plain ``index_select``: inductor generates the
+gathers as indexed loads inside the kernels that read them, and nothing as atomic adds.
+(The gather was a custom operator too until the gathers were measured cheaper fused: Cu 864
+atoms, L = 1, one layer, compiled, float32 85 -> 72 ms per energy + forces call, float64
+level; benchmarks/README.md.) Outside compilation the helpers call ``index_select`` /
+``index_add_`` directly. ``sinet_ase::gather_rows`` stays as the custom operator's
+registered gradient (the gradient of each operator is the other, so second derivatives
+flow through them).
 """
 
 import torch
@@ -74,15 +78,44 @@ _gather_rows_op.register_autograd(_gather_backward, setup_context=_gather_setup)
 _sum_rows_op.register_autograd(_sum_backward, setup_context=_sum_setup)
 
 
+class _FusableGather(torch.autograd.Function):
+    """``index_select`` forward (fused by inductor), the ``sum_rows`` operator backward."""
+
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.save_for_backward(index)
+        ctx.num_rows = x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        return _sum_rows_op(grad, index, ctx.num_rows), None
+
+
+class _FusableSum(torch.autograd.Function):
+    """The ``sum_rows`` operator forward, ``index_select`` backward (fused by inductor)."""
+
+    @staticmethod
+    def forward(ctx, src, index, num_rows):
+        ctx.save_for_backward(index)
+        return _sum_rows_op(src, index, num_rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        return grad.index_select(0, index), None, None
+
+
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[index]`` along the first axis: ``(N, ...)``, ``index (E,)`` -> ``(E, ...)``."""
     if torch.compiler.is_compiling():
-        return _gather_rows_op(x, index)
+        return _FusableGather.apply(x, index)
     return _gather_rows_eager(x, index)
 
 
 def sum_rows(src: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
     """``out[n] = sum_{e: index[e] = n} src[e]``: ``(E, ...)``, ``index (E,)`` -> ``(num_rows, ...)``."""
     if torch.compiler.is_compiling():
-        return _sum_rows_op(src, index, num_rows)
+        return _FusableSum.apply(src, index, num_rows)
     return _sum_rows_eager(src, index, num_rows)

@@ -42,6 +42,16 @@ from .mlp import mlp
 from .neighbour_sum import gather_rows, sum_rows
 
 
+def _contract_rows(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``sum_m weights[e, m] rows[e, m, :]``: ``(E, R) x (E, R, d) -> (E, d)``.
+
+    A product and a sum, not ``bmm`` with ``(1, R)`` factors: forward + backward at
+    ``E = 36,944, R = 5, d = 64`` took 15 / 7 ms (float64 / float32) against 23 / 17 ms
+    for ``bmm`` and ``einsum`` on this project's CPU; inductor fuses it too.
+    """
+    return (weights.unsqueeze(-1) * rows).sum(1)
+
+
 class ScalarInteraction(torch.nn.Module):
     """The edge operation: ``(h_j, Y, [h_i], [s]) -> m`` of shape ``(E, c, M)``.
 
@@ -116,6 +126,9 @@ class ScalarInteraction(torch.nn.Module):
         # the rows of alpha^0 and beta^0 alone, in the same order (see forward_scalars_channels_last)
         self.register_buffer("scalar_output_rows", torch.cat([by_degree[:c], q_width + by_degree[:c]]),
                              persistent=False)
+        # the node-folded form (aggregate_channels_last): q's columns, and the other per-edge ones
+        self.register_buffer("harmonic_columns", by_degree, persistent=False)
+        self.register_buffer("pair_columns", torch.cat(edge[1:]), persistent=False)
 
     def invariants(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                    edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -219,6 +232,84 @@ class ScalarInteraction(torch.nn.Module):
         alpha, beta = coeff.view(-1, 2, c).unbind(1)  # (E, c) each
         return torch.addcmul(beta * Y[:, :1], alpha, h_src[:, 0, :])
 
+    def aggregate_channels_last(self, h: torch.Tensor, edge_index: torch.Tensor, Y: torch.Tensor,
+                                edge_scalars: Optional[torch.Tensor] = None,
+                                edge_weight: Optional[torch.Tensor] = None,
+                                scalars_only: bool = False) -> torch.Tensor:
+        r"""Messages summed over neighbours, ``sum_j m_ij``, with the linear parts done per node.
+
+        ``h (N, M, c)`` node features, ``edge_index (2, E)`` (row 0 receives, row 1 sends),
+        ``Y (E, M)``, ``edge_scalars (E, s)``, ``edge_weight (E,)`` -> ``(N, M, c)``, or the
+        degree-0 column alone, ``(N, c)``, with ``scalars_only``. The same sum as
+        ``sum_rows(forward_channels_last(h[sender], Y, h[receiver], ...), receiver)``, with
+        the same weights; two terms are regrouped so that their matrix products act on the
+        ``N`` nodes instead of the ``E`` edges (exact algebra, only rounding differs; tested):
+
+        * the first layer's ``q`` term. ``q^{l,k} = <h_j^{l,k}, Y^l>`` is linear in ``h_j``
+          and in ``Y``, so ``sum_{l,k} W_q[a, lk] q^{l,k} = sum_m Y^m G_j[m, a]`` with
+          ``G_j[m, a] = sum_k W_q[a, l(m) k] h_j^{m,k} / sqrt(2l+1)``: an ``(N, M, hidden)``
+          node tensor, gathered and contracted with ``Y`` per edge (``M hidden`` products per
+          edge instead of ``(L+1) c hidden``). The ``W_j h_j^0`` term rides along as an extra
+          row ``m = M`` with ``Y = 1``.
+        * the last layer's ``beta`` rows. ``beta_ij = W_b a_ij + b_b`` (``a``: hidden
+          activations) enters the sum as ``sum_j u_ij beta_ij^{l,k} Y_ij^{lm}``, linear in
+          ``a``, so ``= sum_a W_b[lk, a] T_i[m, a] + b_b[lk] T_i[m, bias]`` with
+          ``T_i = sum_j u_ij [a_ij, 1] Y_ij^m``, an ``(N, M, hidden + 1)`` node tensor.
+
+        What stays per edge: ``p = <h_i, h_j>`` and the edge scalars through the first layer,
+        the activation, the ``alpha`` rows of the last layer and ``alpha h_j``.
+        """
+        c, L, M = self.layout.channels, self.layout.lmax, self.layout.num_m
+        receiver, sender = edge_index[0], edge_index[1]
+        num_nodes = h.shape[0]
+        first, activation, last = self.coefficients
+        hidden_width = first.weight.shape[0]
+        if self.num_edge_scalars and edge_scalars is None:
+            raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
+
+        # first layer: W_q q + W_j h_j^0 as (N, M + 1, hidden) per node, contracted with [Y, 1]
+        w_q = first.weight.index_select(1, self.harmonic_columns).view(hidden_width, L + 1, c)
+        w_q = w_q.index_select(1, self.layout.degree_of_m) * self.layout.inner_product.sum(1).view(1, M, 1)
+        w_sender = torch.cat([w_q, first.weight.index_select(1, self.src_columns).unsqueeze(1)], dim=1)
+        h_sender = torch.cat([h, h[:, :1]], dim=1)  # (N, M + 1, c)
+        node_sender = torch.einsum("nmc,amc->nma", h_sender, w_sender)  # (N, M + 1, hidden)
+        Y_ext = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # (E, M + 1)
+        pre = _contract_rows(Y_ext, gather_rows(node_sender, sender))  # (E, hidden)
+        pairs = []
+        h_src = gather_rows(h, sender)
+        if self.with_receiver:
+            pre = pre + gather_rows(self._first_layer_term(h, self.dst_columns, with_bias=True), receiver)
+            pairs.append(self.layout.degree_sum_channels_last(gather_rows(h, receiver) * h_src).reshape(-1, (L + 1) * c))
+        else:
+            pre = pre + first.bias
+        if self.num_edge_scalars:
+            pairs.append(edge_scalars)
+        if pairs:
+            pre = torch.addmm(pre, torch.cat(pairs, dim=-1) if len(pairs) > 1 else pairs[0],
+                              first.weight.index_select(1, self.pair_columns).t())
+        hidden = activation(pre)  # (E, hidden)
+
+        # last layer: alpha per edge; beta through T = sum_j u [a, 1] Y per node
+        rows = self.scalar_output_rows if scalars_only else self.output_rows
+        num_alpha = rows.shape[0] // 2
+        alpha = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows[:num_alpha]),
+                                           last.bias.index_select(0, rows[:num_alpha]))
+        hidden_ext = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1)  # [a, 1]
+        if edge_weight is not None:
+            alpha = alpha * edge_weight.unsqueeze(-1)
+            hidden_ext = hidden_ext * edge_weight.unsqueeze(-1)
+        w_beta = torch.cat([last.weight.index_select(0, rows[num_alpha:]),
+                            last.bias.index_select(0, rows[num_alpha:]).unsqueeze(-1)], dim=1)
+        if scalars_only:  # alpha^0 h_j^0 and a Y^0 (E, c + hidden + 1): one neighbour sum
+            summed = sum_rows(torch.cat([alpha * h_src[:, 0, :], hidden_ext * Y[:, :1]], dim=1),
+                              receiver, num_nodes)
+            return torch.addmm(summed[:, :c], summed[:, c:], w_beta.t())  # (N, c)
+        alpha_messages = sum_rows(self.layout.per_degree_channels_last(alpha.view(-1, L + 1, c)) * h_src,
+                                  receiver, num_nodes)  # (N, M, c)
+        T = sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), receiver, num_nodes)  # (N, M, hidden + 1)
+        w_beta = w_beta.view(L + 1, c, hidden_width + 1).index_select(0, self.layout.degree_of_m)
+        return alpha_messages + torch.einsum("nma,mca->nmc", T, w_beta)
+
     def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                 edge_scalars: Optional[torch.Tensor] = None,
                 edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -261,33 +352,19 @@ class ScalarInteractionLayer(torch.nn.Module):
         # False runs the (E, c, M) form, the same operation
         self.channels_last = True
 
-    def _edge_inputs(self, h, edge_index):
-        """Gathered ``h_j``, ``h_i`` and the coefficient MLP's per-node first-layer terms."""
-        receiver, sender = edge_index[0], edge_index[1]
-        h_src, h_dst = gather_rows(h, sender), gather_rows(h, receiver)
-        sender_term, receiver_term = self.interaction.node_terms_channels_last(h)
-        scalar_terms = gather_rows(sender_term, sender) + gather_rows(receiver_term, receiver)
-        return h_src, h_dst, scalar_terms
-
     def aggregate(self, h, edge_index, Y, phi, u):
         """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, in the layout of ``h``:
-        ``(N, M, c)`` if :attr:`channels_last` else ``(N, c, M)``."""
-        receiver = edge_index[0]
+        ``(N, M, c)`` if :attr:`channels_last` (node-folded,
+        :meth:`ScalarInteraction.aggregate_channels_last`) else ``(N, c, M)``."""
         if self.channels_last:
-            h_src, h_dst, scalar_terms = self._edge_inputs(h, edge_index)
-            messages = self.interaction.forward_channels_last(h_src, Y, h_dst, phi, edge_weight=u,
-                                                              scalar_terms=scalar_terms)
-        else:
-            sender = edge_index[1]
-            messages = self.interaction(gather_rows(h, sender), Y, gather_rows(h, receiver), phi, edge_weight=u)
+            return self.interaction.aggregate_channels_last(h, edge_index, Y, phi, edge_weight=u)
+        receiver, sender = edge_index[0], edge_index[1]
+        messages = self.interaction(gather_rows(h, sender), Y, gather_rows(h, receiver), phi, edge_weight=u)
         return sum_rows(messages, receiver, h.shape[0])
 
     def aggregate_scalars(self, h, edge_index, Y, phi, u):
         """The degree-0 part of :meth:`aggregate` alone, from channels-last ``h (N, M, c)``: ``(N, c)``."""
-        h_src, h_dst, scalar_terms = self._edge_inputs(h, edge_index)
-        messages = self.interaction.forward_scalars_channels_last(h_src, Y, h_dst, phi, edge_weight=u,
-                                                                  scalar_terms=scalar_terms)
-        return sum_rows(messages, edge_index[0], h.shape[0])
+        return self.interaction.aggregate_channels_last(h, edge_index, Y, phi, edge_weight=u, scalars_only=True)
 
     def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
         if self.channels_last:
