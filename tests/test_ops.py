@@ -35,6 +35,36 @@ def test_scalar_interaction_equivariant(lmax, parity, dtype):
     assert relative_error(out_rot, rotate_features(layout, out, R)) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("lmax", [0, 1, 3])
+@pytest.mark.parametrize("num_species", [1, 3])
+def test_species_folded_embedding_equals_the_per_edge_sum(lmax, num_species):
+    """The embedding's two forms (``fold_species``) give the same features and gradients with
+    respect to the edge inputs and every parameter; the choice follows ``S (L+1) <= n_avg``."""
+    torch.manual_seed(lmax)
+    layout = SphericalLayout(lmax, 5)
+    emb = SphericalEmbedding(num_species, layout, num_basis=4, radial_hidden=6, avg_num_neighbors=3.0).double()
+    assert emb.fold_species == (num_species * (lmax + 1) <= 3.0)
+    N, E = 7, 23
+    g = torch.Generator().manual_seed(2)
+    species = torch.randint(0, num_species, (N,), generator=g)
+    edge_index = torch.randint(0, N, (2, E), generator=g)
+    vec = torch.randn(E, 3, dtype=torch.float64, generator=g)
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component").requires_grad_(True)
+    phi = torch.randn(E, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    u = torch.rand(E, dtype=torch.float64, generator=g, requires_grad=True)
+    inputs = [Y, phi, u] + list(emb.parameters())
+    results = []
+    for fold in (False, True):
+        emb.fold_species = fold
+        h = emb(species, edge_index, Y, phi, u)
+        cot = torch.randn(h.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        results.append((h, torch.autograd.grad(h, inputs, cot)))
+    (h_edge, g_edge), (h_fold, g_fold) = results
+    assert relative_error(h_fold, h_edge) < 1e-12
+    for a, b in zip(g_fold, g_edge):
+        assert relative_error(a, b) < 1e-12
+
+
 @pytest.mark.parametrize("lmax", [0, 1, 2, 4])
 @pytest.mark.parametrize("with_receiver,num_scalars", [(True, 3), (False, 0)])
 @pytest.mark.parametrize("scalars_only", [False, True], ids=["all_degrees", "scalars_only"])

@@ -28,6 +28,16 @@ class SphericalEmbedding(torch.nn.Module):
     forward(species (N,), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,),
     edge_chunk_size=None) -> h (N, c, M). ``edge_index[0]`` is the receiving atom ``i``, ``edge_index[1]``
     the neighbour ``j``.
+
+    Two forms of the same sum (:attr:`fold_species`, chosen at construction):
+
+    * per edge: ``R_ij = W_2 a_ij + b_2`` (``a``: the radial MLP's hidden activations) for
+      every edge, times ``u_ij z_j`` and ``Y_ij``, summed;
+    * species-folded: ``R`` is linear in ``[a, 1]`` and ``z_j`` depends only on the species
+      ``s_j``, so ``sum_j u R_ij^{l,k} z_j^k Y_ij^m = sum_s z_s^k sum_a W_2[lk, a] T_{i,s}[m, a]``
+      with ``T_{i,s} = sum_{j: s_j = s} u_ij [a_ij, 1] Y_ij^m``, an ``(N, S, M, hidden + 1)`` node
+      tensor: ``W_2``'s product moves from ``E`` edges to ``N S`` (node, species) pairs.
+      It is used when ``S (L+1) <= avg_num_neighbors``, where that is the cheaper side.
     """
 
     def __init__(self, num_species: int, layout: SphericalLayout, num_basis: int,
@@ -35,6 +45,7 @@ class SphericalEmbedding(torch.nn.Module):
         super().__init__()
         self.layout = layout
         self.avg_num_neighbors = float(avg_num_neighbors)
+        self.num_species = int(num_species)
         c, L = layout.channels, layout.lmax
         self.species_embedding = torch.nn.Embedding(num_species, c)
         self.radial = mlp([num_basis, radial_hidden, c * (L + 1)])
@@ -42,24 +53,47 @@ class SphericalEmbedding(torch.nn.Module):
         # gives (E, L+1, c) weights directly, channels innermost, without a transpose per edge
         by_degree = torch.arange(c * (L + 1)).view(c, L + 1).t().reshape(-1)
         self.register_buffer("radial_rows", by_degree, persistent=False)
+        # per edge W_2 costs (L+1) c hidden products; folded, N S M (hidden+1) c at the nodes
+        self.fold_species = self.num_species * (L + 1) <= self.avg_num_neighbors
 
-    def aggregate(self, z, edge_index, Y, phi, u):
+    def _radial_last_layer(self):
+        """``W_2`` and ``b_2`` with rows in ``(L+1, c)`` order."""
+        last = self.radial[-1]
+        return last.weight.index_select(0, self.radial_rows), last.bias.index_select(0, self.radial_rows)
+
+    def aggregate(self, species, edge_index, Y, phi, u):
         """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node, channels last:
-        ``z (N, c)`` -> ``(N, M, c)``."""
+        ``species (N,)`` -> ``(N, M, c)``."""
+        if self.fold_species:
+            return self._aggregate_folded(species, edge_index, Y, phi, u)
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
-        last = self.radial[-1]
-        radial = torch.nn.functional.linear(self.radial[:-1](phi), last.weight.index_select(0, self.radial_rows),
-                                            last.bias.index_select(0, self.radial_rows))
+        z = self.species_embedding(species)
+        radial = torch.nn.functional.linear(self.radial[:-1](phi), *self._radial_last_layer())
         weights = radial.view(-1, L + 1, c) * (u.view(-1, 1, 1) * gather_rows(z, sender).unsqueeze(1))
         # (E, L+1, c) -> one row per spherical column (E, M, c), times Y^l_m: channels
         # innermost, so both steps vectorise over c
         messages = self.layout.per_degree_channels_last(weights) * Y.unsqueeze(-1)
-        return sum_rows(messages, receiver, z.shape[0])
+        return sum_rows(messages, receiver, species.shape[0])
+
+    def _aggregate_folded(self, species, edge_index, Y, phi, u):
+        """:meth:`aggregate` through ``T_{i,s}`` (see the class docstring)."""
+        c, L, M, S = self.layout.channels, self.layout.lmax, self.layout.num_m, self.num_species
+        receiver, sender = edge_index[0], edge_index[1]
+        num_nodes = species.shape[0]
+        hidden = self.radial[:-1](phi)
+        hidden_ext = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1) * u.unsqueeze(-1)
+        rows = receiver * S + species.index_select(0, sender)  # (node i, species of j)
+        T = sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, num_nodes * S)  # (N S, M, hidden + 1)
+        weight, bias = self._radial_last_layer()
+        w_ext = torch.cat([weight, bias.unsqueeze(-1)], dim=1).view(L + 1, c, -1)
+        w_ext = w_ext.index_select(0, self.layout.degree_of_m)  # (M, c, hidden + 1)
+        radial_sums = torch.einsum("nma,mca->nmc", T, w_ext).view(num_nodes, S, M, c)
+        return torch.einsum("nsmc,sc->nmc", radial_sums, self.species_embedding.weight)
 
     def forward(self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
         z = self.species_embedding(species)  # (N, c)
-        h = edge_chunked_sum(self.aggregate, z, edge_index, (Y, phi, u), edge_chunk_size)
+        h = edge_chunked_sum(self.aggregate, species, edge_index, (Y, phi, u), edge_chunk_size)
         h = h.transpose(1, 2).contiguous()  # (N, c, M)
         h = h / self.avg_num_neighbors
         h[:, :, 0] = h[:, :, 0] + z
