@@ -8,7 +8,8 @@
 Builds ``SINet(["Cu"], lmax, channels=64, num_layers, cutoff=5)`` (``--num-layers``, default 2) with seed 0 (the same
 weights in both versions when the parameters are the same), a rattled fcc Cu cell of
 ``4 n^3`` atoms, its graph once, and times ``model(graph)`` (energy and forces by autograd,
-no ASE, no neighbour list) after three untimed calls. Prints the median and the energy
+no ASE, no neighbour list) after three untimed calls (``--compile``: through
+``SINet.enable_compile()``, the first of them compiling). Prints the median and the energy
 and first force, so that the two versions can be checked to compute the same thing. Run
 the two versions alternately, several rounds, so that a change in machine load hits both.
 """
@@ -31,6 +32,7 @@ def main():
     ap.add_argument("--cells", type=int, default=6, help="n: the cell is n x n x n cubic fcc cells (4 n^3 atoms)")
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--compile", action="store_true", help="SINet.enable_compile() (inductor) before timing")
     ap.add_argument("--label", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -42,6 +44,8 @@ def main():
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((args.cells,) * 3)
     atoms.rattle(0.05, seed=1)
     graph = atoms_to_graph(atoms, 5.0, ["Cu"])
+    if args.compile:
+        model.enable_compile()
     for _ in range(3):
         out = model(graph)
     times = []
@@ -49,7 +53,8 @@ def main():
         start = time.perf_counter()
         out = model(graph)
         times.append(time.perf_counter() - start)
-    print(f"{args.label} L={args.lmax} T={args.num_layers} {args.dtype} atoms={len(atoms)} edges={graph.edge_index.shape[1]} "
+    mode = "compiled" if args.compile else "eager"
+    print(f"{args.label} {mode} L={args.lmax} T={args.num_layers} {args.dtype} atoms={len(atoms)} edges={graph.edge_index.shape[1]} "
           f"median {np.median(times) * 1e3:.1f} ms  energy {out['energy'].item():.6f}  "
           f"force[0] {np.round(out['forces'][0].tolist(), 8).tolist()}", flush=True)
 
