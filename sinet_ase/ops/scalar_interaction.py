@@ -76,13 +76,14 @@ class ScalarInteraction(torch.nn.Module):
     ``alpha`` reaches the ``2l+1`` rows of its degree by a gather of whole rows. On
     this project's CPU it is faster than the ``(E, c, M)`` form at ``L = 1, 2, 4, 5, 6``
     (3-30 % per op in two runs) and level at ``L = 3`` (``benchmarks/compare_si_forms.py``,
-    benchmarks/README.md), so
-    :class:`ScalarInteractionLayer` uses it. Both forms use the same stored weights: the
+    benchmarks/README.md); the op benchmark (``benchmarks/bench_ops.py``) times it, and
+    the layers use its channels-last layout. Both forms use the same stored weights: the
     MLP's first layer reads ``(c, L+1)``-ordered invariants and its last layer writes
     ``(c, L+1)``-ordered coefficients; the channels-last form reads the weights in
-    ``(L+1, c)`` order instead of transposing the per-edge tensors, and the layer computes
-    the first layer's ``h_j^0`` and ``h_i^0`` terms once per node
-    (:meth:`node_terms_channels_last`).
+    ``(L+1, c)`` order instead of transposing the per-edge tensors.
+
+    :meth:`aggregate_channels_last` is what the layers call: the messages summed over
+    neighbours, with the linear parts of the coefficient MLP regrouped to run once per node.
     """
 
     def __init__(self, layout: SphericalLayout, num_edge_scalars: int = 0,
@@ -123,7 +124,7 @@ class ScalarInteraction(torch.nn.Module):
         self.register_buffer("src_columns", src, persistent=False)
         self.register_buffer("dst_columns", dst, persistent=False)
         self.register_buffer("output_rows", torch.cat([by_degree, q_width + by_degree]), persistent=False)
-        # the rows of alpha^0 and beta^0 alone, in the same order (see forward_scalars_channels_last)
+        # the rows of alpha^0 and beta^0 alone, in the same order (aggregate_channels_last, scalars_only)
         self.register_buffer("scalar_output_rows", torch.cat([by_degree[:c], q_width + by_degree[:c]]),
                              persistent=False)
         # the node-folded form (aggregate_channels_last): q's columns, and the other per-edge ones
@@ -151,29 +152,16 @@ class ScalarInteraction(torch.nn.Module):
         weight = first.weight.index_select(1, columns).t()
         return torch.addmm(first.bias, h[:, 0, :], weight) if with_bias else h[:, 0, :] @ weight
 
-    def node_terms_channels_last(self, h: torch.Tensor):
-        """The scalar part of the coefficient MLP's first layer, per node.
+    def forward_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
+                              edge_scalars: Optional[torch.Tensor] = None,
+                              edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Messages ``(E, M, c)`` from ``h_src, h_dst (E, M, c)``, ``Y (E, M)``.
 
-        The first layer is linear, ``W [.., h_j^0, .., h_i^0, ..] + b``, so its
-        ``W_j h_j^0`` and ``W_i h_i^0 + b`` terms depend on one node each: computed for
-        the ``N`` nodes and gathered, they cost ``N`` instead of ``E`` rows of the product
-        (and the per-edge input is ``2 c`` columns narrower). ``h (N, M, c)`` ->
-        ``(sender_term, receiver_term)``, ``(N, hidden)`` each; pass
-        ``sender_term[sender] + receiver_term[receiver]`` as ``scalar_terms`` to
-        :meth:`forward_channels_last`.
+        Same function as :meth:`forward`: the stored weights are read in reordered columns
+        and rows (see ``_register_channels_last_orders``), so no invariant or coefficient
+        is transposed.
         """
-        sender_term = self._first_layer_term(h, self.src_columns, with_bias=False)
-        if self.with_receiver:
-            receiver_term = self._first_layer_term(h, self.dst_columns, with_bias=True)
-        else:
-            receiver_term = self.coefficients[0].bias.expand_as(sender_term)
-        return sender_term, receiver_term
-
-    def _coefficients_channels_last(self, h_src, Y, h_dst, edge_scalars, edge_weight, scalar_terms,
-                                    rows: torch.Tensor) -> torch.Tensor:
-        """The coefficient MLP on channels-last features, its last layer restricted to ``rows``:
-        ``(E, len(rows))`` (times ``edge_weight``). See :meth:`forward_channels_last`."""
-        E = h_src.shape[0]
+        c, L, E = self.layout.channels, self.layout.lmax, h_src.shape[0]
         if self.with_receiver and h_dst is None:
             raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
         if self.num_edge_scalars and edge_scalars is None:
@@ -184,53 +172,17 @@ class ScalarInteraction(torch.nn.Module):
         if self.num_edge_scalars:
             parts.append(edge_scalars)
         first, activation, last = self.coefficients
-        if scalar_terms is None:
-            receiver_term = (self._first_layer_term(h_dst, self.dst_columns, with_bias=True)
-                             if self.with_receiver else first.bias)
-            scalar_terms = self._first_layer_term(h_src, self.src_columns, with_bias=False) + receiver_term
+        scalar_terms = self._first_layer_term(h_src, self.src_columns, with_bias=not self.with_receiver)
+        if self.with_receiver:
+            scalar_terms = scalar_terms + self._first_layer_term(h_dst, self.dst_columns, with_bias=True)
         hidden = activation(torch.addmm(scalar_terms, torch.cat(parts, dim=-1),
                                         first.weight.index_select(1, self.edge_columns).t()))
-        coeff = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows),
-                                           last.bias.index_select(0, rows))
+        coeff = torch.nn.functional.linear(hidden, last.weight.index_select(0, self.output_rows),
+                                           last.bias.index_select(0, self.output_rows))
         if edge_weight is not None:
             coeff = coeff * edge_weight.unsqueeze(-1)
-        return coeff
-
-    def forward_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
-                              edge_scalars: Optional[torch.Tensor] = None,
-                              edge_weight: Optional[torch.Tensor] = None,
-                              scalar_terms: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Messages ``(E, M, c)`` from ``h_src, h_dst (E, M, c)``, ``Y (E, M)``.
-
-        ``scalar_terms (E, hidden)``: the first layer's ``h_j^0``, ``h_i^0`` and bias terms
-        gathered from :meth:`node_terms_channels_last` (what the layer passes); computed
-        here from ``h_src``, ``h_dst`` when ``None``. Same function as :meth:`forward`:
-        the stored weights are read in reordered columns and rows (see
-        ``_register_channels_last_orders``), so no invariant or coefficient is transposed.
-        """
-        c, L = self.layout.channels, self.layout.lmax
-        coeff = self._coefficients_channels_last(h_src, Y, h_dst, edge_scalars, edge_weight, scalar_terms,
-                                                 self.output_rows)
         alpha, beta = coeff.view(-1, 2, L + 1, c).unbind(1)  # (E, L+1, c) each, rows contiguous
         return self.layout.combine_with_harmonics_channels_last(alpha, h_src, beta, Y)
-
-    def forward_scalars_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
-                                      edge_scalars: Optional[torch.Tensor] = None,
-                                      edge_weight: Optional[torch.Tensor] = None,
-                                      scalar_terms: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The degree-0 messages alone, ``m^{0,k} = alpha^{0,k} h_j^{0,k} + beta^{0,k} Y^0``: ``(E, c)``.
-
-        Column 0 of :meth:`forward_channels_last`'s output (same arguments). The
-        invariants still come from every degree; only the MLP's last layer is cut to the
-        ``2c`` rows of ``alpha^0, beta^0`` and no ``l > 0`` message is formed. For a last
-        layer whose ``l > 0`` output nothing reads (an energy model's), that is the whole
-        layer's result at a fraction of its cost.
-        """
-        c = self.layout.channels
-        coeff = self._coefficients_channels_last(h_src, Y, h_dst, edge_scalars, edge_weight, scalar_terms,
-                                                 self.scalar_output_rows)
-        alpha, beta = coeff.view(-1, 2, c).unbind(1)  # (E, c) each
-        return torch.addcmul(beta * Y[:, :1], alpha, h_src[:, 0, :])
 
     def aggregate_channels_last(self, h: torch.Tensor, edge_index: torch.Tensor, Y: torch.Tensor,
                                 edge_scalars: Optional[torch.Tensor] = None,
@@ -386,7 +338,7 @@ class ScalarInteractionLayer(torch.nn.Module):
 
         ``h_i^0 + silu(Linear(m_i)^0)`` needs only the degree-0 messages (the linear layer
         maps degree ``l`` to degree ``l``), so the edge work of ``l > 0`` messages and their
-        sums is skipped (:meth:`ScalarInteraction.forward_scalars_channels_last`); the
+        sums is skipped (:meth:`ScalarInteraction.aggregate_channels_last` with ``scalars_only``); the
         invariants that the coefficients read still come from every degree.
         """
         h_cl = h.transpose(1, 2).contiguous()
