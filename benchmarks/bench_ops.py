@@ -24,6 +24,11 @@ of E = 4,096 edges; output ``h1``'s irreps.
   [(i, j, k, 'uvu', True)])``, one output block per path (``mid`` sorted as MACE's
   ``tp_out_irreps_with_instructions``), ``shared_weights=False``, per-edge weights
   ``(E, weight_numel)`` passed in.
+* ``SI-c``, ``FCTP-c``: ``SI`` and ``FCTP`` through ``torch.compile`` (inductor, default
+  options), as ``SINetCalculator(compile=True)`` runs SINet's layers; the two compiling
+  calls (with and without gradients) are made before timing and reported as
+  ``compile_s``. e3nn's TPs are TorchScript code already (``e3nn_opt`` in the env record).
+  Not in the default sweep (``--kinds`` lists them).
 
 fwd = forward under ``no_grad``; fwd+bwd = forward + ``torch.autograd.grad`` of a
 random cotangent w.r.t. h1, h2 and the weights (the MLP parameters for SI, the
@@ -61,7 +66,9 @@ from sinet_ase.ops import ScalarInteraction, SphericalLayout  # noqa: E402
 
 BATCH = 4096
 SI_HIDDEN = 64
-KINDS = ["SI", "SI+conv", "FCTP", "UVU"]
+KINDS = ["SI", "SI+conv", "FCTP", "UVU", "SI-c", "FCTP-c"]
+DEFAULT_KINDS = KINDS[:4]
+COMPILED = "-c"  # suffix: the same op through torch.compile (inductor)
 
 
 def h_irreps(L, mul):
@@ -112,6 +119,9 @@ def timeit(fn, n_warm=3, n_rep=10, min_rep=3, max_seconds=60.0, min_seconds=0.5,
 
 def make_op(kind, L, nc, dtype):
     """Module, inputs, the tensors to differentiate and a cotangent for one op."""
+    if kind.endswith(COMPILED):
+        call, wrt, grad_out, info = make_op(kind[:-len(COMPILED)], L, nc, dtype)
+        return torch.compile(call), wrt, grad_out, info
     torch.manual_seed(0)
     h1 = h_irreps(L, nc)
     h2 = o3.Irreps.spherical_harmonics(L)
@@ -162,6 +172,12 @@ def bench_one(kind, L, nc, dtype, args):
     def fwd_bwd():
         torch.autograd.grad(call(), wrt, grad_out)
 
+    compile_s = None
+    if kind.endswith(COMPILED):  # compile both graphs (with and without gradients) before timing
+        t0 = time.perf_counter()
+        fwd_bwd()
+        fwd()
+        compile_s = round(time.perf_counter() - t0, 1)
     waited = wait_for_idle(args.wait_idle)
     before = machine_state()
     with ForeignLoad() as fl:
@@ -169,7 +185,7 @@ def bench_one(kind, L, nc, dtype, args):
         fb_med, fb_min, fb_cpu, fb_n = timeit(fwd_bwd, n_rep=args.reps, max_seconds=args.max_seconds)
     return {"kind": kind, "L": L, "n_c": nc, "dtype": str(dtype).replace("torch.", ""),
             "threads": torch.get_num_threads(),
-            "batch": BATCH, **info, "build_s": round(build_s, 3),
+            "batch": BATCH, **info, "build_s": round(build_s, 3), "compile_s": compile_s,
             "fwd_ms": f_med, "fwd_min_ms": f_min, "fwd_cpu_ms": f_cpu, "fwd_n": f_n,
             "fwd_bwd_ms": fb_med, "fwd_bwd_min_ms": fb_min, "fwd_bwd_cpu_ms": fb_cpu, "fwd_bwd_n": fb_n,
             "foreign_load_cores": round(fl.cores, 3), "waited_for_idle_s": round(waited, 1),
@@ -187,8 +203,8 @@ def print_table(results):
     points = sorted({(r["L"], r["n_c"]) for r in results}, key=lambda p: (p[1] != 64, p[0], p[1]))
     print("\nms per call (median), batch 4,096 edges; speed-up = e3nn time / SI time (fwd+bwd)\n")
     print("| L | n_c | SI fwd | SI fwd+bwd | SI+conv fwd+bwd | FCTP fwd | FCTP fwd+bwd | UVU fwd | "
-          "UVU fwd+bwd | FCTP/SI | UVU/SI | foreign load (cores) | loadavg 1 min |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "UVU fwd+bwd | FCTP/SI | UVU/SI | SI-c fwd+bwd | FCTP-c fwd+bwd | foreign load (cores) | loadavg 1 min |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def cell(kind, L, nc, key):
         r = idx.get((kind, L, nc))
@@ -206,10 +222,11 @@ def print_table(results):
         print(f"| {L} | {nc} | {cell('SI', L, nc, 'fwd_ms')} | {cell('SI', L, nc, 'fwd_bwd_ms')} | "
               f"{cell('SI+conv', L, nc, 'fwd_bwd_ms')} | {cell('FCTP', L, nc, 'fwd_ms')} | "
               f"{cell('FCTP', L, nc, 'fwd_bwd_ms')} | {cell('UVU', L, nc, 'fwd_ms')} | "
-              f"{cell('UVU', L, nc, 'fwd_bwd_ms')} | {ratios[0]} | {ratios[1]} | {loads} | {lavg} |")
+              f"{cell('UVU', L, nc, 'fwd_bwd_ms')} | {ratios[0]} | {ratios[1]} | "
+              f"{cell('SI-c', L, nc, 'fwd_bwd_ms')} | {cell('FCTP-c', L, nc, 'fwd_bwd_ms')} | {loads} | {lavg} |")
     print("\nprocess CPU time per fwd+bwd call (ms, all threads; less sensitive to other jobs)\n")
-    print("| L | n_c | SI | SI+conv | FCTP | UVU | FCTP/SI | UVU/SI |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| L | n_c | " + " | ".join(KINDS) + " | FCTP/SI | UVU/SI |")
+    print("|---|---|" + "---|" * (len(KINDS) + 2))
     for L, nc in points:
         si = idx.get(("SI", L, nc))
         ratios = []
@@ -244,6 +261,12 @@ def check_goals(results, key="fwd_bwd_ms"):
         r = ratio("FCTP", L)
         lines.append(f"  FCTP/SI at L={L}, n_c=64 >= {goal:.0f}x: "
                      + ("not measured" if r is None else f"{r:.1f}x -> {'MET' if r >= goal else 'NOT MET'}"))
+        si_c = idx.get(("SI-c", L, 64))
+        fctp = [idx[(k, L, 64)][key] for k in ("FCTP", "FCTP-c") if (k, L, 64) in idx]
+        if si_c and fctp:  # compiled SI against the faster FCTP form measured
+            r = min(fctp) / si_c[key]
+            lines.append(f"  faster FCTP form / SI-c at L={L}, n_c=64 >= {goal:.0f}x: {r:.1f}x -> "
+                         f"{'MET' if r >= goal else 'NOT MET'}")
     uvu = {L: ratio("UVU", L) for L in range(2, 7)}
     meas = {L: r for L, r in uvu.items() if r is not None}
     if meas:
@@ -267,7 +290,9 @@ def plot(results, path):
 
     style = {"SI": ("C0", "o", "Scalar Interaction"), "SI+conv": ("C0", ".", "SI + e3nn layout conversion"),
              "FCTP": ("C3", "s", "e3nn FullyConnectedTensorProduct"),
-             "UVU": ("C1", "^", "e3nn 'uvu' TP, per-edge weights")}
+             "UVU": ("C1", "^", "e3nn 'uvu' TP, per-edge weights"),
+             "SI-c": ("C2", "o", "Scalar Interaction, torch.compile"),
+             "FCTP-c": ("C4", "s", "e3nn FCTP, torch.compile")}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (x_key, fixed_key, fixed_val) in zip(axes, (("L", "n_c", 64), ("n_c", "L", 3))):
         for kind in KINDS:
@@ -312,7 +337,7 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--max-seconds", type=float, default=60.0, help="time budget per point and mode")
-    ap.add_argument("--kinds", nargs="*", default=KINDS, choices=KINDS)
+    ap.add_argument("--kinds", nargs="*", default=DEFAULT_KINDS, choices=KINDS)
     ap.add_argument("--Ls", nargs="*", type=int, default=[1, 2, 3, 4, 5, 6])
     ap.add_argument("--ncs", nargs="*", type=int, default=[16, 32, 64, 128, 256])
     ap.add_argument("--wait-idle", type=float, default=0.0,
@@ -358,7 +383,7 @@ def main():
     results = []
     for kind in args.kinds:
         for L, nc in configs:
-            if kind in ("FCTP", "UVU") and L > e3nn_max_L:
+            if kind in ("FCTP", "UVU", "FCTP-c") and L > e3nn_max_L:
                 continue
             r = bench_one(kind, L, nc, dtype, args)
             results.append(r)
