@@ -55,14 +55,16 @@ def test_species_folded_embedding_equals_the_per_edge_sum(lmax, num_species):
     inputs = [Y, phi, u] + list(emb.parameters())
     results = []
     for fold in (False, True):
-        emb.fold_species = fold
-        h = emb(species, edge_index, Y, phi, u)
-        cot = torch.randn(h.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-        results.append((h, torch.autograd.grad(h, inputs, cot)))
-    (h_edge, g_edge), (h_fold, g_fold) = results
-    assert relative_error(h_fold, h_edge) < 1e-12
-    for a, b in zip(g_fold, g_edge):
-        assert relative_error(a, b) < 1e-12
+        for chunk in (None, 5):  # whole, and in recomputed chunks of 5 edges
+            emb.fold_species = fold
+            h = emb(species, edge_index, Y, phi, u, edge_chunk_size=chunk)
+            cot = torch.randn(h.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+            results.append((h, torch.autograd.grad(h, inputs, cot)))
+    h_ref, g_ref = results[0]  # per edge, whole
+    for h, grads in results[1:]:
+        assert relative_error(h, h_ref) < 1e-12
+        for a, b in zip(grads, g_ref):
+            assert relative_error(a, b) < 1e-12
 
 
 @pytest.mark.parametrize("lmax", [0, 1, 2, 4])
@@ -87,14 +89,16 @@ def test_node_folded_aggregate_equals_the_sum_of_per_edge_messages(lmax, with_re
     messages = op(h[sender], Y, h[receiver] if with_receiver else None, s, edge_weight=w)
     expected = torch.zeros(N, 5, layout.num_m, dtype=torch.float64).index_add(0, receiver, messages)
     expected = expected[:, :, 0] if scalars_only else expected.transpose(1, 2)
-    folded = op.aggregate_channels_last(h.transpose(1, 2).contiguous(), edge_index, Y, s, edge_weight=w,
-                                        scalars_only=scalars_only)
-    assert folded.shape == expected.shape
-    assert relative_error(folded, expected) < 1e-12
     inputs = [t for t in (h, Y, s, w) if t is not None]
     cot = torch.randn_like(expected)
-    for g_folded, g in zip(torch.autograd.grad(folded, inputs, cot), torch.autograd.grad(expected, inputs, cot)):
-        assert relative_error(g_folded, g) < 1e-12
+    grads = torch.autograd.grad(expected, inputs, cot, retain_graph=True)
+    for chunk in (None, 4):  # whole, and in recomputed chunks of 4 edges
+        folded = op.aggregate_channels_last(h.transpose(1, 2).contiguous(), edge_index, Y, s, edge_weight=w,
+                                            scalars_only=scalars_only, edge_chunk_size=chunk)
+        assert folded.shape == expected.shape
+        assert relative_error(folded, expected) < 1e-12
+        for g_folded, g in zip(torch.autograd.grad(folded, inputs, cot), grads):
+            assert relative_error(g_folded, g) < 1e-12
 
 
 @pytest.mark.parametrize("lmax", [0, 1, 2, 3, 5])

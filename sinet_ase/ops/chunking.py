@@ -16,28 +16,29 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 
-def edge_chunked_sum(aggregate: Callable[..., torch.Tensor], nodes: torch.Tensor,
-                     edge_index: torch.Tensor, edge_tensors: Sequence[torch.Tensor],
+def edge_chunked_sum(aggregate: Callable[..., torch.Tensor], nodes: Sequence[torch.Tensor],
+                     edge_index: torch.Tensor, edge_tensors: Sequence[Optional[torch.Tensor]],
                      chunk_size: Optional[int] = None) -> torch.Tensor:
-    """``aggregate(nodes, edge_index, *edge_tensors)`` summed over chunks of ``chunk_size`` edges.
+    """``aggregate(*nodes, edge_index, *edge_tensors)`` summed over chunks of ``chunk_size`` edges.
 
     Args:
-        aggregate: ``(nodes, edge_index (2, E'), *edge_tensors sliced to E') -> (N, ...)``,
+        aggregate: ``(*nodes, edge_index (2, E'), *edge_tensors sliced to E') -> (N, ...)``,
             linear in its set of edges (a sum of per-edge terms).
-        nodes: node tensor passed whole to every chunk.
+        nodes: node tensors passed whole to every chunk (compute what depends on nodes
+            alone before the call, so that it is not repeated per chunk).
         edge_index: ``(2, E)``.
-        edge_tensors: per-edge tensors with the edge axis first.
+        edge_tensors: per-edge tensors with the edge axis first (``None`` passes through).
         chunk_size: edges per chunk; ``None`` or ``>= E`` calls ``aggregate`` once, unchunked.
     """
     num_edges = edge_index.shape[1]
     if chunk_size is None or num_edges <= chunk_size:
-        return aggregate(nodes, edge_index, *edge_tensors)
+        return aggregate(*nodes, edge_index, *edge_tensors)
     if chunk_size < 1:
         raise ValueError(f"edge_chunk_size must be a positive number of edges, got {chunk_size}")
     total = None
     for start in range(0, num_edges, chunk_size):
         stop = min(start + chunk_size, num_edges)
-        part = checkpoint(aggregate, nodes, edge_index[:, start:stop],
-                          *(t[start:stop] for t in edge_tensors), use_reentrant=False)
+        part = checkpoint(aggregate, *nodes, edge_index[:, start:stop],
+                          *(None if t is None else t[start:stop] for t in edge_tensors), use_reentrant=False)
         total = part if total is None else total + part
     return total

@@ -65,7 +65,10 @@ class SphericalEmbedding(torch.nn.Module):
         """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node, channels last:
         ``species (N,)`` -> ``(N, M, c)``."""
         if self.fold_species:
-            return self._aggregate_folded(species, edge_index, Y, phi, u)
+            return self._from_radial_sums(self._radial_sums(species, edge_index, Y, phi, u), species.shape[0])
+        return self._aggregate_per_edge(species, edge_index, Y, phi, u)
+
+    def _aggregate_per_edge(self, species, edge_index, Y, phi, u):
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
         z = self.species_embedding(species)
@@ -76,15 +79,18 @@ class SphericalEmbedding(torch.nn.Module):
         messages = self.layout.per_degree_channels_last(weights) * Y.unsqueeze(-1)
         return sum_rows(messages, receiver, species.shape[0])
 
-    def _aggregate_folded(self, species, edge_index, Y, phi, u):
-        """:meth:`aggregate` through ``T_{i,s}`` (see the class docstring)."""
-        c, L, M, S = self.layout.channels, self.layout.lmax, self.layout.num_m, self.num_species
+    def _radial_sums(self, species, edge_index, Y, phi, u):
+        """``T_{i,s} = sum_{j: s_j = s} u_ij [a_ij, 1] Y_ij^m``: ``(N S, M, hidden + 1)``, linear in the
+        set of edges (the species-folded form's edge step)."""
         receiver, sender = edge_index[0], edge_index[1]
-        num_nodes = species.shape[0]
         hidden = self.radial[:-1](phi)
         hidden_ext = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1) * u.unsqueeze(-1)
-        rows = receiver * S + species.index_select(0, sender)  # (node i, species of j)
-        T = sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, num_nodes * S)  # (N S, M, hidden + 1)
+        rows = receiver * self.num_species + species.index_select(0, sender)  # (node i, species of j)
+        return sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, species.shape[0] * self.num_species)
+
+    def _from_radial_sums(self, T, num_nodes):
+        """``sum_s z_s^k sum_a W_2[lk, a] T_{i,s}[m, a]``: ``(N S, M, hidden + 1)`` -> ``(N, M, c)``."""
+        c, L, M, S = self.layout.channels, self.layout.lmax, self.layout.num_m, self.num_species
         weight, bias = self._radial_last_layer()
         w_ext = torch.cat([weight, bias.unsqueeze(-1)], dim=1).view(L + 1, c, -1)
         w_ext = w_ext.index_select(0, self.layout.degree_of_m)  # (M, c, hidden + 1)
@@ -93,7 +99,11 @@ class SphericalEmbedding(torch.nn.Module):
 
     def forward(self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
         z = self.species_embedding(species)  # (N, c)
-        h = edge_chunked_sum(self.aggregate, species, edge_index, (Y, phi, u), edge_chunk_size)
+        if self.fold_species:  # only the edge step runs per chunk
+            T = edge_chunked_sum(self._radial_sums, (species,), edge_index, (Y, phi, u), edge_chunk_size)
+            h = self._from_radial_sums(T, species.shape[0])
+        else:
+            h = edge_chunked_sum(self._aggregate_per_edge, (species,), edge_index, (Y, phi, u), edge_chunk_size)
         h = h.transpose(1, 2).contiguous()  # (N, c, M)
         h = h / self.avg_num_neighbors
         h[:, :, 0] = h[:, :, 0] + z

@@ -30,6 +30,7 @@ by the average neighbour count, e3nn ``o3.Linear`` (mixes channels within
 each degree), gate non-linearity, residual.
 """
 
+import functools
 from typing import Optional
 
 import torch
@@ -187,7 +188,8 @@ class ScalarInteraction(torch.nn.Module):
     def aggregate_channels_last(self, h: torch.Tensor, edge_index: torch.Tensor, Y: torch.Tensor,
                                 edge_scalars: Optional[torch.Tensor] = None,
                                 edge_weight: Optional[torch.Tensor] = None,
-                                scalars_only: bool = False) -> torch.Tensor:
+                                scalars_only: bool = False,
+                                edge_chunk_size: Optional[int] = None) -> torch.Tensor:
         r"""Messages summed over neighbours, ``sum_j m_ij``, with the linear parts done per node.
 
         ``h (N, M, c)`` node features, ``edge_index (2, E)`` (row 0 receives, row 1 sends),
@@ -210,57 +212,93 @@ class ScalarInteraction(torch.nn.Module):
 
         What stays per edge: ``p = <h_i, h_j>`` and the edge scalars through the first layer,
         the activation, the ``alpha`` rows of the last layer and ``alpha h_j``.
+
+        Three steps, so that only the middle one runs per chunk of edges when
+        ``edge_chunk_size`` is set (:func:`~sinet_ase.ops.chunking.edge_chunked_sum`): the
+        node terms (:meth:`node_terms`), the sums over edges (:meth:`edge_sums`, linear in
+        the set of edges), and the per-node products with ``W_b`` (:meth:`finish_sums`).
         """
-        c, L, M = self.layout.channels, self.layout.lmax, self.layout.num_m
-        receiver, sender = edge_index[0], edge_index[1]
-        num_nodes = h.shape[0]
-        first, activation, last = self.coefficients
-        hidden_width = first.weight.shape[0]
         if self.num_edge_scalars and edge_scalars is None:
             raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
+        sums = edge_chunked_sum(functools.partial(self.edge_sums, scalars_only=scalars_only),
+                                (h,) + self.node_terms(h), edge_index, (Y, edge_scalars, edge_weight),
+                                edge_chunk_size)
+        return self.finish_sums(sums, scalars_only)
 
-        # first layer: W_q q + W_j h_j^0 as (N, M + 1, hidden) per node, contracted with [Y, 1]
+    def node_terms(self, h: torch.Tensor):
+        """The first layer's per-node terms, from ``h (N, M, c)``.
+
+        Returns ``sender (N, M + 1, hidden)``: ``W_q q`` regrouped as ``G_j[m]`` (rows
+        ``m < M``) and ``W_j h_j^0`` (row ``M``); and ``receiver (N, hidden)``:
+        ``W_i h_i^0 + b`` (the bias alone without a receiver).
+        """
+        c, L, M = self.layout.channels, self.layout.lmax, self.layout.num_m
+        first = self.coefficients[0]
+        hidden_width = first.weight.shape[0]
         w_q = first.weight.index_select(1, self.harmonic_columns).view(hidden_width, L + 1, c)
         w_q = w_q.index_select(1, self.layout.degree_of_m) * self.layout.inner_product.sum(1).view(1, M, 1)
         w_sender = torch.cat([w_q, first.weight.index_select(1, self.src_columns).unsqueeze(1)], dim=1)
         h_sender = torch.cat([h, h[:, :1]], dim=1)  # (N, M + 1, c)
-        node_sender = torch.einsum("nmc,amc->nma", h_sender, w_sender)  # (N, M + 1, hidden)
-        Y_ext = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # (E, M + 1)
-        pre = _contract_rows(Y_ext, gather_rows(node_sender, sender))  # (E, hidden)
-        pairs = []
-        h_src = gather_rows(h, sender)
+        sender = torch.einsum("nmc,amc->nma", h_sender, w_sender)  # (N, M + 1, hidden)
         if self.with_receiver:
-            pre = pre + gather_rows(self._first_layer_term(h, self.dst_columns, with_bias=True), receiver)
-            pairs.append(self.layout.degree_sum_channels_last(gather_rows(h, receiver) * h_src).reshape(-1, (L + 1) * c))
+            receiver = self._first_layer_term(h, self.dst_columns, with_bias=True)
         else:
-            pre = pre + first.bias
+            receiver = first.bias.expand(h.shape[0], hidden_width)
+        return sender, receiver
+
+    def edge_sums(self, h, node_sender, node_receiver, edge_index, Y, edge_scalars=None, edge_weight=None,
+                  scalars_only: bool = False) -> torch.Tensor:
+        """The sums over edges of :meth:`aggregate_channels_last`, linear in the set of edges.
+
+        ``(N, M, c + hidden + 1)``: ``[sum_j u alpha h_j, T]`` (with ``scalars_only``, the
+        degree-0 row alone, ``(N, c + hidden + 1)``); ``node_sender, node_receiver`` from
+        :meth:`node_terms`.
+        """
+        c, L = self.layout.channels, self.layout.lmax
+        receiver, sender = edge_index[0], edge_index[1]
+        num_nodes = h.shape[0]
+        _, activation, last = self.coefficients
+        Y_ext = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # (E, M + 1)
+        pre = _contract_rows(Y_ext, gather_rows(node_sender, sender)) + gather_rows(node_receiver, receiver)
+        h_src = gather_rows(h, sender)
+        pairs = []
+        if self.with_receiver:
+            pairs.append(self.layout.degree_sum_channels_last(gather_rows(h, receiver) * h_src).reshape(-1, (L + 1) * c))
         if self.num_edge_scalars:
             pairs.append(edge_scalars)
         if pairs:
             pre = torch.addmm(pre, torch.cat(pairs, dim=-1) if len(pairs) > 1 else pairs[0],
-                              first.weight.index_select(1, self.pair_columns).t())
+                              self.coefficients[0].weight.index_select(1, self.pair_columns).t())
         hidden = activation(pre)  # (E, hidden)
-
-        # last layer: alpha per edge; beta through T = sum_j u [a, 1] Y per node
-        rows = self.scalar_output_rows if scalars_only else self.output_rows
-        num_alpha = rows.shape[0] // 2
-        alpha = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows[:num_alpha]),
-                                           last.bias.index_select(0, rows[:num_alpha]))
+        rows = self._alpha_rows(scalars_only)
+        alpha = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows), last.bias.index_select(0, rows))
         hidden_ext = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1)  # [a, 1]
         if edge_weight is not None:
             alpha = alpha * edge_weight.unsqueeze(-1)
             hidden_ext = hidden_ext * edge_weight.unsqueeze(-1)
-        w_beta = torch.cat([last.weight.index_select(0, rows[num_alpha:]),
-                            last.bias.index_select(0, rows[num_alpha:]).unsqueeze(-1)], dim=1)
-        if scalars_only:  # alpha^0 h_j^0 and a Y^0 (E, c + hidden + 1): one neighbour sum
-            summed = sum_rows(torch.cat([alpha * h_src[:, 0, :], hidden_ext * Y[:, :1]], dim=1),
-                              receiver, num_nodes)
-            return torch.addmm(summed[:, :c], summed[:, c:], w_beta.t())  # (N, c)
-        alpha_messages = sum_rows(self.layout.per_degree_channels_last(alpha.view(-1, L + 1, c)) * h_src,
-                                  receiver, num_nodes)  # (N, M, c)
+        if scalars_only:  # alpha^0 h_j^0 and [a, 1] Y^0, (E, c + hidden + 1): one neighbour sum
+            return sum_rows(torch.cat([alpha * h_src[:, 0, :], hidden_ext * Y[:, :1]], dim=1), receiver, num_nodes)
+        alpha_sums = sum_rows(self.layout.per_degree_channels_last(alpha.view(-1, L + 1, c)) * h_src,
+                              receiver, num_nodes)  # (N, M, c)
         T = sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), receiver, num_nodes)  # (N, M, hidden + 1)
-        w_beta = w_beta.view(L + 1, c, hidden_width + 1).index_select(0, self.layout.degree_of_m)
-        return alpha_messages + torch.einsum("nma,mca->nmc", T, w_beta)
+        return torch.cat([alpha_sums, T], dim=-1)
+
+    def finish_sums(self, sums: torch.Tensor, scalars_only: bool = False) -> torch.Tensor:
+        """``sum_j u alpha h_j + W_b T + b_b T_bias`` from :meth:`edge_sums`: ``(N, M, c)``
+        (``(N, c)`` with ``scalars_only``)."""
+        c, L = self.layout.channels, self.layout.lmax
+        last = self.coefficients[-1]
+        rows = self._alpha_rows(scalars_only) + self.output_rows.shape[0] // 2  # the beta rows
+        w_beta = torch.cat([last.weight.index_select(0, rows), last.bias.index_select(0, rows).unsqueeze(-1)], dim=1)
+        if scalars_only:
+            return torch.addmm(sums[..., :c], sums[..., c:], w_beta.t())
+        w_beta = w_beta.view(L + 1, c, -1).index_select(0, self.layout.degree_of_m)  # (M, c, hidden + 1)
+        return sums[..., :c] + torch.einsum("nma,mca->nmc", sums[..., c:], w_beta)
+
+    def _alpha_rows(self, scalars_only: bool) -> torch.Tensor:
+        """Rows of the stored last layer that give ``alpha`` in ``(L+1, c)`` order (degree 0 only)."""
+        rows = self.scalar_output_rows if scalars_only else self.output_rows
+        return rows[: rows.shape[0] // 2]
 
     def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                 edge_scalars: Optional[torch.Tensor] = None,
@@ -304,28 +342,28 @@ class ScalarInteractionLayer(torch.nn.Module):
         # False runs the (E, c, M) form, the same operation
         self.channels_last = True
 
-    def aggregate(self, h, edge_index, Y, phi, u):
+    def aggregate(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
         """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, in the layout of ``h``:
         ``(N, M, c)`` if :attr:`channels_last` (node-folded,
         :meth:`ScalarInteraction.aggregate_channels_last`) else ``(N, c, M)``."""
         if self.channels_last:
-            return self.interaction.aggregate_channels_last(h, edge_index, Y, phi, edge_weight=u)
+            return self.interaction.aggregate_channels_last(h, edge_index, Y, phi, edge_weight=u,
+                                                            edge_chunk_size=edge_chunk_size)
+        return edge_chunked_sum(self._aggregate_per_edge, (h,), edge_index, (Y, phi, u), edge_chunk_size)
+
+    def _aggregate_per_edge(self, h, edge_index, Y, phi, u):
+        """The ``(E, c, M)`` form: messages per edge, summed."""
         receiver, sender = edge_index[0], edge_index[1]
         messages = self.interaction(gather_rows(h, sender), Y, gather_rows(h, receiver), phi, edge_weight=u)
         return sum_rows(messages, receiver, h.shape[0])
-
-    def aggregate_scalars(self, h, edge_index, Y, phi, u):
-        """The degree-0 part of :meth:`aggregate` alone, from channels-last ``h (N, M, c)``: ``(N, c)``."""
-        return self.interaction.aggregate_channels_last(h, edge_index, Y, phi, edge_weight=u, scalars_only=True)
 
     def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
         if self.channels_last:
             # the node-level transposes are cheap next to the edge work they speed up
             h_cl = h.transpose(1, 2).contiguous()
-            aggregated = edge_chunked_sum(self.aggregate, h_cl, edge_index, (Y, phi, u),
-                                          edge_chunk_size).transpose(1, 2)
+            aggregated = self.aggregate(h_cl, edge_index, Y, phi, u, edge_chunk_size).transpose(1, 2)
         else:
-            aggregated = edge_chunked_sum(self.aggregate, h, edge_index, (Y, phi, u), edge_chunk_size)
+            aggregated = self.aggregate(h, edge_index, Y, phi, u, edge_chunk_size)
         return h + self.gate(self._update(aggregated))
 
     def _update(self, aggregated):
@@ -342,7 +380,8 @@ class ScalarInteractionLayer(torch.nn.Module):
         invariants that the coefficients read still come from every degree.
         """
         h_cl = h.transpose(1, 2).contiguous()
-        aggregated0 = edge_chunked_sum(self.aggregate_scalars, h_cl, edge_index, (Y, phi, u), edge_chunk_size)
+        aggregated0 = self.interaction.aggregate_channels_last(h_cl, edge_index, Y, phi, edge_weight=u,
+                                                               scalars_only=True, edge_chunk_size=edge_chunk_size)
         # zero l > 0 columns: o3.Linear has no path between degrees, so its degree-0 output is exact
         padded = torch.nn.functional.pad(aggregated0.unsqueeze(-1), (0, self.layout.num_m - 1))
         return h[:, :, 0] + self.gate.scalars(self._update(padded))
