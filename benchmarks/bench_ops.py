@@ -121,6 +121,9 @@ def make_op(kind, L, nc, dtype):
     """Module, inputs, the tensors to differentiate and a cotangent for one op."""
     if kind.endswith(COMPILED):
         call, wrt, grad_out, info = make_op(kind[:-len(COMPILED)], L, nc, dtype)
+        # every point compiles afresh: the calls of all points share one code object, and
+        # after torch._dynamo's recompile limit (8) it would run the later points eager
+        torch._dynamo.reset()
         return torch.compile(call), wrt, grad_out, info
     torch.manual_seed(0)
     h1 = h_irreps(L, nc)
