@@ -61,14 +61,9 @@ class SphericalEmbedding(torch.nn.Module):
         last = self.radial[-1]
         return last.weight.index_select(0, self.radial_rows), last.bias.index_select(0, self.radial_rows)
 
-    def aggregate(self, species, edge_index, Y, phi, u):
-        """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node, channels last:
-        ``species (N,)`` -> ``(N, M, c)``."""
-        if self.fold_species:
-            return self._from_radial_sums(self._radial_sums(species, edge_index, Y, phi, u), species.shape[0])
-        return self._aggregate_per_edge(species, edge_index, Y, phi, u)
-
     def _aggregate_per_edge(self, species, edge_index, Y, phi, u):
+        """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node, channels last, with ``R`` per edge:
+        ``species (N,)`` -> ``(N, M, c)``."""
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
         z = self.species_embedding(species)
