@@ -98,7 +98,8 @@ class SphericalEmbedding(torch.nn.Module):
             T = edge_chunked_sum(self._radial_sums, (species,), edge_index, (Y, phi, u), edge_chunk_size)
             h = self._from_radial_sums(T, species.shape[0])
         else:
-            h = edge_chunked_sum(self._aggregate_per_edge, (species,), edge_index, (Y, phi, u), edge_chunk_size)
+            h = edge_chunked_sum(self._aggregate_per_edge, (species,), edge_index, (Y, phi, u),
+                                 edge_chunk_size)
         h = h.transpose(1, 2).contiguous()  # (N, c, M)
         h = h / self.avg_num_neighbors
         h[:, :, 0] = h[:, :, 0] + z

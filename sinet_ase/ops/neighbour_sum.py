@@ -16,10 +16,10 @@ gathers as indexed loads inside the kernels that read them, and nothing as atomi
 (The gather was a custom operator too until the gathers were measured cheaper fused: Cu 864
 atoms, L = 1, one layer, compiled, three alternating rounds, median ms per energy + forces
 call 63.0 -> 59.1 in float32 and 123.3 -> 116.0 in float64;
-``benchmarks/results/ab_energy_forces_compiled_gathers_24d0477.txt``.) Outside compilation the helpers call ``index_select`` /
-``index_add_`` directly. ``sinet_ase::gather_rows`` stays as the custom operator's
-registered gradient (the gradient of each operator is the other, so second derivatives
-flow through them).
+``benchmarks/results/ab_energy_forces_compiled_gathers_24d0477.txt``.) Outside
+compilation the helpers call ``index_select`` / ``index_add_`` directly.
+``sinet_ase::gather_rows`` stays as the custom operator's registered gradient (the
+gradient of each operator is the other, so second derivatives flow through them).
 """
 
 import torch

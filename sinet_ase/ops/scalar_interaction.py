@@ -263,7 +263,8 @@ class ScalarInteraction(torch.nn.Module):
         h_src = gather_rows(h, sender)
         pairs = []
         if self.with_receiver:
-            pairs.append(self.layout.degree_sum_channels_last(gather_rows(h, receiver) * h_src).reshape(-1, (L + 1) * c))
+            p = self.layout.degree_sum_channels_last(gather_rows(h, receiver) * h_src)  # (E, L+1, c)
+            pairs.append(p.reshape(-1, (L + 1) * c))
         if self.num_edge_scalars:
             pairs.append(edge_scalars)
         if pairs:
@@ -271,13 +272,15 @@ class ScalarInteraction(torch.nn.Module):
                               self.coefficients[0].weight.index_select(1, self.pair_columns).t())
         hidden = activation(pre)  # (E, hidden)
         rows = self._alpha_rows(scalars_only)
-        alpha = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows), last.bias.index_select(0, rows))
+        alpha = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows),
+                                           last.bias.index_select(0, rows))
         hidden_ext = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1)  # [a, 1]
         if edge_weight is not None:
             alpha = alpha * edge_weight.unsqueeze(-1)
             hidden_ext = hidden_ext * edge_weight.unsqueeze(-1)
         if scalars_only:  # alpha^0 h_j^0 and [a, 1] Y^0, (E, c + hidden + 1): one neighbour sum
-            return sum_rows(torch.cat([alpha * h_src[:, 0, :], hidden_ext * Y[:, :1]], dim=1), receiver, num_nodes)
+            edge_terms = torch.cat([alpha * h_src[:, 0, :], hidden_ext * Y[:, :1]], dim=1)
+            return sum_rows(edge_terms, receiver, num_nodes)
         alpha_sums = sum_rows(self.layout.per_degree_channels_last(alpha.view(-1, L + 1, c)) * h_src,
                               receiver, num_nodes)  # (N, M, c)
         T = sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), receiver, num_nodes)  # (N, M, hidden + 1)
@@ -289,7 +292,8 @@ class ScalarInteraction(torch.nn.Module):
         c, L = self.layout.channels, self.layout.lmax
         last = self.coefficients[-1]
         rows = self._alpha_rows(scalars_only) + self.output_rows.shape[0] // 2  # the beta rows
-        w_beta = torch.cat([last.weight.index_select(0, rows), last.bias.index_select(0, rows).unsqueeze(-1)], dim=1)
+        w_beta = torch.cat([last.weight.index_select(0, rows),
+                            last.bias.index_select(0, rows).unsqueeze(-1)], dim=1)  # (rows, hidden + 1)
         if scalars_only:
             return torch.addmm(sums[..., :c], sums[..., c:], w_beta.t())
         w_beta = w_beta.view(L + 1, c, -1).index_select(0, self.layout.degree_of_m)  # (M, c, hidden + 1)
@@ -380,8 +384,8 @@ class ScalarInteractionLayer(torch.nn.Module):
         invariants that the coefficients read still come from every degree.
         """
         h_cl = h.transpose(1, 2).contiguous()
-        aggregated0 = self.interaction.aggregate_channels_last(h_cl, edge_index, Y, phi, edge_weight=u,
-                                                               scalars_only=True, edge_chunk_size=edge_chunk_size)
+        aggregated0 = self.interaction.aggregate_channels_last(
+            h_cl, edge_index, Y, phi, edge_weight=u, scalars_only=True, edge_chunk_size=edge_chunk_size)
         # zero l > 0 columns: o3.Linear has no path between degrees, so its degree-0 output is exact
         padded = torch.nn.functional.pad(aggregated0.unsqueeze(-1), (0, self.layout.num_m - 1))
         return h[:, :, 0] + self.gate.scalars(self._update(padded))
