@@ -248,6 +248,12 @@ def test_compiled_network_gives_the_eager_energy_forces_and_stress():
     assert out["energy"] == pytest.approx(ref["energy"], rel=1e-12, abs=1e-10)
     np.testing.assert_allclose(out["forces"], ref["forces"], rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(out["stress"], ref["stress"], rtol=1e-9, atol=1e-11)
+    # another atom and edge count, as in MD: recompiled once with dynamic shapes, same numbers
+    other = atoms.copy()
+    del other[3]
+    np.testing.assert_allclose(compiled.get_forces(other), eager.get_forces(other), rtol=1e-9, atol=1e-11)
+    assert compiled.get_potential_energy(other) == pytest.approx(eager.get_potential_energy(other),
+                                                                 rel=1e-12, abs=1e-10)
     # training needs the double backward that compiled graphs lack: the same model, eager
     from sinet_ase.graph import atoms_to_graph
     graph = atoms_to_graph(atoms, model.cutoff)
