@@ -45,7 +45,6 @@ class SphericalEmbedding(torch.nn.Module):
         super().__init__()
         self.layout = layout
         self.avg_num_neighbors = float(avg_num_neighbors)
-        self.num_species = int(num_species)
         c, L = layout.channels, layout.lmax
         self.species_embedding = torch.nn.Embedding(num_species, c)
         self.radial = mlp([num_basis, radial_hidden, c * (L + 1)])
@@ -54,25 +53,24 @@ class SphericalEmbedding(torch.nn.Module):
         by_degree = torch.arange(c * (L + 1)).view(c, L + 1).t().reshape(-1)
         self.register_buffer("radial_rows", by_degree, persistent=False)
         # per edge W_2 costs (L+1) c hidden products; folded, N S M (hidden+1) c at the nodes
-        self.fold_species = self.num_species * (L + 1) <= self.avg_num_neighbors
+        self.fold_species = num_species * (L + 1) <= self.avg_num_neighbors
 
     def _radial_last_layer(self):
         """``W_2`` and ``b_2`` with rows in ``(L+1, c)`` order."""
         last = self.radial[-1]
         return last.weight.index_select(0, self.radial_rows), last.bias.index_select(0, self.radial_rows)
 
-    def _aggregate_per_edge(self, species, edge_index, Y, phi, u):
+    def _aggregate_per_edge(self, z, edge_index, Y, phi, u):
         """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node, channels last, with ``R`` per edge:
-        ``species (N,)`` -> ``(N, M, c)``."""
+        ``z (N, c)`` -> ``(N, M, c)``."""
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
-        z = self.species_embedding(species)
         radial = torch.nn.functional.linear(self.radial[:-1](phi), *self._radial_last_layer())
         weights = radial.view(-1, L + 1, c) * (u.view(-1, 1, 1) * gather_rows(z, sender).unsqueeze(1))
         # (E, L+1, c) -> one row per spherical column (E, M, c), times Y^l_m: channels
         # innermost, so both steps vectorise over c
         messages = self.layout.per_degree_channels_last(weights) * Y.unsqueeze(-1)
-        return sum_rows(messages, receiver, species.shape[0])
+        return sum_rows(messages, receiver, z.shape[0])
 
     def _radial_sums(self, species, edge_index, Y, phi, u):
         """``T_{i,s} = sum_{j: s_j = s} u_ij [a_ij, 1] Y_ij^m``: ``(N S, M, hidden + 1)``, linear in the
@@ -80,12 +78,14 @@ class SphericalEmbedding(torch.nn.Module):
         receiver, sender = edge_index[0], edge_index[1]
         hidden = self.radial[:-1](phi)
         hidden_ext = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1) * u.unsqueeze(-1)
-        rows = receiver * self.num_species + species.index_select(0, sender)  # (node i, species of j)
-        return sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, species.shape[0] * self.num_species)
+        S = self.species_embedding.num_embeddings
+        rows = receiver * S + species.index_select(0, sender)  # (node i, species of j)
+        return sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, species.shape[0] * S)
 
     def _from_radial_sums(self, T, num_nodes):
         """``sum_s z_s^k sum_a W_2[lk, a] T_{i,s}[m, a]``: ``(N S, M, hidden + 1)`` -> ``(N, M, c)``."""
-        c, L, M, S = self.layout.channels, self.layout.lmax, self.layout.num_m, self.num_species
+        c, L, M = self.layout.channels, self.layout.lmax, self.layout.num_m
+        S = self.species_embedding.num_embeddings
         weight, bias = self._radial_last_layer()
         w_ext = torch.cat([weight, bias.unsqueeze(-1)], dim=1).view(L + 1, c, -1)
         w_ext = w_ext.index_select(0, self.layout.degree_of_m)  # (M, c, hidden + 1)
@@ -98,8 +98,7 @@ class SphericalEmbedding(torch.nn.Module):
             T = edge_chunked_sum(self._radial_sums, (species,), edge_index, (Y, phi, u), edge_chunk_size)
             h = self._from_radial_sums(T, species.shape[0])
         else:
-            h = edge_chunked_sum(self._aggregate_per_edge, (species,), edge_index, (Y, phi, u),
-                                 edge_chunk_size)
+            h = edge_chunked_sum(self._aggregate_per_edge, (z,), edge_index, (Y, phi, u), edge_chunk_size)
         h = h.transpose(1, 2).contiguous()  # (N, c, M)
         h = h / self.avg_num_neighbors
         h[:, :, 0] = h[:, :, 0] + z

@@ -46,9 +46,9 @@ from .neighbour_sum import gather_rows, sum_rows
 def _contract_rows(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``sum_m weights[e, m] rows[e, m, :]``: ``(E, R) x (E, R, d) -> (E, d)``.
 
-    A product and a sum, not ``bmm`` with ``(1, R)`` factors: forward + backward at
-    ``E = 36,944, R = 5, d = 64`` took 15 / 7 ms (float64 / float32) against 23 / 17 ms
-    for ``bmm`` and ``einsum`` on this project's CPU; inductor fuses it too.
+    A product and a sum, which inductor fuses; ``bmm`` with ``(1, R)`` factors (and
+    ``einsum``, which calls it) was slower forward + backward in a development check on
+    this project's CPU (not recorded).
     """
     return (weights.unsqueeze(-1) * rows).sum(1)
 
@@ -125,12 +125,6 @@ class ScalarInteraction(torch.nn.Module):
         self.register_buffer("src_columns", src, persistent=False)
         self.register_buffer("dst_columns", dst, persistent=False)
         self.register_buffer("output_rows", torch.cat([by_degree, q_width + by_degree]), persistent=False)
-        # the rows of alpha^0 and beta^0 alone, in the same order (aggregate_channels_last, scalars_only)
-        self.register_buffer("scalar_output_rows", torch.cat([by_degree[:c], q_width + by_degree[:c]]),
-                             persistent=False)
-        # the node-folded form (aggregate_channels_last): q's columns, and the other per-edge ones
-        self.register_buffer("harmonic_columns", by_degree, persistent=False)
-        self.register_buffer("pair_columns", torch.cat(edge[1:]), persistent=False)
 
     def invariants(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                    edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -230,20 +224,18 @@ class ScalarInteraction(torch.nn.Module):
 
         Returns ``sender (N, M + 1, hidden)``: ``W_q q`` regrouped as ``G_j[m]`` (rows
         ``m < M``) and ``W_j h_j^0`` (row ``M``); and ``receiver (N, hidden)``:
-        ``W_i h_i^0 + b`` (the bias alone without a receiver).
+        ``W_i h_i^0 + b`` (``None`` without a receiver: the bias is then added per edge).
         """
         c, L, M = self.layout.channels, self.layout.lmax, self.layout.num_m
         first = self.coefficients[0]
         hidden_width = first.weight.shape[0]
-        w_q = first.weight.index_select(1, self.harmonic_columns).view(hidden_width, L + 1, c)
+        q_columns = self.edge_columns[: (L + 1) * c]  # edge_columns starts with q's, in (L+1, c) order
+        w_q = first.weight.index_select(1, q_columns).view(hidden_width, L + 1, c)
         w_q = w_q.index_select(1, self.layout.degree_of_m) * self.layout.inner_product.sum(1).view(1, M, 1)
         w_sender = torch.cat([w_q, first.weight.index_select(1, self.src_columns).unsqueeze(1)], dim=1)
         h_sender = torch.cat([h, h[:, :1]], dim=1)  # (N, M + 1, c)
         sender = torch.einsum("nmc,amc->nma", h_sender, w_sender)  # (N, M + 1, hidden)
-        if self.with_receiver:
-            receiver = self._first_layer_term(h, self.dst_columns, with_bias=True)
-        else:
-            receiver = first.bias.expand(h.shape[0], hidden_width)
+        receiver = self._first_layer_term(h, self.dst_columns, with_bias=True) if self.with_receiver else None
         return sender, receiver
 
     def edge_sums(self, h, node_sender, node_receiver, edge_index, Y, edge_scalars=None, edge_weight=None,
@@ -257,9 +249,10 @@ class ScalarInteraction(torch.nn.Module):
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
         num_nodes = h.shape[0]
-        _, activation, last = self.coefficients
+        first, activation, last = self.coefficients
         Y_ext = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # (E, M + 1)
-        pre = _contract_rows(Y_ext, gather_rows(node_sender, sender)) + gather_rows(node_receiver, receiver)
+        pre = _contract_rows(Y_ext, gather_rows(node_sender, sender))
+        pre = pre + (first.bias if node_receiver is None else gather_rows(node_receiver, receiver))
         h_src = gather_rows(h, sender)
         pairs = []
         if self.with_receiver:
@@ -269,7 +262,7 @@ class ScalarInteraction(torch.nn.Module):
             pairs.append(edge_scalars)
         if pairs:
             pre = torch.addmm(pre, torch.cat(pairs, dim=-1) if len(pairs) > 1 else pairs[0],
-                              self.coefficients[0].weight.index_select(1, self.pair_columns).t())
+                              first.weight.index_select(1, self.edge_columns[(L + 1) * c:]).t())  # p, s
         hidden = activation(pre)  # (E, hidden)
         rows = self._alpha_rows(scalars_only)
         alpha = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows),
@@ -301,8 +294,8 @@ class ScalarInteraction(torch.nn.Module):
 
     def _alpha_rows(self, scalars_only: bool) -> torch.Tensor:
         """Rows of the stored last layer that give ``alpha`` in ``(L+1, c)`` order (degree 0 only)."""
-        rows = self.scalar_output_rows if scalars_only else self.output_rows
-        return rows[: rows.shape[0] // 2]
+        # output_rows is (alpha, beta) in (L+1, c) order: degree 0 is the first c rows of each
+        return self.output_rows[: self.layout.channels if scalars_only else self.output_rows.shape[0] // 2]
 
     def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
                 edge_scalars: Optional[torch.Tensor] = None,
