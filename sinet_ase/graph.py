@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.data import chemical_symbols
+from ase.stress import voigt_6_to_full_3x3_stress
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 from scipy.spatial import cKDTree
 from torch_geometric.data import Batch, Data
@@ -209,8 +210,6 @@ def _attach_labels(data: Data, atoms: Atoms) -> None:
     if stress is not None:
         stress = np.asarray(stress, dtype=np.float64)
         if stress.shape == (6,):
-            from ase.constraints import voigt_6_to_full_3x3_stress
-
             stress = voigt_6_to_full_3x3_stress(stress)
         data.stress = torch.tensor(stress, dtype=torch.float64).reshape(1, 3, 3)
 

@@ -67,7 +67,7 @@ def test_training_lowers_validation_loss_and_exports(data_dir, tmp_path):
     summary = trainer.run()
     after = trainer.evaluate(load_model(tmp_path / "run" / "best_model.pt").double(),
                              trainer.graphs["valid"])["loss"]
-    assert after < 0.7 * before
+    assert after < 0.5 * before, (before, after)
     for name in ("metrics.csv", "learning_curve.png", "force_parity.png", "summary.json",
                  "checkpoint.pt", "split.json"):
         assert (tmp_path / "run" / name).is_file(), name
@@ -147,3 +147,50 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     header = lines[0].split(",")
     valid = [float(l.split(",")[header.index("valid_loss")]) for l in lines[1:]]
     assert len(valid) == 3 and valid[-1] < valid[0]
+
+
+def emt_crystals(n, seed):
+    """Strained, rattled periodic Cu cells labelled with EMT energy, forces and stress."""
+    from ase.build import bulk
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(scale=0.02, size=(3, 3))),
+                       scale_atoms=True)
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(),
+                                           forces=atoms.get_forces(), stress=atoms.get_stress())
+        frames.append(atoms)
+    return frames
+
+
+def test_training_on_periodic_stress_data(tmp_path):
+    """Stress labels (Voigt, as ASE stores them) are read and trained on; the stress error drops."""
+    from sinet_ase.graph import atoms_to_graph
+
+    frames = emt_crystals(24, 5)
+    graph = atoms_to_graph(frames[0], 4.0, ["Cu"], with_labels=True)
+    full = frames[0].get_stress(voigt=False)
+    assert np.abs(full).max() > 1e-4 and np.allclose(graph.stress.numpy()[0], full)
+    write(tmp_path / "cu.extxyz", frames)
+    raw = {"run_dir": str(tmp_path / "run"), "seed": 0,
+           "data": {"train": [str(tmp_path / "cu.extxyz")], "valid_size": 4},
+           "model": {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16,
+                     "radial_hidden": 16},
+           "training": {"epochs": 15, "batch_size": 4, "lr": 1e-2, "warmup_epochs": 0,
+                        "ema_decay": 0.0, "dtype": "float64", "stress_weight": 100.0}}
+    trainer = Trainer(TrainConfig.from_dict(raw), quiet=True)
+    assert all(hasattr(g, "stress") for g in trainer.graphs["train"])
+
+    def stress_error(model):
+        batch = next(trainer._batches(trainer.graphs["valid"], 8, None))
+        out = model(batch, compute_forces=True, compute_stress=True)
+        return float((out["stress"] - batch.stress).abs().mean())
+
+    before = stress_error(trainer.model)
+    trainer.run()
+    after = stress_error(load_model(tmp_path / "run" / "best_model.pt").double())
+    assert after < 0.5 * before, (before, after)
