@@ -14,6 +14,9 @@ progress bar. A :class:`Task` supplies the rest:
 ``check_resume()``  refuse a checkpoint that does not fit this config (and,
                     if the task wants, adopt its ``stats``)
 ``build_model()``   the model, from the config and ``stats``
+``begin_epoch()``   called before each epoch; returns True when the loss changes
+                    there (a new loss stage: the trainer restarts its best-model
+                    tracking, since losses of two stages do not compare)
 ``train_forward()`` the forward pass of a training step (the model may be
                     wrapped in DDP)
 ``loss()``          the scalar loss of a batch
@@ -77,6 +80,10 @@ class Task:
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
+    def begin_epoch(self, epoch: int) -> bool:
+        """Prepare epoch ``epoch`` (0-based); True if the loss function changes here."""
+        return False
+
     def train_forward(self, model, batch) -> Dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -111,6 +118,10 @@ class EnergyForceTask(Task):
 
         L = w_E mean_s ((E_s - E_s^ref) / n_s)^2 + w_F mean_{i,a} (F_ia - F_ia^ref)^2
             + w_S mean_{s,ab} (sigma_sab - sigma_sab^ref)^2
+
+    The weights ``(w_E, w_F, w_S)`` switch to the ``stage2_*`` ones from epoch
+    ``training.stage2_epoch`` on (a larger ``w_E`` there tightens energies once forces are
+    learned, as in MACE's final stage).
     """
 
     name = "energy"
@@ -136,6 +147,7 @@ class EnergyForceTask(Task):
             "energy_scale": force_rms(frames["train"]) if t.forces_weight > 0 else 1.0,
             "avg_num_neighbors": average_num_neighbors(self.graphs["train"]),
         }
+        self.weights = self.loss_weights(0)
 
     def check_resume(self, state: Dict) -> None:
         if state["stats"]["atomic_energies"].keys() != self.stats["atomic_energies"].keys():
@@ -149,6 +161,21 @@ class EnergyForceTask(Task):
                      atomic_energies=self.stats["atomic_energies"],
                      energy_scale=self.stats["energy_scale"], **model_kw)
 
+    def loss_weights(self, epoch: int) -> Dict[str, float]:
+        """``{"energy", "forces", "stress"}`` loss weights in effect at ``epoch`` (0-based)."""
+        t = self.config.training
+        weights = {"energy": t.energy_weight, "forces": t.forces_weight, "stress": t.stress_weight}
+        if t.stage2_epoch is not None and epoch >= t.stage2_epoch:
+            for key in weights:
+                stage2 = getattr(t, f"stage2_{key}_weight")
+                if stage2 is not None:
+                    weights[key] = stage2
+        return weights
+
+    def begin_epoch(self, epoch: int) -> bool:
+        self.weights = self.loss_weights(epoch)
+        return epoch > 0 and self.weights != self.loss_weights(epoch - 1)
+
     def train_forward(self, model, batch):
         t = self.config.training
         return model(batch, compute_forces=t.forces_weight > 0, compute_stress=t.stress_weight > 0,
@@ -156,12 +183,13 @@ class EnergyForceTask(Task):
 
     def loss(self, out, batch) -> torch.Tensor:
         t = self.config.training
+        w = self.weights
         n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
-        loss = t.energy_weight * (((out["energy"] - batch.energy) / n_atoms) ** 2).mean()
+        loss = w["energy"] * (((out["energy"] - batch.energy) / n_atoms) ** 2).mean()
         if t.forces_weight > 0:
-            loss = loss + t.forces_weight * ((out["forces"] - batch.forces) ** 2).mean()
+            loss = loss + w["forces"] * ((out["forces"] - batch.forces) ** 2).mean()
         if t.stress_weight > 0:
-            loss = loss + t.stress_weight * ((out["stress"] - batch.stress) ** 2).mean()
+            loss = loss + w["stress"] * ((out["stress"] - batch.stress) ** 2).mean()
         return loss
 
     def evaluate(self, model, batches, keep: bool = False) -> Dict:

@@ -250,6 +250,10 @@ class Trainer:
         elapsed_before = self.elapsed
         while self.epoch < t.epochs:
             epoch_start = time.perf_counter()
+            if self.task.begin_epoch(self.epoch):
+                # a new loss stage: its losses do not compare with the last stage's
+                self.best = {"valid_loss": float("inf"), "epoch": -1}
+                self.bad_epochs = 0
             train_loss = self.train_epoch()
             valid = self.evaluate(self.ema.module, self.graphs["valid"])
             self.epoch += 1
