@@ -12,7 +12,9 @@ MACE / NequIP anchors in PERF_NOTES.md):
 
 * systems: ethanol (``molecule('CH3CH2OH')``, 9 atoms, open boundaries) and fcc
   Cu, ``bulk('Cu', 'fcc', a=3.61, cubic=True).repeat(n)`` with n = 3, 6, 12
-  (108, 864 and 6,912 atoms; 42 neighbours per atom within 5 Å);
+  (108, 864 and 6,912 atoms; 42 neighbours per atom within 5 Å); ``acac_15`` and
+  ``aspirin_21``, the first frame of the shared DFT benchmark files (when ``../shared/data``
+  is there);
 * ASE ``VelocityVerlet``, dt 0.5 fs, Maxwell-Boltzmann 300 K (seed 0); the first
   force call and 3 warm-up steps are not timed, then the **median of 20 steps**
   (fewer, never below 5, when a config would take longer than ``--max-seconds``);
@@ -38,7 +40,10 @@ first call, which compiles, is untimed warm-up and reported as ``first_call_s``)
 ``siformer-l<L>[t<T>]`` the same with ``backbone="siformer", num_heads=4``;
 elements H, C, N, O for ethanol, Cu for copper (as the peers).
 
-Peers: ``mace-l1`` / ``mace-l2`` (MACE 0.3.16, hidden 64x0e+64x1o / +64x2e) and
+``file-PATH`` (``file-c-PATH`` compiled) times a trained model file.
+
+Peers: ``mace-l1`` / ``mace-l2`` (MACE 0.3.16, hidden 64x0e+64x1o / +64x2e), ``mace-paper``
+(256x0e+256x1o+256x2e, the size of the MACE paper's rMD17 and AcAc models) and
 ``nequip-s`` / ``nequip-m`` (NequIP 0.19.1 presets), built as in /work/shared/peer_bench
 (``_build_mace``, ``_build_nequip``). They need their own venvs: point ``MACE_PYTHON`` /
 ``NEQUIP_PYTHON`` at the venv's interpreter; the worker needs only numpy, ase and torch
@@ -57,6 +62,7 @@ import resource
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -152,12 +158,34 @@ def systems():
     eth = molecule("CH3CH2OH")
     eth.center(vacuum=6.0)
     cu = bulk("Cu", "fcc", a=3.61, cubic=True)
-    return {"ethanol_9": eth, "cu_fcc_108": cu.repeat(3), "cu_fcc_864": cu.repeat(6),
-            "cu_fcc_6912": cu.repeat(12)}
+    found = {"ethanol_9": eth, "cu_fcc_108": cu.repeat(3), "cu_fcc_864": cu.repeat(6),
+             "cu_fcc_6912": cu.repeat(12)}
+    found.update(dft_molecules())
+    return found
+
+
+#: molecules of the shared DFT benchmarks: name -> (file under ../shared/data, frame)
+DFT_MOLECULES = {"acac_15": ("acac/test_MD_300K.xyz", 0),
+                 "aspirin_21": ("rmd17_aspirin/rmd17_aspirin_train.xyz", 0)}
+
+
+def dft_molecules():
+    """The first frame of each shared DFT benchmark file that is present, without its labels."""
+    from ase.io import read
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    found = {}
+    for name, (path, index) in DFT_MOLECULES.items():
+        if (data / path).is_file():
+            atoms = read(str(data / path), index=index)
+            atoms.calc, atoms.info = None, {}
+            atoms.pbc, atoms.cell = False, None
+            found[name] = atoms
+    return found
 
 
 def elements_of(system_name):
-    return ["H", "C", "N", "O"] if system_name.startswith("ethanol") else ["Cu"]
+    return ["Cu"] if system_name.startswith("cu") else ["H", "C", "N", "O"]
 
 
 def count_edges(atoms, r_max=R_MAX):
@@ -218,6 +246,24 @@ def _with_stress(calculator_cls):
     return WithStress
 
 
+def _build_sinet_file(variant, system_name, atoms, dtype, stress=False):
+    """``file-PATH`` / ``file-c-PATH``: a trained model file (``file-c-`` runs it compiled)."""
+    from sinet_ase import SINetCalculator, load_model
+
+    compiled = variant.startswith("c-")
+    path = variant[2:] if compiled else variant
+    model = load_model(path)
+    cls = _with_stress(SINetCalculator) if stress else SINetCalculator
+    calc = cls(model, dtype=dtype, compile=compiled)
+    return calc, {"config": {"file": path, **model.config}, "compiled": compiled,
+                  "n_params": sum(p.numel() for p in model.parameters())}
+
+
+#: MACE hidden irreps per variant: ``l1`` / ``l2`` at 64 channels, and ``paper``, the size of the
+#: MACE paper's rMD17 / AcAc models (256 channels, L = 2 messages; Batatia et al. 2022)
+MACE_HIDDEN = {"l1": "64x0e+64x1o", "l2": "64x0e+64x1o+64x2e", "paper": "256x0e+256x1o+256x2e"}
+
+
 def _build_mace(variant, system_name, atoms, dtype, stress=True):
     """MACE 0.3.16 as in /work/shared/peer_bench/bench_mace_md.py (run with MACE_PYTHON).
 
@@ -238,8 +284,8 @@ def _build_mace(variant, system_name, atoms, dtype, stress=True):
     from mace import modules
     from mace.calculators import MACECalculator
 
-    hidden = {"l1": "64x0e+64x1o", "l2": "64x0e+64x1o+64x2e"}[variant]
-    z_list = [1, 6, 7, 8] if system_name.startswith("ethanol") else [29]
+    hidden = MACE_HIDDEN[variant]
+    z_list = [29] if system_name.startswith("cu") else [1, 6, 7, 8]
     avg_nn = count_edges(atoms) / len(atoms)
     torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
@@ -299,6 +345,7 @@ def _build_nequip(variant, system_name, atoms, dtype, stress=True):
 MODELS = {
     "sinet": (_build_sinet, None),
     "siformer": (_build_siformer, None),
+    "file": (_build_sinet_file, None),
     "mace": (_build_mace, "MACE_PYTHON"),
     "nequip": (_build_nequip, "NEQUIP_PYTHON"),
 }
