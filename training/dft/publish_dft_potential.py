@@ -1,0 +1,220 @@
+"""Score a potential trained on a shared DFT benchmark and ship it with its model card.
+
+    python training/dft/publish_dft_potential.py runs/rmd17_ethanol --name sinet-rmd17-ethanol \\
+        --start ethanol --md-json results/md_dft.json
+
+Reads the run's config, summary and best model and measures, in float64:
+
+- test errors on the run's test files (the benchmark's own test set): energy MAE and RMSE
+  per structure (meV) and per atom (meV/atom), force-component MAE and RMSE (meV/Å);
+- NVE stability: velocity Verlet, 0.5 fs, ``--nve-ps`` ps (default 10) from the start
+  structure with 300 K Maxwell-Boltzmann velocities; the total-energy drift (end minus
+  start) and the largest deviation, per atom.
+
+MD speed is not timed here (a timing needs an idle machine and the peers in the same run):
+``--md-json`` takes the records of ``benchmarks/bench_md.py --models file-PATH ...`` and
+copies the ones of this model into the card.
+
+Writes ``sinet_ase/potentials/<name>.pt`` (card in its metadata), ``<name>.json`` (the
+card's numbers), ``<name>_test_slice.extxyz`` (the first ``--slice`` test frames, which the
+test suite re-scores) and the model card ``potentials/<name>.md``.
+"""
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from ase import units
+from ase.io import read, write
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.verlet import VelocityVerlet
+
+from sinet_ase import SINetCalculator, atoms_to_graph, batch_graphs, load_model, save_model
+from sinet_ase.data.atomic import read_structures
+from sinet_ase.pretrained import shipped_structure
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_metrics(model, frames, batch_size=50):
+    """Energy (meV per structure and meV/atom) and force (meV/Å) MAE and RMSE of a float64 model."""
+    e_err, e_err_atom, f_err = [], [], []
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        batch = batch_graphs([atoms_to_graph(a, model.cutoff, model.elements, with_labels=True)
+                              for a in chunk])
+        out = model(batch)
+        n_atoms = np.bincount(batch.batch.numpy())
+        de = (out["energy"] - batch.energy).detach().numpy()
+        e_err.append(de)
+        e_err_atom.append(de / n_atoms)
+        f_err.append((out["forces"] - batch.forces).detach().numpy().ravel())
+    e, ea, f = (1000 * np.concatenate(x) for x in (e_err, e_err_atom, f_err))
+    return {"frames": len(frames),
+            "e_mae_mev": float(np.abs(e).mean()), "e_rmse_mev": float(np.sqrt((e ** 2).mean())),
+            "e_mae_mev_atom": float(np.abs(ea).mean()),
+            "e_rmse_mev_atom": float(np.sqrt((ea ** 2).mean())),
+            "f_mae_mev_a": float(np.abs(f).mean()), "f_rmse_mev_a": float(np.sqrt((f ** 2).mean()))}
+
+
+def nve_drift(model_path, atoms, picoseconds, seed=0):
+    """Total-energy drift and largest deviation (eV/atom) of float64 velocity Verlet at 0.5 fs."""
+    atoms = atoms.copy()
+    atoms.calc = SINetCalculator(model_path)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    steps = int(round(picoseconds * 2000))
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    e0 = atoms.get_total_energy()
+    energies, temperatures = [], []
+
+    def record():
+        energies.append(atoms.get_total_energy())
+        temperatures.append(atoms.get_temperature())
+
+    dyn.attach(record, interval=20)
+    started = time.perf_counter()
+    dyn.run(steps)
+    n = len(atoms)
+    energies = np.array(energies)
+    return {"ps": picoseconds, "steps": steps, "timestep_fs": 0.5, "n_atoms": n,
+            "drift_ev_atom": float((energies[-1] - e0) / n),
+            "max_deviation_ev_atom": float(np.abs(energies - e0).max() / n),
+            "mean_temperature_K": float(np.mean(temperatures)),
+            "wall_seconds": time.perf_counter() - started}
+
+
+def md_speed(records, model_path):
+    """``{dtype[-compiled]: ms per step}`` of this model in ``bench_md.py`` records."""
+    speed = {}
+    for r in records:
+        config = r.get("config", {})
+        if "error" in r or Path(config.get("file", "")).resolve() != Path(model_path).resolve():
+            continue
+        key = r["dtype"] + ("-compiled" if r.get("compiled") else "")
+        speed[key] = {"ms_per_step": r["median_ms"], "system": r["system"],
+                      "allocator": r["allocator"], "date": r.get("load_before", {}).get("date")}
+    return speed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--start", required=True,
+                        help="start structure: a shipped structure name or 'FILE@INDEX'")
+    parser.add_argument("--title", default="", help="one line: what the potential is")
+    parser.add_argument("--reference", default="", help="published numbers to print beside ours")
+    parser.add_argument("--slice", type=int, default=20, help="test frames to commit")
+    parser.add_argument("--nve-ps", type=float, default=10.0)
+    parser.add_argument("--md-json", default=None, help="bench_md.py results with this model")
+    args = parser.parse_args()
+
+    run = Path(args.run_dir)
+    config = json.loads((run / "config.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    model = load_model(run / "best_model.pt").double()
+    test = [a for path in config["data"]["test"] for a in read_structures(path)]
+    metrics = test_metrics(model, test)
+    print(json.dumps(metrics, indent=1), flush=True)
+
+    if "@" in args.start:
+        path, index = args.start.rsplit("@", 1)
+        start = read(path, index=int(index))
+        start.calc, start.info = None, {}
+    else:
+        start = shipped_structure(args.start)
+    nve = nve_drift(run / "best_model.pt", start, args.nve_ps)
+    print(json.dumps(nve, indent=1), flush=True)
+
+    out_dir, card_dir = ROOT / "sinet_ase" / "potentials", ROOT / "potentials"
+    model_path = out_dir / f"{args.name}.pt"
+    slice_frames = test[: args.slice]
+    card = {
+        "name": args.name, "title": args.title, "start_structure": args.start,
+        "training_config": config, "epochs_done": summary.get("epochs_done"),
+        "best_epoch": summary.get("best", {}).get("epoch"),
+        "train_seconds": summary.get("train_seconds"), "hardware": summary.get("hardware"),
+        "elements": model.elements, "test": metrics,
+        "test_slice": {"file": f"{args.name}_test_slice.extxyz", "frames": len(slice_frames),
+                       **test_metrics(model, slice_frames)},
+        "nve_300K": nve, "reference": args.reference,
+        "md_speed": md_speed(json.loads(Path(args.md_json).read_text())["results"],
+                             run / "best_model.pt")
+        if args.md_json else {},
+    }
+    save_model(load_model(run / "best_model.pt"), model_path, metadata={"card": json.dumps(card)})
+    for a in slice_frames:
+        a.info = {k: v for k, v in a.info.items() if k in ("config_type",)}
+    write(out_dir / f"{args.name}_test_slice.extxyz", slice_frames)
+    (out_dir / f"{args.name}.json").write_text(json.dumps(card, indent=1))
+    for png in ("learning_curve.png", "force_parity.png"):
+        if (run / png).exists():
+            shutil.copy(run / png, card_dir / f"{args.name}_{png}")
+    (card_dir / f"{args.name}.md").write_text(render_card(card))
+    print(f"shipped {model_path} and potentials/{args.name}.md")
+
+
+def render_card(card) -> str:
+    t, m, nve = card["training_config"], card["test"], card["nve_300K"]
+    hw = card["hardware"] or {}
+    speed = "\n".join(f"| {k} | {v['system']} | {v['ms_per_step']:.2f} | {v['allocator']} | {v['date']} |"
+                      for k, v in sorted(card["md_speed"].items())) or "| not measured | | | | |"
+    return f"""# {card['name']}
+
+{card['title']}
+
+- Data: {', '.join(t['data']['train'])} (training; {t['data']['valid_size']} frames of it held out
+  for validation, seed {t['seed']}); tested on {', '.join(t['data']['test'])}, a separate file.
+  The data's source, license and level of theory are in `../shared/data/README.md` and the
+  license file beside each data set.
+- Model: `SINet({', '.join(f'{k}={v}' for k, v in t['model'].items())})`, elements
+  {', '.join(card['elements'])}; trained in {t['training']['dtype']}. Per-element energies: a
+  least-squares fit to the training energies (one molecule fixes only their sum), so energies
+  are meaningful as energies of this molecule's conformations, not of isolated atoms.
+- Training: {card['epochs_done']} epochs (best {card['best_epoch']}),
+  {(card['train_seconds'] or 0) / 60:.0f} min on {hw.get('cpu_count')} cores, {hw.get('threads')}
+  torch thread(s), shared with other jobs; AdamW lr {t['training']['lr']}, batch
+  {t['training']['batch_size']}, cosine schedule, loss weights energy/atom
+  {t['training']['energy_weight']}, forces {t['training']['forces_weight']}, from epoch
+  {t['training'].get('stage2_epoch')} energy/atom {t['training'].get('stage2_energy_weight')}; EMA
+  {t['training']['ema_decay']}.
+- Reproduce: `sinet-train {t['run_dir'].replace('runs/', 'training/dft/')}.yaml` (the recipe), then
+  `python training/dft/publish_dft_potential.py {t['run_dir']} --name {card['name']} --start {card['start_structure']}`.
+
+## Test errors ({m['frames']} frames, float64)
+
+| energy MAE | energy RMSE | energy MAE | force MAE | force RMSE |
+|---|---|---|---|---|
+| {m['e_mae_mev']:.2f} meV | {m['e_rmse_mev']:.2f} meV | {m['e_mae_mev_atom']:.3f} meV/atom | {m['f_mae_mev_a']:.2f} meV/Å | {m['f_rmse_mev_a']:.2f} meV/Å |
+
+Published (same data and protocol): {card['reference'] or 'see ../shared/data/README.md'}.
+
+The first {card['test_slice']['frames']} test frames ship as `sinet_ase/potentials/{card['test_slice']['file']}`
+(force MAE {card['test_slice']['f_mae_mev_a']:.2f} meV/Å on them); the test suite re-scores them.
+
+## Stability and speed
+
+NVE, velocity Verlet at 0.5 fs, {nve['ps']} ps ({nve['steps']} steps) from `{card['start_structure']}`
+with 300 K velocities, float64: drift {nve['drift_ev_atom']:+.2e} eV/atom, largest deviation
+{nve['max_deviation_ev_atom']:.2e} eV/atom, mean temperature {nve['mean_temperature_K']:.0f} K.
+
+| MD step | system | ms/step | allocator | date |
+|---|---|---|---|---|
+{speed}
+
+Domain: conformations of this molecule near the temperature of its training data (300 K MD);
+not other molecules, not bond breaking.
+
+![learning curve]({card['name']}_learning_curve.png)
+![force parity]({card['name']}_force_parity.png)
+"""
+
+
+if __name__ == "__main__":
+    main()
