@@ -209,3 +209,17 @@ def test_second_loss_stage_switches_weights_and_restarts_best(data_dir, tmp_path
     assert task.weights["energy"] == 1000.0
     with pytest.raises(ConfigError, match="stage2_epoch"):
         tiny_config(data_dir, tmp_path / "bad", epochs=4, stage2_epoch=4)
+
+
+def test_cosine_over_time_budget_stops_at_the_budget_with_min_lr(data_dir, tmp_path):
+    config = tiny_config(data_dir, tmp_path / "run", epochs=1000, scheduler="cosine_time",
+                         max_minutes=0.03, min_lr=1e-5, warmup_epochs=0)
+    trainer = Trainer(config, quiet=True)
+    trainer.run()
+    assert 1 < trainer.epoch < 1000                      # stopped by the budget, not the epochs
+    assert trainer.elapsed >= 60 * 0.03
+    assert trainer.history[-1]["lr"] == pytest.approx(1e-5)
+    lrs = [h["lr"] for h in trainer.history]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))      # monotone decay
+    with pytest.raises(ConfigError, match="max_minutes"):
+        tiny_config(data_dir, tmp_path / "bad", scheduler="cosine_time")

@@ -49,7 +49,7 @@ class TrainingConfig:
     valid_batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
-    scheduler: str = "cosine"            # "cosine" (after linear warm-up) or "plateau"
+    scheduler: str = "cosine"            # "cosine" over epochs, "cosine_time" over max_minutes, "plateau"
     warmup_epochs: int = 1
     min_lr: float = 1e-6
     plateau_factor: float = 0.5
@@ -190,8 +190,12 @@ class TrainConfig:
             self._validate_qm9()
         elif not self.data.train:
             raise ConfigError("data.train lists no files")
-        if t.scheduler not in ("cosine", "plateau"):
-            raise ConfigError(f"training.scheduler must be 'cosine' or 'plateau', got {t.scheduler!r}")
+        if t.scheduler not in ("cosine", "cosine_time", "plateau"):
+            raise ConfigError("training.scheduler must be 'cosine', 'cosine_time' or 'plateau', "
+                              f"got {t.scheduler!r}")
+        if t.scheduler == "cosine_time" and not (t.max_minutes and t.max_minutes > 0):
+            raise ConfigError("training.scheduler 'cosine_time' decays the learning rate over the "
+                              "training-time budget: set training.max_minutes (> 0)")
         if t.dtype not in ("float32", "float64"):
             raise ConfigError(f"training.dtype must be 'float32' or 'float64', got {t.dtype!r}")
         if t.epochs < 1 or t.batch_size < 1:

@@ -11,7 +11,10 @@ trainer does the rest. For the default ``energy`` task the loss per batch
 and for ``qm9`` the L1 error of the standardised target
 (:mod:`sinet_ase.qm9.task`).
 
-AdamW, a linear warm-up then cosine decay (or reduce-on-plateau), gradient
+AdamW, a linear warm-up then cosine decay over the epochs (``cosine``), over the
+training-time budget ``max_minutes`` (``cosine_time``: the learning rate reaches
+``min_lr`` when the budget is spent, for runs compared at equal CPU time; not
+bit-reproducible, since it follows the clock), or reduce-on-plateau; gradient
 clipping, and an exponential moving average (EMA) of the weights that is
 used for validation and for the exported model. Every epoch writes a
 checkpoint atomically; ``resume=True`` continues from it exactly (the batch
@@ -138,12 +141,16 @@ class Trainer:
 
             self.train_model = DistributedDataParallel(self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        if t.scheduler == "cosine":
+        self.elapsed = 0.0
+        if t.scheduler in ("cosine", "cosine_time"):
             def lr_factor(epoch):
                 if epoch < t.warmup_epochs:
                     return (epoch + 1) / (t.warmup_epochs + 1)
-                span = max(t.epochs - t.warmup_epochs, 1)
-                progress = min((epoch - t.warmup_epochs) / span, 1.0)
+                if t.scheduler == "cosine":
+                    progress = (epoch - t.warmup_epochs) / max(t.epochs - t.warmup_epochs, 1)
+                else:  # the fraction of the training-time budget spent
+                    progress = self.elapsed / (60 * t.max_minutes)
+                progress = min(progress, 1.0)
                 floor = t.min_lr / t.lr
                 return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -156,7 +163,6 @@ class Trainer:
         self.best = {"valid_loss": float("inf"), "epoch": -1}
         self.bad_epochs = 0
         self.history: List[Dict[str, float]] = []
-        self.elapsed = 0.0
         if resume_state is not None:
             self._load(resume_state)
         if self.is_main:
@@ -257,11 +263,11 @@ class Trainer:
             train_loss = self.train_epoch()
             valid = self.evaluate(self.ema.module, self.graphs["valid"])
             self.epoch += 1
-            if t.scheduler == "cosine":
+            self.elapsed = elapsed_before + time.perf_counter() - started
+            if t.scheduler != "plateau":
                 self.scheduler.step()
             else:
                 self.scheduler.step(valid["loss"])
-            self.elapsed = elapsed_before + time.perf_counter() - started
             metrics = {f"valid_{k}": valid[k] for k in self.task.metric_keys}
             row = {"epoch": self.epoch, "train_loss": train_loss, "valid_loss": valid["loss"], **metrics,
                    "lr": self.optimizer.param_groups[0]["lr"],
@@ -287,6 +293,8 @@ class Trainer:
                 break
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                 return {"stopped_at_epoch": self.epoch}
+            if t.scheduler == "cosine_time" and self.elapsed >= 60 * t.max_minutes:
+                break  # the budget is spent, over all resumed parts of the run
             if t.max_minutes is not None and (time.perf_counter() - started) / 60 > t.max_minutes:
                 break
         return self.finish()
