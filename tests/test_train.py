@@ -197,18 +197,21 @@ def test_training_on_periodic_stress_data(tmp_path):
 
 
 def test_second_loss_stage_switches_weights_and_restarts_best(data_dir, tmp_path):
-    trainer = Trainer(tiny_config(data_dir, tmp_path / "run", epochs=4, stage2_epoch=2,
+    trainer = Trainer(tiny_config(data_dir, tmp_path / "run", epochs=4, stage2_start=0.5,
                                   stage2_energy_weight=1000.0), quiet=True)
     task = trainer.task
     assert task.loss_weights(1) == {"energy": 1.0, "forces": 100.0, "stress": 0.0}
     assert task.loss_weights(2) == {"energy": 1000.0, "forces": 100.0, "stress": 0.0}
-    assert not task.begin_epoch(1) and task.begin_epoch(2) and not task.begin_epoch(3)
-    task.begin_epoch(0)
-    trainer.run()
-    assert trainer.best["epoch"] >= 3   # the best model is chosen among stage-2 epochs only
+    assert not task.begin_epoch(0.25) and task.begin_epoch(0.5) and not task.begin_epoch(0.75)
+    task.begin_epoch(0.0)
+    trainer.run(stop_after_epoch=3)
+    assert trainer.best["epoch"] == 3   # the best model is chosen among stage-2 epochs only
     assert task.weights["energy"] == 1000.0
-    with pytest.raises(ConfigError, match="stage2_epoch"):
-        tiny_config(data_dir, tmp_path / "bad", epochs=4, stage2_epoch=4)
+    resumed = Trainer(tiny_config(data_dir, tmp_path / "run", epochs=4, stage2_start=0.5,
+                                  stage2_energy_weight=1000.0), resume=True, quiet=True)
+    assert resumed.task.stage == 2 and resumed.task.weights["energy"] == 1000.0
+    with pytest.raises(ConfigError, match="stage2_start"):
+        tiny_config(data_dir, tmp_path / "bad", epochs=4, stage2_start=4)
 
 
 def test_cosine_over_time_budget_stops_at_the_budget_with_min_lr(data_dir, tmp_path):

@@ -58,9 +58,10 @@ class TrainingConfig:
     energy_weight: float = 1.0            # on (energy error per atom)^2, eV^2
     forces_weight: float = 100.0          # on force component error^2, (eV/Å)^2
     stress_weight: float = 0.0
-    # second loss stage from this epoch on (as MACE's SWA stage raises the energy weight);
-    # a stage2 weight left at null keeps the first stage's weight
-    stage2_epoch: Optional[int] = None
+    # second loss stage once this fraction of the schedule (of the epochs, or of max_minutes
+    # with cosine_time) is done, as MACE's SWA stage raises the energy weight; a stage2
+    # weight left at null keeps the first stage's weight
+    stage2_start: Optional[float] = None
     stage2_energy_weight: Optional[float] = None
     stage2_forces_weight: Optional[float] = None
     stage2_stress_weight: Optional[float] = None
@@ -87,7 +88,7 @@ class QM9Config:
 
 
 #: energy/force/stress weights: only the energy task has them
-ENERGY_ONLY_TRAINING_KEYS = ("energy_weight", "forces_weight", "stress_weight", "stage2_epoch",
+ENERGY_ONLY_TRAINING_KEYS = ("energy_weight", "forces_weight", "stress_weight", "stage2_start",
                              "stage2_energy_weight", "stage2_forces_weight", "stage2_stress_weight")
 TASK_NAMES = ("energy", "qm9")
 QM9_ATOMREF = ("auto", "fit", "dataset", "none")
@@ -200,9 +201,9 @@ class TrainConfig:
             raise ConfigError(f"training.dtype must be 'float32' or 'float64', got {t.dtype!r}")
         if t.epochs < 1 or t.batch_size < 1:
             raise ConfigError("training.epochs and training.batch_size must be >= 1")
-        if t.stage2_epoch is not None and not 0 < t.stage2_epoch < t.epochs:
-            raise ConfigError(f"training.stage2_epoch must lie between 0 and training.epochs "
-                              f"({t.epochs}), got {t.stage2_epoch}")
+        if t.stage2_start is not None and not 0 < t.stage2_start < 1:
+            raise ConfigError("training.stage2_start is the fraction of the schedule after which "
+                              f"the second loss stage starts: between 0 and 1, got {t.stage2_start}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
 

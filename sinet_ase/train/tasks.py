@@ -14,9 +14,11 @@ progress bar. A :class:`Task` supplies the rest:
 ``check_resume()``  refuse a checkpoint that does not fit this config (and,
                     if the task wants, adopt its ``stats``)
 ``build_model()``   the model, from the config and ``stats``
-``begin_epoch()``   called before each epoch; returns True when the loss changes
-                    there (a new loss stage: the trainer restarts its best-model
-                    tracking, since losses of two stages do not compare)
+``begin_epoch()``   called before each epoch with the fraction of the schedule
+                    done; returns True when the loss changes there (a new loss
+                    stage: the trainer restarts its best-model tracking, since
+                    losses of two stages do not compare)
+``state_dict()``    what the task must carry over a resume (checkpointed)
 ``train_forward()`` the forward pass of a training step (the model may be
                     wrapped in DDP)
 ``loss()``          the scalar loss of a batch
@@ -80,9 +82,16 @@ class Task:
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def begin_epoch(self, epoch: int) -> bool:
-        """Prepare epoch ``epoch`` (0-based); True if the loss function changes here."""
+    def begin_epoch(self, progress: float) -> bool:
+        """Prepare the next epoch (``progress``: fraction of the schedule done, 0 to 1);
+        True if the loss function changes here."""
         return False
+
+    def state_dict(self) -> Dict:
+        return {}
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def train_forward(self, model, batch) -> Dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -119,9 +128,9 @@ class EnergyForceTask(Task):
         L = w_E mean_s ((E_s - E_s^ref) / n_s)^2 + w_F mean_{i,a} (F_ia - F_ia^ref)^2
             + w_S mean_{s,ab} (sigma_sab - sigma_sab^ref)^2
 
-    The weights ``(w_E, w_F, w_S)`` switch to the ``stage2_*`` ones from epoch
-    ``training.stage2_epoch`` on (a larger ``w_E`` there tightens energies once forces are
-    learned, as in MACE's final stage).
+    The weights ``(w_E, w_F, w_S)`` switch to the ``stage2_*`` ones once the fraction
+    ``training.stage2_start`` of the schedule is done (a larger ``w_E`` there tightens
+    energies once forces are learned, as in MACE's final stage).
     """
 
     name = "energy"
@@ -147,7 +156,8 @@ class EnergyForceTask(Task):
             "energy_scale": force_rms(frames["train"]) if t.forces_weight > 0 else 1.0,
             "avg_num_neighbors": average_num_neighbors(self.graphs["train"]),
         }
-        self.weights = self.loss_weights(0)
+        self.stage = 1
+        self.weights = self.loss_weights(1)
 
     def check_resume(self, state: Dict) -> None:
         if state["stats"]["atomic_energies"].keys() != self.stats["atomic_energies"].keys():
@@ -161,20 +171,30 @@ class EnergyForceTask(Task):
                      atomic_energies=self.stats["atomic_energies"],
                      energy_scale=self.stats["energy_scale"], **model_kw)
 
-    def loss_weights(self, epoch: int) -> Dict[str, float]:
-        """``{"energy", "forces", "stress"}`` loss weights in effect at ``epoch`` (0-based)."""
+    def loss_weights(self, stage: int) -> Dict[str, float]:
+        """``{"energy", "forces", "stress"}`` loss weights of loss stage 1 or 2."""
         t = self.config.training
         weights = {"energy": t.energy_weight, "forces": t.forces_weight, "stress": t.stress_weight}
-        if t.stage2_epoch is not None and epoch >= t.stage2_epoch:
+        if stage == 2:
             for key in weights:
                 stage2 = getattr(t, f"stage2_{key}_weight")
                 if stage2 is not None:
                     weights[key] = stage2
         return weights
 
-    def begin_epoch(self, epoch: int) -> bool:
-        self.weights = self.loss_weights(epoch)
-        return epoch > 0 and self.weights != self.loss_weights(epoch - 1)
+    def begin_epoch(self, progress: float) -> bool:
+        start = self.config.training.stage2_start
+        stage = 2 if start is not None and progress >= start else 1
+        changed = stage != self.stage
+        self.stage, self.weights = stage, self.loss_weights(stage)
+        return changed
+
+    def state_dict(self) -> Dict:
+        return {"stage": self.stage}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.stage = int(state.get("stage", 1))
+        self.weights = self.loss_weights(self.stage)
 
     def train_forward(self, model, batch):
         t = self.config.training

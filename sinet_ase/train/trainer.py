@@ -184,6 +184,7 @@ class Trainer:
             "history": self.history,
             "elapsed": self.elapsed,
             "stats": self.stats,
+            "task_state": self.task.state_dict(),
         }
 
     def _load(self, state: Dict) -> None:
@@ -197,6 +198,14 @@ class Trainer:
         self.history = list(state["history"])
         self.elapsed = float(state["elapsed"])
         self.stats = state["stats"]
+        self.task.load_state_dict(state.get("task_state", {}))
+
+    def progress(self) -> float:
+        """Fraction of the schedule done: of the epochs, or of the time budget (``cosine_time``)."""
+        t = self.config.training
+        if t.scheduler == "cosine_time":
+            return min(self.elapsed / (60 * t.max_minutes), 1.0)
+        return self.epoch / t.epochs
 
     # --- one step, one epoch ---
     def _loss(self, out, batch) -> torch.Tensor:
@@ -256,7 +265,7 @@ class Trainer:
         elapsed_before = self.elapsed
         while self.epoch < t.epochs:
             epoch_start = time.perf_counter()
-            if self.task.begin_epoch(self.epoch):
+            if self.task.begin_epoch(self.progress()):
                 # a new loss stage: its losses do not compare with the last stage's
                 self.best = {"valid_loss": float("inf"), "epoch": -1}
                 self.bad_epochs = 0

@@ -181,8 +181,8 @@ def render_card(card) -> str:
   {(card['train_seconds'] or 0) / 60:.0f} min on {hw.get('cpu_count')} cores, {hw.get('threads')}
   torch thread(s), shared with other jobs; AdamW lr {t['training']['lr']}, batch
   {t['training']['batch_size']}, cosine schedule, loss weights energy/atom
-  {t['training']['energy_weight']}, forces {t['training']['forces_weight']}, from epoch
-  {t['training'].get('stage2_epoch')} energy/atom {t['training'].get('stage2_energy_weight')}; EMA
+  {t['training']['energy_weight']}, forces {t['training']['forces_weight']}, after a fraction
+  {t['training'].get('stage2_start')} of the schedule energy/atom {t['training'].get('stage2_energy_weight')}; EMA
   {t['training']['ema_decay']}.
 - Reproduce: `sinet-train {t['run_dir'].replace('runs/', 'training/dft/')}.yaml` (the recipe), then
   `python training/dft/publish_dft_potential.py {t['run_dir']} --name {card['name']} --start {card['start_structure']}`.
