@@ -49,7 +49,8 @@ class TrainingConfig:
     valid_batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
-    scheduler: str = "cosine"            # "cosine" over epochs, "cosine_time" over max_minutes, "plateau"
+    scheduler: str = "cosine"            # cosine (over epochs) | cosine_time / cosine_cpu (over
+                                          # max_minutes of wall / CPU time) | plateau
     warmup_epochs: int = 1
     min_lr: float = 1e-6
     plateau_factor: float = 0.5
@@ -91,6 +92,7 @@ class QM9Config:
 ENERGY_ONLY_TRAINING_KEYS = ("energy_weight", "forces_weight", "stress_weight", "stage2_start",
                              "stage2_energy_weight", "stage2_forces_weight", "stage2_stress_weight")
 TASK_NAMES = ("energy", "qm9")
+SCHEDULERS = ("cosine", "cosine_time", "cosine_cpu", "plateau")
 QM9_ATOMREF = ("auto", "fit", "dataset", "none")
 
 _SINET_KEYS = None
@@ -191,12 +193,12 @@ class TrainConfig:
             self._validate_qm9()
         elif not self.data.train:
             raise ConfigError("data.train lists no files")
-        if t.scheduler not in ("cosine", "cosine_time", "plateau"):
-            raise ConfigError("training.scheduler must be 'cosine', 'cosine_time' or 'plateau', "
+        if t.scheduler not in SCHEDULERS:
+            raise ConfigError(f"training.scheduler must be one of {', '.join(SCHEDULERS)}, "
                               f"got {t.scheduler!r}")
-        if t.scheduler == "cosine_time" and not (t.max_minutes and t.max_minutes > 0):
-            raise ConfigError("training.scheduler 'cosine_time' decays the learning rate over the "
-                              "training-time budget: set training.max_minutes (> 0)")
+        if t.scheduler.startswith("cosine_") and not (t.max_minutes and t.max_minutes > 0):
+            raise ConfigError(f"training.scheduler {t.scheduler!r} decays the learning rate over "
+                              "the training-time budget: set training.max_minutes (> 0)")
         if t.dtype not in ("float32", "float64"):
             raise ConfigError(f"training.dtype must be 'float32' or 'float64', got {t.dtype!r}")
         if t.epochs < 1 or t.batch_size < 1:

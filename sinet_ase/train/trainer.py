@@ -13,8 +13,9 @@ and for ``qm9`` the L1 error of the standardised target
 
 AdamW, a linear warm-up then cosine decay over the epochs (``cosine``), over the
 training-time budget ``max_minutes`` (``cosine_time``: the learning rate reaches
-``min_lr`` when the budget is spent, for runs compared at equal CPU time; not
-bit-reproducible, since it follows the clock), or reduce-on-plateau; gradient
+``min_lr`` when the budget is spent; not bit-reproducible, since it follows the
+clock), over CPU minutes of the process, all threads (``cosine_cpu``: runs compared
+at equal CPU time on a shared machine), or reduce-on-plateau; gradient
 clipping, and an exponential moving average (EMA) of the weights that is
 used for validation and for the exported model. Every epoch writes a
 checkpoint atomically; ``resume=True`` continues from it exactly (the batch
@@ -50,6 +51,8 @@ from .report import write_csv
 from .tasks import make_task
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: schedules that decay the learning rate over the ``max_minutes`` budget, not over the epochs
+TIME_SCHEDULES = ("cosine_time", "cosine_cpu")
 
 
 #: whether this module initialised the process group (so :func:`train` tears it down)
@@ -141,15 +144,16 @@ class Trainer:
 
             self.train_model = DistributedDataParallel(self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        self.elapsed = 0.0
-        if t.scheduler in ("cosine", "cosine_time"):
+        self.elapsed = 0.0       # wall seconds of training, over all resumed parts
+        self.cpu_elapsed = 0.0   # CPU seconds of this process (all threads), likewise
+        if t.scheduler != "plateau":
             def lr_factor(epoch):
                 if epoch < t.warmup_epochs:
                     return (epoch + 1) / (t.warmup_epochs + 1)
                 if t.scheduler == "cosine":
                     progress = (epoch - t.warmup_epochs) / max(t.epochs - t.warmup_epochs, 1)
                 else:  # the fraction of the training-time budget spent
-                    progress = self.elapsed / (60 * t.max_minutes)
+                    progress = self.progress()
                 progress = min(progress, 1.0)
                 floor = t.min_lr / t.lr
                 return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -183,6 +187,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "history": self.history,
             "elapsed": self.elapsed,
+            "cpu_elapsed": self.cpu_elapsed,
             "stats": self.stats,
             "task_state": self.task.state_dict(),
         }
@@ -197,15 +202,20 @@ class Trainer:
         self.bad_epochs = int(state["bad_epochs"])
         self.history = list(state["history"])
         self.elapsed = float(state["elapsed"])
+        self.cpu_elapsed = float(state.get("cpu_elapsed", 0.0))
         self.stats = state["stats"]
         self.task.load_state_dict(state.get("task_state", {}))
 
     def progress(self) -> float:
         """Fraction of the schedule done: of the epochs, or of the time budget (``cosine_time``)."""
         t = self.config.training
-        if t.scheduler == "cosine_time":
-            return min(self.elapsed / (60 * t.max_minutes), 1.0)
+        if t.scheduler in TIME_SCHEDULES:
+            return min(self.spent() / (60 * t.max_minutes), 1.0)
         return self.epoch / t.epochs
+
+    def spent(self) -> float:
+        """Seconds of the budget spent: wall time, or CPU time with ``cosine_cpu``."""
+        return self.cpu_elapsed if self.config.training.scheduler == "cosine_cpu" else self.elapsed
 
     # --- one step, one epoch ---
     def _loss(self, out, batch) -> torch.Tensor:
@@ -261,8 +271,8 @@ class Trainer:
         Returns the final summary (also written to ``run_dir/summary.json``).
         """
         t = self.config.training
-        started = time.perf_counter()
-        elapsed_before = self.elapsed
+        started, cpu_started = time.perf_counter(), time.process_time()
+        elapsed_before, cpu_before = self.elapsed, self.cpu_elapsed
         while self.epoch < t.epochs:
             epoch_start = time.perf_counter()
             if self.task.begin_epoch(self.progress()):
@@ -273,6 +283,7 @@ class Trainer:
             valid = self.evaluate(self.ema.module, self.graphs["valid"])
             self.epoch += 1
             self.elapsed = elapsed_before + time.perf_counter() - started
+            self.cpu_elapsed = cpu_before + time.process_time() - cpu_started
             if t.scheduler != "plateau":
                 self.scheduler.step()
             else:
@@ -302,9 +313,10 @@ class Trainer:
                 break
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                 return {"stopped_at_epoch": self.epoch}
-            if t.scheduler == "cosine_time" and self.elapsed >= 60 * t.max_minutes:
-                break  # the budget is spent, over all resumed parts of the run
-            if t.max_minutes is not None and (time.perf_counter() - started) / 60 > t.max_minutes:
+            if t.scheduler in TIME_SCHEDULES:
+                if self.spent() >= 60 * t.max_minutes:
+                    break  # the budget is spent, over all resumed parts of the run
+            elif t.max_minutes is not None and (time.perf_counter() - started) / 60 > t.max_minutes:
                 break
         return self.finish()
 
@@ -312,7 +324,7 @@ class Trainer:
         """Test the best model, write plots and ``summary.json``."""
         summary = {"task": self.task.name, **self.task.summary_extra(),
                    "epochs_done": self.epoch, "best": self.best, "sizes": self.sizes,
-                   "train_seconds": self.elapsed, "stats": self.stats, "world_size": self.world,
+                   "train_seconds": self.elapsed, "train_cpu_seconds": self.cpu_elapsed, "stats": self.stats, "world_size": self.world,
                    "hardware": {"device": str(self.device), "threads": torch.get_num_threads(),
                                 "cpu": platform.processor() or platform.machine(),
                                 "cpu_count": os.cpu_count()}}
