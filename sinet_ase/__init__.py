@@ -4,6 +4,7 @@ Public API::
 
     SINet(elements=[...], cutoff=5.0, lmax=2, channels=64, num_layers=2, ...)
     SINetCalculator(model_or_path, device="cpu", dtype="float64")
+    SINetCalculator([path1, path2, ...] or "runs/c/member_*/best_model.pt")   # committee
     predict(model, list_of_atoms, batch_size=32, properties=("energy", "forces"))
     SINetCalculator.from_pretrained(name), list_pretrained()
     save_model(model, path), load_model(path)
