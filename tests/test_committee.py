@@ -132,3 +132,46 @@ def test_bad_committees(tmp_path):
     assert atoms.get_potential_energy() == pytest.approx(
         0.5 * (single(make_model(0), atoms)[0] + single(make_model(1, elements=("Cu", "O", "C", "H")), atoms)[0]),
         rel=1e-12)
+
+
+def test_sinet_train_committee_option(tmp_path, capsys):
+    import json
+
+    import yaml
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from sinet_ase.cli import train_main
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(12):
+        atoms = molecule("CH3CH2OH")
+        atoms.positions += rng.normal(scale=0.08, size=atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(),
+                                           forces=atoms.get_forces())
+        frames.append(atoms)
+    write(tmp_path / "train.extxyz", frames)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "run_dir": str(tmp_path / "committee"), "seed": 5,
+        "data": {"train": [str(tmp_path / "train.extxyz")], "valid_size": 0.25},
+        "model": {"cutoff": 4.0, "lmax": 1, "channels": 4, "num_layers": 1, "mlp_hidden": 8,
+                  "radial_hidden": 8},
+        "training": {"epochs": 1, "batch_size": 4, "warmup_epochs": 0, "dtype": "float64"}}))
+    assert train_main([str(config), "--committee", "3", "--quiet"]) == 0
+    pattern = str(tmp_path / "committee" / "member_*" / "best_model.pt")
+    assert pattern in capsys.readouterr().out
+    for k in range(3):
+        member = tmp_path / "committee" / f"member_{k}"
+        assert (member / "best_model.pt").is_file()
+        assert json.loads((member / "config.json").read_text())["seed"] == 5 + k
+    atoms = frames[0].copy()
+    atoms.calc = SINetCalculator(pattern)
+    atoms.get_forces()
+    assert len(atoms.calc.models) == 3 and atoms.calc.results["energy_std"] > 0
+    # a second run into the same folder overwrites nothing
+    assert train_main([str(config), "--committee", "3", "--quiet"]) == 2
+    assert "exist" in capsys.readouterr().err
