@@ -16,7 +16,7 @@ from .errors import ConfigError, ModelFileError, SINetInputError, UnknownElement
 from .graph import atoms_to_graph, batch_graphs
 from .io import load_model, save_model
 from .model import SINet, SINetBackbone
-from .predict import predict
+from .inference import predict
 from .pretrained import list_pretrained
 
 __version__ = "0.1.0"

@@ -21,7 +21,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, evaluate_committee
 from .graph import atoms_to_graph
-from .predict import prepare_model
+from .inference import prepare_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

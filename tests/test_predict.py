@@ -116,3 +116,14 @@ def test_bad_input_names_the_structure():
         predict(model, frames, properties=("energy", "dipole"))
     with pytest.raises(ValueError, match="batch_size"):
         predict(model, frames, batch_size=0)
+
+
+def test_prepared_model_is_used_without_copy(monkeypatch):
+    import sinet_ase.inference as predict_module
+
+    model = SINetCalculator(make_model()).model          # float64, cpu, eval, frozen
+    copies = []
+    monkeypatch.setattr(predict_module, "prepare_model",
+                        lambda *a, **k: copies.append(1) or pytest.fail("prepared model copied"))
+    predict(model, molecules(2))
+    assert not copies

@@ -1,4 +1,4 @@
-"""Batched evaluation of many structures: :func:`predict`.
+"""Batched evaluation of many structures: :func:`predict` (exported as ``sinet_ase.predict``).
 
 One call to the model per batch of ``batch_size`` structures (graphs joined with
 :func:`~sinet_ase.graph.batch_graphs`) instead of one per structure, so the
@@ -74,8 +74,11 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
     """Evaluate a SINet model on many structures, ``batch_size`` structures per model call.
 
     Args:
-        model: a SINet model object (copied; the caller's is left as it is), a model file,
-            or the name of a shipped potential (:func:`~sinet_ase.list_pretrained`).
+        model: a SINet model object, a model file, or the name of a shipped potential
+            (:func:`~sinet_ase.list_pretrained`). A model object is copied (and the
+            caller's left as it is) unless it is already prepared, i.e. in ``dtype`` on
+            ``device``, in eval mode with frozen weights (:func:`prepare_model`,
+            ``SINetCalculator(...).model``): prepare it once for many calls.
         structures: ``ase.Atoms`` objects (molecules, slabs, crystals may be mixed), or one.
         batch_size: structures per model call; memory grows with the atoms and edges of
             a batch.
@@ -117,7 +120,8 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
                 f"structure {k}: stress needs a cell periodic in all three directions (its pbc "
                 f"is {atoms.pbc.tolist()}); leave 'stress' out of properties or evaluate the "
                 "periodic structures separately")
-    model = prepare_model(model, device, dtype)
+    if not _is_prepared(model, device, dtype):
+        model = prepare_model(model, device, dtype)
 
     energy = np.empty(len(structures), dtype=np.float64)
     energies: List[np.ndarray] = []
@@ -157,6 +161,25 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
         results[name] = {"energy": energy, "energies": energies, "forces": forces,
                          "stress": stress}[name]
     return results
+
+
+def _is_prepared(model, device, dtype) -> bool:
+    """Whether ``model`` can run as it is: a module already in ``dtype`` on ``device``, in
+    eval mode, weights frozen (as :func:`prepare_model` leaves it), so that repeated
+    calls do not copy it."""
+    if not isinstance(model, torch.nn.Module) or model.training or dtype not in _DTYPES:
+        return False
+    parameters = list(model.parameters())
+    return (bool(parameters) and not any(p.requires_grad for p in parameters)
+            and all(p.dtype == _DTYPES[dtype] for p in parameters)
+            and _model_device(model) == _normalised_device(device))
+
+
+def _normalised_device(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
