@@ -11,7 +11,6 @@ and device are fixed when the calculator is made. The calculator never
 changes torch's process-wide default dtype.
 """
 
-import copy
 from pathlib import Path
 from typing import Optional, Union
 
@@ -20,8 +19,9 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, evaluate_committee
 from .graph import atoms_to_graph
-from .io import load_model
+from .inference import prepare_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -30,8 +30,13 @@ class SINetCalculator(Calculator):
     """ASE calculator for a SINet energy model.
 
     Args:
-        model: path to a model file (see :func:`sinet_ase.save_model`) or a
-            model object (copied, so the caller's model is never cast or moved).
+        model: path to a model file (see :func:`sinet_ase.save_model`), a shipped
+            potential's name, or a model object (copied, so the caller's model is never
+            cast or moved). A list of these, or a glob string such as
+            ``"runs/c/member_*/best_model.pt"``, is a committee: the results hold the
+            members' mean plus ``energy_std``, ``forces_std`` (n, 3), ``stress_std`` and
+            the per-member values (:mod:`sinet_ase.committee`); members share cutoff
+            and elements, and all run on one graph per structure.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         dtype: ``"float64"`` (default, for MD) or ``"float32"`` (faster).
         edge_chunk_size: for very large systems (tens of thousands of atoms), sum
@@ -56,27 +61,33 @@ class SINetCalculator(Calculator):
             raise ValueError(f"edge_chunk_size must be a positive number of edges, got {edge_chunk_size}")
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        if isinstance(model, (str, Path)):
-            model = load_model(model)
-        elif isinstance(model, torch.nn.Module):
-            model = copy.deepcopy(model)
-        else:
-            raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
         self.device = torch.device(device)
         self.dtype = _DTYPES[dtype]
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
+        members = committee_specs(model)
+        self.models = [self._prepare_model(m, dtype, edge_chunk_size, compile)
+                       for m in (members if members is not None else [model])]
+        self.model = self.models[0]
+        #: several models (a list or a glob was given): results add the committee spread
+        self.committee = members is not None
+        if self.committee:
+            check_members(self.models)
+            self.implemented_properties = self.implemented_properties + list(COMMITTEE_PROPERTIES)
+
+    def _prepare_model(self, model, dtype, edge_chunk_size, compile):
+        if not isinstance(model, (str, Path, torch.nn.Module)):
+            raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
+        model = prepare_model(model, self.device, dtype)
         if edge_chunk_size is not None:
-            backbone = self.model.backbone
+            backbone = model.backbone
             if getattr(backbone, "backbone_type", "sinet") != "sinet":
                 raise ValueError("edge_chunk_size is supported by the SINet backbone only, "
                                  f"this model's backbone is {backbone.backbone_type!r}")
             backbone.edge_chunk_size = int(edge_chunk_size)
         if compile:
-            if not hasattr(self.model, "enable_compile"):
-                raise TypeError(f"compile=True needs a SINet model, got {type(self.model).__name__}")
-            self.model.enable_compile()
+            if not hasattr(model, "enable_compile"):
+                raise TypeError(f"compile=True needs a SINet model, got {type(model).__name__}")
+            model.enable_compile()
+        return model
 
     @classmethod
     def from_pretrained(cls, name: str, **kwargs) -> "SINetCalculator":
@@ -92,13 +103,16 @@ class SINetCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         Calculator.calculate(self, atoms, properties, system_changes)
         atoms = self.atoms
-        want_stress = "stress" in properties
+        want_stress = any(p.startswith("stress") for p in properties)  # stress, stress_std, ...
         if want_stress and not atoms.pbc.all():
             raise PropertyNotImplementedError(
                 "stress needs a cell periodic in all three directions (atoms.pbc is "
                 f"{atoms.pbc.tolist()})"
             )
         graph = atoms_to_graph(atoms, self.model.cutoff, self.model.elements).to(self.device)
+        if self.committee:
+            self.results = evaluate_committee(self.models, graph, want_stress)
+            return
         out = self.model(graph, compute_forces=True, compute_stress=want_stress)
         energy = float(out["energy"].item())
         if not np.isfinite(energy):

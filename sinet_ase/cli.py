@@ -18,6 +18,9 @@ def train_main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="continue from run_dir/checkpoint.pt exactly where it stopped")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--committee", type=int, default=None, metavar="N",
+                        help="train N models with seeds seed..seed+N-1 into run_dir/member_k "
+                             "(a committee for SINetCalculator's uncertainty)")
     args = parser.parse_args(argv)
 
     from .data.qm9 import QM9CacheError
@@ -26,6 +29,8 @@ def train_main(argv=None) -> int:
 
     try:
         config = load_config(args.config, args.overrides)
+        if args.committee is not None:
+            return _train_committee(config, args)
         summary = train(config, resume=args.resume, quiet=args.quiet)
     except (ConfigError, FileNotFoundError, QM9CacheError) as err:
         print(f"sinet-train: error: {err}", file=sys.stderr)
@@ -33,6 +38,20 @@ def train_main(argv=None) -> int:
     best = summary.get("best", {})
     print(f"done: {summary.get('epochs_done')} epochs; best epoch {best.get('epoch')} "
           f"({describe_best(summary)}); model: {config.run_dir}/best_model.pt")
+    return 0
+
+
+def _train_committee(config, args) -> int:
+    from .train.committee import committee_glob, member_configs, train_committee
+    from .train.tasks import describe_best
+
+    summaries = train_committee(config, args.committee, resume=args.resume, quiet=args.quiet)
+    for member, summary in zip(member_configs(config, args.committee), summaries):
+        best = summary.get("best", {})
+        print(f"{member.run_dir}: {summary.get('epochs_done')} epochs; best epoch "
+              f"{best.get('epoch')} ({describe_best(summary)})")
+    if config.task == "energy":
+        print(f"committee of {args.committee}: SINetCalculator(\"{committee_glob(config)}\")")
     return 0
 
 

@@ -1,0 +1,129 @@
+"""predict(): batched evaluation equals one-by-one SINetCalculator calls; bad input."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, molecule
+
+from sinet_ase import (SINet, SINetCalculator, SINetInputError, UnknownElementError,
+                       list_pretrained, predict, save_model)
+
+
+def make_model(elements=("H", "C", "N", "O", "Cu"), cutoff=4.0, seed=0):
+    torch.manual_seed(seed)
+    return SINet(elements=list(elements), cutoff=cutoff, lmax=2, channels=8, num_layers=2,
+                 mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0,
+                 atomic_energies={"H": -13.6, "C": -1030.0}, energy_scale=0.7)
+
+
+def molecules(n, seed=0):
+    rng = np.random.default_rng(seed)
+    names = ["CH3CH2OH", "H2O", "CH4", "NH3", "C6H6", "CH3COOH", "HCOOH"]
+    frames = []
+    for k in range(n):
+        atoms = molecule(names[k % len(names)])
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        frames.append(atoms)
+    return frames
+
+
+def crystals(seed=0):
+    rng = np.random.default_rng(seed)
+    frames = [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("Cu", "fcc", a=3.5) * (2, 2, 1),
+              bulk("Cu", "bcc", a=2.9, cubic=True) * (2, 1, 1)]
+    for atoms in frames:
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        atoms.cell = atoms.cell.array @ (np.eye(3) + rng.normal(scale=0.02, size=(3, 3)))
+    return frames
+
+
+def one_by_one(model, frames, stress=False):
+    calc = SINetCalculator(model)
+    rows = []
+    for atoms in frames:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        rows.append({"energy": atoms.get_potential_energy(),
+                     "energies": atoms.get_potential_energies(), "forces": atoms.get_forces(),
+                     "stress": atoms.get_stress() if stress else None})
+    return rows
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 100])
+def test_equals_one_by_one_calculator_calls(batch_size):
+    model, frames = make_model(), molecules(7) + crystals()
+    got = predict(model, frames, batch_size=batch_size, properties=("energy", "energies", "forces"))
+    want = one_by_one(model, frames)
+    assert got["energy"].shape == (len(frames),) and got["energy"].dtype == np.float64
+    for k, (atoms, ref) in enumerate(zip(frames, want)):
+        assert got["energy"][k] == pytest.approx(ref["energy"], rel=1e-9, abs=1e-9)
+        assert got["energies"][k].shape == (len(atoms),)
+        np.testing.assert_allclose(got["energies"][k], ref["energies"], rtol=1e-9, atol=1e-9)
+        assert got["forces"][k].shape == (len(atoms), 3)
+        np.testing.assert_allclose(got["forces"][k], ref["forces"], rtol=1e-9, atol=1e-9)
+
+
+def test_stress_of_periodic_structures_equals_calculator():
+    model, frames = make_model(), crystals()
+    got = predict(model, frames, batch_size=2, properties=("energy", "forces", "stress"))
+    assert got["stress"].shape == (len(frames), 6)
+    for k, ref in enumerate(one_by_one(model, frames, stress=True)):
+        np.testing.assert_allclose(got["stress"][k], ref["stress"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got["forces"][k], ref["forces"], rtol=1e-9, atol=1e-9)
+
+
+def test_only_requested_properties_and_model_file(tmp_path):
+    model, frames = make_model(), molecules(4)
+    path = tmp_path / "m.pt"
+    save_model(model, path)
+    from_model = predict(model, frames, properties=("energy",))
+    from_file = predict(path, frames, properties="energy")
+    assert set(from_model) == {"energy"}
+    np.testing.assert_allclose(from_file["energy"], from_model["energy"], rtol=1e-12)
+
+
+def test_float32_and_callers_model_untouched():
+    model, frames = make_model(), molecules(3)
+    dtype_before = next(model.parameters()).dtype
+    got32 = predict(model, frames, dtype="float32")
+    got64 = predict(model, frames)
+    np.testing.assert_allclose(got32["energy"], got64["energy"], rtol=1e-5)
+    assert next(model.parameters()).dtype == dtype_before, "the caller's model must not be cast"
+    assert next(model.parameters()).requires_grad, "the caller's model must not be frozen"
+    assert model.training, "the caller's model must keep its mode"
+
+
+@pytest.mark.skipif("sinet-xtb-md17" not in list_pretrained(), reason="shipped potential missing")
+def test_shipped_name():
+    frames = molecules(2)
+    got = predict("sinet-xtb-md17", frames)
+    ref = one_by_one(SINetCalculator.from_pretrained("sinet-xtb-md17").model, frames)
+    assert got["energy"][1] == pytest.approx(ref[1]["energy"], rel=1e-9)
+
+
+def test_bad_input_names_the_structure():
+    model = make_model(elements=("H", "C", "O"))
+    frames = molecules(3)
+    frames[2] = molecule("NH3")
+    with pytest.raises(UnknownElementError, match="structure 2: element"):
+        predict(model, frames)
+    with pytest.raises(SINetInputError, match="structure 1: stress needs a cell periodic"):
+        predict(make_model(), crystals()[:1] + molecules(1), properties=("energy", "stress"))
+    with pytest.raises(SINetInputError, match="structure 0: .*empty"):
+        predict(model, [Atoms()])
+    with pytest.raises(ValueError, match="properties"):
+        predict(model, frames, properties=("energy", "dipole"))
+    with pytest.raises(ValueError, match="batch_size"):
+        predict(model, frames, batch_size=0)
+
+
+def test_prepared_model_is_used_without_copy(monkeypatch):
+    import sinet_ase.inference as predict_module
+
+    model = SINetCalculator(make_model()).model          # float64, cpu, eval, frozen
+    copies = []
+    monkeypatch.setattr(predict_module, "prepare_model",
+                        lambda *a, **k: copies.append(1) or pytest.fail("prepared model copied"))
+    predict(model, molecules(2))
+    assert not copies
