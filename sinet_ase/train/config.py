@@ -6,9 +6,24 @@ Sections and keys (defaults in the dataclasses below)::
     seed: 0
     task: energy                     # energy (default) | qm9
     data:   {train: [files], valid: [files] | null, test: [files] | null,
-             valid_size: 0.05, test_size: 0.0, require_stress: false}
+             valid_size: 0.05, test_size: 0.0, require_stress: false,
+             energy_key: energy, forces_key: forces, stress_key: stress, virials_key: virials,
+             atomic_energies: fit}
     model:  {cutoff: 5.0, lmax: 2, channels: 64, num_layers: 2, ...}  # SINet keywords
     training: {epochs: 100, batch_size: 8, lr: 1e-3, ...}
+
+Data labels (energy task; :mod:`sinet_ase.labels`): ``energy_key``, ``forces_key``,
+``stress_key`` and ``virials_key`` name the labels, looked up in the calculator results,
+then ``atoms.info``, then ``atoms.arrays`` (defaults: ASE's names; a MACE-style file takes
+``REF_energy``, ``REF_forces``, ``REF_stress`` / ``REF_virials``). Virials (eV) are read
+where a structure has no stress and become ``stress = -virials / volume``.
+
+``atomic_energies`` sets the per-element energy shift ``E0`` (eV): ``fit`` (least squares
+over the training structures), a mapping ``{H: -13.57, C: -1025.3}``, or the path of an
+extxyz of isolated atoms (one atom per frame). Frames whose ``config_type`` is
+``isolated_atom`` inside the data files are never trained on; those of the training files
+give the E0s of their elements unless an explicit mapping or file is set (``fit`` then fits
+only the elements they lack).
 
 ``task: qm9`` (:mod:`sinet_ase.qm9`) replaces the ``data`` section by a
 ``qm9`` section (:class:`QM9Config`: target, split, subsets, atom
@@ -40,6 +55,11 @@ class DataConfig:
     valid_size: Union[int, float] = 0.05
     test_size: Union[int, float] = 0.0
     require_stress: bool = False
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: str = "stress"
+    virials_key: str = "virials"
+    atomic_energies: Union[str, Dict[str, float]] = "fit"
 
 
 @dataclass
@@ -201,6 +221,24 @@ class TrainConfig:
                               f"({t.epochs}), got {t.stage2_epoch}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
+        if self.task == "energy":
+            self._validate_energy_data()
+
+    def _validate_energy_data(self) -> None:
+        """The label keys and E0s of the energy task."""
+        d = self.data
+        for key in ("energy_key", "forces_key", "stress_key", "virials_key"):
+            if not isinstance(getattr(d, key), str) or not getattr(d, key):
+                raise ConfigError(f"data.{key} must be a non-empty string, got {getattr(d, key)!r}")
+        e0 = d.atomic_energies
+        if isinstance(e0, dict):
+            bad = {k: v for k, v in e0.items()
+                   if isinstance(v, bool) or not isinstance(v, (int, float))}
+            if bad:
+                raise ConfigError(f"data.atomic_energies: values must be numbers (eV), got {bad}")
+        elif not isinstance(e0, str) or not e0:
+            raise ConfigError("data.atomic_energies must be 'fit', a mapping {symbol: eV} or the "
+                              f"path of an isolated-atoms file, got {e0!r}")
 
 
     def _validate_qm9(self) -> None:

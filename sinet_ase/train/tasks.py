@@ -122,32 +122,55 @@ class EnergyForceTask(Task):
     The weights ``(w_E, w_F, w_S)`` switch to the ``stage2_*`` ones from epoch
     ``training.stage2_epoch`` on (a larger ``w_E`` there tightens energies once forces are
     learned, as in MACE's final stage).
+
+    E0s (``stats["atomic_energies"]``) follow ``data.atomic_energies``: an explicit mapping
+    or isolated-atoms file, else the training files' isolated-atom frames, with the
+    elements still missing fitted by least squares (:mod:`sinet_ase.data.atomic`).
     """
 
     name = "energy"
     metric_keys = ("e_mae_mev_atom", "f_mae_mev_a")
 
     def setup(self, quiet: bool = False) -> None:
-        from ..data.atomic import (average_num_neighbors, elements_of, fit_atomic_energies,
-                                   force_rms, load_splits, to_graphs)
+        from ..data.atomic import (average_num_neighbors, elements_of, force_rms, load_splits,
+                                   to_graphs)
+        from ..labels import LabelKeys
 
         config, t, d = self.config, self.config.training, self.config.data
+        keys = LabelKeys.from_config(d)
         frames, self.split_record = load_splits(
             d.train, d.valid, d.test, d.valid_size, d.test_size, config.seed,
-            require_forces=t.forces_weight > 0, require_stress=d.require_stress or t.stress_weight > 0)
+            require_forces=t.forces_weight > 0, require_stress=d.require_stress or t.stress_weight > 0,
+            keys=keys)
         elements = config.model.get("elements") or elements_of(frames["train"])
         missing = set(elements_of(frames["train"])) - set(elements)
         if missing:
             raise ConfigError(f"model.elements lacks {sorted(missing)}, present in the training data")
         self.elements = list(elements)
         cutoff = float(config.model.get("cutoff", 5.0))
-        self.graphs = {k: to_graphs(v, cutoff, elements) for k, v in frames.items()}
+        self.graphs = {k: to_graphs(frames[k], cutoff, elements, keys)
+                       for k in ("train", "valid", "test")}
         self.stats = {
-            "atomic_energies": fit_atomic_energies(frames["train"], elements),
-            "energy_scale": force_rms(frames["train"]) if t.forces_weight > 0 else 1.0,
+            "atomic_energies": self.atomic_energies(frames, keys),
+            "energy_scale": force_rms(frames["train"], keys) if t.forces_weight > 0 else 1.0,
             "avg_num_neighbors": average_num_neighbors(self.graphs["train"]),
         }
         self.weights = self.loss_weights(0)
+
+    def atomic_energies(self, frames: Dict, keys) -> Dict[str, float]:
+        """E0 (eV) of each model element, as ``data.atomic_energies`` says (class docstring)."""
+        from ..data.atomic import fit_atomic_energies, isolated_atom_energies, read_atomic_energies
+
+        spec = self.config.data.atomic_energies
+        if spec == "fit":
+            known = isolated_atom_energies(frames["isolated_atom"], keys, "data.train")
+            known = {s: e for s, e in known.items() if s in self.elements}
+            return fit_atomic_energies(frames["train"], self.elements, keys, fixed=known)
+        given = read_atomic_energies(spec, keys)
+        lacking = [s for s in self.elements if s not in given]
+        if lacking:
+            raise ConfigError(f"data.atomic_energies gives no E0 for {', '.join(lacking)}")
+        return {s: given[s] for s in self.elements}
 
     def check_resume(self, state: Dict) -> None:
         if state["stats"]["atomic_energies"].keys() != self.stats["atomic_energies"].keys():

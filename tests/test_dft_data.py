@@ -1,0 +1,202 @@
+"""DFT data handling: label keys (REF_*, virials) and E0s (file, dict, isolated-atom frames)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read, write
+from test_train import emt_crystals, emt_frames
+
+from sinet_ase import ConfigError
+from sinet_ase.data.atomic import fit_atomic_energies, read_atomic_energies, read_structures
+from sinet_ase.graph import atoms_to_graph
+from sinet_ase.labels import LabelKeys, get_stress
+from sinet_ase.train import Trainer
+from sinet_ase.train.config import TrainConfig
+
+REF = LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress",
+                virials="REF_virials")
+E0 = {"H": -13.5, "C": -1025.0, "O": -2035.0, "N": -1479.0}
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def to_ref(frames, virials_shape=None):
+    """Copies whose labels sit in info/arrays as REF_* (MACE style); stress as virials
+    ``W = -sigma V`` of shape ``virials_shape`` ((3, 3), (9,) or (6,)) when given."""
+    out = []
+    for atoms in frames:
+        copy = atoms.copy()
+        copy.info["REF_energy"] = atoms.get_potential_energy()
+        copy.arrays["REF_forces"] = atoms.get_forces()
+        if virials_shape is not None:
+            if virials_shape == (6,):
+                copy.info["REF_virials"] = -atoms.get_stress() * atoms.get_volume()
+            else:
+                w = -atoms.get_stress(voigt=False) * atoms.get_volume()
+                copy.info["REF_virials"] = w.reshape(virials_shape)
+        out.append(copy)
+    return out
+
+
+def isolated(symbol, energy, key=None):
+    """A one-atom frame of config_type isolated_atom; energy in the calculator or info[key]."""
+    atoms = Atoms(symbol, positions=[[0.0, 0.0, 0.0]])
+    atoms.info["config_type"] = "isolated_atom"
+    if key is None:
+        atoms.calc = SinglePointCalculator(atoms, energy=energy)
+    else:
+        atoms.info[key] = energy
+    return atoms
+
+
+def tagged(frames, config_type):
+    for atoms in frames:
+        atoms.info["config_type"] = config_type
+    return frames
+
+
+def config(train, run_dir, data=None, **training):
+    raw = {"run_dir": str(run_dir), "seed": 1,
+           "data": {"train": [str(p) for p in train], "valid_size": 0.2, **(data or {})},
+           "model": {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16,
+                     "radial_hidden": 16},
+           "training": {"epochs": 2, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0,
+                        "ema_decay": 0.5, "dtype": "float64", **training}}
+    return TrainConfig.from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dft")
+    ethanol = tagged(emt_frames("CH3CH2OH", 20, 10), "md")
+    water = tagged(emt_frames("H2O", 10, 11), "water")
+    write(d / "mixed.extxyz", ethanol + water)
+    write(d / "mixed_ref.extxyz", to_ref(ethanol + water))
+    write(d / "with_isolated.extxyz", [isolated(s, E0[s]) for s in "HCO"] + ethanol)
+    write(d / "isolated_atoms.xyz", [isolated(s, e) for s, e in E0.items()])
+    crystals = emt_crystals(6, 12)
+    write(d / "cu.extxyz", crystals)
+    for shape in ((3, 3), (9,), (6,)):
+        write(d / f"cu_virials_{'x'.join(map(str, shape))}.extxyz", to_ref(crystals, shape))
+    return d
+
+
+# --- label keys -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", ["3x3", "9", "6"])
+def test_ref_keys_and_virials_give_the_calculator_labels(files, shape):
+    """REF_energy/REF_forces and REF_virials (3x3, 9 or Voigt 6) read back as energy, forces
+    and stress = -virials / volume (the EMT labels); the default keys read calc results."""
+    plain = read(files / "cu.extxyz", ":")
+    ref = read(files / f"cu_virials_{shape}.extxyz", ":")
+    assert "energy" not in getattr(ref[0].calc, "results", {}) and "REF_virials" in ref[0].info
+    assert np.asarray(ref[0].info["REF_virials"]).size == (9 if shape == "3x3" else int(shape))
+    for a, b in zip(plain, ref):
+        g_plain = atoms_to_graph(a, 4.0, ["Cu"], with_labels=True)
+        g_ref = atoms_to_graph(b, 4.0, ["Cu"], with_labels=True, keys=REF)
+        for key in ("energy", "forces", "stress"):
+            assert torch.allclose(getattr(g_plain, key), getattr(g_ref, key), atol=1e-10), key
+    assert np.allclose(get_stress(ref[0], REF), plain[0].get_stress(voigt=False), atol=1e-12)
+
+
+def test_missing_or_misshaped_labels_are_config_errors(files, tmp_path):
+    with pytest.raises(ConfigError, match="no energy \\(key 'REF_energy'\\)"):
+        read_structures(files / "mixed.extxyz", keys=REF)
+    with pytest.raises(ConfigError, match="stress \\(key 'stress' or virials 'virials'\\)"):
+        read_structures(files / "mixed.extxyz", require_stress=True)
+    bad = emt_frames("H2O", 1, 0)
+    bad[0].info["REF_virials"] = np.zeros(4)
+    bad[0].info["REF_energy"] = 0.0
+    write(tmp_path / "bad.extxyz", bad)
+    with pytest.raises(ConfigError, match="frame 0: virials label 'REF_virials' has shape"):
+        read_structures(tmp_path / "bad.extxyz", require_forces=False, require_stress=True,
+                        keys=REF)
+
+
+def test_training_setup_with_ref_keys_equals_default_keys(files, tmp_path):
+    plain = Trainer(config([files / "mixed.extxyz"], tmp_path / "a"), quiet=True)
+    ref = Trainer(config([files / "mixed_ref.extxyz"], tmp_path / "b",
+                         {"energy_key": "REF_energy", "forces_key": "REF_forces"}), quiet=True)
+    assert ref.stats["atomic_energies"] == pytest.approx(plain.stats["atomic_energies"])
+    assert ref.stats["energy_scale"] == pytest.approx(plain.stats["energy_scale"])
+    assert ref.stats["avg_num_neighbors"] == plain.stats["avg_num_neighbors"]
+    for a, b in zip(plain.graphs["train"], ref.graphs["train"]):
+        assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
+
+
+# --- E0s --------------------------------------------------------------------------------
+
+def test_atomic_energies_from_file_and_dict(files, tmp_path):
+    from_file = Trainer(config([files / "mixed.extxyz"], tmp_path / "f",
+                               {"atomic_energies": str(files / "isolated_atoms.xyz")}), quiet=True)
+    assert from_file.stats["atomic_energies"] == {s: E0[s] for s in "HCO"}  # N is not used
+    given = {"H": -1.0, "C": -2.0, "O": -3.0}
+    from_dict = Trainer(config([files / "mixed.extxyz"], tmp_path / "d",
+                               {"atomic_energies": given}), quiet=True)
+    assert from_dict.stats["atomic_energies"] == given
+    assert from_dict.model.config["atomic_energies"] == given
+    with pytest.raises(ConfigError, match="no E0 for O"):
+        Trainer(config([files / "mixed.extxyz"], tmp_path / "x",
+                       {"atomic_energies": {"H": -1.0, "C": -2.0}}), quiet=True)
+    with pytest.raises(ConfigError, match="neither 'fit' nor an existing file"):
+        Trainer(config([files / "mixed.extxyz"], tmp_path / "y",
+                       {"atomic_energies": str(tmp_path / "missing.xyz")}), quiet=True)
+    with pytest.raises(ConfigError, match="values must be numbers"):
+        config([files / "mixed.extxyz"], tmp_path / "z", {"atomic_energies": {"H": "a"}})
+
+
+def test_isolated_atom_frames_in_training_file_are_e0s_not_training(files, tmp_path):
+    trainer = Trainer(config([files / "with_isolated.extxyz"], tmp_path / "r"), quiet=True)
+    assert trainer.stats["atomic_energies"] == {s: E0[s] for s in "HCO"}
+    assert trainer.sizes["train"] + trainer.sizes["valid"] == 20  # the 20 ethanol frames
+    assert all(g.pos.shape[0] == 9 for g in trainer.graphs["train"] + trainer.graphs["valid"])
+    record = json.loads((tmp_path / "r" / "split.json").read_text())
+    entry = record[str(files / "with_isolated.extxyz")]
+    assert entry["isolated_atom"] == [0, 1, 2]
+    assert sorted(entry["train"] + entry["valid"] + entry["test"]) == list(range(3, 23))
+    # an explicit choice wins over the frames
+    explicit = Trainer(config([files / "with_isolated.extxyz"], tmp_path / "e",
+                              {"atomic_energies": {"H": 1.0, "C": 2.0, "O": 3.0}}), quiet=True)
+    assert explicit.stats["atomic_energies"] == {"H": 1.0, "C": 2.0, "O": 3.0}
+
+
+def test_fit_keeps_known_e0s_and_fits_the_rest():
+    rng = np.random.default_rng(0)
+    true = {"H": -13.0, "C": -1000.0, "O": -2000.0}
+    frames = []
+    for _ in range(12):
+        n = dict(zip("HCO", rng.integers(1, 5, size=3)))
+        atoms = Atoms("".join(s * int(k) for s, k in n.items()))
+        atoms.calc = SinglePointCalculator(atoms, energy=sum(true[s] * n[s] for s in n) + 0.5)
+        frames.append(atoms)
+    fitted = fit_atomic_energies(frames, ["H", "C", "O"], fixed={"H": -13.0})
+    assert fitted["H"] == -13.0
+    full = fit_atomic_energies(frames, ["H", "C", "O"])
+    assert not np.allclose([full[s] for s in "HCO"], [fitted[s] for s in "HCO"])
+    # with H fixed, the remaining least squares still solve the data (the offset spreads)
+    for atoms in frames:
+        counts = {s: atoms.get_chemical_symbols().count(s) for s in "HCO"}
+        assert abs(sum(fitted[s] * counts[s] for s in "HCO")
+                   - atoms.get_potential_energy()) < 1.5
+
+
+def test_bad_isolated_atom_frames(tmp_path):
+    two = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+    two.calc = SinglePointCalculator(two, energy=-1.0)
+    write(tmp_path / "iso.xyz", [isolated("H", -1.0), two])
+    with pytest.raises(ConfigError, match="frame 1: an isolated-atom frame must hold one atom"):
+        read_atomic_energies(str(tmp_path / "iso.xyz"))
+    write(tmp_path / "iso2.xyz", [isolated("H", -1.0), isolated("H", -2.0)])
+    with pytest.raises(ConfigError, match="two isolated-atom energies for H"):
+        read_atomic_energies(str(tmp_path / "iso2.xyz"))
+
+
+@pytest.mark.skipif(not (SHARED / "rmd17_ethanol" / "isolated_atoms.xyz").is_file(),
+                    reason="shared DFT data not present")
+def test_shared_rmd17_isolated_atoms():
+    e0 = read_atomic_energies(str(SHARED / "rmd17_ethanol" / "isolated_atoms.xyz"))
+    assert set(e0) == {"H", "C", "N", "O"} and e0["H"] == pytest.approx(-13.568422383)
