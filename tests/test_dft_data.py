@@ -1,4 +1,5 @@
-"""DFT data handling: label keys (REF_*, virials) and E0s (file, dict, isolated-atom frames)."""
+"""DFT data handling: label keys (REF_*, virials), E0s (file, dict, isolated-atom frames),
+Huber loss and per-config-type weights."""
 
 import json
 from pathlib import Path
@@ -200,3 +201,82 @@ def test_bad_isolated_atom_frames(tmp_path):
 def test_shared_rmd17_isolated_atoms():
     e0 = read_atomic_energies(str(SHARED / "rmd17_ethanol" / "isolated_atoms.xyz"))
     assert set(e0) == {"H", "C", "N", "O"} and e0["H"] == pytest.approx(-13.568422383)
+
+
+# --- loss ---------------------------------------------------------------------------------
+
+def _batch_and_residuals(trainer, scale):
+    batch = next(trainer._batches(trainer.graphs["train"], 100, None))
+    g = torch.Generator().manual_seed(0)
+    de = scale * torch.randn(batch.num_graphs, generator=g, dtype=torch.float64)
+    df = scale * torch.randn(batch.forces.shape, generator=g, dtype=torch.float64)
+    out = {"energy": batch.energy + de, "forces": batch.forces + df}
+    n = torch.bincount(batch.batch).to(torch.float64)
+    return batch, out, de / n, df
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0])
+def test_huber_loss_is_torch_huber_on_the_same_residuals(files, tmp_path, scale):
+    mse = Trainer(config([files / "mixed.extxyz"], tmp_path / "m"), quiet=True)
+    huber = Trainer(config([files / "mixed.extxyz"], tmp_path / "h", loss="huber",
+                           huber_delta=0.05), quiet=True)
+    batch, out, re, rf = _batch_and_residuals(mse, scale)
+    assert float(mse.task.loss(out, batch)) == pytest.approx(
+        float((re ** 2).mean() + 100 * (rf ** 2).mean()), rel=1e-10)
+    h = torch.nn.functional.huber_loss
+    expected = (h(re, torch.zeros_like(re), delta=0.05)
+                + 100 * h(rf, torch.zeros_like(rf), delta=0.05))
+    got = huber.task.loss(out, batch)
+    assert float(got) == pytest.approx(float(expected), rel=1e-10)
+    if scale < 0.05:  # all residuals inside delta: half the squared error
+        assert float(got) == pytest.approx(0.5 * float(mse.task.loss(out, batch)), rel=1e-10)
+    else:             # mostly outside: linear, far below the squared error
+        assert float(got) < 0.2 * float(mse.task.loss(out, batch))
+
+
+def test_config_type_weights_scale_each_structure(files, tmp_path):
+    weights = {"Default": 1.0, "water": 0.1}
+    trainer = Trainer(config([files / "mixed.extxyz"], tmp_path / "w",
+                             {"config_type_weights": weights}), quiet=True)
+    plain = Trainer(config([files / "mixed.extxyz"], tmp_path / "p"), quiet=True)
+    batch, out, re, rf = _batch_and_residuals(trainer, 0.1)
+    water = torch.bincount(batch.batch) == 3
+    assert water.any() and (~water).any()
+    c = torch.where(water, torch.tensor(0.1, dtype=torch.float64),
+                    torch.tensor(1.0, dtype=torch.float64))
+    assert torch.equal(batch.weight, c)
+    expected = (c * re ** 2).mean() + 100 * (c[batch.batch, None] * rf ** 2).mean()
+    assert float(trainer.task.loss(out, batch)) == pytest.approx(float(expected), rel=1e-10)
+    plain_batch = next(plain._batches(plain.graphs["train"], 100, None))  # the same frames
+    assert torch.equal(plain_batch.weight, torch.ones_like(c))
+    unweighted = float(plain.task.loss(out, plain_batch))
+    assert unweighted == pytest.approx(float((re ** 2).mean() + 100 * (rf ** 2).mean()), rel=1e-10)
+    assert float(trainer.task.loss(out, batch)) < unweighted
+    # a type that is not listed takes the Default weight
+    only_default = Trainer(config([files / "mixed.extxyz"], tmp_path / "o",
+                                  {"config_type_weights": {"Default": 0.5}}), quiet=True)
+    assert all(float(g.weight) == 0.5 for g in only_default.graphs["train"])
+    with pytest.raises(ConfigError, match="config_type_weights"):
+        config([files / "mixed.extxyz"], tmp_path / "x", {"config_type_weights": {"md": -1}})
+    with pytest.raises(ConfigError, match="training.loss"):
+        config([files / "mixed.extxyz"], tmp_path / "x", loss="l1")
+
+
+def test_training_runs_with_every_option(files, tmp_path):
+    """REF keys, isolated-atom E0s from a file, Huber loss, config-type weights and a
+    second stage together: trains, exports, and keeps the chosen E0s in the model."""
+    run = tmp_path / "run"
+    write(tmp_path / "train_ref.extxyz",
+          to_ref(read(files / "mixed.extxyz", ":")) + [isolated(s, 0.0, "REF_energy") for s in "HCO"])
+    trainer = Trainer(config([tmp_path / "train_ref.extxyz"], run,
+                             {"energy_key": "REF_energy", "forces_key": "REF_forces",
+                              "atomic_energies": str(files / "isolated_atoms.xyz"),
+                              "config_type_weights": {"md": 1.0, "water": 0.5}},
+                             epochs=3, loss="huber", stage2_epoch=2, stage2_energy_weight=10.0),
+                      quiet=True)
+    summary = trainer.run()
+    assert summary["epochs_done"] == 3
+    assert summary["stats"]["atomic_energies"] == {s: E0[s] for s in "HCO"}
+    from sinet_ase import load_model
+
+    assert load_model(run / "best_model.pt").config["atomic_energies"] == {s: E0[s] for s in "HCO"}

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from ase import Atoms
 from ase.io import read
 
 from ..errors import ConfigError
 from ..graph import atoms_to_graph
-from ..labels import LabelKeys, get_energy, get_forces, get_stress, is_isolated_atom
+from ..labels import (DEFAULT_CONFIG_TYPE, LabelKeys, config_type, get_energy, get_forces,
+                      get_stress, is_isolated_atom)
 
 PathLike = Union[str, Path]
 
@@ -190,6 +192,13 @@ def force_rms(frames: Sequence[Atoms], keys: Optional[LabelKeys] = None) -> floa
     return float(np.sqrt(np.mean(forces ** 2))) if forces.size else 1.0
 
 
+def config_type_weight(atoms: Atoms, weights: Optional[Dict[str, float]]) -> float:
+    """Loss weight of a structure: ``weights[config_type]``, else ``weights["Default"]``, else 1."""
+    if not weights:
+        return 1.0
+    return float(weights.get(config_type(atoms), weights.get(DEFAULT_CONFIG_TYPE, 1.0)))
+
+
 def elements_of(frames: Sequence[Atoms]) -> List[str]:
     """Chemical symbols present, ordered by atomic number."""
     numbers = sorted({int(z) for a in frames for z in a.numbers})
@@ -209,9 +218,17 @@ def check_elements_covered(train: Sequence[Atoms], other: Sequence[Atoms], name:
 
 
 def to_graphs(frames: Sequence[Atoms], cutoff: float, elements: Sequence[str],
-              keys: Optional[LabelKeys] = None):
-    """Labelled graphs (energy, forces, stress when present) for training."""
-    return [atoms_to_graph(a, cutoff, elements, with_labels=True, keys=keys) for a in frames]
+              keys: Optional[LabelKeys] = None,
+              config_type_weights: Optional[Dict[str, float]] = None):
+    """Labelled graphs (energy, forces, stress when present) for training; each graph's
+    ``weight`` ``(1,)`` is its loss weight (:func:`config_type_weight`)."""
+    graphs = []
+    for atoms in frames:
+        graph = atoms_to_graph(atoms, cutoff, elements, with_labels=True, keys=keys)
+        graph.weight = torch.tensor([config_type_weight(atoms, config_type_weights)],
+                                    dtype=torch.float64)
+        graphs.append(graph)
+    return graphs
 
 
 def average_num_neighbors(graphs) -> float:
