@@ -1,5 +1,5 @@
 """DFT data handling: label keys (REF_*, virials), E0s (file, dict, isolated-atom frames),
-Huber loss and per-config-type weights."""
+Huber loss and per-config-type weights, and the ``sinet-eval`` command."""
 
 import json
 from pathlib import Path
@@ -12,7 +12,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 from test_train import emt_crystals, emt_frames
 
-from sinet_ase import ConfigError
+from sinet_ase import ConfigError, SINet, SINetCalculator, save_model
+from sinet_ase.cli import eval_main
 from sinet_ase.data.atomic import fit_atomic_energies, read_atomic_energies, read_structures
 from sinet_ase.graph import atoms_to_graph
 from sinet_ase.labels import LabelKeys, get_stress
@@ -280,3 +281,122 @@ def test_training_runs_with_every_option(files, tmp_path):
     from sinet_ase import load_model
 
     assert load_model(run / "best_model.pt").config["atomic_energies"] == {s: E0[s] for s in "HCO"}
+
+
+# --- sinet-eval ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = SINet(elements=["H", "C", "O", "Cu"], cutoff=4.0, lmax=1, channels=8, num_layers=1,
+                  mlp_hidden=16, radial_hidden=16, atomic_energies={"H": -1.0, "Cu": -3.0})
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(model, path)
+    return path
+
+
+def _direct(model_file, frames):
+    """Reference numbers from SINetCalculator one structure at a time."""
+    calc = SINetCalculator(model_file, dtype="float64")
+    out = []
+    for atoms in frames:
+        a = atoms.copy()
+        a.calc = calc
+        periodic = bool(np.all(a.pbc))
+        out.append({"energy": a.get_potential_energy(), "forces": a.get_forces(),
+                    "stress": a.get_stress(voigt=False) if periodic else None})
+    return out
+
+
+def _expected_metrics(frames, preds, groups):
+    def m(idx):
+        de = np.array([preds[i]["energy"] - frames[i].get_potential_energy() for i in idx])
+        n = np.array([len(frames[i]) for i in idx])
+        df = np.concatenate([(preds[i]["forces"] - frames[i].get_forces()).ravel() for i in idx])
+        res = {"energy_mae_mev_atom": 1000 * np.mean(np.abs(de / n)),
+               "energy_rmse_mev_atom": 1000 * np.sqrt(np.mean((de / n) ** 2)),
+               "energy_mae_mev": 1000 * np.mean(np.abs(de)),
+               "energy_rmse_mev": 1000 * np.sqrt(np.mean(de ** 2)),
+               "forces_mae_mev_a": 1000 * np.mean(np.abs(df)),
+               "forces_rmse_mev_a": 1000 * np.sqrt(np.mean(df ** 2))}
+        stress = [(preds[i]["stress"] - frames[i].get_stress(voigt=False)).ravel()
+                  for i in idx if preds[i]["stress"] is not None]
+        if stress:
+            ds = np.concatenate(stress)
+            res["stress_mae_mev_a3"] = 1000 * np.mean(np.abs(ds))
+            res["stress_rmse_mev_a3"] = 1000 * np.sqrt(np.mean(ds ** 2))
+        else:
+            res["stress_mae_mev_a3"] = res["stress_rmse_mev_a3"] = None
+        return res
+
+    return {name: m(idx) for name, idx in groups.items()}
+
+
+def test_sinet_eval_matches_direct_computation_and_round_trips(files, model_file, tmp_path,
+                                                               capsys):
+    mixed, cu = files / "mixed.extxyz", files / "cu.extxyz"
+    out, metrics = tmp_path / "preds.extxyz", tmp_path / "metrics.json"
+    rc = eval_main([str(model_file), str(mixed), str(cu), "--batch-size", "7",
+                    "--output", str(out), "--json", str(metrics)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "water" in text and "md" in text and "all files" in text
+    result = json.loads(metrics.read_text())
+
+    frames_m, frames_c = read(mixed, ":"), read(cu, ":")
+    preds_m, preds_c = _direct(model_file, frames_m), _direct(model_file, frames_c)
+    expected = _expected_metrics(frames_m, preds_m, {"all": range(30), "md": range(20),
+                                                     "water": range(20, 30)})
+    got = result["files"][str(mixed)]
+    for name, exp in expected.items():
+        res = got["all"] if name == "all" else got["config_types"][name]
+        for key, value in exp.items():
+            assert res[key] == (None if value is None else pytest.approx(value, rel=1e-8)), (name, key)
+    cu_exp = _expected_metrics(frames_c, preds_c, {"all": range(6)})["all"]
+    assert cu_exp["stress_mae_mev_a3"] is not None
+    for key, value in cu_exp.items():
+        assert result["files"][str(cu)]["all"][key] == pytest.approx(value, rel=1e-8), key
+    assert result["all"]["n_structures"] == 36
+
+    # the predictions file: references kept, predictions beside them, in input order
+    back = read(out, ":")
+    assert len(back) == 36
+    for atoms, ref, pred in zip(back, frames_m + frames_c, preds_m + preds_c):
+        assert atoms.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-8)
+        assert np.allclose(atoms.get_forces(), ref.get_forces(), atol=1e-8)
+        assert atoms.info["SINet_energy"] == pytest.approx(pred["energy"], abs=1e-8)
+        assert np.allclose(atoms.arrays["SINet_forces"], pred["forces"], atol=1e-8)
+        assert atoms.info.get("config_type") == ref.info.get("config_type")
+        if pred["stress"] is None:
+            assert "SINet_stress" not in atoms.info
+        else:
+            assert np.allclose(atoms.info["SINet_stress"], pred["stress"], atol=1e-10)
+
+
+def test_sinet_eval_ref_keys_and_virials_give_the_same_numbers(files, model_file, tmp_path):
+    plain, ref = tmp_path / "plain.json", tmp_path / "ref.json"
+    assert eval_main([str(model_file), str(files / "cu.extxyz"), "--json", str(plain)]) == 0
+    assert eval_main([str(model_file), str(files / "cu_virials_3x3.extxyz"), "--energy-key",
+                      "REF_energy", "--forces-key", "REF_forces", "--virials-key",
+                      "REF_virials", "--json", str(ref)]) == 0
+    a = json.loads(plain.read_text())["all"]
+    b = json.loads(ref.read_text())["all"]
+    assert b == pytest.approx(a, rel=1e-8)
+
+
+def test_sinet_eval_errors(files, model_file, tmp_path, capsys):
+    assert eval_main([str(model_file), str(tmp_path / "missing.xyz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert eval_main([str(model_file), str(files / "mixed.extxyz"), "--energy-key", "REF_energy"]) == 2
+    assert "no energy (key 'REF_energy')" in capsys.readouterr().err
+    assert eval_main([str(model_file), str(files / "mixed.extxyz"), "--stress-key", "stress"]) == 2
+    assert "no stress" in capsys.readouterr().err
+    assert eval_main([str(tmp_path / "nomodel.pt"), str(files / "mixed.extxyz")]) == 2
+    assert "model file" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_text("not a model")
+    assert eval_main([str(tmp_path / "junk.pt"), str(files / "mixed.extxyz")]) == 2
+    small = SINet(elements=["H", "O"], cutoff=4.0, lmax=1, channels=8, num_layers=1,
+                  mlp_hidden=16, radial_hidden=16)
+    save_model(small, tmp_path / "ho.pt")
+    assert eval_main([str(tmp_path / "ho.pt"), str(files / "mixed.extxyz")]) == 2
+    assert "frame 0" in capsys.readouterr().err
