@@ -141,8 +141,9 @@ def isolated_atom_energies(frames: Sequence[Atoms], keys: Optional[LabelKeys] = 
     """``{symbol: E0}`` (eV) from single-atom frames (one element per frame).
 
     The energy is read under ``keys.energy``, else under ASE's ``energy`` (so a file such
-    as rMD17's ``isolated_atoms.xyz`` serves data labelled ``REF_energy`` too). Raises :class:`ConfigError` for a frame of more than one atom, one without an
-    energy, or two frames of one element with different energies.
+    as rMD17's ``isolated_atoms.xyz`` serves data labelled ``REF_energy`` too). Raises
+    :class:`ConfigError` for a frame of more than one atom, one without an energy, or two
+    frames of one element with different energies.
     """
     keys = keys or LabelKeys()
     e0: Dict[str, float] = {}
