@@ -1,4 +1,5 @@
-"""Console commands: ``sinet-train`` (train a potential) and ``sinet-md`` (run MD with one)."""
+"""Console commands: ``sinet-train`` (train a potential), ``sinet-md`` (run MD with one) and
+``sinet-eval`` (its errors on labelled data files)."""
 
 import argparse
 import sys
@@ -108,6 +109,67 @@ def md_main(argv=None) -> int:
         print(f"sinet-md: error: {err}", file=sys.stderr)
         return 2
     print(report)
+    return 0
+
+
+def eval_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sinet-eval",
+        description="Errors of a SINet potential on labelled data files: energy (meV/atom and "
+                    "meV), force (meV/Å) and stress (meV/Å³) MAE and RMSE per file and per "
+                    "config_type; predictions to extxyz for parity plots.",
+    )
+    parser.add_argument("model", help="model file (best_model.pt of a sinet-train run)")
+    parser.add_argument("data", nargs="+", help="labelled extxyz (or other ase.io) files")
+    parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
+    parser.add_argument("--output", default=None,
+                        help="extxyz of all frames with SINet_energy/SINet_forces/SINet_stress "
+                             "beside the reference labels")
+    parser.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    parser.add_argument("--energy-key", default=None, help="energy label (default: energy)")
+    parser.add_argument("--forces-key", default=None,
+                        help="forces label (default: forces); when given, every frame needs it")
+    parser.add_argument("--stress-key", default=None,
+                        help="stress label (default: stress); when given, every frame needs it")
+    parser.add_argument("--virials-key", default=None,
+                        help="virials label (eV) read where a frame has no stress (default: virials)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    import json
+
+    import torch
+
+    from .errors import ModelFileError, SINetInputError
+    from .evaluate import evaluate_files, format_table, write_predictions
+    from .io import load_model
+    from .labels import LabelKeys
+
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    defaults = LabelKeys()
+    keys = LabelKeys(energy=args.energy_key or defaults.energy, forces=args.forces_key or defaults.forces,
+                     stress=args.stress_key or defaults.stress,
+                     virials=args.virials_key or defaults.virials)
+    try:
+        model = load_model(args.model).to(device=args.device,
+                                          dtype=getattr(torch, args.dtype))
+        result, frames, preds = evaluate_files(
+            model, args.data, keys, args.batch_size, args.device,
+            require_forces=args.forces_key is not None, require_stress=args.stress_key is not None)
+    except (ConfigError, ModelFileError, SINetInputError, FileNotFoundError) as err:
+        print(f"sinet-eval: error: {err}", file=sys.stderr)
+        return 2
+    result = {"model": str(args.model), "dtype": args.dtype, **result}
+    print(format_table(result))
+    if args.output:
+        write_predictions(frames, preds, args.output)
+        print(f"predictions: {args.output}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+        print(f"metrics: {args.json}")
     return 0
 
 

@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.data import chemical_symbols
-from ase.stress import voigt_6_to_full_3x3_stress
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 from scipy.spatial import cKDTree
 from torch_geometric.data import Batch, Data
 
 from .errors import SINetInputError, UnknownElementError
+from .labels import LabelKeys, get_energy, get_forces, get_stress
 
 try:  # optional speed-up for periodic cells (a dependency of the package; kept optional here)
     from vesin import NeighborList as _VesinNeighborList
@@ -165,13 +165,14 @@ def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc: Sequence[bool],
 
 
 def atoms_to_graph(atoms: Atoms, cutoff: float, elements: Optional[Sequence[str]] = None,
-                   with_labels: bool = False) -> Data:
+                   with_labels: bool = False, keys: Optional[LabelKeys] = None) -> Data:
     """Build the graph of one structure; see the module docstring for the fields.
 
     ``elements`` (if given) is checked first, so an unknown element is a clear
     :class:`UnknownElementError` rather than an index error in the model.
     ``with_labels`` copies energy, forces and stress from ``atoms.calc`` (or
-    ``atoms.info``/``atoms.arrays``) when present.
+    ``atoms.info``/``atoms.arrays``) when present, under the names ``keys`` gives
+    (:mod:`sinet_ase.labels`; ASE's names by default; virials become stress).
     """
     validate_atoms(atoms, elements)
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -194,23 +195,18 @@ def atoms_to_graph(atoms: Atoms, cutoff: float, elements: Optional[Sequence[str]
         pbc=torch.tensor(pbc).unsqueeze(0),
     )
     if with_labels:
-        _attach_labels(data, atoms)
+        _attach_labels(data, atoms, keys or LabelKeys())
     return data
 
 
-def _attach_labels(data: Data, atoms: Atoms) -> None:
-    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-    energy = results.get("energy", atoms.info.get("energy"))
-    forces = results.get("forces", atoms.arrays.get("forces"))
-    stress = results.get("stress", atoms.info.get("stress"))
+def _attach_labels(data: Data, atoms: Atoms, keys: LabelKeys) -> None:
+    energy, forces = get_energy(atoms, keys), get_forces(atoms, keys)
+    stress = get_stress(atoms, keys)
     if energy is not None:
-        data.energy = torch.tensor([float(energy)], dtype=torch.float64)
+        data.energy = torch.tensor([energy], dtype=torch.float64)
     if forces is not None:
-        data.forces = torch.tensor(np.asarray(forces), dtype=torch.float64)
+        data.forces = torch.tensor(forces, dtype=torch.float64)
     if stress is not None:
-        stress = np.asarray(stress, dtype=np.float64)
-        if stress.shape == (6,):
-            stress = voigt_6_to_full_3x3_stress(stress)
         data.stress = torch.tensor(stress, dtype=torch.float64).reshape(1, 3, 3)
 
 

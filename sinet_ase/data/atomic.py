@@ -1,12 +1,17 @@
 """Energy + force data sets from extxyz / ASE database files.
 
-A data set is a list of ``ase.Atoms`` with a ``SinglePointCalculator``
-(``ase.io.read`` gives exactly that for extxyz with energies and forces).
+A data set is a list of ``ase.Atoms`` whose labels sit in the calculator results
+(``ase.io.read`` of extxyz with ``energy=`` and ``forces``) or, under other names
+such as ``REF_energy``, in ``atoms.info`` / ``atoms.arrays``: a
+:class:`~sinet_ase.labels.LabelKeys` names them (:mod:`sinet_ase.labels`).
 This module turns them into labelled graphs, splits them reproducibly, and
 computes the statistics that set up a model before training:
 
-- per-element energy shift ``E0`` by least squares:
-  ``min_E0 sum_s (E_s - sum_Z n_{s,Z} E0_Z)^2`` over the training structures;
+- per-element energy shift ``E0``: given (a dict, or a file of isolated atoms),
+  taken from the training files' isolated-atom frames (``config_type`` ``isolated_atom``;
+  removed from training), or by least squares
+  ``min_E0 sum_s (E_s - sum_Z n_{s,Z} E0_Z)^2`` over the training structures for the
+  elements still without one;
 - force scale: root-mean-square force component of the training set;
 - average number of neighbours within the cutoff.
 """
@@ -15,11 +20,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from ase import Atoms
 from ase.io import read
 
 from ..errors import ConfigError
 from ..graph import atoms_to_graph
+from ..labels import (DEFAULT_CONFIG_TYPE, LabelKeys, config_type, get_energy, get_forces,
+                      get_stress, is_isolated_atom)
 
 PathLike = Union[str, Path]
 
@@ -47,12 +55,14 @@ def _read_all(path: Path) -> List[Atoms]:
 
 
 def read_structures(path: PathLike, require_forces: bool = True,
-                    require_stress: bool = False) -> List[Atoms]:
+                    require_stress: bool = False, keys: Optional[LabelKeys] = None) -> List[Atoms]:
     """All frames of an extxyz / ASE-db / any ase.io file, checked for labels.
 
     Raises :class:`ConfigError` naming the file when it cannot be read or when
-    a frame lacks the energy (or forces, or stress when asked for).
+    a frame lacks the energy (or forces, or stress when asked for) under ``keys``.
+    Isolated-atom frames (:func:`sinet_ase.labels.is_isolated_atom`) need the energy only.
     """
+    keys = keys or LabelKeys()
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"data file {path} does not exist")
@@ -63,14 +73,21 @@ def read_structures(path: PathLike, require_forces: bool = True,
     if not frames:
         raise ConfigError(f"{path} holds no structures")
     for k, atoms in enumerate(frames):
-        results = atoms.calc.results if atoms.calc is not None else {}
-        missing = [name for name, needed in (("energy", True), ("forces", require_forces),
-                                             ("stress", require_stress))
-                   if needed and name not in results]
+        isolated = is_isolated_atom(atoms)
+        try:
+            found = {"energy": get_energy(atoms, keys) is not None,
+                     "forces": isolated or not require_forces or get_forces(atoms, keys) is not None,
+                     "stress": isolated or not require_stress or get_stress(atoms, keys) is not None}
+        except ConfigError as err:
+            raise ConfigError(f"{path}, frame {k}: {err}") from err
+        missing = [name for name, ok in found.items() if not ok]
         if missing:
+            names = {"energy": repr(keys.energy), "forces": repr(keys.forces),
+                     "stress": f"{keys.stress!r} or virials {keys.virials!r}"}
             raise ConfigError(
-                f"{path}, frame {k}: no {' or '.join(missing)} found (training asks for them); "
-                "an extxyz file needs energy= in the comment line and a forces column"
+                f"{path}, frame {k}: no {' or '.join(f'{m} (key {names[m]})' for m in missing)} "
+                "found; an extxyz file needs energy= in the comment line and a forces column, or "
+                "set data.energy_key / forces_key / stress_key / virials_key to the names it uses"
             )
     return frames
 
@@ -93,24 +110,94 @@ def split_indices(n: int, valid: Union[int, float], test: Union[int, float],
             "train": np.sort(perm[n_valid + n_test:])}
 
 
-def fit_atomic_energies(frames: Sequence[Atoms], elements: Sequence[str]) -> Dict[str, float]:
-    """Least-squares per-element energies ``E0`` (eV) from total energies."""
-    counts = np.zeros((len(frames), len(elements)))
+def fit_atomic_energies(frames: Sequence[Atoms], elements: Sequence[str],
+                        keys: Optional[LabelKeys] = None,
+                        fixed: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """Least-squares per-element energies ``E0`` (eV) from total energies.
+
+    ``fixed`` E0s are kept and their share ``sum_Z n_{s,Z} E0_Z`` subtracted first; the
+    other elements of ``elements`` are fitted to what remains.
+    """
+    keys, fixed = keys or LabelKeys(), dict(fixed or {})
+    free = [s for s in elements if s not in fixed]
+    counts = np.zeros((len(frames), len(free)))
     energies = np.zeros(len(frames))
-    index = {s: k for k, s in enumerate(elements)}
+    index = {s: k for k, s in enumerate(free)}
     for row, atoms in enumerate(frames):
+        energies[row] = get_energy(atoms, keys)
         for symbol in atoms.get_chemical_symbols():
-            counts[row, index[symbol]] += 1
-        energies[row] = atoms.get_potential_energy()
+            if symbol in fixed:
+                energies[row] -= fixed[symbol]
+            else:
+                counts[row, index[symbol]] += 1
     # rank-deficient when element ratios never vary (one molecule): lstsq gives the min-norm fit
-    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return {s: float(solution[k]) for s, k in index.items()}
+    solution = np.linalg.lstsq(counts, energies, rcond=None)[0] if free else []
+    fitted = {s: float(solution[k]) for s, k in index.items()}
+    return {s: float(fixed[s]) if s in fixed else fitted[s] for s in elements}
 
 
-def force_rms(frames: Sequence[Atoms]) -> float:
+def isolated_atom_energies(frames: Sequence[Atoms], keys: Optional[LabelKeys] = None,
+                           source: str = "") -> Dict[str, float]:
+    """``{symbol: E0}`` (eV) from single-atom frames (one element per frame).
+
+    The energy is read under ``keys.energy``, else under ASE's ``energy`` (so a file such
+    as rMD17's ``isolated_atoms.xyz`` serves data labelled ``REF_energy`` too). Raises
+    :class:`ConfigError` for a frame of more than one atom, one without an energy, or two
+    frames of one element with different energies.
+    """
+    keys = keys or LabelKeys()
+    e0: Dict[str, float] = {}
+    for k, atoms in enumerate(frames):
+        where = f"{source}, frame {k}" if source else f"isolated-atom frame {k}"
+        if len(atoms) != 1:
+            raise ConfigError(f"{where}: an isolated-atom frame must hold one atom, it holds "
+                              f"{len(atoms)}")
+        energy = get_energy(atoms, keys)
+        if energy is None:
+            energy = get_energy(atoms, LabelKeys())
+        if energy is None:
+            raise ConfigError(f"{where}: no energy (key {keys.energy!r}) for the isolated atom")
+        symbol = atoms.get_chemical_symbols()[0]
+        if symbol in e0 and abs(e0[symbol] - energy) > 1e-6:
+            raise ConfigError(f"{where}: two isolated-atom energies for {symbol} "
+                              f"({e0[symbol]} and {energy} eV)")
+        e0[symbol] = energy
+    return e0
+
+
+def read_atomic_energies(spec: Union[str, Dict[str, float]],
+                         keys: Optional[LabelKeys] = None) -> Dict[str, float]:
+    """E0s (eV) given as a dict ``{symbol: eV}`` or as a file of isolated atoms (one per frame)."""
+    if isinstance(spec, dict):
+        from ase.data import chemical_symbols
+
+        bad = [s for s in spec if s not in chemical_symbols or s == "X"]
+        if bad:
+            raise ConfigError(f"data.atomic_energies: {bad} are not element symbols")
+        return {str(s): float(v) for s, v in spec.items()}
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"data.atomic_energies: {path} is neither 'fit' nor an existing file "
+                          "of isolated atoms")
+    try:
+        frames = _read_all(path)
+    except Exception as err:
+        raise ConfigError(f"cannot read {path} with ase.io.read: {type(err).__name__}: {err}") from err
+    return isolated_atom_energies(frames, keys, str(path))
+
+
+def force_rms(frames: Sequence[Atoms], keys: Optional[LabelKeys] = None) -> float:
     """Root-mean-square force component (eV/Å) of a set of frames."""
-    forces = np.concatenate([a.get_forces().ravel() for a in frames])
+    keys = keys or LabelKeys()
+    forces = np.concatenate([get_forces(a, keys).ravel() for a in frames])
     return float(np.sqrt(np.mean(forces ** 2))) if forces.size else 1.0
+
+
+def config_type_weight(atoms: Atoms, weights: Optional[Dict[str, float]]) -> float:
+    """Loss weight of a structure: ``weights[config_type]``, else ``weights["Default"]``, else 1."""
+    if not weights:
+        return 1.0
+    return float(weights.get(config_type(atoms), weights.get(DEFAULT_CONFIG_TYPE, 1.0)))
 
 
 def elements_of(frames: Sequence[Atoms]) -> List[str]:
@@ -131,9 +218,18 @@ def check_elements_covered(train: Sequence[Atoms], other: Sequence[Atoms], name:
         )
 
 
-def to_graphs(frames: Sequence[Atoms], cutoff: float, elements: Sequence[str]):
-    """Labelled graphs (energy, forces, stress when present) for training."""
-    return [atoms_to_graph(a, cutoff, elements, with_labels=True) for a in frames]
+def to_graphs(frames: Sequence[Atoms], cutoff: float, elements: Sequence[str],
+              keys: Optional[LabelKeys] = None,
+              config_type_weights: Optional[Dict[str, float]] = None):
+    """Labelled graphs (energy, forces, stress when present) for training; each graph's
+    ``weight`` ``(1,)`` is its loss weight (:func:`config_type_weight`)."""
+    graphs = []
+    for atoms in frames:
+        graph = atoms_to_graph(atoms, cutoff, elements, with_labels=True, keys=keys)
+        graph.weight = torch.tensor([config_type_weight(atoms, config_type_weights)],
+                                    dtype=torch.float64)
+        graphs.append(graph)
+    return graphs
 
 
 def average_num_neighbors(graphs) -> float:
@@ -146,31 +242,47 @@ def average_num_neighbors(graphs) -> float:
 def load_splits(train: Sequence[PathLike], valid: Optional[Sequence[PathLike]] = None,
                 test: Optional[Sequence[PathLike]] = None, valid_size: Union[int, float] = 0.05,
                 test_size: Union[int, float] = 0.0, seed: int = 0, require_forces: bool = True,
-                require_stress: bool = False) -> Tuple[Dict[str, List[Atoms]], Dict[str, Dict]]:
+                require_stress: bool = False, keys: Optional[LabelKeys] = None
+                ) -> Tuple[Dict[str, List[Atoms]], Dict[str, Dict]]:
     """Read the data files and split them.
 
     Without explicit ``valid``/``test`` files, *each* training file is split on
     its own (so every molecule of a multi-molecule set is in every split, and
-    no test frame is ever trained on). Returns the frames of each split and,
-    for reproducibility, the indices taken from each file.
+    no test frame is ever trained on). Isolated-atom frames (config_type
+    ``isolated_atom``) are taken out of every file before splitting; those of the
+    training files are returned as ``splits["isolated_atom"]`` (E0 references).
+    Returns the frames of each split and, for reproducibility, the frame indices
+    taken from each file.
     """
-    splits: Dict[str, List[Atoms]] = {"train": [], "valid": [], "test": []}
+    splits: Dict[str, List[Atoms]] = {"train": [], "valid": [], "test": [], "isolated_atom": []}
     record: Dict[str, Dict] = {}
+
+    def read(path):
+        frames = read_structures(path, require_forces, require_stress, keys)
+        kept = [k for k, a in enumerate(frames) if not is_isolated_atom(a)]
+        isolated = [k for k, a in enumerate(frames) if is_isolated_atom(a)]
+        if isolated:
+            record.setdefault(str(path), {})["isolated_atom"] = isolated
+        return frames, kept, isolated
+
     for path in train:
-        frames = read_structures(path, require_forces, require_stress)
+        frames, kept, isolated = read(path)
+        splits["isolated_atom"].extend(frames[i] for i in isolated)
+        if not kept:
+            continue
         if valid is None:
-            idx = split_indices(len(frames), valid_size, test_size if test is None else 0, seed)
-            record[str(path)] = {k: v.tolist() for k, v in idx.items()}
+            idx = split_indices(len(kept), valid_size, test_size if test is None else 0, seed)
             for key in idx:
-                splits[key].extend(frames[i] for i in idx[key])
+                record.setdefault(str(path), {})[key] = [kept[i] for i in idx[key]]
+                splits[key].extend(frames[kept[i]] for i in idx[key])
         else:
-            splits["train"].extend(frames)
-            record[str(path)] = {"train": list(range(len(frames)))}
+            splits["train"].extend(frames[i] for i in kept)
+            record.setdefault(str(path), {})["train"] = kept
     for key, paths in (("valid", valid), ("test", test)):
         for path in paths or []:
-            frames = read_structures(path, require_forces, require_stress)
-            splits[key].extend(frames)
-            record[str(path)] = {key: list(range(len(frames)))}
+            frames, kept, _ = read(path)
+            splits[key].extend(frames[i] for i in kept)
+            record.setdefault(str(path), {})[key] = kept
     if not splits["train"]:
         raise ConfigError("the training split is empty")
     if not splits["valid"]:

@@ -6,9 +6,32 @@ Sections and keys (defaults in the dataclasses below)::
     seed: 0
     task: energy                     # energy (default) | qm9
     data:   {train: [files], valid: [files] | null, test: [files] | null,
-             valid_size: 0.05, test_size: 0.0, require_stress: false}
+             valid_size: 0.05, test_size: 0.0, require_stress: false,
+             energy_key: energy, forces_key: forces, stress_key: stress, virials_key: virials,
+             atomic_energies: fit, config_type_weights: null}
     model:  {cutoff: 5.0, lmax: 2, channels: 64, num_layers: 2, ...}  # SINet keywords
-    training: {epochs: 100, batch_size: 8, lr: 1e-3, ...}
+    training: {epochs: 100, batch_size: 8, lr: 1e-3, loss: mse, huber_delta: 0.01, ...}
+
+Data labels (energy task; :mod:`sinet_ase.labels`): ``energy_key``, ``forces_key``,
+``stress_key`` and ``virials_key`` name the labels, looked up in the calculator results,
+then ``atoms.info``, then ``atoms.arrays`` (defaults: ASE's names; a MACE-style file takes
+``REF_energy``, ``REF_forces``, ``REF_stress`` / ``REF_virials``). Virials (eV) are read
+where a structure has no stress and become ``stress = -virials / volume``.
+
+``atomic_energies`` sets the per-element energy shift ``E0`` (eV): ``fit`` (least squares
+over the training structures), a mapping ``{H: -13.57, C: -1025.3}``, or the path of an
+extxyz of isolated atoms (one atom per frame). Frames whose ``config_type`` is
+``isolated_atom`` inside the data files are never trained on; those of the training files
+give the E0s of their elements unless an explicit mapping or file is set (``fit`` then fits
+only the elements they lack).
+
+``config_type_weights`` (``{Default: 1.0, some_type: 0.1}``) multiplies the energy, force
+and stress terms of each structure by the weight of its ``atoms.info["config_type"]``
+(``Default`` for the types not listed, 1 when ``Default`` is not listed either).
+``training.loss: huber`` replaces each squared residual ``r^2`` by
+``huber_delta``'s Huber function (``r^2 / 2`` for ``|r| <= delta``, ``delta (|r| - delta / 2)``
+beyond; ``torch.nn.functional.huber_loss``) of the same residuals (energy per atom in eV,
+force and stress components in eV/Å and eV/Å^3).
 
 ``task: qm9`` (:mod:`sinet_ase.qm9`) replaces the ``data`` section by a
 ``qm9`` section (:class:`QM9Config`: target, split, subsets, atom
@@ -40,6 +63,12 @@ class DataConfig:
     valid_size: Union[int, float] = 0.05
     test_size: Union[int, float] = 0.0
     require_stress: bool = False
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: str = "stress"
+    virials_key: str = "virials"
+    atomic_energies: Union[str, Dict[str, float]] = "fit"
+    config_type_weights: Optional[Dict[str, float]] = None
 
 
 @dataclass
@@ -59,6 +88,8 @@ class TrainingConfig:
     energy_weight: float = 1.0            # on (energy error per atom)^2, eV^2
     forces_weight: float = 100.0          # on force component error^2, (eV/Å)^2
     stress_weight: float = 0.0
+    loss: str = "mse"                     # "mse" or "huber" (on the same residuals)
+    huber_delta: float = 0.01             # Huber threshold, in the residual's unit (eV, eV/Å)
     # second loss stage once this fraction of the schedule (of the epochs, or of max_minutes
     # with cosine_time) is done, as MACE's SWA stage raises the energy weight; a stage2
     # weight left at null keeps the first stage's weight
@@ -90,7 +121,8 @@ class QM9Config:
 
 #: energy/force/stress weights: only the energy task has them
 ENERGY_ONLY_TRAINING_KEYS = ("energy_weight", "forces_weight", "stress_weight", "stage2_start",
-                             "stage2_energy_weight", "stage2_forces_weight", "stage2_stress_weight")
+                             "stage2_energy_weight", "stage2_forces_weight", "stage2_stress_weight",
+                             "loss", "huber_delta")
 TASK_NAMES = ("energy", "qm9")
 SCHEDULERS = ("cosine", "cosine_time", "cosine_cpu", "plateau")
 QM9_ATOMREF = ("auto", "fit", "dataset", "none")
@@ -208,6 +240,35 @@ class TrainConfig:
                               f"the second loss stage starts: between 0 and 1, got {t.stage2_start}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
+        if self.task == "energy":
+            self._validate_energy_data()
+
+    def _validate_energy_data(self) -> None:
+        """The label keys, E0s, per-config-type weights and loss of the energy task."""
+        d, t = self.data, self.training
+        if t.loss not in ("mse", "huber"):
+            raise ConfigError(f"training.loss must be 'mse' or 'huber', got {t.loss!r}")
+        if not (isinstance(t.huber_delta, (int, float)) and t.huber_delta > 0):
+            raise ConfigError(f"training.huber_delta must be a positive number, got {t.huber_delta!r}")
+        for key in ("energy_key", "forces_key", "stress_key", "virials_key"):
+            if not isinstance(getattr(d, key), str) or not getattr(d, key):
+                raise ConfigError(f"data.{key} must be a non-empty string, got {getattr(d, key)!r}")
+        e0 = d.atomic_energies
+        if isinstance(e0, dict):
+            bad = {k: v for k, v in e0.items()
+                   if isinstance(v, bool) or not isinstance(v, (int, float))}
+            if bad:
+                raise ConfigError(f"data.atomic_energies: values must be numbers (eV), got {bad}")
+        elif not isinstance(e0, str) or not e0:
+            raise ConfigError("data.atomic_energies must be 'fit', a mapping {symbol: eV} or the "
+                              f"path of an isolated-atoms file, got {e0!r}")
+        weights = d.config_type_weights
+        if weights is not None:
+            if not isinstance(weights, dict) or any(
+                    isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+                    for v in weights.values()):
+                raise ConfigError("data.config_type_weights must map config types to numbers "
+                                  f">= 0, e.g. {{Default: 1.0, slab: 0.1}}; got {weights!r}")
 
 
     def _validate_qm9(self) -> None:

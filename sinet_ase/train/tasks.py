@@ -123,41 +123,67 @@ class Task:
 class EnergyForceTask(Task):
     """Energy + force (+ stress) potentials from extxyz / ASE files: the ``SINet`` energy model.
 
-    Loss per batch (``n_s`` atoms in structure ``s``)::
+    Loss per batch (``n_s`` atoms in structure ``s``, ``c_s`` its config-type weight,
+    ``s(i)`` the structure of atom ``i``)::
 
-        L = w_E mean_s ((E_s - E_s^ref) / n_s)^2 + w_F mean_{i,a} (F_ia - F_ia^ref)^2
-            + w_S mean_{s,ab} (sigma_sab - sigma_sab^ref)^2
+        L = w_E mean_s c_s rho((E_s - E_s^ref) / n_s) + w_F mean_{i,a} c_s(i) rho(F_ia - F_ia^ref)
+            + w_S mean_{s,ab} c_s rho(sigma_sab - sigma_sab^ref)
 
-    The weights ``(w_E, w_F, w_S)`` switch to the ``stage2_*`` ones once the fraction
-    ``training.stage2_start`` of the schedule is done (a larger ``w_E`` there tightens
-    energies once forces are learned, as in MACE's final stage).
+    with ``rho(r) = r^2`` (``training.loss: mse``) or the Huber function of
+    ``training.huber_delta`` (``huber``). ``c_s`` comes from ``data.config_type_weights``
+    (1 by default). The weights ``(w_E, w_F, w_S)`` switch to the ``stage2_*`` ones once the
+    fraction ``training.stage2_start`` of the schedule is done (a larger ``w_E`` there
+    tightens energies once forces are learned, as in MACE's final stage).
+
+    E0s (``stats["atomic_energies"]``) follow ``data.atomic_energies``: an explicit mapping
+    or isolated-atoms file, else the training files' isolated-atom frames, with the
+    elements still missing fitted by least squares (:mod:`sinet_ase.data.atomic`).
     """
 
     name = "energy"
     metric_keys = ("e_mae_mev_atom", "f_mae_mev_a")
 
     def setup(self, quiet: bool = False) -> None:
-        from ..data.atomic import (average_num_neighbors, elements_of, fit_atomic_energies,
-                                   force_rms, load_splits, to_graphs)
+        from ..data.atomic import (average_num_neighbors, elements_of, force_rms, load_splits,
+                                   to_graphs)
+        from ..labels import LabelKeys
 
         config, t, d = self.config, self.config.training, self.config.data
+        keys = LabelKeys.from_config(d)
         frames, self.split_record = load_splits(
             d.train, d.valid, d.test, d.valid_size, d.test_size, config.seed,
-            require_forces=t.forces_weight > 0, require_stress=d.require_stress or t.stress_weight > 0)
+            require_forces=t.forces_weight > 0, require_stress=d.require_stress or t.stress_weight > 0,
+            keys=keys)
         elements = config.model.get("elements") or elements_of(frames["train"])
         missing = set(elements_of(frames["train"])) - set(elements)
         if missing:
             raise ConfigError(f"model.elements lacks {sorted(missing)}, present in the training data")
         self.elements = list(elements)
         cutoff = float(config.model.get("cutoff", 5.0))
-        self.graphs = {k: to_graphs(v, cutoff, elements) for k, v in frames.items()}
+        self.graphs = {k: to_graphs(frames[k], cutoff, elements, keys, d.config_type_weights)
+                       for k in ("train", "valid", "test")}
         self.stats = {
-            "atomic_energies": fit_atomic_energies(frames["train"], elements),
-            "energy_scale": force_rms(frames["train"]) if t.forces_weight > 0 else 1.0,
+            "atomic_energies": self.atomic_energies(frames, keys),
+            "energy_scale": force_rms(frames["train"], keys) if t.forces_weight > 0 else 1.0,
             "avg_num_neighbors": average_num_neighbors(self.graphs["train"]),
         }
         self.stage = 1
         self.weights = self.loss_weights(1)
+
+    def atomic_energies(self, frames: Dict, keys) -> Dict[str, float]:
+        """E0 (eV) of each model element, as ``data.atomic_energies`` says (class docstring)."""
+        from ..data.atomic import fit_atomic_energies, isolated_atom_energies, read_atomic_energies
+
+        spec = self.config.data.atomic_energies
+        if spec == "fit":
+            known = isolated_atom_energies(frames["isolated_atom"], keys, "data.train")
+            known = {s: e for s, e in known.items() if s in self.elements}
+            return fit_atomic_energies(frames["train"], self.elements, keys, fixed=known)
+        given = read_atomic_energies(spec, keys)
+        lacking = [s for s in self.elements if s not in given]
+        if lacking:
+            raise ConfigError(f"data.atomic_energies gives no E0 for {', '.join(lacking)}")
+        return {s: given[s] for s in self.elements}
 
     def check_resume(self, state: Dict) -> None:
         if state["stats"]["atomic_energies"].keys() != self.stats["atomic_energies"].keys():
@@ -201,15 +227,26 @@ class EnergyForceTask(Task):
         return model(batch, compute_forces=t.forces_weight > 0, compute_stress=t.stress_weight > 0,
                      training=True)
 
+    def _penalty(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Elementwise ``rho(pred - ref)``: squared error, or Huber (``training.loss``)."""
+        t = self.config.training
+        if t.loss == "huber":
+            return torch.nn.functional.huber_loss(pred, ref, reduction="none", delta=t.huber_delta)
+        return (pred - ref) ** 2
+
     def loss(self, out, batch) -> torch.Tensor:
         t = self.config.training
         w = self.weights
         n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
-        loss = w["energy"] * (((out["energy"] - batch.energy) / n_atoms) ** 2).mean()
+        c = getattr(batch, "weight", None)
+        c = torch.ones_like(n_atoms) if c is None else c.to(torch.float64)
+        loss = w["energy"] * (c * self._penalty(out["energy"] / n_atoms, batch.energy / n_atoms)).mean()
         if t.forces_weight > 0:
-            loss = loss + w["forces"] * ((out["forces"] - batch.forces) ** 2).mean()
+            loss = loss + w["forces"] * (c[batch.batch, None]
+                                         * self._penalty(out["forces"], batch.forces)).mean()
         if t.stress_weight > 0:
-            loss = loss + w["stress"] * ((out["stress"] - batch.stress) ** 2).mean()
+            loss = loss + w["stress"] * (c[:, None, None]
+                                         * self._penalty(out["stress"], batch.stress)).mean()
         return loss
 
     def evaluate(self, model, batches, keep: bool = False) -> Dict:
