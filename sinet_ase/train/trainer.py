@@ -193,9 +193,6 @@ class Trainer:
         self.stats = state["stats"]
 
     # --- one step, one epoch ---
-    def _loss(self, out, batch) -> torch.Tensor:
-        return self.task.loss(out, batch)
-
     def _batches(self, graphs: Sequence, batch_size: int, shuffle_seed: Optional[int]):
         order = np.arange(len(graphs))
         if shuffle_seed is not None:
