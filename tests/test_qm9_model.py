@@ -217,6 +217,7 @@ def test_exported_model_reloads_to_the_same_predictions(gap_run):
     assert state["stats"]["target"] == "gap" and state["config"]["task"] == "qm9"
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_run(qm9, gap_run, tmp_path):
     full = gap_run[0]
     part = Trainer(qm9_config(tmp_path / "part"), quiet=True)
