@@ -19,8 +19,8 @@ The edge vector ``r_ij = x_j - x_i + S_ij . cell`` is computed inside the model
 from ``pos`` and ``cell``, so that autograd reaches positions and strain.
 
 Neighbours: for fully periodic cells, vesin's cell-list neighbour list (C++,
-2-2.8x faster than matscipy's on this project's machine from 108 to 100,000
-atoms, benchmarks/bench_neighbours.py; matscipy when vesin is not installed);
+faster than matscipy's at every system size measured, benchmarks/bench_neighbours.py
+and benchmarks/README.md; matscipy when vesin is not installed);
 for mixed (e.g. slab) cells, matscipy's C neighbour list. Both handle cells
 smaller than the cutoff (many images of one atom) and return the same pairs
 (tested). matscipy needs an invertible cell, and a slab's cell may have a

@@ -31,9 +31,9 @@ from .ops.mlp import mlp
 BACKBONES = ("sinet", "siformer")
 
 #: inductor options of :meth:`SINet.enable_compile` (none: inductor's defaults). Generated
-#: kernels use every thread since the neighbour sums became custom operators that inductor
-#: leaves to ATen (:mod:`sinet_ase.ops.neighbour_sum`); before, inductor (torch 2.13) failed
-#: an assertion generating them multi-threaded, and this held ``{"cpp.threads": 1}``.
+#: kernels may use every thread: the neighbour sums are custom operators that inductor
+#: leaves to ATen (:mod:`sinet_ase.ops.neighbour_sum`), so it generates no atomic adds, whose
+#: multi-threaded code generation fails an assertion in inductor (torch 2.13).
 INDUCTOR_OPTIONS = {}
 
 

@@ -1,7 +1,10 @@
 """Potentials shipped inside the package (``sinet_ase/potentials/*.pt``).
 
-Each shipped file has a model card ``<name>.md`` beside it in ``potentials/``
-of the repository; the registry here only maps names to files.
+Each shipped file ``<name>.pt`` has a machine-readable card ``<name>.json``
+beside it (its training data and test-slice errors; the test slice ships
+too) and a readable card ``<name>.md`` in ``potentials/`` of the repository.
+The registry here only maps names to files; every file it reads must match
+the package-data globs in ``pyproject.toml`` (``tests/test_packaging.py``).
 """
 
 from pathlib import Path

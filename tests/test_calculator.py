@@ -231,6 +231,7 @@ def test_edge_chunks_give_the_same_energy_forces_and_stress():
         SINetCalculator(make_model(["Cu"], backbone="siformer", num_heads=2), edge_chunk_size=100)
 
 
+@pytest.mark.slow
 def test_compiled_network_gives_the_eager_energy_forces_and_stress():
     """``compile=True`` (torch.compile, inductor) changes speed, not results; training stays eager."""
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)

@@ -20,6 +20,7 @@ def model_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, args, expect", [
     ("md_nve.py", ["--steps", "20"], "energy drift"),
     ("md_langevin.py", ["--steps", "20", "--trajectory", "{tmp}/t.traj"], "trajectory written"),

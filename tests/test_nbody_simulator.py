@@ -247,6 +247,7 @@ def test_training_frame_pairs_cut_the_training_trajectories():
             ds.training_frame_pairs(bad, seed=seed, n_train=n)
 
 
+@pytest.mark.slow
 def test_baselines_on_test_split():
     # the real benchmark test split (default seed, 3000/2000/2000)
     test = ds.make_splits(only=("test",))["test"]

@@ -215,7 +215,7 @@ def test_malformed_row_gives_clear_error(tmp_path, mini_source):
 # ---------------------------------------------------------------------------
 
 def test_atomref_table_is_the_qm9_one():
-    # U0 column from the QM9 paper's atomref table (as given in the issue).
+    # U0 column of the atomref table of the QM9 paper (Ramakrishnan et al. 2014).
     assert {z: r[1] for z, r in Q.ATOMREF_HARTREE.items()} == {
         1: -0.500273, 6: -37.846772, 7: -54.583861, 8: -75.064579, 9: -99.718730}
     assert Q.ATOMREF_HARTREE[6][1:5] == (-37.846772, -37.845355, -37.844411, -37.861317)

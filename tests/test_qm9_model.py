@@ -217,6 +217,7 @@ def test_exported_model_reloads_to_the_same_predictions(gap_run):
     assert state["stats"]["target"] == "gap" and state["config"]["task"] == "qm9"
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_run(qm9, gap_run, tmp_path):
     full = gap_run[0]
     part = Trainer(qm9_config(tmp_path / "part"), quiet=True)
@@ -246,13 +247,16 @@ def test_dipole_and_extensive_targets_train(qm9, tmp_path):
     assert refs["C"] > refs["H"] > 0
 
 
-def test_evaluate_command_prints_table(gap_run, capsys):
+def test_evaluate_command_prints_table(gap_run, capsys, tmp_path):
     from sinet_ase.qm9.evaluate import main
 
-    assert main([str(gap_run[3]), "--limit", "40", "--quiet"]) == 0
+    out_json = tmp_path / "results.json"
+    assert main([str(gap_run[3]), "--limit", "40", "--quiet", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert "gap" in out and "40/10831" in out and "SINet (sinet-ase)" in out
     assert "subset of the split" in out
+    assert [row["target"] for row in json.loads(out_json.read_text())] == ["gap"]
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left
     assert main([str(gap_run[3] / "missing.pt")]) == 2
 
 

@@ -83,6 +83,7 @@ def test_training_lowers_validation_loss_and_exports(data_dir, tmp_path):
     assert calc.get_potential_energy(atoms) == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     full = Trainer(tiny_config(data_dir, tmp_path / "full"), quiet=True)
     full.run()
@@ -131,6 +132,7 @@ def test_cli_overrides_and_errors(data_dir, tmp_path, capsys):
     assert "unknown config key(s) training.bogus" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(data_dir, tmp_path):
     config = tmp_path / "ddp.yaml"
     raw = tiny_config(data_dir, tmp_path / "ddp", epochs=3).to_dict()
@@ -167,6 +169,7 @@ def emt_crystals(n, seed):
     return frames
 
 
+@pytest.mark.slow
 def test_training_on_periodic_stress_data(tmp_path):
     """Stress labels (Voigt, as ASE stores them) are read and trained on; the stress error drops."""
     from sinet_ase.graph import atoms_to_graph
@@ -196,6 +199,7 @@ def test_training_on_periodic_stress_data(tmp_path):
     assert after < 0.5 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_second_loss_stage_switches_weights_and_restarts_best(data_dir, tmp_path):
     trainer = Trainer(tiny_config(data_dir, tmp_path / "run", epochs=4, stage2_start=0.5,
                                   stage2_energy_weight=1000.0), quiet=True)

@@ -92,6 +92,7 @@ def manifest():
     return json.loads((DATA / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MOLECULES)
 def test_frames_energy_forces(name):
     frames = frames_of(name)

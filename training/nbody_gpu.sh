@@ -6,7 +6,9 @@
 # 2. eight trainings side by side on the one GPU, each stopped at the first validation
 #    after MINUTES of training (train.max_minutes; --resume continues any of them):
 #    - seeds 0, 1, 2 of training/nbody.yaml, resumed from their CPU checkpoints
-#      (training/nbody_results/seedN, epoch 30) towards the recipe's 1,000 epochs;
+#      (training/nbody_results/seedN/checkpoint.pt, epoch 30) towards the recipe's 1,000
+#      epochs (the checkpoints are no longer in the tree: git history has them, and a
+#      seed without one starts from scratch);
 #    - the L ablation (Table 3b), L = 2..5, seed 0, from scratch, at most 300 epochs
 #      (L = 1 is seed 0 itself);
 #    - SiFormer backbone, seed 0, from scratch, edge MLP 16 wide so that its parameter

@@ -258,7 +258,7 @@ class NBodySINet(torch.nn.Module):
                            radial_hidden=int(radial_hidden), mlp_hidden=int(mlp_hidden),
                            avg_num_neighbors=float(avg_num_neighbors))
         if backbone != "sinet":
-            # only stored when not the default, so SINet model files stay as before
+            # only stored when not the default, so files of SINet-backbone models keep their keys
             self.config.update(backbone=backbone, num_heads=int(num_heads))
         self.coulomb_scalars = bool(coulomb_scalars)
         if self.coulomb_scalars:  # likewise only stored when on

@@ -19,12 +19,11 @@ only for the initial state):
 
 Why the first-order default: over ``T = 1000 dt`` the Coulomb dynamics is far
 from constant acceleration (close encounters), and the higher-order formulas
-amplify that.  Measured on the first 100 test systems
-(``training/nbody_results/summarize.py``, ``training/RESULTS.md``):
-fed with the *true* positions, the velocity MSE after the first interval is
-0.092 (finite difference) against 0.178 (bdf2 / constant acceleration), and
-the model's rollout MSE after 5 intervals is 0.62 against 1.45 (bdf2) and 1.24
-(constant acceleration).  Predicting the velocity with a second head would
+amplify that: on test systems, fed with the *true* positions, finite
+differences give the smallest velocity error after the first interval, and the
+model's rollouts with them the smallest position error (figures and command in
+``training/RESULTS.md``, "Choice of velocity estimator";
+:func:`measure_velocity_estimators`).  Predicting the velocity with a second head would
 avoid the estimate altogether; this model does not (it predicts positions
 only, as in the benchmark).
 

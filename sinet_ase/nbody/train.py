@@ -30,7 +30,7 @@ writes into ``DIR``:
 ``train.device`` (``cpu``, ``cuda``, ``cuda:N`` or ``auto``) picks where the
 model and the data live; the checkpoint is device-free (a run started on a
 CPU resumes on a GPU and back).  ``train.max_minutes`` stops a run at the
-first validation after that much training time (this session's part; the
+first validation after that much training time in this process (the
 checkpoint is written, ``--resume`` continues).  Both, like ``epochs``, may
 change on ``--resume``; the model and data sections may not.
 

@@ -5,18 +5,15 @@ sums edge rows back onto nodes (``out[index[e]] += src[e]``, ``(E, ...) -> (N, .
 backward of each is the other. In eager mode these are ``index_select`` and
 ``index_add_``. Under ``torch.compile`` (inductor, CPU, torch 2.13) a neighbour sum is
 generated as vectorised atomic adds, and with more than one thread inductor fails an
-assertion while generating them; before this module, :meth:`sinet_ase.SINet.enable_compile`
-therefore ran every generated kernel on one thread.
+assertion while generating them, which would confine every compiled kernel to one thread.
 
 The sum is a ``torch.library`` custom operator (``sinet_ase::sum_rows``), which inductor
 calls as an opaque ATen kernel. While ``torch.compile`` traces, :func:`gather_rows` and
 :func:`sum_rows` are autograd functions whose every sum, forward or backward, is that
 operator, and whose every gather is a plain ``index_select``: inductor generates the
 gathers as indexed loads inside the kernels that read them, and nothing as atomic adds.
-(The gather was a custom operator too until the gathers were measured cheaper fused: Cu 864
-atoms, L = 1, one layer, compiled, three alternating rounds, median ms per energy + forces
-call 63.0 -> 59.1 in float32 and 123.3 -> 116.0 in float64;
-``benchmarks/results/ab_energy_forces_compiled_gathers_24d0477.txt``.) Outside
+The gathers are not custom operators because fused into their readers they are cheaper
+than as opaque calls (A/B in ``benchmarks/README.md``). Outside
 compilation the helpers call ``index_select`` / ``index_add_`` directly.
 ``sinet_ase::gather_rows`` stays as the custom operator's registered gradient (the
 gradient of each operator is the other, so second derivatives flow through them).
@@ -27,7 +24,7 @@ import torch
 
 def _gather_rows_eager(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     # index_select, not x[index]: its backward is index_add_, several times faster on CPU
-    # than the accumulating index_put_ behind advanced indexing (profiled)
+    # than the accumulating index_put_ behind advanced indexing
     return x.index_select(0, index)
 
 

