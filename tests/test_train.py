@@ -218,6 +218,7 @@ def test_second_loss_stage_switches_weights_and_restarts_best(data_dir, tmp_path
         tiny_config(data_dir, tmp_path / "bad", epochs=4, stage2_start=4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["cosine_time", "cosine_cpu"])
 def test_cosine_over_time_budget_stops_at_the_budget_with_min_lr(data_dir, tmp_path, scheduler):
     config = tiny_config(data_dir, tmp_path / "run", epochs=1000, scheduler=scheduler,
