@@ -10,9 +10,9 @@ OUT=${2:-runs/sbs}
 SIZES=${SIZES:-"1:32 2:32 3:32 2:64"}
 for size in $SIZES; do
   L=${size%%:*}; C=${size##*:}
-  cmd=(sinet-train training/dft/rmd17_ethanol.yaml --quiet "run_dir=$OUT/sinet-l$L-c$C"
+  cmd=(sinet-train training/dft/rmd17_ethanol.yaml "run_dir=$OUT/sinet-l$L-c$C"
        "model.lmax=$L" "model.channels=$C" "model.radial_hidden=$C"
-       "training.max_minutes=$B")
+       "training.max_minutes=$B" --quiet)
   if [ "${PARALLEL:-0}" = 1 ]; then
     OMP_NUM_THREADS=1 "${cmd[@]}" > "$OUT-sinet-l$L-c$C.log" 2>&1 &
   else
