@@ -30,6 +30,9 @@ def train_main(argv=None) -> int:
     except (ConfigError, FileNotFoundError, QM9CacheError) as err:
         print(f"sinet-train: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # a NaN loss: the run stopped before damaging the weights
+        print(f"sinet-train: error: {err}", file=sys.stderr)
+        return 3
     best = summary.get("best", {})
     print(f"done: {summary.get('epochs_done')} epochs; best epoch {best.get('epoch')} "
           f"({describe_best(summary)}); model: {config.run_dir}/best_model.pt")

@@ -50,8 +50,9 @@ def read_structures(path: PathLike, require_forces: bool = True,
                     require_stress: bool = False) -> List[Atoms]:
     """All frames of an extxyz / ASE-db / any ase.io file, checked for labels.
 
-    Raises :class:`ConfigError` naming the file when it cannot be read or when
-    a frame lacks the energy (or forces, or stress when asked for).
+    Raises :class:`ConfigError` naming the file when it cannot be read, when
+    a frame lacks the energy (or forces, or stress when asked for), or when a
+    label is NaN or infinite (it would turn the loss and then every weight into NaN).
     """
     path = Path(path)
     if not path.exists():
@@ -72,6 +73,14 @@ def read_structures(path: PathLike, require_forces: bool = True,
                 f"{path}, frame {k}: no {' or '.join(missing)} found (training asks for them); "
                 "an extxyz file needs energy= in the comment line and a forces column"
             )
+        for name in ("energy", "forces", "stress"):
+            if name in results and results[name] is not None:
+                values = np.asarray(results[name], dtype=np.float64)
+                if not np.all(np.isfinite(values)):
+                    bad = values[~np.isfinite(values)].ravel()[0]
+                    raise ConfigError(
+                        f"{path}, frame {k}: the {name} label holds {bad} (non-finite); a NaN or "
+                        "infinite label makes the loss NaN. Remove or fix this frame")
     return frames
 
 

@@ -88,6 +88,11 @@ def _distributed_teardown():
     _OWNS_PROCESS_GROUP = False
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training or validation loss became NaN or infinite: training stops before the
+    optimiser step spreads it into the weights (the last checkpoint stays valid)."""
+
+
 class Trainer:
     """Set up data, model and optimiser from a :class:`TrainConfig`; :meth:`run` trains.
 
@@ -260,6 +265,8 @@ class Trainer:
                           desc=f"epoch {self.epoch + 1}/{t.epochs}", file=sys.stderr):
             out = self.task.train_forward(self.train_model, batch)
             loss = self.task.loss(out, batch)
+            if not torch.isfinite(loss.detach()):
+                self._non_finite("training", float(loss.detach()))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
@@ -269,6 +276,14 @@ class Trainer:
             total += float(loss.detach()) * batch.num_graphs
             count += batch.num_graphs
         return total / max(count, 1)
+
+    def _non_finite(self, which: str, value: float) -> None:
+        kept = (f"the checkpoint of epoch {self.epoch} in {self.checkpoint_path} is kept"
+                if self.epoch else "no checkpoint was written")
+        raise NonFiniteLossError(
+            f"training stopped in epoch {self.epoch + 1}: the {which} loss is {value}. Either the "
+            "training diverged (lower training.lr, or set training.grad_clip) or a label is not "
+            f"finite; {kept}")
 
     def evaluate(self, model: torch.nn.Module, graphs: Sequence, keep: bool = False) -> Dict:
         """Loss and the task's metrics of ``model`` on ``graphs`` (energy task: energy per
@@ -300,6 +315,8 @@ class Trainer:
                 self.bad_epochs = 0
             train_loss = self.train_epoch()
             valid = self.evaluate(self.ema.module, self.graphs["valid"])
+            if not math.isfinite(valid["loss"]):
+                self._non_finite("validation", valid["loss"])
             self.epoch += 1
             if t.scheduler == "cosine":
                 self.scheduler.step()

@@ -1,0 +1,49 @@
+"""Training inputs that cannot give a model: non-finite labels, a loss that turns NaN,
+config values of the wrong type."""
+
+import numpy as np
+import pytest
+import yaml
+from ase.io import write
+from test_resume import emt_frames, raw_config
+
+from sinet_ase import ConfigError
+from sinet_ase.cli import train_main
+from sinet_ase.data.atomic import read_structures
+from sinet_ase.train import Trainer
+from sinet_ase.train.config import TrainConfig
+
+
+@pytest.mark.parametrize("label", ["energy", "forces", "stress"])
+def test_non_finite_labels_are_refused_naming_file_and_frame(tmp_path, label):
+    frames = emt_frames("H2O", 4, 0)
+    results = frames[2].calc.results
+    if label == "energy":
+        results["energy"] = float("nan")
+    elif label == "forces":
+        results["forces"][1, 2] = np.inf
+    else:
+        frames[2].pbc, frames[2].cell = True, [5.0, 5.0, 5.0]
+        results["stress"] = np.array([0.1, 0.1, np.nan, 0.0, 0.0, 0.0])
+    path = tmp_path / "bad.extxyz"
+    write(path, frames)
+    with pytest.raises(ConfigError, match=rf"bad\.extxyz, frame 2: the {label} label holds (nan|inf)"):
+        read_structures(path)
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_message(tmp_path, capsys):
+    data = tmp_path / "water.extxyz"
+    write(data, emt_frames("H2O", 12, 0))
+    raw = raw_config(data, tmp_path / "run")
+    trainer = Trainer(TrainConfig.from_dict(raw), quiet=True)
+    trainer.graphs["train"][0].energy[0] = float("nan")  # past the label check: a diverging loss
+    with pytest.raises(FloatingPointError, match="training stopped in epoch 1: the training loss is nan"):
+        trainer.run()
+
+    config = tmp_path / "run2.yaml"
+    raw["run_dir"] = str(tmp_path / "run2")
+    raw["training"]["lr"] = 1e30  # diverges in the first steps
+    config.write_text(yaml.safe_dump(raw))
+    assert train_main([str(config), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("sinet-train: error: training stopped in epoch") and "lower training.lr" in err
