@@ -9,9 +9,17 @@ only for cells periodic in all three directions, otherwise ASE's
 Between MD steps only the neighbour list is rebuilt; the model, its dtype
 and device are fixed when the calculator is made. The calculator never
 changes torch's process-wide default dtype.
+
+One calculator may be shared by threads: a lock serialises
+:meth:`SINetCalculator.get_property` (the entry of every ``get_*`` call,
+which checks the cached structure, calculates and reads the results), so a
+thread never reads the results of another thread's structure. The calls
+then run one at a time; for parallel evaluation give each thread its own
+calculator.
 """
 
 import copy
+import threading
 from pathlib import Path
 from typing import Optional, Union
 
@@ -52,6 +60,7 @@ class SINetCalculator(Calculator):
                  dtype: str = "float64", edge_chunk_size: Optional[int] = None,
                  compile: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self._lock = threading.RLock()  # see the module docstring: one structure at a time
         if edge_chunk_size is not None and int(edge_chunk_size) < 1:
             raise ValueError(f"edge_chunk_size must be a positive number of edges, got {edge_chunk_size}")
         if dtype not in _DTYPES:
@@ -84,6 +93,20 @@ class SINetCalculator(Calculator):
         from .pretrained import pretrained_path
 
         return cls(pretrained_path(name), **kwargs)
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        """ASE's ``get_property`` under the calculator's lock (thread safety: module docstring)."""
+        with self._lock:
+            return super().get_property(name, atoms, allow_calculation)
+
+    def __getstate__(self):  # a lock cannot be copied or pickled: a copy gets its own
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     @property
     def elements(self):
