@@ -3,7 +3,21 @@
 import argparse
 import sys
 
-from .errors import ConfigError
+from .errors import ConfigError, ModelFileError
+
+
+def _describe_os_error(err: OSError) -> str:
+    """One line for an OS error: what failed, on which file; a full disk said plainly."""
+    import errno
+
+    from .files import DiskFullError
+
+    if isinstance(err, DiskFullError):
+        return str(err.strerror)
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"the disk is full{where}; free some space and run again"
+    return f"{err.strerror or err}{where}"
 
 
 def train_main(argv=None) -> int:
@@ -33,6 +47,12 @@ def train_main(argv=None) -> int:
     except FloatingPointError as err:  # a NaN loss: the run stopped before damaging the weights
         print(f"sinet-train: error: {err}", file=sys.stderr)
         return 3
+    except ModelFileError as err:  # an unreadable checkpoint on --resume
+        print(f"sinet-train: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, permission denied, ...
+        print(f"sinet-train: error: {_describe_os_error(err)}", file=sys.stderr)
+        return 2
     best = summary.get("best", {})
     print(f"done: {summary.get('epochs_done')} epochs; best epoch {best.get('epoch')} "
           f"({describe_best(summary)}); model: {config.run_dir}/best_model.pt")
@@ -159,8 +179,7 @@ def md_main(argv=None) -> int:
         print(f"sinet-md: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # disk full, permission denied, ... while reading or writing
-        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        print(f"sinet-md: error: {err.strerror or err}{where}", file=sys.stderr)
+        print(f"sinet-md: error: {_describe_os_error(err)}", file=sys.stderr)
         return 2
     print(report)
     return 0

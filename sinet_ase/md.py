@@ -113,6 +113,27 @@ def _calculator(args) -> SINetCalculator:
     return SINetCalculator.from_pretrained(name, device=args.device, dtype=args.dtype)
 
 
+def _append_extxyz(path: Path, atoms) -> None:
+    """Append one extxyz frame whole or not at all: the frame is formatted in memory, and
+    if the write fails (a full disk) the file is cut back to its previous end, so the
+    frames already written still read back with ``ase.io.read(path, ":")``."""
+    import io
+
+    text = io.StringIO()
+    write(text, atoms, format="extxyz")
+    data = text.getvalue().encode()
+    with open(path, "ab") as handle:
+        end = handle.tell()
+        try:
+            handle.write(data)
+            handle.flush()
+        except OSError as err:
+            handle.truncate(end)
+            if err.filename is None:  # a failed write does not name its file: say which
+                raise OSError(err.errno, err.strerror, str(path)) from err
+            raise
+
+
 def run_md(atoms, args) -> str:
     """Run the dynamics described by the parsed ``sinet-md`` arguments; returns the summary text."""
     atoms.calc = _calculator(args)
@@ -135,7 +156,7 @@ def run_md(atoms, args) -> str:
 
     def save():
         if extxyz:
-            write(str(path), atoms, append=True)
+            _append_extxyz(path, atoms)
         else:
             traj.write()
 

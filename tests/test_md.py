@@ -98,3 +98,41 @@ def test_a_blown_up_run_stops_with_exit_code_3_and_keeps_its_trajectory(tmp_path
     assert "the MD became unstable at step" in err and str(traj) in err
     frames = read(traj, index=":")  # every frame written so far reads back
     assert 2 <= len(frames) < 200
+
+
+def test_a_full_disk_during_extxyz_output_keeps_whole_frames_and_says_so(tmp_path, capsys, monkeypatch):
+    import builtins
+    import errno
+    import os
+
+    real_open, calls = builtins.open, []
+
+    class HalfWrite:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def filling_disk(path, mode="r", *args, **kw):
+        calls.append(path)
+        handle = real_open(path, mode, *args, **kw)
+        return HalfWrite(handle) if len(calls) == 3 else handle
+
+    monkeypatch.setattr(md_module, "open", filling_disk, raising=False)
+    traj = tmp_path / "out.extxyz"
+    assert md_main(["ethanol", "--steps", "30", "--interval", "10", "--trajectory", str(traj),
+                    "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"sinet-md: error: the disk is full ({traj}); free some space and run again\n"
+    assert len(read(traj, index=":")) == 2  # the torn third frame was cut off

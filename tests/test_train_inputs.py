@@ -73,3 +73,21 @@ def test_config_numbers_keep_their_meaning():
     assert config.data.train == ["a.extxyz"] and config.data.valid_size == 5
     assert isinstance(config.data.valid_size, int) and config.data.test_size == 0.1
     assert config.training.lr == 1e-3 and config.training.max_minutes == 2.0
+
+
+def test_a_full_disk_while_training_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import os
+
+    from test_io import _FullDisk
+
+    from sinet_ase import files as files_module
+
+    data = tmp_path / "water.extxyz"
+    write(data, emt_frames("H2O", 12, 0))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw_config(data, tmp_path / "run")))
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(files_module.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 100))
+    assert train_main([str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sinet-train: error: the disk is full: could not write ") and err.count("\n") == 1
