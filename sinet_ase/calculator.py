@@ -28,6 +28,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .domain import domain_problems, report_domain
 from .graph import atoms_to_graph
 from .io import load_model
 
@@ -52,15 +53,25 @@ class SINetCalculator(Calculator):
             per-edge work (1.1-1.5x faster MD steps on 108-864-atom Cu cells, 2026-11-29).
             The first call compiles (tens of seconds; inductor needs a C++ compiler on
             CPU), and the first new edge count once more. ``False`` (default) runs eagerly.
+        out_of_domain: what to do with a structure outside the training data that the
+            model file records (:mod:`sinet_ase.domain`: atoms much closer than any
+            training pair, far more neighbours, an absurd energy): ``"warn"`` (default,
+            an :class:`~sinet_ase.domain.OutOfDomainWarning` for the first such structure,
+            so that an MD run is not flooded), ``"raise"``
+            (:class:`~sinet_ase.SINetInputError`) or ``"ignore"``.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
                  dtype: str = "float64", edge_chunk_size: Optional[int] = None,
-                 compile: bool = False, **kwargs):
+                 compile: bool = False, out_of_domain: str = "warn", **kwargs):
         super().__init__(**kwargs)
         self._lock = threading.RLock()  # see the module docstring: one structure at a time
+        if out_of_domain not in ("warn", "raise", "ignore"):
+            raise ValueError(f"out_of_domain must be 'warn', 'raise' or 'ignore', got {out_of_domain!r}")
+        self.out_of_domain = out_of_domain
+        self._domain_warned = False  # "warn" reports the first structure outside the domain only
         if edge_chunk_size is not None and int(edge_chunk_size) < 1:
             raise ValueError(f"edge_chunk_size must be a positive number of edges, got {edge_chunk_size}")
         if dtype not in _DTYPES:
@@ -74,6 +85,7 @@ class SINetCalculator(Calculator):
         self.device = torch.device(device)
         self.dtype = _DTYPES[dtype]
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.domain = (getattr(model, "metadata", None) or {}).get("training_domain")
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         if edge_chunk_size is not None:
@@ -129,6 +141,9 @@ class SINetCalculator(Calculator):
                 "the model returned a non-finite energy; the structure is far outside what it "
                 "was trained on, or the weights are damaged"
             )
+        if self.domain and self.out_of_domain != "ignore" and not self._domain_warned:
+            self._domain_warned = report_domain(domain_problems(graph, self.domain, energy),
+                                                self.out_of_domain)
         self.results = {
             "energy": energy,
             "free_energy": energy,

@@ -148,6 +148,7 @@ class Trainer:
             self._check_split_unchanged()
         self.stats = self.task.stats
         self.sizes = {k: len(v) for k, v in self.graphs.items()}
+        self.domain = None  # statistics of the training data, exported with the model
 
         # --- model, EMA, optimiser, schedule ---
         torch.manual_seed(config.seed)
@@ -295,6 +296,12 @@ class Trainer:
     def _export(self, path: Path, extra: Optional[Dict] = None) -> None:
         metadata = {"elements": self.model.elements, "epoch": self.epoch,
                     "train_size": self.sizes["train"], "config": json.dumps(self.config.to_dict())}
+        if self.task.name == "energy":  # the calculator checks structures against it
+            if self.domain is None:
+                from ..domain import training_domain
+
+                self.domain = training_domain(self.graphs["train"], self.stats.get("atomic_energies"))
+            metadata["training_domain"] = self.domain
         metadata.update(extra or {})
         self.task.export(self.ema.module, path, metadata)
 
