@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from ase import units
 from ase.io import Trajectory, write
-from ase.neighborlist import neighbor_list
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
+from ase.neighborlist import neighbor_list
 from tqdm import tqdm
 
 from .calculator import SINetCalculator
@@ -42,7 +42,7 @@ class StabilityMonitor:
         atoms: the simulated structure (its state at construction is the reference).
         cutoff: an atom that had a neighbour within this distance (Å) at the start and
             has none now has left the bonded structure (default: the model's cutoff,
-            beyond which the potential sees the atom as isolated).
+            beyond which the potential sees the atom as isolated); ``inf`` switches this off.
         max_temperature: K; a higher instantaneous temperature stops the run.
         max_drift: eV/atom; a larger change of the total energy stops the run (NVE only:
             pass ``None`` for a thermostat, which exchanges energy by design).
@@ -55,7 +55,7 @@ class StabilityMonitor:
         self.max_temperature = float(max_temperature)
         self.max_drift = None if max_drift is None else float(max_drift)
         self.e_start = atoms.get_total_energy() if e_start is None and max_drift is not None else e_start
-        self.bonded = self._neighbour_counts() > 0
+        self.bonded = self._neighbour_counts() > 0 if np.isfinite(self.cutoff) else None
 
     def _neighbour_counts(self) -> np.ndarray:
         i = neighbor_list("i", self.atoms, self.cutoff)
@@ -75,10 +75,10 @@ class StabilityMonitor:
             if not abs(drift) <= self.max_drift:
                 return (f"the total energy drifted by {drift:+.3g} eV/atom, beyond the limit of "
                         f"{self.max_drift:g} eV/atom (--max-drift)")
-        lost = np.flatnonzero(self.bonded & (self._neighbour_counts() == 0))
-        if lost.size:
-            shown = ", ".join(str(k) for k in lost[:5]) + (", ..." if lost.size > 5 else "")
-            return (f"{lost.size} atom(s) (index {shown}) lost every neighbour within "
+        lost = np.flatnonzero(self.bonded & (self._neighbour_counts() == 0)) if self.bonded is not None else []
+        if len(lost):
+            shown = ", ".join(str(k) for k in lost[:5]) + (", ..." if len(lost) > 5 else "")
+            return (f"{len(lost)} atom(s) (index {shown}) lost every neighbour within "
                     f"{self.cutoff:g} Å (--max-neighbour-distance): the structure fell apart")
         return None
 

@@ -136,3 +136,12 @@ def test_a_full_disk_during_extxyz_output_keeps_whole_frames_and_says_so(tmp_pat
     err = capsys.readouterr().err
     assert err == f"sinet-md: error: the disk is full ({traj}); free some space and run again\n"
     assert len(read(traj, index=":")) == 2  # the torn third frame was cut off
+
+
+def test_each_check_can_be_switched_off_with_inf():
+    atoms = emt_ethanol()
+    monitor = StabilityMonitor(atoms, cutoff=float("inf"), max_temperature=float("inf"),
+                               max_drift=float("inf"))
+    atoms.set_velocities(np.full((len(atoms), 3), 0.5))
+    atoms.positions[8] += [20.0, 0.0, 0.0]
+    assert monitor.problem() is None
