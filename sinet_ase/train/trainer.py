@@ -266,15 +266,18 @@ class Trainer:
                           desc=f"epoch {self.epoch + 1}/{t.epochs}", file=sys.stderr):
             out = self.task.train_forward(self.train_model, batch)
             loss = self.task.loss(out, batch)
-            if not torch.isfinite(loss.detach()):
-                self._non_finite("training", float(loss.detach()))
+            value = float(loss.detach())
+            if self.world == 1 and not math.isfinite(value):
+                # (with several ranks one rank stopping alone would hang the others in the
+                # gradient all-reduce; they stop together at the validation check below)
+                self._non_finite("training", value)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
             self.ema.update_parameters(self.model)
-            total += float(loss.detach()) * batch.num_graphs
+            total += value * batch.num_graphs
             count += batch.num_graphs
         return total / max(count, 1)
 
@@ -283,7 +286,7 @@ class Trainer:
                 if self.epoch else "no checkpoint was written")
         raise NonFiniteLossError(
             f"training stopped in epoch {self.epoch + 1}: the {which} loss is {value}. Either the "
-            "training diverged (lower training.lr, or set training.grad_clip) or a label is not "
+            "training diverged (lower training.lr or training.grad_clip) or a label is not "
             f"finite; {kept}")
 
     def evaluate(self, model: torch.nn.Module, graphs: Sequence, keep: bool = False) -> Dict:
