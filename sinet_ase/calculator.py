@@ -9,8 +9,16 @@ only for cells periodic in all three directions, otherwise ASE's
 Between MD steps only the neighbour list is rebuilt; the model, its dtype
 and device are fixed when the calculator is made. The calculator never
 changes torch's process-wide default dtype.
+
+One calculator may be shared by threads: a lock serialises
+:meth:`SINetCalculator.get_property` (the entry of every ``get_*`` call,
+which checks the cached structure, calculates and reads the results), so a
+thread never reads the results of another thread's structure. The calls
+then run one at a time; for parallel evaluation give each thread its own
+calculator.
 """
 
+import threading
 from pathlib import Path
 from typing import Optional, Union
 
@@ -20,6 +28,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, evaluate_committee
+from .domain import domain_problems, report_domain
 from .graph import atoms_to_graph
 from .inference import prepare_model
 
@@ -49,14 +58,25 @@ class SINetCalculator(Calculator):
             per-edge work (1.1-1.5x faster MD steps on 108-864-atom Cu cells, 2026-11-29).
             The first call compiles (tens of seconds; inductor needs a C++ compiler on
             CPU), and the first new edge count once more. ``False`` (default) runs eagerly.
+        out_of_domain: what to do with a structure outside the training data that the
+            model file records (:mod:`sinet_ase.domain`: atoms much closer than any
+            training pair, far more neighbours, an absurd energy): ``"warn"`` (default,
+            an :class:`~sinet_ase.domain.OutOfDomainWarning` for the first such structure,
+            so that an MD run is not flooded), ``"raise"``
+            (:class:`~sinet_ase.SINetInputError`) or ``"ignore"``.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
                  dtype: str = "float64", edge_chunk_size: Optional[int] = None,
-                 compile: bool = False, **kwargs):
+                 compile: bool = False, out_of_domain: str = "warn", **kwargs):
         super().__init__(**kwargs)
+        self._lock = threading.RLock()  # see the module docstring: one structure at a time
+        if out_of_domain not in ("warn", "raise", "ignore"):
+            raise ValueError(f"out_of_domain must be 'warn', 'raise' or 'ignore', got {out_of_domain!r}")
+        self.out_of_domain = out_of_domain
+        self._domain_warned = False  # "warn" reports the first structure outside the domain only
         if edge_chunk_size is not None and int(edge_chunk_size) < 1:
             raise ValueError(f"edge_chunk_size must be a positive number of edges, got {edge_chunk_size}")
         if dtype not in _DTYPES:
@@ -67,6 +87,8 @@ class SINetCalculator(Calculator):
         self.models = [self._prepare_model(m, dtype, edge_chunk_size, compile)
                        for m in (members if members is not None else [model])]
         self.model = self.models[0]
+        #: the training data's statistics stored in the model file (sinet_ase.domain), if any
+        self.domain = (getattr(self.model, "metadata", None) or {}).get("training_domain")
         #: several models (a list or a glob was given): results add the committee spread
         self.committee = members is not None
         if self.committee:
@@ -96,6 +118,20 @@ class SINetCalculator(Calculator):
 
         return cls(pretrained_path(name), **kwargs)
 
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        """ASE's ``get_property`` under the calculator's lock (thread safety: module docstring)."""
+        with self._lock:
+            return super().get_property(name, atoms, allow_calculation)
+
+    def __getstate__(self):  # a lock cannot be copied or pickled: a copy gets its own
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     @property
     def elements(self):
         return self.model.elements
@@ -120,6 +156,9 @@ class SINetCalculator(Calculator):
                 "the model returned a non-finite energy; the structure is far outside what it "
                 "was trained on, or the weights are damaged"
             )
+        if self.domain and self.out_of_domain != "ignore" and not self._domain_warned:
+            self._domain_warned = report_domain(domain_problems(graph, self.domain, energy),
+                                                self.out_of_domain)
         self.results = {
             "energy": energy,
             "free_energy": energy,

@@ -4,7 +4,21 @@
 import argparse
 import sys
 
-from .errors import ConfigError
+from .errors import ConfigError, ModelFileError
+
+
+def _describe_os_error(err: OSError) -> str:
+    """One line for an OS error: what failed, on which file; a full disk said plainly."""
+    import errno
+
+    from .files import DiskFullError
+
+    if isinstance(err, DiskFullError):
+        return str(err.strerror)
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"the disk is full{where}; free some space and run again"
+    return f"{err.strerror or err}{where}"
 
 
 def train_main(argv=None) -> int:
@@ -35,6 +49,15 @@ def train_main(argv=None) -> int:
         summary = train(config, resume=args.resume, quiet=args.quiet)
     except (ConfigError, FileNotFoundError, QM9CacheError) as err:
         print(f"sinet-train: error: {err}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:  # a NaN loss: the run stopped before damaging the weights
+        print(f"sinet-train: error: {err}", file=sys.stderr)
+        return 3
+    except ModelFileError as err:  # an unreadable checkpoint on --resume
+        print(f"sinet-train: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, permission denied, ...
+        print(f"sinet-train: error: {_describe_os_error(err)}", file=sys.stderr)
         return 2
     best = summary.get("best", {})
     print(f"done: {summary.get('epochs_done')} epochs; best epoch {best.get('epoch')} "
@@ -78,6 +101,54 @@ def _load_structure(spec: str):
     )
 
 
+def _number(kind, minimum, inclusive, what):
+    """An argparse type: ``kind`` (int or float) that must be > (or >=) ``minimum``."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
+        if value != value or (value < minimum if inclusive else value <= minimum):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+_POSITIVE_INT = _number(int, 0, False, "a positive whole number")
+_POSITIVE = _number(float, 0.0, False, "a positive number")
+_NON_NEGATIVE = _number(float, 0.0, True, "zero or a positive number")
+#: trajectory formats sinet-md writes (.traj: ASE's binary trajectory; the others extxyz text)
+TRAJECTORY_SUFFIXES = (".traj", ".extxyz", ".xyz")
+
+
+def _trajectory_path(text):
+    from pathlib import Path
+
+    if Path(text).suffix.lower() not in TRAJECTORY_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the trajectory is written as ASE .traj or extxyz; give a file name "
+            f"ending in {', '.join(TRAJECTORY_SUFFIXES)} (convert afterwards with ase convert)")
+    return text
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device torch cannot use, before the model is built, with a one-line reason."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:N): {err}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine "
+                             "(no GPU, or torch was built without CUDA); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s)")
+
+
 def md_main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="sinet-md",
@@ -87,26 +158,48 @@ def md_main(argv=None) -> int:
     parser.add_argument("structure", help="shipped molecule (e.g. aspirin), ase.build name, or a file")
     parser.add_argument("--potential", default=None, help="shipped potential name (default: the first)")
     parser.add_argument("--model", default=None, help="model file instead of a shipped potential")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--timestep", type=float, default=0.5, help="fs")
-    parser.add_argument("--temperature", type=float, default=300.0, help="K (initial for NVE)")
+    parser.add_argument("--steps", type=_POSITIVE_INT, default=2000)
+    parser.add_argument("--timestep", type=_POSITIVE, default=0.5, help="fs")
+    parser.add_argument("--temperature", type=_NON_NEGATIVE, default=300.0, help="K (initial for NVE)")
     parser.add_argument("--ensemble", choices=["nve", "langevin"], default="nve")
-    parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
-    parser.add_argument("--interval", type=int, default=100, help="report and save every N steps")
-    parser.add_argument("--trajectory", default="sinet-md.traj", help=".traj or .extxyz")
+    parser.add_argument("--friction", type=_NON_NEGATIVE, default=0.01, help="Langevin friction, 1/fs")
+    parser.add_argument("--interval", type=_POSITIVE_INT, default=100, help="report and save every N steps")
+    parser.add_argument("--trajectory", type=_trajectory_path, default="sinet-md.traj",
+                        help=".traj, .extxyz or .xyz")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
+    stability = parser.add_argument_group(
+        "stability checks", "every --check-interval steps; a failed check stops the run with exit "
+                            "code 3 and keeps the trajectory so far (pass inf to switch one off)")
+    stability.add_argument("--max-temperature", type=_POSITIVE, default=None,
+                           help="K (default: 5 x --temperature + 1000 K)")
+    stability.add_argument("--max-drift", type=_POSITIVE, default=0.05,
+                           help="NVE total-energy change, eV/atom (default 0.05)")
+    stability.add_argument("--max-neighbour-distance", type=_POSITIVE, default=None,
+                           help="an atom with no neighbour this close (Å) that had one at the "
+                                "start stops the run (default: the model's cutoff)")
+    stability.add_argument("--check-interval", type=_POSITIVE_INT, default=10, help="steps")
     args = parser.parse_args(argv)
 
-    from .md import run_md
+    from .md import MDInstabilityError, run_md
 
     try:
+        _check_device(args.device)
         atoms = _load_structure(args.structure)
         report = run_md(atoms, args)
+    except MDInstabilityError as err:
+        print(f"sinet-md: error: {err}", file=sys.stderr)
+        return 3
+    except FloatingPointError as err:
+        print(f"sinet-md: error: {err} (try a smaller --timestep)", file=sys.stderr)
+        return 3
     except (ValueError, KeyError, FileNotFoundError) as err:
         print(f"sinet-md: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, permission denied, ... while reading or writing
+        print(f"sinet-md: error: {_describe_os_error(err)}", file=sys.stderr)
         return 2
     print(report)
     return 0

@@ -10,12 +10,19 @@ It loads with ``torch.load(weights_only=True)``, which refuses anything but
 tensors and plain containers, so a model file from a stranger cannot run code.
 Writes are atomic (temporary file in the same folder, then ``os.replace``):
 a crash mid-write never leaves a half-written file under the final name.
+Metadata is converted to plain Python types first (:func:`plain_metadata`:
+NumPy numbers and arrays, paths, dates), because the safe load refuses
+anything else, and :func:`save_model` loads the temporary file back before
+the rename, so a file that would not load never replaces a good one.
 """
 
+import datetime
+import io
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Dict, Optional, Union
 
+import numpy as np
 import torch
 
 from .errors import ModelFileError
@@ -31,9 +38,48 @@ def _model_registry():
     return {"SINet": SINet}
 
 
-def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename over it (:func:`~sinet_ase.files.atomic_write`)."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
+def atomic_torch_save(obj: Any, path: Union[str, Path], verify=None) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over it
+    (:func:`~sinet_ase.files.atomic_write`, which also runs ``verify`` on the temporary file).
+
+    The bytes are serialised in memory first and then written, so a full disk raises
+    :class:`~sinet_ase.files.DiskFullError` instead of torch's "unexpected pos" error.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda handle: handle.write(buffer.getbuffer()), verify=verify)
+
+
+def plain_metadata(value: Any, key: str = "metadata") -> Any:
+    """``value`` as the plain types a safe load accepts (str, int, float, bool, None, lists,
+    dicts with string keys, tensors); NumPy numbers and arrays become Python numbers and
+    lists, paths strings, dates ISO strings. Anything else is a ``TypeError`` naming ``key``."""
+    if value is None or type(value) in (str, bool, int, float):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, (np.generic, np.ndarray)):
+        return plain_metadata(value.tolist(), key)
+    for plain in (str, int, float):  # subclasses: np.float64 is a float, an IntEnum an int
+        if isinstance(value, plain):
+            return plain(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [plain_metadata(v, f"{key}[{k}]") for k, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{key}: keys must be strings, got {k!r} ({type(k).__name__})")
+            out[k] = plain_metadata(v, f"{key}[{k!r}]")
+        return out
+    raise TypeError(
+        f"{key} = {value!r} is a {type(value).__module__}.{type(value).__name__}, which a model "
+        "file cannot hold (a safe load refuses pickled objects); store it as a string, number, "
+        "list or dict")
 
 
 def model_to_dict(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -56,14 +102,24 @@ def model_payload(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = N
         "elements": list(model.elements),
         "dtype": str(model.dtype).replace("torch.", ""),
         "state_dict": state,
-        "metadata": dict(metadata or {}),
+        "metadata": plain_metadata(dict(metadata or {})),
     }
 
 
 def save_model(model: torch.nn.Module, path: Union[str, Path],
                metadata: Optional[Dict[str, Any]] = None) -> None:
-    """Write ``model`` to ``path`` atomically. ``metadata``: plain strings/numbers (model card)."""
-    atomic_torch_save(model_to_dict(model, metadata), path)
+    """Write ``model`` to ``path`` atomically. ``metadata``: strings, numbers, lists, dicts
+    (model card; see :func:`plain_metadata`). The written file is loaded back before it
+    replaces ``path``: an existing good file is never replaced by one that does not load."""
+    atomic_torch_save(model_to_dict(model, metadata), path, verify=_verify_model_file)
+
+
+def _verify_model_file(path: Path) -> None:
+    try:
+        model_from_dict(read_model_file(path), str(path))
+    except ModelFileError as err:
+        raise ModelFileError(f"the model file just written does not load back, so it was not "
+                             f"saved (an existing file is unchanged): {err}") from err
 
 
 def read_model_file(path: Union[str, Path]) -> Dict[str, Any]:
@@ -88,7 +144,11 @@ def read_model_file(path: Union[str, Path]) -> Dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path} is a torch file but not a sinet-ase model file")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(
+            f"{path} has an invalid model format version {version!r} (a positive integer is "
+            "expected); the file is damaged or was not written by sinet-ase")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} has model format version {version}, newer than this sinet-ase reads "
             f"({FORMAT_VERSION}); upgrade sinet-ase (pip install -U sinet-ase)"

@@ -5,6 +5,15 @@ centre-of-mass fix over-heats small molecules) on a SINet calculator. Every
 ``interval`` steps it prints the temperature and the potential, kinetic and
 total energies, and appends a frame to the trajectory; at the end it reports
 the total-energy drift (NVE) and the speed.
+
+A :class:`StabilityMonitor` watches the run every ``check_interval`` steps and
+stops it (:class:`MDInstabilityError`) when the dynamics has left the regime
+the potential describes: the temperature runs away, the NVE total energy
+drifts by more than a threshold per atom, or an atom that started with
+neighbours has none left within the model's cutoff (the molecule falls
+apart). Without it a too-large time step produces thousands of kelvin or a
+dissociated molecule while the run reports success. The trajectory written
+so far, plus the frame that failed the check, stays on disk.
 """
 
 import time
@@ -16,9 +25,80 @@ from ase.io import Trajectory, write
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
+from ase.neighborlist import neighbor_list
 from tqdm import tqdm
 
 from .calculator import SINetCalculator
+
+
+class MDInstabilityError(RuntimeError):
+    """The dynamics blew up (temperature runaway, energy drift, dissociation)."""
+
+
+class StabilityMonitor:
+    """Checks that an MD run stays physical; :meth:`check` raises :class:`MDInstabilityError`.
+
+    Args:
+        atoms: the simulated structure (its state at construction is the reference).
+        cutoff: an atom that had a neighbour within this distance (Å) at the start and
+            has none now has left the bonded structure (default: the model's cutoff,
+            beyond which the potential sees the atom as isolated); ``inf`` switches this off.
+        max_temperature: K; a higher instantaneous temperature stops the run.
+        max_drift: eV/atom; a larger change of the total energy stops the run (NVE only:
+            pass ``None`` for a thermostat, which exchanges energy by design).
+        e_start: the reference total energy (default: the current one).
+    """
+
+    def __init__(self, atoms, cutoff: float, max_temperature: float, max_drift=None, e_start=None):
+        self.atoms = atoms
+        self.cutoff = float(cutoff)
+        self.max_temperature = float(max_temperature)
+        self.max_drift = None if max_drift is None else float(max_drift)
+        self.e_start = atoms.get_total_energy() if e_start is None and max_drift is not None else e_start
+        self.bonded = self._neighbour_counts() > 0 if np.isfinite(self.cutoff) else None
+
+    def _neighbour_counts(self) -> np.ndarray:
+        i = neighbor_list("i", self.atoms, self.cutoff)
+        return np.bincount(i, minlength=len(self.atoms))
+
+    def problem(self):
+        """A sentence describing what went wrong, or ``None`` while the run is stable."""
+        atoms = self.atoms
+        if not np.all(np.isfinite(atoms.positions)) or not np.all(np.isfinite(atoms.get_velocities())):
+            return "positions or velocities are no longer finite numbers"
+        temperature = atoms.get_temperature()
+        if not temperature <= self.max_temperature:
+            return (f"the temperature reached {temperature:.0f} K, above the limit of "
+                    f"{self.max_temperature:.0f} K (--max-temperature)")
+        if self.max_drift is not None:
+            drift = (atoms.get_total_energy() - self.e_start) / len(atoms)
+            if not abs(drift) <= self.max_drift:
+                return (f"the total energy drifted by {drift:+.3g} eV/atom, beyond the limit of "
+                        f"{self.max_drift:g} eV/atom (--max-drift)")
+        lost = np.flatnonzero(self.bonded & (self._neighbour_counts() == 0)) if self.bonded is not None else []
+        if len(lost):
+            shown = ", ".join(str(k) for k in lost[:5]) + (", ..." if len(lost) > 5 else "")
+            return (f"{len(lost)} atom(s) (index {shown}) lost every neighbour within "
+                    f"{self.cutoff:g} Å (--max-neighbour-distance): the structure fell apart")
+        return None
+
+    def check(self, step=None) -> None:
+        """Raise :class:`MDInstabilityError` when :meth:`problem` finds something."""
+        problem = self.problem()
+        if problem is not None:
+            where = "" if step is None else f" at step {step}"
+            raise MDInstabilityError(
+                f"the MD became unstable{where}: {problem}. Use a smaller --timestep, a lower "
+                "--temperature, or a potential trained on such configurations")
+
+
+#: default of ``--max-drift``: eV/atom of NVE total-energy change (a stable run drifts ~1e-5)
+DEFAULT_MAX_DRIFT = 0.05
+
+
+def default_max_temperature(temperature: float) -> float:
+    """Default of ``--max-temperature``: 5 times the requested temperature plus 1000 K."""
+    return 5.0 * temperature + 1000.0
 
 
 def _calculator(args) -> SINetCalculator:
@@ -31,6 +111,27 @@ def _calculator(args) -> SINetCalculator:
     if name is None:
         raise KeyError("no shipped potential in this installation; pass --model FILE")
     return SINetCalculator.from_pretrained(name, device=args.device, dtype=args.dtype)
+
+
+def _append_extxyz(path: Path, atoms) -> None:
+    """Append one extxyz frame whole or not at all: the frame is formatted in memory, and
+    if the write fails (a full disk) the file is cut back to its previous end, so the
+    frames already written still read back with ``ase.io.read(path, ":")``."""
+    import io
+
+    text = io.StringIO()
+    write(text, atoms, format="extxyz")
+    data = text.getvalue().encode()
+    with open(path, "ab") as handle:
+        end = handle.tell()
+        try:
+            handle.write(data)
+            handle.flush()
+        except OSError as err:
+            handle.truncate(end)
+            if err.filename is None:  # a failed write does not name its file: say which
+                raise OSError(err.errno, err.strerror, str(path)) from err
+            raise
 
 
 def run_md(atoms, args) -> str:
@@ -55,7 +156,7 @@ def run_md(atoms, args) -> str:
 
     def save():
         if extxyz:
-            write(str(path), atoms, append=True)
+            _append_extxyz(path, atoms)
         else:
             traj.write()
 
@@ -63,6 +164,15 @@ def run_md(atoms, args) -> str:
     n_atoms = len(atoms)
     temperatures = []
     header = f"{'step':>7} {'time/ps':>8} {'T/K':>8} {'E_pot/eV':>13} {'E_kin/eV':>10} {'E_tot/eV':>13}"
+    max_temperature = getattr(args, "max_temperature", None)
+    if max_temperature is None:
+        max_temperature = default_max_temperature(args.temperature)
+    monitor = StabilityMonitor(
+        atoms, cutoff=getattr(args, "max_neighbour_distance", None) or float(atoms.calc.model.cutoff),
+        max_temperature=max_temperature,
+        max_drift=getattr(args, "max_drift", DEFAULT_MAX_DRIFT) if args.ensemble == "nve" else None,
+        e_start=e_start)
+    dyn.attach(lambda: monitor.check(dyn.nsteps), interval=getattr(args, "check_interval", 10))
     bar = tqdm(total=args.steps, disable=args.no_progress, unit="step", leave=False)
 
     def report():
@@ -73,20 +183,25 @@ def run_md(atoms, args) -> str:
         tqdm.write(line)
         save()
 
-    tqdm.write(header)
-    report()
     started = time.perf_counter()
     done = 0
-    while done < args.steps:
-        chunk = min(args.interval, args.steps - done)
-        dyn.run(chunk)
-        done += chunk
-        bar.update(chunk)
+    try:
+        tqdm.write(header)
         report()
+        while done < args.steps:
+            chunk = min(args.interval, args.steps - done)
+            dyn.run(chunk)
+            done += chunk
+            bar.update(chunk)
+            report()
+    except MDInstabilityError as err:
+        save()  # the frame that failed the check, for inspection
+        raise MDInstabilityError(f"{err}. The trajectory up to step {dyn.nsteps} is in {path}") from None
+    finally:
+        bar.close()
+        if traj is not None:
+            traj.close()
     elapsed = time.perf_counter() - started
-    bar.close()
-    if traj is not None:
-        traj.close()
 
     ms_per_step = 1000 * elapsed / max(args.steps, 1)
     lines = [f"{args.steps} steps of {args.timestep} fs ({args.ensemble}) on {n_atoms} atoms in {elapsed:.1f} s: "

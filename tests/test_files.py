@@ -1,9 +1,12 @@
 """sinet_ase.files: atomic writes and checksummed archives."""
 
+import os
+
 import numpy as np
 import pytest
 
 from sinet_ase.files import (arrays_sha256, atomic_write, atomic_write_text, read_checksummed_npz,
+                             remove_stale_temp_files,
                              write_checksummed_npz)
 
 
@@ -40,3 +43,29 @@ def test_checksummed_npz_roundtrip_and_tamper_detection(tmp_path):
         read_checksummed_npz(path, hint="rebuild it")
     with pytest.raises(ValueError, match="reserved"):
         write_checksummed_npz(path, {"sha256": np.zeros(1)})
+
+
+def test_atomic_write_keeps_the_old_file_when_verification_fails(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(path, "old")
+    seen = []
+
+    def verify(tmp):
+        seen.append(tmp.read_text())
+        raise ValueError("does not load back")
+
+    with pytest.raises(ValueError, match="does not load back"):
+        atomic_write(path, lambda handle: handle.write(b"new"), verify=verify)
+    assert seen == ["new"] and path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
+    dead = tmp_path / ".checkpoint.pt.4194999.0123456789ab.tmp"  # beyond Linux's largest pid
+    mine = tmp_path / f".checkpoint.pt.{os.getpid()}.0123456789ab.tmp"
+    other = tmp_path / ".notes.tmp"
+    for p in (dead, mine, other):
+        p.write_text("x")
+    assert remove_stale_temp_files(tmp_path) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
+    assert remove_stale_temp_files(tmp_path / "missing") == []

@@ -228,7 +228,7 @@ def test_resume_reproduces_uninterrupted_run(qm9, gap_run, tmp_path):
     resumed.run()
     for (name, a), (_, b) in zip(full.ema.state_dict().items(), resumed.ema.state_dict().items()):
         assert torch.equal(a, b), name
-    with pytest.raises(ConfigError, match="different qm9 section.*target"):
+    with pytest.raises(ConfigError, match=r"cannot change midway:\n  qm9\.target: 'gap' -> 'homo'"):
         Trainer(qm9_config(tmp_path / "part", target="homo", train_subset=20, valid_subset=10,
                            test_subset=10), resume=True, quiet=True)
 

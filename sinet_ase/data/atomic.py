@@ -58,8 +58,9 @@ def read_structures(path: PathLike, require_forces: bool = True,
                     require_stress: bool = False, keys: Optional[LabelKeys] = None) -> List[Atoms]:
     """All frames of an extxyz / ASE-db / any ase.io file, checked for labels.
 
-    Raises :class:`ConfigError` naming the file when it cannot be read or when
-    a frame lacks the energy (or forces, or stress when asked for) under ``keys``.
+    Raises :class:`ConfigError` naming the file when it cannot be read, when a frame
+    lacks the energy (or forces, or stress when asked for) under ``keys``, or when a label
+    is NaN or infinite (it would turn the loss and then every weight into NaN).
     Isolated-atom frames (:func:`sinet_ase.labels.is_isolated_atom`) need the energy only.
     """
     keys = keys or LabelKeys()
@@ -75,12 +76,13 @@ def read_structures(path: PathLike, require_forces: bool = True,
     for k, atoms in enumerate(frames):
         isolated = is_isolated_atom(atoms)
         try:
-            found = {"energy": get_energy(atoms, keys) is not None,
-                     "forces": isolated or not require_forces or get_forces(atoms, keys) is not None,
-                     "stress": isolated or not require_stress or get_stress(atoms, keys) is not None}
+            labels = {"energy": get_energy(atoms, keys), "forces": get_forces(atoms, keys),
+                      "stress": get_stress(atoms, keys)}
         except ConfigError as err:
             raise ConfigError(f"{path}, frame {k}: {err}") from err
-        missing = [name for name, ok in found.items() if not ok]
+        needed = {"energy": True, "forces": require_forces and not isolated,
+                  "stress": require_stress and not isolated}
+        missing = [name for name, need in needed.items() if need and labels[name] is None]
         if missing:
             names = {"energy": repr(keys.energy), "forces": repr(keys.forces),
                      "stress": f"{keys.stress!r} or virials {keys.virials!r}"}
@@ -89,6 +91,14 @@ def read_structures(path: PathLike, require_forces: bool = True,
                 "found; an extxyz file needs energy= in the comment line and a forces column, or "
                 "set data.energy_key / forces_key / stress_key / virials_key to the names it uses"
             )
+        for name, value in labels.items():
+            if value is not None:
+                values = np.asarray(value, dtype=np.float64)
+                if not np.all(np.isfinite(values)):
+                    bad = values[~np.isfinite(values)].ravel()[0]
+                    raise ConfigError(
+                        f"{path}, frame {k}: the {name} label holds {bad} (non-finite); a NaN or "
+                        "infinite label makes the loss NaN. Remove or fix this frame")
     return frames
 
 

@@ -40,12 +40,15 @@ plus ``pooling`` and ``head_hidden``), and has no energy/force/stress
 weights in ``training`` (its loss is the L1 error of the standardised target).
 
 A key that does not exist is a :class:`ConfigError` that lists the valid
-ones; so is a section or key that belongs to the other task. Command-line
+ones; so is a section or key that belongs to the other task, and a value
+whose type does not match the dataclass field (:func:`_check_types`). Command-line
 overrides use dotted keys (``training.epochs=5``).
 """
 
 import dataclasses
 import inspect
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -213,6 +216,10 @@ class TrainConfig:
         for key in ("train", "valid", "test"):
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
+        data = _check_types(data, DataConfig, "data.")
+        training = _check_types(training, TrainingConfig, "training.")
+        qm9 = _check_types(qm9, QM9Config, "qm9.")
+        _check_types({k: raw[k] for k in ("run_dir", "seed") if k in raw}, cls, "")
         config = cls(run_dir=str(raw.get("run_dir", cls.run_dir)), seed=int(raw.get("seed", 0)),
                      data=DataConfig(**data), model=model, training=TrainingConfig(**training),
                      task=task, qm9=QM9Config(**qm9))
@@ -312,6 +319,82 @@ def _check_keys(section: Dict[str, Any], allowed: List[str], prefix: str) -> Non
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid keys here: "
             f"{', '.join(prefix + k for k in allowed)}"
         )
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _conform(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (int, float, str, bool, List[...], Optional/Union of these),
+    or raise ``TypeError``. Whole numbers are floats too, and a float field takes a number
+    written as a string (YAML 1.1 reads ``1e-3`` without a dot as text)."""
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        for option in typing.get_args(hint):
+            try:
+                return _conform(value, option)
+            except TypeError:
+                pass
+        raise TypeError
+    if hint is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise TypeError
+        (item,) = typing.get_args(hint) or (Any,)
+        return [_conform(v, item) for v in value]
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            return float(value)
+        raise TypeError
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    return value  # a type this check does not know: left to validate()
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        args = typing.get_args(hint)
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if origin in (list, List):
+        (item,) = typing.get_args(hint) or (Any,)
+        return "a list of " + ("strings" if item is str else _type_name(item))
+    return {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_types(section: Dict[str, Any], cls, prefix: str) -> Dict[str, Any]:
+    """The values of ``section`` conformed to the field types of dataclass ``cls``;
+    a :class:`ConfigError` names the key, the value and the expected type otherwise."""
+    hints = typing.get_type_hints(cls)
+    out = dict(section)
+    for key, value in section.items():
+        if key not in hints:
+            continue
+        try:
+            out[key] = _conform(value, hints[key])
+        except TypeError:
+            raise ConfigError(f"{prefix}{key} = {value!r} ({type(value).__name__}): expected "
+                              f"{_type_name(hints[key])}") from None
+    return out
 
 
 def _parse_value(text: str) -> Any:

@@ -20,7 +20,10 @@ clipping, and an exponential moving average (EMA) of the weights that is
 used for validation and for the exported model. Every epoch writes a
 checkpoint atomically; ``resume=True`` continues from it exactly (the batch
 order of epoch ``k`` is drawn from ``seed + k``, so no RNG state is needed
-beyond model, optimiser, scheduler and EMA). The best-on-validation EMA
+beyond model, optimiser, scheduler and EMA). A resumed run may change only
+how long and where it runs (:data:`~sinet_ase.train.checkpoint.RESUMABLE_KEYS`);
+other changes are refused and the allowed ones are appended to
+``run_dir/resume.log``. The best-on-validation EMA
 model is exported as ``best_model.pt`` (for the energy task, the file
 ``SINetCalculator`` loads).
 
@@ -45,7 +48,8 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..graph import batch_graphs
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..files import remove_stale_temp_files
+from .checkpoint import config_changes, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .report import write_csv
 from .tasks import make_task
@@ -90,6 +94,11 @@ def _distributed_teardown():
     _OWNS_PROCESS_GROUP = False
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training or validation loss became NaN or infinite: training stops before the
+    optimiser step spreads it into the weights (the last checkpoint stays valid)."""
+
+
 class Trainer:
     """Set up data, model and optimiser from a :class:`TrainConfig`; :meth:`run` trains.
 
@@ -121,16 +130,31 @@ class Trainer:
                 "another run_dir (nothing is overwritten)"
             )
 
+        resume_state = load_checkpoint(self.checkpoint_path) if resume else None
+        self.resume_log: List[str] = list(resume_state.get("resume_log", [])) if resume_state else []
+        new_log: List[str] = []
+        if resume_state is not None:
+            allowed, refused = config_changes(resume_state.get("config", {}), config.to_dict())
+            if refused:
+                raise ConfigError(
+                    f"--resume: the config differs from the one {self.checkpoint_path} was trained "
+                    f"with in key(s) a run cannot change midway:\n  " + "\n  ".join(refused) +
+                    "\nRestore those values to continue, or start a new run in another run_dir. "
+                    "Resumable keys: training.epochs, max_minutes, patience, device, num_threads, "
+                    "valid_batch_size, stage2_*")
+            new_log = [f"resumed after epoch {int(resume_state['epoch'])}: {line}" for line in allowed]
+
         # --- data: every check before any training starts ---
         self.task = make_task(config)
         self.task.setup(quiet=self.quiet)
         self.graphs = self.task.graphs
         self.split_record = self.task.split_record
-        resume_state = load_checkpoint(self.checkpoint_path) if resume else None
         if resume_state is not None:
             self.task.check_resume(resume_state)
+            self._check_split_unchanged()
         self.stats = self.task.stats
         self.sizes = {k: len(v) for k, v in self.graphs.items()}
+        self.domain = None  # statistics of the training data, exported with the model
 
         # --- model, EMA, optimiser, schedule ---
         torch.manual_seed(config.seed)
@@ -171,6 +195,16 @@ class Trainer:
             self._load(resume_state)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in remove_stale_temp_files(self.run_dir):
+                if not self.quiet:
+                    print(f"removed {stale}, a partial file of a run that was killed", file=sys.stderr)
+            if new_log:
+                with open(self.run_dir / "resume.log", "a", encoding="utf-8") as log:
+                    log.write("".join(line + "\n" for line in new_log))
+                if not self.quiet:
+                    print("\n".join(new_log), file=sys.stderr)
+        self.resume_log += new_log
+        if self.is_main:
             (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
             (self.run_dir / "split.json").write_text(json.dumps(self.split_record))
 
@@ -190,7 +224,23 @@ class Trainer:
             "cpu_elapsed": self.cpu_elapsed,
             "stats": self.stats,
             "task_state": self.task.state_dict(),
+            "resume_log": self.resume_log,
         }
+
+    def _check_split_unchanged(self) -> None:
+        """On resume, the train/valid/test split must be the one ``split.json`` recorded."""
+        path = self.run_dir / "split.json"
+        if not path.is_file():
+            return
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            return  # unreadable: rewritten below from the (checked) config
+        if stored != json.loads(json.dumps(self.split_record)):
+            raise ConfigError(
+                f"--resume: the data split differs from the one recorded in {path} (the data "
+                "files changed since the run started); the validation losses would not compare. "
+                "Restore the data files or start a new run in another run_dir")
 
     def _load(self, state: Dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -238,15 +288,28 @@ class Trainer:
                           desc=f"epoch {self.epoch + 1}/{t.epochs}", file=sys.stderr):
             out = self.task.train_forward(self.train_model, batch)
             loss = self.task.loss(out, batch)
+            value = float(loss.detach())
+            if self.world == 1 and not math.isfinite(value):
+                # (with several ranks one rank stopping alone would hang the others in the
+                # gradient all-reduce; they stop together at the validation check below)
+                self._non_finite("training", value)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
             self.ema.update_parameters(self.model)
-            total += float(loss.detach()) * batch.num_graphs
+            total += value * batch.num_graphs
             count += batch.num_graphs
         return total / max(count, 1)
+
+    def _non_finite(self, which: str, value: float) -> None:
+        kept = (f"the checkpoint of epoch {self.epoch} in {self.checkpoint_path} is kept"
+                if self.epoch else "no checkpoint was written")
+        raise NonFiniteLossError(
+            f"training stopped in epoch {self.epoch + 1}: the {which} loss is {value}. Either the "
+            "training diverged (lower training.lr or training.grad_clip) or a label is not "
+            f"finite; {kept}")
 
     def evaluate(self, model: torch.nn.Module, graphs: Sequence, keep: bool = False) -> Dict:
         """Loss and the task's metrics of ``model`` on ``graphs`` (energy task: energy per
@@ -258,6 +321,12 @@ class Trainer:
     def _export(self, path: Path, extra: Optional[Dict] = None) -> None:
         metadata = {"elements": self.model.elements, "epoch": self.epoch,
                     "train_size": self.sizes["train"], "config": json.dumps(self.config.to_dict())}
+        if self.task.name == "energy":  # the calculator checks structures against it
+            if self.domain is None:
+                from ..domain import training_domain
+
+                self.domain = training_domain(self.graphs["train"], self.stats.get("atomic_energies"))
+            metadata["training_domain"] = self.domain
         metadata.update(extra or {})
         self.task.export(self.ema.module, path, metadata)
 
@@ -278,6 +347,8 @@ class Trainer:
                 self.bad_epochs = 0
             train_loss = self.train_epoch()
             valid = self.evaluate(self.ema.module, self.graphs["valid"])
+            if not math.isfinite(valid["loss"]):
+                self._non_finite("validation", valid["loss"])
             self.epoch += 1
             self.elapsed = elapsed_before + time.perf_counter() - started
             self.cpu_elapsed = cpu_before + time.process_time() - cpu_started
@@ -321,7 +392,8 @@ class Trainer:
         """Test the best model, write plots and ``summary.json``."""
         summary = {"task": self.task.name, **self.task.summary_extra(),
                    "epochs_done": self.epoch, "best": self.best, "sizes": self.sizes,
-                   "train_seconds": self.elapsed, "train_cpu_seconds": self.cpu_elapsed, "stats": self.stats, "world_size": self.world,
+                   "train_seconds": self.elapsed, "train_cpu_seconds": self.cpu_elapsed,
+                   "stats": self.stats, "world_size": self.world, "resume_log": self.resume_log,
                    "hardware": {"device": str(self.device), "threads": torch.get_num_threads(),
                                 "cpu": platform.processor() or platform.machine(),
                                 "cpu_count": os.cpu_count()}}

@@ -1,0 +1,86 @@
+"""Domain of validity: training-data statistics in the exported model, and the calculator's
+check of each structure against them."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+from ase.io import write
+from test_resume import emt_frames, raw_config
+
+from sinet_ase import SINet, SINetCalculator, SINetInputError, load_model
+from sinet_ase.domain import OutOfDomainWarning, domain_problems, training_domain
+from sinet_ase.graph import atoms_to_graph
+from sinet_ase.train import Trainer
+from sinet_ase.train.config import TrainConfig
+
+
+def water_model(domain=None):
+    torch.manual_seed(0)
+    model = SINet(elements=["H", "O"], cutoff=3.0, lmax=1, channels=4, num_layers=1,
+                  mlp_hidden=8, radial_hidden=8, avg_num_neighbors=2.0)
+    model.metadata = {"training_domain": domain} if domain else {}
+    return model
+
+
+def test_training_domain_holds_the_shortest_distance_per_pair_and_the_energy_range():
+    frames = emt_frames("H2O", 5, 0)
+    graphs = [atoms_to_graph(a, 3.0, ["H", "O"], with_labels=True) for a in frames]
+    domain = training_domain(graphs, {"H": -1.0, "O": -2.0})
+    hh = min(a.get_distance(1, 2) for a in frames)
+    oh = min(min(a.get_distance(0, 1), a.get_distance(0, 2)) for a in frames)
+    assert domain["min_distance"] == {"H-H": pytest.approx(hh, abs=1e-4), "H-O": pytest.approx(oh, abs=1e-4)}
+    assert domain["max_neighbours"] == 2
+    per_atom = [(a.get_potential_energy() + 4.0) / 3 for a in frames]
+    assert domain["energy_per_atom"] == pytest.approx([min(per_atom), max(per_atom)])
+    assert domain_problems(graphs[0], domain, frames[0].get_potential_energy()) == []
+
+
+def test_the_calculator_warns_once_about_atoms_much_closer_than_in_training():
+    domain = {"min_distance": {"H-H": 1.4, "H-O": 0.9}, "max_neighbours": 2}
+    calc = SINetCalculator(water_model(domain))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calc.get_potential_energy(molecule("H2O"))  # inside: no warning
+    squeezed = molecule("H2O")
+    squeezed.positions[1] = squeezed.positions[0] + [0.3, 0.0, 0.0]
+    with pytest.warns(OutOfDomainWarning, match=r"atoms 0 and 1 \(H-O\) are 0.300 Å apart.*shortest "
+                                                r"H-O distance in the training data \(0.900 Å\)"):
+        calc.get_potential_energy(squeezed)
+    squeezed.positions[1, 0] += 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calc.get_potential_energy(squeezed)  # reported once per calculator
+
+    strict = SINetCalculator(water_model(domain), out_of_domain="raise")
+    with pytest.raises(SINetInputError, match="outside the potential's training data"):
+        strict.get_potential_energy(squeezed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SINetCalculator(water_model(domain), out_of_domain="ignore").get_potential_energy(squeezed)
+    with pytest.raises(ValueError, match="out_of_domain must be"):
+        SINetCalculator(water_model(domain), out_of_domain="sometimes")
+
+
+def test_a_tiny_periodic_cell_and_an_absurd_energy_are_out_of_domain():
+    domain = {"min_distance": {"H-H": 0.7}, "max_neighbours": 3,
+              "energy_per_atom": [100.0, 100.5], "atomic_energies": {}}
+    crowded = Atoms("H", positions=[[0, 0, 0]], cell=[1.0, 1.0, 1.0], pbc=True)
+    problems = domain_problems(atoms_to_graph(crowded, 3.0, ["H", "O"]), domain, energy=-1.7e14)
+    assert any("an atom has 92 neighbours within the cutoff, the training data at most 3" in p
+               for p in problems)
+    assert any("-1.7e+14 eV/atom above the atomic references" in p for p in problems)
+
+
+def test_training_exports_the_domain_in_the_model_file(tmp_path):
+    data = tmp_path / "water.extxyz"
+    write(data, emt_frames("H2O", 12, 0))
+    Trainer(TrainConfig.from_dict(raw_config(data, tmp_path / "run", epochs=1)), quiet=True).run()
+    domain = load_model(tmp_path / "run" / "best_model.pt").metadata["training_domain"]
+    assert set(domain["min_distance"]) == {"H-H", "H-O"} and domain["max_neighbours"] == 2
+    lo, hi = domain["energy_per_atom"]
+    assert lo <= hi and set(domain["atomic_energies"]) == {"H", "O"}
+    assert np.isfinite([lo, hi]).all()
