@@ -182,6 +182,12 @@ class SINet(torch.nn.Module):
     ``energy`` (G,), ``energies`` (N,), ``forces`` (N, 3), ``stress`` (G, 3, 3), all float64.
     """
 
+    #: state-dict entries with one row per element (dim 0, in ``elements`` order); every other
+    #: entry has the same shape whatever the elements. The per-element shift and the
+    #: atomic-number lookup are rebuilt from ``config`` and ``elements``, not stored.
+    #: Fine-tuning with new elements (:mod:`sinet_ase.train.finetune`) relies on this list.
+    PER_ELEMENT_STATE = ("backbone.embedding.species_embedding.weight",)
+
     def __init__(self, elements: Sequence[str], cutoff: float = 5.0, lmax: int = 2,
                  channels: int = 64, num_layers: int = 2, num_radial: int = 8,
                  radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,

@@ -10,7 +10,9 @@ Sections and keys (defaults in the dataclasses below)::
              energy_key: energy, forces_key: forces, stress_key: stress, virials_key: virials,
              atomic_energies: fit, config_type_weights: null}
     model:  {cutoff: 5.0, lmax: 2, channels: 64, num_layers: 2, ...}  # SINet keywords
-    training: {epochs: 100, batch_size: 8, lr: 1e-3, loss: mse, huber_delta: 0.01, ...}
+            # or {init_from: sinet-xtb-md17 | path/model.pt}: fine-tune (below)
+    training: {epochs: 100, batch_size: 8, lr: 1e-3, loss: mse, huber_delta: 0.01,
+               freeze: [], ...}
 
 Data labels (energy task; :mod:`sinet_ase.labels`): ``energy_key``, ``forces_key``,
 ``stress_key`` and ``virials_key`` name the labels, looked up in the calculator results,
@@ -32,6 +34,16 @@ and stress terms of each structure by the weight of its ``atoms.info["config_typ
 ``huber_delta``'s Huber function (``r^2 / 2`` for ``|r| <= delta``, ``delta (|r| - delta / 2)``
 beyond; ``torch.nn.functional.huber_loss``) of the same residuals (energy per atom in eV,
 force and stress components in eV/Å and eV/Å^3).
+
+Fine-tuning (energy task; :mod:`sinet_ase.train.finetune`): ``model.init_from`` names a
+model file or a shipped potential (``sinet-xtb-md17``). The run starts from its weights and
+takes its architecture (model keys given beside it must equal the file's, except
+``elements``) and its ``avg_num_neighbors`` and ``energy_scale`` (they define the function
+the weights compute). Elements of the data that the file lacks are added, with the rows of a
+newly built model; the known elements keep theirs. The E0s follow ``data.atomic_energies``
+on the new data as for a fresh model (``fit`` refits them; elements absent from the new
+training data keep the file's). ``training.freeze: [backbone]`` (needs ``init_from``; not
+with new elements) trains only the energy head: the backbone's parameters are not trained.
 
 ``task: qm9`` (:mod:`sinet_ase.qm9`) replaces the ``data`` section by a
 ``qm9`` section (:class:`QM9Config`: target, split, subsets, atom
@@ -106,6 +118,7 @@ class TrainingConfig:
     dtype: str = "float32"
     device: str = "cpu"
     num_threads: Optional[int] = None
+    freeze: List[str] = field(default_factory=list)  # [backbone]: train the energy head only
 
 
 @dataclass
@@ -198,7 +211,7 @@ class TrainConfig:
                                   "add 'task: qm9'")
             _check_keys(data, [f.name for f in dataclasses.fields(DataConfig)], "data.")
             _check_keys(training, training_keys, "training.")
-            _check_keys(model, _sinet_keys() + ["elements"], "model.")
+            _check_keys(model, _sinet_keys() + ["elements", "init_from"], "model.")
         else:
             if "data" in raw:
                 raise ConfigError("'task: qm9' takes its molecules from the qm9 section "
@@ -216,6 +229,8 @@ class TrainConfig:
         for key in ("train", "valid", "test"):
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
+        if isinstance(training.get("freeze"), str):
+            training["freeze"] = [training["freeze"]]
         data = _check_types(data, DataConfig, "data.")
         training = _check_types(training, TrainingConfig, "training.")
         qm9 = _check_types(qm9, QM9Config, "qm9.")
@@ -249,6 +264,26 @@ class TrainConfig:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
         if self.task == "energy":
             self._validate_energy_data()
+        self._validate_finetune()
+
+    def _validate_finetune(self) -> None:
+        """``model.init_from`` and ``training.freeze`` (:mod:`sinet_ase.train.finetune`)."""
+        from .finetune import FREEZABLE
+
+        init, freeze = self.model.get("init_from"), self.training.freeze
+        if init is not None and (not isinstance(init, str) or not init):
+            raise ConfigError("model.init_from must be the path of a model file or the name of "
+                              f"a shipped potential, got {init!r}")
+        if not isinstance(freeze, list) or any(part not in FREEZABLE for part in freeze):
+            raise ConfigError(f"training.freeze must be a list of {', '.join(FREEZABLE)}, "
+                              f"got {freeze!r}")
+        if freeze and self.task != "energy":
+            raise ConfigError("training.freeze applies to fine-tuning an energy model "
+                              "(model.init_from), not to task " + self.task)
+        if freeze and init is None:
+            raise ConfigError("training.freeze keeps trained weights fixed: it needs "
+                              "model.init_from (freezing a new model's random backbone "
+                              "would leave it untrained)")
 
     def _validate_energy_data(self) -> None:
         """The label keys, E0s, per-config-type weights and loss of the energy task."""

@@ -138,10 +138,17 @@ class EnergyForceTask(Task):
     E0s (``stats["atomic_energies"]``) follow ``data.atomic_energies``: an explicit mapping
     or isolated-atoms file, else the training files' isolated-atom frames, with the
     elements still missing fitted by least squares (:mod:`sinet_ase.data.atomic`).
+
+    ``model.init_from`` starts from a model file or shipped potential, whose architecture,
+    ``avg_num_neighbors``, ``energy_scale`` and weights the run keeps; new elements get
+    fresh rows; ``training.freeze: [backbone]`` trains the energy head only
+    (:mod:`sinet_ase.train.finetune`).
     """
 
     name = "energy"
     metric_keys = ("e_mae_mev_atom", "f_mae_mev_a")
+    #: the model-file dictionary of ``model.init_from`` (set by :meth:`setup`), or None
+    init = None
 
     def setup(self, quiet: bool = False) -> None:
         from ..data.atomic import (average_num_neighbors, elements_of, force_rms, load_splits,
@@ -149,17 +156,32 @@ class EnergyForceTask(Task):
         from ..labels import LabelKeys
 
         config, t, d = self.config, self.config.training, self.config.data
+        self.init = None  # the model file of model.init_from, read before the data
+        if config.model.get("init_from") is not None:
+            from .finetune import read_init_model
+
+            self.init = read_init_model(config.model["init_from"], config.model)
         keys = LabelKeys.from_config(d)
         frames, self.split_record = load_splits(
             d.train, d.valid, d.test, d.valid_size, d.test_size, config.seed,
             require_forces=t.forces_weight > 0, require_stress=d.require_stress or t.stress_weight > 0,
             keys=keys)
         elements = config.model.get("elements") or elements_of(frames["train"])
+        if self.init is not None:
+            from .finetune import merged_elements
+
+            elements = merged_elements(self.init, elements)
+            new = [s for s in elements if s not in self.init["elements"]]
+            if new and "backbone" in t.freeze:
+                raise ConfigError(
+                    f"training.freeze: [backbone] would keep the embedding of {', '.join(new)} "
+                    f"(new to {self.init['path']}) at its random start; train the backbone "
+                    "(no freeze) when the data brings new elements")
         missing = set(elements_of(frames["train"])) - set(elements)
         if missing:
             raise ConfigError(f"model.elements lacks {sorted(missing)}, present in the training data")
         self.elements = list(elements)
-        cutoff = float(config.model.get("cutoff", 5.0))
+        cutoff = float(self.model_keywords().get("cutoff", 5.0))
         self.graphs = {k: to_graphs(frames[k], cutoff, elements, keys, d.config_type_weights)
                        for k in ("train", "valid", "test")}
         self.stats = {
@@ -167,19 +189,29 @@ class EnergyForceTask(Task):
             "energy_scale": force_rms(frames["train"], keys) if t.forces_weight > 0 else 1.0,
             "avg_num_neighbors": average_num_neighbors(self.graphs["train"]),
         }
+        if self.init is not None:  # they are part of the function the file's weights compute
+            from .finetune import KEPT_FROM_FILE
+
+            self.stats.update({k: float(self.init["config"][k]) for k in KEPT_FROM_FILE})
         self.stage = 1
         self.weights = self.loss_weights(1)
 
     def atomic_energies(self, frames: Dict, keys) -> Dict[str, float]:
         """E0 (eV) of each model element, as ``data.atomic_energies`` says (class docstring)."""
-        from ..data.atomic import fit_atomic_energies, isolated_atom_energies, read_atomic_energies
+        from ..data.atomic import (elements_of, fit_atomic_energies, isolated_atom_energies,
+                                   read_atomic_energies)
 
         spec = self.config.data.atomic_energies
+        kept = {}  # fine-tuning: the file's E0s of elements the training data lacks
+        if self.init is not None:
+            present = set(elements_of(frames["train"]))
+            kept = {s: float(e) for s, e in self.init["config"].get("atomic_energies", {}).items()
+                    if s not in present}
         if spec == "fit":
             known = isolated_atom_energies(frames["isolated_atom"], keys, "data.train")
             known = {s: e for s, e in known.items() if s in self.elements}
-            return fit_atomic_energies(frames["train"], self.elements, keys, fixed=known)
-        given = read_atomic_energies(spec, keys)
+            return fit_atomic_energies(frames["train"], self.elements, keys, fixed={**kept, **known})
+        given = {**kept, **read_atomic_energies(spec, keys)}
         lacking = [s for s in self.elements if s not in given]
         if lacking:
             raise ConfigError(f"data.atomic_energies gives no E0 for {', '.join(lacking)}")
@@ -188,14 +220,38 @@ class EnergyForceTask(Task):
     def check_resume(self, state: Dict) -> None:
         if state["stats"]["atomic_energies"].keys() != self.stats["atomic_energies"].keys():
             raise ConfigError("the checkpoint was trained on other elements than this config's data")
+        before = state.get("config", {})
+        for section, key, default in (("model", "init_from", None), ("training", "freeze", [])):
+            then = before.get(section, {}).get(key, default)
+            now = self.config.to_dict()[section].get(key, default)
+            if then != now:
+                raise ConfigError(f"the checkpoint was trained with {section}.{key} {then!r}, "
+                                  f"this config has {now!r}; resume with the same value")
+
+    def model_keywords(self) -> Dict:
+        """SINet keywords besides elements and the data statistics: the config's model
+        keys, or the architecture of the ``model.init_from`` file."""
+        if self.init is not None:
+            from .finetune import architecture
+
+            return architecture(self.init)
+        return {k: v for k, v in self.config.model.items() if k != "elements"}
 
     def build_model(self) -> torch.nn.Module:
         from ..model import SINet
 
-        model_kw = {k: v for k, v in self.config.model.items() if k != "elements"}
-        return SINet(elements=self.elements, avg_num_neighbors=self.stats["avg_num_neighbors"],
-                     atomic_energies=self.stats["atomic_energies"],
-                     energy_scale=self.stats["energy_scale"], **model_kw)
+        model = SINet(elements=self.elements, avg_num_neighbors=self.stats["avg_num_neighbors"],
+                      atomic_energies=self.stats["atomic_energies"],
+                      energy_scale=self.stats["energy_scale"], **self.model_keywords())
+        if self.init is not None:
+            from .finetune import transfer_weights
+
+            transfer_weights(model, self.init)
+        if self.config.training.freeze:
+            from .finetune import freeze
+
+            freeze(model, self.config.training.freeze)
+        return model
 
     def loss_weights(self, stage: int) -> Dict[str, float]:
         """``{"energy", "forces", "stress"}`` loss weights of loss stage 1 or 2."""

@@ -167,7 +167,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.train_model = DistributedDataParallel(self.model)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # frozen parameters (requires_grad False: training.freeze) stay out of the optimiser
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                           lr=t.lr, weight_decay=t.weight_decay)
         self.elapsed = 0.0       # wall seconds of training, over all resumed parts
         self.cpu_elapsed = 0.0   # CPU seconds of this process (all threads), likewise
         if t.scheduler != "plateau":
