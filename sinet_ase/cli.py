@@ -36,7 +36,7 @@ def train_main(argv=None) -> int:
     parser.add_argument("--committee", type=int, default=None, metavar="N",
                         help="train N models with seeds seed..seed+N-1 into run_dir/member_k "
                              "(a committee for SINetCalculator's uncertainty)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # --quiet / --resume also after the overrides
 
     from .data.qm9 import QM9CacheError
     from .train import load_config, train
@@ -149,14 +149,29 @@ def _check_device(device: str) -> None:
                              "CUDA device(s)")
 
 
+def _card_start_structure(args) -> str:
+    """The start structure a shipped potential's card names (``sinet-md --potential NAME``)."""
+    from .pretrained import default_potential, potential_card
+
+    start = None if args.model else potential_card(args.potential or default_potential()).get(
+        "start_structure")
+    if start is None:
+        raise ValueError("give a structure: a shipped molecule (e.g. aspirin), an "
+                         "ase.build.molecule name or a file")
+    return start
+
+
 def md_main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="sinet-md",
         description="Molecular dynamics with a SINet potential: progress bar, temperature and "
                     "energies every interval, a trajectory for `ase gui`, energy drift and speed.",
     )
-    parser.add_argument("structure", help="shipped molecule (e.g. aspirin), ase.build name, or a file")
-    parser.add_argument("--potential", default=None, help="shipped potential name (default: the first)")
+    parser.add_argument("structure", nargs="?", default=None,
+                        help="shipped molecule (e.g. aspirin), ase.build name, or a file; "
+                             "default: the start structure named by the --potential's card")
+    parser.add_argument("--potential", default=None,
+                        help="shipped potential name (default: sinet-xtb-md17; list_pretrained())")
     parser.add_argument("--model", default=None, help="model file instead of a shipped potential")
     parser.add_argument("--steps", type=_POSITIVE_INT, default=2000)
     parser.add_argument("--timestep", type=_POSITIVE, default=0.5, help="fs")
@@ -187,7 +202,7 @@ def md_main(argv=None) -> int:
 
     try:
         _check_device(args.device)
-        atoms = _load_structure(args.structure)
+        atoms = _load_structure(args.structure or _card_start_structure(args))
         report = run_md(atoms, args)
     except MDInstabilityError as err:
         print(f"sinet-md: error: {err}", file=sys.stderr)

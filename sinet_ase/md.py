@@ -104,12 +104,9 @@ def default_max_temperature(temperature: float) -> float:
 def _calculator(args) -> SINetCalculator:
     if args.model:
         return SINetCalculator(args.model, device=args.device, dtype=args.dtype)
-    from .pretrained import list_pretrained
+    from .pretrained import default_potential
 
-    names = list_pretrained()
-    name = args.potential or (names[0] if names else None)
-    if name is None:
-        raise KeyError("no shipped potential in this installation; pass --model FILE")
+    name = args.potential or default_potential()
     return SINetCalculator.from_pretrained(name, device=args.device, dtype=args.dtype)
 
 

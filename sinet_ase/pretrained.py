@@ -14,6 +14,9 @@ _STRUCTURES = "structures.extxyz"
 
 _POTENTIAL_DIR = Path(__file__).resolve().parent / "potentials"
 
+#: the potential ``sinet-md`` runs when none is named
+DEFAULT_POTENTIAL = "sinet-xtb-md17"
+
 
 def list_pretrained() -> List[str]:
     """Names accepted by :meth:`SINetCalculator.from_pretrained`."""
@@ -32,6 +35,24 @@ def pretrained_path(name: str) -> Path:
             f"{', '.join(names) if names else 'none yet (train one with sinet-train)'}"
         )
     return path
+
+
+def default_potential() -> str:
+    """:data:`DEFAULT_POTENTIAL` when it ships, else the first shipped name."""
+    names = list_pretrained()
+    if DEFAULT_POTENTIAL in names:
+        return DEFAULT_POTENTIAL
+    if not names:
+        raise KeyError("no shipped potential in this installation; pass --model FILE")
+    return names[0]
+
+
+def potential_card(name: str) -> dict:
+    """The model card numbers of a shipped potential (``<name>.json``; empty if none)."""
+    import json
+
+    path = pretrained_path(name).with_suffix(".json")
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def shipped_structure_names() -> List[str]:

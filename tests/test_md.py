@@ -145,3 +145,30 @@ def test_each_check_can_be_switched_off_with_inf():
     atoms.set_velocities(np.full((len(atoms), 3), 0.5))
     atoms.positions[8] += [20.0, 0.0, 0.0]
     assert monitor.problem() is None
+
+
+def test_default_potential_is_the_xtb_one_whatever_else_ships(monkeypatch):
+    from sinet_ase import pretrained
+
+    monkeypatch.setattr(pretrained, "list_pretrained", lambda: ["sinet-acac", "sinet-xtb-md17"])
+    assert pretrained.default_potential() == "sinet-xtb-md17"
+    monkeypatch.setattr(pretrained, "list_pretrained", lambda: ["sinet-acac"])
+    assert pretrained.default_potential() == "sinet-acac"
+
+
+def test_md_without_a_structure_needs_a_card_that_names_one(capsys, monkeypatch):
+    from sinet_ase import pretrained
+
+    monkeypatch.setattr(pretrained, "potential_card", lambda name: {})
+    assert md_main(["--steps", "1", "--no-progress"]) == 2
+    assert "give a structure" in capsys.readouterr().err
+    seen = {}
+
+    def fake_run(atoms, args):
+        seen["symbols"] = atoms.get_chemical_formula()
+        return "ok"
+
+    monkeypatch.setattr(pretrained, "potential_card", lambda name: {"start_structure": "ethanol"})
+    monkeypatch.setattr(md_module, "run_md", fake_run)
+    assert md_main(["--steps", "1", "--no-progress"]) == 0
+    assert seen["symbols"] == "C2H6O"

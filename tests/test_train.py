@@ -128,6 +128,8 @@ def test_cli_overrides_and_errors(data_dir, tmp_path, capsys):
     assert loaded.training.epochs == 2 and loaded.model["channels"] == 4
     assert train_main([str(config), "training.epochs=1", "--quiet"]) == 0
     assert "best_model.pt" in capsys.readouterr().out
+    # options may also stand before the overrides
+    assert train_main([str(config), "--quiet", "training.epochs=1", f"run_dir={tmp_path / 'r2'}"]) == 0
     assert train_main([str(config), "training.bogus=1"]) == 2
     assert "unknown config key(s) training.bogus" in capsys.readouterr().err
 
