@@ -32,32 +32,31 @@ from ase.io import read, write
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 
-from sinet_ase import SINetCalculator, atoms_to_graph, batch_graphs, load_model, save_model
-from sinet_ase.data.atomic import read_structures
-from sinet_ase.pretrained import shipped_structure
+from sinet_ase import SINetCalculator, load_model, save_model
+from sinet_ase.evaluate import evaluate_files
+from sinet_ase.pretrained import shipped_structure, shipped_structure_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_metrics(model, frames, batch_size=50):
-    """Energy (meV per structure and meV/atom) and force (meV/Å) MAE and RMSE of a float64 model."""
-    e_err, e_err_atom, f_err = [], [], []
-    for start in range(0, len(frames), batch_size):
-        chunk = frames[start:start + batch_size]
-        batch = batch_graphs([atoms_to_graph(a, model.cutoff, model.elements, with_labels=True)
-                              for a in chunk])
-        out = model(batch)
-        n_atoms = np.bincount(batch.batch.numpy())
-        de = (out["energy"] - batch.energy).detach().numpy()
-        e_err.append(de)
-        e_err_atom.append(de / n_atoms)
-        f_err.append((out["forces"] - batch.forces).detach().numpy().ravel())
-    e, ea, f = (1000 * np.concatenate(x) for x in (e_err, e_err_atom, f_err))
-    return {"frames": len(frames),
-            "e_mae_mev": float(np.abs(e).mean()), "e_rmse_mev": float(np.sqrt((e ** 2).mean())),
-            "e_mae_mev_atom": float(np.abs(ea).mean()),
-            "e_rmse_mev_atom": float(np.sqrt((ea ** 2).mean())),
-            "f_mae_mev_a": float(np.abs(f).mean()), "f_rmse_mev_a": float(np.sqrt((f ** 2).mean()))}
+def test_metrics(model, paths):
+    """Errors on the test files (:func:`sinet_ase.evaluate.evaluate_files`, float64 model):
+    energy per structure (meV) and per atom (meV/atom), force components (meV/Å)."""
+    result, frames, _ = evaluate_files(model, paths, require_forces=True)
+    return result["all"], frames
+
+
+def add_shipped_structure(name, spec):
+    """Append frame ``INDEX`` of ``FILE`` (``spec = "FILE@INDEX"``), without labels, to the
+    shipped start structures under ``name`` (nothing happens if ``name`` ships already)."""
+    if name in shipped_structure_names():
+        return
+    path, index = spec.rsplit("@", 1)
+    atoms = read(path, index=int(index))
+    atoms.calc, atoms.info = None, {"name": name}
+    atoms.pbc, atoms.cell = False, None
+    structures = ROOT / "sinet_ase" / "potentials" / "structures.extxyz"
+    write(structures, read(structures, index=":") + [atoms])
 
 
 def nve_drift(model_path, atoms, picoseconds, seed=0):
@@ -107,7 +106,9 @@ def main():
     parser.add_argument("run_dir")
     parser.add_argument("--name", required=True)
     parser.add_argument("--start", required=True,
-                        help="start structure: a shipped structure name or 'FILE@INDEX'")
+                        help="start structure for sinet-md and the NVE run: a shipped structure name")
+    parser.add_argument("--start-from", default=None, metavar="FILE@INDEX",
+                        help="first add frame INDEX of FILE to the shipped structures as --start")
     parser.add_argument("--title", default="", help="one line: what the potential is")
     parser.add_argument("--reference", default="", help="published numbers to print beside ours")
     parser.add_argument("--slice", type=int, default=20, help="test frames to commit")
@@ -119,39 +120,33 @@ def main():
     config = json.loads((run / "config.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     model = load_model(run / "best_model.pt").double()
-    test = [a for path in config["data"]["test"] for a in read_structures(path)]
-    metrics = test_metrics(model, test)
+    metrics, test = test_metrics(model, config["data"]["test"])
     print(json.dumps(metrics, indent=1), flush=True)
 
-    if "@" in args.start:
-        path, index = args.start.rsplit("@", 1)
-        start = read(path, index=int(index))
-        start.calc, start.info = None, {}
-    else:
-        start = shipped_structure(args.start)
+    if args.start_from:
+        add_shipped_structure(args.start, args.start_from)
+    start = shipped_structure(args.start)
     nve = nve_drift(run / "best_model.pt", start, args.nve_ps)
     print(json.dumps(nve, indent=1), flush=True)
 
     out_dir, card_dir = ROOT / "sinet_ase" / "potentials", ROOT / "potentials"
     model_path = out_dir / f"{args.name}.pt"
     slice_frames = test[: args.slice]
+    write(out_dir / f"{args.name}_test_slice.extxyz", slice_frames)
+    slice_metrics, _ = test_metrics(model, [out_dir / f"{args.name}_test_slice.extxyz"])
     card = {
         "name": args.name, "title": args.title, "start_structure": args.start,
         "training_config": config, "epochs_done": summary.get("epochs_done"),
         "best_epoch": summary.get("best", {}).get("epoch"),
         "train_seconds": summary.get("train_seconds"), "hardware": summary.get("hardware"),
         "elements": model.elements, "test": metrics,
-        "test_slice": {"file": f"{args.name}_test_slice.extxyz", "frames": len(slice_frames),
-                       **test_metrics(model, slice_frames)},
+        "test_slice": {"file": f"{args.name}_test_slice.extxyz", **slice_metrics},
         "nve_300K": nve, "reference": args.reference,
         "md_speed": md_speed(json.loads(Path(args.md_json).read_text())["results"],
                              run / "best_model.pt")
         if args.md_json else {},
     }
     save_model(load_model(run / "best_model.pt"), model_path, metadata={"card": json.dumps(card)})
-    for a in slice_frames:
-        a.info = {k: v for k, v in a.info.items() if k in ("config_type",)}
-    write(out_dir / f"{args.name}_test_slice.extxyz", slice_frames)
     (out_dir / f"{args.name}.json").write_text(json.dumps(card, indent=1))
     for png in ("learning_curve.png", "force_parity.png"):
         if (run / png).exists():
@@ -187,16 +182,16 @@ def render_card(card) -> str:
 - Reproduce: `sinet-train {t['run_dir'].replace('runs/', 'training/dft/')}.yaml` (the recipe), then
   `python training/dft/publish_dft_potential.py {t['run_dir']} --name {card['name']} --start {card['start_structure']}`.
 
-## Test errors ({m['frames']} frames, float64)
+## Test errors ({m['n_structures']} frames, float64)
 
 | energy MAE | energy RMSE | energy MAE | force MAE | force RMSE |
 |---|---|---|---|---|
-| {m['e_mae_mev']:.2f} meV | {m['e_rmse_mev']:.2f} meV | {m['e_mae_mev_atom']:.3f} meV/atom | {m['f_mae_mev_a']:.2f} meV/Å | {m['f_rmse_mev_a']:.2f} meV/Å |
+| {m['energy_mae_mev']:.2f} meV | {m['energy_rmse_mev']:.2f} meV | {m['energy_mae_mev_atom']:.3f} meV/atom | {m['forces_mae_mev_a']:.2f} meV/Å | {m['forces_rmse_mev_a']:.2f} meV/Å |
 
 Published (same data and protocol): {card['reference'] or 'see ../shared/data/README.md'}.
 
-The first {card['test_slice']['frames']} test frames ship as `sinet_ase/potentials/{card['test_slice']['file']}`
-(force MAE {card['test_slice']['f_mae_mev_a']:.2f} meV/Å on them); the test suite re-scores them.
+The first {card['test_slice']['n_structures']} test frames ship as `sinet_ase/potentials/{card['test_slice']['file']}`
+(force MAE {card['test_slice']['forces_mae_mev_a']:.2f} meV/Å on them); the test suite re-scores them.
 
 ## Stability and speed
 
