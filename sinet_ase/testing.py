@@ -85,3 +85,23 @@ def backbone_features(model, graph) -> torch.Tensor:
     vectors = edge_vectors(graph, graph.pos, graph.cell, graph_batch(graph)).to(model.dtype)
     return model.backbone(graph, vectors)
 
+
+
+def emt_frames(formula: str, n: int, seed: int, rattle: float = 0.08):
+    """``n`` rattled copies of ``ase.build.molecule(formula)`` labelled with ASE's EMT
+    energy and forces (fast, deterministic): training data for tests."""
+    import numpy as np
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        atoms = molecule(formula)
+        atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    return frames

@@ -9,13 +9,14 @@ import torch
 from ase import Atoms
 from ase.build import molecule
 from ase.io import write
-from test_resume import emt_frames, raw_config
+from test_resume import raw_config
 
 from sinet_ase import SINet, SINetCalculator, SINetInputError, load_model
 from sinet_ase.domain import OutOfDomainWarning, domain_problems, training_domain
 from sinet_ase.graph import atoms_to_graph
 from sinet_ase.train import Trainer
 from sinet_ase.train.config import TrainConfig
+from sinet_ase.testing import emt_frames
 
 
 def water_model(domain=None):

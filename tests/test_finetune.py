@@ -1,18 +1,15 @@
 """Fine-tuning (model.init_from, training.freeze): start point, new elements, frozen backbone,
 shipped names, config errors, resume."""
 
-import numpy as np
 import pytest
 import torch
-from ase.build import molecule
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from sinet_ase import ConfigError, load_model
 from sinet_ase.io import read_model_file
 from sinet_ase.model import SINet
 from sinet_ase.pretrained import pretrained_path
+from sinet_ase.testing import emt_frames
 from sinet_ase.train import Trainer
 from sinet_ase.train.config import TrainConfig
 
@@ -21,18 +18,6 @@ TINY = {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 
 EMBEDDING = "backbone.embedding.species_embedding.weight"
 
 
-def emt_frames(formula, n, seed, rattle=0.08):
-    """Rattled copies of a molecule labelled with ASE's EMT (fast, deterministic)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        atoms = molecule(formula)
-        atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
-        atoms.calc = EMT()
-        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
-        frames.append(atoms)
-    return frames
 
 
 @pytest.fixture(scope="module")

@@ -3,30 +3,16 @@ changes and leftover temporary files of a killed run are handled."""
 
 import json
 
-import numpy as np
 import pytest
-from ase.build import molecule
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from sinet_ase import ConfigError
+from sinet_ase.testing import emt_frames
 from sinet_ase.train import Trainer
 from sinet_ase.train.checkpoint import config_changes
 from sinet_ase.train.config import TrainConfig
 
 
-def emt_frames(formula, n, seed, rattle=0.08):
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        atoms = molecule(formula)
-        atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
-        atoms.calc = EMT()
-        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
-        frames.append(atoms)
-    return frames
 
 
 def raw_config(data, run_dir, **training):

@@ -16,22 +16,11 @@ from ase.io import write
 
 from sinet_ase import ConfigError, SINetCalculator, load_model
 from sinet_ase.cli import train_main
+from sinet_ase.testing import emt_frames
 from sinet_ase.train import Trainer, load_config
 from sinet_ase.train.config import TrainConfig
 
 
-def emt_frames(formula, n, seed, rattle=0.08):
-    """Rattled copies of a molecule labelled with ASE's EMT (fast, deterministic)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        atoms = molecule(formula)
-        atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
-        atoms.calc = EMT()
-        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
-        frames.append(atoms)
-    return frames
 
 
 @pytest.fixture(scope="module")

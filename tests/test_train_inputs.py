@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import yaml
 from ase.io import write
-from test_resume import emt_frames, raw_config
+from test_resume import raw_config
 
 from sinet_ase import ConfigError
 from sinet_ase.cli import train_main
 from sinet_ase.data.atomic import read_structures
 from sinet_ase.train import Trainer
 from sinet_ase.train.config import TrainConfig
+from sinet_ase.testing import emt_frames
 
 
 @pytest.mark.parametrize("label", ["energy", "forces", "stress"])
