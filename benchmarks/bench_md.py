@@ -309,7 +309,9 @@ def _build_mace(variant, system_name, atoms, dtype, stress=True):
 
 
 def _build_nequip(variant, system_name, atoms, dtype, stress=True):
-    """NequIP 0.19.1 preset ``S`` or ``M`` as in /work/shared/peer_bench/bench_nequip_md.py.
+    """NequIP 0.19.1 preset ``S`` or ``M`` as in /work/shared/peer_bench/bench_nequip_md.py, or
+    ``t<T>l<L>c<C>``: ``NequIPGNNModel`` with T layers, l_max L, C features (radial MLP 2 x 64),
+    the size that ``benchmarks/peers`` trains.
 
     ``PresetNequIPGNNModel(preset=variant, seed=0, model_dtype=dtype, r_max=5)`` (eager
     PyTorch, random weights) wrapped by ``NequIPCalculator(model, transforms=basic_transforms(...))``,
@@ -331,12 +333,22 @@ def _build_nequip(variant, system_name, atoms, dtype, stress=True):
 
     type_names = elements_of(system_name)
     avg_nn = count_edges(atoms) / len(atoms)
-    model = PresetNequIPGNNModel(preset=variant.upper(), seed=0, model_dtype=dtype,
-                                 type_names=type_names, r_max=R_MAX, avg_num_neighbors=avg_nn)
+    if variant.upper() in ("S", "M", "L"):
+        model = PresetNequIPGNNModel(preset=variant.upper(), seed=0, model_dtype=dtype,
+                                     type_names=type_names, r_max=R_MAX, avg_num_neighbors=avg_nn)
+    else:  # t<layers>l<l_max>c<features>: the size trained in benchmarks/peers
+        from nequip.model import NequIPGNNModel
+
+        layers, rest = variant.lstrip("t").split("l")
+        l_max, features = rest.split("c")
+        model = NequIPGNNModel(seed=0, model_dtype=dtype, type_names=type_names, r_max=R_MAX,
+                               avg_num_neighbors=avg_nn, num_layers=int(layers), l_max=int(l_max),
+                               num_features=int(features), parity=True, num_bessels=8,
+                               polynomial_cutoff_p=6, radial_mlp_depth=2, radial_mlp_width=64)
     model.eval()
     transforms = basic_transforms(model.metadata, R_MAX, type_names, {t: t for t in type_names})
     calc = NequIPCalculator(model, device="cpu", transforms=transforms)
-    config = dict(preset=variant.upper(), r_max=R_MAX, avg_num_neighbors=avg_nn, type_names=type_names)
+    config = dict(variant=variant, r_max=R_MAX, avg_num_neighbors=avg_nn, type_names=type_names)
     return calc, {"config": config, "n_params": sum(p.numel() for p in model.parameters()),
                   "peer_version": __import__("nequip").__version__}
 
