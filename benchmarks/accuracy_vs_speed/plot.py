@@ -1,13 +1,13 @@
 """Force error against MD time per step: one point per model and size, as MLIP papers show.
 
-    python benchmarks/plot_accuracy_vs_speed.py POINTS.json --out docs/results/ethanol_accuracy_speed.png
+    python benchmarks/accuracy_vs_speed/plot.py POINTS.json --out docs/results/ethanol_accuracy_speed.png
 
 ``POINTS.json`` is a list of records, one per trained model::
 
     {"family": "SINet" | "MACE" | "NequIP", "label": "L=2, 32 ch",
      "f_mae_mev_a": 5.1, "ms_per_step": 3.2, "dtype": "float64", ...}
 
-(``benchmarks/accuracy_vs_speed.py collect`` writes it from the training runs and the
+(``benchmarks/accuracy_vs_speed/collect.py`` writes it from the training runs and the
 ``bench_md.py`` timings). Points of one family are joined by a line in order of speed.
 """
 
