@@ -30,7 +30,7 @@ def point(family, label, run_dir: Path, ms_per_step, dtype):
             "f_mae_mev_a": scores["forces_mae_meV_per_A"],
             "f_rmse_mev_a": scores["forces_rmse_meV_per_A"],
             "e_mae_mev": scores["energy_mae_meV_per_molecule"],
-            "train_cpu_s": scores.get("train_loop_cpu_s")}
+            "train_cpu_s": scores.get("train_loop_cpu_s", scores.get("train_cpu_seconds"))}
 
 
 def sinet_label(run_dir: Path):
