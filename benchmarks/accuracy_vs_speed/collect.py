@@ -18,6 +18,11 @@ import json
 from pathlib import Path
 
 
+#: readable sizes of the bench_md peer specs
+PEER_LABELS = {"mace-l1": "64x0e+64x1o", "mace-l2": "64x0e+64x1o+64x2e",
+               "mace-paper": "256x0e+256x1o+256x2e", "nequip-t3l1c32": "3 layers, l=1, 32 ch"}
+
+
 def md_times(records, dtype):
     """``{model spec: ms per step}`` of the successful bench_md records in ``dtype``."""
     return {r["model"]: r["median_ms"] for r in records if "error" not in r and r["dtype"] == dtype}
@@ -57,7 +62,7 @@ def main():
     for item in args.peer:
         family, rest = item.split("=", 1)
         run, spec = rest.rsplit(":", 1)
-        points.append(point({"mace": "MACE", "nequip": "NequIP"}[family], spec.split("-", 1)[1],
+        points.append(point({"mace": "MACE", "nequip": "NequIP"}[family], PEER_LABELS.get(spec, spec),
                             Path(run), times[spec], args.dtype))
     Path(args.out).write_text(json.dumps(points, indent=1))
     for p in points:

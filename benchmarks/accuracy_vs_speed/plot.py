@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 MARKERS = {"SINet": "o", "MACE": "s", "NequIP": "^"}
 
@@ -34,6 +35,8 @@ def plot(points, out: Path, title: str) -> None:
             ax.annotate(p["label"], (p["ms_per_step"], p["f_mae_mev_a"]), fontsize=7,
                         textcoords="offset points", xytext=(4, 3))
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("MD time per step (ms, ASE velocity Verlet)")
     ax.set_ylabel("test force MAE (meV/Å)")
     ax.set_title(title, fontsize=9)

@@ -114,6 +114,7 @@ def main():
     parser.add_argument("--slice", type=int, default=20, help="test frames to commit")
     parser.add_argument("--nve-ps", type=float, default=10.0)
     parser.add_argument("--md-json", default=None, help="bench_md.py results with this model")
+    parser.add_argument("--note", default="", help="a line about how the run went, for the card")
     args = parser.parse_args()
 
     run = Path(args.run_dir)
@@ -138,7 +139,9 @@ def main():
         "name": args.name, "title": args.title, "start_structure": args.start,
         "training_config": config, "epochs_done": summary.get("epochs_done"),
         "best_epoch": summary.get("best", {}).get("epoch"),
-        "train_seconds": summary.get("train_seconds"), "hardware": summary.get("hardware"),
+        "train_seconds": summary.get("train_seconds"),
+        "train_cpu_seconds": summary.get("train_cpu_seconds"), "hardware": summary.get("hardware"),
+        "note": args.note,
         "elements": model.elements, "test": metrics,
         "test_slice": {"file": f"{args.name}_test_slice.extxyz", **slice_metrics},
         "nve_300K": nve, "reference": args.reference,
@@ -173,12 +176,14 @@ def render_card(card) -> str:
   least-squares fit to the training energies (one molecule fixes only their sum), so energies
   are meaningful as energies of this molecule's conformations, not of isolated atoms.
 - Training: {card['epochs_done']} epochs (best {card['best_epoch']}),
-  {(card['train_seconds'] or 0) / 60:.0f} min on {hw.get('cpu_count')} cores, {hw.get('threads')}
-  torch thread(s), shared with other jobs; AdamW lr {t['training']['lr']}, batch
-  {t['training']['batch_size']}, cosine schedule, loss weights energy/atom
+  {(card.get('train_cpu_seconds') or 0) / 60:.0f} CPU minutes ({(card['train_seconds'] or 0) / 60:.0f} min wall
+  on {hw.get('cpu_count')} cores shared with other jobs, {hw.get('threads')} torch thread);
+  AdamW lr {t['training']['lr']}, batch {t['training']['batch_size']}, {t['training']['scheduler']}
+  schedule down to {t['training']['min_lr']}, loss weights energy/atom
   {t['training']['energy_weight']}, forces {t['training']['forces_weight']}, after a fraction
   {t['training'].get('stage2_start')} of the schedule energy/atom {t['training'].get('stage2_energy_weight')}; EMA
   {t['training']['ema_decay']}.
+{('- ' + card['note']) if card.get('note') else ''}
 - Reproduce: `sinet-train {t['run_dir'].replace('runs/', 'training/dft/')}.yaml` (the recipe), then
   `python training/dft/publish_dft_potential.py {t['run_dir']} --name {card['name']} --start {card['start_structure']}`.
 
