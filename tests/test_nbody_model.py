@@ -115,6 +115,18 @@ def test_checkpoint_reloads_with_same_test_mse(trained, small_data, tmp_path, ca
     assert "ensemble of 2 models" in printed and f"test MSE: {ensemble:.6f}" in printed
     with pytest.raises(SystemExit):
         evaluate_main([f"{out / 'best.pt'},{out / 'best.pt'}", str(npz), "--time"])
+    # bad data: a clear one-line error and exit code 2, not "test MSE: nan" or a tensor error
+    bad = {k: np.array(a, dtype=np.float64) for k, a in small_data["test"].items() if k in ds.EVAL_KEYS}
+    bad["x"][0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", **bad)
+    four = {k: a[:, :4] for k, a in small_data["test"].items() if k in ds.EVAL_KEYS}
+    np.savez(tmp_path / "four.npz", **four)
+    capsys.readouterr()
+    assert evaluate_main([str(out / "best.pt"), str(tmp_path / "nan.npz")]) == 2
+    assert "x holds NaN" in capsys.readouterr().err
+    assert evaluate_main([str(out / "best.pt"), str(tmp_path / "four.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "has shape" in err and "5 particles" in err
 
 
 def test_rollout_shapes_and_single_step(trained, small_data):

@@ -285,12 +285,27 @@ def save_npz_split(path, split: dict) -> None:
 
 
 def load_npz_split(path) -> dict:
-    """Read an evaluation-format ``.npz`` into a dict of ``x, v, q, target``."""
+    """Read an evaluation-format ``.npz`` into a dict of ``x, v, q, target``.
+
+    Raises ``ValueError`` naming the array when a key is missing, a shape is not
+    ``x, v, target (N, 5, 3)`` and ``q (N, 5)`` (the model was built for
+    :data:`~sinet_ase.nbody.simulator.N_PARTICLES` particles), or a value is NaN or infinite
+    (it would make the test MSE NaN).
+    """
     with np.load(Path(path), allow_pickle=False) as z:
         missing = set(EVAL_KEYS) - set(z.files)
         if missing:
-            raise KeyError(f"{path} lacks {sorted(missing)}")
-        return {k: z[k] for k in EVAL_KEYS}
+            raise ValueError(f"{path} lacks {sorted(missing)}; it needs {', '.join(EVAL_KEYS)}")
+        split = {k: z[k] for k in EVAL_KEYS}
+    n, p = len(split["x"]), sim.N_PARTICLES
+    expected = {"x": (n, p, 3), "v": (n, p, 3), "target": (n, p, 3), "q": (n, p)}
+    for key, shape in expected.items():
+        if split[key].shape != shape:
+            raise ValueError(f"{path}: {key} has shape {split[key].shape}, expected {shape} "
+                             f"(N systems of {p} particles)")
+        if not np.all(np.isfinite(split[key])):
+            raise ValueError(f"{path}: {key} holds NaN or infinite values; fix or remove those systems")
+    return split
 
 
 def baseline_mse(split: dict, interval: float = None) -> dict:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -102,7 +103,11 @@ def main(argv=None) -> int:
     models = load_nbody_ensemble(a.checkpoint)
     if a.time and len(models) > 1:
         p.error("--time times one model: give a single checkpoint")
-    split = load_npz_split(a.data)
+    try:
+        split = load_npz_split(a.data)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     result = evaluate_models(models, split, a.batch_size)
     if a.time:
         result["inference"] = time_inference(models[0].to(resolve_device(a.device)), split, a.batch_size)
