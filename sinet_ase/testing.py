@@ -105,3 +105,31 @@ def emt_frames(formula: str, n: int, seed: int, rattle: float = 0.08):
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
         frames.append(atoms)
     return frames
+
+
+class FullDiskFile:
+    """A file handle on a disk that fills up after ``room`` more bytes: a write that does
+    not fit writes what fits, then raises ``OSError(ENOSPC)`` as a real full disk does."""
+
+    def __init__(self, handle, room: int):
+        self.handle, self.room = handle, room
+
+    def write(self, data):
+        import errno
+        import os
+
+        if len(data) > self.room:
+            self.handle.write(data[: self.room])
+            self.room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()

@@ -1,7 +1,6 @@
 """Model files: metadata that a safe load accepts, load-back before replacing, full disk, bad versions."""
 
 import datetime
-import errno
 import os
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from sinet_ase import ModelFileError, SINet, load_model, save_model
 from sinet_ase import files as files_module
 from sinet_ase.files import DiskFullError
 from sinet_ase.io import model_to_dict
+from sinet_ase.testing import FullDiskFile
 
 
 def make_model(seed=0):
@@ -62,33 +62,11 @@ def test_a_string_format_version_is_reported_as_invalid(tmp_path):
         load_model(tmp_path / "v.pt")
 
 
-class _FullDisk:
-    """A file handle on a disk that fills up after ``room`` bytes."""
-
-    def __init__(self, handle, room):
-        self.handle, self.room = handle, room
-
-    def write(self, data):
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return self.handle.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.handle, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.close()
-
-
 def test_a_full_disk_during_save_model_says_so_and_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "m.pt"
     save_model(make_model(0), path, metadata={"note": "good"})
     real_fdopen = os.fdopen
-    monkeypatch.setattr(files_module.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 1000))
+    monkeypatch.setattr(files_module.os, "fdopen", lambda fd, mode: FullDiskFile(real_fdopen(fd, mode), 1000))
     with pytest.raises(DiskFullError, match=r"the disk is full: could not write .*m\.pt.*unchanged"):
         save_model(make_model(1), path)
     monkeypatch.undo()

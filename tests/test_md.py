@@ -10,6 +10,7 @@ from ase.io import read
 from sinet_ase import md as md_module
 from sinet_ase.cli import md_main
 from sinet_ase.md import MDInstabilityError, StabilityMonitor
+from sinet_ase.testing import FullDiskFile
 
 
 def emt_ethanol():
@@ -102,32 +103,12 @@ def test_a_blown_up_run_stops_with_exit_code_3_and_keeps_its_trajectory(tmp_path
 
 def test_a_full_disk_during_extxyz_output_keeps_whole_frames_and_says_so(tmp_path, capsys, monkeypatch):
     import builtins
-    import errno
-    import os
-
     real_open, calls = builtins.open, []
-
-    class HalfWrite:
-        def __init__(self, handle):
-            self.handle = handle
-
-        def write(self, data):
-            self.handle.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
 
     def filling_disk(path, mode="r", *args, **kw):
         calls.append(path)
         handle = real_open(path, mode, *args, **kw)
-        return HalfWrite(handle) if len(calls) == 3 else handle
+        return FullDiskFile(handle, 50) if len(calls) == 3 else handle
 
     monkeypatch.setattr(md_module, "open", filling_disk, raising=False)
     traj = tmp_path / "out.extxyz"
