@@ -12,7 +12,7 @@ from sinet_ase.cli import train_main
 from sinet_ase.data.atomic import read_structures
 from sinet_ase.train import Trainer
 from sinet_ase.train.config import TrainConfig
-from sinet_ase.testing import emt_frames
+from sinet_ase.testing import FullDiskFile, emt_frames
 
 
 @pytest.mark.parametrize("label", ["energy", "forces", "stress"])
@@ -79,7 +79,6 @@ def test_config_numbers_keep_their_meaning():
 def test_a_full_disk_while_training_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     import os
 
-    from test_io import _FullDisk
 
     from sinet_ase import files as files_module
 
@@ -88,7 +87,7 @@ def test_a_full_disk_while_training_is_a_one_line_error(tmp_path, capsys, monkey
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(raw_config(data, tmp_path / "run")))
     real_fdopen = os.fdopen
-    monkeypatch.setattr(files_module.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 100))
+    monkeypatch.setattr(files_module.os, "fdopen", lambda fd, mode: FullDiskFile(real_fdopen(fd, mode), 100))
     assert train_main([str(config), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sinet-train: error: the disk is full: could not write ") and err.count("\n") == 1
