@@ -241,6 +241,11 @@ def eval_main(argv=None) -> int:
                         help="stress label (default: stress); when given, every frame needs it")
     parser.add_argument("--virials-key", default=None,
                         help="virials label (eV) read where a frame has no stress (default: virials)")
+    parser.add_argument("--stress-convention", choices=["ase", "vasp_kbar"], default="ase",
+                        help="how stress labels are written: ASE's eV/Å^3 (default) or VASP's raw "
+                             "kB, compression positive, xx yy zz xy yz zx (mlearn's virial_stress_raw)")
+    parser.add_argument("--config-type-key", default="config_type",
+                        help="info key that groups structures in the table (default: config_type)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -259,7 +264,8 @@ def eval_main(argv=None) -> int:
     defaults = LabelKeys()
     keys = LabelKeys(energy=args.energy_key or defaults.energy, forces=args.forces_key or defaults.forces,
                      stress=args.stress_key or defaults.stress,
-                     virials=args.virials_key or defaults.virials)
+                     virials=args.virials_key or defaults.virials,
+                     stress_convention=args.stress_convention, config_type=args.config_type_key)
     try:
         model = load_model(args.model).to(device=args.device,
                                           dtype=getattr(torch, args.dtype))

@@ -72,7 +72,7 @@ def _rows(frames: Sequence[Atoms], preds, keys: LabelKeys) -> List[Dict]:
     for atoms, pred in zip(frames, preds):
         f_ref = get_forces(atoms, keys)
         s_ref = get_stress(atoms, keys) if pred["stress"] is not None else None
-        rows.append({"config_type": config_type(atoms), "n_atoms": len(atoms),
+        rows.append({"config_type": config_type(atoms, keys), "n_atoms": len(atoms),
                      "de": pred["energy"] - get_energy(atoms, keys),
                      "df": None if f_ref is None else pred["forces"] - f_ref,
                      "ds": None if s_ref is None else pred["stress"] - s_ref})

@@ -17,9 +17,12 @@ Shapes and units: energy a scalar (eV); forces ``(N, 3)`` (eV/Å); stress ``(3, 
 ``(9,)`` or Voigt ``(6,)`` in ASE's order ``xx yy zz yz xz xy`` (eV/Å^3, ASE's sign:
 ``sigma = (1/V) dE/d(strain)``). Virials ``W`` (eV, ``(3, 3)``, ``(9,)`` or Voigt ``(6,)``,
 ``W = -dE/d(strain)``) are read when a structure has no stress label, and converted to
-``sigma = -W / V`` with ``V = |det(cell)|``.
+``sigma = -W / V`` with ``V = |det(cell)|``. ``stress_convention: vasp_kbar`` reads stress
+labels written as VASP prints them (kB, compression positive, order ``xx yy zz xy yz zx``;
+the ``virial_stress_raw`` of the mlearn files) and converts them to ASE's:
+``sigma_ase = -0.1 GPa * raw`` (1 kB = 0.1 GPa), reordered to ``xx yy zz yz xz xy``.
 
-``atoms.info["config_type"]`` names a structure's kind (``"Default"`` when absent);
+``atoms.info[config_type_key]`` (``config_type`` unless set, e.g. ``group`` for mlearn) names a structure's kind (``"Default"`` when absent);
 :data:`ISOLATED_ATOM_TYPES` mark single-atom reference frames whose energy is the
 element's ``E0``.
 """
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from .errors import ConfigError
@@ -37,6 +40,10 @@ from .errors import ConfigError
 ISOLATED_ATOM_TYPES = ("isolated_atom", "IsolatedAtom")
 #: config_type of a structure without one (and the fallback of per-type loss weights)
 DEFAULT_CONFIG_TYPE = "Default"
+#: how stress labels are written: ASE's eV/Å^3 (tension positive) or VASP's raw kB
+STRESS_CONVENTIONS = ("ase", "vasp_kbar")
+#: VASP's Voigt order xx yy zz xy yz zx, as indices into it for ASE's xx yy zz yz xz xy
+_VASP_TO_ASE_VOIGT = (0, 1, 2, 4, 5, 3)
 
 
 @dataclass(frozen=True)
@@ -47,12 +54,20 @@ class LabelKeys:
     forces: str = "forces"
     stress: str = "stress"
     virials: str = "virials"
+    stress_convention: str = "ase"
+    config_type: str = "config_type"
+
+    def __post_init__(self):
+        if self.stress_convention not in STRESS_CONVENTIONS:
+            raise ConfigError(f"stress convention must be one of {STRESS_CONVENTIONS}, "
+                              f"got {self.stress_convention!r}")
 
     @classmethod
     def from_config(cls, data) -> "LabelKeys":
         """The keys of a ``data`` config section (:class:`sinet_ase.train.config.DataConfig`)."""
         return cls(energy=data.energy_key, forces=data.forces_key, stress=data.stress_key,
-                   virials=data.virials_key)
+                   virials=data.virials_key, stress_convention=data.stress_convention,
+                   config_type=data.config_type_key)
 
 
 def lookup(atoms: Atoms, key: str) -> Optional[Any]:
@@ -104,6 +119,12 @@ def get_stress(atoms: Atoms, keys: LabelKeys = LabelKeys()) -> Optional[np.ndarr
     """Reference stress ``(3, 3)`` (eV/Å^3): ``keys.stress``, else ``-virials / volume``; or None."""
     value = lookup(atoms, keys.stress)
     if value is not None:
+        if keys.stress_convention == "vasp_kbar":
+            raw = np.asarray(value, dtype=np.float64)
+            if raw.shape != (6,):
+                raise ConfigError(f"stress label {keys.stress!r} has shape {raw.shape}; "
+                                  "stress_convention vasp_kbar expects 6 values xx yy zz xy yz zx")
+            value = -0.1 * units.GPa * raw[list(_VASP_TO_ASE_VOIGT)]
         return _full_3x3(value, f"stress label {keys.stress!r}")
     value = lookup(atoms, keys.virials)
     if value is None:
@@ -116,12 +137,12 @@ def get_stress(atoms: Atoms, keys: LabelKeys = LabelKeys()) -> Optional[np.ndarr
     return -virials / volume
 
 
-def config_type(atoms: Atoms) -> str:
-    """``atoms.info["config_type"]`` as a string, :data:`DEFAULT_CONFIG_TYPE` when absent."""
-    value = atoms.info.get("config_type")
+def config_type(atoms: Atoms, keys: LabelKeys = LabelKeys()) -> str:
+    """``atoms.info[keys.config_type]`` as a string, :data:`DEFAULT_CONFIG_TYPE` when absent."""
+    value = atoms.info.get(keys.config_type)
     return DEFAULT_CONFIG_TYPE if value is None else str(value)
 
 
-def is_isolated_atom(atoms: Atoms) -> bool:
+def is_isolated_atom(atoms: Atoms, keys: LabelKeys = LabelKeys()) -> bool:
     """Whether a frame is an isolated-atom (E0) reference (by its config_type)."""
-    return config_type(atoms) in ISOLATED_ATOM_TYPES
+    return config_type(atoms) in ISOLATED_ATOM_TYPES or config_type(atoms, keys) in ISOLATED_ATOM_TYPES

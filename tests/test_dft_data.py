@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
+from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 from test_train import emt_crystals, emt_frames
@@ -16,7 +16,7 @@ from sinet_ase import ConfigError, SINet, SINetCalculator, save_model
 from sinet_ase.cli import eval_main
 from sinet_ase.data.atomic import fit_atomic_energies, read_atomic_energies, read_structures
 from sinet_ase.graph import atoms_to_graph
-from sinet_ase.labels import LabelKeys, get_stress
+from sinet_ase.labels import LabelKeys, config_type, get_stress
 from sinet_ase.train import Trainer
 from sinet_ase.train.config import TrainConfig
 
@@ -195,6 +195,39 @@ def test_bad_isolated_atom_frames(tmp_path):
     write(tmp_path / "iso2.xyz", [isolated("H", -1.0), isolated("H", -2.0)])
     with pytest.raises(ConfigError, match="two isolated-atom energies for H"):
         read_atomic_energies(str(tmp_path / "iso2.xyz"))
+
+
+def test_vasp_kbar_stress_labels_read_as_ase_stress(files):
+    """VASP's raw stress (kB, compression positive, xx yy zz xy yz zx) reads back as ASE's."""
+    keys = LabelKeys(stress="raw", stress_convention="vasp_kbar")
+    for atoms in read(files / "cu.extxyz", ":"):
+        s = atoms.get_stress(voigt=False) / (0.1 * units.GPa)  # kB, tension positive
+        atoms.info["raw"] = -np.array([s[0, 0], s[1, 1], s[2, 2], s[0, 1], s[1, 2], s[2, 0]])
+        assert np.allclose(get_stress(atoms, keys), atoms.get_stress(voigt=False), atol=1e-12)
+    atoms.info["raw"] = np.zeros(9)
+    with pytest.raises(ConfigError, match="vasp_kbar expects 6 values"):
+        get_stress(atoms, keys)
+    with pytest.raises(ConfigError, match="stress convention must be one of"):
+        LabelKeys(stress_convention="kbar")
+    with pytest.raises(ConfigError, match="data.stress_convention must be"):
+        TrainConfig.from_dict({"data": {"train": ["x"], "stress_convention": "GPa"}})
+
+
+@pytest.mark.skipif(not (SHARED / "mlearn" / "Si" / "training.extxyz").is_file(),
+                    reason="shared DFT data not present")
+def test_mlearn_elastic_frames_compressed_cells_have_positive_pressure():
+    """The sign of the converted mlearn stress: across the strained ('Elastic') Si cells,
+    pressure -tr(sigma)/3 falls as the volume per atom grows."""
+    from scipy.stats import spearmanr
+
+    keys = LabelKeys(stress="virial_stress_raw", stress_convention="vasp_kbar",
+                     config_type="group")
+    frames = read(SHARED / "mlearn" / "Si" / "training.extxyz", ":")
+    elastic = [a for a in frames if config_type(a, keys) == "Elastic"]
+    assert len(elastic) > 20
+    volume = [a.get_volume() / len(a) for a in elastic]
+    pressure = [-np.trace(get_stress(a, keys)) / 3 for a in elastic]
+    assert spearmanr(volume, pressure)[0] < -0.9
 
 
 @pytest.mark.skipif(not (SHARED / "rmd17_ethanol" / "isolated_atoms.xyz").is_file(),

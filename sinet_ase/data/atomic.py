@@ -203,11 +203,13 @@ def force_rms(frames: Sequence[Atoms], keys: Optional[LabelKeys] = None) -> floa
     return float(np.sqrt(np.mean(forces ** 2))) if forces.size else 1.0
 
 
-def config_type_weight(atoms: Atoms, weights: Optional[Dict[str, float]]) -> float:
+def config_type_weight(atoms: Atoms, weights: Optional[Dict[str, float]],
+                       keys: Optional[LabelKeys] = None) -> float:
     """Loss weight of a structure: ``weights[config_type]``, else ``weights["Default"]``, else 1."""
     if not weights:
         return 1.0
-    return float(weights.get(config_type(atoms), weights.get(DEFAULT_CONFIG_TYPE, 1.0)))
+    kind = config_type(atoms, keys or LabelKeys())
+    return float(weights.get(kind, weights.get(DEFAULT_CONFIG_TYPE, 1.0)))
 
 
 def elements_of(frames: Sequence[Atoms]) -> List[str]:
@@ -236,7 +238,7 @@ def to_graphs(frames: Sequence[Atoms], cutoff: float, elements: Sequence[str],
     graphs = []
     for atoms in frames:
         graph = atoms_to_graph(atoms, cutoff, elements, with_labels=True, keys=keys)
-        graph.weight = torch.tensor([config_type_weight(atoms, config_type_weights)],
+        graph.weight = torch.tensor([config_type_weight(atoms, config_type_weights, keys)],
                                     dtype=torch.float64)
         graphs.append(graph)
     return graphs

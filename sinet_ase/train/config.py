@@ -8,6 +8,7 @@ Sections and keys (defaults in the dataclasses below)::
     data:   {train: [files], valid: [files] | null, test: [files] | null,
              valid_size: 0.05, test_size: 0.0, require_stress: false,
              energy_key: energy, forces_key: forces, stress_key: stress, virials_key: virials,
+             stress_convention: ase, config_type_key: config_type,
              atomic_energies: fit, config_type_weights: null}
     model:  {cutoff: 5.0, lmax: 2, channels: 64, num_layers: 2, ...}  # SINet keywords
             # or {init_from: sinet-xtb-md17 | path/model.pt}: fine-tune (below)
@@ -82,6 +83,8 @@ class DataConfig:
     forces_key: str = "forces"
     stress_key: str = "stress"
     virials_key: str = "virials"
+    stress_convention: str = "ase"       # ase (eV/Å^3) | vasp_kbar (raw VASP kB, see labels)
+    config_type_key: str = "config_type"
     atomic_energies: Union[str, Dict[str, float]] = "fit"
     config_type_weights: Optional[Dict[str, float]] = None
 
@@ -292,9 +295,12 @@ class TrainConfig:
             raise ConfigError(f"training.loss must be 'mse' or 'huber', got {t.loss!r}")
         if not (isinstance(t.huber_delta, (int, float)) and t.huber_delta > 0):
             raise ConfigError(f"training.huber_delta must be a positive number, got {t.huber_delta!r}")
-        for key in ("energy_key", "forces_key", "stress_key", "virials_key"):
+        for key in ("energy_key", "forces_key", "stress_key", "virials_key", "config_type_key"):
             if not isinstance(getattr(d, key), str) or not getattr(d, key):
                 raise ConfigError(f"data.{key} must be a non-empty string, got {getattr(d, key)!r}")
+        if d.stress_convention not in ("ase", "vasp_kbar"):
+            raise ConfigError(f"data.stress_convention must be 'ase' (eV/Å^3) or 'vasp_kbar' "
+                              f"(VASP's raw kB, xx yy zz xy yz zx), got {d.stress_convention!r}")
         e0 = d.atomic_energies
         if isinstance(e0, dict):
             bad = {k: v for k, v in e0.items()

@@ -90,6 +90,9 @@ def _distributed_teardown():
     import torch.distributed as dist
 
     if dist.is_initialized():
+        # every rank reaches this point before any tears down: a rank that destroys the
+        # group while another still has collectives in flight aborts in gloo's threads
+        dist.barrier()
         dist.destroy_process_group()
     _OWNS_PROCESS_GROUP = False
 
