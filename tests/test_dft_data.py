@@ -197,6 +197,20 @@ def test_bad_isolated_atom_frames(tmp_path):
         read_atomic_energies(str(tmp_path / "iso2.xyz"))
 
 
+def test_frame_selection_syntax_reads_the_frames_ase_would(files):
+    path = files / "mixed.extxyz"
+    frames = read(path, ":")
+    head, tail = read_structures(f"{path}@:20"), read_structures(f"{path}@20:")
+    assert len(head) == 20 and len(tail) == len(frames) - 20
+    assert np.allclose(tail[0].positions, frames[20].positions)
+    assert np.allclose(read_structures(f"{path}@5")[0].positions, frames[5].positions)
+    assert len(read_structures(f"{path}@1:9:2")) == 4
+    with pytest.raises(ConfigError, match="frame selection after '@' must be"):
+        read_structures(f"{path}@first")
+    with pytest.raises(ConfigError, match="holds no structures in the selected range"):
+        read_structures(f"{path}@500:")
+
+
 def test_vasp_kbar_stress_labels_read_as_ase_stress(files):
     """VASP's raw stress (kB, compression positive, xx yy zz xy yz zx) reads back as ASE's."""
     keys = LabelKeys(stress="raw", stress_convention="vasp_kbar")

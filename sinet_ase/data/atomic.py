@@ -54,9 +54,34 @@ def _read_all(path: Path) -> List[Atoms]:
     return read(io.StringIO(text), index=":", format=fmt)
 
 
+def split_frame_selection(path: PathLike) -> Tuple[Path, Optional[slice]]:
+    """``"data.xyz@1000:"`` -> ``(Path("data.xyz"), slice(1000, None))``: ASE's ``file@index``
+    syntax (``@start:stop[:step]`` or ``@k``). A path that exists as given is never split."""
+    text = str(path)
+    if Path(text).exists() or "@" not in text:
+        return Path(text), None
+    name, _, index = text.rpartition("@")
+    try:
+        parts = [int(p) if p.strip() else None for p in index.split(":")]
+    except ValueError:
+        raise ConfigError(f"{text}: the frame selection after '@' must be k or start:stop[:step] "
+                          f"(as in ase.io.read), got {index!r}") from None
+    if len(parts) == 1:
+        k = parts[0]
+        if k is None:
+            raise ConfigError(f"{text}: empty frame selection after '@'")
+        return Path(name), slice(k, None if k == -1 else k + 1)
+    if len(parts) > 3:
+        raise ConfigError(f"{text}: the frame selection after '@' must be start:stop[:step]")
+    return Path(name), slice(*parts)
+
+
 def read_structures(path: PathLike, require_forces: bool = True,
                     require_stress: bool = False, keys: Optional[LabelKeys] = None) -> List[Atoms]:
     """All frames of an extxyz / ASE-db / any ase.io file, checked for labels.
+
+    ``path@start:stop`` selects frames as ``ase.io.read``'s ``file@index`` does (for
+    example ``aspirin.xyz@:1000`` to train on and ``aspirin.xyz@1000:`` to test on).
 
     Raises :class:`ConfigError` naming the file when it cannot be read, when a frame
     lacks the energy (or forces, or stress when asked for) under ``keys``, or when a label
@@ -64,15 +89,18 @@ def read_structures(path: PathLike, require_forces: bool = True,
     Isolated-atom frames (:func:`sinet_ase.labels.is_isolated_atom`) need the energy only.
     """
     keys = keys or LabelKeys()
-    path = Path(path)
+    path, selection = split_frame_selection(path)
     if not path.exists():
         raise ConfigError(f"data file {path} does not exist")
     try:
         frames = _read_all(path)
     except Exception as err:  # ase.io raises many types for unreadable files
         raise ConfigError(f"cannot read {path} with ase.io.read: {type(err).__name__}: {err}") from err
+    if selection is not None:
+        frames = frames[selection]
     if not frames:
-        raise ConfigError(f"{path} holds no structures")
+        raise ConfigError(f"{path} holds no structures"
+                          + ("" if selection is None else " in the selected range"))
     for k, atoms in enumerate(frames):
         isolated = is_isolated_atom(atoms)
         try:
