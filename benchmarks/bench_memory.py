@@ -62,8 +62,8 @@ def run_worker(cfg):
         record.update(refused=str(err), seconds=time.perf_counter() - wall)
     # counted after the call, so that this graph's memory is not in the peak
     num_edges = int(atoms_to_graph(atoms, calc.model.cutoff).edge_index.shape[1])
-    used = calc.model.backbone.edge_chunk_size
-    record.update(n_edges=num_edges, edge_chunk_size=used, chunked=used is not None and num_edges > used,
+    used = calc.model.backbone.chunk_size_for(num_edges)  # None: the whole graph at once
+    record.update(n_edges=num_edges, edge_chunk_size=used, chunked=used is not None,
                   estimate_gib=estimate_call_bytes(calc.model, len(atoms), num_edges, used) / 2**30)
     return record
 

@@ -31,7 +31,7 @@ from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, eva
 from .domain import domain_problems, report_domain
 from .graph import atoms_to_graph
 from .inference import prepare_model
-from .memory import auto_chunk_from, auto_chunk_size, check_memory
+from .memory import auto_chunk_from, auto_chunk_size, check_memory, periodic_edge_estimate
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -164,11 +164,16 @@ class SINetCalculator(Calculator):
                 "stress needs a cell periodic in all three directions (atoms.pbc is "
                 f"{atoms.pbc.tolist()})"
             )
-        graph = atoms_to_graph(atoms, self.model.cutoff, self.model.elements).to(self.device)
         limit = None if self.memory_limit_gib is None else int(float(self.memory_limit_gib) * 2**30)
+        backbone = self.model.backbone
+        if atoms.pbc.all() and len(atoms):  # refuse before the neighbour list, which takes memory per pair
+            guess = periodic_edge_estimate(len(atoms), atoms.cell.array, self.model.cutoff)
+            if guess is not None:
+                check_memory(self.model, len(atoms), guess, backbone.chunk_size_for(guess), self.device,
+                             limit, estimated_edges=True)
+        graph = atoms_to_graph(atoms, self.model.cutoff, self.model.elements).to(self.device)
         num_edges = int(graph.edge_index.shape[1])
-        check_memory(self.model, len(atoms), num_edges, self.model.backbone.chunk_size_for(num_edges),
-                     self.device, limit)
+        check_memory(self.model, len(atoms), num_edges, backbone.chunk_size_for(num_edges), self.device, limit)
         if self.committee:
             self.results = evaluate_committee(self.models, graph, want_stress)
             return

@@ -18,9 +18,9 @@ One call keeps, besides the process itself (torch, the model: a few hundred MB):
 
 For the shipped ``sinet-xtb-md17`` (``c = 32, L = 2, h = 64``) in float64, ``W d`` is
 53 KB: 2.6 MB per atom of liquid water (54 edges per atom within 5 Å) for a whole-graph
-pass, against about 20 KB per atom plus 130 MB for a chunk of 2,500 edges (constants
+pass, against about 15 KB per atom plus 130 MB for a chunk of 2,500 edges (constants
 fitted to the peak resident memory of ``benchmarks/bench_memory.py``, which the estimate
-matches within about 20 %).
+matches within about 30 %).
 
 :func:`auto_chunk_size` is the chunk whose working set is :data:`CHUNK_BYTES`, used by
 the calculator's default ``edge_chunk_size="auto"`` where a whole-graph pass would need
@@ -32,6 +32,7 @@ process part-way.
 
 from typing import Optional
 
+import numpy as np
 import torch
 
 from .errors import InsufficientMemoryError
@@ -118,10 +119,22 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**29 else f"{n / 2**20:.0f} MiB"
 
 
+def periodic_edge_estimate(num_atoms: int, cell, cutoff: float) -> Optional[int]:
+    """Directed pairs within ``cutoff`` of a uniform fully periodic system, ``N^2 (4/3) pi r_c^3 / V``,
+    known before the neighbour list is built (which itself takes memory per pair); ``None``
+    for a cell without volume. A degenerate cell (vectors nearly parallel) has millions of
+    pairs per atom."""
+    volume = abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64))))
+    if not volume > 0:
+        return None
+    return int(num_atoms * num_atoms * 4.0 / 3.0 * np.pi * cutoff**3 / volume)
+
+
 def check_memory(model, num_atoms: int, num_edges: int, edge_chunk_size: Optional[int],
-                 device="cpu", limit_bytes: Optional[int] = None) -> int:
+                 device="cpu", limit_bytes: Optional[int] = None, estimated_edges: bool = False) -> int:
     """Raise :class:`InsufficientMemoryError` when :func:`estimate_call_bytes` exceeds
-    ``limit_bytes``, or, when that is ``None``, the memory available now. Returns the estimate."""
+    ``limit_bytes``, or, when that is ``None``, the memory available now. Returns the estimate.
+    ``estimated_edges``: ``num_edges`` is :func:`periodic_edge_estimate`'s, not a count."""
     estimate = estimate_call_bytes(model, num_atoms, num_edges, edge_chunk_size)
     limit = limit_bytes if limit_bytes is not None else available_bytes(device)
     if limit is None or estimate <= limit:
@@ -137,6 +150,7 @@ def check_memory(model, num_atoms: int, num_edges: int, edge_chunk_size: Optiona
         hints.append("dtype='float32' (less)")
     hints.append("a smaller structure or a machine with more memory")
     raise InsufficientMemoryError(
-        f"this structure ({num_atoms:,} atoms, {num_edges:,} pairs within the cutoff) needs about "
+        f"this structure ({num_atoms:,} atoms, {'about ' if estimated_edges else ''}{num_edges:,} pairs "
+        f"within the cutoff{' for its density' if estimated_edges else ''}) needs about "
         f"{_gib(estimate)} for energy and forces with {chunk} in {str(model.dtype).replace('torch.', '')}, "
         f"more than {source} ({_gib(limit)}); use " + ", or ".join(hints))

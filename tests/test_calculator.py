@@ -294,6 +294,13 @@ def test_automatic_chunks_and_the_early_memory_error():
     assert np.isfinite(roomy.get_potential_energy(big))
     with pytest.raises(ValueError, match="memory_limit_gib"):
         SINetCalculator(model, memory_limit_gib=0)
+    # a degenerate periodic cell (two nearly parallel vectors): 200 atoms would have about 2e8
+    # pairs; refused from the density, before the neighbour list (gigabytes) is built
+    degenerate = Atoms("Cu200", scaled_positions=np.random.default_rng(0).random((200, 3)),
+                       cell=[[3.0, 0, 0], [3.0, 0.01, 0], [0, 0, 3.0]], pbc=True)
+    with pytest.raises(InsufficientMemoryError, match=r"200 atoms, about [\d,]+ pairs within the cutoff "
+                                                      r"for its density"):
+        SINetCalculator(model, memory_limit_gib=4).get_potential_energy(degenerate)
 
 
 @pytest.mark.slow
