@@ -8,7 +8,8 @@ read its node features ``(N, c, (L+1)^2)``.
 
 ``SINet``: backbone + energy head
 
-``E = sum_i E_i``,  ``E_i = scale * MLP(h_i^0) + shift_{Z_i}``,
+``E = sum_i E_i``,  ``E_i = scale * MLP(h_i^0) + shift_{Z_i}``
+(``+ (1/2) sum_j V_ZBL(r_ij)`` with the ``zbl`` option, :mod:`sinet_ase.ops.zbl`),
 
 forces ``F = -dE/dx`` and stress ``sigma = (1/V) dE/d epsilon`` by autograd,
 with a symmetric strain ``epsilon`` applied to positions and cell
@@ -27,6 +28,7 @@ from .graph import symbols_to_numbers
 from .ops import (RadialEmbedding, ScalarInteractionLayer, SiFormerLayer, SphericalEmbedding,
                   SphericalLayout)
 from .ops.chunking import ReceiverChunks, layer_in_chunks
+from .ops.zbl import ZBLRepulsion
 from .ops.mlp import mlp
 
 BACKBONES = ("sinet", "siformer")
@@ -249,6 +251,13 @@ class SINet(torch.nn.Module):
         backbone: ``"sinet"`` (Scalar Interaction layers) or ``"siformer"`` (the
             scalar-interaction transformer, :class:`~sinet_ase.ops.SiFormerLayer`).
         num_heads: attention heads of a SiFormer backbone (must divide ``channels``).
+        zbl: add the ZBL screened nuclear repulsion of every pair closer than
+            ``zbl_cutoff_factor`` times the sum of their covalent radii
+            (:mod:`sinet_ase.ops.zbl`), so that atoms pushed together repel whatever the
+            training data held. Off by default; stored in ``config`` (with the factor)
+            only when on, so a model without it has the same config (and file) as before.
+        zbl_cutoff_factor: where the ZBL term ends, in sums of covalent radii (0.6: below
+            bonding distances, 0.58 Å for O-H, 0.91 Å for C-C).
 
     forward(graph, compute_forces=True, compute_stress=False, training=False) returns a dict:
     ``energy`` (G,), ``energies`` (N,), ``forces`` (N, 3), ``stress`` (G, 3, 3), all float64.
@@ -265,8 +274,13 @@ class SINet(torch.nn.Module):
                  radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,
                  avg_num_neighbors: float = 12.0,
                  atomic_energies: Optional[Dict[str, float]] = None, energy_scale: float = 1.0,
-                 backbone: str = "sinet", num_heads: int = 4):
+                 backbone: str = "sinet", num_heads: int = 4, zbl: bool = False,
+                 zbl_cutoff_factor: float = 0.6):
         super().__init__()
+        if not isinstance(zbl, bool):
+            raise TypeError(f"zbl must be true or false, got {zbl!r}")
+        if not float(zbl_cutoff_factor) > 0:
+            raise ValueError(f"zbl_cutoff_factor must be positive, got {zbl_cutoff_factor!r}")
         self.config = dict(
             elements=list(elements), cutoff=float(cutoff), lmax=int(lmax), channels=int(channels),
             num_layers=int(num_layers), num_radial=int(num_radial), radial_hidden=int(radial_hidden),
@@ -275,6 +289,11 @@ class SINet(torch.nn.Module):
             num_heads=int(num_heads),
         )
         self.backbone = SINetBackbone(**self.config)
+        self.zbl = None
+        if zbl:
+            self.config.update(zbl=True, zbl_cutoff_factor=float(zbl_cutoff_factor))
+            self.zbl = ZBLRepulsion(symbols_to_numbers(self.config["elements"]), self.config["cutoff"],
+                                    self.config["envelope_p"], float(zbl_cutoff_factor))
         self.energy_mlp = mlp([channels, max(channels // 2, 1), 1])
         self.set_energy_reference(atomic_energies or {}, energy_scale)
 
@@ -396,8 +415,11 @@ class SINet(torch.nn.Module):
         else:
             positions_strained = positions
 
-        vectors = edge_vectors(graph, positions_strained, cell, batch).to(self.dtype)
+        vectors = edge_vectors(graph, positions_strained, cell, batch)
         species = self.backbone.species(graph.z)
+        # the pair term in float64 from the float64 vectors, before the network's cast
+        repulsion = self.zbl(species, graph.edge_index, vectors) if self.zbl is not None else None
+        vectors = vectors.to(self.dtype)
         chunks = None if training else self.backbone.receiver_chunks(graph.edge_index, positions)
         if chunks is not None:  # large system, frozen weights: layer by layer, chunks of receivers
             vectors = vectors.index_select(0, chunks.edge_order)  # (the whole-order copy is freed)
@@ -410,6 +432,8 @@ class SINet(torch.nn.Module):
             network = self._compiled_network if self._compiled_network is not None else self.network_energies
             network_out = network(species, graph.edge_index, vectors)
         energies = network_out.to(torch.float64) * self.energy_scale + self.energy_shift[species]
+        if repulsion is not None:
+            energies = energies + repulsion
         energy = torch.zeros(num_graphs, dtype=torch.float64, device=energies.device)
         energy = energy.index_add(0, batch, energies)
         out = {"energy": energy, "energies": energies}

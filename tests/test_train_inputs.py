@@ -59,6 +59,8 @@ def test_a_non_finite_loss_stops_training_with_a_clear_message(tmp_path, capsys)
     ("data.valid_size=big", "data.valid_size = 'big' (str): expected a whole number or a number"),
     ("data.require_stress=1", "data.require_stress = 1 (int): expected true or false"),
     ("seed=x", "seed = 'x' (str): expected a whole number"),
+    ("model.lmax=two", "model.lmax = 'two' (str): expected a whole number"),
+    ("model.zbl=maybe", "model.zbl = 'maybe' (str): expected true or false"),
 ])
 def test_config_values_of_the_wrong_type_name_key_value_and_type(tmp_path, override, message, capsys):
     config = tmp_path / "c.yaml"

@@ -234,6 +234,10 @@ class TrainConfig:
                 data[key] = [data[key]]
         if isinstance(training.get("freeze"), str):
             training["freeze"] = [training["freeze"]]
+        if task == "energy":  # the types of SINet's keywords (lmax a whole number, zbl true or false, ...)
+            from ..model import SINet
+
+            model = _check_types(model, SINet.__init__, "model.")
         data = _check_types(data, DataConfig, "data.")
         training = _check_types(training, TrainingConfig, "training.")
         qm9 = _check_types(qm9, QM9Config, "qm9.")
@@ -423,7 +427,8 @@ def _type_name(hint: Any) -> str:
 
 
 def _check_types(section: Dict[str, Any], cls, prefix: str) -> Dict[str, Any]:
-    """The values of ``section`` conformed to the field types of dataclass ``cls``;
+    """The values of ``section`` conformed to the field types of dataclass ``cls`` (or the
+    annotated parameters of a function);
     a :class:`ConfigError` names the key, the value and the expected type otherwise."""
     hints = typing.get_type_hints(cls)
     out = dict(section)
