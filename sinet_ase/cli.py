@@ -211,7 +211,9 @@ def md_main(argv=None) -> int:
         print(f"sinet-md: error: {err} (try a smaller --timestep)", file=sys.stderr)
         return 3
     except (ValueError, KeyError, FileNotFoundError) as err:
-        print(f"sinet-md: error: {err}", file=sys.stderr)
+        # a KeyError's str() quotes its message
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"sinet-md: error: {message}", file=sys.stderr)
         return 2
     except OSError as err:  # disk full, permission denied, ... while reading or writing
         print(f"sinet-md: error: {_describe_os_error(err)}", file=sys.stderr)
@@ -227,7 +229,8 @@ def eval_main(argv=None) -> int:
                     "meV), force (meV/Å) and stress (meV/Å³) MAE and RMSE per file and per "
                     "config_type; predictions to extxyz for parity plots.",
     )
-    parser.add_argument("model", help="model file (best_model.pt of a sinet-train run)")
+    parser.add_argument("model", help="model file (best_model.pt of a sinet-train run) or the name "
+                                      "of a shipped potential (sinet-xtb-md17, ...)")
     parser.add_argument("data", nargs="+", help="labelled extxyz (or other ase.io) files")
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
     parser.add_argument("--output", default=None,
@@ -256,7 +259,7 @@ def eval_main(argv=None) -> int:
 
     from .errors import ModelFileError, SINetInputError
     from .evaluate import evaluate_files, format_table, write_predictions
-    from .io import load_model
+    from .inference import resolve_model
     from .labels import LabelKeys
 
     if args.batch_size < 1:
@@ -267,8 +270,8 @@ def eval_main(argv=None) -> int:
                      virials=args.virials_key or defaults.virials,
                      stress_convention=args.stress_convention, config_type=args.config_type_key)
     try:
-        model = load_model(args.model).to(device=args.device,
-                                          dtype=getattr(torch, args.dtype))
+        model = resolve_model(args.model).to(device=args.device,  # a file wins over a shipped name
+                                             dtype=getattr(torch, args.dtype))
         result, frames, preds = evaluate_files(
             model, args.data, keys, args.batch_size, args.device,
             require_forces=args.forces_key is not None, require_stress=args.stress_key is not None)

@@ -53,9 +53,23 @@ def test_main_job_runs_50_steps(tmp_path, capsys):
     assert len(frames) == 3 and len(frames[0]) == 21
 
 
+def test_sinet_eval_takes_a_shipped_potential_by_name(tmp_path, capsys):
+    from sinet_ase.cli import eval_main
+
+    from ase.io import write
+
+    frames = read(pretrained_path(SHIPPED).parent / card()["test_slice"]["file"], index="::20")
+    data = tmp_path / "slice.extxyz"
+    write(data, frames)
+    assert eval_main([SHIPPED, str(data), "--json", str(tmp_path / "m.json")]) == 0
+    assert 5 < json.loads((tmp_path / "m.json").read_text())["all"]["forces_mae_mev_a"] < 100
+
+
 def test_main_job_rejects_unknown_structure(capsys):
     assert md_main(["not-a-molecule", "--steps", "1"]) == 2
     assert "unknown structure" in capsys.readouterr().err
+    assert md_main(["ethanol", "--potential", "nope", "--steps", "1"]) == 2
+    assert capsys.readouterr().err.startswith("sinet-md: error: no shipped potential named 'nope';")
 
 
 #: potentials trained on the shared DFT benchmarks (training/dft/publish_dft_potential.py)
