@@ -67,10 +67,12 @@ def test_dft_potential_reproduces_its_card_and_runs_md_from_its_start(name, tmp_
     card = potential_card(name)
     info = card["test_slice"]
     model = load_model(pretrained_path(name)).double()
+    with_stress = info.get("stress_mae_mev_a3") is not None
     result, frames, _ = evaluate_files(model, [pretrained_path(name).parent / info["file"]],
-                                       require_forces=True)
+                                       require_forces=True, require_stress=with_stress)
     assert len(frames) == info["n_structures"]
-    for key in ("energy_mae_mev", "forces_mae_mev_a", "forces_rmse_mev_a"):
+    keys = ("energy_mae_mev", "forces_mae_mev_a", "forces_rmse_mev_a")
+    for key in keys + (("stress_mae_mev_a3",) if with_stress else ()):
         assert result["all"][key] == pytest.approx(info[key], rel=1e-6), key
     assert card["start_structure"] in shipped_structure_names()
     traj = tmp_path / "md.traj"
