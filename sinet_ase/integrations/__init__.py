@@ -8,5 +8,6 @@ module           what                                       extra (``pip install
 ``torchsim``     torch-sim ``ModelInterface`` (batched)     ``sinet-ase[torchsim]``
 ===============  =========================================  ==========================
 
-Nothing here is imported by ``sinet_ase`` itself, so the core package never needs them.
+OpenMM needs no module: openmm-ml's ASE bridge takes the calculator
+(``examples/openmm_md.py``, extra ``sinet-ase[openmm]``). Nothing here is imported by ``sinet_ase`` itself, so the core package never needs them.
 """
