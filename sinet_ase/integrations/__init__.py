@@ -9,5 +9,6 @@ module           what                                       extra (``pip install
 ===============  =========================================  ==========================
 
 OpenMM needs no module: openmm-ml's ASE bridge takes the calculator
-(``examples/openmm_md.py``, extra ``sinet-ase[openmm]``). Nothing here is imported by ``sinet_ase`` itself, so the core package never needs them.
+(``examples/openmm_md.py``, extra ``sinet-ase[openmm]``). Nothing here is imported by
+``sinet_ase`` itself, so the core package never needs these packages.
 """
