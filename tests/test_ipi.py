@@ -19,7 +19,7 @@ from ase.io import read
 
 from sinet_ase import SINet, SINetCalculator, save_model
 from sinet_ase.cli import ipi_main
-from sinet_ase.integrations.ipi import _check_atom_count, connect
+from sinet_ase.integrations.ipi import _check_atom_count, connect, unix_socket_path
 
 STEPS = 20
 CLIENT = [sys.executable, "-m", "sinet_ase.integrations.ipi"]
@@ -100,6 +100,7 @@ def run_ipi(tmp_path, model, pbc, client_structure="init.xyz"):
             for process in (client, ipi):
                 if process.poll() is None:
                     process.kill()
+            Path(unix_socket_path(address)).unlink(missing_ok=True)  # left by a crashed i-PI
     assert ipi.returncode == 0 and client.returncode == 0, (
         f"client:\n{stderr[-2000:]}\ni-PI:\n{(tmp_path / 'server.log').read_text()[-2000:]}")
     assert f"after {STEPS + 1} force evaluations" in stdout
