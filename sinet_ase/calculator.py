@@ -1,9 +1,12 @@
 """ASE calculator that runs a SINet model.
 
 Results in ASE units: energy and free_energy in eV, per-atom ``energies`` in
-eV, forces in eV/Å, stress in eV/Å^3 (Voigt order xx, yy, zz, yz, xz, xy;
-only for cells periodic in all three directions, otherwise ASE's
-``PropertyNotImplementedError``). Forces are ``-dE/dx`` and stress
+eV, forces in eV/Å, stress in eV/Å^3 (Voigt order xx, yy, zz, yz, xz, xy)
+and per-atom ``stresses`` (N, 6) in eV/Å^3 (``atoms.get_stresses()``; ASE's
+convention: each atom's virial over the cell volume, summing to the stress;
+:class:`~sinet_ase.SINet` says how the virial is split between atoms). Stress
+and stresses only for cells periodic in all three directions, otherwise ASE's
+``PropertyNotImplementedError``. Forces are ``-dE/dx`` and stress
 ``(1/V) dE/d epsilon``, both by autograd, so MD conserves energy.
 
 Between MD steps only the neighbour list is rebuilt; the model, its dtype
@@ -66,7 +69,7 @@ class SINetCalculator(Calculator):
             (:class:`~sinet_ase.SINetInputError`) or ``"ignore"``.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
     def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
                  dtype: str = "float64", edge_chunk_size: Optional[int] = None,
@@ -139,17 +142,22 @@ class SINetCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         Calculator.calculate(self, atoms, properties, system_changes)
         atoms = self.atoms
-        want_stress = any(p.startswith("stress") for p in properties)  # stress, stress_std, ...
+        # stress, stress_std, ..., and stresses (whose results then hold the stress as well)
+        want_stress = any(p.startswith("stress") for p in properties)
+        want_stresses = "stresses" in properties
         if want_stress and not atoms.pbc.all():
+            name = "per-atom stresses need" if want_stresses else "stress needs"
             raise PropertyNotImplementedError(
-                "stress needs a cell periodic in all three directions (atoms.pbc is "
-                f"{atoms.pbc.tolist()})"
+                f"{name} a cell periodic in all three directions (atoms.pbc is "
+                f"{atoms.pbc.tolist()}); set atoms.cell and atoms.pbc = True for a bulk "
+                "structure (a molecule or a slab has no stress)"
             )
         graph = atoms_to_graph(atoms, self.model.cutoff, self.model.elements).to(self.device)
         if self.committee:
-            self.results = evaluate_committee(self.models, graph, want_stress)
+            self.results = evaluate_committee(self.models, graph, want_stress, want_stresses)
             return
-        out = self.model(graph, compute_forces=True, compute_stress=want_stress)
+        out = self.model(graph, compute_forces=True, compute_stress=want_stress,
+                         compute_stresses=want_stresses)
         energy = float(out["energy"].item())
         if not np.isfinite(energy):
             raise FloatingPointError(
@@ -168,3 +176,6 @@ class SINetCalculator(Calculator):
         if want_stress:
             stress = out["stress"][0].detach().cpu().numpy().astype(np.float64)
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        if want_stresses:
+            stresses = out["stresses"].detach().cpu().numpy().astype(np.float64)
+            self.results["stresses"] = full_3x3_to_voigt_6_stress(stresses)

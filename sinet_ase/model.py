@@ -178,8 +178,20 @@ class SINet(torch.nn.Module):
             scalar-interaction transformer, :class:`~sinet_ase.ops.SiFormerLayer`).
         num_heads: attention heads of a SiFormer backbone (must divide ``channels``).
 
-    forward(graph, compute_forces=True, compute_stress=False, training=False) returns a dict:
-    ``energy`` (G,), ``energies`` (N,), ``forces`` (N, 3), ``stress`` (G, 3, 3), all float64.
+    forward(graph, compute_forces=True, compute_stress=False, training=False,
+    compute_stresses=False) returns a dict: ``energy`` (G,), ``energies`` (N,), ``forces``
+    (N, 3), ``stress`` (G, 3, 3) and, with ``compute_stresses``, the per-atom stresses
+    ``stresses`` (N, 3, 3), all float64.
+
+    Per-atom stress (virial): the energy depends on the positions through the edge
+    vectors ``r_e`` only, so the strain derivative is a sum over edges,
+    ``dE/d epsilon = sum_e sym(r_e (x) dE/dr_e)``. Each edge's term is split half to its
+    receiver and half to its sender and divided by the structure's volume ``V``:
+    ``sigma_i = (1/V) sum_{e touching i} 1/2 sym(r_e (x) dE/dr_e)`` (ASE's convention,
+    as its Lennard-Jones calculator: ``sum_i sigma_i = sigma``). One backward pass gives
+    it together with the forces; the split is one of many that sum to the same total
+    (a per-atom stress is not unique), the usual one for pair and message-passing
+    potentials alike.
     """
 
     #: state-dict entries with one row per element (dim 0, in ``elements`` order); every other
@@ -304,7 +316,7 @@ class SINet(torch.nn.Module):
         return self.energy_mlp[0].weight.dtype
 
     def forward(self, graph, compute_forces: bool = True, compute_stress: bool = False,
-                training: bool = False) -> Dict[str, torch.Tensor]:
+                training: bool = False, compute_stresses: bool = False) -> Dict[str, torch.Tensor]:
         batch = graph_batch(graph)
         num_graphs = int(graph.cell.shape[0])
         positions = graph.pos.to(torch.float64)
@@ -323,7 +335,12 @@ class SINet(torch.nn.Module):
         else:
             positions_strained = positions
 
-        vectors = edge_vectors(graph, positions_strained, cell, batch).to(self.dtype)
+        vectors64 = edge_vectors(graph, positions_strained, cell, batch)
+        if compute_stresses:
+            if not (compute_forces or compute_stress):
+                vectors64 = vectors64.detach().requires_grad_(True)
+            inputs.append(vectors64)  # last: dE/dr_e for the per-atom stresses
+        vectors = vectors64.to(self.dtype)
         species = self.backbone.species(graph.z)
         if training:
             # eager (a compiled graph has no double backward), and the whole last layer, so that
@@ -342,8 +359,27 @@ class SINet(torch.nn.Module):
             if compute_forces:
                 forces = grads[0]
                 out["forces"] = -forces if forces is not None else torch.zeros_like(positions)
-            if compute_stress:
+            if compute_stress or compute_stresses:
                 volume = torch.linalg.det(graph.cell.to(torch.float64)).abs().view(-1, 1, 1)
-                virial = grads[-1] if grads[-1] is not None else torch.zeros_like(strain)
+            if compute_stress:
+                virial = grads[len(inputs) - 1 - compute_stresses]
+                virial = virial if virial is not None else torch.zeros_like(strain)
                 out["stress"] = virial / volume
+            if compute_stresses:
+                out["stresses"] = self._atomic_stresses(graph, vectors64, grads[-1], batch, volume)
         return out
+
+    @staticmethod
+    def _atomic_stresses(graph, vectors: torch.Tensor, edge_gradient: Optional[torch.Tensor],
+                         batch: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
+        """Per-atom stresses ``(N, 3, 3)`` from the edge vectors ``(E, 3)`` and ``dE/dr_e``
+        ``(E, 3)``: half of each edge's symmetrised virial to each end, over the volume."""
+        num_atoms = graph.pos.shape[0]
+        stresses = torch.zeros(num_atoms, 3, 3, dtype=torch.float64, device=vectors.device)
+        if edge_gradient is None:  # no edges, or an energy that ignores them
+            return stresses
+        virial = torch.einsum("ea,eb->eab", vectors.detach(), edge_gradient)
+        virial = 0.25 * (virial + virial.transpose(1, 2))  # half of the symmetrised edge virial
+        stresses = stresses.index_add(0, graph.edge_index[0], virial)
+        stresses = stresses.index_add(0, graph.edge_index[1], virial)
+        return stresses / volume[batch]
