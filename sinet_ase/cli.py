@@ -267,7 +267,7 @@ def eval_main(argv=None) -> int:
                      virials=args.virials_key or defaults.virials,
                      stress_convention=args.stress_convention, config_type=args.config_type_key)
     try:
-        model = load_model(args.model).to(device=args.device,
+        model = load_model(args.model, task="potential").to(device=args.device,
                                           dtype=getattr(torch, args.dtype))
         result, frames, preds = evaluate_files(
             model, args.data, keys, args.batch_size, args.device,

@@ -39,8 +39,8 @@ def resolve_model(model: ModelSpec) -> torch.nn.Module:
         from .pretrained import list_pretrained, pretrained_path
 
         if isinstance(model, str) and not Path(model).exists() and model in list_pretrained():
-            return load_model(pretrained_path(model))
-        return load_model(model)
+            return load_model(pretrained_path(model), task="potential")
+        return load_model(model, task="potential")
     raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
 
 

@@ -24,9 +24,11 @@ from e3nn import o3
 
 from .errors import UnknownElementError
 from .graph import symbols_to_numbers
+from .hparams import DEFAULTS
 from .ops import (RadialEmbedding, ScalarInteractionLayer, SiFormerLayer, SphericalEmbedding,
                   SphericalLayout)
 from .ops.mlp import mlp
+from .registry import register_model
 
 BACKBONES = ("sinet", "siformer")
 
@@ -52,10 +54,13 @@ class SINetBackbone(torch.nn.Module):
 
     edge_chunk_size = None
 
-    def __init__(self, elements: Sequence[str], cutoff: float = 5.0, lmax: int = 2,
-                 channels: int = 64, num_layers: int = 2, num_radial: int = 8,
-                 radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,
-                 avg_num_neighbors: float = 12.0, backbone: str = "sinet", num_heads: int = 4):
+    def __init__(self, elements: Sequence[str], cutoff: float = DEFAULTS.cutoff,
+                 lmax: int = DEFAULTS.lmax, channels: int = DEFAULTS.channels,
+                 num_layers: int = DEFAULTS.num_layers, num_radial: int = DEFAULTS.num_radial,
+                 radial_hidden: int = DEFAULTS.radial_hidden, mlp_hidden: int = DEFAULTS.mlp_hidden,
+                 envelope_p: int = DEFAULTS.envelope_p,
+                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
+                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(map(repr, BACKBONES))}")
@@ -158,6 +163,7 @@ def graph_batch(graph) -> torch.Tensor:
     return batch
 
 
+@register_model(task="potential")
 class SINet(torch.nn.Module):
     """SINet energy model: backbone + per-atom energy head, forces and stress by autograd.
 
@@ -200,12 +206,14 @@ class SINet(torch.nn.Module):
     #: Fine-tuning with new elements (:mod:`sinet_ase.train.finetune`) relies on this list.
     PER_ELEMENT_STATE = ("backbone.embedding.species_embedding.weight",)
 
-    def __init__(self, elements: Sequence[str], cutoff: float = 5.0, lmax: int = 2,
-                 channels: int = 64, num_layers: int = 2, num_radial: int = 8,
-                 radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,
-                 avg_num_neighbors: float = 12.0,
+    def __init__(self, elements: Sequence[str], cutoff: float = DEFAULTS.cutoff,
+                 lmax: int = DEFAULTS.lmax, channels: int = DEFAULTS.channels,
+                 num_layers: int = DEFAULTS.num_layers, num_radial: int = DEFAULTS.num_radial,
+                 radial_hidden: int = DEFAULTS.radial_hidden, mlp_hidden: int = DEFAULTS.mlp_hidden,
+                 envelope_p: int = DEFAULTS.envelope_p,
+                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
                  atomic_energies: Optional[Dict[str, float]] = None, energy_scale: float = 1.0,
-                 backbone: str = "sinet", num_heads: int = 4):
+                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads):
         super().__init__()
         self.config = dict(
             elements=list(elements), cutoff=float(cutoff), lmax=int(lmax), channels=int(channels),

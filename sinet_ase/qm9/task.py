@@ -37,6 +37,7 @@ import torch
 
 from ..data.qm9 import TARGETS, qm9_split
 from ..errors import ConfigError
+from ..hparams import DEFAULTS
 from ..train.tasks import Task
 from .data import (dataset_atom_refs, element_counts, fit_atom_refs, qm9_dataset, qm9_graphs,
                    residual_statistics, subset_rows)
@@ -65,7 +66,7 @@ class QM9Task(Task):
             "valid": subset_rows(split.valid, q.valid_subset, config.seed + 1),
             "test": subset_rows(split.test, q.test_subset, config.seed + 2),
         }
-        cutoff = float(config.model.get("cutoff", 5.0))
+        cutoff = float(config.model.get("cutoff", DEFAULTS.cutoff))
         self.graphs = {k: qm9_graphs(data, v, cutoff, QM9_ELEMENTS, self.target, progress=not quiet,
                                      desc=f"QM9 {k} graphs") for k, v in rows.items()}
         self.split_record = {

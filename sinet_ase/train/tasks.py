@@ -181,7 +181,9 @@ class EnergyForceTask(Task):
         if missing:
             raise ConfigError(f"model.elements lacks {sorted(missing)}, present in the training data")
         self.elements = list(elements)
-        cutoff = float(self.model_keywords().get("cutoff", 5.0))
+        from ..hparams import DEFAULTS
+
+        cutoff = float(self.model_keywords().get("cutoff", DEFAULTS.cutoff))
         self.graphs = {k: to_graphs(frames[k], cutoff, elements, keys, d.config_type_weights)
                        for k in ("train", "valid", "test")}
         self.stats = {
@@ -344,7 +346,7 @@ class EnergyForceTask(Task):
     def load_exported(self, path: Path) -> torch.nn.Module:
         from ..io import load_model
 
-        return load_model(path)
+        return load_model(path, task="potential")
 
     def report(self, run_dir: Path, history, kept, which: str) -> None:
         from .report import plot_force_parity, plot_learning_curve
