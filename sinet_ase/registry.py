@@ -18,6 +18,12 @@ The model modules of this package are imported on the first lookup
 (:data:`BUILTIN_MODULES`): :mod:`sinet_ase.io` can read any model file without
 importing every model at start-up, and no model module has to import another.
 A class registered by a plugin module works the same, once its module is imported.
+
+Training tasks register the same way (:func:`register_task`, on a subclass of
+:class:`~sinet_ase.train.tasks.Task`): the config's ``task`` key names one, and the
+task brings its own config section, model keys and checks, so neither the trainer nor
+the config reader names a task (:data:`BUILTIN_TASK_MODULES` are imported on the first
+task lookup).
 """
 
 import importlib
@@ -28,6 +34,8 @@ import torch
 
 #: modules that register the model kinds of this package when imported
 BUILTIN_MODULES = ("sinet_ase.model", "sinet_ase.qm9.model", "sinet_ase.nbody.model")
+#: modules that register the training tasks of this package when imported
+BUILTIN_TASK_MODULES = ("sinet_ase.train.tasks", "sinet_ase.qm9.task")
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,8 @@ class ModelKind:
 
 
 _KINDS: Dict[str, ModelKind] = {}
-_builtins_loaded = False
+_TASKS: Dict[str, type] = {}
+_loaded = set()
 
 
 def register_model(cls: Optional[type] = None, *, task: str,
@@ -69,12 +78,11 @@ def _same_class(a: type, b: type) -> bool:
     return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        for module in BUILTIN_MODULES:
+def _load_builtins(modules=BUILTIN_MODULES) -> None:
+    if modules not in _loaded:
+        for module in modules:
             importlib.import_module(module)
-        _builtins_loaded = True
+        _loaded.add(modules)
 
 
 def model_kinds() -> Dict[str, ModelKind]:
@@ -98,3 +106,30 @@ def kind_of(model: torch.nn.Module) -> ModelKind:
             return kind
     raise TypeError(f"cannot save a {type(model).__name__}: it is not a registered model type "
                     f"(known: {', '.join(sorted(_KINDS))}; see sinet_ase.registry)")
+
+
+# --- training tasks -------------------------------------------------------------------------
+
+def register_task(cls: type) -> type:
+    """Class decorator: ``task: <cls.name>`` in a training config selects ``cls``
+    (a :class:`~sinet_ase.train.tasks.Task` subclass)."""
+    name = getattr(cls, "name", "")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a task class needs a name (the config's task key), {cls!r} has none")
+    known = _TASKS.get(name)
+    if known is not None and known is not cls and not _same_class(known, cls):
+        raise ValueError(f"task {name!r} is registered already (by {known.__module__}."
+                         f"{known.__qualname__})")
+    _TASKS[name] = cls
+    return cls
+
+
+def task_classes() -> Dict[str, type]:
+    """Every registered training task, by name, in registration order."""
+    _load_builtins(BUILTIN_TASK_MODULES)
+    return dict(_TASKS)
+
+
+def task_class(name: str) -> Optional[type]:
+    """The task registered as ``name``, or ``None``."""
+    return task_classes().get(name)
