@@ -1,7 +1,9 @@
 """The package layout: no module imports another in a circle.
 
 Every ``import`` statement of every module counts, also those inside functions (a
-deferred import still ties the two modules together); the lazy lookups of
+deferred import still ties the two modules together), except in an
+``if __name__ == "__main__":`` block: that code runs only when the file is a script,
+which is then the ``__main__`` module, not the package module. The lazy lookups of
 :mod:`sinet_ase.registry` (modules named as text, so that models and tasks register
 themselves) are the one sanctioned way for a lower layer to reach a higher one.
 """
@@ -20,11 +22,21 @@ def module_names():
     return names
 
 
+def is_main_block(node):
+    """``if __name__ == "__main__":`` at module level."""
+    test = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+            and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators))
+
+
 def imports_of(name, path, names):
     """The package modules that ``name`` (file ``path``) imports anywhere in its code."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    tree.body = [node for node in tree.body if not is_main_block(node)]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -78,6 +90,8 @@ def cycles(graph):
 
 def test_cycle_finder_sees_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    script = ast.parse('if __name__ == "__main__":\n    import x\nif True:\n    import y\n')
+    assert [is_main_block(node) for node in script.body] == [True, False]
 
 
 def test_no_module_imports_in_a_circle():

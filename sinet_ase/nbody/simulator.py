@@ -332,6 +332,6 @@ def energy(x, v, q, *, interaction_strength: float = INTERACTION_STRENGTH) -> np
 
 
 if __name__ == "__main__":  # pragma: no cover - the former command line of the data set
-    import runpy
+    from sinet_ase.nbody.generate import main
 
-    runpy.run_module("sinet_ase.nbody.generate", run_name="__main__")
+    raise SystemExit(main())
