@@ -64,8 +64,12 @@ def test_errors(model, frames, batch_size=50):
             1000 * float(np.abs(e_err - e_err.mean()).mean()))
 
 
-def test_sets(config, run):
-    """``{molecule: frames}`` of the run's test data: its test files, else its split."""
+def test_sets(config, run, folder=None):
+    """``{molecule: frames}`` of the test data: ``folder/<molecule>.extxyz.xz`` for the run's
+    training molecules when given, else the run's test files, else its split."""
+    if folder is not None:
+        return {molecule_name(p): read_structures(Path(folder) / f"{molecule_name(p)}.extxyz.xz")
+                for p in config["data"]["train"]}
     if config["data"].get("test"):
         return {molecule_name(p): read_structures(p) for p in config["data"]["test"]}
     split = json.loads((run / "split.json").read_text())
@@ -101,6 +105,9 @@ def main():
     parser.add_argument("--name", required=True)
     parser.add_argument("--slice", type=int, default=20, help="test frames per molecule to commit")
     parser.add_argument("--nve-steps", type=int, default=1000)
+    parser.add_argument("--test", default=None, metavar="DIR",
+                        help="test set per molecule, DIR/<molecule>.extxyz.xz (default: the "
+                             "run's data.test files, else its split)")
     parser.add_argument("--extra-test", action="append", default=[], metavar="LABEL=DIR",
                         help="another test set per molecule: DIR/<molecule>.extxyz.xz")
     parser.add_argument("--note", default="", help="a paragraph for the card (how it was trained)")
@@ -113,7 +120,7 @@ def main():
     model = load_model(run / "best_model.pt").double()
 
     results, slice_frames = {}, []
-    for name, test in test_sets(config, run).items():
+    for name, test in test_sets(config, run, args.test).items():
         e_mae, f_mae, e_free = test_errors(model, test)
         results[name] = {"test_frames": len(test), "e_mae_mev_atom": e_mae, "f_mae_mev_a": f_mae,
                          "e_mae_offset_free_mev_atom": e_free}
@@ -151,6 +158,7 @@ def main():
         "train_seconds": summary.get("train_seconds"),
         "hardware": summary.get("hardware", "not recorded"),
         "per_molecule_test": results, "extra_tests": extra, "note": args.note,
+        "test_dir": args.test,
         "model_config": {k: v for k, v in read_model_file(run / "best_model.pt")["config"].items()
                          if k in ("cutoff", "lmax", "channels", "num_layers", "num_radial",
                                   "radial_hidden", "mlp_hidden", "backbone")},
@@ -200,7 +208,7 @@ def render_card(card) -> str:
     cpu = card.get("train_cpu_seconds")
     spent = (f"{cpu / 60:.0f} CPU minutes" if cpu else f"{(card['train_seconds'] or 0) / 3600:.2f} h")
     d = t["data"]
-    if d.get("test"):
+    if d.get("test") or card.get("test_dir"):
         data = ("Data: each molecule's training trajectory (all its frames, `training/data/xtb_md17/`); "
                 "validation and test frames come from separate trajectories of the same conformers "
                 "with new seeds (`training/data/xtb_md17_heldout/`), never from the training one.")
