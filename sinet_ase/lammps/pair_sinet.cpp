@@ -13,7 +13,7 @@
 #include "utils.h"
 
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
-#include <torch/torch.h>
+#include <ATen/ATen.h>
 
 #include <cstring>
 #include <fstream>
@@ -250,11 +250,11 @@ void PairSINet::compute(int eflag, int vflag)
   // their energies do not count (sinet_ase.deploy.pad_graph)
   const long num_nodes = static_cast<long>(atom_of_node.size()) + 2;
   const long dummy = num_nodes - 2;
-  auto long_options = torch::TensorOptions().dtype(torch::kInt64);
-  auto double_options = torch::TensorOptions().dtype(torch::kFloat64);
+  auto long_options = at::TensorOptions().dtype(at::kLong);
+  auto double_options = at::TensorOptions().dtype(at::kDouble);
 
-  torch::Tensor species = torch::empty({num_nodes}, long_options);
-  torch::Tensor local = torch::zeros({num_nodes}, double_options);
+  at::Tensor species = at::empty({num_nodes}, long_options);
+  at::Tensor local = at::zeros({num_nodes}, double_options);
   {
     auto s = species.accessor<int64_t, 1>();
     auto l = local.accessor<double, 1>();
@@ -263,8 +263,8 @@ void PairSINet::compute(int eflag, int vflag)
     s[dummy] = s[dummy + 1] = 0;
     for (long n = 0; n < nlocal; n++) l[n] = 1.0;
   }
-  torch::Tensor index = torch::empty({2, num_edges + 2}, long_options);
-  torch::Tensor vectors = torch::empty({num_edges + 2, 3}, double_options);
+  at::Tensor index = at::empty({2, num_edges + 2}, long_options);
+  at::Tensor vectors = at::empty({num_edges + 2, 3}, double_options);
   {
     auto ix = index.accessor<int64_t, 2>();
     auto v = vectors.accessor<double, 2>();
@@ -288,13 +288,13 @@ void PairSINet::compute(int eflag, int vflag)
     const int hops = t == 0 ? num_layers : num_layers - t;
     list_size[t] = 2 + edges_within_hops[std::min<int>(hops, edges_within_hops.size() - 1)];
   }
-  std::vector<torch::Tensor> inputs = {species, local};
+  std::vector<at::Tensor> inputs = {species, local};
   for (int t = 0; t <= num_layers; t++) {
     inputs.push_back(index.narrow(1, 0, list_size[t]).contiguous());
     inputs.push_back(vectors.narrow(0, 0, list_size[t]));
   }
 
-  std::vector<torch::Tensor> outputs;
+  std::vector<at::Tensor> outputs;
   try {
     outputs = model->run(inputs);
   } catch (const std::exception &err) {
@@ -304,7 +304,7 @@ void PairSINet::compute(int eflag, int vflag)
   // dE/dr of each edge: the sum over the lists it belongs to
   std::vector<double> grad(3 * num_edges, 0.0);
   for (int t = 0; t <= num_layers; t++) {
-    torch::Tensor g = outputs[2 + t].contiguous();
+    at::Tensor g = outputs[2 + t].contiguous();
     const double *gp = g.data_ptr<double>();
     for (long e = 0; e < list_size[t] - 2; e++)
       for (int c = 0; c < 3; c++) grad[3 * e + c] += gp[3 * (e + 2) + c];
@@ -335,7 +335,7 @@ void PairSINet::compute(int eflag, int vflag)
 
   if (eflag_global) eng_vdwl += outputs[0].item<double>();
   if (eflag_atom) {
-    torch::Tensor energies = outputs[1].contiguous();
+    at::Tensor energies = outputs[1].contiguous();
     const double *ep = energies.data_ptr<double>();
     for (int i = 0; i < nlocal; i++) eatom[i] += ep[i];
   }
