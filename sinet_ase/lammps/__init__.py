@@ -120,14 +120,16 @@ def build_plugin(build_dir: Optional[Union[str, Path]] = None, quiet: bool = Fal
     return plugin
 
 
-def write_lammps_data(atoms, path: Union[str, Path], elements: Sequence[str]) -> None:
-    """Write ``atoms`` as a LAMMPS data file (atom style atomic), type ``k + 1`` for
-    ``elements[k]``. The cell must already be in LAMMPS's form (``a`` along x, ``b`` in the
-    xy plane: a lower-triangular cell matrix with a positive diagonal), so that positions
-    and forces are not rotated; non-periodic directions need a cell that holds the atoms."""
+def write_lammps_data(atoms, path: Union[str, Path], elements: Sequence[str],
+                      velocities: bool = False) -> None:
+    """Write ``atoms`` as a LAMMPS data file (atom style atomic, units metal), type ``k + 1``
+    for ``elements[k]``, ASE's masses, and with ``velocities`` ASE's velocities in Å/ps.
+    The cell must already be in LAMMPS's form (``a`` along x, ``b`` in the xy plane: a
+    lower-triangular cell matrix with a positive diagonal), so that positions and forces
+    are not rotated; non-periodic directions need a cell that holds the atoms."""
     import numpy as np
 
-    cell = np.asarray(atoms.cell.array, dtype=float)
+    cell = np.array(atoms.cell.array, dtype=float)
     if abs(cell[0, 1]) > 1e-12 or abs(cell[0, 2]) > 1e-12 or abs(cell[1, 2]) > 1e-12 or (np.diag(cell) <= 0).any():
         raise ValueError("the cell must be lower triangular with a positive diagonal (LAMMPS's form); "
                          f"got {cell.tolist()}")
@@ -137,13 +139,20 @@ def write_lammps_data(atoms, path: Union[str, Path], elements: Sequence[str]) ->
         raise ValueError(f"element(s) {sorted(missing)} not in {list(elements)}")
     from ase.data import atomic_masses, atomic_numbers
 
+    c = cell.tolist()  # Python floats: repr() gives every digit
     lines = ["sinet-ase", "", f"{len(atoms)} atoms", f"{len(elements)} atom types", "",
-             f"0.0 {cell[0, 0]!r} xlo xhi", f"0.0 {cell[1, 1]!r} ylo yhi", f"0.0 {cell[2, 2]!r} zlo zhi",
-             f"{cell[1, 0]!r} {cell[2, 0]!r} {cell[2, 1]!r} xy xz yz", "", "Masses", ""]
+             f"0.0 {c[0][0]!r} xlo xhi", f"0.0 {c[1][1]!r} ylo yhi", f"0.0 {c[2][2]!r} zlo zhi",
+             f"{c[1][0]!r} {c[2][0]!r} {c[2][1]!r} xy xz yz", "", "Masses", ""]
     lines += [f"{types[s]} {float(atomic_masses[atomic_numbers[s]])!r}" for s in elements]
     lines += ["", "Atoms # atomic", ""]
     for k, (symbol, position) in enumerate(zip(atoms.get_chemical_symbols(), atoms.positions.tolist())):
         lines.append(f"{k + 1} {types[symbol]} {position[0]!r} {position[1]!r} {position[2]!r}")
+    if velocities:
+        import ase.units
+
+        # ASE's velocity unit is Å per ASE time unit; 1 fs is ase.units.fs of those
+        v = (atoms.get_velocities() * ase.units.fs * 1000.0).tolist()
+        lines += ["", "Velocities", ""] + [f"{k + 1} {u[0]!r} {u[1]!r} {u[2]!r}" for k, u in enumerate(v)]
     Path(path).write_text("\n".join(lines) + "\n")
 
 
