@@ -23,6 +23,10 @@ Protocol:
   ``run N``; ms per step = LAMMPS's "Loop time" / N (neighbour-list rebuilds included, as in
   production);
 * parallel efficiency = t(1 process) / (P t(P processes)); speedup over ASE = t(ASE) / t(LAMMPS);
+  the graph sizes summed over processes (``compute pair sinet``: nodes, edges of the
+  embedding, of all layers, into local atoms) show the work the ghost shells add:
+  ``layer_work`` = layer edges of P processes / layer edges of one (1 = no overhead), a
+  bound on the parallel efficiency that does not depend on the machine's load;
 * the load is recorded with every row (``os.getloadavg()`` before and after, the cores used
   by other processes during the timed window, ``foreign_load_cores``); ``--wait-idle S``
   waits for an idle machine first.
@@ -103,9 +107,12 @@ pair_style sinet
 pair_coeff * * {package} Cu
 timestep 0.0005
 fix integrate all nve
+compute graph all pair sinet
+thermo_style custom step pe c_graph[1] c_graph[2] c_graph[3] c_graph[4]
 thermo 1000
 run 2
 run {steps}
+print "SINET_GRAPH $(c_graph[1]) $(c_graph[2]) $(c_graph[3]) $(c_graph[4])"
 """
 
 
@@ -120,8 +127,11 @@ def time_lammps(package, plugin_dir, n, nprocs, threads, steps, workdir):
         raise RuntimeError(f"LAMMPS failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     loops = re.findall(r"Loop time of (\S+) on (\d+) procs for (\d+) steps", result.stdout)
     seconds, _, done = loops[-1]
+    graph = [float(v) for v in re.search(r"^SINET_GRAPH (.*)$", result.stdout, re.MULTILINE).group(1).split()]
     return {"ms_per_step": 1e3 * float(seconds) / int(done), "steps": int(done),
-            "foreign_load_cores": round(load.cores, 2)}
+            "foreign_load_cores": round(load.cores, 2),
+            # summed over processes (compute pair sinet): what the ghost shell costs in work
+            "graph": dict(zip(("nodes", "embedding_edges", "layer_edges", "local_edges"), graph))}
 
 
 def main(argv=None):
@@ -176,8 +186,11 @@ def main(argv=None):
             print(f"{row['system']}: LAMMPS -np {nprocs} {row[f'lammps_np{nprocs}']['ms_per_step']:.1f} ms/step",
                   flush=True)
         one = row.get("lammps_np1", {}).get("ms_per_step")
+        one_edges = row.get("lammps_np1", {}).get("graph", {}).get("layer_edges")
         for nprocs in args.nprocs:
             t = row[f"lammps_np{nprocs}"]["ms_per_step"]
+            if one_edges:
+                row[f"layer_work_np{nprocs}"] = row[f"lammps_np{nprocs}"]["graph"]["layer_edges"] / one_edges
             if one:
                 row[f"efficiency_np{nprocs}"] = one / (nprocs * t)
             if "ase" in row:
@@ -185,13 +198,14 @@ def main(argv=None):
         row["after"] = machine_state()
         rows.append(row)
 
-    print(f"\n{'system':<16}{'ASE ms':>10}" + "".join(f"{f'np{p} ms':>10}{f'eff{p}':>7}{f'xASE{p}':>8}"
+    print(f"\n{'system':<16}{'ASE ms':>10}" + "".join(f"{f'np{p} ms':>10}{f'eff{p}':>7}{f'xASE{p}':>8}{f'work{p}':>7}"
                                                     for p in args.nprocs))
     for row in rows:
         line = f"{row['system']:<16}{row.get('ase', {}).get('ms_per_step', float('nan')):>10.1f}"
         for p in args.nprocs:
             line += (f"{row[f'lammps_np{p}']['ms_per_step']:>10.1f}{row.get(f'efficiency_np{p}', float('nan')):>7.2f}"
-                     f"{row.get(f'speedup_vs_ase_np{p}', float('nan')):>8.2f}")
+                     f"{row.get(f'speedup_vs_ase_np{p}', float('nan')):>8.2f}"
+                     f"{row.get(f'layer_work_np{p}', float('nan')):>7.2f}")
         print(line)
     out = Path(args.out) / f"lammps_{args.dtype}.json"
     out.write_text(json.dumps({"cpu": cpu_name(), "threads_per_process": args.threads, "dtype": args.dtype,

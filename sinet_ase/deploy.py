@@ -184,25 +184,27 @@ def export_metadata(model: torch.nn.Module, dtype: str) -> Dict[str, str]:
 
 
 def export_model(model: Union[str, Path, torch.nn.Module], path: Union[str, Path],
-                 dtype: str = "float64", num_threads: Optional[int] = None) -> Path:
+                 dtype: str = "float64", num_threads: int = 1) -> Path:
     """Compile ``model`` (a model object, model file or shipped potential's name) into an
     AOTInductor package at ``path`` (``.pt2``); returns the path.
 
     ``dtype``: the network's precision (geometry and energies stay float64 either way).
-    ``num_threads``: threads the generated kernels are written for (inductor fixes this at
-    compile time; ATen calls inside follow the run-time setting); default: torch's current
-    setting. Compiling takes a minute or two (a C++ compiler runs). The file is written
-    atomically: a failed export leaves no file behind.
+    ``num_threads``: threads the generated kernels run on (inductor writes the count into
+    the code; ATen calls inside follow the run-time setting, which pair_style sinet sets to
+    LAMMPS's threads per process): 1 (default) for one thread per MPI process, the usual
+    LAMMPS setup; match ``OMP_NUM_THREADS`` otherwise. Compiling takes a minute or two (a
+    C++ compiler runs). The file is written atomically: a failed export leaves no file behind.
     """
     from .files import atomic_write
 
     path = Path(path)
     if path.suffix != ".pt2":
         raise ValueError(f"an AOTInductor package must end in .pt2, got {path.name!r}")
+    if int(num_threads) < 1:
+        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
     program, prepared = export_program(model, dtype)
-    options = {"aot_inductor.metadata": export_metadata(prepared, dtype)}
-    if num_threads is not None:
-        options["cpp.threads"] = int(num_threads)
+    options = {"aot_inductor.metadata": dict(export_metadata(prepared, dtype), num_threads=str(int(num_threads))),
+               "cpp.threads": int(num_threads)}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".compiling.pt2")
     try:

@@ -63,7 +63,7 @@ def reference(model, atoms):
     graph = atoms_to_graph(atoms, model.cutoff, model.elements)
     out = model(graph, compute_forces=True, compute_stress=True)
     volume = abs(np.linalg.det(atoms.cell.array))
-    return {"energy": float(out["energy"][0]), "energies": out["energies"].detach().numpy(),
+    return {"energy": float(out["energy"][0].detach()), "energies": out["energies"].detach().numpy(),
             "forces": out["forces"].detach().numpy(), "virial": -out["stress"][0].detach().numpy() * volume}
 
 
@@ -105,11 +105,13 @@ def single_point_input(package, names, folder):
         lines += ["clear", "units metal", "atom_style atomic", f"boundary {BOUNDARY[name]}",
                   f"read_data {name}.data", "pair_style sinet",
                   f"pair_coeff * * {package} {' '.join(ELEMENTS)}",
-                  "compute pv all pressure NULL virial",
-                  f"dump d all custom 1 {name}.forces id fx fy fz",
+                  "compute pv all pressure NULL virial", "compute pea all pe/atom",
+                  "compute sa all stress/atom NULL virial", "compute graph all pair sinet",
+                  f"dump d all custom 1 {name}.forces id fx fy fz c_pea " + " ".join(f"c_sa[{k}]" for k in range(1, 7)),
                   "dump_modify d sort id format float %.17g", "run 0",
                   f'print "SINET {name} $(pe:%.17g) $(c_pv[1]:%.17g) $(c_pv[2]:%.17g) $(c_pv[3]:%.17g) '
-                  '$(c_pv[4]:%.17g) $(c_pv[5]:%.17g) $(c_pv[6]:%.17g) $(vol:%.17g)"', "undump d"]
+                  '$(c_pv[4]:%.17g) $(c_pv[5]:%.17g) $(c_pv[6]:%.17g) $(vol:%.17g) '
+                  '$(c_graph[1]) $(c_graph[4])"', "undump d"]
     path = folder / "in.single"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -122,11 +124,17 @@ def read_results(output, folder, names):
         assert match, f"no result for {name} in the LAMMPS output:\n{output[-3000:]}"
         values = [float(v) for v in match.group(1).split()]
         p, volume = np.array(values[1:7]), values[7]
+        nodes, local_edges = values[8:10]
         w = p * volume / NKTV2P  # xx yy zz xy xz yz
         virial = np.array([[w[0], w[3], w[4]], [w[3], w[1], w[5]], [w[4], w[5], w[2]]])
         dump = np.loadtxt(folder / f"{name}.forces", skiprows=9)
-        forces = dump[np.argsort(dump[:, 0]), 1:]
-        results[name] = {"energy": values[0], "virial": virial, "forces": forces}
+        dump = dump[np.argsort(dump[:, 0])]
+        # stress/atom is -(per-atom virial) in pressure x volume units
+        w = -dump[:, 5:11].sum(axis=0) / NKTV2P
+        atom_virial = np.array([[w[0], w[3], w[4]], [w[3], w[1], w[5]], [w[4], w[5], w[2]]])
+        results[name] = {"energy": values[0], "virial": virial, "forces": dump[:, 1:4],
+                         "nodes": nodes, "local_edges": local_edges,
+                         "energies": dump[:, 4], "summed_atom_virial": atom_virial}
     return results
 
 
@@ -152,6 +160,26 @@ def test_lammps_gives_the_calculators_energy_forces_and_virial(model, package, p
         assert rel(got[name]["energy"], atoms.get_potential_energy()) < 1e-8, name
         assert rel(got[name]["forces"], atoms.get_forces()) < 1e-8, name
         assert rel(got[name]["virial"], expected["virial"]) < 1e-8, name
+        assert rel(got[name]["energies"], atoms.get_potential_energies()) < 1e-8, name  # compute pe/atom
+        assert rel(got[name]["summed_atom_virial"], expected["virial"]) < 1e-8, name  # compute stress/atom
+        # every edge of the calculator's graph goes into exactly one process's local atom;
+        # one process holds no duplicate of any atom (periodic images are edges, not nodes)
+        assert got[name]["local_edges"] == atoms_to_graph(atoms, model.cutoff).edge_index.shape[1], name
+        if nprocs == 1:
+            assert got[name]["nodes"] == len(atoms), name
+
+
+def test_example_input_runs_nvt_and_npt(package, plugin_dir, tmp_path):
+    """examples/lammps/in.cu on 2 processes, a few steps of each stage."""
+    from pathlib import Path
+
+    from sinet_ase.lammps import run_lammps
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "lammps" / "in.cu"
+    result = run_lammps(example, nprocs=2, plugin_dir=plugin_dir, cwd=tmp_path, timeout=600,
+                        extra_args=["-var", "model", str(package), "-var", "n", "2", "-var", "steps", "20"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("Loop time of") == 2
 
 
 def test_lammps_nve_conserves_energy_as_the_calculator_does(model, package, plugin_dir, tmp_path):

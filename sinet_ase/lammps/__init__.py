@@ -208,9 +208,9 @@ def export_main(argv=None) -> int:
     parser.add_argument("output", help="package to write (.pt2)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="network precision (default float64; geometry and energies are float64 always)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="OpenMP threads per MPI process the kernels are compiled for "
-                             "(default: torch's current setting)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OpenMP threads per MPI process the compiled kernels use (default 1: "
+                             "one thread per process; match OMP_NUM_THREADS otherwise)")
     args = parser.parse_args(argv)
     from ..deploy import export_model
     from ..errors import ModelFileError

@@ -14,6 +14,7 @@
 
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cstring>
 #include <fstream>
@@ -42,10 +43,16 @@ PairSINet::PairSINet(LAMMPS *lmp) : Pair(lmp)
   one_coeff = 1;
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;    // the virial comes from the edge vectors (see compute)
+  // graph sizes of this process, for `compute pair sinet` (summed over processes): nodes,
+  // edges of the embedding's list, edges of the layers' lists together, edges into local atoms
+  nextra = 4;
+  memory->create(pvector, nextra, "pair:pvector");
+  for (int k = 0; k < nextra; k++) pvector[k] = 0.0;
 }
 
 PairSINet::~PairSINet()
 {
+  memory->destroy(pvector);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -100,6 +107,7 @@ void PairSINet::load_model(const std::string &path)
   elements = utils::split_words(metadata["elements"]);
   cutoff = std::stod(metadata["cutoff"]);
   num_layers = std::stoi(metadata["num_layers"]);
+  compiled_threads = metadata.count("num_threads") ? std::stoi(metadata["num_threads"]) : 0;
   if (std::stoi(metadata["num_edge_lists"]) != num_layers + 1)
     error->all(FLERR, "pair_style sinet: '{}' has inconsistent metadata (num_edge_lists)", path);
 }
@@ -167,6 +175,14 @@ void PairSINet::init_style()
     }
   }
   neighbor->add_request(this, flags);
+  // ATen's own operators in the model use as many threads as LAMMPS gives each process
+  // (OMP_NUM_THREADS / -pk omp); the compiled kernels use the count they were exported for
+  at::set_num_threads(comm->nthreads);
+  if (compiled_threads > 0 && compiled_threads != comm->nthreads && comm->me == 0)
+    error->warning(FLERR,
+                   "pair_style sinet: the model was compiled for {} thread(s) per process, LAMMPS "
+                   "runs {}; export it with `sinet-lammps-export --threads {}` to match",
+                   compiled_threads, comm->nthreads, comm->nthreads);
 }
 
 double PairSINet::init_one(int i, int j)
@@ -238,6 +254,7 @@ void PairSINet::build_graph()
 void PairSINet::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  for (int k = 0; k < nextra; k++) pvector[k] = 0.0;
   if (atom->nlocal == 0) return;
   if (comm->nprocs > 1 && !list->ghost)
     error->one(FLERR, "pair_style sinet: the neighbour list has no ghost neighbours");
@@ -288,6 +305,10 @@ void PairSINet::compute(int eflag, int vflag)
     const int hops = t == 0 ? num_layers : num_layers - t;
     list_size[t] = 2 + edges_within_hops[std::min<int>(hops, edges_within_hops.size() - 1)];
   }
+  pvector[0] = static_cast<double>(num_nodes - 2);
+  pvector[1] = static_cast<double>(list_size[0] - 2);
+  for (int t = 1; t <= num_layers; t++) pvector[2] += static_cast<double>(list_size[t] - 2);
+  pvector[3] = static_cast<double>(edges_within_hops[0]);
   std::vector<at::Tensor> inputs = {species, local};
   for (int t = 0; t <= num_layers; t++) {
     inputs.push_back(index.narrow(1, 0, list_size[t]).contiguous());

@@ -22,6 +22,9 @@
      owners; the virial is W = -sum_edges r_ij (x) dE/dr_ij, summed over processes by
      LAMMPS, so NPT works. Per-atom energies and virials (compute pe/atom, stress/atom)
      are available too: each edge's virial is split half and half between its atoms.
+   - `compute ID all pair sinet` gives the graph sizes, summed over processes: c_ID[1]
+     nodes, [2] edges of the embedding, [3] edges of all layers together, [4] edges into
+     local atoms (the work a single process on the whole box would do per layer).
 
    Units metal (eV, Angstrom), newton pair on, atom IDs. */
 
@@ -64,6 +67,7 @@ class PairSINet : public Pair {
   std::vector<int> species_of_type;     // LAMMPS type (1..ntypes) -> species index
   double cutoff = 0.0;
   int num_layers = 0;
+  int compiled_threads = 0;    // threads per process the package's kernels were compiled for
 
   // graph of the current step (see the header comment); edges are sorted by the hop
   // distance of their receiver, so edge list t is a prefix of the whole list
