@@ -67,6 +67,7 @@ def make_model(avg_num_neighbors):
 
 def time_ase(model, atoms, dtype, threads, steps, max_seconds, compile_model):
     import ase.units
+    import numpy as np
     import torch
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.md.verlet import VelocityVerlet
@@ -75,7 +76,7 @@ def time_ase(model, atoms, dtype, threads, steps, max_seconds, compile_model):
 
     torch.set_num_threads(threads)
     atoms = atoms.copy()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=__import__("numpy").random.default_rng(0))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
     atoms.calc = SINetCalculator(model, dtype=dtype, compile=compile_model)
     dynamics = VelocityVerlet(atoms, timestep=0.5 * ase.units.fs)
     t0 = time.perf_counter()

@@ -226,6 +226,7 @@ def test_lammps_nve_conserves_energy_as_the_calculator_does(model, package, plug
     ("not a package", "pair_coeff * * {not_package} H C O Cu", "not a loadable AOTInductor package"),
     ("element missing", "pair_coeff * * {package} H C O", "needs one element per atom type: 4 types, 3"),
     ("unknown element", "pair_coeff * * {package} H C O Zn", "element Zn (atom type 4) is not in the model"),
+    ("hybrid syntax", "pair_coeff * * sinet {package} H C O Cu", "belongs only after pair_style hybrid"),
 ])
 def test_bad_pair_coeff_is_a_clear_lammps_error(package, plugin_dir, tmp_path, case, pair_coeff, message):
     from sinet_ase.lammps import run_lammps, write_lammps_data

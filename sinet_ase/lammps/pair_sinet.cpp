@@ -119,6 +119,11 @@ void PairSINet::coeff(int narg, char **arg)
   const int ntypes = atom->ntypes;
   if (narg < 3 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR, "pair_style sinet needs `pair_coeff * * model.pt2 El_1 ... El_{}`", ntypes);
+  if (strcmp(arg[2], "sinet") == 0 && !std::ifstream(arg[2]).good())
+    error->all(FLERR,
+               "pair_coeff * * sinet ...: the style name belongs only after pair_style hybrid, "
+               "which pair_style sinet does not support; write `pair_coeff * * model.pt2 El_1 ... El_{}`",
+               ntypes);
   load_model(arg[2]);
   if (narg != 3 + ntypes) {
     error->all(FLERR,
