@@ -171,7 +171,7 @@ def main():
     write(out_dir / f"{args.name}_test_slice.extxyz", slice_frames)
 
     nve = {}
-    for name in shipped_structure_names():
+    for name in [m for m in results if m in shipped_structure_names()]:
         nve[name] = nve_run(model_path, name, args.nve_steps)
         print(f"{name:16s} NVE {args.nve_steps} steps: drift {nve[name]['drift_eV']:+.2e} eV, "
               f"{nve[name]['ms_per_step']:.1f} ms/step", flush=True)
