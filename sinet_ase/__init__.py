@@ -12,7 +12,8 @@ Public API::
 """
 
 from .calculator import SINetCalculator
-from .errors import ConfigError, ModelFileError, SINetInputError, UnknownElementError
+from .errors import (ConfigError, InsufficientMemoryError, ModelFileError, SINetInputError,
+                     UnknownElementError)
 from .graph import atoms_to_graph, batch_graphs
 from .io import load_model, save_model
 from .model import SINet, SINetBackbone
@@ -33,6 +34,7 @@ __all__ = [
     "batch_graphs",
     "SINetInputError",
     "UnknownElementError",
+    "InsufficientMemoryError",
     "ModelFileError",
     "ConfigError",
 ]

@@ -34,6 +34,7 @@ from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, eva
 from .domain import domain_problems, report_domain
 from .graph import atoms_to_graph
 from .inference import prepare_model
+from .memory import auto_chunk_from, auto_chunk_size, check_memory
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -51,10 +52,19 @@ class SINetCalculator(Calculator):
             and elements, and all run on one graph per structure.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         dtype: ``"float64"`` (default, for MD) or ``"float32"`` (faster).
-        edge_chunk_size: for very large systems (tens of thousands of atoms), sum
-            over neighbours in chunks of this many edges, recomputing each chunk in
-            the backward pass: memory bounded by the chunk, about one extra forward
-            pass of time. ``None`` (default) processes all edges at once.
+        edge_chunk_size: evaluate each layer one chunk of atoms, with about this many
+            edges, at a time (:mod:`sinet_ase.ops.chunking`): same results, memory of a
+            few feature tensors per atom plus one chunk instead of tens of kilobytes
+            per edge. ``"auto"`` (default): chunks of about 128 MiB of working memory
+            (:func:`sinet_ase.memory.auto_chunk_size`; 2 GiB on a GPU) for structures
+            whose whole-graph pass would need more than 2 GiB
+            (:func:`sinet_ase.memory.auto_chunk_from`; about 40,000 edges, 800 atoms of
+            liquid water, for the shipped potential in float64), the whole graph below;
+            ``None``: always the whole graph.
+        memory_limit_gib: refuse (:class:`~sinet_ase.InsufficientMemoryError`,
+            before the call) a structure whose estimated memory
+            (:func:`sinet_ase.memory.estimate_call_bytes`) exceeds this many GiB;
+            ``None`` (default): the memory available at the time of the call.
         compile: run the network through ``torch.compile`` (see
             :meth:`sinet_ase.SINet.enable_compile`): same energies and forces, less
             per-call overhead, which is most of a step for small molecules, and fused
@@ -72,16 +82,25 @@ class SINetCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
     def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
-                 dtype: str = "float64", edge_chunk_size: Optional[int] = None,
-                 compile: bool = False, out_of_domain: str = "warn", **kwargs):
+                 dtype: str = "float64", edge_chunk_size: Union[int, str, None] = "auto",
+                 compile: bool = False, out_of_domain: str = "warn",
+                 memory_limit_gib: Optional[float] = None, **kwargs):
         super().__init__(**kwargs)
         self._lock = threading.RLock()  # see the module docstring: one structure at a time
         if out_of_domain not in ("warn", "raise", "ignore"):
             raise ValueError(f"out_of_domain must be 'warn', 'raise' or 'ignore', got {out_of_domain!r}")
         self.out_of_domain = out_of_domain
         self._domain_warned = False  # "warn" reports the first structure outside the domain only
-        if edge_chunk_size is not None and int(edge_chunk_size) < 1:
-            raise ValueError(f"edge_chunk_size must be a positive number of edges, got {edge_chunk_size}")
+        if isinstance(edge_chunk_size, str):
+            if edge_chunk_size != "auto":
+                raise ValueError(f"edge_chunk_size must be 'auto', None or a positive number of edges, "
+                                 f"got {edge_chunk_size!r}")
+        elif edge_chunk_size is not None and (isinstance(edge_chunk_size, bool) or int(edge_chunk_size) < 1):
+            raise ValueError(f"edge_chunk_size must be 'auto', None or a positive number of edges, "
+                             f"got {edge_chunk_size!r}")
+        if memory_limit_gib is not None and not float(memory_limit_gib) > 0:
+            raise ValueError(f"memory_limit_gib must be a positive number of GiB, got {memory_limit_gib!r}")
+        self.memory_limit_gib = memory_limit_gib
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.device = torch.device(device)
@@ -102,12 +121,12 @@ class SINetCalculator(Calculator):
         if not isinstance(model, (str, Path, torch.nn.Module)):
             raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
         model = prepare_model(model, self.device, dtype)
-        if edge_chunk_size is not None:
-            backbone = model.backbone
-            if getattr(backbone, "backbone_type", "sinet") != "sinet":
-                raise ValueError("edge_chunk_size is supported by the SINet backbone only, "
-                                 f"this model's backbone is {backbone.backbone_type!r}")
-            backbone.edge_chunk_size = int(edge_chunk_size)
+        if edge_chunk_size == "auto":  # compiled graphs run whole (chunks recompute under autograd)
+            if not compile:
+                model.backbone.edge_chunk_size = auto_chunk_size(model, self.device)
+                model.backbone.edge_chunk_from = auto_chunk_from(model)
+        elif edge_chunk_size is not None:
+            model.backbone.edge_chunk_size = int(edge_chunk_size)
         if compile:
             if not hasattr(model, "enable_compile"):
                 raise TypeError(f"compile=True needs a SINet model, got {type(model).__name__}")
@@ -153,6 +172,10 @@ class SINetCalculator(Calculator):
                 "structure (a molecule or a slab has no stress)"
             )
         graph = atoms_to_graph(atoms, self.model.cutoff, self.model.elements).to(self.device)
+        limit = None if self.memory_limit_gib is None else int(float(self.memory_limit_gib) * 2**30)
+        num_edges = int(graph.edge_index.shape[1])
+        check_memory(self.model, len(atoms), num_edges, self.model.backbone.chunk_size_for(num_edges),
+                     self.device, limit)
         if self.committee:
             self.results = evaluate_committee(self.models, graph, want_stress, want_stresses)
             return

@@ -40,15 +40,32 @@ def _pair(za: int, zb: int) -> str:
     return f"{chemical_symbols[lo]}-{chemical_symbols[hi]}"
 
 
-def _edge_geometry(graph):
-    """Distances and element pairs of a graph's edges (numpy)."""
+#: edges handled at a time by :func:`_shortest_pairs` (bounds its memory on large structures)
+_EDGE_SLICE = 1 << 20
+
+
+def _shortest_pairs(graph):
+    """Per element pair (code ``1000 z_lo + z_hi``): the shortest edge ``(distance, i, j)``,
+    and the largest neighbour count of an atom; edges taken a slice at a time."""
     pos = graph.pos.detach().cpu().double().numpy()
-    i, j = graph.edge_index.detach().cpu().numpy()
+    edge_index = graph.edge_index.detach().cpu().numpy()
     shifts = graph.shifts.detach().cpu().double().numpy()
     cell = graph.cell.detach().cpu().double().numpy().reshape(-1, 3, 3)[0]
-    dist = np.linalg.norm(pos[j] - pos[i] + shifts @ cell, axis=1)
     z = graph.z.detach().cpu().numpy()
-    return i, j, dist, z
+    shortest = {}
+    neighbours = np.zeros(len(z), dtype=np.int64)
+    for start in range(0, edge_index.shape[1], _EDGE_SLICE):
+        i, j = edge_index[:, start:start + _EDGE_SLICE]
+        dist = np.linalg.norm(pos[j] - pos[i] + shifts[start:start + _EDGE_SLICE] @ cell, axis=1)
+        code = np.minimum(z[i], z[j]) * 1000 + np.maximum(z[i], z[j])
+        order = np.lexsort((dist, code))  # by pair, then distance: the first of each pair is its shortest
+        first = order[np.flatnonzero(np.r_[True, np.diff(code[order]) != 0])]
+        for k in first:
+            c = int(code[k])
+            if c not in shortest or dist[k] < shortest[c][0]:
+                shortest[c] = (float(dist[k]), int(i[k]), int(j[k]))
+        neighbours += np.bincount(i, minlength=len(z))
+    return shortest, int(neighbours.max()) if len(z) else 0, z
 
 
 def _reference(z, atomic_energies: Dict[str, float]) -> float:
@@ -63,15 +80,11 @@ def training_domain(graphs, atomic_energies: Optional[Dict[str, float]] = None) 
     max_neighbours = 0
     energies: List[float] = []
     for graph in graphs:
-        i, j, dist, z = _edge_geometry(graph)
-        if len(i):
-            lo, hi = np.minimum(z[i], z[j]), np.maximum(z[i], z[j])
-            code = lo * 1000 + hi
-            for c in np.unique(code):
-                d = float(dist[code == c].min())
-                key = _pair(c // 1000, c % 1000)
-                min_distance[key] = min(d, min_distance.get(key, np.inf))
-            max_neighbours = max(max_neighbours, int(np.bincount(i, minlength=len(z)).max()))
+        shortest, most, z = _shortest_pairs(graph)
+        for code, (d, _, _) in shortest.items():
+            key = _pair(code // 1000, code % 1000)
+            min_distance[key] = min(d, min_distance.get(key, np.inf))
+        max_neighbours = max(max_neighbours, most)
         energy = getattr(graph, "energy", None)
         if energy is not None:
             energies.append((float(energy.reshape(-1)[0]) - _reference(z, atomic_energies)) / len(z))
@@ -90,27 +103,21 @@ def domain_problems(graph, domain: Optional[Dict], energy: Optional[float] = Non
     if not domain:
         return []
     problems = []
-    i, j, dist, z = _edge_geometry(graph)
+    pairs, count, z = _shortest_pairs(graph)
     shortest = domain.get("min_distance", {})
-    if len(i):
-        lo, hi = np.minimum(z[i], z[j]), np.maximum(z[i], z[j])
-        code = lo * 1000 + hi
-        for c in np.unique(code):
-            key = _pair(c // 1000, c % 1000)
-            if key not in shortest:
-                continue
-            edges = np.flatnonzero(code == c)
-            k = edges[np.argmin(dist[edges])]
-            if dist[k] < DISTANCE_FACTOR * shortest[key]:
-                problems.append(
-                    f"atoms {int(i[k])} and {int(j[k])} ({key}) are {dist[k]:.3f} Å apart, much "
-                    f"closer than the shortest {key} distance in the training data "
-                    f"({shortest[key]:.3f} Å)")
-        most = domain.get("max_neighbours")
-        count = int(np.bincount(i, minlength=len(z)).max())
-        if most and count > NEIGHBOUR_FACTOR * most:
-            problems.append(f"an atom has {count} neighbours within the cutoff, the training data "
-                            f"at most {most} (a too-small or degenerate periodic cell?)")
+    for code in sorted(pairs):
+        key = _pair(code // 1000, code % 1000)
+        if key not in shortest:
+            continue
+        d, i, j = pairs[code]
+        if d < DISTANCE_FACTOR * shortest[key]:
+            problems.append(
+                f"atoms {i} and {j} ({key}) are {d:.3f} Å apart, much closer than the shortest "
+                f"{key} distance in the training data ({shortest[key]:.3f} Å)")
+    most = domain.get("max_neighbours")
+    if most and count > NEIGHBOUR_FACTOR * most:
+        problems.append(f"an atom has {count} neighbours within the cutoff, the training data "
+                        f"at most {most} (a too-small or degenerate periodic cell?)")
     bounds = domain.get("energy_per_atom")
     if bounds and energy is not None and len(z):
         lo, hi = bounds

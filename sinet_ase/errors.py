@@ -23,6 +23,11 @@ class UnknownElementError(SINetInputError):
         )
 
 
+class InsufficientMemoryError(SINetInputError, MemoryError):
+    """A structure whose energy and forces would need more memory than is available (raised
+    before the call, with the estimate; :func:`sinet_ase.memory.check_memory`)."""
+
+
 class ModelFileError(ValueError):
     """A file that is not a readable sinet-ase model (truncated, foreign, newer format)."""
 

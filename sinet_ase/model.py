@@ -27,6 +27,7 @@ from .graph import symbols_to_numbers
 from .hparams import DEFAULTS
 from .ops import (RadialEmbedding, ScalarInteractionLayer, SiFormerLayer, SphericalEmbedding,
                   SphericalLayout)
+from .ops.chunking import ReceiverChunks, layer_in_chunks
 from .ops.mlp import mlp
 from .registry import register_model
 
@@ -45,14 +46,21 @@ class SINetBackbone(torch.nn.Module):
     forward(graph, edge_vectors (E, 3) in the network dtype) -> h (N, c, (L+1)^2).
 
     ``edge_chunk_size`` (attribute, default ``None``; not stored in model files): when
-    set, the embedding and the Scalar Interaction layers sum over neighbours in chunks
-    of that many edges with recomputation in the backward pass
-    (:func:`~sinet_ase.ops.chunking.edge_chunked_sum`), so memory stays bounded for
-    very large systems at the cost of one extra forward pass. SiFormer blocks need the
-    softmax over all of a node's neighbours at once and do not support it.
+    set (and the graph has more edges than ``edge_chunk_from``, by default than
+    ``edge_chunk_size``; :meth:`chunk_size_for`), memory stays bounded for very large systems at the cost of about one extra
+    forward pass. With frozen weights (inference: :meth:`SINet.forward` builds the
+    :class:`~sinet_ase.ops.chunking.ReceiverChunks` and passes them as ``chunks``), every
+    layer runs one chunk of receiving atoms (about that many edges) at a time
+    (:func:`~sinet_ase.ops.chunking.layer_in_chunks`); any backbone. Otherwise (weights
+    that need gradients, as in training) the embedding and the Scalar Interaction layers
+    sum over neighbours in chunks of edges recomputed in the backward pass
+    (:func:`~sinet_ase.ops.chunking.edge_chunked_sum`); SiFormer blocks need the softmax
+    over all of a node's neighbours at once and do not support that form.
     """
 
     edge_chunk_size = None
+    #: graphs with more edges than this are chunked (``None``: more than ``edge_chunk_size``)
+    edge_chunk_from = None
 
     def __init__(self, elements: Sequence[str], cutoff: float = DEFAULTS.cutoff,
                  lmax: int = DEFAULTS.lmax, channels: int = DEFAULTS.channels,
@@ -101,18 +109,24 @@ class SINetBackbone(torch.nn.Module):
     def forward(self, graph, edge_vectors: torch.Tensor) -> torch.Tensor:
         return self.features(self.species(graph.z), graph.edge_index, edge_vectors)
 
-    def features(self, species: torch.Tensor, edge_index: torch.Tensor,
-                 edge_vectors: torch.Tensor) -> torch.Tensor:
+    def features(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor,
+                 chunks: Optional[ReceiverChunks] = None) -> torch.Tensor:
         """Node features ``(N, c, (L+1)^2)`` from species ``(N,)``, ``edge_index (2, E)`` and
         edge vectors ``(E, 3)``: tensors in, tensors out, no host synchronisation, so
-        that ``torch.compile`` captures it as one graph (see :meth:`SINet.enable_compile`)."""
+        that ``torch.compile`` captures it as one graph (see :meth:`SINet.enable_compile`).
+
+        ``chunks``: evaluate layer by layer, one chunk of receivers at a time (frozen
+        weights only; the edge vectors then in ``chunks.edge_order``, see
+        :class:`~sinet_ase.ops.chunking.ReceiverChunks`)."""
+        if chunks is not None:
+            return self._features_in_chunks(species, edge_vectors, chunks, scalars_only=False)
         h, edge_inputs = self._embed(species, edge_index, edge_vectors)
         for layer in self.layers:
             h = self._run_layer(layer, h, edge_index, edge_inputs)
         return h
 
     def scalar_features(self, species: torch.Tensor, edge_index: torch.Tensor,
-                        edge_vectors: torch.Tensor) -> torch.Tensor:
+                        edge_vectors: torch.Tensor, chunks: Optional[ReceiverChunks] = None) -> torch.Tensor:
         """The scalar channels of :meth:`features` alone, ``(N, c)``: ``features(...)[:, :, 0]``.
 
         With Scalar Interaction layers the last layer forms only its degree-0 messages
@@ -120,38 +134,96 @@ class SINetBackbone(torch.nn.Module):
         nothing downstream of an energy head reads its ``l > 0`` output, and skipping
         it saves that layer's ``l > 0`` edge work. Same numbers up to rounding (tested).
         """
+        if chunks is not None:
+            return self._features_in_chunks(species, edge_vectors, chunks, scalars_only=True)
         if self.backbone_type != "sinet" or not len(self.layers):
             return self.features(species, edge_index, edge_vectors)[:, :, 0]
         h, edge_inputs = self._embed(species, edge_index, edge_vectors)
         for layer in self.layers[:-1]:
             h = self._run_layer(layer, h, edge_index, edge_inputs)
-        return self.layers[-1].forward_scalars(h, edge_index, *edge_inputs, edge_chunk_size=self.edge_chunk_size)
+        return self.layers[-1].forward_scalars(h, edge_index, *edge_inputs,
+                                               edge_chunk_size=self._edge_chunks_for(edge_index))
 
-    def _embed(self, species, edge_index, edge_vectors):
-        """Layer 0 and the per-edge inputs ``(Y, phi, u)`` that every layer reads."""
+    def edge_geometry(self, edge_vectors: torch.Tensor):
+        """The per-edge inputs every layer reads: ``Y (E, M)``, ``phi (E, n_basis)``, ``u (E,)``."""
         r = edge_vectors.norm(dim=-1)
         # degrees as a list of ints, not the layout's Irreps: TorchDynamo's guards call len()
         # on the Irrep tuples inside an Irreps, which e3nn 0.6 forbids
         Y = o3.spherical_harmonics(list(range(self.layout.lmax + 1)), edge_vectors,
                                    normalize=True, normalization="component")
         phi, u = self.radial(r)
-        if self.edge_chunk_size is not None and self.backbone_type != "sinet":
-            raise ValueError("edge_chunk_size is supported by the SINet backbone only (a SiFormer "
-                             "block normalises attention over all neighbours at once)")
-        h = self.embedding(species, edge_index, Y, phi, u, edge_chunk_size=self.edge_chunk_size)
+        return Y, phi, u
+
+    def _features_in_chunks(self, species, edge_vectors, chunks, scalars_only):
+        """:meth:`features` (or the scalars of :meth:`scalar_features`) layer by layer, one chunk
+        of receivers at a time; the per-edge geometry is recomputed inside each chunk, so no
+        ``(E, ...)`` tensor but the edge vectors is kept whole."""
+        def embed(n, edge_index, species, vectors):
+            return self.embedding(species, edge_index, *self.edge_geometry(vectors), num_receivers=n)
+
+        def layer_rows(layer, scalars):
+            def run(n, edge_index, h, vectors):
+                if self.backbone_type != "sinet":  # a whole block on the chunk's graph, then its rows
+                    out = layer(h, edge_index, *self.edge_geometry(vectors))[:n]
+                    return out[:, :, 0] if scalars else out
+                forward = layer.forward_scalars if scalars else layer
+                return forward(h, edge_index, *self.edge_geometry(vectors), num_receivers=n)
+            return run
+
+        h = layer_in_chunks(embed, chunks, (species,), (edge_vectors,))
+        for k, layer in enumerate(self.layers):
+            scalars = scalars_only and k == len(self.layers) - 1
+            h = layer_in_chunks(layer_rows(layer, scalars), chunks, (h,), (edge_vectors,))
+        return h if scalars_only and len(self.layers) else (h[:, :, 0] if scalars_only else h)
+
+    def receiver_chunks(self, edge_index: torch.Tensor, positions: torch.Tensor) -> Optional[ReceiverChunks]:
+        """The chunks of receivers that :meth:`features` takes when ``edge_chunk_size`` is set,
+        the graph has more edges than that, and no weight needs gradients; else ``None``."""
+        size = self.chunk_size_for(edge_index.shape[1])
+        if size is None or any(p.requires_grad for p in self.parameters()):
+            return None
+        return ReceiverChunks.build(edge_index, positions.shape[0], size, positions)
+
+    def chunk_size_for(self, num_edges: int) -> Optional[int]:
+        """Edges per chunk for a graph of ``num_edges`` edges, ``None`` when it runs whole."""
+        size = self.edge_chunk_size
+        if size is None or num_edges <= max(int(size), int(self.edge_chunk_from or 0)):
+            return None
+        return int(size)
+
+    def _embed(self, species, edge_index, edge_vectors):
+        """Layer 0 and the per-edge inputs ``(Y, phi, u)`` that every layer reads."""
+        Y, phi, u = self.edge_geometry(edge_vectors)
+        h = self.embedding(species, edge_index, Y, phi, u, edge_chunk_size=self._edge_chunks_for(edge_index))
         return h, (Y, phi, u)
 
+    def _edge_chunks_for(self, edge_index) -> Optional[int]:
+        """``edge_chunk_size`` where the edge-chunked form (:func:`~sinet_ase.ops.chunking.edge_chunked_sum`,
+        weights that need gradients) would split this graph's edges, else ``None``."""
+        size = self.chunk_size_for(edge_index.shape[1])
+        if size is None:
+            return None
+        if self.backbone_type != "sinet":
+            raise ValueError("with weights that need gradients, edge_chunk_size is supported by the "
+                             "SINet backbone only (a SiFormer block normalises attention over all "
+                             "neighbours at once); freeze the weights (inference) or unset it")
+        return size
+
     def _run_layer(self, layer, h, edge_index, edge_inputs):
-        if self.edge_chunk_size is None:
+        size = self._edge_chunks_for(edge_index)
+        if size is None:
             return layer(h, edge_index, *edge_inputs)
-        return layer(h, edge_index, *edge_inputs, edge_chunk_size=self.edge_chunk_size)
+        return layer(h, edge_index, *edge_inputs, edge_chunk_size=size)
 
 
 def edge_vectors(graph, positions: torch.Tensor, cell: torch.Tensor,
                  batch: torch.Tensor) -> torch.Tensor:
     """``r_ij = x_j - x_i + S_ij . cell_g`` for every edge: ``(E, 3)``, float64."""
     receiver, sender = graph.edge_index[0], graph.edge_index[1]
-    shift = torch.einsum("ek,ekl->el", graph.shifts, cell[batch[receiver]])
+    if cell.shape[0] == 1:  # one structure: no (E, 3, 3) copy of its cell
+        shift = graph.shifts @ cell[0]
+    else:
+        shift = torch.einsum("ek,ekl->el", graph.shifts, cell[batch[receiver]])
     return positions.index_select(0, sender) - positions.index_select(0, receiver) + shift
 
 
@@ -259,7 +331,8 @@ class SINet(torch.nn.Module):
     _compiled_network = None
 
     def network_energies(self, species: torch.Tensor, edge_index: torch.Tensor,
-                         vectors: torch.Tensor, full_last_layer: bool = False) -> torch.Tensor:
+                         vectors: torch.Tensor, full_last_layer: bool = False,
+                         chunks: Optional[ReceiverChunks] = None) -> torch.Tensor:
         """The network's per-atom output ``MLP(h_i^0)``, ``(N,)`` in the model dtype, before
         the scale and the per-element shift; species ``(N,)``, ``edge_index (2, E)``,
         edge vectors ``(E, 3)``. This is the part :meth:`enable_compile` compiles.
@@ -269,12 +342,12 @@ class SINet(torch.nn.Module):
         ``full_last_layer=True`` computes the whole layer, so that every parameter is in
         the autograd graph (the last layer's ``l > 0`` weights then get zero gradients):
         training uses it, because DistributedDataParallel expects a gradient for every
-        parameter.
+        parameter. ``chunks``: see :meth:`SINetBackbone.features`.
         """
         if full_last_layer:
-            scalars = self.backbone.features(species, edge_index, vectors)[:, :, 0]
+            scalars = self.backbone.features(species, edge_index, vectors, chunks)[:, :, 0]
         else:
-            scalars = self.backbone.scalar_features(species, edge_index, vectors)
+            scalars = self.backbone.scalar_features(species, edge_index, vectors, chunks)
         return self.energy_mlp(scalars).squeeze(-1)
 
     def enable_compile(self, **compile_options) -> "SINet":
@@ -350,7 +423,11 @@ class SINet(torch.nn.Module):
             inputs.append(vectors64)  # last: dE/dr_e for the per-atom stresses
         vectors = vectors64.to(self.dtype)
         species = self.backbone.species(graph.z)
-        if training:
+        chunks = None if training else self.backbone.receiver_chunks(graph.edge_index, positions)
+        if chunks is not None:  # large system, frozen weights: layer by layer, chunks of receivers
+            vectors = vectors.index_select(0, chunks.edge_order)  # (the whole-order copy is freed)
+            network_out = self.network_energies(species, graph.edge_index, vectors, chunks=chunks)
+        elif training:
             # eager (a compiled graph has no double backward), and the whole last layer, so that
             # every parameter is in the graph (DistributedDataParallel expects it)
             network_out = self.network_energies(species, graph.edge_index, vectors, full_last_layer=True)

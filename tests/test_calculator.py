@@ -16,6 +16,7 @@ from ase.optimize import BFGS, FIRE
 
 from sinet_ase import (ModelFileError, SINet, SINetCalculator, SINetInputError,
                        UnknownElementError, list_pretrained, load_model, save_model)
+from sinet_ase.graph import atoms_to_graph
 from sinet_ase.io import FORMAT_VERSION, model_to_dict
 
 
@@ -209,26 +210,90 @@ def test_pretrained_registry_errors_clearly():
     assert isinstance(list_pretrained(), list)
 
 
-def test_edge_chunks_give_the_same_energy_forces_and_stress():
-    """``edge_chunk_size`` (recomputed chunks of edges, for very large systems) changes memory, not results."""
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+@pytest.mark.parametrize("backbone", ["sinet", "siformer"])
+def test_edge_chunks_give_the_same_energy_forces_and_stress(backbone):
+    """``edge_chunk_size`` (layers run one chunk of receiving atoms at a time, with their halo)
+    changes memory, not results: float64 energies, per-atom energies, forces and stress agree
+    with the whole-graph pass to 1e-10, for chunks of one receiver up to more than the graph."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
     atoms.rattle(0.05, seed=1)
-    model = make_model(["Cu"])
-    whole = SINetCalculator(model)
-    chunked = SINetCalculator(model, edge_chunk_size=97)  # not a divisor of the edge count
-    def properties(calc):
-        return {"energy": calc.get_potential_energy(atoms), "forces": calc.get_forces(atoms),
-                "stress": calc.get_stress(atoms)}
+    atoms.symbols[[3, 9]] = "O"  # two species, so the embedding's species sums are checked
+    model = make_model(["Cu", "O"], backbone=backbone, num_heads=2)
+    whole = SINetCalculator(model, edge_chunk_size=None)
 
-    ref, out = properties(whole), properties(chunked)
-    assert out["energy"] == pytest.approx(ref["energy"], rel=1e-12, abs=1e-10)
-    np.testing.assert_allclose(out["forces"], ref["forces"], rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(out["stress"], ref["stress"], rtol=1e-9, atol=1e-11)
-    assert chunked.model.backbone.edge_chunk_size == 97 and model.backbone.edge_chunk_size is None
+    def properties(calc):
+        return {"energy": calc.get_potential_energy(atoms), "energies": calc.get_potential_energies(atoms),
+                "forces": calc.get_forces(atoms), "stress": calc.get_stress(atoms)}
+
+    ref = properties(whole)
+    num_edges = atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
+    for chunk in (1, 97, num_edges + 1):  # 1: a receiver per chunk; 97: not a divisor of the edge count
+        chunked = SINetCalculator(model, edge_chunk_size=chunk)
+        out = properties(chunked)
+        assert out["energy"] == pytest.approx(ref["energy"], rel=1e-12, abs=1e-10)
+        for key in ("energies", "forces", "stress"):
+            np.testing.assert_allclose(out[key], ref[key], rtol=0, atol=1e-10)
+        assert chunked.model.backbone.edge_chunk_size == chunk
+    assert float(np.abs(ref["forces"]).max()) > 1e-4  # the comparison has something to compare
+    assert model.backbone.edge_chunk_size is None  # the caller's model is untouched
     with pytest.raises(ValueError, match="positive"):
         SINetCalculator(model, edge_chunk_size=0)
-    with pytest.raises(ValueError, match="SINet backbone only"):
-        SINetCalculator(make_model(["Cu"], backbone="siformer", num_heads=2), edge_chunk_size=100)
+    with pytest.raises(ValueError, match="'auto'"):
+        SINetCalculator(model, edge_chunk_size="big")
+
+
+def test_receiver_chunks_cover_every_atom_once_with_their_halo():
+    """Each atom receives in exactly one chunk; a chunk's local edges are exactly the edges into
+    its receivers, and its nodes are those receivers plus the senders of those edges."""
+    from sinet_ase.ops.chunking import ReceiverChunks
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=1)
+    graph = atoms_to_graph(atoms, 4.0)
+    chunks = ReceiverChunks.build(graph.edge_index, len(atoms), 50, graph.pos)
+    receivers = torch.cat([c.receivers for c in chunks.chunks])
+    assert sorted(receivers.tolist()) == list(range(len(atoms)))
+    ordered = graph.edge_index[:, chunks.edge_order]
+    for c in chunks.chunks:
+        edges = ordered[:, c.start:c.stop]
+        assert set(edges[0].tolist()) <= set(c.receivers.tolist())
+        assert torch.equal(c.nodes[c.edge_index], edges)  # local numbers map back to the atoms
+        assert set(c.nodes.tolist()) == set(c.receivers.tolist()) | set(edges[1].tolist())
+        assert c.stop - c.start <= 50 + int(torch.bincount(graph.edge_index[0]).max())
+    assert len(chunks) > 5
+
+
+def test_automatic_chunks_and_the_early_memory_error():
+    """The default ``edge_chunk_size="auto"`` runs a graph whole while that needs less than
+    2 GiB and in chunks above; a structure whose estimated memory exceeds ``memory_limit_gib``
+    is refused before the call, with the estimate and what to change."""
+    from sinet_ase.memory import (AUTO_CHUNK_FROM_BYTES, InsufficientMemoryError, auto_chunk_from,
+                                  auto_chunk_size, estimate_call_bytes)
+
+    model = make_model(["Cu"])
+    calc = SINetCalculator(model)
+    backbone = calc.model.backbone
+    chunk, start = auto_chunk_size(calc.model), auto_chunk_from(calc.model)
+    assert backbone.edge_chunk_size == chunk >= 256 and backbone.edge_chunk_from == start > chunk
+    assert backbone.chunk_size_for(start) is None and backbone.chunk_size_for(start + 1) == chunk
+    whole_at_start = estimate_call_bytes(calc.model, 0, start, None)
+    assert 0.9 * AUTO_CHUNK_FROM_BYTES < whole_at_start <= AUTO_CHUNK_FROM_BYTES
+    assert SINetCalculator(model, edge_chunk_size=None).model.backbone.chunk_size_for(10**9) is None
+    assert SINetCalculator(model, edge_chunk_size=50).model.backbone.chunk_size_for(51) == 50
+
+    big = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(4)
+    num_edges = atoms_to_graph(big, model.cutoff).edge_index.shape[1]
+    whole = estimate_call_bytes(calc.model, len(big), num_edges, None)
+    assert estimate_call_bytes(calc.model, len(big), num_edges, 100) < whole
+    tight = SINetCalculator(model, edge_chunk_size=None, memory_limit_gib=whole / 2**30 / 2)
+    with pytest.raises(InsufficientMemoryError, match=r"256 atoms.*needs about.*edge_chunk_size='auto'"):
+        tight.get_potential_energy(big)
+    with pytest.raises(MemoryError):  # also a MemoryError (and a SINetInputError, a ValueError)
+        tight.get_potential_energy(big)
+    roomy = SINetCalculator(model, edge_chunk_size=None, memory_limit_gib=2 * whole / 2**30)
+    assert np.isfinite(roomy.get_potential_energy(big))
+    with pytest.raises(ValueError, match="memory_limit_gib"):
+        SINetCalculator(model, memory_limit_gib=0)
 
 
 @pytest.mark.slow

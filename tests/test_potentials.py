@@ -79,3 +79,58 @@ def test_dft_potential_reproduces_its_card_and_runs_md_from_its_start(name, tmp_
     assert md_main(["--potential", name, "--steps", "20", "--interval", "10",
                     "--trajectory", str(traj), "--no-progress"]) == 0
     assert "NVE energy drift" in capsys.readouterr().out
+
+
+#: SHA-256 of each shipped potential's weights (sinet_ase.files.arrays_sha256 of the state dict)
+#: as published, before training_domain was added to their metadata
+WEIGHT_DIGESTS = {
+    "sinet-xtb-md17": "6f5ccfcc7cbee5ca6d009309775f32034d55db6e3e8ecf0a710e71264d4aa6c1",
+    "sinet-acac": "04394c408edcf87c0ebfc8801abfa316801059c6de73b27fa44812be81fd2660",
+    "sinet-rmd17-ethanol": "0fb62efcbb95d37532a43a20aee211b55c04456848ae3df76d2ddbf27000816e",
+}
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHT_DIGESTS))
+def test_shipped_potentials_carry_their_training_domain_with_the_published_weights(name):
+    """``training/add_training_domain.py`` added the training data's statistics to the metadata
+    and left every weight as published (so energies are bit-identical)."""
+    from sinet_ase.files import arrays_sha256
+    from sinet_ase.io import read_model_file
+
+    payload = read_model_file(pretrained_path(name))
+    state = {k: v.numpy() for k, v in payload["state_dict"].items()}
+    assert arrays_sha256(state) == WEIGHT_DIGESTS[name]
+    domain = payload["metadata"]["training_domain"]
+    elements = payload["elements"]
+    assert {"H-C", "C-O", "H-O"} <= set(domain["min_distance"])
+    assert all(0.8 < d < 2.5 for d in domain["min_distance"].values())
+    assert 5 <= domain["max_neighbours"] <= 30
+    low, high = domain["energy_per_atom"]
+    assert low < high and set(domain["atomic_energies"]) == set(elements)
+
+
+def test_the_shipped_potential_warns_about_a_squeezed_molecule():
+    """A shipped molecule is inside the domain of ``sinet-xtb-md17``; with an H pushed to 0.6 Å
+    from its carbon it is outside, which the calculator says (once) or raises, by option."""
+    import warnings
+
+    from sinet_ase import SINetInputError
+    from sinet_ase.domain import OutOfDomainWarning
+    from sinet_ase.pretrained import shipped_structure
+
+    atoms = shipped_structure("ethanol")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        atoms.calc = SINetCalculator.from_pretrained(SHIPPED)
+        atoms.get_potential_energy()
+    squeezed = atoms.copy()
+    carbon = next(i for i, s in enumerate(squeezed.get_chemical_symbols()) if s == "C")
+    hydrogen = int(np.argmin([squeezed.get_distance(carbon, i) if s == "H" else np.inf
+                              for i, s in enumerate(squeezed.get_chemical_symbols())]))
+    squeezed.set_distance(carbon, hydrogen, 0.6, fix=0)
+    squeezed.calc = SINetCalculator.from_pretrained(SHIPPED)
+    with pytest.warns(OutOfDomainWarning, match=r"\(H-C\) are 0.600 Å apart.*training data \(0.960 Å\)"):
+        squeezed.get_potential_energy()
+    squeezed.calc = SINetCalculator.from_pretrained(SHIPPED, out_of_domain="raise")
+    with pytest.raises(SINetInputError, match="outside the potential's training data"):
+        squeezed.get_potential_energy()

@@ -166,8 +166,10 @@ def main():
         "test_slice": {"file": f"{args.name}_test_slice.extxyz", "frames_per_molecule": args.slice,
                        "e_mae_mev_atom": slice_e, "f_mae_mev_a": slice_f},
     }
-    save_model(load_model(run / "best_model.pt"), model_path,
-               metadata={"card": json.dumps(card)})
+    best = load_model(run / "best_model.pt")
+    # the training data's statistics stay with the model: the calculator checks structures against them
+    domain = {k: best.metadata[k] for k in ("training_domain",) if k in best.metadata}
+    save_model(best, model_path, metadata={"card": json.dumps(card), **domain})
     write(out_dir / f"{args.name}_test_slice.extxyz", slice_frames)
 
     nve = {}

@@ -11,6 +11,7 @@ radial weights and ``u`` the envelope. Its cost is that of a linear layer:
 a product of a scalar with a harmonic, no Clebsch-Gordan coefficients.
 """
 
+import functools
 from typing import Optional
 
 import torch
@@ -26,8 +27,10 @@ class SphericalEmbedding(torch.nn.Module):
     """Species embedding lifted to all degrees.
 
     forward(species (N,), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,),
-    edge_chunk_size=None) -> h (N, c, M). ``edge_index[0]`` is the receiving atom ``i``, ``edge_index[1]``
-    the neighbour ``j``.
+    edge_chunk_size=None, num_receivers=None) -> h (N, c, M). ``edge_index[0]`` is the receiving
+    atom ``i``, ``edge_index[1]`` the neighbour ``j``. With ``num_receivers = n``, only the first
+    ``n`` nodes receive (every edge points into one of them) and the output is their rows,
+    ``(n, c, M)``: a chunk of receivers with its halo (:mod:`sinet_ase.ops.chunking`).
 
     Two forms of the same sum (:attr:`fold_species`, chosen at construction):
 
@@ -60,9 +63,9 @@ class SphericalEmbedding(torch.nn.Module):
         last = self.radial[-1]
         return last.weight.index_select(0, self.radial_rows), last.bias.index_select(0, self.radial_rows)
 
-    def _aggregate_per_edge(self, z, edge_index, Y, phi, u):
-        """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every node, channels last, with ``R`` per edge:
-        ``z (N, c)`` -> ``(N, M, c)``."""
+    def _aggregate_per_edge(self, z, edge_index, Y, phi, u, num_receivers=None):
+        """``sum_j u(r_ij) R^l(r_ij) z_j Y^l_ij`` for every receiver, channels last, with ``R`` per edge:
+        ``z (N, c)`` -> ``(num_receivers or N, M, c)``."""
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
         radial = torch.nn.functional.linear(self.radial[:-1](phi), *self._radial_last_layer())
@@ -70,17 +73,19 @@ class SphericalEmbedding(torch.nn.Module):
         # (E, L+1, c) -> one row per spherical column (E, M, c), times Y^l_m: channels
         # innermost, so both steps vectorise over c
         messages = self.layout.per_degree_channels_last(weights) * Y.unsqueeze(-1)
-        return sum_rows(messages, receiver, z.shape[0])
+        return sum_rows(messages, receiver, z.shape[0] if num_receivers is None else num_receivers)
 
-    def _radial_sums(self, species, edge_index, Y, phi, u):
-        """``T_{i,s} = sum_{j: s_j = s} u_ij [a_ij, 1] Y_ij^m``: ``(N S, M, hidden + 1)``, linear in the
-        set of edges (the species-folded form's edge step)."""
+    def _radial_sums(self, species, edge_index, Y, phi, u, num_receivers=None):
+        """``T_{i,s} = sum_{j: s_j = s} u_ij [a_ij, 1] Y_ij^m``: ``(n S, M, hidden + 1)`` for the
+        ``n = num_receivers or N`` receivers, linear in the set of edges (the species-folded
+        form's edge step)."""
         receiver, sender = edge_index[0], edge_index[1]
         hidden = self.radial[:-1](phi)
         hidden_ext = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1) * u.unsqueeze(-1)
         S = self.species_embedding.num_embeddings
         rows = receiver * S + species.index_select(0, sender)  # (node i, species of j)
-        return sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, species.shape[0] * S)
+        n = species.shape[0] if num_receivers is None else num_receivers
+        return sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, n * S)
 
     def _from_radial_sums(self, T, num_nodes):
         """``sum_s z_s^k sum_a W_2[lk, a] T_{i,s}[m, a]``: ``(N S, M, hidden + 1)`` -> ``(N, M, c)``."""
@@ -92,14 +97,18 @@ class SphericalEmbedding(torch.nn.Module):
         radial_sums = torch.einsum("nma,mca->nmc", T, w_ext).view(num_nodes, S, M, c)
         return torch.einsum("nsmc,sc->nmc", radial_sums, self.species_embedding.weight)
 
-    def forward(self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
+    def forward(self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None,
+                num_receivers: Optional[int] = None):
         z = self.species_embedding(species)  # (N, c)
+        n = species.shape[0] if num_receivers is None else int(num_receivers)
         if self.fold_species:  # only the edge step runs per chunk
-            T = edge_chunked_sum(self._radial_sums, (species,), edge_index, (Y, phi, u), edge_chunk_size)
-            h = self._from_radial_sums(T, species.shape[0])
+            T = edge_chunked_sum(functools.partial(self._radial_sums, num_receivers=n), (species,),
+                                 edge_index, (Y, phi, u), edge_chunk_size)
+            h = self._from_radial_sums(T, n)
         else:
-            h = edge_chunked_sum(self._aggregate_per_edge, (z,), edge_index, (Y, phi, u), edge_chunk_size)
-        h = h.transpose(1, 2).contiguous()  # (N, c, M)
+            h = edge_chunked_sum(functools.partial(self._aggregate_per_edge, num_receivers=n), (z,),
+                                 edge_index, (Y, phi, u), edge_chunk_size)
+        h = h.transpose(1, 2).contiguous()  # (n, c, M)
         h = h / self.avg_num_neighbors
-        h[:, :, 0] = h[:, :, 0] + z
+        h[:, :, 0] = h[:, :, 0] + z[:n]
         return h

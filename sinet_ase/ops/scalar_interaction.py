@@ -182,7 +182,8 @@ class ScalarInteraction(torch.nn.Module):
                                 edge_scalars: Optional[torch.Tensor] = None,
                                 edge_weight: Optional[torch.Tensor] = None,
                                 scalars_only: bool = False,
-                                edge_chunk_size: Optional[int] = None) -> torch.Tensor:
+                                edge_chunk_size: Optional[int] = None,
+                                num_receivers: Optional[int] = None) -> torch.Tensor:
         r"""Messages summed over neighbours, ``sum_j m_ij``, with the linear parts done per node.
 
         ``h (N, M, c)`` node features, ``edge_index (2, E)`` (row 0 receives, row 1 sends),
@@ -213,7 +214,8 @@ class ScalarInteraction(torch.nn.Module):
         """
         if self.num_edge_scalars and edge_scalars is None:
             raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
-        sums = edge_chunked_sum(functools.partial(self.edge_sums, scalars_only=scalars_only),
+        sums = edge_chunked_sum(functools.partial(self.edge_sums, scalars_only=scalars_only,
+                                                  num_receivers=num_receivers),
                                 (h,) + self.node_terms(h), edge_index, (Y, edge_scalars, edge_weight),
                                 edge_chunk_size)
         return self.finish_sums(sums, scalars_only)
@@ -238,16 +240,16 @@ class ScalarInteraction(torch.nn.Module):
         return sender, receiver
 
     def edge_sums(self, h, node_sender, node_receiver, edge_index, Y, edge_scalars=None, edge_weight=None,
-                  scalars_only: bool = False) -> torch.Tensor:
+                  scalars_only: bool = False, num_receivers: Optional[int] = None) -> torch.Tensor:
         """The sums over edges of :meth:`aggregate_channels_last`, linear in the set of edges.
 
         ``(N, M, c + hidden + 1)``: ``[sum_j u alpha h_j, T]`` (with ``scalars_only``, the
         degree-0 row alone, ``(N, c + hidden + 1)``); ``node_sender, node_receiver`` from
-        :meth:`node_terms`.
+        :meth:`node_terms`; ``num_receivers`` rows instead of ``N`` when given.
         """
         c, L = self.layout.channels, self.layout.lmax
         receiver, sender = edge_index[0], edge_index[1]
-        num_nodes = h.shape[0]
+        num_nodes = h.shape[0] if num_receivers is None else num_receivers
         first, activation, last = self.coefficients
         Y_ext = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # (E, M + 1)
         pre = _contract_rows(Y_ext, gather_rows(node_sender, sender))
@@ -318,11 +320,13 @@ class ScalarInteractionLayer(torch.nn.Module):
     ``h_i <- h_i + Gate(Linear(m_i))``.
 
     forward(h (N, c, M), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,),
-    edge_chunk_size=None) -> (N, c, M); ``edge_index[0]`` receives, ``edge_index[1]``
-    sends. With ``edge_chunk_size``, the neighbour sum runs over chunks of edges
-    whose activations are recomputed in the backward pass (see
+    edge_chunk_size=None, num_receivers=None) -> (N, c, M); ``edge_index[0]`` receives,
+    ``edge_index[1]`` sends. With ``edge_chunk_size``, the neighbour sum runs over chunks
+    of edges whose activations are recomputed in the backward pass (see
     :func:`~sinet_ase.ops.chunking.edge_chunked_sum`): same result, memory bounded
-    by the chunk instead of the edge count.
+    by the chunk instead of the edge count. With ``num_receivers = n``, only the first
+    ``n`` nodes receive and the output is their ``n`` rows (a chunk of receivers with
+    its halo, :func:`~sinet_ase.ops.chunking.layer_in_chunks`).
     """
 
     def __init__(self, layout: SphericalLayout, num_basis: int, hidden: int = 64,
@@ -338,36 +342,43 @@ class ScalarInteractionLayer(torch.nn.Module):
         # False runs the (E, c, M) form, the same operation
         self.channels_last = True
 
-    def aggregate(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
-        """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every node, in the layout of ``h``:
+    def aggregate(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None,
+                  num_receivers: Optional[int] = None):
+        """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every receiver, in the layout of ``h``:
         ``(N, M, c)`` if :attr:`channels_last` (node-folded,
-        :meth:`ScalarInteraction.aggregate_channels_last`) else ``(N, c, M)``."""
+        :meth:`ScalarInteraction.aggregate_channels_last`) else ``(N, c, M)`` (``num_receivers``
+        rows instead of ``N`` when given)."""
         if self.channels_last:
             return self.interaction.aggregate_channels_last(h, edge_index, Y, phi, edge_weight=u,
-                                                            edge_chunk_size=edge_chunk_size)
-        return edge_chunked_sum(self._aggregate_per_edge, (h,), edge_index, (Y, phi, u), edge_chunk_size)
+                                                            edge_chunk_size=edge_chunk_size,
+                                                            num_receivers=num_receivers)
+        return edge_chunked_sum(functools.partial(self._aggregate_per_edge, num_receivers=num_receivers),
+                                (h,), edge_index, (Y, phi, u), edge_chunk_size)
 
-    def _aggregate_per_edge(self, h, edge_index, Y, phi, u):
+    def _aggregate_per_edge(self, h, edge_index, Y, phi, u, num_receivers=None):
         """The ``(E, c, M)`` form: messages per edge, summed."""
         receiver, sender = edge_index[0], edge_index[1]
         messages = self.interaction(gather_rows(h, sender), Y, gather_rows(h, receiver), phi, edge_weight=u)
-        return sum_rows(messages, receiver, h.shape[0])
+        return sum_rows(messages, receiver, h.shape[0] if num_receivers is None else num_receivers)
 
-    def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
+    def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None,
+                num_receivers: Optional[int] = None):
+        n = h.shape[0] if num_receivers is None else int(num_receivers)
         if self.channels_last:
             # the node-level transposes are cheap next to the edge work they speed up
             h_cl = h.transpose(1, 2).contiguous()
-            aggregated = self.aggregate(h_cl, edge_index, Y, phi, u, edge_chunk_size).transpose(1, 2)
+            aggregated = self.aggregate(h_cl, edge_index, Y, phi, u, edge_chunk_size, n).transpose(1, 2)
         else:
-            aggregated = self.aggregate(h, edge_index, Y, phi, u, edge_chunk_size)
-        return h + self.gate(self._update(aggregated))
+            aggregated = self.aggregate(h, edge_index, Y, phi, u, edge_chunk_size, n)
+        return h[:n] + self.gate(self._update(aggregated))
 
     def _update(self, aggregated):
         """``Linear(m / n_avg)`` of the summed messages ``(N, c, M)``."""
         aggregated = aggregated / self.avg_num_neighbors
         return self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
 
-    def forward_scalars(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None):
+    def forward_scalars(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None,
+                        num_receivers: Optional[int] = None):
         """The new scalars ``h_i^0`` alone, ``(N, c)``: column 0 of :meth:`forward`.
 
         ``h_i^0 + silu(Linear(m_i)^0)`` needs only the degree-0 messages (the linear layer
@@ -375,9 +386,11 @@ class ScalarInteractionLayer(torch.nn.Module):
         sums is skipped (:meth:`ScalarInteraction.aggregate_channels_last` with ``scalars_only``); the
         invariants that the coefficients read still come from every degree.
         """
+        n = h.shape[0] if num_receivers is None else int(num_receivers)
         h_cl = h.transpose(1, 2).contiguous()
         aggregated0 = self.interaction.aggregate_channels_last(
-            h_cl, edge_index, Y, phi, edge_weight=u, scalars_only=True, edge_chunk_size=edge_chunk_size)
+            h_cl, edge_index, Y, phi, edge_weight=u, scalars_only=True, edge_chunk_size=edge_chunk_size,
+            num_receivers=n)
         # zero l > 0 columns: o3.Linear has no path between degrees, so its degree-0 output is exact
         padded = torch.nn.functional.pad(aggregated0.unsqueeze(-1), (0, self.layout.num_m - 1))
-        return h[:, :, 0] + self.gate.scalars(self._update(padded))
+        return h[:n, :, 0] + self.gate.scalars(self._update(padded))

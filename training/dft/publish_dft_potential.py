@@ -196,7 +196,10 @@ def main():
                              run / "best_model.pt")
         if args.md_json else {},
     }
-    save_model(load_model(run / "best_model.pt"), model_path, metadata={"card": json.dumps(card)})
+    best = load_model(run / "best_model.pt")
+    # the training data's statistics stay with the model: the calculator checks structures against them
+    domain = {k: best.metadata[k] for k in ("training_domain",) if k in best.metadata}
+    save_model(best, model_path, metadata={"card": json.dumps(card), **domain})
     (out_dir / f"{args.name}.json").write_text(json.dumps(card, indent=1))
     for png in ("learning_curve.png", "force_parity.png"):
         if (run / png).exists():

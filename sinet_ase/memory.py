@@ -1,0 +1,142 @@
+r"""Memory of one energy + forces call: an estimate, the automatic chunk size, a check.
+
+One call keeps, besides the process itself (torch, the model: a few hundred MB):
+
+* per edge of the whole system, the neighbour list and the edge vectors:
+  ``int64`` indices (graph, chunk plan), ``float64`` cell shifts, the vectors in
+  the network dtype and their gradients, :data:`EDGE_BYTES` ``+ 12 d`` bytes
+  (``d``: bytes per number of the network dtype);
+* per atom, a few ``(N, c, M)`` feature tensors and their gradients,
+  :data:`ATOM_FEATURES` ``c M d`` bytes (``M = (L+1)^2``);
+* per edge *being worked on*, a layer's per-edge tensors and their gradients,
+  ``W d`` bytes with ``W = 2 [2 (M+1) h + 5 M c + M (h+1)]`` numbers (``h``: the
+  coefficient MLP's width; the largest per-edge tensors of
+  :meth:`~sinet_ase.ops.scalar_interaction.ScalarInteraction.edge_sums`). Without
+  chunks every edge is worked on at once, and the layers' saved tensors stay
+  for the backward pass: :data:`WHOLE_GRAPH_FACTOR` ``W d`` per edge. With
+  ``edge_chunk_size`` (:mod:`sinet_ase.ops.chunking`) one chunk at a time.
+
+For the shipped ``sinet-xtb-md17`` (``c = 32, L = 2, h = 64``) in float64, ``W d`` is
+53 KB: 2.6 MB per atom of liquid water (54 edges per atom within 5 Å) for a whole-graph
+pass, against about 20 KB per atom plus 130 MB for a chunk of 2,500 edges (constants
+fitted to the peak resident memory of ``benchmarks/bench_memory.py``, which the estimate
+matches within about 20 %).
+
+:func:`auto_chunk_size` is the chunk whose working set is :data:`CHUNK_BYTES`, used by
+the calculator's default ``edge_chunk_size="auto"`` where a whole-graph pass would need
+more than :data:`AUTO_CHUNK_FROM_BYTES` (:func:`auto_chunk_from`). :func:`check_memory`
+raises :class:`~sinet_ase.InsufficientMemoryError` before a call whose estimate exceeds
+the memory available (or a given limit), instead of letting the operating system kill the
+process part-way.
+"""
+
+from typing import Optional
+
+import torch
+
+from .errors import InsufficientMemoryError
+
+#: bytes per edge of the whole system kept besides the network dtype's: int64 edge index
+#: (16), chunk order and local indices (24), float64 cell shifts (24), allocator slack
+EDGE_BYTES = 120
+#: ``(N, c, M)`` tensors alive at the peak of a chunked call (features of every layer, their
+#: gradients, outputs; fitted)
+ATOM_FEATURES = 3
+#: a whole-graph pass keeps this fraction of the per-edge working set per edge (fitted)
+WHOLE_GRAPH_FACTOR = 0.95
+#: working set of one chunk of edges that :func:`auto_chunk_size` aims at, by device type
+CHUNK_BYTES = {"cpu": 128 * 2**20, "cuda": 2 * 2**30}
+#: smallest automatic chunk (below it the per-chunk overhead dominates)
+MIN_CHUNK = 256
+#: automatic chunks apply where a whole-graph pass would need more than this
+AUTO_CHUNK_FROM_BYTES = 2 * 2**30
+
+
+def _sizes(model):
+    config = getattr(model, "config", {})
+    lmax, channels = int(config.get("lmax", 2)), int(config.get("channels", 64))
+    hidden = int(config.get("mlp_hidden", 64))
+    return (lmax + 1) ** 2, channels, hidden, torch.finfo(model.dtype).bits // 8
+
+
+def edge_work_bytes(model) -> int:
+    """``W d``: bytes per edge that one layer works on, forward and backward (module docstring)."""
+    M, c, h, d = _sizes(model)
+    return d * 2 * (2 * (M + 1) * h + 5 * M * c + M * (h + 1))
+
+
+def auto_chunk_size(model, device="cpu") -> int:
+    """Edges per chunk whose working set is about :data:`CHUNK_BYTES` of the device type."""
+    budget = CHUNK_BYTES.get(torch.device(device).type, CHUNK_BYTES["cpu"])
+    return max(MIN_CHUNK, int(budget // edge_work_bytes(model)))
+
+
+def auto_chunk_from(model) -> int:
+    """Edge count above which automatic chunks apply: where a whole-graph pass would
+    need more than :data:`AUTO_CHUNK_FROM_BYTES` (smaller graphs run whole, as fast as
+    before on several threads)."""
+    M, c, h, d = _sizes(model)
+    return int(AUTO_CHUNK_FROM_BYTES // (EDGE_BYTES + 12 * d + WHOLE_GRAPH_FACTOR * edge_work_bytes(model)))
+
+
+def estimate_call_bytes(model, num_atoms: int, num_edges: int,
+                        edge_chunk_size: Optional[int] = None) -> int:
+    """Estimated peak memory (bytes) of one energy + forces (+ stress) call of ``model`` on
+    ``num_atoms`` atoms with ``num_edges`` directed pairs within the cutoff, beyond what
+    the process holds before it (module docstring)."""
+    M, c, h, d = _sizes(model)
+    per_edge = EDGE_BYTES + 12 * d
+    per_atom = ATOM_FEATURES * c * M * d
+    work = edge_work_bytes(model)
+    if edge_chunk_size is None or num_edges <= edge_chunk_size:
+        at_once = WHOLE_GRAPH_FACTOR * num_edges
+    else:
+        at_once = edge_chunk_size
+    return int(per_edge * num_edges + per_atom * num_atoms + work * at_once)
+
+
+def available_bytes(device="cpu") -> Optional[int]:
+    """Memory a new allocation can use: ``MemAvailable`` of ``/proc/meminfo`` on the CPU,
+    the free memory of a CUDA device; ``None`` where it is unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**29 else f"{n / 2**20:.0f} MiB"
+
+
+def check_memory(model, num_atoms: int, num_edges: int, edge_chunk_size: Optional[int],
+                 device="cpu", limit_bytes: Optional[int] = None) -> int:
+    """Raise :class:`InsufficientMemoryError` when :func:`estimate_call_bytes` exceeds
+    ``limit_bytes``, or, when that is ``None``, the memory available now. Returns the estimate."""
+    estimate = estimate_call_bytes(model, num_atoms, num_edges, edge_chunk_size)
+    limit = limit_bytes if limit_bytes is not None else available_bytes(device)
+    if limit is None or estimate <= limit:
+        return estimate
+    source = "the memory_limit_gib given" if limit_bytes is not None else f"the memory available on {device}"
+    chunk = (f"edges in chunks of {edge_chunk_size:,}" if edge_chunk_size is not None and
+             num_edges > edge_chunk_size else "all edges at once (edge_chunk_size=None)")
+    hints = []
+    if edge_chunk_size is None or num_edges <= edge_chunk_size:
+        chunked = estimate_call_bytes(model, num_atoms, num_edges, auto_chunk_size(model, device))
+        hints.append(f"edge_chunk_size='auto' (about {_gib(chunked)})")
+    if model.dtype == torch.float64:
+        hints.append("dtype='float32' (less)")
+    hints.append("a smaller structure or a machine with more memory")
+    raise InsufficientMemoryError(
+        f"this structure ({num_atoms:,} atoms, {num_edges:,} pairs within the cutoff) needs about "
+        f"{_gib(estimate)} for energy and forces with {chunk} in {str(model.dtype).replace('torch.', '')}, "
+        f"more than {source} ({_gib(limit)}); use " + ", or ".join(hints))
