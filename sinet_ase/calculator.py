@@ -29,6 +29,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, evaluate_committee
 from .domain import domain_problems, report_domain
+from .fastpath import CompileMode, install as install_compile, resolve_mode
 from .graph import atoms_to_graph
 from .inference import prepare_model
 
@@ -52,12 +53,14 @@ class SINetCalculator(Calculator):
             over neighbours in chunks of this many edges, recomputing each chunk in
             the backward pass: memory bounded by the chunk, about one extra forward
             pass of time. ``None`` (default) processes all edges at once.
-        compile: run the network through ``torch.compile`` (see
-            :meth:`sinet_ase.SINet.enable_compile`): same energies and forces, less
-            per-call overhead, which is most of a step for small molecules, and fused
-            per-edge work (1.1-1.5x faster MD steps on 108-864-atom Cu cells, 2026-11-29).
-            The first call compiles (tens of seconds; inductor needs a C++ compiler on
-            CPU), and the first new edge count once more. ``False`` (default) runs eagerly.
+        compile: run the network through ``torch.compile`` (:mod:`sinet_ase.fastpath`):
+            same energies and forces, less per-call overhead, which is most of a step for
+            small molecules, and fused per-edge work. ``"auto"`` (default): eager for the
+            first 200 calls, then compiled where the machine has a C++ compiler (triton on
+            CUDA), else eager with one :class:`~sinet_ase.fastpath.CompileFallbackWarning`;
+            ``True``: compiled from the first call (errors raise); ``False``: eager. A
+            compilation takes tens of seconds the first time and is cached on disk for
+            later runs (``TORCHINDUCTOR_CACHE_DIR``).
         out_of_domain: what to do with a structure outside the training data that the
             model file records (:mod:`sinet_ase.domain`: atoms much closer than any
             training pair, far more neighbours, an absurd energy): ``"warn"`` (default,
@@ -70,7 +73,7 @@ class SINetCalculator(Calculator):
 
     def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
                  dtype: str = "float64", edge_chunk_size: Optional[int] = None,
-                 compile: bool = False, out_of_domain: str = "warn", **kwargs):
+                 compile: CompileMode = "auto", out_of_domain: str = "warn", **kwargs):
         super().__init__(**kwargs)
         self._lock = threading.RLock()  # see the module docstring: one structure at a time
         if out_of_domain not in ("warn", "raise", "ignore"):
@@ -81,6 +84,7 @@ class SINetCalculator(Calculator):
             raise ValueError(f"edge_chunk_size must be a positive number of edges, got {edge_chunk_size}")
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        resolve_mode(compile)  # a bad value is an error before any model is loaded
         self.device = torch.device(device)
         self.dtype = _DTYPES[dtype]
         members = committee_specs(model)
@@ -105,10 +109,7 @@ class SINetCalculator(Calculator):
                 raise ValueError("edge_chunk_size is supported by the SINet backbone only, "
                                  f"this model's backbone is {backbone.backbone_type!r}")
             backbone.edge_chunk_size = int(edge_chunk_size)
-        if compile:
-            if not hasattr(model, "enable_compile"):
-                raise TypeError(f"compile=True needs a SINet model, got {type(model).__name__}")
-            model.enable_compile()
+        install_compile(model, compile)
         return model
 
     @classmethod
