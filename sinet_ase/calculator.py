@@ -32,6 +32,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, evaluate_committee
 from .domain import domain_problems, report_domain
+from .fastpath import CompileMode, install as install_compile, resolve_mode
 from .graph import atoms_to_graph
 from .inference import prepare_model
 from .memory import auto_chunk_from, auto_chunk_size, check_memory
@@ -65,12 +66,14 @@ class SINetCalculator(Calculator):
             before the call) a structure whose estimated memory
             (:func:`sinet_ase.memory.estimate_call_bytes`) exceeds this many GiB;
             ``None`` (default): the memory available at the time of the call.
-        compile: run the network through ``torch.compile`` (see
-            :meth:`sinet_ase.SINet.enable_compile`): same energies and forces, less
-            per-call overhead, which is most of a step for small molecules, and fused
-            per-edge work (1.1-1.5x faster MD steps on 108-864-atom Cu cells, 2026-11-29).
-            The first call compiles (tens of seconds; inductor needs a C++ compiler on
-            CPU), and the first new edge count once more. ``False`` (default) runs eagerly.
+        compile: run the network through ``torch.compile`` (:mod:`sinet_ase.fastpath`):
+            same energies and forces, less per-call overhead, which is most of a step for
+            small molecules, and fused per-edge work. ``"auto"`` (default): eager for the
+            first 200 calls, then compiled where the machine has a C++ compiler (triton on
+            CUDA), else eager with one :class:`~sinet_ase.fastpath.CompileFallbackWarning`;
+            ``True``: compiled from the first call (errors raise); ``False``: eager. A
+            compilation takes tens of seconds the first time and is cached on disk for
+            later runs (``TORCHINDUCTOR_CACHE_DIR``).
         out_of_domain: what to do with a structure outside the training data that the
             model file records (:mod:`sinet_ase.domain`: atoms much closer than any
             training pair, far more neighbours, an absurd energy): ``"warn"`` (default,
@@ -83,7 +86,7 @@ class SINetCalculator(Calculator):
 
     def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
                  dtype: str = "float64", edge_chunk_size: Union[int, str, None] = "auto",
-                 compile: bool = False, out_of_domain: str = "warn",
+                 compile: CompileMode = "auto", out_of_domain: str = "warn",
                  memory_limit_gib: Optional[float] = None, **kwargs):
         super().__init__(**kwargs)
         self._lock = threading.RLock()  # see the module docstring: one structure at a time
@@ -103,6 +106,7 @@ class SINetCalculator(Calculator):
         self.memory_limit_gib = memory_limit_gib
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        resolve_mode(compile)  # a bad value is an error before any model is loaded
         self.device = torch.device(device)
         self.dtype = _DTYPES[dtype]
         members = committee_specs(model)
@@ -121,16 +125,14 @@ class SINetCalculator(Calculator):
         if not isinstance(model, (str, Path, torch.nn.Module)):
             raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
         model = prepare_model(model, self.device, dtype)
-        if edge_chunk_size == "auto":  # compiled graphs run whole (chunks recompute under autograd)
-            if not compile:
-                model.backbone.edge_chunk_size = auto_chunk_size(model, self.device)
-                model.backbone.edge_chunk_from = auto_chunk_from(model)
+        if edge_chunk_size == "auto":
+            # graphs above edge_chunk_from run eagerly in chunks (memory); the others whole,
+            # through the compiled network when there is one (SINet.forward picks per call)
+            model.backbone.edge_chunk_size = auto_chunk_size(model, self.device)
+            model.backbone.edge_chunk_from = auto_chunk_from(model)
         elif edge_chunk_size is not None:
             model.backbone.edge_chunk_size = int(edge_chunk_size)
-        if compile:
-            if not hasattr(model, "enable_compile"):
-                raise TypeError(f"compile=True needs a SINet model, got {type(model).__name__}")
-            model.enable_compile()
+        install_compile(model, compile)
         return model
 
     @classmethod

@@ -183,6 +183,9 @@ def md_main(argv=None) -> int:
                         help=".traj, .extxyz or .xyz")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                        help="torch.compile the network: auto (default) for runs of 1000 steps "
+                             "or more where a C++ compiler exists, on, or off (eager)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     stability = parser.add_argument_group(
