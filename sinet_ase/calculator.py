@@ -30,6 +30,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .atoms_state import compare_atoms
 from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, evaluate_committee
 from .domain import domain_problems, report_domain
 from .fastpath import CompileMode, install as install_compile, resolve_mode
@@ -141,6 +142,11 @@ class SINetCalculator(Calculator):
         from .pretrained import pretrained_path
 
         return cls(pretrained_path(name), **kwargs)
+
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's check for changes since the last calculation, with an exact-equality
+        shortcut (:func:`sinet_ase.atoms_state.compare_atoms`, same result)."""
+        return compare_atoms(self.atoms, atoms, tol=tol, excluded_properties=self.ignored_changes)
 
     def get_property(self, name, atoms=None, allow_calculation=True):
         """ASE's ``get_property`` under the calculator's lock (thread safety: module docstring)."""

@@ -24,21 +24,28 @@ For any other output gradient, or a double backward, the backward recomputes the
 eagerly and differentiates it, so the result is exact for every use. Atoms and edges are
 dynamic dimensions from the first call: MD, where the edge count changes, compiles once.
 
-Caches. Inductor keeps its compiled graphs (FX graph cache) and the autograd split
-(AOTAutograd cache) on disk, in ``TORCHINDUCTOR_CACHE_DIR`` (default
-``/tmp/torchinductor_$USER``), so a second run of the same model skips most of the
-compilation. The AOTAutograd cache refuses graphs with custom ``autograd.Function``s
-(our neighbour sums) unless told otherwise; it is allowed while this module compiles,
-because dynamo traces the forward and backward of those functions into the graph that
-the cache key hashes. Weights are inputs of the graph, not constants, so one artefact
-serves every set of weights of an architecture; what is baked into the code (sizes,
-cutoff, average neighbour count, dtype) is part of the key (tested).
+Caches, in ``TORCHINDUCTOR_CACHE_DIR`` (default ``/tmp/torchinductor_$USER``), so that a
+second run starts fast. (1) The compiled network whole: dynamo's graph and guards with
+inductor's code, saved by ``torch.compile(...).aot_compile`` under ``sinet_ase/`` there
+(:data:`PRECOMPILE`) and loaded by later runs, which skip dynamo's tracing; its file name is
+:func:`artefact_key`, a hash of everything baked into the code. (2) Inductor's own caches of
+compiled kernels (FX graph cache, which (1) needs as well) and of the forward/backward split
+(AOTAutograd cache), keyed by torch on the traced graph; the AOTAutograd cache refuses graphs
+with custom ``autograd.Function``s (our neighbour sums) unless told otherwise, and is allowed
+while this module compiles, because dynamo traces the forward and backward of those
+functions into the graph that the key hashes. In both, the weights are inputs of the
+compiled function, not constants, so one artefact serves every set of weights of an
+architecture, and what is baked into the code (cutoff, average neighbour count, sizes,
+dtype) is in the key (tested).
 """
 
 import contextlib
 import functools
+import hashlib
+import json
 import logging
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -161,6 +168,57 @@ def _compiling():
         yield
 
 
+#: save each compiled network whole (dynamo's graph, guards, inductor's code) and load it in
+#: later runs, which skips dynamo's tracing (``torch.compile(...).aot_compile``; experimental
+#: in torch 2.13, so any failure falls back to the ordinary compilation)
+PRECOMPILE = True
+
+
+@functools.lru_cache(maxsize=None)
+def _source_digest() -> str:
+    """Hash of the code a compiled network is made of (this module, model.py, ops/)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in [root / "fastpath.py", root / "model.py", *sorted((root / "ops").glob("*.py"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def artefact_key(model, device_type: str, options: dict) -> str:
+    """Key of a saved compiled network: everything that is baked into its code.
+
+    The code (:func:`_source_digest`), torch, e3nn and Python versions, the model's
+    hyperparameters (cutoff, average neighbour count, sizes: constants in the generated code),
+    the name, shape and dtype of every parameter and buffer, the device type and the inductor
+    options. Not the weights (inputs of the compiled function) nor the energy shift and scale
+    (applied outside it). The guards that torch checks at every call cover the inputs' dtypes
+    and dimensions as well.
+    """
+    import e3nn
+
+    config = {k: v for k, v in getattr(model, "config", {}).items()
+              if k not in ("atomic_energies", "energy_scale")}
+    tensors = [(name, list(t.shape), str(t.dtype))
+               for name, t in list(model.named_parameters()) + list(model.named_buffers())]
+    parts = {"source": _source_digest(), "torch": torch.__version__, "e3nn": e3nn.__version__,
+             "python": sys.version, "config": config, "tensors": tensors, "device": device_type,
+             "options": sorted((str(k), repr(v)) for k, v in options.items())}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()[:32]
+
+
+def artefact_path(model, device_type: str, options: dict) -> Optional[str]:
+    """Where the compiled network of ``model`` is saved: ``sinet_ase/`` in inductor's cache folder."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        folder = cache_dir()
+    except Exception:  # an unwritable cache folder: compile without saving
+        return None
+    return os.path.join(folder, "sinet_ase", f"network-{artefact_key(model, device_type, options)}.bin")
+
+
 def _mark_dynamic(species, edge_index, vectors):
     # atoms and edges dynamic from the first compilation: one graph for every size
     torch._dynamo.maybe_mark_dynamic(species, 0)
@@ -169,7 +227,8 @@ def _mark_dynamic(species, edge_index, vectors):
 
 
 def _energies_and_gradient(model, species, edge_index, vectors):
-    """``(E_i (N,), d(sum_i E_i)/d vectors (E, 3))``, both detached: the compiled function."""
+    """``(E_i (N,), d(sum_i E_i)/d vectors (E, 3))``, both detached: the compiled function
+    (the model is an argument, not a closure, so that a compiled network can be saved)."""
     vectors = vectors.detach().requires_grad_(True)
     with torch.enable_grad():
         energies = model.network_energies(species, edge_index, vectors)
@@ -223,9 +282,11 @@ class CompiledNetwork:
         self.after_calls = 0 if mode is True else mode.after_calls
         self.options = options
         self.calls = 0
-        self.compiled = None
+        self.compiled = self._jit = None
+        self.device_type = None
         self.compile_seconds = None
         self.fallback_reason = None
+        self.artefact_state = None  # "loaded", "compiled and saved", ... (None: not used)
 
     @property
     def active(self) -> bool:
@@ -258,13 +319,10 @@ class CompiledNetwork:
             return
         from .model import INDUCTOR_OPTIONS
 
-        model = self.model
-
-        def energies_and_gradient(species, edge_index, vectors):
-            return _energies_and_gradient(model, species, edge_index, vectors)
-
-        options = dict(INDUCTOR_OPTIONS, **(self.options or {}))
-        self.compiled = torch.compile(energies_and_gradient, fullgraph=True, options=options)
+        self.options = dict(INDUCTOR_OPTIONS, **(self.options or {}))
+        self.device_type = device_type
+        self.compiled = self._jit = torch.compile(_energies_and_gradient, fullgraph=True,
+                                                  options=self.options)
         log.info("compiling the SINet network (torch.compile, inductor); cached for later runs")
 
     def _run(self, species, edge_index, vectors):
@@ -272,14 +330,19 @@ class CompiledNetwork:
         first = self.compile_seconds is None
         if not first:
             try:
-                return self.compiled(species, edge_index, vectors)
-            except Exception:  # a recompilation (e.g. a 0 or 1 size) needs _compiling(): retry
-                pass
+                return self.compiled(self.model, species, edge_index, vectors)
+            except Exception:
+                # a recompilation (a size of 0 or 1, or a loaded artefact's guards failing)
+                # needs _compiling() and dynamo's own cache: retry with them
+                self.compiled = self._jit
         start = time.perf_counter()
         try:
             with _compiling():
-                _mark_dynamic(species, edge_index, vectors)
-                out = self.compiled(species, edge_index, vectors)
+                if first:
+                    out = self._first_call(species, edge_index, vectors)
+                else:
+                    _mark_dynamic(species, edge_index, vectors)
+                    out = self.compiled(self.model, species, edge_index, vectors)
         except Exception as err:
             if self.strict:
                 raise
@@ -288,8 +351,47 @@ class CompiledNetwork:
             return None, None
         if first:
             self.compile_seconds = time.perf_counter() - start
-            log.info("compiled the SINet network in %.1f s", self.compile_seconds)
+            log.info("compiled the SINet network in %.1f s (%s)", self.compile_seconds,
+                     self.artefact_state or "inductor caches")
         return out
+
+    def _first_call(self, species, edge_index, vectors):
+        """Load the saved artefact of this network, or compile and save one; where that does
+        not work (no ``aot_compile`` in this torch, an unusable file), dynamo's own path."""
+        args = (self.model, species, edge_index, vectors)
+        path = artefact_path(self.model, self.device_type, self.options) if PRECOMPILE else None
+        if path is not None and os.path.exists(path):
+            try:
+                with open(path, "rb") as handle:
+                    loaded = torch.compiler.load_compiled_function(handle)
+                out = loaded(*args)
+            except Exception as err:  # a damaged file, another torch build: compile again
+                log.info("precompiled network %s not usable (%s: %s)", path, type(err).__name__, err)
+            else:
+                self.compiled, self.artefact_state = loaded, "loaded"
+                return out
+        # dimension marks after the load: a loaded network's guards refuse marked tensors
+        _mark_dynamic(species, edge_index, vectors)
+        aot_compile = getattr(self._jit, "aot_compile", None)
+        if path is not None and aot_compile is not None:
+            try:
+                made = torch.compile(_energies_and_gradient, fullgraph=True, options=dict(
+                    self.options, guard_filter_fn=torch.compiler.keep_portable_guards_unsafe)
+                ).aot_compile((args, {}))
+                out = made(*args)
+            except Exception as err:
+                log.info("precompiling the network failed (%s: %s); compiling without it",
+                         type(err).__name__, err)
+            else:
+                self.compiled, self.artefact_state = made, "compiled and saved"
+                try:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    made.save_compiled_function(path)  # written to a temporary file, then renamed
+                except Exception as err:  # a full or read-only disk costs the next run time only
+                    self.artefact_state = "compiled, not saved"
+                    log.info("could not save the compiled network to %s (%s)", path, err)
+                return out
+        return self._jit(*args)
 
     def _fall_back(self, reason: str):
         self.fallback_reason = reason
@@ -301,5 +403,6 @@ class CompiledNetwork:
         if self.fallback_reason is not None:
             return f"network eager: {self.fallback_reason}"
         if self.compile_seconds is not None:
-            return f"network compiled in {self.compile_seconds:.1f} s (first call, cache included)"
+            how = {"loaded": "precompiled network loaded"}.get(self.artefact_state, "compiled")
+            return f"{how} in {self.compile_seconds:.1f} s (first call included)"
         return f"network eager for the first {self.after_calls} calls, then compiled"

@@ -238,31 +238,42 @@ def test_compiled_auto_gives_the_eager_md_trajectory_in_float64():
 @pytest.mark.slow
 @needs_compiler
 def test_cached_artefacts_are_not_reused_for_another_model_or_dtype(tmp_path, monkeypatch):
-    """One fresh inductor cache, four compilations in turn (dynamo reset between them, so
-    each goes to the disk caches): other weights (the same artefact may serve, weights are
-    inputs), another average neighbour count (a constant in the code) and float32. Each
-    equals its own eager model."""
+    """One fresh inductor cache, compilations in turn (dynamo reset between them, so each
+    goes to the disk caches): other weights (the saved network serves them, weights are
+    inputs), another average neighbour count (a constant in the code) and float32 are each
+    equal to their own eager model; then, without saved networks, inductor's caches alone."""
     from torch._dynamo.utils import counters
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     atoms = hot_ethanol()
     atoms.rattle(0.02, seed=3)
     tiny = dict(lmax=1, num_layers=1)  # three cold compilations: the smallest graph that has them
-    cases = [("first", tiny, "float64"), ("other weights", dict(tiny, seed=1), "float64"),
-             ("other constant", dict(tiny, avg_num_neighbors=9.0), "float64"),
-             ("float32", tiny, "float32")]
+    cases = [("first", tiny, "float64", "compiled and saved"),
+             ("other weights", dict(tiny, seed=1), "float64", "loaded"),
+             ("other constant", dict(tiny, avg_num_neighbors=9.0), "float64", "compiled and saved"),
+             ("float32", tiny, "float32", "compiled and saved"),
+             ("no saved network", dict(tiny, seed=2), "float64", None),
+             ("no saved network, other weights", dict(tiny, seed=3), "float64", None)]
     counters.clear()
-    for name, change, dtype in cases:
+    for name, change, dtype, state in cases:
+        if state is None:
+            monkeypatch.setattr(fastpath, "PRECOMPILE", False)
         torch._dynamo.reset()
         eager = SINetCalculator(small_model(**change), compile=False, dtype=dtype)
         fast = SINetCalculator(small_model(**change), compile=True, dtype=dtype)
         tol = 1e-10 if dtype == "float64" else 1e-4
         f_ref, f_out = eager.get_forces(atoms), fast.get_forces(atoms)
-        assert compiled_network(fast.model).active, name
+        network = compiled_network(fast.model)
+        assert network.active and network.artefact_state == state, (name, network.artefact_state)
         np.testing.assert_allclose(f_out, f_ref, rtol=tol, atol=tol, err_msg=name)
         assert fast.get_potential_energy(atoms) == pytest.approx(eager.get_potential_energy(atoms),
                                                                  rel=tol, abs=tol), name
-    assert counters["aot_autograd"]["autograd_cache_hit"] >= 1  # "other weights" came from the cache
+        # another structure (atoms and edges are dynamic): no recompilation, same numbers
+        other = molecule("CH3OH")
+        np.testing.assert_allclose(fast.get_forces(other), eager.get_forces(other), rtol=tol, atol=tol,
+                                   err_msg=name)
+    # the last compilation came from inductor's AOTAutograd cache (our autograd.Functions allowed)
+    assert counters["aot_autograd"]["autograd_cache_hit"] >= 1, dict(counters["aot_autograd"])
 
 
 # ------------------------------------------------------------------ sinet-md
