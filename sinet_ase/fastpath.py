@@ -165,6 +165,11 @@ def _compiling():
         yield
 
 
+#: inductor options of the fast path per device type, on top of ``model.INDUCTOR_OPTIONS``:
+#: on CPU the wrapper that calls the kernels is C++ (``cpp_wrapper``), not Python: 5-10 %
+#: faster compiled calls at 9-21 atoms (interleaved A/B on the dev machine, 1 thread)
+DEVICE_OPTIONS = {"cpu": {"cpp_wrapper": True}}
+
 #: save each compiled network whole (dynamo's graph, guards, inductor's code) and load it in
 #: later runs, which skips dynamo's tracing (``torch.compile(...).aot_compile``; experimental
 #: in torch 2.13, so any failure falls back to the ordinary compilation)
@@ -316,7 +321,8 @@ class CompiledNetwork:
             return
         from .model import INDUCTOR_OPTIONS
 
-        self.options = dict(INDUCTOR_OPTIONS, **(self.options or {}))
+        device_options = DEVICE_OPTIONS.get(device_type, {})
+        self.options = {**INDUCTOR_OPTIONS, **device_options, **(self.options or {})}
         self.device_type = device_type
         self.compiled = self._jit = torch.compile(_energies_and_gradient, fullgraph=True,
                                                   options=self.options)
