@@ -48,6 +48,7 @@ import os
 import sys
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -279,7 +280,7 @@ class CompiledNetwork:
     """
 
     def __init__(self, model, mode: Union[bool, AutoCompile], options: Optional[dict] = None):
-        self.model = model
+        self._model = weakref.ref(model)  # the model holds this object: no reference cycle
         self.strict = mode is True
         self.after_calls = 0 if mode is True else mode.after_calls
         self.options = options
@@ -289,6 +290,10 @@ class CompiledNetwork:
         self.compile_seconds = None
         self.fallback_reason = None
         self.artefact_state = None  # "loaded", "compiled and saved", ... (None: not used)
+
+    @property
+    def model(self):
+        return self._model()
 
     @property
     def active(self) -> bool:
