@@ -48,6 +48,7 @@ import os
 import sys
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -168,6 +169,11 @@ def _compiling():
         yield
 
 
+#: inductor options of the fast path per device type, on top of ``model.INDUCTOR_OPTIONS``:
+#: on CPU the wrapper that calls the kernels is C++ (``cpp_wrapper``), not Python: 5-10 %
+#: faster compiled calls at 9-21 atoms (interleaved A/B on the dev machine, 1 thread)
+DEVICE_OPTIONS = {"cpu": {"cpp_wrapper": True}}
+
 #: save each compiled network whole (dynamo's graph, guards, inductor's code) and load it in
 #: later runs, which skips dynamo's tracing (``torch.compile(...).aot_compile``; experimental
 #: in torch 2.13, so any failure falls back to the ordinary compilation)
@@ -277,7 +283,7 @@ class CompiledNetwork:
     """
 
     def __init__(self, model, mode: Union[bool, AutoCompile], options: Optional[dict] = None):
-        self.model = model
+        self._model = weakref.ref(model)  # the model holds this object: no reference cycle
         self.strict = mode is True
         self.after_calls = 0 if mode is True else mode.after_calls
         self.options = options
@@ -287,6 +293,10 @@ class CompiledNetwork:
         self.compile_seconds = None
         self.fallback_reason = None
         self.artefact_state = None  # "loaded", "compiled and saved", ... (None: not used)
+
+    @property
+    def model(self):
+        return self._model()
 
     @property
     def active(self) -> bool:
@@ -319,7 +329,8 @@ class CompiledNetwork:
             return
         from .model import INDUCTOR_OPTIONS
 
-        self.options = dict(INDUCTOR_OPTIONS, **(self.options or {}))
+        device_options = DEVICE_OPTIONS.get(device_type, {})
+        self.options = {**INDUCTOR_OPTIONS, **device_options, **(self.options or {})}
         self.device_type = device_type
         self.compiled = self._jit = torch.compile(_energies_and_gradient, fullgraph=True,
                                                   options=self.options)
