@@ -173,7 +173,10 @@ def test_without_a_compiler_auto_says_why_once_and_runs_eagerly(monkeypatch):
     assert_same_trajectory(frames, reference, atol=0)
 
 
-def test_a_failed_compilation_falls_back_under_auto_and_raises_under_true(monkeypatch):
+def test_a_failed_compilation_falls_back_under_auto_and_raises_under_true(monkeypatch, tmp_path):
+    # an empty cache folder: a network saved by an earlier run would load without compiling
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+
     def broken_compile(fn, **kwargs):
         def run(*args):
             raise RuntimeError("C++ compile error\nlong compiler output")
