@@ -4,9 +4,11 @@ Run (from the repository root, in the project venv)::
 
     python benchmarks/ab_fastpath.py                       # ethanol and aspirin, float64, 1 thread
     python benchmarks/ab_fastpath.py --molecules aspirin --dtype float32 --threads 2
+    python benchmarks/ab_fastpath.py --molecules cu108 cu864 --dtype float32 --rounds 15 --calls 1
 
 Variants, each a ``SINet.forward(graph)`` (forces by autograd, as the calculator calls it) of
-the shipped potential with another network in ``model._compiled_network``:
+the shipped potential (fcc Cu: ``bench_md.py``'s ``sinet-l1t1``, random weights) with another
+network in ``model._compiled_network``:
 
 * ``eager``: no compilation;
 * ``fwd+bwd``: ``SINet.enable_compile()``, the network's forward compiled, its backward
@@ -34,9 +36,32 @@ sys.path.insert(0, HERE)
 from bench_md import ForeignLoad, machine_state  # noqa: E402
 
 
-def build(variant, dtype, potential):
-    from sinet_ase import SINetCalculator, fastpath
+def structure(name):
+    """A shipped molecule, or ``cu<N>``: fcc Cu of N = 4 n^3 atoms (``bench_md.py``'s cells)."""
+    from ase.build import bulk
 
+    from sinet_ase.pretrained import shipped_structure
+
+    if name.startswith("cu"):
+        n = round((int(name[2:]) / 4) ** (1 / 3))
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(n)
+    else:
+        atoms = shipped_structure(name)
+    atoms.rattle(0.01, seed=1)
+    return atoms
+
+
+def build(variant, dtype, potential, system):
+    """The shipped potential for molecules; for Cu, ``bench_md.py``'s ``sinet-l1t1`` (L = 1,
+    64 channels, one layer, random weights)."""
+    import torch
+
+    from sinet_ase import SINet, SINetCalculator, fastpath
+
+    if system.startswith("cu"):
+        torch.manual_seed(0)
+        potential = SINet(["Cu"], cutoff=5.0, lmax=1, channels=64, num_layers=1, num_radial=8,
+                          radial_hidden=64, mlp_hidden=64, avg_num_neighbors=42.0)
     model = SINetCalculator(potential, dtype=dtype, compile=False).model
     if variant == "fwd+bwd":
         model.enable_compile()
@@ -50,7 +75,8 @@ def build(variant, dtype, potential):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--molecules", nargs="*", default=["ethanol", "aspirin"])
+    ap.add_argument("--molecules", nargs="*", default=["ethanol", "aspirin"],
+                    help="shipped molecules, or cu108, cu864, ... (fcc Cu, random L = 1 model)")
     ap.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     ap.add_argument("--variants", nargs="*", default=["eager", "fwd+bwd", "joint", "joint+cpp"])
     ap.add_argument("--potential", default="sinet-xtb-md17")
@@ -62,16 +88,14 @@ def main():
     import torch
 
     from sinet_ase.graph import atoms_to_graph
-    from sinet_ase.pretrained import shipped_structure
 
     torch.set_num_threads(args.threads)
     print("load:", machine_state(), flush=True)
     for molecule in args.molecules:
-        atoms = shipped_structure(molecule)
-        atoms.rattle(0.01, seed=1)
+        atoms = structure(molecule)
         runs = {}
         for variant in args.variants:
-            model = build(variant, args.dtype, args.potential)
+            model = build(variant, args.dtype, args.potential, molecule)
             graph = atoms_to_graph(atoms, model.cutoff, model.elements)
             start = time.perf_counter()
             forces = model(graph)["forces"]  # compiles
