@@ -6,7 +6,7 @@
 CHECKPOINT is a model file (``training/nbody_results/best.pt``) or a training
 checkpoint.  Starting states are the first ``--num-systems`` systems of
 ``--data`` (an ``.npz`` with ``x, v, q``, e.g. the test split written by
-``python -m sinet_ase.nbody.simulator --out DIR``); without ``--data`` fresh
+``python -m sinet_ase.nbody.generate --out DIR``); without ``--data`` fresh
 states are simulated to frame 30 with the benchmark protocol (seed
 ``--seed``).  Each model step covers 1,000 integrator steps (1.0 time unit);
 the velocity for the next step is estimated from the model's own positions

@@ -1,9 +1,12 @@
 """ASE calculator that runs a SINet model.
 
 Results in ASE units: energy and free_energy in eV, per-atom ``energies`` in
-eV, forces in eV/Å, stress in eV/Å^3 (Voigt order xx, yy, zz, yz, xz, xy;
-only for cells periodic in all three directions, otherwise ASE's
-``PropertyNotImplementedError``). Forces are ``-dE/dx`` and stress
+eV, forces in eV/Å, stress in eV/Å^3 (Voigt order xx, yy, zz, yz, xz, xy)
+and per-atom ``stresses`` (N, 6) in eV/Å^3 (``atoms.get_stresses()``; ASE's
+convention: each atom's virial over the cell volume, summing to the stress;
+:class:`~sinet_ase.SINet` says how the virial is split between atoms). Stress
+and stresses only for cells periodic in all three directions, otherwise ASE's
+``PropertyNotImplementedError``. Forces are ``-dE/dx`` and stress
 ``(1/V) dE/d epsilon``, both by autograd, so MD conserves energy.
 
 Between MD steps only the neighbour list is rebuilt; the model, its dtype
@@ -27,8 +30,10 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .atoms_state import compare_atoms
 from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, evaluate_committee
 from .domain import domain_problems, report_domain
+from .fastpath import CompileMode, install as install_compile, resolve_mode
 from .graph import atoms_to_graph
 from .inference import prepare_model
 from .memory import auto_chunk_from, auto_chunk_size, check_memory, periodic_edge_estimate
@@ -62,12 +67,14 @@ class SINetCalculator(Calculator):
             before the call) a structure whose estimated memory
             (:func:`sinet_ase.memory.estimate_call_bytes`) exceeds this many GiB;
             ``None`` (default): the memory available at the time of the call.
-        compile: run the network through ``torch.compile`` (see
-            :meth:`sinet_ase.SINet.enable_compile`): same energies and forces, less
-            per-call overhead, which is most of a step for small molecules, and fused
-            per-edge work (1.1-1.5x faster MD steps on 108-864-atom Cu cells, 2026-11-29).
-            The first call compiles (tens of seconds; inductor needs a C++ compiler on
-            CPU), and the first new edge count once more. ``False`` (default) runs eagerly.
+        compile: run the network through ``torch.compile`` (:mod:`sinet_ase.fastpath`):
+            same energies and forces, less per-call overhead, which is most of a step for
+            small molecules, and fused per-edge work. ``"auto"`` (default): eager for the
+            first 200 calls, then compiled where the machine has a C++ compiler (triton on
+            CUDA), else eager with one :class:`~sinet_ase.fastpath.CompileFallbackWarning`;
+            ``True``: compiled from the first call (errors raise); ``False``: eager. A
+            compilation takes tens of seconds the first time and is cached on disk for
+            later runs (``TORCHINDUCTOR_CACHE_DIR``).
         out_of_domain: what to do with a structure outside the training data that the
             model file records (:mod:`sinet_ase.domain`: atoms much closer than any
             training pair, far more neighbours, an absurd energy): ``"warn"`` (default,
@@ -76,11 +83,11 @@ class SINetCalculator(Calculator):
             (:class:`~sinet_ase.SINetInputError`) or ``"ignore"``.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
     def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
                  dtype: str = "float64", edge_chunk_size: Union[int, str, None] = "auto",
-                 compile: bool = False, out_of_domain: str = "warn",
+                 compile: CompileMode = "auto", out_of_domain: str = "warn",
                  memory_limit_gib: Optional[float] = None, **kwargs):
         super().__init__(**kwargs)
         self._lock = threading.RLock()  # see the module docstring: one structure at a time
@@ -100,6 +107,7 @@ class SINetCalculator(Calculator):
         self.memory_limit_gib = memory_limit_gib
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        resolve_mode(compile)  # a bad value is an error before any model is loaded
         self.device = torch.device(device)
         self.dtype = _DTYPES[dtype]
         members = committee_specs(model)
@@ -118,16 +126,14 @@ class SINetCalculator(Calculator):
         if not isinstance(model, (str, Path, torch.nn.Module)):
             raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
         model = prepare_model(model, self.device, dtype)
-        if edge_chunk_size == "auto":  # compiled graphs run whole (chunks recompute under autograd)
-            if not compile:
-                model.backbone.edge_chunk_size = auto_chunk_size(model, self.device)
-                model.backbone.edge_chunk_from = auto_chunk_from(model)
+        if edge_chunk_size == "auto":
+            # graphs above edge_chunk_from run eagerly in chunks (memory); the others whole,
+            # through the compiled network when there is one (SINet.forward picks per call)
+            model.backbone.edge_chunk_size = auto_chunk_size(model, self.device)
+            model.backbone.edge_chunk_from = auto_chunk_from(model)
         elif edge_chunk_size is not None:
             model.backbone.edge_chunk_size = int(edge_chunk_size)
-        if compile:
-            if not hasattr(model, "enable_compile"):
-                raise TypeError(f"compile=True needs a SINet model, got {type(model).__name__}")
-            model.enable_compile()
+        install_compile(model, compile)
         return model
 
     @classmethod
@@ -136,6 +142,11 @@ class SINetCalculator(Calculator):
         from .pretrained import pretrained_path
 
         return cls(pretrained_path(name), **kwargs)
+
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's check for changes since the last calculation, with an exact-equality
+        shortcut (:func:`sinet_ase.atoms_state.compare_atoms`, same result)."""
+        return compare_atoms(self.atoms, atoms, tol=tol, excluded_properties=self.ignored_changes)
 
     def get_property(self, name, atoms=None, allow_calculation=True):
         """ASE's ``get_property`` under the calculator's lock (thread safety: module docstring)."""
@@ -158,11 +169,15 @@ class SINetCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         Calculator.calculate(self, atoms, properties, system_changes)
         atoms = self.atoms
-        want_stress = any(p.startswith("stress") for p in properties)  # stress, stress_std, ...
+        # stress, stress_std, ..., and stresses (whose results then hold the stress as well)
+        want_stress = any(p.startswith("stress") for p in properties)
+        want_stresses = "stresses" in properties
         if want_stress and not atoms.pbc.all():
+            name = "per-atom stresses need" if want_stresses else "stress needs"
             raise PropertyNotImplementedError(
-                "stress needs a cell periodic in all three directions (atoms.pbc is "
-                f"{atoms.pbc.tolist()})"
+                f"{name} a cell periodic in all three directions (atoms.pbc is "
+                f"{atoms.pbc.tolist()}); set atoms.cell and atoms.pbc = True for a bulk "
+                "structure (a molecule or a slab has no stress)"
             )
         limit = None if self.memory_limit_gib is None else int(float(self.memory_limit_gib) * 2**30)
         backbone = self.model.backbone
@@ -175,9 +190,10 @@ class SINetCalculator(Calculator):
         num_edges = int(graph.edge_index.shape[1])
         check_memory(self.model, len(atoms), num_edges, backbone.chunk_size_for(num_edges), self.device, limit)
         if self.committee:
-            self.results = evaluate_committee(self.models, graph, want_stress)
+            self.results = evaluate_committee(self.models, graph, want_stress, want_stresses)
             return
-        out = self.model(graph, compute_forces=True, compute_stress=want_stress)
+        out = self.model(graph, compute_forces=True, compute_stress=want_stress,
+                         compute_stresses=want_stresses)
         energy = float(out["energy"].item())
         if not np.isfinite(energy):
             raise FloatingPointError(
@@ -196,3 +212,6 @@ class SINetCalculator(Calculator):
         if want_stress:
             stress = out["stress"][0].detach().cpu().numpy().astype(np.float64)
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        if want_stresses:
+            stresses = out["stresses"].detach().cpu().numpy().astype(np.float64)
+            self.results["stresses"] = full_3x3_to_voigt_6_stress(stresses)

@@ -1,5 +1,5 @@
-"""Console commands: ``sinet-train`` (train a potential), ``sinet-md`` (run MD with one) and
-``sinet-eval`` (its errors on labelled data files)."""
+"""Console commands: ``sinet-train`` (train a potential), ``sinet-md`` (run MD with one),
+``sinet-eval`` (its errors on labelled data files) and ``sinet-ipi`` (serve it to i-PI)."""
 
 import argparse
 import sys
@@ -183,6 +183,9 @@ def md_main(argv=None) -> int:
                         help=".traj, .extxyz or .xyz")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                        help="torch.compile the network: auto (default) for runs of 1000 steps "
+                             "or more where a C++ compiler exists, on, or off (eager)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     stability = parser.add_argument_group(
@@ -292,3 +295,49 @@ def eval_main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(train_main())
+
+
+def ipi_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sinet-ipi",
+        description="Serve a SINet potential to an i-PI server (i-PI's socket protocol): "
+                    "energy, forces and, for structures periodic in all three directions, "
+                    "the virial (zero otherwise). Start i-pi, then this client.",
+        epilog="Example: i-pi input.xml & sinet-ipi sinet-rmd17-ethanol init.xyz --unix sinet "
+               "(i-PI's <ffsocket mode='unix'><address>sinet</address>). docs/integrations.md",
+    )
+    parser.add_argument("model", help="model file, shipped potential name (sinet-train's "
+                                      "best_model.pt, or e.g. sinet-rmd17-ethanol) or committee glob")
+    parser.add_argument("structure", help="i-PI's initial structure (file, shipped molecule or "
+                                          "ase.build.molecule name): elements, order and pbc")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", metavar="NAME", help="i-PI's UNIX socket <address> "
+                                                      "(the socket file is /tmp/ipi_NAME)")
+    where.add_argument("--port", type=_POSITIVE_INT, help="i-PI's TCP <port> (mode='inet')")
+    parser.add_argument("--host", default="localhost", help="i-PI's host with --port")
+    parser.add_argument("--wait", type=_NON_NEGATIVE, default=60.0,
+                        help="seconds to keep trying while i-PI is not listening yet")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network (faster steps, slow first call)")
+    args = parser.parse_args(argv)
+
+    from .calculator import SINetCalculator
+    from .integrations.ipi import run_client
+
+    try:
+        _check_device(args.device)
+        atoms = _load_structure(args.structure)
+        calc = SINetCalculator(args.model, device=args.device, dtype=args.dtype,
+                               compile=args.compile)
+        if not atoms.pbc.all():
+            print("sinet-ipi: the structure is not periodic in all three directions: sending a "
+                  "zero virial (no constant-pressure runs)", file=sys.stderr)
+        steps = run_client(calc, atoms, unixsocket=args.unix, host=args.host, port=args.port,
+                           wait=args.wait)
+    except (ConnectionError, ValueError, KeyError, FileNotFoundError) as err:
+        print(f"sinet-ipi: error: {err}", file=sys.stderr)
+        return 2
+    print(f"sinet-ipi: i-PI closed the connection after {steps} force evaluations")
+    return 0

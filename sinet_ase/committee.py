@@ -85,18 +85,24 @@ def check_members(models: Sequence[torch.nn.Module]) -> None:
                              f"{', '.join(member.elements)}")
 
 
-def evaluate_committee(models: Sequence[torch.nn.Module], graph, compute_stress: bool) -> Dict:
+def evaluate_committee(models: Sequence[torch.nn.Module], graph, compute_stress: bool,
+                       compute_stresses: bool = False) -> Dict:
     """Run every member on the same ``graph`` (one structure) and return the calculator's
-    results: committee means under the usual names plus the keys of the module table."""
-    energy, energies, forces, stress = [], [], [], []
+    results: committee means under the usual names plus the keys of the module table
+    (and the mean per-atom ``stresses`` (n, 6) with ``compute_stresses``)."""
+    energy, energies, forces, stress, stresses = [], [], [], [], []
     for model in models:
-        out = model(graph, compute_forces=True, compute_stress=compute_stress)
+        out = model(graph, compute_forces=True, compute_stress=compute_stress,
+                    compute_stresses=compute_stresses)
         energy.append(float(out["energy"].item()))
         energies.append(out["energies"].detach().cpu().numpy().astype(np.float64))
         forces.append(out["forces"].detach().cpu().numpy().astype(np.float64))
         if compute_stress:
             stress.append(full_3x3_to_voigt_6_stress(
                 out["stress"][0].detach().cpu().numpy().astype(np.float64)))
+        if compute_stresses:
+            stresses.append(full_3x3_to_voigt_6_stress(
+                out["stresses"].detach().cpu().numpy().astype(np.float64)))
     energy = np.array(energy)
     if not np.all(np.isfinite(energy)):
         bad = np.where(~np.isfinite(energy))[0].tolist()
@@ -120,4 +126,6 @@ def evaluate_committee(models: Sequence[torch.nn.Module], graph, compute_stress:
         stress = np.stack(stress)
         results.update(stress=stress.mean(axis=0), stress_std=stress.std(axis=0),
                        stress_comm=stress, stress_var=stress.var(axis=0))
+    if compute_stresses:
+        results["stresses"] = np.stack(stresses).mean(axis=0)
     return results

@@ -24,7 +24,7 @@ from .io import load_model
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: properties :func:`predict` can return
-PREDICT_PROPERTIES = ("energy", "energies", "forces", "stress")
+PREDICT_PROPERTIES = ("energy", "energies", "forces", "stress", "stresses")
 
 ModelSpec = Union[str, Path, torch.nn.Module]
 
@@ -39,8 +39,8 @@ def resolve_model(model: ModelSpec) -> torch.nn.Module:
         from .pretrained import list_pretrained, pretrained_path
 
         if isinstance(model, str) and not Path(model).exists() and model in list_pretrained():
-            return load_model(pretrained_path(model))
-        return load_model(model)
+            return load_model(pretrained_path(model), task="potential")
+        return load_model(model, task="potential")
     raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
 
 
@@ -83,8 +83,8 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
         batch_size: structures per model call; memory grows with the atoms and edges of
             a batch.
         properties: any of ``"energy"``, ``"energies"`` (per atom), ``"forces"``,
-            ``"stress"``. Forces and stress cost one backward pass; without them the
-            call is a forward pass only.
+            ``"stress"``, ``"stresses"`` (per atom). Forces and stresses cost one backward
+            pass; without them the call is a forward pass only.
         dtype: ``"float64"`` (default, as :class:`~sinet_ase.SINetCalculator`) or
             ``"float32"`` (faster).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -93,7 +93,8 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
         a dictionary with the requested keys, structure ``k`` at position ``k``:
         ``energy`` ``(G,)`` array in eV; ``energies`` a list of ``(n_k,)`` arrays, eV;
         ``forces`` a list of ``(n_k, 3)`` arrays, eV/Å; ``stress`` ``(G, 6)`` array,
-        eV/Å^3, Voigt order xx, yy, zz, yz, xz, xy. All float64 numpy.
+        eV/Å^3, Voigt order xx, yy, zz, yz, xz, xy; ``stresses`` a list of ``(n_k, 6)``
+        arrays, eV/Å^3, summing to the stress (ASE's ``get_stresses``). All float64 numpy.
 
     Raises:
         SINetInputError: stress asked for a structure that is not periodic in all three
@@ -109,23 +110,26 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
     batch_size = int(batch_size)
-    want_stress = "stress" in properties
+    want_stresses = "stresses" in properties
+    want_stress = "stress" in properties or want_stresses
     want_forces = "forces" in properties
     for k, atoms in enumerate(structures):
         if not isinstance(atoms, Atoms):
             raise SINetInputError(f"structure {k}: expected an ase.Atoms object, got "
                                   f"{type(atoms).__name__}")
         if want_stress and not atoms.pbc.all():
+            name = "stresses need" if want_stresses else "stress needs"
             raise SINetInputError(
-                f"structure {k}: stress needs a cell periodic in all three directions (its pbc "
-                f"is {atoms.pbc.tolist()}); leave 'stress' out of properties or evaluate the "
-                "periodic structures separately")
+                f"structure {k}: {name} a cell periodic in all three directions (its pbc is "
+                f"{atoms.pbc.tolist()}); leave 'stress' and 'stresses' out of properties or "
+                "evaluate the periodic structures separately")
     if not _is_prepared(model, device, dtype):
         model = prepare_model(model, device, dtype)
 
     energy = np.empty(len(structures), dtype=np.float64)
     energies: List[np.ndarray] = []
     forces: List[np.ndarray] = []
+    stresses: List[np.ndarray] = []
     stress = np.empty((len(structures), 6), dtype=np.float64)
     for start in range(0, len(structures), batch_size):
         chunk = structures[start:start + batch_size]
@@ -137,7 +141,7 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
                 err.args = (f"structure {k}: {err}",)
                 raise
         out = model(batch_graphs(graphs).to(_model_device(model)), compute_forces=want_forces,
-                    compute_stress=want_stress)
+                    compute_stress=want_stress, compute_stresses=want_stresses)
         batch_energy = out["energy"].detach().cpu().numpy().astype(np.float64)
         bad = np.where(~np.isfinite(batch_energy))[0]
         if len(bad):
@@ -155,11 +159,15 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
         if want_stress:
             for g, full in enumerate(out["stress"].detach().cpu().numpy().astype(np.float64)):
                 stress[start + g] = full_3x3_to_voigt_6_stress(full)
+        if want_stresses:
+            per_atom = full_3x3_to_voigt_6_stress(
+                out["stresses"].detach().cpu().numpy().astype(np.float64))
+            stresses.extend(np.split(per_atom, np.cumsum(counts)[:-1]))
 
     results: Dict[str, Union[np.ndarray, List[np.ndarray]]] = {}
     for name in properties:
         results[name] = {"energy": energy, "energies": energies, "forces": forces,
-                         "stress": stress}[name]
+                         "stress": stress, "stresses": stresses}[name]
     return results
 
 

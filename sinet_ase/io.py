@@ -2,9 +2,16 @@
 
 A model file is a ``torch.save`` of a plain dictionary::
 
-    {"format": "sinet-ase-model", "format_version": 1, "model_type": "SINet",
+    {"format": "sinet-ase-model", "format_version": 2, "model_type": "SINet",
      "config": {...constructor keywords...}, "elements": [...],
-     "state_dict": {...tensors...}, "metadata": {...strings and numbers...}}
+     "dtype": "float32", "state_dict": {...tensors...}, "metadata": {...strings and numbers...}}
+
+``model_type`` names a class of the model registry (:mod:`sinet_ase.registry`: the
+energy model ``SINet``, with either backbone, the QM9 heads, the N-body network), and
+the model is ``cls(**config)`` with the stored weights; ``elements`` is empty for a
+model without chemical species (N-body). One reader serves every kind:
+:func:`load_model` loads any model file, and ``load_model(path, task="potential")``
+refuses the models of another task with an error that names the file's kind.
 
 It loads with ``torch.load(weights_only=True)``, which refuses anything but
 tensors and plain containers, so a model file from a stranger cannot run code.
@@ -14,28 +21,47 @@ Metadata is converted to plain Python types first (:func:`plain_metadata`:
 NumPy numbers and arrays, paths, dates), because the safe load refuses
 anything else, and :func:`save_model` loads the temporary file back before
 the rename, so a file that would not load never replaces a good one.
+
+Format versions and their migrations (:data:`MIGRATIONS`, applied in turn by the
+reader, so a file of any earlier version loads as the current one):
+
+1. energy and QM9 models as ``"sinet-ase-model"``; N-body models as
+   ``"sinet-ase-nbody-model"`` without ``elements``. Configs left out keys whose
+   value was the constructor default of that time: ``backbone`` and ``num_heads``
+   (files of the Scalar Interaction backbone), and the N-body options
+   ``coulomb_scalars``, ``node_charges``, ``orbit_scalars``, ``galilean_horizon``
+   when off.
+2. one format name for every kind, ``elements`` always present, and ``config``
+   holding every constructor keyword, so a later change of a default never
+   changes the model of an existing file.
+3. energy models' ``zbl`` and ``zbl_cutoff_factor`` (the optional ZBL core
+   repulsion, :mod:`sinet_ase.ops.zbl`); earlier files have none: ``zbl`` off.
 """
 
 import datetime
 import io
 import zipfile
 from pathlib import Path, PurePath
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 import torch
 
+from . import registry
 from .errors import ModelFileError
 from .files import atomic_write
 
 FORMAT_NAME = "sinet-ase-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
 
+#: format name of the N-body model files of format version 1
+NBODY_V1_FORMAT = "sinet-ase-nbody-model"
 
-def _model_registry():
-    from .model import SINet
+#: training checkpoints (not model files): the file to load instead, for the error message
+_CHECKPOINT_FORMATS = {"sinet-ase-checkpoint": "best_model.pt",
+                       "sinet-ase-nbody-checkpoint": "best.pt"}
 
-    return {"SINet": SINet}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path], verify=None) -> None:
@@ -83,23 +109,16 @@ def plain_metadata(value: Any, key: str = "metadata") -> Any:
 
 
 def model_to_dict(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The dictionary stored in a model file (weights in the model's own dtype)."""
-    model_type = type(model).__name__
-    if model_type not in _model_registry():
-        raise TypeError(f"cannot save a {model_type}; known model types: {sorted(_model_registry())}")
-    return model_payload(model, metadata)
-
-
-def model_payload(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The model-file dictionary of any model with ``config``, ``elements`` and ``dtype``
-    (the caller checks that its type is one the loader knows)."""
+    """The dictionary stored in a model file (weights in the model's own dtype). ``model``
+    must be of a registered class (:mod:`sinet_ase.registry`); ``TypeError`` otherwise."""
+    kind = registry.kind_of(model)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "model_type": type(model).__name__,
+        "model_type": kind.name,
         "config": dict(model.config),
-        "elements": list(model.elements),
+        "elements": list(getattr(model, "elements", [])),
         "dtype": str(model.dtype).replace("torch.", ""),
         "state_dict": state,
         "metadata": plain_metadata(dict(metadata or {})),
@@ -122,8 +141,77 @@ def _verify_model_file(path: Path) -> None:
                              f"saved (an existing file is unchanged): {err}") from err
 
 
+def _migrate_1_to_2(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """Format 1 -> 2 (module docstring): one format name, ``elements`` for every kind, and
+    the keys a version-1 config left out, with the values the version-1 reader used."""
+    config = dict(payload.get("config") or {})
+    omitted = {"backbone": "sinet", "num_heads": 4}
+    if payload.get("model_type") == "NBodySINet":
+        omitted.update(coulomb_scalars=False, node_charges=True, orbit_scalars=False,
+                       galilean_horizon=None)
+    for key, value in omitted.items():
+        config.setdefault(key, value)
+    payload = dict(payload, format=FORMAT_NAME, config=config)
+    if payload.get("model_type") == "NBodySINet":
+        payload["elements"] = []
+    return payload
+
+
+def _migrate_2_to_3(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """Format 2 -> 3 (module docstring): energy models without the ZBL term say so."""
+    if payload.get("model_type") != "SINet":
+        return payload
+    config = dict(payload.get("config") or {})
+    config.setdefault("zbl", False)
+    config.setdefault("zbl_cutoff_factor", 0.6)
+    return dict(payload, config=config)
+
+
+#: ``version -> function`` that turns a payload of that format version into the next one
+MIGRATIONS: Dict[int, Callable[[Dict[str, Any]], Dict[str, Any]]] = {1: _migrate_1_to_2,
+                                                                     2: _migrate_2_to_3}
+
+
+def check_payload(payload: Any, source: str = "model") -> Dict[str, Any]:
+    """A model-file dictionary of any format version, checked and migrated to the current
+    one (:data:`MIGRATIONS`); a clear :class:`ModelFileError` for anything else."""
+    if not isinstance(payload, dict):
+        raise ModelFileError(f"{source} is a torch file but not a sinet-ase model file")
+    name = payload.get("format")
+    if name in _CHECKPOINT_FORMATS:
+        raise ModelFileError(
+            f"{source} is a training checkpoint, not a model file; load the "
+            f"{_CHECKPOINT_FORMATS[name]} of its run folder")
+    if name not in (FORMAT_NAME, NBODY_V1_FORMAT):
+        raise ModelFileError(f"{source} is a torch file but not a sinet-ase model file")
+    version = payload.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(
+            f"{source} has an invalid model format version {version!r} (a positive integer is "
+            "expected); the file is damaged or was not written by sinet-ase")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{source} has model format version {version}, newer than this sinet-ase reads "
+            f"({FORMAT_VERSION}); upgrade sinet-ase (pip install -U sinet-ase)"
+        )
+    if name == NBODY_V1_FORMAT and version != 1:
+        raise ModelFileError(f"{source}: the format name {name!r} exists in version 1 only; "
+                             "the file is damaged")
+    for key in ("model_type", "config", "state_dict"):
+        if key not in payload:
+            raise ModelFileError(f"{source} lacks the field {key!r}; the file is damaged")
+    while version < FORMAT_VERSION:
+        payload = MIGRATIONS[version](payload)
+        version += 1
+        payload["format_version"] = version
+    if "elements" not in payload:
+        raise ModelFileError(f"{source} lacks the field 'elements'; the file is damaged")
+    return payload
+
+
 def read_model_file(path: Union[str, Path]) -> Dict[str, Any]:
-    """Load and check the dictionary of a model file, with clear errors for bad files."""
+    """Load and check the dictionary of a model file, with clear errors for bad files;
+    a file of an earlier format version comes back migrated to the current one."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
@@ -141,47 +229,45 @@ def read_model_file(path: Union[str, Path]) -> Dict[str, Any]:
             f"{path} holds objects that a safe load refuses (it is not a sinet-ase model "
             f"file; sinet-ase never unpickles code): {type(err).__name__}"
         ) from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{path} is a torch file but not a sinet-ase model file")
-    version = payload.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ModelFileError(
-            f"{path} has an invalid model format version {version!r} (a positive integer is "
-            "expected); the file is damaged or was not written by sinet-ase")
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} has model format version {version}, newer than this sinet-ase reads "
-            f"({FORMAT_VERSION}); upgrade sinet-ase (pip install -U sinet-ase)"
-        )
-    for key in ("model_type", "config", "state_dict", "elements"):
-        if key not in payload:
-            raise ModelFileError(f"{path} lacks the field {key!r}; the file is damaged")
-    return payload
+    return check_payload(payload, str(path))
 
 
-def model_from_dict(payload: Dict[str, Any], source: str = "model") -> torch.nn.Module:
-    """Rebuild a model from a model-file dictionary."""
-    registry = _model_registry()
+def model_from_dict(payload: Dict[str, Any], source: str = "model",
+                    task: Optional[str] = None) -> torch.nn.Module:
+    """Rebuild a model from a model-file dictionary (any format version; eval mode, CPU,
+    ``metadata`` attribute set). ``task``: refuse a model of another task
+    (:mod:`sinet_ase.registry`), e.g. ``"potential"`` where an energy model is needed."""
+    payload = check_payload(payload, source)
     model_type = payload["model_type"]
-    if model_type not in registry:
-        raise ModelFileError(f"{source}: unknown model type {model_type!r}; known: {sorted(registry)}")
-    model = registry[model_type](**payload["config"])
-    state = payload["state_dict"]
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(payload.get("dtype", "float32"))
+    kind = registry.lookup(model_type)
+    if kind is None:
+        raise ModelFileError(f"{source}: unknown model type {model_type!r}; known: "
+                             f"{sorted(registry.model_kinds())}")
+    if task is not None and kind.task != task:
+        raise ModelFileError(f"{source} holds a {model_type}, a {kind.task} model; a {task} "
+                             f"model is needed here")
+    dtype = _DTYPES.get(payload.get("dtype", "float32"))
     if dtype is None:
         raise ModelFileError(f"{source}: unsupported dtype {payload.get('dtype')!r}")
+    try:
+        model = kind.cls(**payload["config"])
+    except TypeError as err:  # a keyword this version does not know
+        raise ModelFileError(f"{source}: the stored {model_type} config does not fit this "
+                             f"sinet-ase ({err}); the file was written by another version") from err
     model = model.to(dtype)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
         raise ModelFileError(f"{source}: weights do not match the stored hyperparameters: {err}") from err
     model.eval()
+    model.metadata = dict(payload.get("metadata") or {})
     return model
 
 
-def load_model(path: Union[str, Path]) -> torch.nn.Module:
-    """Rebuild the model stored at ``path`` (in eval mode, on the CPU)."""
-    payload = read_model_file(path)
-    model = model_from_dict(payload, str(path))
-    model.metadata = payload.get("metadata", {})
-    return model
+def load_model(path: Union[str, Path], task: Optional[str] = None) -> torch.nn.Module:
+    """Rebuild the model stored at ``path`` (any registered kind; eval mode, on the CPU).
+
+    ``task`` (``"potential"``, ``"qm9"``, ``"nbody"``): refuse a file of another task
+    with a :class:`ModelFileError` that names what the file holds.
+    """
+    return model_from_dict(read_model_file(path), str(path), task=task)

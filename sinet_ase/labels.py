@@ -64,7 +64,7 @@ class LabelKeys:
 
     @classmethod
     def from_config(cls, data) -> "LabelKeys":
-        """The keys of a ``data`` config section (:class:`sinet_ase.train.config.DataConfig`)."""
+        """The keys of a ``data`` config section (:class:`sinet_ase.train.tasks.DataConfig`)."""
         return cls(energy=data.energy_key, forces=data.forces_key, stress=data.stress_key,
                    virials=data.virials_key, stress_convention=data.stress_convention,
                    config_type=data.config_type_key)

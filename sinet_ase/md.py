@@ -17,6 +17,7 @@ so far, plus the frame that failed the check, stays on disk.
 """
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from ase.neighborlist import neighbor_list
 from tqdm import tqdm
 
 from .calculator import SINetCalculator
+from .fastpath import (MD_AUTO_COMPILE_STEPS, AutoCompile, CompileFallbackWarning, compile_problem,
+                       compiled_network)
 
 
 class MDInstabilityError(RuntimeError):
@@ -101,13 +104,29 @@ def default_max_temperature(temperature: float) -> float:
     return 5.0 * temperature + 1000.0
 
 
+def compile_mode(choice: str, steps: int):
+    """``sinet-md --compile`` -> the calculator's ``compile``: ``off`` eager, ``on`` compiled
+    from the first step, ``auto`` (default) compiled from the first step for runs of at least
+    :data:`~sinet_ase.fastpath.MD_AUTO_COMPILE_STEPS` steps (long enough to pay back the
+    compilation; eager where the machine cannot compile, with a note), else eager."""
+    if choice == "off":
+        return False
+    if choice == "on":
+        return True
+    if choice != "auto":
+        raise ValueError(f"--compile must be auto, on or off, got {choice!r}")
+    return AutoCompile(after_calls=0) if steps >= MD_AUTO_COMPILE_STEPS else False
+
+
 def _calculator(args) -> SINetCalculator:
+    options = dict(device=args.device, dtype=args.dtype,
+                   compile=compile_mode(getattr(args, "compile", "auto"), args.steps))
     if args.model:
-        return SINetCalculator(args.model, device=args.device, dtype=args.dtype)
+        return SINetCalculator(args.model, **options)
     from .pretrained import default_potential
 
     name = args.potential or default_potential()
-    return SINetCalculator.from_pretrained(name, device=args.device, dtype=args.dtype)
+    return SINetCalculator.from_pretrained(name, **options)
 
 
 def _append_extxyz(path: Path, atoms) -> None:
@@ -133,7 +152,12 @@ def _append_extxyz(path: Path, atoms) -> None:
 
 def run_md(atoms, args) -> str:
     """Run the dynamics described by the parsed ``sinet-md`` arguments; returns the summary text."""
+    started_up = time.perf_counter()
     atoms.calc = _calculator(args)
+    network = compiled_network(atoms.calc.model)
+    if network is not None and network.after_calls == 0 and compile_problem(atoms.calc.device.type) is None:
+        tqdm.write("compiling the network for this run (the first time takes a while; later runs "
+                   "reuse the cache; --compile off runs eagerly)")
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
     Stationary(atoms)
@@ -157,7 +181,10 @@ def run_md(atoms, args) -> str:
         else:
             traj.write()
 
-    e_start = atoms.get_total_energy()
+    with warnings.catch_warnings():  # the summary says why the network ran eagerly, in one line
+        warnings.simplefilter("ignore", CompileFallbackWarning)
+        e_start = atoms.get_total_energy()
+    start_up = time.perf_counter() - started_up
     n_atoms = len(atoms)
     temperatures = []
     header = f"{'step':>7} {'time/ps':>8} {'T/K':>8} {'E_pot/eV':>13} {'E_kin/eV':>10} {'E_tot/eV':>13}"
@@ -203,7 +230,9 @@ def run_md(atoms, args) -> str:
     ms_per_step = 1000 * elapsed / max(args.steps, 1)
     lines = [f"{args.steps} steps of {args.timestep} fs ({args.ensemble}) on {n_atoms} atoms in {elapsed:.1f} s: "
              f"{ms_per_step:.2f} ms/step, {args.steps / elapsed:.1f} steps/s, "
-             f"{args.steps * args.timestep * 1e-6 / elapsed * 86400:.3f} ns/day"]
+             f"{args.steps * args.timestep * 1e-6 / elapsed * 86400:.3f} ns/day",
+             f"start-up (model, first force call{', compilation' if network and network.active else ''}): "
+             f"{start_up:.1f} s; " + (network.describe() if network is not None else "network eager")]
     drift = atoms.get_total_energy() - e_start
     if args.ensemble == "nve":
         ps = args.steps * args.timestep / 1000

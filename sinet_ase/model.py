@@ -25,11 +25,13 @@ from e3nn import o3
 
 from .errors import UnknownElementError
 from .graph import symbols_to_numbers
+from .hparams import DEFAULTS
 from .ops import (RadialEmbedding, ScalarInteractionLayer, SiFormerLayer, SphericalEmbedding,
                   SphericalLayout)
 from .ops.chunking import ReceiverChunks, layer_in_chunks
 from .ops.zbl import ZBLRepulsion
 from .ops.mlp import mlp
+from .registry import register_model
 
 BACKBONES = ("sinet", "siformer")
 
@@ -62,10 +64,13 @@ class SINetBackbone(torch.nn.Module):
     #: graphs with more edges than this are chunked (``None``: more than ``edge_chunk_size``)
     edge_chunk_from = None
 
-    def __init__(self, elements: Sequence[str], cutoff: float = 5.0, lmax: int = 2,
-                 channels: int = 64, num_layers: int = 2, num_radial: int = 8,
-                 radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,
-                 avg_num_neighbors: float = 12.0, backbone: str = "sinet", num_heads: int = 4):
+    def __init__(self, elements: Sequence[str], cutoff: float = DEFAULTS.cutoff,
+                 lmax: int = DEFAULTS.lmax, channels: int = DEFAULTS.channels,
+                 num_layers: int = DEFAULTS.num_layers, num_radial: int = DEFAULTS.num_radial,
+                 radial_hidden: int = DEFAULTS.radial_hidden, mlp_hidden: int = DEFAULTS.mlp_hidden,
+                 envelope_p: int = DEFAULTS.envelope_p,
+                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
+                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(map(repr, BACKBONES))}")
@@ -217,7 +222,7 @@ def edge_vectors(graph, positions: torch.Tensor, cell: torch.Tensor,
                  batch: torch.Tensor) -> torch.Tensor:
     """``r_ij = x_j - x_i + S_ij . cell_g`` for every edge: ``(E, 3)``, float64."""
     receiver, sender = graph.edge_index[0], graph.edge_index[1]
-    if cell.shape[0] == 1:  # one structure: no (E, 3, 3) copy of its cell
+    if cell.shape[0] == 1:  # one structure, one cell: a (E, 3) x (3, 3) product, 5x cheaper
         shift = graph.shifts @ cell[0]
     else:
         shift = torch.einsum("ek,ekl->el", graph.shifts, cell[batch[receiver]])
@@ -232,6 +237,7 @@ def graph_batch(graph) -> torch.Tensor:
     return batch
 
 
+@register_model(task="potential")
 class SINet(torch.nn.Module):
     """SINet energy model: backbone + per-atom energy head, forces and stress by autograd.
 
@@ -254,13 +260,25 @@ class SINet(torch.nn.Module):
         zbl: add the ZBL screened nuclear repulsion of every pair closer than
             ``zbl_cutoff_factor`` times the sum of their covalent radii
             (:mod:`sinet_ase.ops.zbl`), so that atoms pushed together repel whatever the
-            training data held. Off by default; stored in ``config`` (with the factor)
-            only when on, so a model without it has the same config (and file) as before.
+            training data held. Off by default (files of format version 2 and earlier,
+            which predate it, load with it off).
         zbl_cutoff_factor: where the ZBL term ends, in sums of covalent radii (0.6: below
             bonding distances, 0.58 Å for O-H, 0.91 Å for C-C).
 
-    forward(graph, compute_forces=True, compute_stress=False, training=False) returns a dict:
-    ``energy`` (G,), ``energies`` (N,), ``forces`` (N, 3), ``stress`` (G, 3, 3), all float64.
+    forward(graph, compute_forces=True, compute_stress=False, training=False,
+    compute_stresses=False) returns a dict: ``energy`` (G,), ``energies`` (N,), ``forces``
+    (N, 3), ``stress`` (G, 3, 3) and, with ``compute_stresses``, the per-atom stresses
+    ``stresses`` (N, 3, 3), all float64.
+
+    Per-atom stress (virial): the energy depends on the positions through the edge
+    vectors ``r_e`` only, so the strain derivative is a sum over edges,
+    ``dE/d epsilon = sum_e sym(r_e (x) dE/dr_e)``. Each edge's term is split half to its
+    receiver and half to its sender and divided by the structure's volume ``V``:
+    ``sigma_i = (1/V) sum_{e touching i} 1/2 sym(r_e (x) dE/dr_e)`` (ASE's convention,
+    as its Lennard-Jones calculator: ``sum_i sigma_i = sigma``). One backward pass gives
+    it together with the forces; the split is one of many that sum to the same total
+    (a per-atom stress is not unique), the usual one for pair and message-passing
+    potentials alike.
     """
 
     #: state-dict entries with one row per element (dim 0, in ``elements`` order); every other
@@ -269,13 +287,15 @@ class SINet(torch.nn.Module):
     #: Fine-tuning with new elements (:mod:`sinet_ase.train.finetune`) relies on this list.
     PER_ELEMENT_STATE = ("backbone.embedding.species_embedding.weight",)
 
-    def __init__(self, elements: Sequence[str], cutoff: float = 5.0, lmax: int = 2,
-                 channels: int = 64, num_layers: int = 2, num_radial: int = 8,
-                 radial_hidden: int = 64, mlp_hidden: int = 64, envelope_p: int = 6,
-                 avg_num_neighbors: float = 12.0,
+    def __init__(self, elements: Sequence[str], cutoff: float = DEFAULTS.cutoff,
+                 lmax: int = DEFAULTS.lmax, channels: int = DEFAULTS.channels,
+                 num_layers: int = DEFAULTS.num_layers, num_radial: int = DEFAULTS.num_radial,
+                 radial_hidden: int = DEFAULTS.radial_hidden, mlp_hidden: int = DEFAULTS.mlp_hidden,
+                 envelope_p: int = DEFAULTS.envelope_p,
+                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
                  atomic_energies: Optional[Dict[str, float]] = None, energy_scale: float = 1.0,
-                 backbone: str = "sinet", num_heads: int = 4, zbl: bool = False,
-                 zbl_cutoff_factor: float = 0.6):
+                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads,
+                 zbl: bool = False, zbl_cutoff_factor: float = 0.6):
         super().__init__()
         if not isinstance(zbl, bool):
             raise TypeError(f"zbl must be true or false, got {zbl!r}")
@@ -289,9 +309,9 @@ class SINet(torch.nn.Module):
             num_heads=int(num_heads),
         )
         self.backbone = SINetBackbone(**self.config)
+        self.config.update(zbl=bool(zbl), zbl_cutoff_factor=float(zbl_cutoff_factor))
         self.zbl = None
         if zbl:
-            self.config.update(zbl=True, zbl_cutoff_factor=float(zbl_cutoff_factor))
             self.zbl = ZBLRepulsion(symbols_to_numbers(self.config["elements"]), self.config["cutoff"],
                                     self.config["envelope_p"], float(zbl_cutoff_factor))
         self.energy_mlp = mlp([channels, max(channels // 2, 1), 1])
@@ -396,7 +416,7 @@ class SINet(torch.nn.Module):
         return self.energy_mlp[0].weight.dtype
 
     def forward(self, graph, compute_forces: bool = True, compute_stress: bool = False,
-                training: bool = False) -> Dict[str, torch.Tensor]:
+                training: bool = False, compute_stresses: bool = False) -> Dict[str, torch.Tensor]:
         batch = graph_batch(graph)
         num_graphs = int(graph.cell.shape[0])
         positions = graph.pos.to(torch.float64)
@@ -415,11 +435,15 @@ class SINet(torch.nn.Module):
         else:
             positions_strained = positions
 
-        vectors = edge_vectors(graph, positions_strained, cell, batch)
+        vectors64 = edge_vectors(graph, positions_strained, cell, batch)
+        if compute_stresses:
+            if not (compute_forces or compute_stress):
+                vectors64 = vectors64.detach().requires_grad_(True)
+            inputs.append(vectors64)  # last: dE/dr_e for the per-atom stresses
+        vectors = vectors64.to(self.dtype)
         species = self.backbone.species(graph.z)
-        # the pair term in float64 from the float64 vectors, before the network's cast
-        repulsion = self.zbl(species, graph.edge_index, vectors) if self.zbl is not None else None
-        vectors = vectors.to(self.dtype)
+        # the pair term in float64 from the float64 vectors
+        repulsion = self.zbl(species, graph.edge_index, vectors64) if self.zbl is not None else None
         chunks = None if training else self.backbone.receiver_chunks(graph.edge_index, positions)
         if chunks is not None:  # large system, frozen weights: layer by layer, chunks of receivers
             vectors = vectors.index_select(0, chunks.edge_order)  # (the whole-order copy is freed)
@@ -443,8 +467,27 @@ class SINet(torch.nn.Module):
             if compute_forces:
                 forces = grads[0]
                 out["forces"] = -forces if forces is not None else torch.zeros_like(positions)
-            if compute_stress:
+            if compute_stress or compute_stresses:
                 volume = torch.linalg.det(graph.cell.to(torch.float64)).abs().view(-1, 1, 1)
-                virial = grads[-1] if grads[-1] is not None else torch.zeros_like(strain)
+            if compute_stress:
+                virial = grads[len(inputs) - 1 - compute_stresses]
+                virial = virial if virial is not None else torch.zeros_like(strain)
                 out["stress"] = virial / volume
+            if compute_stresses:
+                out["stresses"] = self._atomic_stresses(graph, vectors64, grads[-1], batch, volume)
         return out
+
+    @staticmethod
+    def _atomic_stresses(graph, vectors: torch.Tensor, edge_gradient: Optional[torch.Tensor],
+                         batch: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
+        """Per-atom stresses ``(N, 3, 3)`` from the edge vectors ``(E, 3)`` and ``dE/dr_e``
+        ``(E, 3)``: half of each edge's symmetrised virial to each end, over the volume."""
+        num_atoms = graph.pos.shape[0]
+        stresses = torch.zeros(num_atoms, 3, 3, dtype=torch.float64, device=vectors.device)
+        if edge_gradient is None:  # no edges, or an energy that ignores them
+            return stresses
+        virial = torch.einsum("ea,eb->eab", vectors.detach(), edge_gradient)
+        virial = 0.25 * (virial + virial.transpose(1, 2))  # half of the symmetrised edge virial
+        stresses = stresses.index_add(0, graph.edge_index[0], virial)
+        stresses = stresses.index_add(0, graph.edge_index[1], virial)
+        return stresses / volume[batch]

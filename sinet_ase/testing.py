@@ -133,3 +133,35 @@ class FullDiskFile:
 
     def __exit__(self, *exc):
         self.handle.close()
+
+
+def domain_test_structures(seed: int = 0):
+    """Three small structures in LAMMPS's cell form (lower-triangular cell, positive
+    diagonal), each rattled: ``"triclinic"`` (Cu with two O, periodic, tilted cell),
+    ``"slab"`` (a Cu(111) slab with an O adatom, periodic in x and y) and ``"molecule"``
+    (ethanol and a water molecule in a 16 Å box, no periodicity). The deployed-model and
+    LAMMPS tests compare them with the calculator."""
+    import numpy as np
+    from ase import Atoms
+    from ase.build import bulk, fcc111, molecule
+
+    rng = np.random.default_rng(seed)
+    crystal = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 1)
+    crystal.symbols[[1, 6]] = "O"
+    cell = crystal.cell.array.copy()
+    cell[1, 0], cell[2, 0], cell[2, 1] = 0.7, 0.3, -0.4
+    crystal.set_cell(cell, scale_atoms=True)
+    slab = fcc111("Cu", (2, 2, 3), vacuum=6.0, orthogonal=False)
+    slab += Atoms("O", positions=[slab.positions[-1] + [1.2, 0.7, 1.5]])
+    system = molecule("CH3CH2OH")
+    water = molecule("H2O")
+    water.positions += [3.5, 0.5, 0.3]
+    system += water
+    system.cell = np.diag([16.0, 16.0, 16.0])
+    system.positions += 8.0 - system.positions.mean(axis=0)
+    system.pbc = False
+    structures = {"triclinic": crystal, "slab": slab, "molecule": system}
+    for atoms in structures.values():
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        atoms.wrap()
+    return structures

@@ -11,7 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _WORKER = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import torch
     sys.path.insert(0, "benchmarks")
     from bench_scaling import water_box
@@ -23,10 +23,19 @@ _WORKER = textwrap.dedent("""
     chunk = json.loads(sys.argv[1])
     calc = SINetCalculator("sinet-xtb-md17", edge_chunk_size=chunk, out_of_domain="ignore")
     atoms = water_box(7)  # 1,029 atoms, 56,042 edges
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def status_bytes(key):  # VmRSS / VmHWM of /proc/self/status, in bytes
+        with open("/proc/self/status") as handle:
+            line = next(l for l in handle if l.startswith(key + ":"))
+        return int(line.split()[1]) * 1024
+
+    # the high-water mark so far (imports, model loading) could exceed the call's own peak:
+    # reset it to the current resident size first (Linux: clear_refs 5)
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    before = status_bytes("VmRSS")
     atoms.calc = calc
     forces = atoms.get_forces()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status_bytes("VmHWM")
     edges = atoms_to_graph(atoms, calc.model.cutoff).edge_index.shape[1]
     size = calc.model.backbone.chunk_size_for(edges)
     print(json.dumps({"used": peak - before, "chunk": size, "forces": forces.tolist(),

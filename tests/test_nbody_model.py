@@ -96,13 +96,15 @@ def test_checkpoint_reloads_with_same_test_mse(trained, small_data, tmp_path, ca
     # a constant learning rate records no schedule length (only cosine fixes one at the start)
     assert load_config(None, {})["train"]["lr_schedule"] == "constant"
     assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["train"]["schedule_epochs"] is None
-    assert evaluate_mse(model, small_data["test"]) == pytest.approx(summary["test_mse_at_best"], rel=1e-12)
+    # float32 sums over several threads may round differently from the training run's
+    assert evaluate_mse(model, small_data["test"]) == pytest.approx(summary["test_mse_at_best"], rel=1e-5)
     # the evaluation command on an .npz in the documented format
     npz = tmp_path / "test.npz"
     ds.save_npz_split(npz, small_data["test"])
     assert evaluate_main([str(out / "best.pt"), str(npz)]) == 0
     printed = capsys.readouterr().out
-    assert f"test MSE: {summary['test_mse_at_best']:.6f}" in printed
+    reported = float(printed.split("test MSE:")[1].split()[0])
+    assert reported == pytest.approx(summary["test_mse_at_best"], rel=1e-5, abs=1e-6)
     # a comma-joined list is one ensemble: the mean of the members' predictions
     torch.manual_seed(1)
     save_nbody_model(NBodySINet(**SMALL), tmp_path / "other.pt")  # untrained: a different member
@@ -229,7 +231,7 @@ def test_siformer_backbone_model_file_roundtrip(tmp_path):
     torch.manual_seed(0)
     model = NBodySINet(**SMALL, backbone="siformer", num_heads=4).double()
     assert model.config["backbone"] == "siformer"
-    assert "backbone" not in NBodySINet(**SMALL).config  # SINet files unchanged
+    assert NBodySINet(**SMALL).config["backbone"] == "sinet"  # every option stored, defaults too
     x, v, q = _random_system()
     again = nbody_model_from_dict(nbody_model_to_dict(model))
     assert type(again.layers[0]).__name__ == "SiFormerLayer"
@@ -295,7 +297,7 @@ def test_coulomb_scalars_option_roundtrip_and_clamp():
     torch.manual_seed(0)
     model = NBodySINet(**SMALL, coulomb_scalars=True).double()
     assert model.config["coulomb_scalars"] is True
-    assert "coulomb_scalars" not in NBodySINet(**SMALL).config  # other files unchanged
+    assert NBodySINet(**SMALL).config["coulomb_scalars"] is False
     x, v, q = _random_system()
     again = nbody_model_from_dict(nbody_model_to_dict(model))
     assert again.coulomb_scalars and torch.equal(again(x, v, q), model(x, v, q))
@@ -332,7 +334,7 @@ def test_orbit_scalars_give_the_two_body_periapsis():
     assert torch.allclose(0.1 / head_on[0, 3] - 0.1, torch.tensor(2 / eps))
     torch.manual_seed(0)
     model = NBodySINet(**SMALL, orbit_scalars=True, node_charges=False).double()
-    assert model.config["orbit_scalars"] is True and "orbit_scalars" not in NBodySINet(**SMALL).config
+    assert model.config["orbit_scalars"] is True and NBodySINet(**SMALL).config["orbit_scalars"] is False
     xs, vs, qs = _random_system()
     out = model(xs, vs, qs)
     assert relative_error(model(xs, vs, -qs), out) < 1e-12
@@ -349,7 +351,7 @@ def test_without_node_charges_the_model_is_invariant_under_charge_flip(backbone)
     torch.manual_seed(0)
     model = NBodySINet(**SMALL, backbone=backbone, node_charges=False, coulomb_scalars=True).double()
     assert model.config["node_charges"] is False
-    assert "node_charges" not in NBodySINet(**SMALL).config  # other files unchanged
+    assert NBodySINet(**SMALL).config["node_charges"] is True
     x, v, q = _random_system()
     out = model(x, v, q)
     assert relative_error(model(x, v, -q), out) < 1e-12
@@ -396,7 +398,7 @@ def test_galilean_horizon_makes_the_model_galilean_equivariant(backbone):
     model = NBodySINet(**SMALL, backbone=backbone, orbit_scalars=True, coulomb_scalars=True,
                        galilean_horizon=1.0).double()
     assert model.config["galilean_horizon"] == 1.0
-    assert "galilean_horizon" not in NBodySINet(**SMALL).config  # other model files unchanged
+    assert NBodySINet(**SMALL).config["galilean_horizon"] is None
     x, v, q = _random_system()
     out = model(x, v, q)
     U = torch.randn(3, 1, 3, dtype=torch.float64)

@@ -340,3 +340,13 @@ def test_evaluation_format(tmp_path):
     back = ds.load_npz_split(p)
     for k in ("x", "v", "q", "target"):
         np.testing.assert_array_equal(back[k], split[k])
+
+
+def test_generate_command_writes_the_splits(tmp_path, capsys):
+    from sinet_ase.nbody.generate import main
+
+    sizes = ["--n-train", "2", "--n-valid", "1", "--n-test", "1"]
+    assert main(["--out", str(tmp_path), *sizes]) == 0
+    assert "MSE no-motion" in capsys.readouterr().out
+    test = ds.load_npz_split(tmp_path / "test.npz")
+    assert test["x"].shape == (1, sim.N_PARTICLES, 3)

@@ -102,11 +102,11 @@ def test_energy_invariant_forces_equivariant(parity, rng):
 
 
 def test_zbl_models_save_chunk_and_cast_like_any_other(tmp_path, rng):
-    """The option is stored in the model file's config (and only when on), loads back with the
-    same numbers; edge chunks and float32 give the same repulsion (its constants stay float64)."""
+    """The option is stored in the model file's config and loads back with the same numbers;
+    edge chunks and float32 give the same repulsion (its constants stay float64)."""
     with_zbl, without = pair_models()
     assert with_zbl.config["zbl"] is True and with_zbl.config["zbl_cutoff_factor"] == 0.6
-    assert "zbl" not in without.config and "zbl_cutoff_factor" not in without.config
+    assert without.config["zbl"] is False and without.zbl is None
     path = tmp_path / "zbl.pt"
     save_model(with_zbl, path)
     loaded = load_model(path)
@@ -143,9 +143,11 @@ def test_the_term_is_zero_on_molecules_near_equilibrium():
 
 @pytest.mark.parametrize("name", list_pretrained())
 def test_model_files_without_the_option_load_unchanged(name):
-    """Every shipped potential predates the option: it loads with no ZBL term and its config
-    (hence its file) has no ``zbl`` key."""
+    """Every shipped potential predates the option (its file has no ``zbl`` key): it loads with
+    no ZBL term."""
     from sinet_ase.pretrained import pretrained_path
 
+    raw = torch.load(pretrained_path(name), weights_only=True)
+    assert "zbl" not in raw["config"]
     model = load_model(pretrained_path(name))
-    assert model.zbl is None and "zbl" not in model.config
+    assert model.zbl is None and model.config["zbl"] is False

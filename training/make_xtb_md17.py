@@ -10,10 +10,12 @@ Protocol, per molecule (deterministic for a given --seed):
 1. 3-D structure from SMILES with RDKit: AddHs, ETKDGv3 (randomSeed = molecule
    seed), MMFF94 optimisation.
 2. Relaxation with GFN2-xTB (ASE BFGS, fmax = 0.01 eV/A).
-3. Langevin MD with ASE at 500 K: timestep 0.5 fs, friction 0.01 /fs,
-   fixcm=False, initial Maxwell-Boltzmann velocities at 500 K.
+3. Langevin MD with ASE at ``--temperature`` (500 K): timestep 0.5 fs, friction
+   0.01 /fs, fixcm=False, initial Maxwell-Boltzmann velocities at that temperature.
    Velocities use ``np.random.default_rng(seed)``, the Langevin noise uses
-   ``np.random.default_rng(seed + 1)``.
+   ``np.random.default_rng(seed + 1)``. ``--structure-seed`` (default: ``--seed``) seeds
+   the conformer of step 1 on its own, so held-out trajectories start from the training
+   data's conformers with new velocities and noise.
 4. The first ``--equil`` steps (default 2000 = 1 ps) are discarded; then one
    frame is kept every ``--every`` steps until ``--frames`` frames are kept.
 5. Every kept frame is re-labelled with a *fresh* TBLite calculator (no SCF
@@ -248,9 +250,11 @@ def topology(atoms: Atoms) -> np.ndarray:
 
 def generate(name: str, args, outdir: Path) -> dict:
     seed = molecule_seed(args.seed, name)
+    structure_seed = molecule_seed(
+        args.seed if args.structure_seed is None else args.structure_seed, name)
     t0 = time.perf_counter()
 
-    atoms = build_structure(name, seed)
+    atoms = build_structure(name, structure_seed)
     nrelax = relax(atoms)
     e_min = atoms.get_potential_energy()
     ref_topo = topology(atoms)
@@ -259,12 +263,12 @@ def generate(name: str, args, outdir: Path) -> dict:
           f"({t_relax:.1f} s), E_min = {e_min:.6f} eV", flush=True)
 
     thermalize_momenta(
-        atoms, temperature_K=TEMPERATURE_K, rng=np.random.default_rng(seed)
+        atoms, temperature_K=args.temperature, rng=np.random.default_rng(seed)
     )
     dyn = Langevin(
         atoms,
         timestep=TIMESTEP_FS * units.fs,
-        temperature_K=TEMPERATURE_K,
+        temperature_K=args.temperature,
         friction=FRICTION_PER_FS / units.fs,
         fixcm=False,
         rng=np.random.default_rng(seed + 1),
@@ -383,6 +387,10 @@ def main(argv=None) -> int:
     p.add_argument("--equil", type=int, default=2000,
                    help="discarded equilibration steps (0.5 fs each)")
     p.add_argument("--seed", type=int, default=1234, help="base random seed")
+    p.add_argument("--structure-seed", type=int, default=None,
+                   help="base seed of the starting conformers (default: --seed)")
+    p.add_argument("--temperature", type=float, default=TEMPERATURE_K,
+                   help="Langevin temperature in K (default 500)")
     p.add_argument("--outdir", type=Path, default=DEFAULT_OUTDIR)
     args = p.parse_args(argv)
     if args.every < 1 or args.frames < 1 or args.equil < 0:
@@ -397,7 +405,8 @@ def main(argv=None) -> int:
         "script": "training/make_xtb_md17.py",
         "labels": "GFN2-xTB (tblite) single points, NOT DFT",
         "xtb_settings": XTB_SETTINGS,
-        "temperature_K": TEMPERATURE_K,
+        "temperature_K": args.temperature,
+        "structure_seed": args.structure_seed,
         "timestep_fs": TIMESTEP_FS,
         "friction_per_fs": FRICTION_PER_FS,
         "thermostat": "ase.md.langevin.Langevin(fixcm=False)",

@@ -1,7 +1,10 @@
 """Charged N-body benchmark (EGNN / SEGNN protocol): simulator and dataset.
 
 - :mod:`sinet_ase.nbody.simulator`: physics, integrator (``simulate``),
-  ``generate_trajectories``; CLI ``python -m sinet_ase.nbody.simulator --out DIR``.
+  ``generate_trajectories`` (NumPy only).
+- :mod:`sinet_ase.nbody.generate`: CLI ``python -m sinet_ase.nbody.generate --out DIR``
+  (the data set's cache and evaluation files; the former ``python -m
+  sinet_ase.nbody.simulator`` runs it too).
 - :mod:`sinet_ase.nbody.dataset`: splits, checksummed cache
   (``load_nbody_dataset``) and the evaluation format (``save_npz_split``).
 - :mod:`sinet_ase.nbody.model`: ``NBodySINet`` (SINet with a vector head),
@@ -15,8 +18,9 @@
   ``rollout`` is not re-exported here (it shares its module's name): use
   ``from sinet_ase.nbody.rollout import rollout``.
 
-Names are re-exported lazily (PEP 562) so that ``python -m
-sinet_ase.nbody.simulator`` does not import the module twice.
+Names are re-exported lazily (PEP 562): ``import sinet_ase.nbody`` stays free of torch
+for the NumPy-only simulator and data set, and the former command ``python -m
+sinet_ase.nbody.simulator`` finds its module not yet imported (runpy warns otherwise).
 """
 
 from importlib import import_module

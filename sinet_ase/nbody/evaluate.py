@@ -10,7 +10,7 @@
 scored as one ensemble (the mean of the members' predicted positions).  ``DATA.npz``: arrays ``x``,
 ``v`` (N, 5, 3), ``q`` (N, 5) and ``target`` (N, 5, 3) (the format written by
 :func:`sinet_ase.nbody.dataset.save_npz_split`; ``python -m
-sinet_ase.nbody.simulator --out DIR`` writes ``DIR/test.npz``).  Prints the
+sinet_ase.nbody.generate --out DIR`` writes ``DIR/test.npz``).  Prints the
 MSE over all coordinates (the benchmark's test MSE), the constant-velocity
 baseline ``x + v`` on the same data and, with ``--time``, the inference time
 per batch.

@@ -77,11 +77,12 @@ from pathlib import Path
 import torch
 from e3nn import o3
 
-from ..io import atomic_torch_save
 from ..errors import ModelFileError
+from ..io import model_from_dict, model_to_dict, save_model
 from ..ops import BesselBasis, ScalarInteractionLayer, SphericalEmbedding, SphericalLayout
 from ..ops.siformer import SiFormerLayer
 from ..ops.mlp import mlp
+from ..registry import register_model
 
 __all__ = [
     "NBodySINet",
@@ -94,12 +95,7 @@ __all__ = [
     "load_nbody_ensemble",
     "nbody_model_to_dict",
     "nbody_model_from_dict",
-    "NBODY_FORMAT",
-    "NBODY_FORMAT_VERSION",
 ]
-
-NBODY_FORMAT = "sinet-ase-nbody-model"
-NBODY_FORMAT_VERSION = 1
 
 BACKBONES = ("sinet", "siformer")
 
@@ -202,6 +198,7 @@ def _safe_harmonics(irreps, vectors: torch.Tensor, eps: float = 1e-12) -> torch.
     return Y * (norm > eps).to(Y.dtype)
 
 
+@register_model(task="nbody")
 class NBodySINet(torch.nn.Module):
     """SINet with a vector head for the charged N-body task.
 
@@ -253,25 +250,17 @@ class NBodySINet(torch.nn.Module):
             raise ValueError(f"the vector output needs lmax >= 1, got {lmax}")
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        self.coulomb_scalars = bool(coulomb_scalars)
+        self.node_charges = bool(node_charges)
+        self.orbit_scalars = bool(orbit_scalars)
+        self.galilean_horizon = None if galilean_horizon is None else float(galilean_horizon)
         self.config = dict(lmax=int(lmax), channels=int(channels), num_layers=int(num_layers),
                            num_radial=int(num_radial), radial_cutoff=float(radial_cutoff),
                            radial_hidden=int(radial_hidden), mlp_hidden=int(mlp_hidden),
-                           avg_num_neighbors=float(avg_num_neighbors))
-        if backbone != "sinet":
-            # only stored when not the default, so files of SINet-backbone models keep their keys
-            self.config.update(backbone=backbone, num_heads=int(num_heads))
-        self.coulomb_scalars = bool(coulomb_scalars)
-        if self.coulomb_scalars:  # likewise only stored when on
-            self.config.update(coulomb_scalars=True)
-        self.node_charges = bool(node_charges)
-        if not self.node_charges:  # likewise only stored when off
-            self.config.update(node_charges=False)
-        self.orbit_scalars = bool(orbit_scalars)
-        if self.orbit_scalars:  # likewise only stored when on
-            self.config.update(orbit_scalars=True)
-        self.galilean_horizon = None if galilean_horizon is None else float(galilean_horizon)
-        if self.galilean_horizon is not None:  # likewise only stored when on
-            self.config.update(galilean_horizon=self.galilean_horizon)
+                           avg_num_neighbors=float(avg_num_neighbors), backbone=str(backbone),
+                           num_heads=int(num_heads), coulomb_scalars=self.coulomb_scalars,
+                           node_charges=self.node_charges, orbit_scalars=self.orbit_scalars,
+                           galilean_horizon=self.galilean_horizon)
         self.layout = SphericalLayout(lmax, channels)
         # phi(r), q_i q_j, r[, Coulomb][, orbit]
         num_edge_scalars = num_radial + 2 + 2 * self.coulomb_scalars + 4 * self.orbit_scalars
@@ -381,44 +370,29 @@ class NBodySINet(torch.nn.Module):
 
 
 # --- model files ----------------------------------------------------------------
+# the format and reader of sinet_ase.io; these keep the N-body names and take checkpoints
+
+def _check_nbody(model: torch.nn.Module) -> None:
+    if type(model) is not NBodySINet:
+        raise TypeError(f"cannot save a {type(model).__name__} as an N-body model")
+
 
 def nbody_model_to_dict(model: NBodySINet, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Plain dictionary (config + tensors + plain metadata); loads with ``weights_only=True``."""
-    return {
-        "format": NBODY_FORMAT,
-        "format_version": NBODY_FORMAT_VERSION,
-        "model_type": "NBodySINet",
-        "config": dict(model.config),
-        "dtype": str(model.dtype).replace("torch.", ""),
-        "state_dict": {k: t.detach().cpu().clone() for k, t in model.state_dict().items()},
-        "metadata": dict(metadata or {}),
-    }
+    """Plain dictionary (config + tensors + plain metadata; :func:`sinet_ase.io.model_to_dict`)."""
+    _check_nbody(model)
+    return model_to_dict(model, metadata)
 
 
 def nbody_model_from_dict(payload: Dict[str, Any], source: str = "model") -> NBodySINet:
-    if not isinstance(payload, dict) or payload.get("format") != NBODY_FORMAT:
-        raise ModelFileError(f"{source} is not a sinet-ase N-body model file")
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > NBODY_FORMAT_VERSION:
-        raise ModelFileError(f"{source} has N-body model format version {version}; this "
-                             f"sinet-ase reads up to {NBODY_FORMAT_VERSION}")
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(payload.get("dtype", "float32"))
-    if dtype is None:
-        raise ModelFileError(f"{source}: unsupported dtype {payload.get('dtype')!r}")
-    model = NBodySINet(**payload["config"]).to(dtype)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise ModelFileError(f"{source}: weights do not match the stored config: {err}") from err
-    model.eval()
-    model.metadata = dict(payload.get("metadata", {}))
-    return model
+    """Rebuild an N-body model from a model-file dictionary of any format version."""
+    return model_from_dict(payload, source, task="nbody")
 
 
 def save_nbody_model(model: NBodySINet, path: Union[str, Path],
                      metadata: Optional[Dict[str, Any]] = None) -> None:
-    """Write the model file atomically (temporary file + ``os.replace``)."""
-    atomic_torch_save(nbody_model_to_dict(model, metadata), path)
+    """Write the model file atomically (:func:`sinet_ase.io.save_model`)."""
+    _check_nbody(model)
+    save_model(model, path, metadata)
 
 
 def load_nbody_model(path: Union[str, Path]) -> NBodySINet:

@@ -70,8 +70,9 @@ increasing order.  A naive per-particle Python loop performing the same
 operations therefore reproduces the vectorised integrator bit for bit, which
 the tests use as an independent reference.
 
-Run ``python -m sinet_ase.nbody.simulator --out DIR`` to generate and cache the
-full dataset and print the trivial baselines.
+``python -m sinet_ase.nbody.generate --out DIR`` (:mod:`sinet_ase.nbody.generate`)
+generates and caches the full dataset and prints the trivial baselines; the former
+``python -m sinet_ase.nbody.simulator`` runs it too. This module imports NumPy only.
 """
 
 from __future__ import annotations
@@ -330,47 +331,7 @@ def energy(x, v, q, *, interaction_strength: float = INTERACTION_STRENGTH) -> np
     return kin + pot
 
 
-def main(argv=None) -> int:
-    """CLI: generate + cache the full dataset, export splits, print baselines."""
-    import argparse
-    import time
+if __name__ == "__main__":  # pragma: no cover - the former command line of the data set
+    from sinet_ase.nbody.generate import main
 
-    from sinet_ase.nbody import dataset as ds
-
-    p = argparse.ArgumentParser(
-        prog="python -m sinet_ase.nbody.simulator",
-        description="Generate (or load) and cache the charged N-body dataset "
-                    "(EGNN/SEGNN protocol) and print the trivial baselines.")
-    p.add_argument("--out", default=None,
-                   help="cache/output directory (default: $SINET_ASE_CACHE/nbody "
-                        "or ~/.cache/sinet_ase/nbody)")
-    p.add_argument("--seed", type=int, default=ds.DEFAULT_SEED)
-    p.add_argument("--n-train", type=int, default=3000)
-    p.add_argument("--n-valid", type=int, default=2000)
-    p.add_argument("--n-test", type=int, default=2000)
-    p.add_argument("--no-export", action="store_true",
-                   help="do not write {train,valid,test}.npz in the evaluation format")
-    p.add_argument("--force", action="store_true", help="regenerate even if cached")
-    a = p.parse_args(argv)
-
-    t0 = time.perf_counter()
-    data = ds.load_nbody_dataset(a.out, a.n_train, a.n_valid, a.n_test, a.seed,
-                                 regenerate=a.force, verbose=True)
-    elapsed = time.perf_counter() - t0
-    out_dir = ds.resolve_cache_dir(a.out)
-    print(f"cache: {ds.cache_path(out_dir, a.seed, a.n_train, a.n_valid, a.n_test)}")
-    print(f"load/generate wall time: {elapsed:.1f} s")
-    if not a.no_export:
-        for name, split in data.items():
-            path = out_dir / f"{name}.npz"
-            ds.save_npz_split(path, split)
-            print(f"wrote {path}")
-    for name, split in data.items():
-        b = ds.baseline_mse(split)
-        print(f"{name:5s} N={len(split['x']):5d}  MSE no-motion={b['no_motion']:.4f}  "
-              f"x+v*1.0={b['constant_velocity']:.4f}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())

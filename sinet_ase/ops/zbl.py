@@ -82,9 +82,22 @@ class ZBLRepulsion(torch.nn.Module):
         self.pair_cutoff = pair_cutoff.to(device=self.pair_cutoff.device, dtype=torch.float64)
         return out
 
-    def forward(self, species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    def forward(self, species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor,
+                dense: bool = False) -> torch.Tensor:
+        """``dense``: evaluate every edge and mask (no data-dependent shapes, for
+        ``torch.export``); the default selects the few edges inside ``r_max`` first."""
         receiver, sender = edge_index[0], edge_index[1]
         vectors = vectors.to(torch.float64)
+        if dense:
+            s_i, s_j = species.index_select(0, receiver), species.index_select(0, sender)
+            r = vectors.norm(dim=-1)
+            r_max = self.pair_cutoff[s_i, s_j]
+            inside = r < r_max
+            r = torch.where(inside, r, r_max)  # outside: a finite value with a zero gradient
+            energy = zbl_pair_energy(r, self.numbers[s_i], self.numbers[s_j]) * self.envelope(r / r_max)
+            energy = torch.where(inside, energy, torch.zeros_like(energy))
+            return torch.zeros(species.shape[0], dtype=torch.float64, device=vectors.device).index_add(
+                0, receiver, 0.5 * energy)
         with torch.no_grad():  # the few edges inside r_max; the rest contribute exactly zero
             r_max = self.pair_cutoff[species[receiver], species[sender]]
             close = torch.nonzero(vectors.norm(dim=-1) < r_max).squeeze(-1)

@@ -47,12 +47,10 @@ unit vectors), and the tests check the resulting vector against a rotation.
 
 Model files
 -----------
-Same layout as :mod:`sinet_ase.io` (``{"format": "sinet-ase-model",
-"model_type": "QM9ScalarModel" | "QM9DipoleModel", "config", "state_dict",
-"elements", "dtype", "metadata"}``, loaded with ``torch.load(weights_only=True)``);
-the QM9 types are registered here (:data:`QM9_MODEL_TYPES`), not in
-``sinet_ase.io``, so :func:`sinet_ase.load_model` / the ASE calculator refuse
-them with a clear "unknown model type" and :func:`load_qm9_model` reads them.
+The format of :mod:`sinet_ase.io` (``model_type`` ``"QM9ScalarModel"`` or
+``"QM9DipoleModel"``, registered here with task ``qm9``): :func:`sinet_ase.load_model`
+reads them like any model file, :func:`load_qm9_model` refuses other kinds (and takes a
+run folder), and the ASE calculator refuses them (it needs a potential).
 """
 
 from pathlib import Path
@@ -61,10 +59,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from e3nn import o3
 
-from ..errors import ConfigError, ModelFileError
-from ..io import atomic_torch_save, model_payload, read_model_file
+from ..errors import ConfigError
+from ..hparams import DEFAULTS, BackboneConfig
+from ..io import load_model, model_from_dict, model_to_dict, save_model
 from ..model import SINetBackbone, edge_vectors, graph_batch
 from ..ops.mlp import mlp
+from ..registry import register_model
 
 __all__ = [
     "QM9_ELEMENTS",
@@ -91,20 +91,15 @@ QM9_ELEMENTS = ("H", "C", "N", "O", "F")
 #: 1 e Å in Debye (1 D = 0.2081943 e Å; CODATA: 1 D = 1e-21/c C m, e = 1.602176634e-19 C).
 E_ANGSTROM_TO_DEBYE = 1.602176634e-29 / (1e-21 / 299792458.0)
 
-#: Keywords of :class:`~sinet_ase.model.SINetBackbone` that a QM9 model passes on.
-BACKBONE_KEYS = ("cutoff", "lmax", "channels", "num_layers", "num_radial", "radial_hidden",
-                 "mlp_hidden", "envelope_p", "avg_num_neighbors")
-#: Optional backbone keywords (the SiFormer variant), passed on where the backbone has them.
-OPTIONAL_BACKBONE_KEYS = ("backbone", "num_heads")
+#: Keywords of :class:`~sinet_ase.model.SINetBackbone` that a QM9 model passes on
+#: (:class:`~sinet_ase.hparams.BackboneConfig`).
+BACKBONE_KEYS = BackboneConfig.keys()
 
 
 def backbone_keys() -> tuple:
-    """:data:`BACKBONE_KEYS` plus those of :data:`OPTIONAL_BACKBONE_KEYS` that this
-    version's :class:`~sinet_ase.model.SINetBackbone` accepts."""
-    import inspect
-
-    params = inspect.signature(SINetBackbone.__init__).parameters
-    return BACKBONE_KEYS + tuple(k for k in OPTIONAL_BACKBONE_KEYS if k in params)
+    """:data:`BACKBONE_KEYS` (a function for the callers written when the SiFormer keys were
+    optional)."""
+    return BACKBONE_KEYS
 
 #: Head keywords a config's ``model`` section may set (besides the backbone ones).
 HEAD_KEYS = ("pooling", "head_hidden")
@@ -153,24 +148,10 @@ class _QM9Model(torch.nn.Module):
         super().__init__()
         if not isinstance(target, str) or not target:
             raise ValueError(f"target must be a QM9 target name, got {target!r}")
-        self.config: Dict[str, Any] = dict(elements=list(elements), target=target)
-        defaults = {"cutoff": 5.0, "lmax": 2, "channels": 64, "num_layers": 2, "num_radial": 8,
-                    "radial_hidden": 64, "mlp_hidden": 64, "envelope_p": 6, "avg_num_neighbors": 12.0}
-        for key, default in defaults.items():
-            value = backbone_kw.get(key, default)
-            self.config[key] = float(value) if isinstance(default, float) else int(value)
-        kwargs = {k: self.config[k] for k in BACKBONE_KEYS}
-        # SiFormer blocks instead of Scalar Interaction layers, where the backbone offers them;
-        # the defaults are not written to the config, so files stay readable by either version
-        backbone, num_heads = backbone_kw.get("backbone"), backbone_kw.get("num_heads")
-        if backbone not in (None, "sinet") or num_heads is not None:
-            missing = [k for k in OPTIONAL_BACKBONE_KEYS if k not in backbone_keys()]
-            if missing:
-                raise ValueError(f"this sinet-ase's SINetBackbone has no {', '.join(missing)} option")
-            for key, value in (("backbone", backbone), ("num_heads", num_heads)):
-                if value is not None:
-                    self.config[key] = kwargs[key] = str(value) if key == "backbone" else int(value)
-        self.backbone = SINetBackbone(elements=elements, **kwargs)
+        # None: the default (QM9 configs may write "backbone: null")
+        hparams = BackboneConfig(**{k: v for k, v in backbone_kw.items() if v is not None}).as_dict()
+        self.config: Dict[str, Any] = dict(elements=list(elements), target=target, **hparams)
+        self.backbone = SINetBackbone(elements=elements, **hparams)
 
     @property
     def elements(self) -> List[str]:
@@ -206,6 +187,7 @@ class _QM9Model(torch.nn.Module):
         return self.backbone(graph, vectors), batch, num_graphs
 
 
+@register_model(task="qm9")
 class QM9ScalarModel(_QM9Model):
     """Backbone + per-atom MLP on ``h^0``, sum or mean pooling, standardised output.
 
@@ -214,8 +196,8 @@ class QM9ScalarModel(_QM9Model):
         target: QM9 target name (kept in the model file; no effect on the maths).
         cutoff, lmax, channels, num_layers, num_radial, radial_hidden, mlp_hidden,
             envelope_p, avg_num_neighbors: backbone keywords (see :class:`~sinet_ase.SINet`).
-        backbone, num_heads: ``"siformer"`` and its attention heads, where this version's
-            :class:`~sinet_ase.model.SINetBackbone` offers them (default: Scalar Interaction).
+        backbone, num_heads: ``"siformer"`` and its attention heads (default: Scalar
+            Interaction); defaults of all backbone keywords: :mod:`sinet_ase.hparams`.
         pooling: ``"sum"`` or ``"mean"`` over the atoms of a molecule.
         head_hidden: hidden width of the readout MLP (default ``channels``).
         target_mean, target_std: standardisation of ``y - sum_i ref_{Z_i}``.
@@ -228,12 +210,14 @@ class QM9ScalarModel(_QM9Model):
     model_kind = "scalar"
 
     def __init__(self, elements: Sequence[str] = QM9_ELEMENTS, target: str = "gap",
-                 cutoff: float = 5.0, lmax: int = 2, channels: int = 64, num_layers: int = 2,
-                 num_radial: int = 8, radial_hidden: int = 64, mlp_hidden: int = 64,
-                 envelope_p: int = 6, avg_num_neighbors: float = 12.0, pooling: str = "sum",
+                 cutoff: float = DEFAULTS.cutoff, lmax: int = DEFAULTS.lmax,
+                 channels: int = DEFAULTS.channels, num_layers: int = DEFAULTS.num_layers,
+                 num_radial: int = DEFAULTS.num_radial, radial_hidden: int = DEFAULTS.radial_hidden,
+                 mlp_hidden: int = DEFAULTS.mlp_hidden, envelope_p: int = DEFAULTS.envelope_p,
+                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors, pooling: str = "sum",
                  head_hidden: Optional[int] = None, target_mean: float = 0.0,
                  target_std: float = 1.0, atom_refs: Optional[Mapping[str, float]] = None,
-                 backbone: Optional[str] = None, num_heads: Optional[int] = None):
+                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads):
         backbone_kw = dict(cutoff=cutoff, lmax=lmax, channels=channels, num_layers=num_layers,
                            num_radial=num_radial, radial_hidden=radial_hidden, mlp_hidden=mlp_hidden,
                            envelope_p=envelope_p, avg_num_neighbors=avg_num_neighbors,
@@ -285,6 +269,7 @@ class QM9ScalarModel(_QM9Model):
         return {"prediction": prediction, "standardised": z}
 
 
+@register_model(task="qm9")
 class QM9DipoleModel(_QM9Model):
     """Backbone + neutral latent charges (from ``h^0``) + atomic dipoles (from ``h^1``).
 
@@ -300,11 +285,13 @@ class QM9DipoleModel(_QM9Model):
     model_kind = "dipole"
 
     def __init__(self, elements: Sequence[str] = QM9_ELEMENTS, target: str = "mu",
-                 cutoff: float = 5.0, lmax: int = 2, channels: int = 64, num_layers: int = 2,
-                 num_radial: int = 8, radial_hidden: int = 64, mlp_hidden: int = 64,
-                 envelope_p: int = 6, avg_num_neighbors: float = 12.0,
+                 cutoff: float = DEFAULTS.cutoff, lmax: int = DEFAULTS.lmax,
+                 channels: int = DEFAULTS.channels, num_layers: int = DEFAULTS.num_layers,
+                 num_radial: int = DEFAULTS.num_radial, radial_hidden: int = DEFAULTS.radial_hidden,
+                 mlp_hidden: int = DEFAULTS.mlp_hidden, envelope_p: int = DEFAULTS.envelope_p,
+                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
                  head_hidden: Optional[int] = None, target_std: float = 1.0,
-                 backbone: Optional[str] = None, num_heads: Optional[int] = None):
+                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads):
         if int(lmax) < 1:
             raise ValueError(f"the dipole model needs type-1 features: lmax >= 1, got {lmax}")
         if not float(target_std) > 0:
@@ -365,47 +352,37 @@ def build_qm9_model(config: Mapping[str, Any]) -> _QM9Model:
     return cls(**config)
 
 
+def _check_qm9(model: torch.nn.Module) -> None:
+    if type(model) not in QM9_MODEL_TYPES.values():
+        raise TypeError(f"cannot save a {type(model).__name__} as a QM9 model; known: "
+                        f"{sorted(QM9_MODEL_TYPES)}")
+
+
 def qm9_model_to_dict(model: _QM9Model, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The dictionary stored in a model file (format of :mod:`sinet_ase.io`)."""
-    model_type = type(model).__name__
-    if model_type not in QM9_MODEL_TYPES:
-        raise TypeError(f"cannot save a {model_type} as a QM9 model; known: {sorted(QM9_MODEL_TYPES)}")
-    return model_payload(model, metadata)
+    """The dictionary stored in a model file (:func:`sinet_ase.io.model_to_dict`)."""
+    _check_qm9(model)
+    return model_to_dict(model, metadata)
 
 
 def qm9_model_from_dict(payload: Dict[str, Any], source: str = "model") -> _QM9Model:
-    """Rebuild a QM9 model from a model-file dictionary (eval mode, CPU)."""
-    model_type = payload.get("model_type")
-    if model_type not in QM9_MODEL_TYPES:
-        raise ModelFileError(f"{source}: model type {model_type!r} is not a QM9 model; "
-                             f"known: {sorted(QM9_MODEL_TYPES)}")
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(payload.get("dtype", "float32"))
-    if dtype is None:
-        raise ModelFileError(f"{source}: unsupported dtype {payload.get('dtype')!r}")
-    model = QM9_MODEL_TYPES[model_type](**payload["config"]).to(dtype)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise ModelFileError(f"{source}: weights do not match the stored hyperparameters: {err}") from err
-    model.eval()
-    return model
+    """Rebuild a QM9 model from a model-file dictionary (eval mode, CPU); other kinds are
+    a :class:`~sinet_ase.errors.ModelFileError`."""
+    return model_from_dict(payload, source, task="qm9")
 
 
 def save_qm9_model(model: _QM9Model, path: Union[str, Path],
                    metadata: Optional[Dict[str, Any]] = None) -> None:
-    """Write ``model`` to ``path`` atomically (temporary file + rename)."""
-    atomic_torch_save(qm9_model_to_dict(model, metadata), path)
+    """Write ``model`` to ``path`` atomically (:func:`sinet_ase.io.save_model`)."""
+    _check_qm9(model)
+    save_model(model, path, metadata)
 
 
 def load_qm9_model(path: Union[str, Path]) -> _QM9Model:
-    """Load a QM9 model file (``torch.load(weights_only=True)``; eval mode, CPU).
+    """Load a QM9 model file (:func:`sinet_ase.io.load_model` with task ``qm9``; eval mode, CPU).
 
     ``path`` may also be a run folder: its ``best_model.pt`` is loaded.
     """
     path = Path(path)
     if path.is_dir() and (path / "best_model.pt").is_file():
         path = path / "best_model.pt"
-    payload = read_model_file(path)
-    model = qm9_model_from_dict(payload, str(path))
-    model.metadata = dict(payload.get("metadata", {}))
-    return model
+    return load_model(path, task="qm9")

@@ -29,26 +29,93 @@ plots. This module supplies (see :mod:`sinet_ase.train.tasks`):
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
 from ..data.qm9 import TARGETS, qm9_split
 from ..errors import ConfigError
+from ..hparams import DEFAULTS
+from ..registry import register_task
 from ..train.tasks import Task
 from .data import (dataset_atom_refs, element_counts, fit_atom_refs, qm9_dataset, qm9_graphs,
                    residual_statistics, subset_rows)
-from .model import QM9_ELEMENTS, backbone_keys, build_qm9_model, default_pooling, load_qm9_model
+from .model import (HEAD_KEYS, POOLING, QM9_ELEMENTS, backbone_keys, build_qm9_model,
+                    default_pooling, load_qm9_model)
 
 #: the part of the config a checkpoint must share to be resumed
 _RESUME_KEYS = ("target", "split", "split_seed", "train_subset", "atomref")
+QM9_ATOMREF = ("auto", "fit", "dataset", "none")
 
 
+@dataclass
+class QM9Config:
+    """The ``qm9`` section of a ``task: qm9`` config."""
+
+    target: str = "gap"                   # one of sinet_ase.data.qm9.TARGET_NAMES
+    split: str = "paper"                  # paper (110k/10k/10,831) | egnn (100k/17,748/13,083)
+    split_seed: int = 0                   # seed of the split permutation (0: Cormorant's)
+    train_subset: Optional[int] = None    # train on this many molecules of the training split
+    valid_subset: Optional[int] = None    # validate every epoch on this many of the valid split
+    test_subset: Optional[int] = None     # test the best model at the end on this many (None: all)
+    atomref: str = "auto"                 # auto | fit | dataset | none (per-element references)
+    cache_dir: Optional[str] = None       # QM9 cache folder (default: load_qm9's)
+
+
+@register_task
 class QM9Task(Task):
     name = "qm9"
     metric_keys = ("mae",)
+    section, section_type = "qm9", QM9Config
+    resumable_section_keys = ("test_subset", "cache_dir")
+
+    # --- config ---
+    @classmethod
+    def model_keys(cls) -> List[str]:
+        """Backbone keywords (``avg_num_neighbors`` is set from the data) and head keywords."""
+        return [k for k in backbone_keys() if k != "avg_num_neighbors"] + list(HEAD_KEYS)
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        from ..data.qm9 import ATOMREF_COLUMNS, SPLIT_SCHEMES, TARGET_NAMES
+
+        q, m = config.qm9, config.model
+        if q.target not in TARGET_NAMES:
+            raise ConfigError(f"qm9.target must be one of {', '.join(TARGET_NAMES)}, got {q.target!r}")
+        if q.split not in SPLIT_SCHEMES:
+            raise ConfigError(f"qm9.split must be one of {', '.join(SPLIT_SCHEMES)}, got {q.split!r}")
+        for key in ("train_subset", "valid_subset", "test_subset"):
+            value = getattr(q, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"qm9.{key} must be a positive whole number or null, got {value!r}")
+        if q.atomref not in QM9_ATOMREF:
+            raise ConfigError(f"qm9.atomref must be one of {', '.join(QM9_ATOMREF)}, got {q.atomref!r}")
+        target = TARGETS[q.target]
+        if q.atomref == "dataset" and (target.raw_name not in ATOMREF_COLUMNS or target.atomref):
+            raise ConfigError(
+                f"qm9.atomref: dataset has no free-atom reference to add for {q.target!r} "
+                "(the QM9 atomref table covers zpve, U0, U, H, G and Cv, and U0/U/H/G are already "
+                "atomisation energies); use fit, none or auto")
+        if q.target == "mu":
+            if m.get("pooling") is not None:
+                raise ConfigError("model.pooling does not apply to target mu (the dipole model "
+                                  "sums charges times positions and atomic dipoles)")
+            if q.atomref not in ("auto", "none"):
+                raise ConfigError("qm9.atomref does not apply to target mu; use auto or none")
+            if int(m.get("lmax", DEFAULTS.lmax)) < 1:
+                raise ConfigError("target mu needs type-1 features for the atomic dipoles: "
+                                  "model.lmax must be >= 1")
+        elif m.get("pooling") is not None and m["pooling"] not in POOLING:
+            raise ConfigError(f"model.pooling must be one of {', '.join(POOLING)}, got {m['pooling']!r}")
+
+    @classmethod
+    def describe_best(cls, summary: Dict) -> str:
+        best = summary.get("best", {})
+        return (f"valid {summary.get('target', '')} MAE {best.get('valid_mae', float('nan')):.4g} "
+                f"{summary.get('unit', '')}")
 
     def __init__(self, config):
         super().__init__(config)
@@ -65,7 +132,7 @@ class QM9Task(Task):
             "valid": subset_rows(split.valid, q.valid_subset, config.seed + 1),
             "test": subset_rows(split.test, q.test_subset, config.seed + 2),
         }
-        cutoff = float(config.model.get("cutoff", 5.0))
+        cutoff = float(config.model.get("cutoff", DEFAULTS.cutoff))
         self.graphs = {k: qm9_graphs(data, v, cutoff, QM9_ELEMENTS, self.target, progress=not quiet,
                                      desc=f"QM9 {k} graphs") for k, v in rows.items()}
         self.split_record = {

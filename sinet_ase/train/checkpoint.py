@@ -8,7 +8,7 @@ config changes a resumed run may make.
 """
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -41,8 +41,7 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
 #: config keys a resumed run may change: they set how long and where it runs, not what it
 #: learns from (every change is recorded in the run's resume log)
 RESUMABLE_KEYS = ("run_dir", "training.epochs", "training.max_minutes", "training.device",
-                  "training.num_threads", "training.patience", "training.valid_batch_size",
-                  "qm9.test_subset", "qm9.cache_dir")
+                  "training.num_threads", "training.patience", "training.valid_batch_size")
 #: prefixes of resumable keys: the second loss stage may be set or moved while a run goes on
 RESUMABLE_PREFIXES = ("training.stage2_",)
 
@@ -62,13 +61,15 @@ def _flatten(section: Any, prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def config_changes(stored: Dict[str, Any], new: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+def config_changes(stored: Dict[str, Any], new: Dict[str, Any],
+                   resumable: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
     """Compare a checkpoint's config with the config of a resumed run (both ``to_dict()``).
 
     Returns ``(allowed, refused)``: lines ``"key: old -> new"`` for the changed keys that a
-    resume may change (:data:`RESUMABLE_KEYS`, :data:`RESUMABLE_PREFIXES`) and for those it
-    may not (model, data, seed, dtype, task, learning rate, ...: continuing with them would
-    compare losses of different setups and keep a best model of the old one).
+    resume may change (:data:`RESUMABLE_KEYS`, :data:`RESUMABLE_PREFIXES`, and the task's
+    ``resumable``, dotted like ``"qm9.test_subset"``) and for those it may not (model,
+    data, seed, dtype, task, learning rate, ...: continuing with them would compare losses
+    of different setups and keep a best model of the old one).
     """
     old_flat, new_flat = _flatten(stored), _flatten(new)
     allowed, refused = [], []
@@ -77,7 +78,7 @@ def config_changes(stored: Dict[str, Any], new: Dict[str, Any]) -> Tuple[List[st
         if old == now:
             continue
         line = f"{key}: {old!r} -> {now!r}"
-        if key in RESUMABLE_KEYS or key.startswith(RESUMABLE_PREFIXES):
+        if key in RESUMABLE_KEYS or key in resumable or key.startswith(RESUMABLE_PREFIXES):
             allowed.append(line)
         else:
             refused.append(line)

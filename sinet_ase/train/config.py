@@ -46,47 +46,32 @@ on the new data as for a fresh model (``fit`` refits them; elements absent from 
 training data keep the file's). ``training.freeze: [backbone]`` (needs ``init_from``; not
 with new elements) trains only the energy head: the backbone's parameters are not trained.
 
-``task: qm9`` (:mod:`sinet_ase.qm9`) replaces the ``data`` section by a
-``qm9`` section (:class:`QM9Config`: target, split, subsets, atom
-references), takes the QM9 model keywords in ``model`` (backbone keywords
-plus ``pooling`` and ``head_hidden``), and has no energy/force/stress
-weights in ``training`` (its loss is the L1 error of the standardised target).
+The ``task`` key picks a registered training task (:func:`sinet_ase.registry.task_classes`),
+which owns one section and says which ``model`` and ``training`` keys it reads
+(:class:`~sinet_ase.train.tasks.Task`): the energy task owns ``data``
+(:class:`~sinet_ase.train.tasks.DataConfig`, above); ``task: qm9`` (:mod:`sinet_ase.qm9.task`)
+owns a ``qm9`` section (:class:`~sinet_ase.qm9.task.QM9Config`: target, split, subsets,
+atom references) instead, takes the QM9 model keywords in ``model`` (backbone keywords
+plus ``pooling`` and ``head_hidden``), and has no energy/force/stress weights in
+``training`` (its loss is the L1 error of the standardised target). This module names no task.
 
 A key that does not exist is a :class:`ConfigError` that lists the valid
-ones; so is a section or key that belongs to the other task, and a value
+ones; so is a section or key that belongs to another task, and a value
 whose type does not match the dataclass field (:func:`_check_types`). Command-line
 overrides use dotted keys (``training.epochs=5``).
 """
 
 import dataclasses
-import inspect
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
 from ..errors import ConfigError
-
-
-@dataclass
-class DataConfig:
-    train: List[str] = field(default_factory=list)
-    valid: Optional[List[str]] = None
-    test: Optional[List[str]] = None
-    valid_size: Union[int, float] = 0.05
-    test_size: Union[int, float] = 0.0
-    require_stress: bool = False
-    energy_key: str = "energy"
-    forces_key: str = "forces"
-    stress_key: str = "stress"
-    virials_key: str = "virials"
-    stress_convention: str = "ase"       # ase (eV/Å^3) | vasp_kbar (raw VASP kB, see labels)
-    config_type_key: str = "config_type"
-    atomic_energies: Union[str, Dict[str, float]] = "fit"
-    config_type_weights: Optional[Dict[str, float]] = None
+from ..registry import task_class, task_classes
 
 
 @dataclass
@@ -124,70 +109,63 @@ class TrainingConfig:
     freeze: List[str] = field(default_factory=list)  # [backbone]: train the energy head only
 
 
-@dataclass
-class QM9Config:
-    """The ``qm9`` section of a ``task: qm9`` config."""
-
-    target: str = "gap"                   # one of sinet_ase.data.qm9.TARGET_NAMES
-    split: str = "paper"                  # paper (110k/10k/10,831) | egnn (100k/17,748/13,083)
-    split_seed: int = 0                   # seed of the split permutation (0: Cormorant's)
-    train_subset: Optional[int] = None    # train on this many molecules of the training split
-    valid_subset: Optional[int] = None    # validate every epoch on this many of the valid split
-    test_subset: Optional[int] = None     # test the best model at the end on this many (None: all)
-    atomref: str = "auto"                 # auto | fit | dataset | none (per-element references)
-    cache_dir: Optional[str] = None       # QM9 cache folder (default: load_qm9's)
-
-
-#: energy/force/stress weights: only the energy task has them
-ENERGY_ONLY_TRAINING_KEYS = ("energy_weight", "forces_weight", "stress_weight", "stage2_start",
-                             "stage2_energy_weight", "stage2_forces_weight", "stage2_stress_weight",
-                             "loss", "huber_delta")
-TASK_NAMES = ("energy", "qm9")
 SCHEDULERS = ("cosine", "cosine_time", "cosine_cpu", "plateau")
-QM9_ATOMREF = ("auto", "fit", "dataset", "none")
-
-_SINET_KEYS = None
-
-
-def _sinet_keys():
-    global _SINET_KEYS
-    if _SINET_KEYS is None:
-        from ..model import SINet
-
-        params = inspect.signature(SINet.__init__).parameters
-        _SINET_KEYS = [k for k in params if k not in ("self", "elements", "atomic_energies",
-                                                        "energy_scale", "avg_num_neighbors")]
-    return _SINET_KEYS
+#: top-level keys of every config (besides the sections of the tasks)
+_TOP_KEYS = ("run_dir", "seed", "task", "model", "training")
 
 
-def _qm9_model_keys():
-    from ..qm9.model import HEAD_KEYS, backbone_keys
-
-    return [k for k in backbone_keys() if k != "avg_num_neighbors"] + list(HEAD_KEYS)
+def _foreign_training_keys(task: str) -> Dict[str, str]:
+    """``{training key: the task that owns it}`` for the keys other tasks own."""
+    own = task_class(task).own_training_keys
+    return {key: name for name, cls in task_classes().items() if name != task
+            for key in cls.own_training_keys if key not in own}
 
 
 @dataclass
 class TrainConfig:
+    """A checked run config. ``section`` is the task's own section (an instance of its
+    ``section_type``), also reachable under the section's name (``config.data``,
+    ``config.qm9``)."""
+
     run_dir: str = "runs/sinet"
     seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
     model: Dict[str, Any] = field(default_factory=dict)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     task: str = "energy"
-    qm9: QM9Config = field(default_factory=QM9Config)
+    section: Any = None
+
+    def __post_init__(self):
+        cls = task_class(self.task)
+        if cls is None:
+            raise ConfigError(f"task must be one of {', '.join(task_classes())}, got {self.task!r}")
+        if self.section is None and cls.section_type is not None:
+            self.section = cls.section_type()
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for names that are not attributes: the task's section by its name
+        state = self.__dict__
+        if not name.startswith("__") and "task" in state:
+            cls = task_class(state["task"])
+            if cls is not None and cls.section == name:
+                return state.get("section")
+            raise AttributeError(f"a config of task {state['task']!r} has no {name!r} section")
+        raise AttributeError(name)
+
+    def resumable_keys(self) -> Tuple[str, ...]:
+        """The task's section keys a resumed run may change, dotted (``"qm9.test_subset"``)."""
+        cls = task_class(self.task)
+        return tuple(f"{cls.section}.{key}" for key in cls.resumable_section_keys)
 
     def to_dict(self) -> Dict[str, Any]:
         """The sections this task reads (a config ``from_dict`` accepts again)."""
         out = {"run_dir": self.run_dir, "seed": self.seed, "task": self.task}
-        if self.task == "qm9":
-            out["qm9"] = dataclasses.asdict(self.qm9)
-        else:
-            out["data"] = dataclasses.asdict(self.data)
+        cls = task_class(self.task)
+        if cls.section is not None:
+            out[cls.section] = dataclasses.asdict(self.section)
         out["model"] = dict(self.model)
         training = dataclasses.asdict(self.training)
-        if self.task != "energy":
-            for key in ENERGY_ONLY_TRAINING_KEYS:
-                training.pop(key)
+        for key in _foreign_training_keys(self.task):
+            training.pop(key)
         out["training"] = training
         return out
 
@@ -195,65 +173,54 @@ class TrainConfig:
     def from_dict(cls, raw: Dict[str, Any]) -> "TrainConfig":
         if not isinstance(raw, dict):
             raise ConfigError("the config must be a YAML mapping (key: value)")
-        _check_keys(raw, ["run_dir", "seed", "task", "data", "qm9", "model", "training"], "")
+        tasks = task_classes()
+        owners = {t.section: name for name, t in tasks.items() if t.section is not None}
+        _check_keys(raw, list(_TOP_KEYS[:3]) + list(owners) + list(_TOP_KEYS[3:]), "")
         task = raw.get("task", "energy")
-        if task not in TASK_NAMES:
-            raise ConfigError(f"task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
-        for section in ("data", "qm9", "model", "training"):
+        if task not in tasks:
+            raise ConfigError(f"task must be one of {', '.join(tasks)}, got {task!r}")
+        task_cls = tasks[task]
+        for section in list(owners) + ["model", "training"]:
             if raw.get(section) is not None and not isinstance(raw[section], dict):
                 raise ConfigError(f"{section} must be a section (key: value pairs), "
                                   f"got {raw[section]!r}")
-        data = dict(raw.get("data") or {})
-        qm9 = dict(raw.get("qm9") or {})
+        for section, owner in owners.items():
+            if section in raw and owner != task:
+                raise ConfigError(f"the {section} section is read only with 'task: {owner}'; "
+                                  f"remove the {section} section or set 'task: {owner}'")
         training = dict(raw.get("training") or {})
         model = dict(raw.get("model") or {})
-        training_keys = [f.name for f in dataclasses.fields(TrainingConfig)]
-        if task == "energy":
-            if "qm9" in raw:
-                raise ConfigError("the qm9 section is read only with 'task: qm9'; remove it or "
-                                  "add 'task: qm9'")
-            _check_keys(data, [f.name for f in dataclasses.fields(DataConfig)], "data.")
-            _check_keys(training, training_keys, "training.")
-            _check_keys(model, _sinet_keys() + ["elements", "init_from"], "model.")
-        else:
-            if "data" in raw:
-                raise ConfigError("'task: qm9' takes its molecules from the qm9 section "
-                                  "(target, split, train_subset, ...); remove the data section, "
-                                  "which is for energy+force files")
-            _check_keys(qm9, [f.name for f in dataclasses.fields(QM9Config)], "qm9.")
-            energy_only = [k for k in training if k in ENERGY_ONLY_TRAINING_KEYS]
-            if energy_only:
-                raise ConfigError(
-                    f"{', '.join('training.' + k for k in energy_only)} only apply to 'task: energy'; "
-                    "a qm9 run minimises the L1 error of its standardised target")
-            _check_keys(training, [k for k in training_keys if k not in ENERGY_ONLY_TRAINING_KEYS],
-                        "training.")
-            _check_keys(model, _qm9_model_keys(), "model.")
-        for key in ("train", "valid", "test"):
-            if isinstance(data.get(key), str):
-                data[key] = [data[key]]
+        foreign = _foreign_training_keys(task)
+        misplaced = [k for k in training if k in foreign]
+        if misplaced:
+            owner = foreign[misplaced[0]]
+            raise ConfigError(f"{', '.join('training.' + k for k in misplaced)} only apply to "
+                              f"'task: {owner}'; task {task} does not read them")
+        _check_keys(training, [f.name for f in dataclasses.fields(TrainingConfig)
+                               if f.name not in foreign], "training.")
+        _check_keys(model, task_cls.model_keys(), "model.")
+        section = None
+        if task_cls.section is not None:
+            own = task_cls.prepare_section(dict(raw.get(task_cls.section) or {}))
+            prefix = f"{task_cls.section}."
+            _check_keys(own, [f.name for f in dataclasses.fields(task_cls.section_type)], prefix)
+            section = task_cls.section_type(**_check_types(own, task_cls.section_type, prefix))
         if isinstance(training.get("freeze"), str):
             training["freeze"] = [training["freeze"]]
         if task == "energy":  # the types of SINet's keywords (lmax a whole number, zbl true or false, ...)
             from ..model import SINet
 
             model = _check_types(model, SINet.__init__, "model.")
-        data = _check_types(data, DataConfig, "data.")
         training = _check_types(training, TrainingConfig, "training.")
-        qm9 = _check_types(qm9, QM9Config, "qm9.")
         _check_types({k: raw[k] for k in ("run_dir", "seed") if k in raw}, cls, "")
         config = cls(run_dir=str(raw.get("run_dir", cls.run_dir)), seed=int(raw.get("seed", 0)),
-                     data=DataConfig(**data), model=model, training=TrainingConfig(**training),
-                     task=task, qm9=QM9Config(**qm9))
+                     model=model, training=TrainingConfig(**training), task=task, section=section)
         config.validate()
         return config
 
     def validate(self) -> None:
         t = self.training
-        if self.task == "qm9":
-            self._validate_qm9()
-        elif not self.data.train:
-            raise ConfigError("data.train lists no files")
+        task_class(self.task).validate_config(self)
         if t.scheduler not in SCHEDULERS:
             raise ConfigError(f"training.scheduler must be one of {', '.join(SCHEDULERS)}, "
                               f"got {t.scheduler!r}")
@@ -269,8 +236,6 @@ class TrainConfig:
                               f"the second loss stage starts: between 0 and 1, got {t.stage2_start}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
-        if self.task == "energy":
-            self._validate_energy_data()
         self._validate_finetune()
 
     def _validate_finetune(self) -> None:
@@ -284,77 +249,10 @@ class TrainConfig:
         if not isinstance(freeze, list) or any(part not in FREEZABLE for part in freeze):
             raise ConfigError(f"training.freeze must be a list of {', '.join(FREEZABLE)}, "
                               f"got {freeze!r}")
-        if freeze and self.task != "energy":
-            raise ConfigError("training.freeze applies to fine-tuning an energy model "
-                              "(model.init_from), not to task " + self.task)
         if freeze and init is None:
             raise ConfigError("training.freeze keeps trained weights fixed: it needs "
                               "model.init_from (freezing a new model's random backbone "
                               "would leave it untrained)")
-
-    def _validate_energy_data(self) -> None:
-        """The label keys, E0s, per-config-type weights and loss of the energy task."""
-        d, t = self.data, self.training
-        if t.loss not in ("mse", "huber"):
-            raise ConfigError(f"training.loss must be 'mse' or 'huber', got {t.loss!r}")
-        if not (isinstance(t.huber_delta, (int, float)) and t.huber_delta > 0):
-            raise ConfigError(f"training.huber_delta must be a positive number, got {t.huber_delta!r}")
-        for key in ("energy_key", "forces_key", "stress_key", "virials_key", "config_type_key"):
-            if not isinstance(getattr(d, key), str) or not getattr(d, key):
-                raise ConfigError(f"data.{key} must be a non-empty string, got {getattr(d, key)!r}")
-        if d.stress_convention not in ("ase", "vasp_kbar"):
-            raise ConfigError(f"data.stress_convention must be 'ase' (eV/Å^3) or 'vasp_kbar' "
-                              f"(VASP's raw kB, xx yy zz xy yz zx), got {d.stress_convention!r}")
-        e0 = d.atomic_energies
-        if isinstance(e0, dict):
-            bad = {k: v for k, v in e0.items()
-                   if isinstance(v, bool) or not isinstance(v, (int, float))}
-            if bad:
-                raise ConfigError(f"data.atomic_energies: values must be numbers (eV), got {bad}")
-        elif not isinstance(e0, str) or not e0:
-            raise ConfigError("data.atomic_energies must be 'fit', a mapping {symbol: eV} or the "
-                              f"path of an isolated-atoms file, got {e0!r}")
-        weights = d.config_type_weights
-        if weights is not None:
-            if not isinstance(weights, dict) or any(
-                    isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
-                    for v in weights.values()):
-                raise ConfigError("data.config_type_weights must map config types to numbers "
-                                  f">= 0, e.g. {{Default: 1.0, slab: 0.1}}; got {weights!r}")
-
-
-    def _validate_qm9(self) -> None:
-        from ..data.qm9 import ATOMREF_COLUMNS, SPLIT_SCHEMES, TARGET_NAMES, TARGETS
-        from ..qm9.model import POOLING
-
-        q, m = self.qm9, self.model
-        if q.target not in TARGET_NAMES:
-            raise ConfigError(f"qm9.target must be one of {', '.join(TARGET_NAMES)}, got {q.target!r}")
-        if q.split not in SPLIT_SCHEMES:
-            raise ConfigError(f"qm9.split must be one of {', '.join(SPLIT_SCHEMES)}, got {q.split!r}")
-        for key in ("train_subset", "valid_subset", "test_subset"):
-            value = getattr(q, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"qm9.{key} must be a positive whole number or null, got {value!r}")
-        if q.atomref not in QM9_ATOMREF:
-            raise ConfigError(f"qm9.atomref must be one of {', '.join(QM9_ATOMREF)}, got {q.atomref!r}")
-        target = TARGETS[q.target]
-        if q.atomref == "dataset" and (target.raw_name not in ATOMREF_COLUMNS or target.atomref):
-            raise ConfigError(
-                f"qm9.atomref: dataset has no free-atom reference to add for {q.target!r} "
-                "(the QM9 atomref table covers zpve, U0, U, H, G and Cv, and U0/U/H/G are already "
-                "atomisation energies); use fit, none or auto")
-        if q.target == "mu":
-            if m.get("pooling") is not None:
-                raise ConfigError("model.pooling does not apply to target mu (the dipole model "
-                                  "sums charges times positions and atomic dipoles)")
-            if q.atomref not in ("auto", "none"):
-                raise ConfigError("qm9.atomref does not apply to target mu; use auto or none")
-            if int(m.get("lmax", 2)) < 1:
-                raise ConfigError("target mu needs type-1 features for the atomic dipoles: "
-                                  "model.lmax must be >= 1")
-        elif m.get("pooling") is not None and m["pooling"] not in POOLING:
-            raise ConfigError(f"model.pooling must be one of {', '.join(POOLING)}, got {m['pooling']!r}")
 
 
 def _check_keys(section: Dict[str, Any], allowed: List[str], prefix: str) -> None:

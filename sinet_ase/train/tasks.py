@@ -30,34 +30,45 @@ progress bar. A :class:`Task` supplies the rest:
 ``report()``        plots at the end of a run
 ==================  ===========================================================
 
-Tasks are selected by the config's ``task`` key (:data:`TASKS`):
-``energy`` (default; energy + force potentials, this module) and ``qm9``
-(:class:`sinet_ase.qm9.task.QM9Task`).
+and, as class attributes and class methods, its part of the config
+(:mod:`sinet_ase.train.config` reads them; no task is named there):
+
+=============================  ==============================================
+``section``, ``section_type``  the config section the task owns and its
+                               dataclass (``data``: :class:`DataConfig` for
+                               the energy task)
+``own_training_keys``          ``training`` keys only this task reads
+                               (other tasks refuse them)
+``resumable_section_keys``     keys of its section a resumed run may change
+``model_keys()``               the keys its ``model`` section takes
+``prepare_section(raw)``       normalise the raw section before type checks
+``validate_config(config)``    the task's checks of a whole config
+``describe_best(summary)``     one line about a finished run's best epoch
+=============================  ==============================================
+
+Tasks register themselves (:func:`sinet_ase.registry.register_task`) and the
+config's ``task`` key selects one: ``energy`` (default; energy + force
+potentials, this module) and ``qm9`` (:class:`sinet_ase.qm9.task.QM9Task`).
 """
 
-import importlib
+import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-
-#: task name -> "module:class"
-TASKS = {
-    "energy": "sinet_ase.train.tasks:EnergyForceTask",
-    "qm9": "sinet_ase.qm9.task:QM9Task",
-}
+from ..registry import register_task, task_class, task_classes
 
 
 def make_task(config) -> "Task":
     """The :class:`Task` named by ``config.task``."""
-    spec = TASKS.get(config.task)
-    if spec is None:
-        raise ConfigError(f"unknown task {config.task!r}; choose from {', '.join(TASKS)}")
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)(config)
+    cls = task_class(config.task)
+    if cls is None:
+        raise ConfigError(f"unknown task {config.task!r}; choose from {', '.join(task_classes())}")
+    return cls(config)
 
 
 class Task:
@@ -66,6 +77,34 @@ class Task:
     name = ""
     #: keys of :meth:`evaluate`'s result (besides ``loss``) logged as ``valid_<key>``
     metric_keys: Tuple[str, ...] = ()
+    #: the config section this task owns and its dataclass (None: no section of its own)
+    section: Optional[str] = None
+    section_type: Optional[type] = None
+    #: ``training`` keys that only this task reads
+    own_training_keys: Tuple[str, ...] = ()
+    #: keys of :attr:`section` that a resumed run may change (where and how much it tests)
+    resumable_section_keys: Tuple[str, ...] = ()
+
+    @classmethod
+    def model_keys(cls) -> List[str]:
+        """The keys the config's ``model`` section may hold."""
+        raise NotImplementedError
+
+    @classmethod
+    def prepare_section(cls, section: Dict[str, Any]) -> Dict[str, Any]:
+        """The raw :attr:`section` before its type check (e.g. a string where a list is meant)."""
+        return section
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """Raise :class:`ConfigError` for a config this task cannot run."""
+
+    @classmethod
+    def describe_best(cls, summary: Dict) -> str:
+        """One line about the best epoch of a finished run (its ``summary.json``)."""
+        best = summary.get("best", {})
+        return "  ".join(f"valid {k} {best.get('valid_' + k, float('nan')):.4g}"
+                         for k in cls.metric_keys)
 
     def __init__(self, config):
         self.config = config
@@ -116,10 +155,41 @@ class Task:
         """Task entries added to ``summary.json``."""
         return {}
 
+    def export_metadata(self) -> Dict:
+        """Task entries added to the exported model file's metadata."""
+        return {}
+
     def report(self, run_dir: Path, history, kept, which: str) -> None:
         """Plots at the end of a run (``kept``: what :meth:`evaluate` kept on ``which``)."""
 
 
+@dataclass
+class DataConfig:
+    """The ``data`` section of the energy task (:mod:`sinet_ase.train.config` explains it)."""
+
+    train: List[str] = field(default_factory=list)
+    valid: Optional[List[str]] = None
+    test: Optional[List[str]] = None
+    valid_size: Union[int, float] = 0.05
+    test_size: Union[int, float] = 0.0
+    require_stress: bool = False
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: str = "stress"
+    virials_key: str = "virials"
+    stress_convention: str = "ase"       # ase (eV/Å^3) | vasp_kbar (raw VASP kB, see labels)
+    config_type_key: str = "config_type"
+    atomic_energies: Union[str, Dict[str, float]] = "fit"
+    config_type_weights: Optional[Dict[str, float]] = None
+
+
+#: energy/force/stress weights: only the energy task has them
+ENERGY_ONLY_TRAINING_KEYS = ("energy_weight", "forces_weight", "stress_weight", "stage2_start",
+                             "stage2_energy_weight", "stage2_forces_weight", "stage2_stress_weight",
+                             "loss", "huber_delta")
+
+
+@register_task
 class EnergyForceTask(Task):
     """Energy + force (+ stress) potentials from extxyz / ASE files: the ``SINet`` energy model.
 
@@ -147,8 +217,69 @@ class EnergyForceTask(Task):
 
     name = "energy"
     metric_keys = ("e_mae_mev_atom", "f_mae_mev_a")
+    section, section_type = "data", DataConfig
+    own_training_keys = ENERGY_ONLY_TRAINING_KEYS
     #: the model-file dictionary of ``model.init_from`` (set by :meth:`setup`), or None
     init = None
+    #: statistics of the training data, exported with the model (:meth:`export_metadata`)
+    domain = None
+
+    # --- config ---
+    @classmethod
+    def model_keys(cls) -> List[str]:
+        """:class:`~sinet_ase.SINet` keywords but those set from the data, plus ``elements``
+        and ``init_from`` (fine-tuning)."""
+        from ..model import SINet
+
+        fitted = ("self", "elements", "atomic_energies", "energy_scale", "avg_num_neighbors")
+        params = inspect.signature(SINet.__init__).parameters
+        return [k for k in params if k not in fitted] + ["elements", "init_from"]
+
+    @classmethod
+    def prepare_section(cls, section: Dict[str, Any]) -> Dict[str, Any]:
+        section = dict(section)
+        for key in ("train", "valid", "test"):
+            if isinstance(section.get(key), str):
+                section[key] = [section[key]]
+        return section
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """The files, label keys, E0s, per-config-type weights and loss of the energy task."""
+        d, t = config.data, config.training
+        if not d.train:
+            raise ConfigError("data.train lists no files")
+        if t.loss not in ("mse", "huber"):
+            raise ConfigError(f"training.loss must be 'mse' or 'huber', got {t.loss!r}")
+        if not (isinstance(t.huber_delta, (int, float)) and t.huber_delta > 0):
+            raise ConfigError(f"training.huber_delta must be a positive number, got {t.huber_delta!r}")
+        for key in ("energy_key", "forces_key", "stress_key", "virials_key", "config_type_key"):
+            if not isinstance(getattr(d, key), str) or not getattr(d, key):
+                raise ConfigError(f"data.{key} must be a non-empty string, got {getattr(d, key)!r}")
+        if d.stress_convention not in ("ase", "vasp_kbar"):
+            raise ConfigError(f"data.stress_convention must be 'ase' (eV/Å^3) or 'vasp_kbar' "
+                              f"(VASP's raw kB, xx yy zz xy yz zx), got {d.stress_convention!r}")
+        e0 = d.atomic_energies
+        if isinstance(e0, dict):
+            bad = {k: v for k, v in e0.items()
+                   if isinstance(v, bool) or not isinstance(v, (int, float))}
+            if bad:
+                raise ConfigError(f"data.atomic_energies: values must be numbers (eV), got {bad}")
+        elif not isinstance(e0, str) or not e0:
+            raise ConfigError("data.atomic_energies must be 'fit', a mapping {symbol: eV} or the "
+                              f"path of an isolated-atoms file, got {e0!r}")
+        weights = d.config_type_weights
+        if weights is not None:
+            if not isinstance(weights, dict) or any(
+                    isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+                    for v in weights.values()):
+                raise ConfigError("data.config_type_weights must map config types to numbers "
+                                  f">= 0, e.g. {{Default: 1.0, slab: 0.1}}; got {weights!r}")
+
+    @classmethod
+    def describe_best(cls, summary: Dict) -> str:
+        best = summary.get("best", {})
+        return f"valid F MAE {best.get('valid_f_mae_mev_a', float('nan')):.1f} meV/Å"
 
     def setup(self, quiet: bool = False) -> None:
         from ..data.atomic import (average_num_neighbors, elements_of, force_rms, load_splits,
@@ -181,7 +312,9 @@ class EnergyForceTask(Task):
         if missing:
             raise ConfigError(f"model.elements lacks {sorted(missing)}, present in the training data")
         self.elements = list(elements)
-        cutoff = float(self.model_keywords().get("cutoff", 5.0))
+        from ..hparams import DEFAULTS
+
+        cutoff = float(self.model_keywords().get("cutoff", DEFAULTS.cutoff))
         self.graphs = {k: to_graphs(frames[k], cutoff, elements, keys, d.config_type_weights)
                        for k in ("train", "valid", "test")}
         self.stats = {
@@ -336,6 +469,14 @@ class EnergyForceTask(Task):
         return (f"valid E MAE {valid['e_mae_mev_atom']:.2f} meV/atom  "
                 f"F MAE {valid['f_mae_mev_a']:.1f} meV/Å")
 
+    def export_metadata(self) -> Dict:
+        """The training domain, which the calculator checks structures against."""
+        if self.domain is None:
+            from ..domain import training_domain
+
+            self.domain = training_domain(self.graphs["train"], self.stats.get("atomic_energies"))
+        return {"training_domain": self.domain}
+
     def export(self, model, path: Path, metadata: Dict) -> None:
         from ..io import save_model
 
@@ -344,7 +485,7 @@ class EnergyForceTask(Task):
     def load_exported(self, path: Path) -> torch.nn.Module:
         from ..io import load_model
 
-        return load_model(path)
+        return load_model(path, task="potential")
 
     def report(self, run_dir: Path, history, kept, which: str) -> None:
         from .report import plot_force_parity, plot_learning_curve
@@ -356,8 +497,5 @@ class EnergyForceTask(Task):
 
 def describe_best(summary: Dict) -> str:
     """One line about the best epoch of a finished run, for the command line."""
-    best = summary.get("best", {})
-    if summary.get("task", "energy") == "energy":
-        return (f"valid F MAE {best.get('valid_f_mae_mev_a', float('nan')):.1f} meV/Å")
-    unit = summary.get("unit", "")
-    return f"valid {summary.get('target', '')} MAE {best.get('valid_mae', float('nan')):.4g} {unit}"
+    cls = task_class(summary.get("task", "energy")) or Task
+    return cls.describe_best(summary)

@@ -137,7 +137,8 @@ class Trainer:
         self.resume_log: List[str] = list(resume_state.get("resume_log", [])) if resume_state else []
         new_log: List[str] = []
         if resume_state is not None:
-            allowed, refused = config_changes(resume_state.get("config", {}), config.to_dict())
+            allowed, refused = config_changes(resume_state.get("config", {}), config.to_dict(),
+                                              config.resumable_keys())
             if refused:
                 raise ConfigError(
                     f"--resume: the config differs from the one {self.checkpoint_path} was trained "
@@ -157,7 +158,6 @@ class Trainer:
             self._check_split_unchanged()
         self.stats = self.task.stats
         self.sizes = {k: len(v) for k, v in self.graphs.items()}
-        self.domain = None  # statistics of the training data, exported with the model
 
         # --- model, EMA, optimiser, schedule ---
         torch.manual_seed(config.seed)
@@ -326,12 +326,7 @@ class Trainer:
     def _export(self, path: Path, extra: Optional[Dict] = None) -> None:
         metadata = {"elements": self.model.elements, "epoch": self.epoch,
                     "train_size": self.sizes["train"], "config": json.dumps(self.config.to_dict())}
-        if self.task.name == "energy":  # the calculator checks structures against it
-            if self.domain is None:
-                from ..domain import training_domain
-
-                self.domain = training_domain(self.graphs["train"], self.stats.get("atomic_energies"))
-            metadata["training_domain"] = self.domain
+        metadata.update(self.task.export_metadata())
         metadata.update(extra or {})
         self.task.export(self.ema.module, path, metadata)
 

@@ -5,8 +5,10 @@
 
 Reads the run's config, summary and best model and measures, in float64:
 
-- test errors on the run's test files (the benchmark's own test set): energy MAE and RMSE
-  per structure (meV) and per atom (meV/atom), force-component MAE and RMSE (meV/Å);
+- test errors on the run's test files (the benchmark's own test set), read with the run's
+  label keys: energy MAE and RMSE per structure (meV) and per atom (meV/atom),
+  force-component MAE and RMSE (meV/Å), stress MAE and RMSE (GPa) where the data has stress,
+  and the same per config type;
 - NVE stability: velocity Verlet, 0.5 fs, ``--nve-ps`` ps (default 10) from the start
   structure with 300 K Maxwell-Boltzmann velocities; the total-energy drift (end minus
   start) and the largest deviation, per atom.
@@ -33,17 +35,54 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from sinet_ase import SINetCalculator, load_model, save_model
+from ase.calculators.singlepoint import SinglePointCalculator
+
 from sinet_ase.evaluate import evaluate_files
+from sinet_ase.labels import LabelKeys, get_energy, get_forces, get_stress
 from sinet_ase.pretrained import shipped_structure, shipped_structure_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_metrics(model, paths):
+def label_keys(data):
+    """The run's label keys (its config's ``data`` section)."""
+    defaults = LabelKeys()
+    return LabelKeys(energy=data.get("energy_key", defaults.energy),
+                     forces=data.get("forces_key", defaults.forces),
+                     stress=data.get("stress_key", defaults.stress),
+                     virials=data.get("virials_key", defaults.virials),
+                     stress_convention=data.get("stress_convention", defaults.stress_convention),
+                     config_type=data.get("config_type_key", defaults.config_type))
+
+
+def test_metrics(model, paths, keys=LabelKeys(), require_stress=False):
     """Errors on the test files (:func:`sinet_ase.evaluate.evaluate_files`, float64 model):
-    energy per structure (meV) and per atom (meV/atom), force components (meV/Å)."""
-    result, frames, _ = evaluate_files(model, paths, require_forces=True)
-    return result["all"], frames
+    energy per structure (meV) and per atom (meV/atom), force components (meV/Å), stress
+    (GPa) where present; over all files and per config type."""
+    result, frames, _ = evaluate_files(model, paths, keys, require_forces=True,
+                                       require_stress=require_stress)
+    types = {}
+    for per_file in result["files"].values():
+        types.update(per_file["config_types"])
+    return result["all"], types, frames
+
+
+def with_ase_labels(frames, keys):
+    """Copies whose labels are ASE calculator results (energy, forces, stress in ASE's
+    convention), so the committed test slice reads back with the default keys."""
+    out = []
+    for atoms in frames:
+        copy = atoms.copy()
+        stress = get_stress(atoms, keys)
+        copy.info = {k: v for k, v in atoms.info.items()
+                     if k in (keys.config_type, "config_type")}
+        if keys.config_type in atoms.info:
+            copy.info["config_type"] = atoms.info[keys.config_type]
+        copy.calc = SinglePointCalculator(
+            copy, energy=get_energy(atoms, keys), forces=get_forces(atoms, keys),
+            **({} if stress is None else {"stress": stress}))
+        out.append(copy)
+    return out
 
 
 def add_shipped_structure(name, spec):
@@ -54,7 +93,8 @@ def add_shipped_structure(name, spec):
     path, index = spec.rsplit("@", 1)
     atoms = read(path, index=int(index))
     atoms.calc, atoms.info = None, {"name": name}
-    atoms.pbc, atoms.cell = False, None
+    if not atoms.pbc.any():
+        atoms.pbc, atoms.cell = False, None
     structures = ROOT / "sinet_ase" / "potentials" / "structures.extxyz"
     write(structures, read(structures, index=":") + [atoms])
 
@@ -115,13 +155,18 @@ def main():
     parser.add_argument("--nve-ps", type=float, default=10.0)
     parser.add_argument("--md-json", default=None, help="bench_md.py results with this model")
     parser.add_argument("--note", default="", help="a line about how the run went, for the card")
+    parser.add_argument("--domain", default="conformations of this molecule near the temperature "
+                        "of its training data; not other molecules, not bond breaking",
+                        help="where the potential is valid, for the card")
     args = parser.parse_args()
 
     run = Path(args.run_dir)
     config = json.loads((run / "config.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     model = load_model(run / "best_model.pt").double()
-    metrics, test = test_metrics(model, config["data"]["test"])
+    keys = label_keys(config["data"])
+    require_stress = bool(config["data"].get("require_stress"))
+    metrics, types, test = test_metrics(model, config["data"]["test"], keys, require_stress)
     print(json.dumps(metrics, indent=1), flush=True)
 
     if args.start_from:
@@ -132,9 +177,10 @@ def main():
 
     out_dir, card_dir = ROOT / "sinet_ase" / "potentials", ROOT / "potentials"
     model_path = out_dir / f"{args.name}.pt"
-    slice_frames = test[: args.slice]
+    slice_frames = with_ase_labels(test[: args.slice], keys)
     write(out_dir / f"{args.name}_test_slice.extxyz", slice_frames)
-    slice_metrics, _ = test_metrics(model, [out_dir / f"{args.name}_test_slice.extxyz"])
+    slice_metrics, _, _ = test_metrics(model, [out_dir / f"{args.name}_test_slice.extxyz"],
+                                       require_stress=require_stress)
     card = {
         "name": args.name, "title": args.title, "start_structure": args.start,
         "training_config": config, "epochs_done": summary.get("epochs_done"),
@@ -142,7 +188,8 @@ def main():
         "train_seconds": summary.get("train_seconds"),
         "train_cpu_seconds": summary.get("train_cpu_seconds"), "hardware": summary.get("hardware"),
         "note": args.note,
-        "elements": model.elements, "test": metrics,
+        "elements": model.elements, "test": metrics, "test_config_types": types,
+        "domain": args.domain, "periodic": bool(start.pbc.any()),
         "test_slice": {"file": f"{args.name}_test_slice.extxyz", **slice_metrics},
         "nve_300K": nve, "reference": args.reference,
         "md_speed": md_speed(json.loads(Path(args.md_json).read_text())["results"],
@@ -161,8 +208,30 @@ def main():
     print(f"shipped {model_path} and potentials/{args.name}.md")
 
 
+#: 1 meV/Å^3 in GPa
+MEV_A3_GPA = 1e-3 / units.GPa
+
+
+def error_row(name, m) -> str:
+    """One Markdown table row of :func:`sinet_ase.evaluate.metrics` (stress in GPa)."""
+    stress = ("n/a" if m.get("stress_mae_mev_a3") is None else
+              f"{m['stress_mae_mev_a3'] * MEV_A3_GPA:.3f} / {m['stress_rmse_mev_a3'] * MEV_A3_GPA:.3f}")
+    return (f"| {name} | {m['n_structures']} | {m['energy_mae_mev']:.2f} / {m['energy_rmse_mev']:.2f} "
+            f"| {m['energy_mae_mev_atom']:.3f} / {m['energy_rmse_mev_atom']:.3f} "
+            f"| {m['forces_mae_mev_a']:.2f} / {m['forces_rmse_mev_a']:.2f} | {stress} |")
+
+
 def render_card(card) -> str:
     t, m, nve = card["training_config"], card["test"], card["nve_300K"]
+    types = card.get("test_config_types") or {}
+    rows = "\n".join([error_row("all", m)] + ([error_row(k, v) for k, v in sorted(types.items())]
+                                              if len(types) > 1 else []))
+    single_molecule = not card.get("periodic")
+    e0_text = ("a least-squares fit to the training energies (one molecule fixes only their sum), so "
+               "energies are meaningful as energies of this molecule's conformations, not of "
+               "isolated atoms" if single_molecule else
+               "a least-squares fit to the training energies (one element: a constant per atom), "
+               "so energies compare between structures of this element, not with isolated atoms")
     hw = card["hardware"] or {}
     speed = "\n".join(f"| {k} | {v['system']} | {v['ms_per_step']:.2f} | {v['allocator']} | {v['date']} |"
                       for k, v in sorted(card["md_speed"].items())) or "| not measured | | | | |"
@@ -175,26 +244,26 @@ def render_card(card) -> str:
   The data's source, license and level of theory are in `../shared/data/README.md` and the
   license file beside each data set.
 - Model: `SINet({', '.join(f'{k}={v}' for k, v in t['model'].items())})`, elements
-  {', '.join(card['elements'])}; trained in {t['training']['dtype']}. Per-element energies: a
-  least-squares fit to the training energies (one molecule fixes only their sum), so energies
-  are meaningful as energies of this molecule's conformations, not of isolated atoms.
+  {', '.join(card['elements'])}; trained in {t['training']['dtype']}. Per-element energies:
+  {e0_text}.
 - Training: {card['epochs_done']} epochs (best {card['best_epoch']}),
   {(card.get('train_cpu_seconds') or 0) / 60:.0f} CPU minutes ({(card['train_seconds'] or 0) / 60:.0f} min wall
   on {hw.get('cpu_count')} cores shared with other jobs, {hw.get('threads')} torch thread);
   AdamW lr {t['training']['lr']}, batch {t['training']['batch_size']}, {t['training']['scheduler']}
   schedule down to {t['training']['min_lr']}, loss weights energy/atom
-  {t['training']['energy_weight']}, forces {t['training']['forces_weight']}, after a fraction
+  {t['training']['energy_weight']}, forces {t['training']['forces_weight']}, stress
+  {t['training'].get('stress_weight', 0.0)}, after a fraction
   {t['training'].get('stage2_start')} of the schedule energy/atom {t['training'].get('stage2_energy_weight')}; EMA
   {t['training']['ema_decay']}.
 {('- ' + card['note']) if card.get('note') else ''}
 - Reproduce: `sinet-train {t['run_dir'].replace('runs/', 'training/dft/')}.yaml` (the recipe), then
   `python training/dft/publish_dft_potential.py {t['run_dir']} --name {card['name']} --start {card['start_structure']}`.
 
-## Test errors ({m['n_structures']} frames, float64)
+## Test errors ({m['n_structures']} frames, float64), MAE / RMSE
 
-| energy MAE | energy RMSE | energy MAE | force MAE | force RMSE |
-|---|---|---|---|---|
-| {m['energy_mae_mev']:.2f} meV | {m['energy_rmse_mev']:.2f} meV | {m['energy_mae_mev_atom']:.3f} meV/atom | {m['forces_mae_mev_a']:.2f} meV/Å | {m['forces_rmse_mev_a']:.2f} meV/Å |
+| frames | n | energy (meV) | energy (meV/atom) | forces (meV/Å) | stress (GPa) |
+|---|---|---|---|---|---|
+{rows}
 
 Published (same data and protocol): {card['reference'] or 'see ../shared/data/README.md'}.
 
@@ -211,8 +280,7 @@ with 300 K velocities, float64: drift {nve['drift_ev_atom']:+.2e} eV/atom, large
 |---|---|---|---|---|
 {speed}
 
-Domain: conformations of this molecule near the temperature of its training data (300 K MD);
-not other molecules, not bond breaking.
+Domain: {card.get('domain') or 'see the training data'}.
 
 ![learning curve]({card['name']}_learning_curve.png)
 ![force parity]({card['name']}_force_parity.png)

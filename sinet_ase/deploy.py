@@ -1,0 +1,289 @@
+r"""A SINet energy model as a compiled package that runs without Python (LAMMPS, C++).
+
+:func:`export_model` writes an AOTInductor package (``.pt2``): ``torch.export`` of the
+function below, compiled by inductor into a shared library with the weights inside, loaded
+in C++ by ``torch::inductor::AOTIModelPackageLoader`` (libtorch only, no Python) and in
+Python by ``torch._inductor.aoti_load_package``. TorchScript is not an option: scripting
+the model fails on e3nn's modules.
+
+The exported function works on a graph whose nodes are the atoms a domain of a
+domain-decomposed MD code sees (its own atoms and ghost copies of its neighbours') and
+whose edges carry their vectors, so that periodic images need no cell shifts:
+
+inputs (``T`` = ``num_layers``, ``N`` nodes, one edge list per message-passing step)
+    ``species (N,)`` int64, model species indices (0 .. len(elements) - 1);
+    ``local (N,)`` float64, 1 for a node whose energy counts (an atom the domain owns), else 0;
+    then for ``t = 0 .. T``: ``edge_index_t (2, E_t)`` int64 (row 0 receives, row 1 sends)
+    and ``vectors_t (E_t, 3)`` float64, ``r_ij = x_j - x_i`` (Å).
+    List 0 feeds the embedding, list ``t`` the ``t``-th layer.
+outputs
+    ``energy ()`` = ``sum_i local_i E_i`` (eV), ``energies (N,)`` the per-node ``E_i``,
+    and ``dE/d vectors_t (E_t, 3)`` for every list (eV/Å).
+
+One edge list per step lets a domain skip work on ghosts whose features no local energy
+reads: a local atom's energy depends on layer ``t``'s output only at nodes within ``T - t``
+hops, so list ``t >= 1`` needs only receivers within ``T - t`` hops of the domain's own
+atoms and the embedding's list receivers within ``T`` hops. Where all atoms are local (one
+process, or the check against the calculator) every list is the whole edge list.
+
+Forces and virial follow from the edge gradients ``g_e = sum_t dE/d vectors_t[e]``
+(:func:`forces_and_virial`): ``r_e = x_j - x_i`` gives ``F_i += g_e``, ``F_j -= g_e`` and
+the virial ``W = -sum_e r_e (x) g_e`` (LAMMPS's sign: ``W = sum_i x_i (x) F_i``; ASE's
+stress is ``-W / V``). Forces on ghost nodes are what a domain-decomposed code sums back onto
+the atoms' owners (LAMMPS's reverse communication).
+
+Dynamic sizes: ``N >= 2`` and every ``E_t >= 2`` (``torch.export`` fixes sizes 0 and 1); a
+caller with fewer pads with two dummy nodes joined by two edges longer than the cutoff
+(:func:`pad_graph`), whose messages are exactly zero (the envelope vanishes there) and
+whose energies the mask drops.
+
+The package's metadata (``AOTIModelPackageLoader::get_metadata``) holds the format name and
+version, the elements in species order, the cutoff, ``num_layers``, the dtype and the
+number of edge lists, so that a reader maps its atom types without Python.
+"""
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from e3nn import o3
+
+from .errors import ModelFileError
+
+FORMAT_NAME = "sinet-ase-lammps"
+FORMAT_VERSION = 1
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class ExportedEnergy(torch.nn.Module):
+    """The function that :func:`export_model` compiles (see the module docstring).
+
+    ``forward(species, local, edge_index_0, vectors_0, ..., edge_index_T, vectors_T)`` ->
+    ``(energy, energies, grad_0, ..., grad_T)``. Same energies as :class:`~sinet_ase.SINet`
+    when every list is the structure's whole edge list (tested); forces come from the
+    edge gradients computed inside, by autograd.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        if type(model).__name__ != "SINet":
+            raise TypeError(f"only SINet energy models export, got {type(model).__name__}")
+        if model.backbone.edge_chunk_size is not None:
+            raise ValueError("export a model without edge_chunk_size")
+        self.model = model
+        self.num_lists = len(model.backbone.layers) + 1
+
+    def _edge_inputs(self, vectors: torch.Tensor):
+        """``(Y, phi, u)`` of one edge list, in the network dtype (geometry arrives in float64)."""
+        backbone = self.model.backbone
+        vectors = vectors.to(self.model.dtype)
+        Y = o3.spherical_harmonics(list(range(backbone.layout.lmax + 1)), vectors,
+                                   normalize=True, normalization="component")
+        phi, u = backbone.radial(vectors.norm(dim=-1))
+        return Y, phi, u
+
+    def node_energies(self, species: torch.Tensor, edge_lists: Sequence[Tuple[torch.Tensor, torch.Tensor]]):
+        """``E_i`` for every node ``(N,)``, float64, from ``[(edge_index_t, vectors_t), ...]``."""
+        model, backbone = self.model, self.model.backbone
+        index, vectors = edge_lists[0]
+        h = backbone.embedding(species, index, *self._edge_inputs(vectors))
+        scalars = None
+        for t, layer in enumerate(backbone.layers, start=1):
+            index, vectors = edge_lists[t]
+            edge_inputs = self._edge_inputs(vectors)
+            if t == len(backbone.layers) and backbone.backbone_type == "sinet":
+                scalars = layer.forward_scalars(h, index, *edge_inputs)  # the energy reads h^0 only
+            else:
+                h = layer(h, index, *edge_inputs)
+        if scalars is None:
+            scalars = h[:, :, 0]
+        out = model.energy_mlp(scalars).squeeze(-1).to(torch.float64)
+        energies = out * model.energy_scale + model.energy_shift[species]
+        if getattr(model, "zbl", None) is not None:
+            # the pair term on list 0, which holds every edge into every node whose energy counts
+            index, vectors = edge_lists[0]
+            energies = energies + model.zbl(species, index, vectors, dense=True)
+        return energies
+
+    def forward(self, species: torch.Tensor, local: torch.Tensor, *edges: torch.Tensor):
+        if len(edges) != 2 * self.num_lists:
+            raise ValueError(f"expected {self.num_lists} edge lists (edge_index, vectors), "
+                             f"got {len(edges) / 2:g}")
+        vectors = [v.detach().requires_grad_(True) for v in edges[1::2]]
+        energies = self.node_energies(species, list(zip(edges[0::2], vectors)))
+        energy = (energies * local).sum()
+        grads = torch.autograd.grad(energy, vectors)
+        return (energy.detach(), energies.detach()) + tuple(g for g in grads)
+
+
+def pad_graph(species: torch.Tensor, local: torch.Tensor, edge_lists, cutoff: float):
+    """Append two dummy nodes (species 0, not local) joined both ways by edges of length
+    ``2 cutoff`` to the graph and to every edge list: the exported function needs at least
+    two nodes and two edges per list, and these add exactly zero to every real node (the
+    envelope is zero beyond the cutoff, and the dummies only send to each other)."""
+    n = species.shape[0]
+    species = torch.cat([species, species.new_zeros(2)])
+    local = torch.cat([local, local.new_zeros(2)])
+    dummy_index = torch.tensor([[n, n + 1], [n + 1, n]], dtype=torch.long)
+    dummy_vectors = torch.tensor([[2.0 * cutoff, 0.0, 0.0], [-2.0 * cutoff, 0.0, 0.0]], dtype=torch.float64)
+    padded = [(torch.cat([index, dummy_index], dim=1), torch.cat([vectors, dummy_vectors]))
+              for index, vectors in edge_lists]
+    return species, local, padded
+
+
+def _example_inputs(num_lists: int, num_species: int):
+    """A small random graph for tracing: sizes all different and above 1, so that no
+    dimension is specialised or tied to another by accident."""
+    generator = torch.Generator().manual_seed(0)
+    num_nodes = 7
+    species = torch.randint(0, num_species, (num_nodes,), generator=generator)
+    local = torch.tensor([1.0] * 4 + [0.0] * 3, dtype=torch.float64)
+    flat = []
+    for t in range(num_lists):
+        num_edges = 13 + 2 * t
+        index = torch.randint(0, num_nodes, (2, num_edges), generator=generator)
+        vectors = torch.randn(num_edges, 3, generator=generator, dtype=torch.float64) + 1.5
+        flat += [index, vectors]
+    return (species, local, *flat)
+
+
+def export_program(model: torch.nn.Module, dtype: str = "float64"):
+    """``torch.export`` program of :class:`ExportedEnergy` with dynamic node and edge counts.
+
+    The autograd call inside the function is first traced into plain operators
+    (``make_fx``, symbolic shapes): ``torch.export`` does not trace ``torch.autograd.grad``
+    itself.
+    """
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from .inference import prepare_model
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    model = prepare_model(model, "cpu", dtype)  # a copy, weights frozen, eval mode
+    model.disable_compile()
+    wrapper = ExportedEnergy(model).eval()
+    inputs = _example_inputs(wrapper.num_lists, len(model.elements))
+    traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    nodes = torch.export.Dim("num_nodes", min=2)
+    shapes = [{0: nodes}, {0: nodes}]
+    for t in range(wrapper.num_lists):
+        edges = torch.export.Dim(f"num_edges_{t}", min=2)
+        shapes += [{1: edges}, {0: edges}]
+    return torch.export.export(traced, inputs, dynamic_shapes=tuple(shapes)), model
+
+
+def export_metadata(model: torch.nn.Module, dtype: str) -> Dict[str, str]:
+    """The package metadata (strings only: AOTInductor stores a ``str -> str`` map)."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "elements": " ".join(model.elements),
+        "cutoff": repr(float(model.cutoff)),
+        "num_layers": str(len(model.backbone.layers)),
+        "num_edge_lists": str(len(model.backbone.layers) + 1),
+        "dtype": dtype,
+    }
+
+
+def export_model(model: Union[str, Path, torch.nn.Module], path: Union[str, Path],
+                 dtype: str = "float64", num_threads: int = 1) -> Path:
+    """Compile ``model`` (a model object, model file or shipped potential's name) into an
+    AOTInductor package at ``path`` (``.pt2``); returns the path.
+
+    ``dtype``: the network's precision (geometry and energies stay float64 either way).
+    ``num_threads``: threads the generated kernels run on (inductor writes the count into
+    the code; ATen calls inside follow the run-time setting, which pair_style sinet sets to
+    LAMMPS's threads per process): 1 (default) for one thread per MPI process, the usual
+    LAMMPS setup; match ``OMP_NUM_THREADS`` otherwise. Compiling takes a minute or two (a
+    C++ compiler runs). The file is written atomically: a failed export leaves no file behind.
+    """
+    from .files import atomic_write
+
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ValueError(f"an AOTInductor package must end in .pt2, got {path.name!r}")
+    if int(num_threads) < 1:
+        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    program, prepared = export_program(model, dtype)
+    options = {"aot_inductor.metadata": dict(export_metadata(prepared, dtype), num_threads=str(int(num_threads))),
+               "cpp.threads": int(num_threads)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".compiling.pt2")
+    try:
+        torch._inductor.aoti_compile_and_package(program, package_path=str(temporary),
+                                                 inductor_configs=options)
+        data = temporary.read_bytes()
+    finally:
+        temporary.unlink(missing_ok=True)
+    atomic_write(path, lambda handle: handle.write(data))
+    return path
+
+
+def read_metadata(package) -> Dict[str, str]:
+    """The metadata of a loaded package, checked to be one :func:`export_model` wrote."""
+    metadata = dict(package.get_metadata())
+    if metadata.get("format") != FORMAT_NAME:
+        raise ModelFileError("this .pt2 package was not written by sinet_ase.deploy.export_model")
+    if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
+        raise ModelFileError(f"package format version {metadata['format_version']} is newer than this "
+                             f"sinet-ase reads ({FORMAT_VERSION}); upgrade sinet-ase")
+    return metadata
+
+
+def load_exported(path: Union[str, Path]):
+    """Load a package written by :func:`export_model` in Python: ``(runner, metadata)``;
+    ``runner(*inputs)`` is the exported function."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported model {path} does not exist")
+    runner = torch._inductor.aoti_load_package(str(path))
+    return runner, read_metadata(runner)
+
+
+def forces_and_virial(edge_index: torch.Tensor, vectors: torch.Tensor, edge_grad: torch.Tensor,
+                      num_nodes: int):
+    """``F (N, 3)`` and ``W (3, 3)`` from the total edge gradients ``g = dE/dr (E, 3)``:
+    ``F_i += g``, ``F_j -= g`` for ``r = x_j - x_i``, and ``W = -sum_e r_e (x) g_e``."""
+    forces = torch.zeros(num_nodes, 3, dtype=torch.float64)
+    forces.index_add_(0, edge_index[0], edge_grad)
+    forces.index_add_(0, edge_index[1], -edge_grad)
+    virial = -vectors.t() @ edge_grad
+    return forces, virial
+
+
+def evaluate_exported(runner, metadata: Dict[str, str], atoms) -> Dict[str, np.ndarray]:
+    """Energy, per-atom energies, forces and (3-D periodic cells) stress of ``atoms`` from a
+    loaded package, in ASE's units: the exported program run on the calculator's graph
+    (every atom local, every edge list the whole list). What the tests compare with
+    :class:`~sinet_ase.SINetCalculator`."""
+    from .errors import UnknownElementError
+    from .graph import atoms_to_graph
+
+    elements = metadata["elements"].split()
+    cutoff = float(metadata["cutoff"])
+    graph = atoms_to_graph(atoms, cutoff, elements)
+    index = {symbol: k for k, symbol in enumerate(elements)}
+    try:
+        species = torch.tensor([index[s] for s in atoms.get_chemical_symbols()], dtype=torch.long)
+    except KeyError:
+        raise UnknownElementError(set(atoms.get_chemical_symbols()) - set(elements), elements) from None
+    receiver, sender = graph.edge_index
+    vectors = graph.pos[sender] - graph.pos[receiver] + graph.shifts @ graph.cell[0]
+    num_lists = int(metadata["num_edge_lists"])
+    n = len(atoms)
+    species_p, local_p, lists = pad_graph(species, torch.ones(n, dtype=torch.float64),
+                                          [(graph.edge_index, vectors)] * num_lists, cutoff)
+    flat: List[torch.Tensor] = [species_p, local_p]
+    for edge_index, edge_vectors in lists:
+        flat += [edge_index, edge_vectors]
+    out = runner(*flat)
+    edge_grad = sum(g[: vectors.shape[0]] for g in out[2:])
+    forces, virial = forces_and_virial(graph.edge_index, vectors, edge_grad, n)
+    result = {"energy": float(out[0]), "energies": out[1][:n].numpy(), "forces": forces.numpy(),
+              "virial": virial.numpy()}
+    if atoms.pbc.all():
+        result["stress"] = -virial.numpy() / atoms.get_volume()
+    return result

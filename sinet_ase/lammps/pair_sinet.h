@@ -1,0 +1,84 @@
+/* pair_style sinet: a SINet model exported by sinet_ase.deploy.export_model (an
+   AOTInductor package, .pt2) as a LAMMPS pair style, with MPI domain decomposition.
+
+     pair_style sinet
+     pair_coeff * * model.pt2 Cu O     # one element per LAMMPS atom type
+
+   Each step every process builds the graph of the atoms it sees and runs the model on it:
+
+   - nodes: its own atoms, plus ghost atoms owned by other processes. A ghost that is a
+     periodic image of one of its own atoms is not a node: edges to it go to the owner, with
+     the image's edge vector (so one process on a periodic box evaluates exactly the graph
+     of the ASE calculator, with no duplicated atoms).
+   - the energy of a local atom depends on atoms up to num_layers + 1 cutoffs away (the
+     embedding and every layer each pass messages one cutoff), so with several processes
+     the ghost shell is (num_layers + 1) x cutoff + skin deep (the pair style raises the
+     communication cutoff to that) and ghosts get neighbour lists too. Ghosts at hop
+     distance d from the local atoms receive messages only in the steps whose output a
+     local energy reads (edge list t needs receivers within num_layers - t hops; list 0,
+     the embedding's, within num_layers), so the model runs one edge list per step.
+   - only local atoms' energies count; forces go to every atom of the graph, ghosts
+     included, and LAMMPS's reverse communication (newton pair on) adds them to the
+     owners; the virial is W = -sum_edges r_ij (x) dE/dr_ij, summed over processes by
+     LAMMPS, so NPT works. Per-atom energies and virials (compute pe/atom, stress/atom)
+     are available too: each edge's virial is split half and half between its atoms.
+   - `compute ID all pair sinet` gives the graph sizes, summed over processes: c_ID[1]
+     nodes, [2] edges of the embedding, [3] edges of all layers together, [4] edges into
+     local atoms (the work a single process on the whole box would do per layer).
+
+   Units metal (eV, Angstrom), newton pair on, atom IDs. */
+
+#ifndef LMP_PAIR_SINET_H
+#define LMP_PAIR_SINET_H
+
+#include "pair.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace torch {
+namespace inductor {
+class AOTIModelPackageLoader;
+}
+}    // namespace torch
+
+namespace LAMMPS_NS {
+
+class PairSINet : public Pair {
+ public:
+  PairSINet(class LAMMPS *);
+  ~PairSINet() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+
+ protected:
+  void allocate();
+  void load_model(const std::string &path);
+  void build_graph();
+
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> model;
+  std::string model_path;
+  std::vector<std::string> elements;    // the model's elements, in species order
+  std::vector<int> species_of_type;     // LAMMPS type (1..ntypes) -> species index
+  double cutoff = 0.0;
+  int num_layers = 0;
+  int compiled_threads = 0;    // threads per process the package's kernels were compiled for
+
+  // graph of the current step (see the header comment); edges are sorted by the hop
+  // distance of their receiver, so edge list t is a prefix of the whole list
+  std::vector<int> node_of_atom;       // LAMMPS atom index -> node (-1: not in the graph)
+  std::vector<int> atom_of_node;       // node -> a LAMMPS atom index it stands for
+  std::vector<long> edge_receiver, edge_sender;    // nodes
+  std::vector<int> edge_atom_i, edge_atom_j;       // LAMMPS atoms (forces go there)
+  std::vector<double> edge_vector;                 // 3 per edge, x_j - x_i
+  std::vector<long> edges_within_hops;    // [d]: number of edges whose receiver is <= d hops out
+};
+
+}    // namespace LAMMPS_NS
+
+#endif
