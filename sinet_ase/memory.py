@@ -18,7 +18,7 @@ One call keeps, besides the process itself (torch, the model: a few hundred MB):
 
 For the shipped ``sinet-xtb-md17`` (``c = 32, L = 2, h = 64``) in float64, ``W d`` is
 53 KB: 2.6 MB per atom of liquid water (54 edges per atom within 5 Å) for a whole-graph
-pass, against about 15 KB per atom plus 130 MB for a chunk of 2,500 edges (constants
+pass, against about 16 KB per atom plus 130 MB for a chunk of 2,500 edges (constants
 fitted to the peak resident memory of ``benchmarks/bench_memory.py``, which the estimate
 matches within about 30 %).
 
