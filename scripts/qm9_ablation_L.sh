@@ -4,7 +4,7 @@
 # 10,000 and 20; everything else, the 1,000 validation molecules and the full
 # 10,831-molecule test split included, as in the budget recipe). One thread per run;
 # runs/qm9_gap_ablation/L<L>/summary.json holds each test MAE.
-#   bash training/qm9_ablation_L.sh [L ...]        (default: 1 2 3 4, one after the other)
+#   bash scripts/qm9_ablation_L.sh [L ...]        (default: 1 2 3 4, one after the other)
 # --resume makes a rerun continue each L where it stopped.
 cd "$(dirname "$0")/.."
 for L in ${@:-1 2 3 4}; do

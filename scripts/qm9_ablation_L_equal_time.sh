@@ -7,7 +7,7 @@
 # 297 s per epoch for L = 1 / 2 / 3 / 4), so the cosine schedule ends within the budget;
 # max_minutes=40 is a safety stop.
 # One thread per run; runs/qm9_gap_ablation_time/L<L>/summary.json holds each test MAE.
-#   bash training/qm9_ablation_L_equal_time.sh [L ...]   (default: 1 2 3 4, one after the other)
+#   bash scripts/qm9_ablation_L_equal_time.sh [L ...]   (default: 1 2 3 4, one after the other)
 # --resume makes a rerun continue each L where it stopped.
 cd "$(dirname "$0")/.."
 declare -A EPOCHS=([1]=12 [2]=8 [3]=5 [4]=4)
