@@ -161,52 +161,146 @@ def _card_start_structure(args) -> str:
     return start
 
 
-def md_main(argv=None) -> int:
+def list_potentials() -> str:
+    """``sinet-md --list``: each shipped potential, its elements, whether it is for periodic
+    cells, and the start structure ``sinet-md --potential NAME`` runs without a structure."""
+    from .pretrained import default_potential, list_pretrained, potential_card
+
+    names = list_pretrained()
+    if not names:
+        return "no shipped potential in this installation; pass --model FILE"
+    default = default_potential()
+    rows = [("name", "elements", "periodic", "start structure", "")]
+    for name in names:
+        card = potential_card(name)
+        elements = card.get("elements")
+        periodic = card.get("periodic")
+        rows.append((name, " ".join(elements) if elements else "-",
+                     {True: "yes", False: "no"}.get(periodic, "-"),
+                     card.get("start_structure") or "- (give one)",
+                     "(default)" if name == default else ""))
+    widths = [max(len(row[k]) for row in rows) for k in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4]
+             for row in rows]
+    lines.append("run one: sinet-md --potential NAME [structure]; shipped molecules: "
+                 + ", ".join(_shipped_molecules()))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _shipped_molecules():
+    from .pretrained import shipped_structure_names
+
+    return shipped_structure_names() or ["none"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's help with ``(default: ...)`` after every option that has a default worth
+    showing (not for a flag, and not for ``None``, whose help says what happens instead)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def md_parser() -> argparse.ArgumentParser:
+    """The ``sinet-md`` command line (every option has help; defaults are shown)."""
+    from .md import DEFAULT_MAX_DRIFT, ENSEMBLES
+
     parser = argparse.ArgumentParser(
-        prog="sinet-md",
+        prog="sinet-md", formatter_class=HelpFormatter,
         description="Molecular dynamics with a SINet potential: progress bar, temperature and "
-                    "energies every interval, a trajectory for `ase gui`, energy drift and speed.",
-    )
+                    "energies every interval, a trajectory for `ase gui` with a log file beside "
+                    "it, energy drift and speed. Ctrl-C stops cleanly (exit code 130) and keeps "
+                    "every frame written so far.",
+        epilog="Examples: sinet-md aspirin --potential sinet-rmd17-aspirin; sinet-md --potential "
+               "sinet-mlearn-si --ensemble npt --pressure 0.0001; sinet-md cell.extxyz --model "
+               "best_model.pt. Ensembles: " + "; ".join(f"{k}: {v}" for k, v in ENSEMBLES.items())
+               + ". docs/md.md")
     parser.add_argument("structure", nargs="?", default=None,
-                        help="shipped molecule (e.g. aspirin), ase.build name, or a file; "
-                             "default: the start structure named by the --potential's card")
+                        help="shipped molecule (e.g. aspirin), ase.build.molecule name, or a file "
+                             "ase.io.read reads (its last frame; extxyz with Lattice and pbc for a "
+                             "periodic cell); default: the start structure of the --potential "
+                             "(sinet-md --list)")
+    parser.add_argument("--structure", dest="structure_option", default=None, metavar="STRUCTURE",
+                        help="the same as the positional structure")
     parser.add_argument("--potential", default=None,
-                        help="shipped potential name (default: sinet-xtb-md17; list_pretrained())")
-    parser.add_argument("--model", default=None, help="model file instead of a shipped potential")
-    parser.add_argument("--steps", type=_POSITIVE_INT, default=2000)
+                        help="shipped potential name (default: sinet-xtb-md17); 'list' lists "
+                             "them, as --list does")
+    parser.add_argument("--list", action="store_true",
+                        help="list the shipped potentials with their elements and start "
+                             "structures, and exit")
+    parser.add_argument("--model", default=None,
+                        help="model file (sinet-train's best_model.pt) instead of a shipped potential")
+    parser.add_argument("--steps", type=_POSITIVE_INT, default=2000, help="MD steps")
     parser.add_argument("--timestep", type=_POSITIVE, default=0.5, help="fs")
-    parser.add_argument("--temperature", type=_NON_NEGATIVE, default=300.0, help="K (initial for NVE)")
-    parser.add_argument("--ensemble", choices=["nve", "langevin"], default="nve")
-    parser.add_argument("--friction", type=_NON_NEGATIVE, default=0.01, help="Langevin friction, 1/fs")
-    parser.add_argument("--interval", type=_POSITIVE_INT, default=100, help="report and save every N steps")
+    parser.add_argument("--temperature", type=_NON_NEGATIVE, default=300.0,
+                        help="K: initial Maxwell-Boltzmann velocities, and the thermostat's target")
+    parser.add_argument("--ensemble", choices=list(ENSEMBLES), default="nve",
+                        help="integrator (listed below)")
+    parser.add_argument("--friction", type=_NON_NEGATIVE, default=0.01,
+                        help="Langevin friction, 1/fs")
+    parser.add_argument("--thermostat-time", type=_POSITIVE, default=None,
+                        help="fs: Bussi's time constant and the Nose-Hoover chains' damping time "
+                             "of npt (default: 100 x --timestep)")
+    parser.add_argument("--pressure", type=float, default=1e-4,
+                        help="external pressure of npt / npt-cell, GPa (1e-4 GPa = 1 bar)")
+    parser.add_argument("--barostat-time", type=_POSITIVE, default=None,
+                        help="fs: the MTK barostat's damping time (default: 1000 x --timestep)")
+    parser.add_argument("--interval", type=_POSITIVE_INT, default=100,
+                        help="report, log and save a frame every N steps")
     parser.add_argument("--trajectory", type=_trajectory_path, default="sinet-md.traj",
-                        help=".traj, .extxyz or .xyz")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    parser.add_argument("--device", default="cpu")
+                        help=".traj (ASE) or .extxyz / .xyz")
+    parser.add_argument("--log", default=None,
+                        help="log file: step, time, T, E_pot, E_kin, E_tot (and volume, pressure "
+                             "for a periodic cell) every --interval steps (default: the "
+                             "trajectory's name with .log)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                        help="precision of the model")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                        help="torch.compile the network: auto (default) for runs of 1000 steps "
+                        help="torch.compile the network: auto for runs of 1000 steps "
                              "or more where a C++ compiler exists, on, or off (eager)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the initial velocities and the thermostat")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     stability = parser.add_argument_group(
         "stability checks", "every --check-interval steps; a failed check stops the run with exit "
                             "code 3 and keeps the trajectory so far (pass inf to switch one off)")
     stability.add_argument("--max-temperature", type=_POSITIVE, default=None,
                            help="K (default: 5 x --temperature + 1000 K)")
-    stability.add_argument("--max-drift", type=_POSITIVE, default=0.05,
-                           help="NVE total-energy change, eV/atom (default 0.05)")
+    stability.add_argument("--max-drift", type=_POSITIVE, default=DEFAULT_MAX_DRIFT,
+                           help="NVE total-energy change, eV/atom")
     stability.add_argument("--max-neighbour-distance", type=_POSITIVE, default=None,
                            help="an atom with no neighbour this close (Å) that had one at the "
                                 "start stops the run (default: the model's cutoff)")
     stability.add_argument("--check-interval", type=_POSITIVE_INT, default=10, help="steps")
-    args = parser.parse_args(argv)
+    return parser
 
-    from .md import MDInstabilityError, run_md
+
+def md_main(argv=None) -> int:
+    parser = md_parser()
+    args = parser.parse_args(argv)
+    if args.structure is not None and args.structure_option is not None:
+        parser.error("give the structure once: as the positional argument or as --structure")
+    args.structure = args.structure or args.structure_option
+    if args.list or args.potential == "list":
+        print(list_potentials())
+        return 0
+
+    from .md import MDInstabilityError, MDInterrupted, run_md
 
     try:
         _check_device(args.device)
         atoms = _load_structure(args.structure or _card_start_structure(args))
         report = run_md(atoms, args)
+    except MDInterrupted as stopped:
+        print(stopped.summary)
+        print(f"sinet-md: {stopped}; every frame written so far reads back", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before the run started (loading, compiling) or a second Ctrl-C
+        print("sinet-md: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except MDInstabilityError as err:
         print(f"sinet-md: error: {err}", file=sys.stderr)
         return 3
