@@ -21,22 +21,46 @@ def _describe_os_error(err: OSError) -> str:
     return f"{err.strerror or err}{where}"
 
 
-def train_main(argv=None) -> int:
+def train_parser() -> argparse.ArgumentParser:
+    """The ``sinet-train`` command line; its epilog lists the config sections and keys."""
+    from .train.template import config_sections_help
+
     parser = argparse.ArgumentParser(
-        prog="sinet-train",
+        prog="sinet-train", formatter_class=_TrainHelpFormatter,
         description="Train a SINet model from a YAML config: an energy+force potential "
                     "(default) or, with 'task: qm9', a QM9 property (training/qm9_*.yaml).",
-        epilog="Overrides: dotted keys after the config, e.g. training.epochs=5 run_dir=runs/x",
+        epilog=config_sections_help() + "\n\nOverrides: dotted keys after the config, e.g. "
+               "training.epochs=5 run_dir=runs/x. Start a config with sinet-train --print-config "
+               "> my.yaml. docs/training.md",
     )
-    parser.add_argument("config", help="YAML config (see training/*.yaml)")
+    parser.add_argument("config", nargs="?", default=None, help="YAML config (see training/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print a commented config of a potential with every key at its "
+                             "default (data.train: [train.extxyz]) and exit")
     parser.add_argument("--resume", action="store_true",
                         help="continue from run_dir/checkpoint.pt exactly where it stopped")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--committee", type=int, default=None, metavar="N",
                         help="train N models with seeds seed..seed+N-1 into run_dir/member_k "
                              "(a committee for SINetCalculator's uncertainty)")
+    return parser
+
+
+class _TrainHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's one line per config section."""
+
+
+def train_main(argv=None) -> int:
+    parser = train_parser()
     args = parser.parse_intermixed_args(argv)  # --quiet / --resume also after the overrides
+    if args.print_config:
+        from .train.template import default_config_yaml
+
+        print(default_config_yaml(), end="")
+        return 0
+    if args.config is None:
+        parser.error("give a config file (sinet-train --print-config > my.yaml writes one)")
 
     from .data.qm9 import QM9CacheError
     from .train import load_config, train

@@ -45,9 +45,7 @@ from pathlib import Path
 import numpy as np
 from ase import units
 from ase.io import Trajectory, write
-from ase.md.bussi import Bussi
 from ase.md.langevin import Langevin
-from ase.md.nose_hoover_chain import IsotropicMTKNPT, MTKNPT
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import neighbor_list
@@ -254,6 +252,19 @@ def _barostat_time(args) -> float:
     return 1000.0 * args.timestep if value is None else value
 
 
+def _ase_integrator(module: str, name: str, ensemble: str):
+    """An integrator class of recent ASE versions, or a clear error naming the upgrade."""
+    import importlib
+
+    import ase
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"--ensemble {ensemble} needs {module}.{name}, which ASE {ase.__version__} "
+                         "lacks: pip install -U ase (3.29 has it)") from None
+
+
 def make_dynamics(atoms, args, rng):
     """The ASE integrator for ``args.ensemble`` (velocities already set)."""
     dt = args.timestep * units.fs
@@ -263,10 +274,12 @@ def make_dynamics(atoms, args, rng):
         return Langevin(atoms, dt, temperature_K=args.temperature, friction=args.friction / units.fs,
                         fixcm=False, rng=rng)
     if args.ensemble == "bussi":
+        Bussi = _ase_integrator("ase.md.bussi", "Bussi", args.ensemble)
         return Bussi(atoms, dt, temperature_K=args.temperature,
                      taut=_thermostat_time(args) * units.fs, rng=rng)
     if args.ensemble in NPT_ENSEMBLES:
-        kind = IsotropicMTKNPT if args.ensemble == "npt" else MTKNPT
+        kind = _ase_integrator("ase.md.nose_hoover_chain",
+                               "IsotropicMTKNPT" if args.ensemble == "npt" else "MTKNPT", args.ensemble)
         return kind(atoms, dt, temperature_K=args.temperature,
                     pressure_au=args.pressure * units.GPa, tdamp=_thermostat_time(args) * units.fs,
                     pdamp=_barostat_time(args) * units.fs)

@@ -13,7 +13,12 @@ Sections and keys (defaults in the dataclasses below)::
     model:  {cutoff: 5.0, lmax: 2, channels: 64, num_layers: 2, ...}  # SINet keywords
             # or {init_from: sinet-xtb-md17 | path/model.pt}: fine-tune (below)
     training: {epochs: 100, batch_size: 8, lr: 1e-3, loss: mse, huber_delta: 0.01,
-               freeze: [], ...}
+               freeze: [], tensorboard: false, ...}
+
+``sinet-train --print-config`` prints every key with its default and a comment
+(:mod:`sinet_ase.train.template`). ``training.tensorboard: true`` also logs the per-epoch
+metrics for TensorBoard (:mod:`sinet_ase.train.tensorboard_log`; needs ``pip install
+tensorboard``).
 
 Data labels (energy task; :mod:`sinet_ase.labels`): ``energy_key``, ``forces_key``,
 ``stress_key`` and ``virials_key`` name the labels, looked up in the calculator results,
@@ -107,6 +112,7 @@ class TrainingConfig:
     device: str = "cpu"
     num_threads: Optional[int] = None
     freeze: List[str] = field(default_factory=list)  # [backbone]: train the energy head only
+    tensorboard: bool = False             # also log metrics.csv's numbers to run_dir/tensorboard
 
 
 SCHEDULERS = ("cosine", "cosine_time", "cosine_cpu", "plateau")
@@ -237,6 +243,10 @@ class TrainConfig:
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
         self._validate_finetune()
+        if t.tensorboard:
+            from .tensorboard_log import check_tensorboard
+
+            check_tensorboard()
 
     def _validate_finetune(self) -> None:
         """``model.init_from`` and ``training.freeze`` (:mod:`sinet_ase.train.finetune`)."""

@@ -53,6 +53,7 @@ from .checkpoint import config_changes, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .report import write_csv
 from .tasks import make_task
+from .tensorboard_log import TensorBoardLog
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: schedules that decay the learning rate over the ``max_minutes`` budget, not over the epochs
@@ -208,6 +209,7 @@ class Trainer:
                     log.write("".join(line + "\n" for line in new_log))
                 if not self.quiet:
                     print("\n".join(new_log), file=sys.stderr)
+        self.tensorboard = TensorBoardLog(self.run_dir) if t.tensorboard and self.is_main else None
         self.resume_log += new_log
         if self.is_main:
             (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
@@ -372,6 +374,8 @@ class Trainer:
                     self._export(self.run_dir / "best_model.pt")
                 save_checkpoint(self._state(), self.checkpoint_path)
                 write_csv(self.history, self.run_dir / "metrics.csv")
+                if self.tensorboard is not None:
+                    self.tensorboard.write(row)
                 if not self.quiet:
                     tqdm.write(
                         f"epoch {self.epoch:4d}  loss {train_loss:.4g}  {self.task.progress(valid)}  "
@@ -401,6 +405,8 @@ class Trainer:
             summary["ranks_agree"] = self._ranks_agree()
         if not self.is_main:
             return summary
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         best = self.task.load_exported(self.run_dir / "best_model.pt").to(device=self.device,
                                                                            dtype=self.dtype)
         which = "test" if self.graphs["test"] else "valid"
