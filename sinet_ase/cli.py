@@ -142,6 +142,22 @@ def _number(kind, minimum, inclusive, what):
 _POSITIVE_INT = _number(int, 0, False, "a positive whole number")
 _POSITIVE = _number(float, 0.0, False, "a positive number")
 _NON_NEGATIVE = _number(float, 0.0, True, "zero or a positive number")
+
+
+def _FINITE(text):
+    """An argparse type: a finite float (``--pressure`` may be negative: tension)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+_FINITE.__name__ = "a finite number"
 #: trajectory formats sinet-md writes (.traj: ASE's binary trajectory; the others extxyz text)
 TRAJECTORY_SUFFIXES = (".traj", ".extxyz", ".xyz")
 
@@ -267,7 +283,7 @@ def md_parser() -> argparse.ArgumentParser:
     parser.add_argument("--thermostat-time", type=_POSITIVE, default=None,
                         help="fs: Bussi's time constant and the Nose-Hoover chains' damping time "
                              "of npt (default: 100 x --timestep)")
-    parser.add_argument("--pressure", type=float, default=1e-4,
+    parser.add_argument("--pressure", type=_FINITE, default=1e-4,
                         help="external pressure of npt / npt-cell, GPa (1e-4 GPa = 1 bar)")
     parser.add_argument("--barostat-time", type=_POSITIVE, default=None,
                         help="fs: the MTK barostat's damping time (default: 1000 x --timestep)")

@@ -91,6 +91,32 @@ def test_npt_refuses_a_molecule_with_a_clear_error(ensemble, capsys):
     assert "periodic in all three directions" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1 bar"])
+def test_pressure_must_be_a_finite_number(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        md_main(["ethanol", "--pressure", value])
+    assert exit_info.value.code == 2 and "argument --pressure" in capsys.readouterr().err
+
+
+def test_npt_costs_one_model_call_per_step(tmp_path, capsys, monkeypatch):
+    """The barostat asks for forces, then the stress of the same positions: one call, not two."""
+    start = tmp_path / "si8.extxyz"
+    write(start, bulk("Si", "diamond", a=5.43, cubic=True))
+    calls = []
+    real = SINetCalculator.calculate
+
+    def counted(self, atoms=None, properties=("energy",), *args, **kw):
+        calls.append(tuple(properties))
+        return real(self, atoms, properties, *args, **kw)
+
+    monkeypatch.setattr(SINetCalculator, "calculate", counted)
+    assert md_main([str(start), "--potential", "sinet-mlearn-si", "--ensemble", "npt", "--steps",
+                    "12", "--interval", "12", "--trajectory", str(tmp_path / "t.traj")] + FAST) == 0
+    capsys.readouterr()
+    assert all("stress" in p for p in calls)
+    assert 12 <= len(calls) <= 12 + 3  # the start, the steps, at most two reports
+
+
 def test_bussi_at_zero_kelvin_is_a_clear_error(capsys):
     assert md_main(["ethanol", "--ensemble", "bussi", "--temperature", "0", "--steps", "2"] + FAST) == 2
     assert "needs a --temperature above 0 K" in capsys.readouterr().err
