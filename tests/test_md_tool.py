@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 from ase import units
-from ase.build import bulk, molecule
+from ase.build import bulk
 from ase.io import read, write
 from ase.md.bussi import Bussi
 from ase.md.nose_hoover_chain import IsotropicMTKNPT, MTKNPT
@@ -178,6 +178,7 @@ def test_ctrl_c_stops_after_whole_frames_with_exit_code_130(suffix, tmp_path, ca
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(md_module.tqdm, "write", write_and_interrupt)
+    handler_before = signal.getsignal(signal.SIGINT)
     code = md_main(["ethanol", "--potential", "sinet-rmd17-ethanol", "--steps", "10000",
                     "--interval", "2", "--trajectory", str(traj)] + FAST)
     captured = capsys.readouterr()
@@ -189,7 +190,7 @@ def test_ctrl_c_stops_after_whole_frames_with_exit_code_130(suffix, tmp_path, ca
     log = np.loadtxt(tmp_path / "run.log")
     assert list(log[:, 0]) == [0, 2, 4, 5]
     assert "5 steps of 0.5 fs (nve)" in captured.out
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the handler is restored
 
 
 @pytest.mark.slow
