@@ -276,26 +276,32 @@ class Trainer:
         return self.cpu_elapsed if self.config.training.scheduler == "cosine_cpu" else self.elapsed
 
     # --- one step, one epoch ---
-    def _batches(self, samples: Sequence, batch_size: int, shuffle_seed: Optional[int]):
-        """``(batch, number of samples in it)`` over ``samples``, shuffled by ``shuffle_seed``
-        (None: in order); the task collates (:meth:`~sinet_ase.train.tasks.Task.collate`)."""
-        order = np.arange(len(samples))
+    def _chunks(self, n: int, batch_size: int, shuffle_seed: Optional[int]) -> List[np.ndarray]:
+        """Indices of this rank's batches over ``n`` samples, shuffled by ``shuffle_seed``
+        (None: in order, every batch)."""
+        order = np.arange(n)
         if shuffle_seed is not None:
-            order = np.random.default_rng(shuffle_seed).permutation(len(samples))
+            order = np.random.default_rng(shuffle_seed).permutation(n)
         chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         if shuffle_seed is not None and self.world > 1:
             chunks = chunks[: len(chunks) - len(chunks) % self.world][self.rank::self.world]
-        for chunk in chunks:
-            yield self.task.collate(samples, chunk).to(self.device), len(chunk)
+        return chunks
+
+    def _batches(self, samples: Sequence, batch_size: int, shuffle_seed: Optional[int]):
+        """Batches of ``samples`` on the device; the task collates them
+        (:meth:`~sinet_ase.train.tasks.Task.collate`)."""
+        for chunk in self._chunks(len(samples), batch_size, shuffle_seed):
+            yield self.task.collate(samples, chunk).to(self.device)
 
     def train_epoch(self) -> float:
         t = self.config.training
         self.model.train()
         total, count = 0.0, 0
-        batches = self._batches(self.graphs["train"], t.batch_size, self.config.seed * 100_003 + self.epoch)
-        n_batches = math.ceil(len(self.graphs["train"]) / t.batch_size) // self.world
-        for batch, size in tqdm(batches, total=n_batches, disable=self.quiet, leave=False,
+        samples = self.graphs["train"]
+        chunks = self._chunks(len(samples), t.batch_size, self.config.seed * 100_003 + self.epoch)
+        for chunk in tqdm(chunks, disable=self.quiet, leave=False,
                           desc=f"epoch {self.epoch + 1}/{t.epochs}", file=sys.stderr):
+            batch, size = self.task.collate(samples, chunk).to(self.device), len(chunk)
             out = self.task.train_forward(self.train_model, batch)
             loss = self.task.loss(out, batch)
             value = float(loss.detach())
@@ -326,7 +332,7 @@ class Trainer:
         atom in meV/atom, forces in meV/Å); ``keep`` adds ``kept`` (arrays for the plots)."""
         model.eval()
         batches = self._batches(graphs, self.config.training.valid_batch_size, None)
-        return self.task.evaluate(model, (batch for batch, _ in batches), keep=keep)
+        return self.task.evaluate(model, batches, keep=keep)
 
     def _export(self, path: Path, extra: Optional[Dict] = None) -> None:
         metadata = {"epoch": self.epoch, "train_size": self.sizes["train"],
