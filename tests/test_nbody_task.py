@@ -229,3 +229,21 @@ def test_committed_model_files_rescore_to_the_documented_test_mse(benchmark_test
         # 0.00362499, is documented as 0.00363 (0.003625 rounded up)
         assert abs(np.mean(values) - mean) <= 1e-5, pattern
         assert abs(np.std(values, ddof=1) - std) <= 0.5e-5, pattern
+
+
+@pytest.mark.slow
+def test_a_checkpoint_older_than_the_optimizer_and_valid_every_keys_resumes(cache, tmp_path):
+    """Checkpoints written before ``training.optimizer`` and ``valid_every`` existed resume:
+    their absence means the defaults (AdamW, every epoch), not a changed config."""
+    raw = config_from_legacy(small_legacy(cache), str(tmp_path / "run"))
+    raw["training"].update(optimizer="adamw", valid_every=1, epochs=2)
+    assert Trainer(TrainConfig.from_dict(raw), quiet=True).run(stop_after_epoch=1)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    for key in ("optimizer", "valid_every"):
+        del state["config"]["training"][key]
+    torch.save(state, path)
+    assert Trainer(TrainConfig.from_dict(raw), resume=True, quiet=True).run()["epochs_done"] == 2
+    raw["training"]["optimizer"] = "adam"  # a real change is still refused
+    with pytest.raises(ConfigError, match="training.optimizer"):
+        Trainer(TrainConfig.from_dict(raw), resume=True, quiet=True)

@@ -77,7 +77,7 @@ class NBodySamples:
     indexed by :meth:`batch`."""
 
     def __init__(self, split: Dict[str, np.ndarray], dtype: torch.dtype):
-        from .train import split_to_tensors
+        from .evaluate import split_to_tensors
 
         t = split_to_tensors(split, dtype)
         self.x, self.v, self.q, self.dx = t["x"], t["v"], t["q"], t["dx"]
@@ -226,7 +226,7 @@ def config_from_legacy(legacy: Dict[str, Any], run_dir: Optional[str] = None) ->
     of the former loop (:func:`sinet_ase.nbody.train.load_config`: sections ``model``,
     ``data``, ``train``), trained: Adam, its schedule without warm-up, no gradient
     clipping, EMA only with ``train.ema_decay``, no early stopping."""
-    from .train import resolve_device
+    from .evaluate import resolve_device
 
     model, data, train = (dict(legacy.get(k) or {}) for k in ("model", "data", "train"))
     unknown = sorted(set(train) - set(_LEGACY_TRAINING) - {

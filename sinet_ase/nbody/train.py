@@ -41,7 +41,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -49,9 +49,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..files import atomic_write_text
 from ..io import atomic_torch_save
+from .evaluate import ensemble_displacement, evaluate_mse, resolve_device, split_to_tensors
 from .model import NBodySINet, nbody_model_to_dict
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "train", "evaluate_mse", "split_to_tensors", "resolve_device",
+           "ensemble_displacement",
            "CHECKPOINT_FORMAT", "DEPRECATION", "main"]
 
 CHECKPOINT_FORMAT = "sinet-ase-nbody-checkpoint"
@@ -95,59 +97,6 @@ def load_config(path=None, overrides: Optional[dict] = None) -> dict:
 
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
-def resolve_device(name: Optional[str]) -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; a CUDA device that is not there is an error."""
-    name = "cpu" if name in (None, "") else str(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but torch sees no CUDA device; "
-                         f"use 'cpu' or 'auto'")
-    return device
-
-
-def split_to_tensors(split: dict, dtype=torch.float32, device=None) -> Dict[str, torch.Tensor]:
-    """``x, v, q, target`` of a split as tensors on ``device``; ``dx = target - x`` formed in float64."""
-    out = {k: torch.as_tensor(np.asarray(split[k]), dtype=torch.float64) for k in ("x", "v", "q", "target")}
-    out["dx"] = (out["target"] - out["x"]).to(dtype)
-    for k in ("x", "v", "q"):
-        out[k] = out[k].to(dtype)
-    return {k: t.to(device) for k, t in out.items()} if device is not None else out
-
-
-def ensemble_displacement(models: Sequence[NBodySINet], x: torch.Tensor, v: torch.Tensor,
-                          q: torch.Tensor) -> torch.Tensor:
-    """Mean of the models' predicted displacements, in float64: ``(B, n, 3)``."""
-    return torch.stack([m.displacement(x, v, q).double() for m in models]).mean(dim=0)
-
-
-@torch.no_grad()
-def evaluate_mse(model: Union[NBodySINet, Sequence[NBodySINet]], split, batch_size: int = 100) -> float:
-    """MSE over all coordinates of ``model(x, v, q)`` against ``target`` (float64 sum).
-
-    ``model``: one model, or a list of models scored as an ensemble (the mean of their
-    predicted positions, formed in float64).
-    ``split``: dict of arrays ``x, v (N, n, 3), q (N, n), target (N, n, 3)``
-    (or the output of :func:`split_to_tensors`).
-    """
-    models = list(model) if isinstance(model, (list, tuple)) else [model]
-    was_training = [m.training for m in models]
-    for m in models:
-        m.eval()
-    device = next(models[0].parameters()).device
-    t = split if "dx" in split else split_to_tensors(split, models[0].dtype, device)
-    total, count = 0.0, 0
-    for start in range(0, t["x"].shape[0], batch_size):
-        sl = slice(start, start + batch_size)
-        pred = ensemble_displacement(models, t["x"][sl], t["v"][sl], t["q"][sl])
-        total += float(((pred - t["dx"][sl].double()) ** 2).sum())
-        count += pred.numel()
-    for m, mode in zip(models, was_training):
-        m.train(mode)
-    return total / count
 
 
 def _hardware(device: Optional[torch.device] = None) -> str:

@@ -97,6 +97,25 @@ def _distributed_teardown():
     _OWNS_PROCESS_GROUP = False
 
 
+#: ``training`` keys newer than some checkpoints; their defaults are the behaviour from
+#: before they existed
+NEWER_TRAINING_KEYS = ("optimizer", "valid_every")
+
+
+def _with_training_defaults(stored: Dict) -> Dict:
+    """A checkpoint's config with the :data:`NEWER_TRAINING_KEYS` it lacks set to their
+    defaults, so that a run started before they existed resumes as an unchanged config."""
+    import dataclasses
+
+    from .config import TrainingConfig
+
+    if not isinstance(stored.get("training"), dict):
+        return stored
+    defaults = dataclasses.asdict(TrainingConfig())
+    return {**stored, "training": {**{k: defaults[k] for k in NEWER_TRAINING_KEYS},
+                                   **stored["training"]}}
+
+
 class NonFiniteLossError(FloatingPointError):
     """The training or validation loss became NaN or infinite: training stops before the
     optimiser step spreads it into the weights (the last checkpoint stays valid)."""
@@ -137,8 +156,8 @@ class Trainer:
         self.resume_log: List[str] = list(resume_state.get("resume_log", [])) if resume_state else []
         new_log: List[str] = []
         if resume_state is not None:
-            allowed, refused = config_changes(resume_state.get("config", {}), config.to_dict(),
-                                              config.resumable_keys())
+            allowed, refused = config_changes(_with_training_defaults(resume_state.get("config", {})),
+                                              config.to_dict(), config.resumable_keys())
             if refused:
                 raise ConfigError(
                     f"--resume: the config differs from the one {self.checkpoint_path} was trained "
@@ -397,6 +416,8 @@ class Trainer:
                 break
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                 return {"stopped_at_epoch": self.epoch}
+            if not validate:
+                continue  # time limits stop at a validated epoch, so that a best model exists
             if t.scheduler in TIME_SCHEDULES:
                 if self.spent() >= 60 * t.max_minutes:
                     break  # the budget is spent, over all resumed parts of the run
