@@ -149,7 +149,7 @@ class TrainConfig:
     def __post_init__(self):
         cls = task_class(self.task)
         if cls is None:
-            raise ConfigError(f"task must be one of {', '.join(task_classes())}, got {self.task!r}")
+            raise ConfigError(f"task must be one of {', '.join(sorted(task_classes()))}, got {self.task!r}")
         if self.section is None and cls.section_type is not None:
             self.section = cls.section_type()
 
@@ -190,7 +190,7 @@ class TrainConfig:
         _check_keys(raw, list(_TOP_KEYS[:3]) + list(owners) + list(_TOP_KEYS[3:]), "")
         task = raw.get("task", "energy")
         if task not in tasks:
-            raise ConfigError(f"task must be one of {', '.join(tasks)}, got {task!r}")
+            raise ConfigError(f"task must be one of {', '.join(sorted(tasks))}, got {task!r}")
         task_cls = tasks[task]
         for section in list(owners) + ["model", "training"]:
             if raw.get(section) is not None and not isinstance(raw[section], dict):

@@ -72,7 +72,7 @@ def make_task(config) -> "Task":
     """The :class:`Task` named by ``config.task``."""
     cls = task_class(config.task)
     if cls is None:
-        raise ConfigError(f"unknown task {config.task!r}; choose from {', '.join(task_classes())}")
+        raise ConfigError(f"unknown task {config.task!r}; choose from {', '.join(sorted(task_classes()))}")
     return cls(config)
 
 
