@@ -42,6 +42,7 @@ def small_legacy(cache, **train):
                                 "train": dict(epochs=1, seed=3, lr=3e-3, **train)})
 
 
+@pytest.mark.slow
 def test_recipes_are_sinet_train_configs_that_translate_the_committed_runs():
     """Each recipe is the config its committed runs were trained with (their summary.json
     keeps the former loop's config), up to how long and where they ran."""
