@@ -1,5 +1,7 @@
-"""Console commands: ``sinet-train`` (train a potential), ``sinet-md`` (run MD with one),
-``sinet-eval`` (its errors on labelled data files) and ``sinet-ipi`` (serve it to i-PI)."""
+"""Console commands: ``sinet-train`` (train a potential, a QM9 target or the N-body model),
+``sinet-md`` (run MD with a potential), ``sinet-eval`` (a potential's errors on labelled data
+files, an N-body model's test MSE on an ``.npz`` split) and ``sinet-ipi`` (serve a potential
+to i-PI)."""
 
 import argparse
 import sys
@@ -28,7 +30,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sinet-train", formatter_class=_TrainHelpFormatter,
         description="Train a SINet model from a YAML config: an energy+force potential "
-                    "(default) or, with 'task: qm9', a QM9 property (training/qm9_*.yaml).",
+                    "(default), with 'task: qm9' a QM9 property (training/qm9_*.yaml), with "
+                    "'task: nbody' the charged N-body model (training/nbody*.yaml).",
         epilog=config_sections_help() + "\n\nOverrides: dotted keys after the config, e.g. "
                "training.epochs=5 run_dir=runs/x. Start a config with sinet-train --print-config "
                "> my.yaml. docs/training.md",
@@ -364,12 +367,18 @@ def eval_main(argv=None) -> int:
         prog="sinet-eval",
         description="Errors of a SINet potential on labelled data files: energy (meV/atom and "
                     "meV), force (meV/Å) and stress (meV/Å³) MAE and RMSE per file and per "
-                    "config_type; predictions to extxyz for parity plots.",
+                    "config_type; predictions to extxyz for parity plots. Given an N-body model "
+                    "file (task: nbody), its test MSE on an .npz split and the x + v baseline.",
+        epilog="N-body: sinet-eval RUN/best_model.pt ~/.cache/sinet_ase/nbody/test.npz [--time]; "
+               "A.pt,B.pt,... scores the ensemble (mean of the predicted positions).",
     )
     parser.add_argument("model", help="model file (best_model.pt of a sinet-train run) or the name "
-                                      "of a shipped potential (sinet-xtb-md17, ...)")
-    parser.add_argument("data", nargs="+", help="labelled extxyz (or other ase.io) files")
-    parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
+                                      "of a shipped potential (sinet-xtb-md17, ...); N-body model "
+                                      "files joined by commas form an ensemble")
+    parser.add_argument("data", nargs="+", help="labelled extxyz (or other ase.io) files; for an "
+                                                "N-body model one .npz with x, v, q, target")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="structures per batch (default 16; N-body systems: 100)")
     parser.add_argument("--output", default=None,
                         help="extxyz of all frames with SINet_energy/SINet_forces/SINet_stress "
                              "beside the reference labels")
@@ -386,9 +395,37 @@ def eval_main(argv=None) -> int:
                              "kB, compression positive, xx yy zz xy yz zx (mlearn's virial_stress_raw)")
     parser.add_argument("--config-type-key", default="config_type",
                         help="info key that groups structures in the table (default: config_type)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                        help="potentials: float64 (default); N-body models run in the dtype "
+                             "they were trained in")
     parser.add_argument("--device", default="cpu")
+    nbody = parser.add_argument_group("N-body model files")
+    nbody.add_argument("--time", action="store_true",
+                       help="also time inference per batch (one model; on --device)")
     args = parser.parse_args(argv)
+
+    from pathlib import Path
+
+    from .nbody.evaluate import is_nbody_model_file
+
+    first = args.model.split(",")[0]
+    if Path(first).is_file() and is_nbody_model_file(first):
+        if len(args.data) != 1:
+            parser.error("an N-body model is scored on one .npz split")
+        if args.dtype is not None:
+            parser.error("--dtype: an N-body model runs in the dtype it was trained in")
+        if args.time and "," in args.model:
+            parser.error("--time times one model: give a single model file")
+        if args.batch_size is not None and args.batch_size < 1:
+            parser.error("--batch-size must be >= 1")
+        from .nbody.evaluate import run
+
+        return run(args.model, args.data[0], batch_size=args.batch_size or 100, time=args.time,
+                   device=args.device, json_path=args.json)
+    if args.time:
+        parser.error("--time applies to N-body model files")
+    args.batch_size = 16 if args.batch_size is None else args.batch_size
+    args.dtype = args.dtype or "float64"
 
     import json
 
