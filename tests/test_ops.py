@@ -6,10 +6,10 @@ from e3nn import o3
 
 from sinet_ase.ops import (BesselBasis, PolynomialEnvelope, RadialEmbedding, ScalarGate,
                            ScalarInteraction, SphericalEmbedding, SphericalLayout)
-from sinet_ase.testing import (random_orthogonal, relative_error, rotate_features, rotate_harmonics,
+from sinet_ase.testing import (TOLERANCE, random_orthogonal, relative_error, rotate_features,
+                               rotate_harmonics,
                                scalar_interaction_messages, scalar_interaction_messages_channels_last,
                                scalar_interaction_reference)
-from conftest import TOLERANCE
 
 
 def _edges(layout, E, dtype, seed=0):
