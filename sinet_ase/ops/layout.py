@@ -75,8 +75,8 @@ class SphericalLayout(torch.nn.Module):
         """Broadcast ``(..., L+1)`` per-degree values to ``(..., M)`` columns.
 
         A product with the one-hot ``(L+1, M)`` matrix: exact (one non-zero term per
-        column), and on CPU several times faster than ``index_select`` along the last
-        axis, in the forward and the backward pass (measured in benchmarks/README.md).
+        column), and on CPU faster than ``index_select`` along the last axis, forward and
+        backward (``benchmarks/README.md``).
         """
         return coeff @ self.degree_onehot
 
