@@ -44,8 +44,8 @@ from .chunking import edge_chunked_sum
 from .gate import ScalarGate
 from .layout import SphericalLayout
 from .mlp import mlp
-from .norm import EquivariantRMSNorm
 from .neighbour_sum import gather_rows, sum_rows
+from .norm import EquivariantRMSNorm
 
 
 def _contract_rows(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
