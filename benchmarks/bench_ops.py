@@ -15,9 +15,11 @@ of E = 4,096 edges; output ``h1``'s irreps.
   with_receiver=False, hidden=64)`` - the operation as the paper benchmarks it:
   invariants ``q^{l,k} = <h1^{l,k}, Y^l>`` and ``h1^0``, one MLP (n_c (L+2) -> 64 ->
   2 n_c (L+1)), message ``alpha h1 + beta Y``. Inputs in the edge layout SINet's
-  layers use: ``(E, (L+1)^2, n_c)`` (``forward_channels_last``).
-* ``SI+conv``: the same operation in its ``(E, n_c, (L+1)^2)`` form (``forward``) with
-  e3nn-layout input and output, i.e. ``from_e3nn`` before and ``to_e3nn`` after (two
+  layers use: ``(E, (L+1)^2, n_c)`` (``sinet_ase.testing.scalar_interaction_messages_channels_last``,
+  the per-edge form; the layers run the node-regrouped neighbour sum).
+* ``SI+conv``: the same operation in its ``(E, n_c, (L+1)^2)`` form with
+  e3nn-layout input and output
+  (``sinet_ase.testing.scalar_interaction_messages``), i.e. ``from_e3nn`` before and ``to_e3nn`` after (two
   gathers), for a like-for-like memory layout with e3nn.
 * ``FCTP``: ``e3nn.o3.FullyConnectedTensorProduct(h1, h2, h1)``, internal shared weights.
 * ``UVU``: the channel-wise convolution TP of NequIP / MACE: ``o3.TensorProduct(h1, h2, mid,
@@ -63,6 +65,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_md import ForeignLoad, allocator_name, cpu_name, machine_state, wait_for_idle  # noqa: E402
 
 from sinet_ase.ops import ScalarInteraction, SphericalLayout  # noqa: E402
+from sinet_ase.testing import (scalar_interaction_messages,  # noqa: E402
+                               scalar_interaction_messages_channels_last)
 
 BATCH = 4096
 SI_HIDDEN = 64
@@ -140,11 +144,11 @@ def make_op(kind, L, nc, dtype):
         if kind == "SI":
             # the edge layout SINet's layers use: (E, M, c), channels innermost
             x1 = torch.randn(BATCH, layout.num_m, nc, dtype=dtype, requires_grad=True)
-            call = lambda: op.forward_channels_last(x1, Y)  # noqa: E731
+            call = lambda: scalar_interaction_messages_channels_last(op, x1, Y)  # noqa: E731
         else:
             layout = layout.to(dtype)
             x1 = torch.randn(BATCH, h1.dim, dtype=dtype, requires_grad=True)
-            call = lambda: layout.to_e3nn(op(layout.from_e3nn(x1), Y))  # noqa: E731
+            call = lambda: layout.to_e3nn(scalar_interaction_messages(op, layout.from_e3nn(x1), Y))  # noqa: E731
         out_shape = call().shape
     else:
         tp = o3.FullyConnectedTensorProduct(h1, h2, h1) if kind == "FCTP" else uvu_tp(h1, h2, h1)

@@ -8,11 +8,14 @@ The setting of ``bench_ops.py``'s ``SI`` kind (4,096 edges, 64 channels, no rece
 coefficient MLP hidden 64), timed for three forms of the same operation, interleaved
 repeat by repeat so that a change in machine load hits all three alike:
 
-* ``ecm``: ``ScalarInteraction.forward`` on ``(E, c, M)`` edges;
-* ``cl_former``: the channels-last form before commit 0e09795, rebuilt here
-  (``<h, Y>`` as a full-size product then a degree sum, ``alpha h + beta Y`` by
-  broadcasting both coefficients to ``(E, M, c)``);
-* ``cl``: ``ScalarInteraction.forward_channels_last``, what the layers use.
+* ``ecm``: the per-edge reference on ``(E, c, M)`` edges
+  (``sinet_ase.testing.scalar_interaction_messages``);
+* ``cl_former``: an older channels-last form, rebuilt here (``<h, Y>`` as a full-size
+  product then a degree sum, ``alpha h + beta Y`` by broadcasting both coefficients to
+  ``(E, M, c)``);
+* ``cl``: the per-edge channels-last form
+  (``sinet_ase.testing.scalar_interaction_messages_channels_last``), the edge layout of
+  the layers (which run it regrouped per node, ``ScalarInteraction``).
 
 Prints the median ms per call of each form for every L (the three agree to float32
 rounding, checked before timing).
@@ -24,12 +27,13 @@ import torch
 from e3nn import o3
 
 from sinet_ase.ops import ScalarInteraction, SphericalLayout
+from sinet_ase.testing import scalar_interaction_messages, scalar_interaction_messages_channels_last
 
 EDGES, CHANNELS, HIDDEN = 4096, 64, 64
 
 
 def former_channels_last(op, h_src, Y):
-    """The channels-last form of commit f97e222 (no receiver, no edge scalars)."""
+    """The older channels-last form (no receiver, no edge scalars)."""
     layout, L, E = op.layout, op.layout.lmax, h_src.shape[0]
     q = layout.degree_sum_channels_last(h_src * Y.unsqueeze(-1))
     coeff = op.coefficients(torch.cat([q.transpose(1, 2).reshape(E, -1), h_src[:, 0, :]], -1))
@@ -57,13 +61,15 @@ def main():
         g, g_cl = torch.randn(EDGES, CHANNELS, M), torch.randn(EDGES, M, CHANNELS)
         wrt = [Y] + list(op.parameters())
         forms = {
-            "ecm": lambda: torch.autograd.grad(op(h, Y), [h] + wrt, g),
+            "ecm": lambda: torch.autograd.grad(scalar_interaction_messages(op, h, Y), [h] + wrt, g),
             "cl_former": lambda: torch.autograd.grad(former_channels_last(op, h_cl, Y), [h_cl] + wrt, g_cl),
-            "cl": lambda: torch.autograd.grad(op.forward_channels_last(h_cl, Y), [h_cl] + wrt, g_cl),
+            "cl": lambda: torch.autograd.grad(scalar_interaction_messages_channels_last(op, h_cl, Y), [h_cl] + wrt,
+                                            g_cl),
         }
         with torch.no_grad():
-            diff = (former_channels_last(op, h_cl, Y) - op.forward_channels_last(h_cl, Y)).abs().max()
-            same = (op(h_cl.transpose(1, 2), Y).transpose(1, 2) - op.forward_channels_last(h_cl, Y)).abs().max()
+            cl = scalar_interaction_messages_channels_last(op, h_cl, Y)
+            diff = (former_channels_last(op, h_cl, Y) - cl).abs().max()
+            same = (scalar_interaction_messages(op, h_cl.transpose(1, 2), Y).transpose(1, 2) - cl).abs().max()
         assert diff < 1e-4 and same < 1e-4, (diff, same)
         times = {name: [] for name in forms}
         for fn in forms.values():

@@ -1,16 +1,23 @@
 """Shared fixtures: every physics test runs in float32 and float64.
 
-Tolerances follow e3nn's habit: errors are measured in float64 and compared
-with 1e-9 (float64) or 1e-4 (float32) relative.
+Tolerances follow e3nn's habit (``sinet_ase.testing.TOLERANCE``): errors are measured in
+float64 and compared with 1e-9 (float64) or 1e-4 (float32) relative.
 """
 
 import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+from sinet_ase.testing import small_sinet
 
-TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
+
+@pytest.fixture(autouse=True, scope="session")
+def _at_most_two_threads():
+    """At most two intra-op threads for the session (set when the tests run, not on import)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(min(2, previous))
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
@@ -21,3 +28,10 @@ def dtype(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def small_model():
+    """``small_model(elements, dtype=float64, cutoff=4.0, lmax=2, channels=8, num_layers=2,
+    seed=0, **options)``: a small SINet with random weights (``sinet_ase.testing.small_sinet``)."""
+    return small_sinet

@@ -6,11 +6,11 @@ import torch
 from ase.build import bulk, molecule
 from e3nn import o3
 
-from sinet_ase import SINet, atoms_to_graph, batch_graphs
+from sinet_ase import atoms_to_graph, batch_graphs
 from sinet_ase.analysis import completeness, features_by_layer, rank_ratio
 from sinet_ase.model import edge_vectors, graph_batch
 from sinet_ase.ops import SphericalLayout
-from sinet_ase.testing import random_orthogonal, rotate_features
+from sinet_ase.testing import random_orthogonal, rotate_features, small_sinet
 
 
 def degrees(lmax):
@@ -79,9 +79,7 @@ def test_bad_shapes():
 
 
 def small_model(dtype=torch.float64, lmax=2, num_layers=2):
-    torch.manual_seed(0)
-    return SINet(["H", "C", "O", "Cu"], cutoff=4.0, lmax=lmax, channels=8, num_layers=num_layers,
-                 mlp_hidden=16, radial_hidden=16, avg_num_neighbors=8.0).to(dtype).eval()
+    return small_sinet(["H", "C", "O", "Cu"], dtype, lmax=lmax, num_layers=num_layers, avg_num_neighbors=8.0)
 
 
 def test_features_by_layer_are_the_layer_inputs():

@@ -8,9 +8,8 @@ from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from conftest import TOLERANCE
 from sinet_ase import SINet, SINetCalculator, predict
-from sinet_ase.testing import random_orthogonal
+from sinet_ase.testing import TOLERANCE, random_orthogonal
 
 
 def make_model(elements=("H", "C", "O", "Cu"), seed=0):

@@ -11,18 +11,15 @@ from ase.build import bulk, molecule
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
-from sinet_ase import SINet, SINetCalculator
+from sinet_ase import SINetCalculator
 from sinet_ase import fastpath
 from sinet_ase.fastpath import AutoCompile, CompileFallbackWarning, compiled_network
 from sinet_ase.graph import atoms_to_graph
+from sinet_ase.testing import small_sinet
 
 
 def small_model(elements=("H", "C", "O"), cutoff=2.5, seed=0, dtype=torch.float64, **kw):
-    torch.manual_seed(seed)
-    config = dict(lmax=2, channels=8, num_layers=2, mlp_hidden=16, radial_hidden=16,
-                  avg_num_neighbors=4.0)
-    config.update(kw)
-    return SINet(elements=list(elements), cutoff=cutoff, **config).to(dtype)
+    return small_sinet(elements, dtype, cutoff=cutoff, seed=seed, **{"avg_num_neighbors": 4.0, **kw})
 
 
 def hot_ethanol(seed=0):

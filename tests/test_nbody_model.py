@@ -1,9 +1,5 @@
 """N-body SINet: symmetries, training, checkpoints, resume, rollout (fast, one thread)."""
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import numpy as np
 import pytest
 import torch
@@ -17,9 +13,16 @@ from sinet_ase.nbody.model import nbody_model_from_dict, nbody_model_to_dict
 from sinet_ase.nbody.train import evaluate_mse, learning_rate, load_config, resolve_device, train
 from sinet_ase.testing import default_dtype, random_orthogonal, relative_error
 
-torch.set_num_threads(1)
-
 SMALL = dict(lmax=1, channels=16, num_layers=2, mlp_hidden=32, radial_hidden=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread for this module's trainings (set when they run, not on import)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

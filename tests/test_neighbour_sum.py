@@ -1,11 +1,14 @@
 """The row gather and neighbour sum of ``sinet_ase.ops.neighbour_sum``, and the forms of the
 layout operations that are used while ``torch.compile`` traces (``torch.compiler.is_compiling()``)."""
 
+import functools
+
 import pytest
 import torch
 
 from sinet_ase.ops import SphericalLayout
 from sinet_ase.ops.neighbour_sum import _gather_rows_op, _sum_rows_op, gather_rows, sum_rows
+from sinet_ase.testing import _combine_with_harmonics_channels_last, _inner_with_harmonics_channels_last
 
 
 def _graph(num_nodes=5, num_edges=17, seed=0):
@@ -66,9 +69,11 @@ def test_layout_operations_traced_for_compile_equal_the_eager_ones(lmax):
     cases = {
         "per_degree_channels_last": (layout.per_degree_channels_last, (alpha,)),
         "degree_sum_channels_last": (layout.degree_sum_channels_last, (h,)),
-        "inner_with_harmonics_channels_last": (layout.inner_with_harmonics_channels_last, (h, Y)),
-        "combine_with_harmonics_channels_last": (layout.combine_with_harmonics_channels_last,
-                                                 (alpha, h, beta, Y)),
+        # the per-edge reference form's helpers (sinet_ase.testing; bench_ops.py compiles them)
+        "inner_with_harmonics_channels_last": (functools.partial(_inner_with_harmonics_channels_last, layout),
+                                               (h, Y)),
+        "combine_with_harmonics_channels_last": (
+            functools.partial(_combine_with_harmonics_channels_last, layout), (alpha, h, beta, Y)),
     }
     for name, (fn, args) in cases.items():
         torch._dynamo.reset()

@@ -6,8 +6,10 @@ from e3nn import o3
 
 from sinet_ase.ops import (BesselBasis, PolynomialEnvelope, RadialEmbedding, ScalarGate,
                            ScalarInteraction, SphericalEmbedding, SphericalLayout)
-from sinet_ase.testing import random_orthogonal, relative_error, rotate_features, rotate_harmonics
-from conftest import TOLERANCE
+from sinet_ase.testing import (TOLERANCE, random_orthogonal, relative_error, rotate_features,
+                               rotate_harmonics,
+                               scalar_interaction_messages, scalar_interaction_messages_channels_last,
+                               scalar_interaction_reference)
 
 
 def _edges(layout, E, dtype, seed=0):
@@ -18,21 +20,40 @@ def _edges(layout, E, dtype, seed=0):
     return h_src, h_dst, vec
 
 
+def _graph_inputs(layout, N, E, num_scalars, dtype, seed=0):
+    """Node features ``(N, c, M)``, an edge index, edge vectors, scalars and weights."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(N, layout.channels, layout.num_m, generator=g, dtype=dtype)
+    edge_index = torch.randint(0, N, (2, E), generator=g)
+    vec = torch.randn(E, 3, generator=g, dtype=dtype)
+    s = torch.randn(E, num_scalars, generator=g, dtype=dtype) if num_scalars else None
+    w = torch.rand(E, generator=g, dtype=dtype)
+    return h, edge_index, vec, s, w
+
+
+def _production(op, h, edge_index, Y, s=None, w=None, **kwargs):
+    """The module's forward with ``(N, c, M)`` features in and out."""
+    out = op(h.transpose(1, 2).contiguous(), edge_index, Y, s, w, **kwargs)
+    return out if kwargs.get("scalars_only") else out.transpose(1, 2)
+
+
 @pytest.mark.parametrize("lmax", range(7))
 @pytest.mark.parametrize("parity", [False, True], ids=["proper", "improper"])
 def test_scalar_interaction_equivariant(lmax, parity, dtype):
+    """The production form and the per-edge reference both map rotated inputs to rotated sums."""
     torch.manual_seed(lmax)
     layout = SphericalLayout(lmax, 6)
     op = ScalarInteraction(layout, num_edge_scalars=4, with_receiver=True, hidden=16).to(dtype)
-    h_src, h_dst, vec = _edges(layout, 11, dtype)
-    s = torch.randn(11, 4, dtype=dtype)
+    h, edge_index, vec, s, w = _graph_inputs(layout, 5, 11, 4, dtype)
     Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
     R = random_orthogonal(parity, dtype=dtype)
-    out = op(h_src, Y, h_dst, s)
     Y_rot = o3.spherical_harmonics(layout.sh_irreps, vec @ R.T, True, normalization="component")
     assert relative_error(Y_rot, rotate_harmonics(layout, Y, R)) < TOLERANCE[dtype]
-    out_rot = op(rotate_features(layout, h_src, R), Y_rot, rotate_features(layout, h_dst, R), s)
-    assert relative_error(out_rot, rotate_features(layout, out, R)) < TOLERANCE[dtype]
+    h_rot = rotate_features(layout, h, R)
+    for form in (_production, scalar_interaction_reference):
+        out = form(op, h, edge_index, Y, s, w)
+        out_rot = form(op, h_rot, edge_index, Y_rot, s, w)
+        assert relative_error(out_rot, rotate_features(layout, out, R)) < TOLERANCE[dtype]
 
 
 @pytest.mark.parametrize("lmax", [0, 1, 3])
@@ -70,87 +91,119 @@ def test_species_folded_embedding_equals_the_per_edge_sum(lmax, num_species):
 @pytest.mark.parametrize("lmax", [0, 1, 2, 4])
 @pytest.mark.parametrize("with_receiver,num_scalars", [(True, 3), (False, 0)])
 @pytest.mark.parametrize("scalars_only", [False, True], ids=["all_degrees", "scalars_only"])
-def test_node_folded_aggregate_equals_the_sum_of_per_edge_messages(lmax, with_receiver, num_scalars,
-                                                                  scalars_only):
-    """``aggregate_channels_last`` (the q and beta terms regrouped onto nodes) gives the neighbour
-    sum of ``forward``'s messages, values and gradients with respect to every input."""
+def test_production_form_equals_the_sum_of_per_edge_messages(lmax, with_receiver, num_scalars,
+                                                             scalars_only):
+    """``ScalarInteraction`` (channels-last, the q and beta terms regrouped onto nodes) gives the
+    neighbour sum of the reference per-edge messages (``sinet_ase.testing``), values and
+    gradients with respect to every input and parameter, whole and in chunks of edges."""
     torch.manual_seed(lmax)
     layout = SphericalLayout(lmax, 5)
     op = ScalarInteraction(layout, num_edge_scalars=num_scalars, with_receiver=with_receiver,
                            hidden=8).double()
-    N, E = 6, 19
-    h = torch.randn(N, 5, layout.num_m, dtype=torch.float64, requires_grad=True)
-    edge_index = torch.randint(0, N, (2, E), generator=torch.Generator().manual_seed(1))
-    vec = torch.randn(E, 3, dtype=torch.float64)
-    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component").requires_grad_(True)
-    s = torch.randn(E, num_scalars, dtype=torch.float64, requires_grad=True) if num_scalars else None
-    w = torch.rand(E, dtype=torch.float64, requires_grad=True)
-    receiver, sender = edge_index
-    messages = op(h[sender], Y, h[receiver] if with_receiver else None, s, edge_weight=w)
-    expected = torch.zeros(N, 5, layout.num_m, dtype=torch.float64).index_add(0, receiver, messages)
-    expected = expected[:, :, 0] if scalars_only else expected.transpose(1, 2)
-    inputs = [t for t in (h, Y, s, w) if t is not None]
+    h, edge_index, vec, s, w = _graph_inputs(layout, 6, 19, num_scalars, torch.float64, seed=1)
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
+    inputs = [t.requires_grad_(True) for t in (h, Y, s, w) if t is not None] + list(op.parameters())
+    expected = scalar_interaction_reference(op, h, edge_index, Y, s, w)
+    expected = expected[:, :, 0] if scalars_only else expected
     cot = torch.randn_like(expected)
-    grads = torch.autograd.grad(expected, inputs, cot, retain_graph=True)
+    grads = torch.autograd.grad(expected, inputs, cot)
     for chunk in (None, 4):  # whole, and in recomputed chunks of 4 edges
-        folded = op.aggregate_channels_last(h.transpose(1, 2).contiguous(), edge_index, Y, s, edge_weight=w,
-                                            scalars_only=scalars_only, edge_chunk_size=chunk)
-        assert folded.shape == expected.shape
-        assert relative_error(folded, expected) < 1e-12
-        for g_folded, g in zip(torch.autograd.grad(folded, inputs, cot), grads):
-            assert relative_error(g_folded, g) < 1e-12
+        out = _production(op, h, edge_index, Y, s, w, scalars_only=scalars_only, edge_chunk_size=chunk)
+        assert out.shape == expected.shape
+        assert relative_error(out, expected) < 1e-12
+        for g_out, g in zip(torch.autograd.grad(out, inputs, cot), grads):
+            assert relative_error(g_out, g) < 1e-12
+    # only the first n nodes receive (a chunk of receivers with its halo): the first n rows
+    n = 4
+    into_first = edge_index[0] < n
+    out = _production(op, h, edge_index[:, into_first], Y[into_first], s[into_first] if s is not None else None,
+                      w[into_first], scalars_only=scalars_only, num_receivers=n)
+    assert out.shape[0] == n and relative_error(out, expected[:n]) < 1e-12
 
 
 @pytest.mark.parametrize("lmax", [0, 1, 2, 3, 5])
-def test_channels_last_form_is_the_same_operation(lmax):
-    """``forward_channels_last`` on (E, M, c) equals ``forward`` on (E, c, M), values and gradients,
-    and the layer gives the same output whichever edge layout it uses."""
-    from sinet_ase.ops import ScalarInteractionLayer
+@pytest.mark.parametrize("with_receiver,num_scalars", [(True, 3), (False, 0)])
+def test_per_edge_channels_last_form_is_the_same_operation(lmax, with_receiver, num_scalars):
+    """The per-edge channels-last form (what ``benchmarks/bench_ops.py`` times) equals the
+    ``(E, c, M)`` reference, values and gradients."""
+    torch.manual_seed(lmax)
+    layout = SphericalLayout(lmax, 5)
+    op = ScalarInteraction(layout, num_edge_scalars=num_scalars, with_receiver=with_receiver,
+                           hidden=8).double()
+    h_src, h_dst, vec = _edges(layout, 13, torch.float64)
+    h_src.requires_grad_(True)
+    h_dst = h_dst if with_receiver else None
+    Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
+    s = torch.randn(13, num_scalars, dtype=torch.float64) if num_scalars else None
+    w = torch.rand(13, dtype=torch.float64)
+    out = scalar_interaction_messages(op, h_src, Y, h_dst, s, w)
+    cl = scalar_interaction_messages_channels_last(
+        op, h_src.transpose(1, 2), Y, None if h_dst is None else h_dst.transpose(1, 2), s, w)
+    assert relative_error(cl.transpose(1, 2), out) < 1e-12
+    cot = torch.randn_like(out)
+    inputs = [h_src] + list(op.parameters())
+    for g_cl, g in zip(torch.autograd.grad(cl.transpose(1, 2), inputs, cot),
+                       torch.autograd.grad(out, inputs, cot)):
+        assert relative_error(g_cl, g) < 1e-12
+
+
+@pytest.mark.parametrize("pre_norm", [False, True], ids=["plain", "pre_norm"])
+@pytest.mark.parametrize("lmax", [0, 2])
+def test_layer_equals_its_per_edge_reference(lmax, pre_norm):
+    """``ScalarInteractionLayer`` is ``h + Gate(Linear(sum_j u SI(N(h_j), Y, N(h_i), phi) / n_avg))``
+    written out with the per-edge reference, values and gradients (features, harmonics and
+    every parameter); ``forward_scalars`` is its column 0; chunked edges change nothing."""
+    from sinet_ase.ops import EquivariantRMSNorm, ScalarInteractionLayer
 
     torch.manual_seed(lmax)
     layout = SphericalLayout(lmax, 5)
-    op = ScalarInteraction(layout, num_edge_scalars=3, with_receiver=True, hidden=8).double()
-    h_src, h_dst, vec = _edges(layout, 13, torch.float64)
-    h_src.requires_grad_(True)
+    layer = ScalarInteractionLayer(layout, num_basis=3, hidden=8, avg_num_neighbors=2.0,
+                                   pre_norm=pre_norm).double()
+    assert layer.pre_norm == pre_norm and isinstance(layer.norm, EquivariantRMSNorm) == pre_norm
+    if pre_norm:  # gains away from 1, so that the norm's parameters are exercised
+        torch.nn.init.uniform_(layer.norm.gain, 0.5, 1.5)
+    h, edge_index, vec, s, w = _graph_inputs(layout, 6, 17, 3, torch.float64, seed=2)
     Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
-    s, w = torch.randn(13, 3, dtype=torch.float64), torch.rand(13, dtype=torch.float64)
-    out = op(h_src, Y, h_dst, s, edge_weight=w)
-    out_cl = op.forward_channels_last(h_src.transpose(1, 2), Y, h_dst.transpose(1, 2), s, edge_weight=w)
-    assert relative_error(out_cl.transpose(1, 2), out) < 1e-12
-    cot = torch.randn_like(out)
-    g, = torch.autograd.grad(out, h_src, cot)
-    g_cl, = torch.autograd.grad(out_cl.transpose(1, 2), h_src, cot)
-    assert relative_error(g_cl, g) < 1e-12
+    inputs = [h.requires_grad_(True), Y.requires_grad_(True)] + list(layer.parameters())
+    hn = layer.norm(h) if pre_norm else h
+    summed = scalar_interaction_reference(layer.interaction, hn, edge_index, Y, s, w) / 2.0
+    update = layout.from_e3nn(layer.linear(layout.to_e3nn(summed)))
+    expected = h + layer.gate(update)
+    cot = torch.randn_like(expected)
+    grads = torch.autograd.grad(expected, inputs, cot)
+    for chunk in (None, 5):
+        out = layer(h, edge_index, Y, s, w, edge_chunk_size=chunk)
+        assert relative_error(out, expected) < 1e-12
+        for g_out, g in zip(torch.autograd.grad(out, inputs, cot), grads):
+            assert relative_error(g_out, g) < 1e-12
+    assert relative_error(layer.forward_scalars(h, edge_index, Y, s, w), expected[:, :, 0]) < 1e-12
 
-    # without h_dst and edge scalars too
-    op_plain = ScalarInteraction(layout, with_receiver=False, hidden=8).double()
-    assert relative_error(op_plain.forward_channels_last(h_src.transpose(1, 2), Y).transpose(1, 2),
-                          op_plain(h_src, Y)) < 1e-12
 
-    # the layer: (E, c, M) form against channels-last with the per-node first-layer terms,
-    # values and gradients with respect to the features and the edge vectors' harmonics
-    layer = ScalarInteractionLayer(layout, num_basis=3, hidden=8, avg_num_neighbors=2.0).double()
-    h = torch.randn(6, 5, layout.num_m, dtype=torch.float64, requires_grad=True)
-    Y = Y.detach().requires_grad_(True)
-    edge_index = torch.randint(0, 6, (2, 13))
-    results, grads = [], []
-    for channels_last in (False, True):
-        layer.channels_last = channels_last
-        out = layer(h, edge_index, Y, s, w)
-        results.append(out)
-        grads.append(torch.autograd.grad(out, (h, Y), torch.ones_like(out)))
-    assert relative_error(results[1], results[0]) < 1e-12
-    for g_cl, g in zip(grads[1], grads[0]):
-        assert relative_error(g_cl, g) < 1e-12
+@pytest.mark.parametrize("parity", [False, True], ids=["proper", "improper"])
+def test_equivariant_rms_norm(parity):
+    """One invariant scale per node and degree: equivariant with parity; unit mean square
+    per degree when the gains are one."""
+    from sinet_ase.ops import EquivariantRMSNorm
+
+    layout = SphericalLayout(3, 4)
+    norm = EquivariantRMSNorm(layout, eps=1e-12).double()
+    h = torch.randn(5, 4, layout.num_m, dtype=torch.float64) * 7
+    R = random_orthogonal(parity)
+    assert relative_error(norm(rotate_features(layout, h, R)), rotate_features(layout, norm(h), R)) < 1e-12
+    out = norm(h)
+    for l in range(4):
+        block = out[:, :, l * l:(l + 1) ** 2]
+        mean_square = block.pow(2).sum(-1).mean(1) / (2 * l + 1)
+        torch.testing.assert_close(mean_square, torch.ones(5, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("channels", [1, 3, 64])
 def test_scalar_interaction_any_channel_count(channels):
     layout = SphericalLayout(3, channels)
     op = ScalarInteraction(layout, with_receiver=False)
-    h_src, _, vec = _edges(layout, 5, torch.float32)
+    h, edge_index, vec, _, _ = _graph_inputs(layout, 4, 5, 0, torch.float32)
     Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
-    assert op(h_src, Y).shape == (5, channels, 16)
+    assert _production(op, h, edge_index, Y).shape == (4, channels, 16)
 
 
 def test_scalar_interaction_mixes_degrees():
@@ -158,23 +211,25 @@ def test_scalar_interaction_mixes_degrees():
     torch.manual_seed(0)
     layout = SphericalLayout(2, 4)
     op = ScalarInteraction(layout, with_receiver=False).double()
-    h_src, _, vec = _edges(layout, 3, torch.float64)
+    h, edge_index, vec, _, _ = _graph_inputs(layout, 3, 6, 0, torch.float64)
     Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
-    changed = h_src.clone()
+    changed = h.clone()
     changed[:, :, 4:9] *= 2.0  # the l = 2 columns only
-    out, out_changed = op(h_src, Y), op(changed, Y)
+    out, out_changed = _production(op, h, edge_index, Y), _production(op, changed, edge_index, Y)
     assert (out[:, :, 1:4] - out_changed[:, :, 1:4]).abs().max() > 1e-6
 
 
 def test_scalar_interaction_needs_declared_inputs():
     layout = SphericalLayout(1, 2)
     op = ScalarInteraction(layout, num_edge_scalars=3, with_receiver=True)
-    h, _, vec = _edges(layout, 2, torch.float32)
+    h, edge_index, vec, _, _ = _graph_inputs(layout, 2, 2, 0, torch.float32)
     Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
-    with pytest.raises(ValueError, match="h_dst"):
-        op(h, Y)
     with pytest.raises(ValueError, match="edge scalars"):
-        op(h, Y, h)
+        _production(op, h, edge_index, Y)
+    with pytest.raises(ValueError, match="h_dst"):
+        scalar_interaction_messages(op, h, Y)
+    with pytest.raises(ValueError, match="edge scalars"):
+        scalar_interaction_messages(op, h, Y, h)
 
 
 @pytest.mark.parametrize("lmax", [0, 1, 3])

@@ -1,30 +1,35 @@
-"""SiFormer (scalar-interaction transformer): the SINet backbone's test battery, plus attention."""
+"""SiFormer (scalar-interaction transformer): the energy-model contract of ``sinet_ase.testing``,
+plus its layer, layer norm and attention."""
+
+import functools
 
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
-from ase.build import bulk, molecule
-from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from e3nn import o3
 
-from sinet_ase import SINet, SINetCalculator, atoms_to_graph, batch_graphs, load_model, save_model
+from sinet_ase import SINet, SINetCalculator, atoms_to_graph, load_model, save_model
 from sinet_ase.io import model_from_dict, model_to_dict
 from sinet_ase.model import edge_vectors, graph_batch
 from sinet_ase.ops import (EquivariantLayerNorm, RadialEmbedding, SiFormerLayer, SphericalLayout,
                            cutoff_softmax)
-from sinet_ase.testing import (backbone_features as node_features, random_orthogonal,
-                               rattled_ethanol as ethanol, relative_error, rotate_features,
-                               triclinic_copper)
-from conftest import TOLERANCE
+from sinet_ase.testing import (TOLERANCE, EnergyModelTests, random_orthogonal,
+                               rattled_ethanol as ethanol, relative_error, rotate_features)
 
 
-def small_model(elements, dtype=torch.float64, cutoff=4.0, lmax=2, channels=8, seed=0, **kw):
-    torch.manual_seed(seed)
-    kw.setdefault("num_heads", 2)
-    model = SINet(elements=elements, cutoff=cutoff, lmax=lmax, channels=channels, num_layers=2,
-                  mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0, backbone="siformer", **kw)
-    return model.to(dtype).eval()
+SIFORMER = {"backbone": "siformer", "num_heads": 2}
+
+
+class TestSiFormer(EnergyModelTests):
+    """The energy-model contract on the SiFormer backbone."""
+
+    model_options = SIFORMER
+
+
+@pytest.fixture
+def siformer(small_model):
+    """``siformer(elements, dtype=float64, **options)``: a small SINet with the SiFormer backbone."""
+    return functools.partial(small_model, **SIFORMER)
 
 
 def edge_inputs(layout, positions, cutoff, dtype):
@@ -49,21 +54,6 @@ def randomise(module, scale=0.3, seed=0):
 
 
 # --- symmetry ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("lmax", range(5))
-@pytest.mark.parametrize("parity", [False, True], ids=["proper", "improper"])
-def test_backbone_equivariant(lmax, parity, dtype, rng):
-    model = small_model(["H", "C", "O"], dtype, lmax=lmax, channels=4, seed=lmax)
-    atoms = ethanol(rng)
-    R = random_orthogonal(parity).numpy()
-    rotated = atoms.copy()
-    rotated.positions = atoms.positions @ R.T + np.array([1.0, -2.0, 0.5])
-    h = node_features(model, atoms_to_graph(atoms, model.cutoff))
-    h_rot = node_features(model, atoms_to_graph(rotated, model.cutoff))
-    expected = rotate_features(model.backbone.layout, h, torch.tensor(R))
-    assert lmax == 0 or h[:, :, 1:].abs().max() > 1e-3
-    assert relative_error(h_rot, expected) < TOLERANCE[dtype]
-
 
 @pytest.mark.parametrize("lmax", range(5))
 @pytest.mark.parametrize("parity", [False, True], ids=["proper", "improper"])
@@ -111,114 +101,10 @@ def test_shared_scale_keeps_small_vectors_small():
     assert out_sep[:, :, 1:].abs().max() > 0.5
 
 
-@pytest.mark.parametrize("parity", [False, True], ids=["proper", "improper"])
-def test_energy_invariant_forces_equivariant(parity, dtype, rng):
-    model = small_model(["H", "C", "O"], dtype, lmax=3)
-    atoms = ethanol(rng)
-    R = random_orthogonal(parity).numpy()
-    out = model(atoms_to_graph(atoms, model.cutoff))
-    moved = atoms.copy()
-    moved.positions = atoms.positions @ R.T + np.array([3.0, 0.1, -7.0])
-    out_moved = model(atoms_to_graph(moved, model.cutoff))
-    tol = TOLERANCE[dtype] * 10
-    assert relative_error(out_moved["energy"], out["energy"]) < tol
-    assert relative_error(out_moved["forces"], out["forces"] @ torch.tensor(R).T) < tol
-
-
-def test_energy_invariant_under_permutation(rng):
-    model = small_model(["H", "C", "O"])
-    atoms = ethanol(rng)
-    perm = rng.permutation(len(atoms))
-    out = model(atoms_to_graph(atoms, model.cutoff))
-    out_perm = model(atoms_to_graph(atoms[perm], model.cutoff))
-    assert relative_error(out_perm["energies"], out["energies"][perm]) < 1e-9
-    assert relative_error(out_perm["forces"], out["forces"][perm]) < 1e-9
-
-
-# --- conservative forces, stress, locality -----------------------------------------------
-
-@pytest.mark.parametrize("system", ["molecule", "triclinic"])
-def test_forces_match_finite_differences(system, rng):
-    if system == "molecule":
-        atoms, elements = ethanol(rng), ["H", "C", "O"]
-    else:
-        atoms, elements = triclinic_copper(rng), ["Cu"]
-    atoms.calc = SINetCalculator(small_model(elements))
-    iatoms = [0, 2, 8] if system == "molecule" else None  # C, O, H: keep it fast
-    analytic = atoms.get_forces()[iatoms if iatoms else slice(None)]
-    numeric = calculate_numerical_forces(atoms, eps=1e-4, iatoms=iatoms)
-    assert np.abs(analytic).max() > 1e-3, "forces too small for the check to mean anything"
-    np.testing.assert_allclose(analytic, numeric, atol=1e-7 + 1e-6 * np.abs(analytic).max())
-
-
-def test_stress_matches_finite_differences_on_small_triclinic_cell(rng):
-    atoms = triclinic_copper(rng)
-    atoms.calc = SINetCalculator(small_model(["Cu"]))
-    analytic = atoms.get_stress()
-    numeric = calculate_numerical_stress(atoms, eps=1e-5)
-    assert np.abs(analytic).max() > 1e-4
-    np.testing.assert_allclose(analytic, numeric, atol=1e-8 + 1e-6 * np.abs(analytic).max())
-
-
-def test_far_apart_molecules_add_up(rng):
-    model = small_model(["H", "C", "O"])
-    a, b = ethanol(rng), molecule("H2O")
-    b.positions += [100.0, 0.0, 0.0]
-    e = lambda atoms: model(atoms_to_graph(atoms, model.cutoff))["energy"].item()
-    assert e(a + b) == pytest.approx(e(a) + e(b), abs=1e-10)
-
-
-@pytest.mark.parametrize("partner", ["only_neighbour", "one_of_many"])
-def test_smooth_as_an_atom_crosses_the_cutoff(partner):
-    """Energy and forces continuous at r_c, also when the entering atom is the only
-    neighbour of the receiver (where a softmax without the sink term jumps 0 -> 1)."""
-    model = small_model(["H", "O"], cutoff=3.0)
-    base = molecule("H2O")
-    direction = np.array([1.0, 0.0, 0.0]) if partner == "only_neighbour" else np.array([0.0, 1.0, 0.0])
-
-    def energy_forces(d):
-        atoms = base + Atoms("H", positions=[base.positions[0] + d * direction])
-        graph = atoms_to_graph(atoms, model.cutoff)
-        out = model(graph)
-        return out["energy"].item(), out["forces"].detach().numpy(), graph.edge_index.shape[1]
-
-    eps = 1e-9  # the energy also depends on d through the test atom's other neighbours
-    e_in, f_in, n_in = energy_forces(3.0 - eps)
-    e_out, f_out, n_out = energy_forces(3.0 + eps)
-    e_far, _, _ = energy_forces(2.5)
-    assert n_in > n_out, "the test atom must enter the neighbour list"
-    assert abs(e_in - e_out) < 1e-9
-    assert np.abs(f_in - f_out).max() < 1e-6
-    assert abs(e_far - e_out) > 1e-6, "the test atom must interact inside the cutoff"
-
-
-def test_batch_equals_one_at_a_time(dtype, rng):
-    model = small_model(["H", "C", "O", "Cu"], dtype)
-    structures = [ethanol(rng), triclinic_copper(rng), bulk("Cu", "fcc", a=3.6) * (2, 1, 1),
-                  molecule("H2O")]
-    graphs = [atoms_to_graph(a, model.cutoff) for a in structures]
-    batched = model(batch_graphs(graphs), compute_stress=True)
-    tol = TOLERANCE[dtype] * 10
-    # errors relative to the batch's scale: bulk Cu has forces ~0 by symmetry
-    force_scale = batched["forces"].abs().max().item()
-    stress_scale = batched["stress"][1:3].abs().max().item()
-    offset = 0
-    for k, g in enumerate(graphs):
-        single = model(g, compute_stress=True)
-        n = g.pos.shape[0]
-        assert relative_error(batched["energy"][k], single["energy"][0]) < tol
-        error = (batched["forces"][offset:offset + n] - single["forces"]).abs().max().item()
-        assert error < tol * force_scale
-        if k in (1, 2):  # periodic ones: stress per structure
-            error = (batched["stress"][k] - single["stress"][0]).abs().max().item()
-            assert error < tol * stress_scale
-        offset += n
-
-
 # --- attention ----------------------------------------------------------------------------
 
-def test_attention_weights_sum_to_at_most_one(rng):
-    model = small_model(["H", "C", "O"])
+def test_attention_weights_sum_to_at_most_one(siformer, rng):
+    model = siformer(["H", "C", "O"])
     graph = atoms_to_graph(ethanol(rng), model.cutoff)
     backbone = model.backbone
     vec = edge_vectors(graph, graph.pos, graph.cell, graph_batch(graph))
@@ -269,9 +155,9 @@ def test_cutoff_softmax_properties():
     assert torch.all(torch.isfinite(logits.grad)) and torch.all(torch.isfinite(u0.grad))
 
 
-def test_force_training_step_reaches_every_parameter(rng):
+def test_force_training_step_reaches_every_parameter(siformer, rng):
     """``training=True`` keeps the graph of the forces (double backward through the softmax)."""
-    model = small_model(["H", "C", "O"]).train()
+    model = siformer(["H", "C", "O"]).train()
     out = model(atoms_to_graph(ethanol(rng), model.cutoff), training=True)
     loss = out["forces"].pow(2).sum() + out["energy"].pow(2).sum()
     loss.backward()
@@ -282,8 +168,8 @@ def test_force_training_step_reaches_every_parameter(rng):
 
 # --- configuration and model files ---------------------------------------------------------
 
-def test_save_load_round_trip_through_calculator(tmp_path):
-    model = small_model(["H", "C", "O"], atomic_energies={"H": -13.6, "C": -1029.5, "O": -2041.3})
+def test_save_load_round_trip_through_calculator(siformer, tmp_path):
+    model = siformer(["H", "C", "O"], atomic_energies={"H": -13.6, "C": -1029.5, "O": -2041.3})
     path = tmp_path / "siformer.pt"
     save_model(model, path)
     loaded = load_model(path)

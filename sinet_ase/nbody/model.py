@@ -43,9 +43,10 @@ Node embedding (layer 0): with ``x_rel = x - mean(x)`` (centre of the system)
   product) with the edge scalars above as its radial input.
 
 Then ``num_layers`` Scalar Interaction layers, whose coefficient MLPs take the
-same edge scalars ``s_ij``.  Each is a :class:`~sinet_ase.ops.ScalarInteractionLayer`
-run *pre-norm* (:class:`PreNormScalarInteractionLayer`): the messages are
-computed from an equivariant RMS norm of the node features,
+same edge scalars ``s_ij``.  Each is the shared
+:class:`~sinet_ase.ops.ScalarInteractionLayer` run *pre-norm* (``pre_norm=True``): the
+messages are computed from an equivariant RMS norm
+(:class:`~sinet_ase.ops.EquivariantRMSNorm`) of the node features,
 
 ``h_i <- h_i + Gate(Linear((1/n_avg) sum_j SI(N(h_j), Y_ij, N(h_i), s_ij)))``,
 
@@ -79,7 +80,8 @@ from e3nn import o3
 
 from ..errors import ModelFileError
 from ..io import model_from_dict, model_to_dict, save_model
-from ..ops import BesselBasis, ScalarInteractionLayer, SphericalEmbedding, SphericalLayout
+from ..ops import (BesselBasis, EquivariantRMSNorm, ScalarInteractionLayer, SphericalEmbedding,
+                   SphericalLayout)
 from ..ops.siformer import SiFormerLayer
 from ..ops.mlp import mlp
 from ..registry import register_model
@@ -152,42 +154,13 @@ def fully_connected_edges(num_systems: int, n: int, device=None) -> torch.Tensor
     return edge.to(device)
 
 
-class EquivariantRMSNorm(torch.nn.Module):
-    """``h^{l,k} -> g^{l,k} h^{l,k} / sqrt(mean_{k'} |h^{l,k'}|^2/(2l+1) + eps)`` per node and degree.
-
-    The denominator is invariant, so the map is equivariant (parity included).
-    """
-
-    def __init__(self, layout: SphericalLayout, eps: float = 1e-4):
-        super().__init__()
-        self.layout = layout
-        self.eps = float(eps)
-        self.gain = torch.nn.Parameter(torch.ones(layout.channels, layout.lmax + 1))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        # inner(h, h) = |h^{l,k}|^2 / sqrt(2l+1); divide once more by sqrt(2l+1)
-        sq = self.layout.inner(h, h) / torch.sqrt(2.0 * torch.arange(
-            self.layout.lmax + 1, device=h.device, dtype=h.dtype) + 1.0)  # (N, c, L+1)
-        scale = self.gain / torch.sqrt(sq.mean(dim=1, keepdim=True) + self.eps)
-        return h * self.layout.per_degree(scale)
-
-
 class PreNormScalarInteractionLayer(ScalarInteractionLayer):
-    """:class:`~sinet_ase.ops.ScalarInteractionLayer` with its messages computed from
-    :class:`EquivariantRMSNorm` ed features; the residual stream stays unnormalised."""
+    """``ScalarInteractionLayer(..., pre_norm=True)`` under the name the N-body model
+    first gave it (the layer is the shared one; this only sets the option)."""
 
     def __init__(self, layout: SphericalLayout, num_edge_scalars: int, hidden: int = 64,
                  avg_num_neighbors: float = 1.0):
-        super().__init__(layout, num_edge_scalars, hidden, avg_num_neighbors)
-        self.norm = EquivariantRMSNorm(layout)
-
-    def forward(self, h, edge_index, Y, edge_scalars, u):
-        receiver, sender = edge_index[0], edge_index[1]
-        hn = self.norm(h)
-        messages = self.interaction(hn[sender], Y, hn[receiver], edge_scalars) * u.view(-1, 1, 1)
-        aggregated = torch.zeros_like(h).index_add_(0, receiver, messages) / self.avg_num_neighbors
-        update = self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
-        return h + self.gate(update)
+        super().__init__(layout, num_edge_scalars, hidden, avg_num_neighbors, pre_norm=True)
 
 
 def _safe_harmonics(irreps, vectors: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -276,8 +249,8 @@ class NBodySINet(torch.nn.Module):
             layers = (SiFormerLayer(self.layout, num_edge_scalars, mlp_hidden, num_heads)
                       for _ in range(num_layers))
         else:
-            layers = (PreNormScalarInteractionLayer(self.layout, num_edge_scalars, mlp_hidden,
-                                                    avg_num_neighbors)
+            layers = (ScalarInteractionLayer(self.layout, num_edge_scalars, mlp_hidden,
+                                             avg_num_neighbors, pre_norm=True)
                       for _ in range(num_layers))
         self.layers = torch.nn.ModuleList(layers)
         self.head = torch.nn.Linear(channels, 1, bias=False)  # sum_k w_k h^{1,k}

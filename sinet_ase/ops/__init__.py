@@ -12,7 +12,7 @@ from .radial import BesselBasis, PolynomialEnvelope, RadialEmbedding
 from .embedding import SphericalEmbedding
 from .scalar_interaction import ScalarInteraction, ScalarInteractionLayer
 from .gate import ScalarGate
-from .norm import EquivariantLayerNorm
+from .norm import EquivariantLayerNorm, EquivariantRMSNorm
 from .siformer import SiFormerLayer, cutoff_softmax
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "ScalarInteractionLayer",
     "ScalarGate",
     "EquivariantLayerNorm",
+    "EquivariantRMSNorm",
     "SiFormerLayer",
     "cutoff_softmax",
 ]

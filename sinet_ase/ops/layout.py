@@ -13,7 +13,8 @@ The channels-last operations have a second form, used while ``torch.compile`` tr
 that inductor fuses into its generated kernels, where the eager form uses batched products
 with inner dimensions of 2-9 and ``index_select`` along the degree axis (fast in eager
 ATen; left unfused by inductor, or in the case of ``index_select``'s backward generated
-as a slow scatter). Both forms compute the same numbers (``tests/test_neighbour_sum.py``).
+as a slow scatter). Both forms compute the same numbers (``tests/test_neighbour_sum.py``);
+they stay two because each is the faster one where it runs (eager ATen or inductor).
 """
 
 import torch
@@ -74,8 +75,8 @@ class SphericalLayout(torch.nn.Module):
         """Broadcast ``(..., L+1)`` per-degree values to ``(..., M)`` columns.
 
         A product with the one-hot ``(L+1, M)`` matrix: exact (one non-zero term per
-        column), and on CPU several times faster than ``index_select`` along the last
-        axis, in the forward and the backward pass (measured in benchmarks/README.md).
+        column), and on CPU faster than ``index_select`` along the last axis, forward and
+        backward (``benchmarks/README.md``).
         """
         return coeff @ self.degree_onehot
 
@@ -98,33 +99,6 @@ class SphericalLayout(torch.nn.Module):
             return torch.cat([x.narrow(-2, l * l, 2 * l + 1).sum(-2, keepdim=True) * self.inner_product[l * l, l]
                               for l in range(self.lmax + 1)], dim=-2)
         return torch.matmul(self.inner_product.t(), x)
-
-    def inner_with_harmonics_channels_last(self, h: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-        """``<h^{l,k}, Y^l>/sqrt(2l+1)`` from channels-last features: ``(E, M, c) x (E, M) -> (E, L+1, c)``.
-
-        One batched product ``(Y[:, None, :] * inner_product^T) @ h`` with an ``(E, L+1, M)``
-        left factor: no ``(E, M, c)`` temporary, and its backward is two more batched
-        products (measured faster than ``degree_sum_channels_last(h * Y)``, benchmarks/README.md).
-        """
-        if torch.compiler.is_compiling():
-            return self.degree_sum_channels_last(h * Y.unsqueeze(-1))  # one fused kernel
-        return torch.bmm(Y.unsqueeze(1) * self.inner_product.t(), h)
-
-    def combine_with_harmonics_channels_last(self, alpha: torch.Tensor, h: torch.Tensor,
-                                             beta: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-        """``alpha^{l,k} h^{l,k} + beta^{l,k} Y^l`` channels-last: ``alpha, beta (E, L+1, c)``,
-        ``h (E, M, c)``, ``Y (E, M)`` -> ``(E, M, c)``.
-
-        ``alpha`` is broadcast to the ``2l+1`` rows of its degree by a row gather (rows of
-        ``c`` contiguous numbers); the ``Y`` term is one batched product with the
-        ``(E, M, L+1)`` factor ``Y[:, :, None] * degree_onehot^T`` added by ``baddbmm``.
-        """
-        if torch.compiler.is_compiling():
-            # element-wise, fused by inductor (the batched product has an inner dimension L+1)
-            return (self.per_degree_channels_last(alpha) * h
-                    + self.per_degree_channels_last(beta) * Y.unsqueeze(-1))
-        return torch.baddbmm(self.per_degree_channels_last(alpha) * h,
-                             Y.unsqueeze(-1) * self.degree_onehot.t(), beta)
 
     def inner(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-degree inner products ``<a^l, b^l>/sqrt(2l+1)``: ``(..., M) x (..., M) -> (..., L+1)``."""

@@ -27,6 +27,13 @@ atom 0 displaced by ``delta``): ``|F_0|/delta`` is 0.07 eV/Å^2 for every
 at ``delta`` = 1e-5, 1e-3, 5e-2 Å with per-degree scales. The shared scale
 is set by the scalars, which do not vanish, so small ``x^l`` stay small and
 the surface stays as smooth as its input.
+
+:class:`EquivariantRMSNorm` is the pre-norm of the N-body network's Scalar Interaction
+layers (``ScalarInteractionLayer(pre_norm=True)``): one scale per node and degree,
+
+``y^{l,k} = g^{l,k} x^{l,k} / sqrt(mean_{k'} |x^{l,k'}|^2 / (2l+1) + eps)``,
+
+no centring and no bias, so it is equivariant (parity included) for every degree.
 """
 
 import torch
@@ -78,3 +85,27 @@ class EquivariantLayerNorm(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.layout.irreps}, eps={self.eps}, separate_degrees={self.separate_degrees}"
+
+
+class EquivariantRMSNorm(torch.nn.Module):
+    """``h^{l,k} -> g^{l,k} h^{l,k} / sqrt(mean_{k'} |h^{l,k'}|^2/(2l+1) + eps)`` per node and degree.
+
+    ``(N, c, M) -> (N, c, M)``; parameter ``gain (c, L+1)``. The denominator is invariant,
+    so the map is equivariant (parity included).
+    """
+
+    def __init__(self, layout: SphericalLayout, eps: float = 1e-4):
+        super().__init__()
+        self.layout = layout
+        self.eps = float(eps)
+        self.gain = torch.nn.Parameter(torch.ones(layout.channels, layout.lmax + 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        # inner(h, h) = |h^{l,k}|^2 / sqrt(2l+1); divide once more by sqrt(2l+1)
+        sq = self.layout.inner(h, h) / torch.sqrt(2.0 * torch.arange(
+            self.layout.lmax + 1, device=h.device, dtype=h.dtype) + 1.0)  # (N, c, L+1)
+        scale = self.gain / torch.sqrt(sq.mean(dim=1, keepdim=True) + self.eps)
+        return h * self.layout.per_degree(scale)
+
+    def extra_repr(self) -> str:
+        return f"{self.layout.irreps}, eps={self.eps}"

@@ -24,10 +24,14 @@ tensor product. Under a rotation with or without inversion ``g``,
 ``h^l -> D^l(g) h^l`` and ``Y^l -> D^l(g) Y^l`` with the same parity
 ``(-1)^l``, so every ``q, p`` is invariant and ``m^l -> D^l(g) m^l``.
 
-:class:`ScalarInteractionLayer` wraps the operation into a message-passing
-layer: gather, message times the cutoff envelope, sum over neighbours divided
-by the average neighbour count, e3nn ``o3.Linear`` (mixes channels within
-each degree), gate non-linearity, residual.
+:class:`ScalarInteraction` computes the messages summed over neighbours, in one
+production form (channels-last, with the linear parts regrouped per node; see its
+docstring); the plain per-edge form of steps 1-3 is the reference it is tested against
+(:func:`sinet_ase.testing.scalar_interaction_messages`).
+:class:`ScalarInteractionLayer` wraps it into a message-passing layer: optional
+pre-norm, messages times the cutoff envelope, sum over neighbours divided by the
+average neighbour count, e3nn ``o3.Linear`` (mixes channels within each degree), gate
+non-linearity, residual.
 """
 
 import functools
@@ -41,6 +45,7 @@ from .gate import ScalarGate
 from .layout import SphericalLayout
 from .mlp import mlp
 from .neighbour_sum import gather_rows, sum_rows
+from .norm import EquivariantRMSNorm
 
 
 def _contract_rows(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -53,37 +58,55 @@ def _contract_rows(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 class ScalarInteraction(torch.nn.Module):
-    """The edge operation: ``(h_j, Y, [h_i], [s]) -> m`` of shape ``(E, c, M)``.
+    r"""The edge operation, summed over neighbours: ``sum_j u_ij m_ij`` with
+    ``m_ij = SI(h_j, Y_ij, [h_i], [s_ij])``.
 
     Args:
         layout: degrees and channels of the features.
         num_edge_scalars: width of the optional extra invariants ``s`` per edge
             (e.g. the radial basis); 0 for none.
-        with_receiver: whether ``h_i`` is given, adding ``p^{l,k}`` and ``h_i^0``
+        with_receiver: whether ``h_i`` enters, adding ``p^{l,k}`` and ``h_i^0``
             to the invariants.
         hidden: width of the coefficient MLP.
 
-    forward:
-        h_src: ``(E, c, M)`` neighbour features ``h_j``.
-        Y: ``(E, M)`` edge spherical harmonics (e3nn ``component`` normalisation).
-        h_dst: ``(E, c, M)`` receiver features ``h_i`` (if ``with_receiver``).
-        edge_scalars: ``(E, num_edge_scalars)``.
-        edge_weight: ``(E,)``, multiplies the messages (e.g. the cutoff envelope).
+    forward(h (N, M, c), edge_index (2, E), Y (E, M), edge_scalars (E, s), edge_weight (E,),
+    scalars_only=False, edge_chunk_size=None, num_receivers=None) -> ``(N, M, c)``, or the
+    degree-0 row alone, ``(N, c)``, with ``scalars_only``; ``edge_index[0]`` receives,
+    ``edge_index[1]`` sends; ``num_receivers`` rows instead of ``N`` when given.
 
-    :meth:`forward_channels_last` is the same operation on ``(E, M, c)`` tensors,
-    with the ``c`` channels as the contiguous inner axis: ``<h^l, Y^l>`` and the
-    ``beta Y`` term are batched products with small ``(E, L+1, M)`` factors, and
-    ``alpha`` reaches the ``2l+1`` rows of its degree by a gather of whole rows. On
-    CPU it is faster than the ``(E, c, M)`` form or level with it at every ``L``
-    (``benchmarks/compare_si_forms.py``; figures in benchmarks/README.md), so the
-    layers use its channels-last layout; the op benchmark (``benchmarks/bench_ops.py``)
-    times it. Both forms use the same stored weights: the
-    MLP's first layer reads ``(c, L+1)``-ordered invariants and its last layer writes
-    ``(c, L+1)``-ordered coefficients; the channels-last form reads the weights in
-    ``(L+1, c)`` order instead of transposing the per-edge tensors.
+    Features are *channels-last*, ``(N, M, c)``: the ``c`` channels are the contiguous inner
+    axis, so per-degree coefficients reach the ``2l+1`` rows of their degree by a gather of
+    whole rows. This is the one production form (the layers, the calculator and
+    ``torch.compile`` run it). The per-edge forms it is tested against, the messages
+    ``m_ij`` as ``(E, c, M)`` and ``(E, M, c)`` tensors, live in :mod:`sinet_ase.testing`
+    (:func:`~sinet_ase.testing.scalar_interaction_messages`).
 
-    :meth:`aggregate_channels_last` is what the layers call: the messages summed over
-    neighbours, with the linear parts of the coefficient MLP regrouped to run once per node.
+    Stored weights: the coefficient MLP's first layer reads ``[q (c, L+1), h_j^0,
+    p (c, L+1), h_i^0, s]`` and its last layer writes ``(2, c, L+1)``-ordered ``alpha, beta``;
+    the forward pass reads them in ``(L+1, c)`` order (``_register_channels_last_orders``)
+    instead of transposing per-edge tensors.
+
+    Two terms are regrouped so that their matrix products act on the ``N`` nodes instead of
+    the ``E`` edges (exact algebra, only rounding differs; tested against the per-edge sum):
+
+    * the first layer's ``q`` term. ``q^{l,k} = <h_j^{l,k}, Y^l>`` is linear in ``h_j``
+      and in ``Y``, so ``sum_{l,k} W_q[a, lk] q^{l,k} = sum_m Y^m G_j[m, a]`` with
+      ``G_j[m, a] = sum_k W_q[a, l(m) k] h_j^{m,k} / sqrt(2l+1)``: an ``(N, M, hidden)``
+      node tensor, gathered and contracted with ``Y`` per edge (``M hidden`` products per
+      edge instead of ``(L+1) c hidden``). The ``W_j h_j^0`` term rides along as an extra
+      row ``m = M`` with ``Y = 1``.
+    * the last layer's ``beta`` rows. ``beta_ij = W_b a_ij + b_b`` (``a``: hidden
+      activations) enters the sum as ``sum_j u_ij beta_ij^{l,k} Y_ij^{lm}``, linear in
+      ``a``, so ``= sum_a W_b[lk, a] T_i[m, a] + b_b[lk] T_i[m, bias]`` with
+      ``T_i = sum_j u_ij [a_ij, 1] Y_ij^m``, an ``(N, M, hidden + 1)`` node tensor.
+
+    What stays per edge: ``p = <h_i, h_j>`` and the edge scalars through the first layer,
+    the activation, the ``alpha`` rows of the last layer and ``alpha h_j``.
+
+    Three steps, so that only the middle one runs per chunk of edges when
+    ``edge_chunk_size`` is set (:func:`~sinet_ase.ops.chunking.edge_chunked_sum`): the
+    node terms (:meth:`node_terms`), the sums over edges (:meth:`edge_sums`, linear in
+    the set of edges), and the per-node products with ``W_b`` (:meth:`finish_sums`).
     """
 
     def __init__(self, layout: SphericalLayout, num_edge_scalars: int = 0,
@@ -125,93 +148,19 @@ class ScalarInteraction(torch.nn.Module):
         self.register_buffer("dst_columns", dst, persistent=False)
         self.register_buffer("output_rows", torch.cat([by_degree, q_width + by_degree]), persistent=False)
 
-    def invariants(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
-                   edge_scalars: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """All invariants of one edge from ``(E, c, M)`` features: ``(E, num_invariants)``."""
-        E = h_src.shape[0]
-        parts = [self.layout.inner_with_harmonics(h_src, Y).reshape(E, -1), h_src[:, :, 0]]
-        if self.with_receiver:
-            if h_dst is None:
-                raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
-            parts += [self.layout.inner(h_dst, h_src).reshape(E, -1), h_dst[:, :, 0]]
-        if self.num_edge_scalars:
-            if edge_scalars is None:
-                raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
-            parts.append(edge_scalars)
-        return torch.cat(parts, dim=-1)
-
     def _first_layer_term(self, h: torch.Tensor, columns: torch.Tensor, with_bias: bool) -> torch.Tensor:
         """``W[:, columns] h[:, 0, :] (+ b)``: one scalar block of the first layer, ``(n, hidden)``."""
         first = self.coefficients[0]
         weight = first.weight.index_select(1, columns).t()
         return torch.addmm(first.bias, h[:, 0, :], weight) if with_bias else h[:, 0, :] @ weight
 
-    def forward_channels_last(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
-                              edge_scalars: Optional[torch.Tensor] = None,
-                              edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Messages ``(E, M, c)`` from ``h_src, h_dst (E, M, c)``, ``Y (E, M)``.
-
-        Same function as :meth:`forward`: the stored weights are read in reordered columns
-        and rows (see ``_register_channels_last_orders``), so no invariant or coefficient
-        is transposed.
-        """
-        c, L, E = self.layout.channels, self.layout.lmax, h_src.shape[0]
-        if self.with_receiver and h_dst is None:
-            raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
-        if self.num_edge_scalars and edge_scalars is None:
-            raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
-        parts = [self.layout.inner_with_harmonics_channels_last(h_src, Y).reshape(E, -1)]  # q (E, (L+1) c)
-        if self.with_receiver:
-            parts.append(self.layout.degree_sum_channels_last(h_dst * h_src).reshape(E, -1))  # p
-        if self.num_edge_scalars:
-            parts.append(edge_scalars)
-        first, activation, last = self.coefficients
-        scalar_terms = self._first_layer_term(h_src, self.src_columns, with_bias=not self.with_receiver)
-        if self.with_receiver:
-            scalar_terms = scalar_terms + self._first_layer_term(h_dst, self.dst_columns, with_bias=True)
-        hidden = activation(torch.addmm(scalar_terms, torch.cat(parts, dim=-1),
-                                        first.weight.index_select(1, self.edge_columns).t()))
-        coeff = torch.nn.functional.linear(hidden, last.weight.index_select(0, self.output_rows),
-                                           last.bias.index_select(0, self.output_rows))
-        if edge_weight is not None:
-            coeff = coeff * edge_weight.unsqueeze(-1)
-        alpha, beta = coeff.view(-1, 2, L + 1, c).unbind(1)  # (E, L+1, c) each, rows contiguous
-        return self.layout.combine_with_harmonics_channels_last(alpha, h_src, beta, Y)
-
-    def aggregate_channels_last(self, h: torch.Tensor, edge_index: torch.Tensor, Y: torch.Tensor,
-                                edge_scalars: Optional[torch.Tensor] = None,
-                                edge_weight: Optional[torch.Tensor] = None,
-                                scalars_only: bool = False,
-                                edge_chunk_size: Optional[int] = None,
-                                num_receivers: Optional[int] = None) -> torch.Tensor:
-        r"""Messages summed over neighbours, ``sum_j m_ij``, with the linear parts done per node.
-
-        ``h (N, M, c)`` node features, ``edge_index (2, E)`` (row 0 receives, row 1 sends),
-        ``Y (E, M)``, ``edge_scalars (E, s)``, ``edge_weight (E,)`` -> ``(N, M, c)``, or the
-        degree-0 column alone, ``(N, c)``, with ``scalars_only``. The same sum as
-        ``sum_rows(forward_channels_last(h[sender], Y, h[receiver], ...), receiver)``, with
-        the same weights; two terms are regrouped so that their matrix products act on the
-        ``N`` nodes instead of the ``E`` edges (exact algebra, only rounding differs; tested):
-
-        * the first layer's ``q`` term. ``q^{l,k} = <h_j^{l,k}, Y^l>`` is linear in ``h_j``
-          and in ``Y``, so ``sum_{l,k} W_q[a, lk] q^{l,k} = sum_m Y^m G_j[m, a]`` with
-          ``G_j[m, a] = sum_k W_q[a, l(m) k] h_j^{m,k} / sqrt(2l+1)``: an ``(N, M, hidden)``
-          node tensor, gathered and contracted with ``Y`` per edge (``M hidden`` products per
-          edge instead of ``(L+1) c hidden``). The ``W_j h_j^0`` term rides along as an extra
-          row ``m = M`` with ``Y = 1``.
-        * the last layer's ``beta`` rows. ``beta_ij = W_b a_ij + b_b`` (``a``: hidden
-          activations) enters the sum as ``sum_j u_ij beta_ij^{l,k} Y_ij^{lm}``, linear in
-          ``a``, so ``= sum_a W_b[lk, a] T_i[m, a] + b_b[lk] T_i[m, bias]`` with
-          ``T_i = sum_j u_ij [a_ij, 1] Y_ij^m``, an ``(N, M, hidden + 1)`` node tensor.
-
-        What stays per edge: ``p = <h_i, h_j>`` and the edge scalars through the first layer,
-        the activation, the ``alpha`` rows of the last layer and ``alpha h_j``.
-
-        Three steps, so that only the middle one runs per chunk of edges when
-        ``edge_chunk_size`` is set (:func:`~sinet_ase.ops.chunking.edge_chunked_sum`): the
-        node terms (:meth:`node_terms`), the sums over edges (:meth:`edge_sums`, linear in
-        the set of edges), and the per-node products with ``W_b`` (:meth:`finish_sums`).
-        """
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, Y: torch.Tensor,
+                edge_scalars: Optional[torch.Tensor] = None,
+                edge_weight: Optional[torch.Tensor] = None,
+                scalars_only: bool = False,
+                edge_chunk_size: Optional[int] = None,
+                num_receivers: Optional[int] = None) -> torch.Tensor:
+        """``sum_j u_ij m_ij`` for every receiver (see the class docstring)."""
         if self.num_edge_scalars and edge_scalars is None:
             raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
         sums = edge_chunked_sum(functools.partial(self.edge_sums, scalars_only=scalars_only,
@@ -241,7 +190,7 @@ class ScalarInteraction(torch.nn.Module):
 
     def edge_sums(self, h, node_sender, node_receiver, edge_index, Y, edge_scalars=None, edge_weight=None,
                   scalars_only: bool = False, num_receivers: Optional[int] = None) -> torch.Tensor:
-        """The sums over edges of :meth:`aggregate_channels_last`, linear in the set of edges.
+        """The sums over edges of :meth:`forward`, linear in the set of edges.
 
         ``(N, M, c + hidden + 1)``: ``[sum_j u alpha h_j, T]`` (with ``scalars_only``, the
         degree-0 row alone, ``(N, c + hidden + 1)``); ``node_sender, node_receiver`` from
@@ -298,26 +247,23 @@ class ScalarInteraction(torch.nn.Module):
         # output_rows is (alpha, beta) in (L+1, c) order: degree 0 is the first c rows of each
         return self.output_rows[: self.layout.channels if scalars_only else self.output_rows.shape[0] // 2]
 
-    def forward(self, h_src, Y, h_dst: Optional[torch.Tensor] = None,
-                edge_scalars: Optional[torch.Tensor] = None,
-                edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Messages ``(E, c, M)`` (see the class docstring)."""
-        c, L = self.layout.channels, self.layout.lmax
-        coeff = self.coefficients(self.invariants(h_src, Y, h_dst, edge_scalars))
-        if edge_weight is not None:
-            coeff = coeff * edge_weight.unsqueeze(-1)
-        alpha, beta = coeff.view(-1, 2, c, L + 1).unbind(1)  # (E, c, L+1) each
-        return self.layout.combine_with_harmonics(alpha, h_src, beta, Y)
-
     def extra_repr(self) -> str:
         return f"{self.layout.irreps} x {self.layout.sh_irreps} -> {self.layout.irreps}"
 
 
-class ScalarInteractionLayer(torch.nn.Module):
-    """One message-passing layer built on :class:`ScalarInteraction`.
 
-    ``m_i = (1/n_avg) sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)``,
-    ``h_i <- h_i + Gate(Linear(m_i))``.
+
+class ScalarInteractionLayer(torch.nn.Module):
+    r"""One message-passing layer built on :class:`ScalarInteraction`.
+
+    ``m_i = (1/n_avg) sum_j u(r_ij) SI(N(h_j), Y_ij, N(h_i), phi_ij)``,
+    ``h_i <- h_i + Gate(Linear(m_i))``,
+
+    with ``N`` the identity (the SINet backbone) or, with ``pre_norm=True``,
+    an :class:`~sinet_ase.ops.norm.EquivariantRMSNorm` of the node features (the N-body
+    network: its inputs are unbounded, and Scalar Interaction is polynomial in its input,
+    so without the norm the features grow layer after layer). The residual stream itself is
+    never normalised.
 
     forward(h (N, c, M), edge_index (2, E), Y (E, M), phi (E, n_basis), u (E,),
     edge_chunk_size=None, num_receivers=None) -> (N, c, M); ``edge_index[0]`` receives,
@@ -330,7 +276,7 @@ class ScalarInteractionLayer(torch.nn.Module):
     """
 
     def __init__(self, layout: SphericalLayout, num_basis: int, hidden: int = 64,
-                 avg_num_neighbors: float = 1.0):
+                 avg_num_neighbors: float = 1.0, pre_norm: bool = False):
         super().__init__()
         self.layout = layout
         self.avg_num_neighbors = float(avg_num_neighbors)
@@ -338,39 +284,26 @@ class ScalarInteractionLayer(torch.nn.Module):
                                              with_receiver=True, hidden=hidden)
         self.linear = o3.Linear(layout.irreps, layout.irreps)
         self.gate = ScalarGate(layout)
-        # edge layout: channels-last, faster or level at every L on CPU (see ScalarInteraction);
-        # False runs the (E, c, M) form, the same operation
-        self.channels_last = True
+        # registered only when used, so that the state-dict keys of either kind stay as saved
+        self.norm = EquivariantRMSNorm(layout) if pre_norm else None
 
-    def aggregate(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None,
-                  num_receivers: Optional[int] = None):
-        """``sum_j u(r_ij) SI(h_j, Y_ij, h_i, phi_ij)`` for every receiver, in the layout of ``h``:
-        ``(N, M, c)`` if :attr:`channels_last` (node-folded,
-        :meth:`ScalarInteraction.aggregate_channels_last`) else ``(N, c, M)`` (``num_receivers``
-        rows instead of ``N`` when given)."""
-        if self.channels_last:
-            return self.interaction.aggregate_channels_last(h, edge_index, Y, phi, edge_weight=u,
-                                                            edge_chunk_size=edge_chunk_size,
-                                                            num_receivers=num_receivers)
-        return edge_chunked_sum(functools.partial(self._aggregate_per_edge, num_receivers=num_receivers),
-                                (h,), edge_index, (Y, phi, u), edge_chunk_size)
+    @property
+    def pre_norm(self) -> bool:
+        return self.norm is not None
 
-    def _aggregate_per_edge(self, h, edge_index, Y, phi, u, num_receivers=None):
-        """The ``(E, c, M)`` form: messages per edge, summed."""
-        receiver, sender = edge_index[0], edge_index[1]
-        messages = self.interaction(gather_rows(h, sender), Y, gather_rows(h, receiver), phi, edge_weight=u)
-        return sum_rows(messages, receiver, h.shape[0] if num_receivers is None else num_receivers)
+    def _messages_input(self, h: torch.Tensor) -> torch.Tensor:
+        """The features the messages read, channels-last ``(N, M, c)``: ``N(h)`` transposed
+        (the node-level transpose is cheap next to the edge work it speeds up)."""
+        if self.norm is not None:
+            h = self.norm(h)
+        return h.transpose(1, 2).contiguous()
 
     def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None,
                 num_receivers: Optional[int] = None):
         n = h.shape[0] if num_receivers is None else int(num_receivers)
-        if self.channels_last:
-            # the node-level transposes are cheap next to the edge work they speed up
-            h_cl = h.transpose(1, 2).contiguous()
-            aggregated = self.aggregate(h_cl, edge_index, Y, phi, u, edge_chunk_size, n).transpose(1, 2)
-        else:
-            aggregated = self.aggregate(h, edge_index, Y, phi, u, edge_chunk_size, n)
-        return h[:n] + self.gate(self._update(aggregated))
+        aggregated = self.interaction(self._messages_input(h), edge_index, Y, phi, edge_weight=u,
+                                      edge_chunk_size=edge_chunk_size, num_receivers=n)
+        return h[:n] + self.gate(self._update(aggregated.transpose(1, 2)))
 
     def _update(self, aggregated):
         """``Linear(m / n_avg)`` of the summed messages ``(N, c, M)``."""
@@ -383,14 +316,13 @@ class ScalarInteractionLayer(torch.nn.Module):
 
         ``h_i^0 + silu(Linear(m_i)^0)`` needs only the degree-0 messages (the linear layer
         maps degree ``l`` to degree ``l``), so the edge work of ``l > 0`` messages and their
-        sums is skipped (:meth:`ScalarInteraction.aggregate_channels_last` with ``scalars_only``); the
+        sums is skipped (:class:`ScalarInteraction` with ``scalars_only``); the
         invariants that the coefficients read still come from every degree.
         """
         n = h.shape[0] if num_receivers is None else int(num_receivers)
-        h_cl = h.transpose(1, 2).contiguous()
-        aggregated0 = self.interaction.aggregate_channels_last(
-            h_cl, edge_index, Y, phi, edge_weight=u, scalars_only=True, edge_chunk_size=edge_chunk_size,
-            num_receivers=n)
+        aggregated0 = self.interaction(self._messages_input(h), edge_index, Y, phi, edge_weight=u,
+                                       scalars_only=True, edge_chunk_size=edge_chunk_size,
+                                       num_receivers=n)
         # zero l > 0 columns: o3.Linear has no path between degrees, so its degree-0 output is exact
         padded = torch.nn.functional.pad(aggregated0.unsqueeze(-1), (0, self.layout.num_m - 1))
         return h[:n, :, 0] + self.gate.scalars(self._update(padded))
