@@ -130,6 +130,40 @@ def periodic_edge_estimate(num_atoms: int, cell, cutoff: float) -> Optional[int]
     return int(num_atoms * num_atoms * 4.0 / 3.0 * np.pi * cutoff**3 / volume)
 
 
+def check_chunk_option(edge_chunk_size) -> None:
+    """Raise ``ValueError`` unless ``edge_chunk_size`` is ``"auto"``, ``None`` or a positive
+    number of edges (the option of the calculator and :func:`~sinet_ase.predict`)."""
+    bad = (edge_chunk_size != "auto" if isinstance(edge_chunk_size, str) else
+           edge_chunk_size is not None and (isinstance(edge_chunk_size, bool) or int(edge_chunk_size) < 1))
+    if bad:
+        raise ValueError(f"edge_chunk_size must be 'auto', None or a positive number of edges, "
+                         f"got {edge_chunk_size!r}")
+
+
+def set_edge_chunks(model, edge_chunk_size, device="cpu") -> None:
+    """Set ``model.backbone``'s chunking for the ``edge_chunk_size`` option: ``"auto"``,
+    chunks of :func:`auto_chunk_size` above :func:`auto_chunk_from` edges (smaller graphs
+    run whole, through the compiled network when there is one); a number: chunks of that
+    many edges; ``None``: left as it is (whole graphs for a model just loaded)."""
+    if edge_chunk_size == "auto":
+        model.backbone.edge_chunk_size = auto_chunk_size(model, device)
+        model.backbone.edge_chunk_from = auto_chunk_from(model)
+    elif edge_chunk_size is not None:
+        model.backbone.edge_chunk_size = int(edge_chunk_size)
+
+
+def check_periodic_memory(model, atoms, device="cpu", limit_bytes: Optional[int] = None) -> None:
+    """:func:`check_memory` of a fully periodic ``atoms`` from its density
+    (:func:`periodic_edge_estimate`), before the neighbour list is built (which itself takes
+    memory per pair); nothing for other structures."""
+    if not (atoms.pbc.all() and len(atoms)):
+        return
+    guess = periodic_edge_estimate(len(atoms), atoms.cell.array, model.cutoff)
+    if guess is not None:
+        check_memory(model, len(atoms), guess, model.backbone.chunk_size_for(guess), device,
+                     limit_bytes, estimated_edges=True)
+
+
 def check_memory(model, num_atoms: int, num_edges: int, edge_chunk_size: Optional[int],
                  device="cpu", limit_bytes: Optional[int] = None, estimated_edges: bool = False) -> int:
     """Raise :class:`InsufficientMemoryError` when :func:`estimate_call_bytes` exceeds
