@@ -201,7 +201,6 @@ def md_main(argv=None) -> int:
     stability.add_argument("--check-interval", type=_POSITIVE_INT, default=10, help="steps")
     args = parser.parse_args(argv)
 
-    from .errors import OutOfDomainError
     from .md import MDInstabilityError, run_md
 
     try:
@@ -210,9 +209,6 @@ def md_main(argv=None) -> int:
         report = run_md(atoms, args)
     except MDInstabilityError as err:
         print(f"sinet-md: error: {err}", file=sys.stderr)
-        return 3
-    except OutOfDomainError as err:  # the run reached (or started at) a structure the potential cannot judge
-        print(f"sinet-md: error: {err} (frames written so far are in {args.trajectory})", file=sys.stderr)
         return 3
     except FloatingPointError as err:
         print(f"sinet-md: error: {err} (try a smaller --timestep)", file=sys.stderr)

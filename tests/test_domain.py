@@ -133,3 +133,32 @@ def test_training_exports_the_domain_in_the_model_file(tmp_path):
     lo, hi = domain["energy_per_atom"]
     assert lo <= hi and set(domain["atomic_energies"]) == {"H", "O"}
     assert np.isfinite([lo, hi]).all()
+
+
+def test_sinet_md_stops_with_exit_code_3_when_the_run_goes_far_outside(tmp_path, capsys, monkeypatch):
+    """An MD step that reaches a structure far outside the domain (here: the calculator's
+    check made to fail at the 6th call) stops sinet-md like an instability: exit code 3, a
+    one-line message with the step, and the frames written so far read back."""
+    from ase.io import read
+
+    from sinet_ase.calculator import SINetCalculator as Calculator
+    from sinet_ase.cli import md_main
+
+    calls = []
+    real = Calculator._check_domain
+
+    def check(self, graph, energy):
+        calls.append(1)
+        if len(calls) >= 6:
+            raise OutOfDomainError("structure far outside the potential's training data: (a test)")
+        return real(self, graph, energy)
+
+    monkeypatch.setattr(Calculator, "_check_domain", check)
+    traj = tmp_path / "md.extxyz"
+    code = md_main(["ethanol", "--steps", "20", "--interval", "2", "--trajectory", str(traj),
+                    "--no-progress", "--compile", "off"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "the MD became unstable at step" in err and "far outside the potential's training data" in err
+    assert str(traj) in err and err.count("\n") == 1
+    assert len(read(traj, index=":")) >= 2
