@@ -1130,6 +1130,20 @@ def run_in_worker(name):
     return result
 
 
+def machine():
+    """The machine in words: CPU model, cores, memory, load average now."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+                     model)
+    memory = ""
+    with contextlib.suppress(OSError, StopIteration):
+        kib = int(next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal:")).split()[1])
+        memory = f", {kib / 2**20:.0f} GiB"
+    return (f"{model}, {os.cpu_count()} cores{memory}, load average {os.getloadavg()[0]:.1f}, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+
+
 def markdown(results, command, rerun=()):
     counts = {o: sum(r["outcome"] == o for r in results.values()) for o in OUTCOMES}
     lines = ["# Reliability probes", "",
@@ -1139,6 +1153,7 @@ def markdown(results, command, rerun=()):
              "is wrong), correct result (checked), silent wrong, crash (traceback, obscure or",
              "misleading message), hang (timeout), data loss.", "",
              f"Command: `{command}`" + (f"; then `--rerun {' '.join(rerun)}` after a fix" if rerun else ""), "",
+             f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.", "",
              "Counts: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES) + f" ({len(results)} cases).", "",
              "| item | case | outcome | detail | s |", "|---|---|---|---|---|"]
     for name, r in results.items():
@@ -1146,9 +1161,12 @@ def markdown(results, command, rerun=()):
         detail = str(r["detail"]).replace("|", "/").replace("\n", " ")
         lines.append(f"| {info['item']} | {info['description']} (`{name}`) | **{r['outcome']}** | "
                      f"{detail} | {r['seconds']} |")
-    lines += ["", "A warned structure (item 2) still gets the model's numbers, which mean nothing there",
-              "(E = -1.7e14 eV for the 1 Å cell): `out_of_domain=\"warn\"` is the default, \"raise\" refuses.",
-              "Seconds are wall time of the worker process, imports included."]
+    lines += ["", "Item 2: a structure far outside the training domain (E = -3e14 eV for the 1 Å cell) is",
+              "refused by default (`OutOfDomainError`); a number returned for it, even with a warning, counts",
+              "as silent wrong. One only outside it warns and gets the model's numbers; `out_of_domain=\"raise\"`",
+              "refuses both.",
+              "Seconds are wall time of the worker process, imports included (one thread; on a loaded",
+              "machine they are several times the idle ones)."]
     return "\n".join(lines) + "\n"
 
 
