@@ -125,7 +125,6 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
     batch_size = int(batch_size)
     want_stresses = "stresses" in properties
     want_stress = "stress" in properties or want_stresses
-    want_forces = "forces" in properties
     for k, atoms in enumerate(structures):
         if not isinstance(atoms, Atoms):
             raise SINetInputError(f"structure {k}: expected an ase.Atoms object, got "
