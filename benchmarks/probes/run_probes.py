@@ -1060,7 +1060,7 @@ def eval_bad_files():
     return "clear error", " / ".join(details)
 
 
-@case("7", "a training checkpoint, a folder and a committee glob matching nothing as the model")
+@case("7", "a training checkpoint, a folder and a committee glob matching nothing as the model", timeout=300)
 def calculator_wrong_model_paths():
     from sinet_ase import ModelFileError, SINetCalculator
 
