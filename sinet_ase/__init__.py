@@ -12,8 +12,8 @@ Public API::
 """
 
 from .calculator import SINetCalculator
-from .errors import (ConfigError, InsufficientMemoryError, ModelFileError, SINetInputError,
-                     UnknownElementError)
+from .errors import (ConfigError, InsufficientMemoryError, ModelFileError, OutOfDomainError,
+                     SINetInputError, UnknownElementError)
 from .graph import atoms_to_graph, batch_graphs
 from .io import load_model, save_model
 from .model import SINet, SINetBackbone
@@ -35,6 +35,7 @@ __all__ = [
     "SINetInputError",
     "UnknownElementError",
     "InsufficientMemoryError",
+    "OutOfDomainError",
     "ModelFileError",
     "ConfigError",
 ]

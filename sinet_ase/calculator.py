@@ -32,11 +32,11 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .atoms_state import compare_atoms
 from .committee import COMMITTEE_PROPERTIES, check_members, committee_specs, evaluate_committee
-from .domain import domain_problems, report_domain
+from .domain import DomainCheck, report_domain
 from .fastpath import CompileMode, install as install_compile, resolve_mode
 from .graph import atoms_to_graph
 from .inference import prepare_model
-from .memory import auto_chunk_from, auto_chunk_size, check_memory, periodic_edge_estimate
+from .memory import check_chunk_option, check_memory, check_periodic_memory, set_edge_chunks
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -77,10 +77,13 @@ class SINetCalculator(Calculator):
             later runs (``TORCHINDUCTOR_CACHE_DIR``).
         out_of_domain: what to do with a structure outside the training data that the
             model file records (:mod:`sinet_ase.domain`: atoms much closer than any
-            training pair, far more neighbours, an absurd energy): ``"warn"`` (default,
-            an :class:`~sinet_ase.domain.OutOfDomainWarning` for the first such structure,
-            so that an MD run is not flooded), ``"raise"``
-            (:class:`~sinet_ase.SINetInputError`) or ``"ignore"``.
+            training pair, far more neighbours, an absurd energy): ``"warn"`` (default:
+            an :class:`~sinet_ase.domain.OutOfDomainWarning` for the first structure
+            outside, so that an MD run is not flooded, and an
+            :class:`~sinet_ase.OutOfDomainError` for any structure *far* outside, where
+            the numbers are arbitrary: atoms closer than half the shortest training
+            distance, 8 times the neighbours, an energy 10 margins off), ``"raise"``
+            (an error for both) or ``"ignore"`` (no check).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
@@ -95,13 +98,7 @@ class SINetCalculator(Calculator):
             raise ValueError(f"out_of_domain must be 'warn', 'raise' or 'ignore', got {out_of_domain!r}")
         self.out_of_domain = out_of_domain
         self._domain_warned = False  # "warn" reports the first structure outside the domain only
-        if isinstance(edge_chunk_size, str):
-            if edge_chunk_size != "auto":
-                raise ValueError(f"edge_chunk_size must be 'auto', None or a positive number of edges, "
-                                 f"got {edge_chunk_size!r}")
-        elif edge_chunk_size is not None and (isinstance(edge_chunk_size, bool) or int(edge_chunk_size) < 1):
-            raise ValueError(f"edge_chunk_size must be 'auto', None or a positive number of edges, "
-                             f"got {edge_chunk_size!r}")
+        check_chunk_option(edge_chunk_size)
         if memory_limit_gib is not None and not float(memory_limit_gib) > 0:
             raise ValueError(f"memory_limit_gib must be a positive number of GiB, got {memory_limit_gib!r}")
         self.memory_limit_gib = memory_limit_gib
@@ -116,6 +113,8 @@ class SINetCalculator(Calculator):
         self.model = self.models[0]
         #: the training data's statistics stored in the model file (sinet_ase.domain), if any
         self.domain = (getattr(self.model, "metadata", None) or {}).get("training_domain")
+        self._domain_check = (DomainCheck(self.domain, repulsive=getattr(self.model, "zbl", None) is not None)
+                              if self.domain else None)
         #: several models (a list or a glob was given): results add the committee spread
         self.committee = members is not None
         if self.committee:
@@ -126,13 +125,7 @@ class SINetCalculator(Calculator):
         if not isinstance(model, (str, Path, torch.nn.Module)):
             raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
         model = prepare_model(model, self.device, dtype)
-        if edge_chunk_size == "auto":
-            # graphs above edge_chunk_from run eagerly in chunks (memory); the others whole,
-            # through the compiled network when there is one (SINet.forward picks per call)
-            model.backbone.edge_chunk_size = auto_chunk_size(model, self.device)
-            model.backbone.edge_chunk_from = auto_chunk_from(model)
-        elif edge_chunk_size is not None:
-            model.backbone.edge_chunk_size = int(edge_chunk_size)
+        set_edge_chunks(model, edge_chunk_size, self.device)
         install_compile(model, compile)
         return model
 
@@ -162,6 +155,13 @@ class SINetCalculator(Calculator):
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
+    def _check_domain(self, graph, energy: float) -> None:
+        """Warn or raise for a structure outside the training domain (``out_of_domain``)."""
+        if self._domain_check is not None and self.out_of_domain != "ignore":
+            outside, far = self._domain_check(graph, energy)
+            self._domain_warned = report_domain(outside, far, self.out_of_domain, self._domain_warned,
+                                                energy)
+
     @property
     def elements(self):
         return self.model.elements
@@ -181,16 +181,14 @@ class SINetCalculator(Calculator):
             )
         limit = None if self.memory_limit_gib is None else int(float(self.memory_limit_gib) * 2**30)
         backbone = self.model.backbone
-        if atoms.pbc.all() and len(atoms):  # refuse before the neighbour list, which takes memory per pair
-            guess = periodic_edge_estimate(len(atoms), atoms.cell.array, self.model.cutoff)
-            if guess is not None:
-                check_memory(self.model, len(atoms), guess, backbone.chunk_size_for(guess), self.device,
-                             limit, estimated_edges=True)
+        check_periodic_memory(self.model, atoms, self.device, limit)
         graph = atoms_to_graph(atoms, self.model.cutoff, self.model.elements).to(self.device)
         num_edges = int(graph.edge_index.shape[1])
         check_memory(self.model, len(atoms), num_edges, backbone.chunk_size_for(num_edges), self.device, limit)
         if self.committee:
-            self.results = evaluate_committee(self.models, graph, want_stress, want_stresses)
+            results = evaluate_committee(self.models, graph, want_stress, want_stresses)
+            self._check_domain(graph, results["energy"])
+            self.results = results
             return
         out = self.model(graph, compute_forces=True, compute_stress=want_stress,
                          compute_stresses=want_stresses)
@@ -200,9 +198,7 @@ class SINetCalculator(Calculator):
                 "the model returned a non-finite energy; the structure is far outside what it "
                 "was trained on, or the weights are damaged"
             )
-        if self.domain and self.out_of_domain != "ignore" and not self._domain_warned:
-            self._domain_warned = report_domain(domain_problems(graph, self.domain, energy),
-                                                self.out_of_domain)
+        self._check_domain(graph, energy)
         self.results = {
             "energy": energy,
             "free_energy": energy,

@@ -23,6 +23,11 @@ class UnknownElementError(SINetInputError):
         )
 
 
+class OutOfDomainError(SINetInputError):
+    """A structure far outside the potential's training data, where its energy is arbitrary
+    (or outside it, with ``out_of_domain="raise"``; :mod:`sinet_ase.domain`)."""
+
+
 class InsufficientMemoryError(SINetInputError, MemoryError):
     """A structure whose energy and forces would need more memory than is available (raised
     before the call, with the estimate; :func:`sinet_ase.memory.check_memory`)."""

@@ -10,16 +10,19 @@ structure in turn (the model's neighbour sums never mix structures; tested to
 
 import copy
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .domain import DomainCheck, report_domain
 from .errors import SINetInputError
 from .graph import atoms_to_graph, batch_graphs
 from .io import load_model
+from .memory import (check_chunk_option, check_memory, check_periodic_memory, estimate_call_bytes,
+                     memory_limit, set_edge_chunks)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -70,7 +73,9 @@ def _check_properties(properties: Iterable[str]) -> List[str]:
 
 def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_size: int = 32,
             properties: Sequence[str] = ("energy", "forces"), dtype: str = "float64",
-            device: str = "cpu") -> Dict[str, Union[np.ndarray, List[np.ndarray]]]:
+            device: str = "cpu", edge_chunk_size: Union[int, str, None] = "auto",
+            memory_limit_gib: Optional[float] = None,
+            out_of_domain: str = "warn") -> Dict[str, Union[np.ndarray, List[np.ndarray]]]:
     """Evaluate a SINet model on many structures, ``batch_size`` structures per model call.
 
     Args:
@@ -80,14 +85,21 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
             ``device``, in eval mode with frozen weights (:func:`prepare_model`,
             ``SINetCalculator(...).model``): prepare it once for many calls.
         structures: ``ase.Atoms`` objects (molecules, slabs, crystals may be mixed), or one.
-        batch_size: structures per model call; memory grows with the atoms and edges of
-            a batch.
+        batch_size: structures per model call, at most: a batch is cut earlier where its
+            estimated memory (:func:`sinet_ase.memory.estimate_call_bytes`) would exceed
+            the limit (below).
         properties: any of ``"energy"``, ``"energies"`` (per atom), ``"forces"``,
             ``"stress"``, ``"stresses"`` (per atom). Forces and stresses cost one backward
             pass; without them the call is a forward pass only.
         dtype: ``"float64"`` (default, as :class:`~sinet_ase.SINetCalculator`) or
             ``"float32"`` (faster).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        edge_chunk_size, memory_limit_gib, out_of_domain: as for
+            :class:`~sinet_ase.SINetCalculator`: automatic edge chunks for large batches;
+            a structure that alone would need more memory than ``memory_limit_gib`` (default:
+            75 % of the memory available) is refused before the call; a structure far
+            outside the training domain is an :class:`~sinet_ase.OutOfDomainError` (the
+            message names its index), one outside it warns once per call.
 
     Returns:
         a dictionary with the requested keys, structure ``k`` at position ``k``:
@@ -102,6 +114,7 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
             index); :class:`~sinet_ase.UnknownElementError` for an element the model
             does not know.
         FloatingPointError: a non-finite energy (names the structures).
+        InsufficientMemoryError: a structure too large for the memory (names it).
     """
     properties = _check_properties(properties)
     if isinstance(structures, Atoms):
@@ -112,7 +125,6 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
     batch_size = int(batch_size)
     want_stresses = "stresses" in properties
     want_stress = "stress" in properties or want_stresses
-    want_forces = "forces" in properties
     for k, atoms in enumerate(structures):
         if not isinstance(atoms, Atoms):
             raise SINetInputError(f"structure {k}: expected an ase.Atoms object, got "
@@ -123,23 +135,67 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
                 f"structure {k}: {name} a cell periodic in all three directions (its pbc is "
                 f"{atoms.pbc.tolist()}); leave 'stress' and 'stresses' out of properties or "
                 "evaluate the periodic structures separately")
+    check_chunk_option(edge_chunk_size)
+    if memory_limit_gib is not None and not float(memory_limit_gib) > 0:
+        raise ValueError(f"memory_limit_gib must be a positive number of GiB, got {memory_limit_gib!r}")
+    if out_of_domain not in ("warn", "raise", "ignore"):
+        raise ValueError(f"out_of_domain must be 'warn', 'raise' or 'ignore', got {out_of_domain!r}")
     if not _is_prepared(model, device, dtype):
         model = prepare_model(model, device, dtype)
+    backbone = model.backbone
+    saved_chunks = (backbone.edge_chunk_size, backbone.edge_chunk_from)  # a caller's prepared model
+    set_edge_chunks(model, edge_chunk_size, device)
+    try:
+        return _predict(model, structures, batch_size, properties, device,
+                        None if memory_limit_gib is None else int(float(memory_limit_gib) * 2**30),
+                        out_of_domain)
+    finally:
+        backbone.edge_chunk_size, backbone.edge_chunk_from = saved_chunks
+
+
+def _batches(model, structures, batch_size: int, device, limit_bytes: Optional[int]):
+    """``(start, graphs)``: consecutive structures, at most ``batch_size`` per batch and, beyond
+    the first of a batch, only while the batch's estimated memory stays within the limit
+    (:func:`~sinet_ase.memory.memory_limit`); a structure that alone exceeds it raises
+    :class:`~sinet_ase.InsufficientMemoryError` (before its neighbour list, if periodic)."""
+    start, graphs, atoms_in, edges_in = 0, [], 0, 0
+    for k, atoms in enumerate(structures):
+        try:
+            check_periodic_memory(model, atoms, device, limit_bytes)
+            graph = atoms_to_graph(atoms, model.cutoff, model.elements)
+            edges = int(graph.edge_index.shape[1])
+            check_memory(model, len(atoms), edges, model.backbone.chunk_size_for(edges), device, limit_bytes)
+        except SINetInputError as err:
+            err.args = (f"structure {k}: {err}",)
+            raise
+        if graphs:
+            total = edges_in + edges
+            need = estimate_call_bytes(model, atoms_in + len(atoms), total, model.backbone.chunk_size_for(total))
+            limit = memory_limit(device, limit_bytes)
+            if len(graphs) == batch_size or (limit is not None and need > limit):
+                yield start, graphs
+                start, graphs, atoms_in, edges_in = k, [], 0, 0
+        graphs.append(graph)
+        atoms_in, edges_in = atoms_in + len(atoms), edges_in + edges
+    if graphs:
+        yield start, graphs
+
+
+def _predict(model, structures, batch_size, properties, device, limit_bytes, out_of_domain):
+    want_stresses = "stresses" in properties
+    want_stress = "stress" in properties or want_stresses
+    want_forces = "forces" in properties
+    domain = (getattr(model, "metadata", None) or {}).get("training_domain")
+    check = DomainCheck(domain, repulsive=getattr(model, "zbl", None) is not None) if domain else None
+    warned = False
 
     energy = np.empty(len(structures), dtype=np.float64)
     energies: List[np.ndarray] = []
     forces: List[np.ndarray] = []
     stresses: List[np.ndarray] = []
     stress = np.empty((len(structures), 6), dtype=np.float64)
-    for start in range(0, len(structures), batch_size):
-        chunk = structures[start:start + batch_size]
-        graphs = []
-        for k, atoms in enumerate(chunk, start):
-            try:
-                graphs.append(atoms_to_graph(atoms, model.cutoff, model.elements))
-            except SINetInputError as err:
-                err.args = (f"structure {k}: {err}",)
-                raise
+    for start, graphs in _batches(model, structures, batch_size, device, limit_bytes):
+        chunk = structures[start:start + len(graphs)]
         out = model(batch_graphs(graphs).to(_model_device(model)), compute_forces=want_forces,
                     compute_stress=want_stress, compute_stresses=want_stresses)
         batch_energy = out["energy"].detach().cpu().numpy().astype(np.float64)
@@ -148,6 +204,13 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
             raise FloatingPointError(
                 f"the model returned a non-finite energy for structure(s) {(bad + start).tolist()}; "
                 "they are far outside what it was trained on, or the weights are damaged")
+        if check is not None and out_of_domain != "ignore":
+            for k, (graph, e) in enumerate(zip(graphs, batch_energy), start):
+                try:
+                    warned = report_domain(*check(graph, float(e)), out_of_domain, warned, float(e))
+                except SINetInputError as err:
+                    err.args = (f"structure {k}: {err}",)
+                    raise
         energy[start:start + len(chunk)] = batch_energy
         counts = [len(atoms) for atoms in chunk]
         if "energies" in properties:

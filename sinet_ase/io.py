@@ -172,6 +172,23 @@ MIGRATIONS: Dict[int, Callable[[Dict[str, Any]], Dict[str, Any]]] = {1: _migrate
                                                                      2: _migrate_2_to_3}
 
 
+def _checkpoint_message(source: str, model_name: str) -> str:
+    """What to load instead of the training checkpoint ``source``: the run's model file
+    beside it, or, before the run has written one, how to get it."""
+    folder = Path(source).parent
+    model = folder / model_name
+    text = (f"{source} is a training checkpoint (the state that sinet-train --resume continues "
+            "from: weights, optimiser, data split), not a model file; ")
+    if model.is_file():
+        return text + f"load the run's exported model instead: {model}"
+    config = folder / "config.json"
+    resume = (f"sinet-train {config} --resume" if config.is_file() else
+              "sinet-train <its config> --resume")
+    return text + (f"the run exports its model as {model}, which does not exist yet (it is "
+                   f"written at the first validation and whenever it improves): let the run go "
+                   f"on, or continue it with `{resume}`")
+
+
 def check_payload(payload: Any, source: str = "model") -> Dict[str, Any]:
     """A model-file dictionary of any format version, checked and migrated to the current
     one (:data:`MIGRATIONS`); a clear :class:`ModelFileError` for anything else."""
@@ -179,9 +196,7 @@ def check_payload(payload: Any, source: str = "model") -> Dict[str, Any]:
         raise ModelFileError(f"{source} is a torch file but not a sinet-ase model file")
     name = payload.get("format")
     if name in _CHECKPOINT_FORMATS:
-        raise ModelFileError(
-            f"{source} is a training checkpoint, not a model file; load the "
-            f"{_CHECKPOINT_FORMATS[name]} of its run folder")
+        raise ModelFileError(_checkpoint_message(source, _CHECKPOINT_FORMATS[name]))
     if name not in (FORMAT_NAME, NBODY_V1_FORMAT):
         raise ModelFileError(f"{source} is a torch file but not a sinet-ase model file")
     version = payload.get("format_version")

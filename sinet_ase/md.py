@@ -52,6 +52,7 @@ from ase.neighborlist import neighbor_list
 from tqdm import tqdm
 
 from .calculator import SINetCalculator
+from .errors import OutOfDomainError
 from .fastpath import (MD_AUTO_COMPILE_STEPS, AutoCompile, CompileFallbackWarning, compile_problem,
                        compiled_network)
 
@@ -408,8 +409,10 @@ def run_md(atoms, args) -> str:
                         report()  # the last whole step
                     break
                 report()
-    except MDInstabilityError as err:
+    except (MDInstabilityError, OutOfDomainError) as err:
         save()  # the frame that failed the check, for inspection
+        if isinstance(err, OutOfDomainError):  # the calculator's check, at any step
+            err = f"the MD became unstable at step {dyn.nsteps}: it reached a {err}"
         raise MDInstabilityError(f"{err}. The trajectory up to step {dyn.nsteps} is in {path}") from None
     finally:
         bar.close()

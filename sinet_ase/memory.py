@@ -26,8 +26,10 @@ matches within about 30 %).
 the calculator's default ``edge_chunk_size="auto"`` where a whole-graph pass would need
 more than :data:`AUTO_CHUNK_FROM_BYTES` (:func:`auto_chunk_from`). :func:`check_memory`
 raises :class:`~sinet_ase.InsufficientMemoryError` before a call whose estimate exceeds
-the memory available (or a given limit), instead of letting the operating system kill the
-process part-way.
+:data:`AVAILABLE_FRACTION` of the memory available (or a given limit), instead of letting
+the operating system kill the process part-way; for a periodic structure it runs before
+the neighbour list, on the pair count its density implies (:func:`periodic_edge_estimate`).
+The calculator and :func:`~sinet_ase.predict` (per batch) use the same check.
 """
 
 from typing import Optional
@@ -51,6 +53,13 @@ CHUNK_BYTES = {"cpu": 128 * 2**20, "cuda": 2 * 2**30}
 MIN_CHUNK = 256
 #: automatic chunks apply where a whole-graph pass would need more than this
 AUTO_CHUNK_FROM_BYTES = 2 * 2**30
+#: without ``memory_limit_gib``, a call may use this fraction of the memory available when it
+#: starts: a call on a large structure lasts minutes, during which other processes grow, and
+#: the C library's allocator keeps freed blocks (the estimate is of the call's own tensors)
+AVAILABLE_FRACTION = 0.75
+#: the density estimate of the pairs of a periodic structure, times this: a liquid's first
+#: shell holds more pairs than a uniform density (water: 3.4 % more within 5 Å)
+PAIR_DENSITY_MARGIN = 1.1
 
 
 def _sizes(model):
@@ -120,26 +129,75 @@ def _gib(n: float) -> str:
 
 
 def periodic_edge_estimate(num_atoms: int, cell, cutoff: float) -> Optional[int]:
-    """Directed pairs within ``cutoff`` of a uniform fully periodic system, ``N^2 (4/3) pi r_c^3 / V``,
+    """Directed pairs within ``cutoff`` of a fully periodic system, ``N^2 (4/3) pi r_c^3 / V`` (a
+    uniform density) times :data:`PAIR_DENSITY_MARGIN`,
     known before the neighbour list is built (which itself takes memory per pair); ``None``
     for a cell without volume. A degenerate cell (vectors nearly parallel) has millions of
     pairs per atom."""
     volume = abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64))))
     if not volume > 0:
         return None
-    return int(num_atoms * num_atoms * 4.0 / 3.0 * np.pi * cutoff**3 / volume)
+    return int(PAIR_DENSITY_MARGIN * num_atoms * num_atoms * 4.0 / 3.0 * np.pi * cutoff**3 / volume)
+
+
+def check_chunk_option(edge_chunk_size) -> None:
+    """Raise ``ValueError`` unless ``edge_chunk_size`` is ``"auto"``, ``None`` or a positive
+    number of edges (the option of the calculator and :func:`~sinet_ase.predict`)."""
+    bad = (edge_chunk_size != "auto" if isinstance(edge_chunk_size, str) else
+           edge_chunk_size is not None and (isinstance(edge_chunk_size, bool) or int(edge_chunk_size) < 1))
+    if bad:
+        raise ValueError(f"edge_chunk_size must be 'auto', None or a positive number of edges, "
+                         f"got {edge_chunk_size!r}")
+
+
+def set_edge_chunks(model, edge_chunk_size, device="cpu") -> None:
+    """Set ``model.backbone``'s chunking for the ``edge_chunk_size`` option: ``"auto"``,
+    chunks of :func:`auto_chunk_size` above :func:`auto_chunk_from` edges (smaller graphs
+    run whole, through the compiled network when there is one); a number: chunks of that
+    many edges; ``None``: left as it is (whole graphs for a model just loaded)."""
+    if edge_chunk_size == "auto":
+        model.backbone.edge_chunk_size = auto_chunk_size(model, device)
+        model.backbone.edge_chunk_from = auto_chunk_from(model)
+    elif edge_chunk_size is not None:
+        model.backbone.edge_chunk_size = int(edge_chunk_size)
+
+
+def check_periodic_memory(model, atoms, device="cpu", limit_bytes: Optional[int] = None) -> None:
+    """:func:`check_memory` of a fully periodic ``atoms`` from its density
+    (:func:`periodic_edge_estimate`), before the neighbour list is built (which itself takes
+    memory per pair); nothing for other structures."""
+    if not (atoms.pbc.all() and len(atoms)):
+        return
+    guess = periodic_edge_estimate(len(atoms), atoms.cell.array, model.cutoff)
+    if guess is not None:
+        check_memory(model, len(atoms), guess, model.backbone.chunk_size_for(guess), device,
+                     limit_bytes, estimated_edges=True)
+
+
+def memory_limit(device="cpu", limit_bytes: Optional[int] = None,
+                 available: Optional[int] = None) -> Optional[int]:
+    """The bytes a call may use: ``limit_bytes`` when given, else :data:`AVAILABLE_FRACTION`
+    of :func:`available_bytes` (``available``, when already read); ``None`` if unknown."""
+    if limit_bytes is not None:
+        return int(limit_bytes)
+    available = available_bytes(device) if available is None else available
+    return None if available is None else int(AVAILABLE_FRACTION * available)
 
 
 def check_memory(model, num_atoms: int, num_edges: int, edge_chunk_size: Optional[int],
                  device="cpu", limit_bytes: Optional[int] = None, estimated_edges: bool = False) -> int:
     """Raise :class:`InsufficientMemoryError` when :func:`estimate_call_bytes` exceeds
-    ``limit_bytes``, or, when that is ``None``, the memory available now. Returns the estimate.
+    ``limit_bytes``, or, when that is ``None``, :data:`AVAILABLE_FRACTION` of the memory
+    available now (:func:`memory_limit`). Returns the estimate.
     ``estimated_edges``: ``num_edges`` is :func:`periodic_edge_estimate`'s, not a count."""
     estimate = estimate_call_bytes(model, num_atoms, num_edges, edge_chunk_size)
-    limit = limit_bytes if limit_bytes is not None else available_bytes(device)
+    available = None if limit_bytes is not None else available_bytes(device)
+    limit = memory_limit(device, limit_bytes, available)
     if limit is None or estimate <= limit:
         return estimate
-    source = "the memory_limit_gib given" if limit_bytes is not None else f"the memory available on {device}"
+    source = (f"the memory_limit_gib given ({_gib(limit)})" if limit_bytes is not None else
+              f"{_gib(limit)}, {AVAILABLE_FRACTION:.0%} of the {_gib(available)} available on {device} "
+              "(the rest is headroom for other processes; memory_limit_gib sets another limit)")
     chunk = (f"edges in chunks of {edge_chunk_size:,}" if edge_chunk_size is not None and
              num_edges > edge_chunk_size else "all edges at once (edge_chunk_size=None)")
     hints = []
@@ -153,4 +211,4 @@ def check_memory(model, num_atoms: int, num_edges: int, edge_chunk_size: Optiona
         f"this structure ({num_atoms:,} atoms, {'about ' if estimated_edges else ''}{num_edges:,} pairs "
         f"within the cutoff{' for its density' if estimated_edges else ''}) needs about "
         f"{_gib(estimate)} for energy and forces with {chunk} in {str(model.dtype).replace('torch.', '')}, "
-        f"more than {source} ({_gib(limit)}); use " + ", or ".join(hints))
+        f"more than {source}; use " + ", or ".join(hints))

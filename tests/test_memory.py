@@ -68,3 +68,48 @@ def test_chunked_call_uses_a_fraction_of_the_memory_with_the_same_forces():
     for run in (chunked, whole):
         assert 0.6 < run["estimate"] / run["used"] < 1.4, run
     np.testing.assert_allclose(chunked["forces"], whole["forces"], rtol=0, atol=1e-10)
+
+
+def test_a_million_atoms_of_water_are_refused_on_24_gib_before_the_neighbour_list(monkeypatch):
+    """985,527 atoms at liquid water's density (69^3 molecules, ``bench_scaling.water_box(69)``'s
+    cell) with the shipped potential, default settings (float64), on a 24 GiB machine with
+    nothing else running (22 GiB available): the density-based estimate (about 18 GiB: pairs
+    with a margin over a uniform density) exceeds the 75 % of the available memory that a call
+    may use, so the call is refused at once, before the neighbour list (gigabytes) is built."""
+    import numpy as np
+    from ase import Atoms
+
+    from sinet_ase import InsufficientMemoryError, SINetCalculator, calculator, memory
+
+    def no_neighbour_list(*args, **kwargs):
+        raise AssertionError("the structure passed the memory check")
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 22 * 2**30)
+    monkeypatch.setattr(calculator, "atoms_to_graph", no_neighbour_list)
+    side = 69 * 29.9 ** (1 / 3)  # bench_scaling.WATER_VOLUME_A3 per molecule
+    atoms = Atoms(numbers=np.tile([8, 1, 1], 69**3), cell=[side] * 3, pbc=True)
+    assert len(atoms) == 985_527
+    atoms.calc = SINetCalculator("sinet-xtb-md17", compile=False)
+    with pytest.raises(InsufficientMemoryError, match=r"985,527 atoms, about [\d,]+ pairs within the "
+                       r"cutoff for its density\) needs about 1[78]\.\d GiB .* more than 16\.5 GiB, 75% "
+                       r"of the 22\.0 GiB available on cpu"):
+        atoms.get_potential_energy()
+
+
+def test_the_default_limit_leaves_headroom(monkeypatch):
+    """Without memory_limit_gib a call may use 75 % of the memory available: an estimate of
+    90 % of it is refused, one of 70 % runs."""
+    from ase.build import molecule
+
+    from sinet_ase import InsufficientMemoryError, SINetCalculator, memory
+    from sinet_ase.graph import atoms_to_graph
+
+    atoms = molecule("CH3CH2OH")
+    calc = SINetCalculator("sinet-xtb-md17", compile=False)
+    edges = atoms_to_graph(atoms, calc.model.cutoff).edge_index.shape[1]
+    estimate = memory.estimate_call_bytes(calc.model, len(atoms), edges, None)
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": int(estimate / 0.9))
+    with pytest.raises(InsufficientMemoryError, match="75% of the"):
+        calc.get_potential_energy(atoms)
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": int(estimate / 0.7))
+    assert calc.get_potential_energy(atoms) < 0

@@ -9,6 +9,7 @@ entries of files that lack one (it never changes an existing entry).
 
 import inspect
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -242,9 +243,18 @@ def test_loaders_of_one_task_refuse_another_tasks_file(tmp_path):
 
 
 def test_a_training_checkpoint_is_refused_with_the_file_to_load(tmp_path):
+    """The message names the run's model file when it exists, else how the run writes it."""
     torch.save({"format": "sinet-ase-checkpoint", "format_version": 1}, tmp_path / "checkpoint.pt")
-    with pytest.raises(ModelFileError, match="training checkpoint.*best_model.pt"):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelFileError, match=r"checkpoint\.pt is a training checkpoint \(the state that "
+                       r"sinet-train --resume continues from.*not a model file; the run exports its "
+                       r"model as .*best_model\.pt, which does not exist yet.*`sinet-train "
+                       r".*config\.json --resume`"):
         load_model(tmp_path / "checkpoint.pt")
+    save_model(small_models()[0], tmp_path / "best_model.pt")
+    with pytest.raises(ModelFileError, match=r"load the run's exported model instead: "
+                       + re.escape(str(tmp_path / "best_model.pt")) + "$"):
+        SINetCalculator(tmp_path / "checkpoint.pt")
 
 
 def test_an_unknown_config_key_says_another_version_wrote_the_file():

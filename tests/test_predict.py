@@ -127,3 +127,50 @@ def test_prepared_model_is_used_without_copy(monkeypatch):
                         lambda *a, **k: copies.append(1) or pytest.fail("prepared model copied"))
     predict(model, molecules(2))
     assert not copies
+
+
+def test_batches_are_cut_to_the_memory_limit_and_large_ones_chunked():
+    """predict applies the calculator's memory check per batch: with a memory_limit_gib that
+    holds one molecule but not two, every structure gets its own model call (same numbers);
+    a structure too large alone is refused before the call, by index; edge chunks give the
+    whole-graph numbers, and a caller's prepared model keeps its own chunk setting."""
+    from sinet_ase import InsufficientMemoryError
+    from sinet_ase.graph import atoms_to_graph
+    from sinet_ase.memory import estimate_call_bytes
+
+    model = SINetCalculator(make_model(), edge_chunk_size=None).model  # prepared: not copied
+    frames = [atoms for atoms in molecules(15) if len(atoms) == 9]  # three ethanols
+    graph = atoms_to_graph(frames[0], model.cutoff)
+    one = estimate_call_bytes(model, len(frames[0]), graph.edge_index.shape[1], None)
+    calls = []
+    forward = model.forward
+    model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    got = predict(model, frames, batch_size=32, memory_limit_gib=1.5 * one / 2**30)
+    assert len(calls) == len(frames)
+    ref = one_by_one(make_model(), frames)
+    for k in range(len(frames)):
+        np.testing.assert_allclose(got["forces"][k], ref[k]["forces"], rtol=0, atol=1e-9)
+    with pytest.raises(InsufficientMemoryError, match=r"structure 1: this structure \(9 atoms"):
+        predict(model, [molecule("H2O"), molecule("CH3CH2OH")], memory_limit_gib=0.9 * one / 2**30)
+
+    big = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    big.rattle(0.05, seed=2)
+    whole = predict(model, [big], edge_chunk_size=None)
+    chunked = predict(model, [big], edge_chunk_size=50)
+    np.testing.assert_allclose(chunked["forces"][0], whole["forces"][0], rtol=0, atol=1e-10)
+    assert model.backbone.edge_chunk_size is None
+
+
+def test_far_outside_the_training_domain_is_refused_by_index():
+    """A structure far outside the model's training domain is an OutOfDomainError naming it;
+    out_of_domain='ignore' returns its numbers."""
+    from sinet_ase import OutOfDomainError
+
+    model = make_model()
+    model.metadata = {"training_domain": {"min_distance": {"H-O": 0.9, "H-H": 1.4}, "max_neighbours": 4}}
+    squeezed = molecule("H2O")
+    squeezed.positions[1] = squeezed.positions[0] + [0.3, 0.0, 0.0]
+    frames = [molecule("H2O"), squeezed]
+    with pytest.raises(OutOfDomainError, match=r"structure 1: structure far outside .* \(H-O\) are 0\.300 Å"):
+        predict(model, frames)
+    assert np.isfinite(predict(model, frames, out_of_domain="ignore")["energy"]).all()
