@@ -223,8 +223,8 @@ def evaluate(committee_glob: str, enol_path: Path, n_per_set: int, figure: Path)
     for name, frames in sets.items():  # an evenly spaced subset of each set
         step = max(1, len(frames) // n_per_set)
         sets[name] = _ref_forces(frames[::step][:n_per_set])
-    committee = SINetCalculator(committee_glob)
-    shipped = SINetCalculator("sinet-xtb-md17")
+    committee = SINetCalculator(committee_glob, compile=False)  # short run: eager
+    shipped = SINetCalculator("sinet-xtb-md17", compile=False)
     result, points = {"sets": {}}, {}
     for name, frames in sets.items():
         errors, spreads, _ = score(committee, frames, committee=True)

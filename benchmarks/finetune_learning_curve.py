@@ -119,6 +119,21 @@ def score(model_file: Path, frames) -> dict:
             "energy_mae_meV": 1000 * float(np.abs(e_err).mean())}
 
 
+def run_record(run_dir: Path) -> dict:
+    """Epochs and CPU seconds of a run: from its summary, or from the checkpoint of a run
+    that was stopped before its budget ended (``finished: False``)."""
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        s = json.loads(summary.read_text())
+        return {"epochs": s["epochs_done"], "best_epoch": s["best"]["epoch"],
+                "train_cpu_seconds": s["train_cpu_seconds"], "finished": True}
+    import torch
+
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    return {"epochs": state["epoch"], "best_epoch": state["best"]["epoch"],
+            "train_cpu_seconds": state["cpu_elapsed"], "finished": False}
+
+
 def plot(results, figure: Path, minutes: float, n_test: int):
     import matplotlib
 
@@ -151,6 +166,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 100, 400, 950])
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--minutes", type=float, default=0.25, help="CPU minutes per run")
+    parser.add_argument("--score-only", action="store_true",
+                        help="train nothing: score the runs under --out that have a best model")
     parser.add_argument("--test-stride", type=int, default=5)
     parser.add_argument("--figure", type=Path, default=ROOT / "docs/results/finetune_learning_curve.png")
     args = parser.parse_args(argv)
@@ -164,11 +181,14 @@ def main(argv=None) -> int:
     results = []
     for n in args.sizes:
         for mode in args.modes:
-            run_dir = run(args.out, data, n, mode, args.minutes)
-            summary = json.loads((run_dir / "summary.json").read_text())
+            if args.score_only:
+                run_dir = args.out / f"{mode}_{n}"
+                if not (run_dir / "best_model.pt").exists():
+                    continue
+            else:
+                run_dir = run(args.out, data, n, mode, args.minutes)
             row = {"n_train": n, "mode": mode, **score(run_dir / "best_model.pt", test),
-                   "epochs": summary["epochs_done"], "best_epoch": summary["best"]["epoch"],
-                   "train_cpu_seconds": summary["train_cpu_seconds"]}
+                   **run_record(run_dir)}
             results.append(row)
             print(f"N={n:4d} {mode:8s} force MAE {row['force_mae_meV_per_A']:7.1f} meV/Å  energy MAE "
                   f"{row['energy_mae_meV']:8.1f} meV  ({row['epochs']} epochs, best {row['best_epoch']}, "
