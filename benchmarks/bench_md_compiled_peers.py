@@ -92,7 +92,7 @@ def cache_env(cache, spec):
 def versions_key(spec):
     """What a check depends on besides the config: the interpreter of the model's family."""
     python, _ = bench_md.interpreter_for(spec)
-    return os.path.realpath(python) if python else ""
+    return os.path.abspath(python) if python else ""
 
 
 def prepare(args, models, systems, log):
@@ -119,7 +119,8 @@ def prepare(args, models, systems, log):
                 t0 = time.perf_counter()
                 r = bench_md.launch(cfg, "jemalloc", args.worker_timeout, cache_env(args.cache, spec))
                 r.update(key=key, prepare_wall_s=round(time.perf_counter() - t0, 1))
-                r.pop("structures", None) if r.get("verify") == "pass" and not args.keep_rows else None
+                if r.get("verify") == "pass" and not args.keep_rows:
+                    r.pop("structures", None)
                 records.append(r)
                 done[key] = r
                 log(f"check {spec} {system} {dtype}: {r.get('verify') or r.get('error')} "
@@ -199,6 +200,20 @@ def markdown(env, checks, results, models, systems, dtypes):
               "|---|---|" + "---|" * len(systems)]
     for spec in models:
         cells = [" / ".join(_cell(results, spec, s, d) for d in dtypes) for s in systems]
+        lines.append(f"| {base_model(spec)} | {mode_of(spec)} | " + " | ".join(cells) + " |")
+    lines += ["", "First call (s, f32 / f64; compilation or loading of compiled code included, untimed in "
+                  "the table above):", "",
+              "| model | mode | " + " | ".join(SYSTEM_NAMES.get(s, s) for s in systems) + " |",
+              "|---|---|" + "---|" * len(systems)]
+    for spec in models:
+        cells = []
+        for s in systems:
+            vals = []
+            for d in dtypes:
+                r = next((r for r in results if r.get("model") == spec and r.get("system") == s
+                          and r.get("dtype") == d and "first_call_s" in r), None)
+                vals.append(f"{r['first_call_s']:.1f}" if r else "-")
+            cells.append(" / ".join(vals))
         lines.append(f"| {base_model(spec)} | {mode_of(spec)} | " + " | ".join(cells) + " |")
     loads = [r["foreign_load_cores"] for r in results if "foreign_load_cores" in r]
     if loads:
