@@ -12,7 +12,11 @@ calls (8 from 500 atoms) after 3 untimed ones; prints one JSON line. The first c
 (which compiles) is reported as ``first_s``. Run it with the jemalloc settings of
 benchmarks/README.md, on an idle machine.
 """
-import time, sys, json, torch, numpy as np
+import time
+import sys
+import json
+import torch
+import numpy as np
 torch.set_num_threads(2)
 from ase.build import molecule, bulk
 from sinet_ase import SINet, SINetCalculator

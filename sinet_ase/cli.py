@@ -1,5 +1,7 @@
-"""Console commands: ``sinet-train`` (train a potential), ``sinet-md`` (run MD with one),
-``sinet-eval`` (its errors on labelled data files) and ``sinet-ipi`` (serve it to i-PI)."""
+"""Console commands: ``sinet-train`` (train a potential, a QM9 target or the N-body model),
+``sinet-md`` (run MD with a potential), ``sinet-eval`` (a potential's errors on labelled data
+files, an N-body model's test MSE on an ``.npz`` split) and ``sinet-ipi`` (serve a potential
+to i-PI)."""
 
 import argparse
 import sys
@@ -21,22 +23,47 @@ def _describe_os_error(err: OSError) -> str:
     return f"{err.strerror or err}{where}"
 
 
-def train_main(argv=None) -> int:
+def train_parser() -> argparse.ArgumentParser:
+    """The ``sinet-train`` command line; its epilog lists the config sections and keys."""
+    from .train.template import config_sections_help
+
     parser = argparse.ArgumentParser(
-        prog="sinet-train",
+        prog="sinet-train", formatter_class=_TrainHelpFormatter,
         description="Train a SINet model from a YAML config: an energy+force potential "
-                    "(default) or, with 'task: qm9', a QM9 property (training/qm9_*.yaml).",
-        epilog="Overrides: dotted keys after the config, e.g. training.epochs=5 run_dir=runs/x",
+                    "(default), with 'task: qm9' a QM9 property (training/qm9_*.yaml), with "
+                    "'task: nbody' the charged N-body model (training/nbody*.yaml).",
+        epilog=config_sections_help() + "\n\nOverrides: dotted keys after the config, e.g. "
+               "training.epochs=5 run_dir=runs/x. Start a config with sinet-train --print-config "
+               "> my.yaml. docs/training.md",
     )
-    parser.add_argument("config", help="YAML config (see training/*.yaml)")
+    parser.add_argument("config", nargs="?", default=None, help="YAML config (see training/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print a commented config of a potential with every key at its "
+                             "default (data.train: [train.extxyz]) and exit")
     parser.add_argument("--resume", action="store_true",
                         help="continue from run_dir/checkpoint.pt exactly where it stopped")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--committee", type=int, default=None, metavar="N",
                         help="train N models with seeds seed..seed+N-1 into run_dir/member_k "
                              "(a committee for SINetCalculator's uncertainty)")
+    return parser
+
+
+class _TrainHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's one line per config section."""
+
+
+def train_main(argv=None) -> int:
+    parser = train_parser()
     args = parser.parse_intermixed_args(argv)  # --quiet / --resume also after the overrides
+    if args.print_config:
+        from .train.template import default_config_yaml
+
+        print(default_config_yaml(), end="")
+        return 0
+    if args.config is None:
+        parser.error("give a config file (sinet-train --print-config > my.yaml writes one)")
 
     from .data.qm9 import QM9CacheError
     from .train import load_config, train
@@ -118,6 +145,22 @@ def _number(kind, minimum, inclusive, what):
 _POSITIVE_INT = _number(int, 0, False, "a positive whole number")
 _POSITIVE = _number(float, 0.0, False, "a positive number")
 _NON_NEGATIVE = _number(float, 0.0, True, "zero or a positive number")
+
+
+def _FINITE(text):
+    """An argparse type: a finite float (``--pressure`` may be negative: tension)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+_FINITE.__name__ = "a finite number"
 #: trajectory formats sinet-md writes (.traj: ASE's binary trajectory; the others extxyz text)
 TRAJECTORY_SUFFIXES = (".traj", ".extxyz", ".xyz")
 
@@ -161,52 +204,146 @@ def _card_start_structure(args) -> str:
     return start
 
 
-def md_main(argv=None) -> int:
+def list_potentials() -> str:
+    """``sinet-md --list``: each shipped potential, its elements, whether it is for periodic
+    cells, and the start structure ``sinet-md --potential NAME`` runs without a structure."""
+    from .pretrained import default_potential, list_pretrained, potential_card
+
+    names = list_pretrained()
+    if not names:
+        return "no shipped potential in this installation; pass --model FILE"
+    default = default_potential()
+    rows = [("name", "elements", "periodic", "start structure", "")]
+    for name in names:
+        card = potential_card(name)
+        elements = card.get("elements")
+        periodic = card.get("periodic")
+        rows.append((name, " ".join(elements) if elements else "-",
+                     {True: "yes", False: "no"}.get(periodic, "-"),
+                     card.get("start_structure") or "- (give one)",
+                     "(default)" if name == default else ""))
+    widths = [max(len(row[k]) for row in rows) for k in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4]
+             for row in rows]
+    lines.append("run one: sinet-md --potential NAME [structure]; shipped molecules: "
+                 + ", ".join(_shipped_molecules()))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _shipped_molecules():
+    from .pretrained import shipped_structure_names
+
+    return shipped_structure_names() or ["none"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's help with ``(default: ...)`` after every option that has a default worth
+    showing (not for a flag, and not for ``None``, whose help says what happens instead)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def md_parser() -> argparse.ArgumentParser:
+    """The ``sinet-md`` command line (every option has help; defaults are shown)."""
+    from .md import DEFAULT_MAX_DRIFT, ENSEMBLES
+
     parser = argparse.ArgumentParser(
-        prog="sinet-md",
+        prog="sinet-md", formatter_class=HelpFormatter,
         description="Molecular dynamics with a SINet potential: progress bar, temperature and "
-                    "energies every interval, a trajectory for `ase gui`, energy drift and speed.",
-    )
+                    "energies every interval, a trajectory for `ase gui` with a log file beside "
+                    "it, energy drift and speed. Ctrl-C stops cleanly (exit code 130) and keeps "
+                    "every frame written so far.",
+        epilog="Examples: sinet-md aspirin --potential sinet-rmd17-aspirin; sinet-md --potential "
+               "sinet-mlearn-si --ensemble npt --pressure 0.0001; sinet-md cell.extxyz --model "
+               "best_model.pt. Ensembles: " + "; ".join(f"{k}: {v}" for k, v in ENSEMBLES.items())
+               + ". docs/md.md")
     parser.add_argument("structure", nargs="?", default=None,
-                        help="shipped molecule (e.g. aspirin), ase.build name, or a file; "
-                             "default: the start structure named by the --potential's card")
+                        help="shipped molecule (e.g. aspirin), ase.build.molecule name, or a file "
+                             "ase.io.read reads (its last frame; extxyz with Lattice and pbc for a "
+                             "periodic cell); default: the start structure of the --potential "
+                             "(sinet-md --list)")
+    parser.add_argument("--structure", dest="structure_option", default=None, metavar="STRUCTURE",
+                        help="the same as the positional structure")
     parser.add_argument("--potential", default=None,
-                        help="shipped potential name (default: sinet-xtb-md17; list_pretrained())")
-    parser.add_argument("--model", default=None, help="model file instead of a shipped potential")
-    parser.add_argument("--steps", type=_POSITIVE_INT, default=2000)
+                        help="shipped potential name (default: sinet-xtb-md17); 'list' lists "
+                             "them, as --list does")
+    parser.add_argument("--list", action="store_true",
+                        help="list the shipped potentials with their elements and start "
+                             "structures, and exit")
+    parser.add_argument("--model", default=None,
+                        help="model file (sinet-train's best_model.pt) instead of a shipped potential")
+    parser.add_argument("--steps", type=_POSITIVE_INT, default=2000, help="MD steps")
     parser.add_argument("--timestep", type=_POSITIVE, default=0.5, help="fs")
-    parser.add_argument("--temperature", type=_NON_NEGATIVE, default=300.0, help="K (initial for NVE)")
-    parser.add_argument("--ensemble", choices=["nve", "langevin"], default="nve")
-    parser.add_argument("--friction", type=_NON_NEGATIVE, default=0.01, help="Langevin friction, 1/fs")
-    parser.add_argument("--interval", type=_POSITIVE_INT, default=100, help="report and save every N steps")
+    parser.add_argument("--temperature", type=_NON_NEGATIVE, default=300.0,
+                        help="K: initial Maxwell-Boltzmann velocities, and the thermostat's target")
+    parser.add_argument("--ensemble", choices=list(ENSEMBLES), default="nve",
+                        help="integrator (listed below)")
+    parser.add_argument("--friction", type=_NON_NEGATIVE, default=0.01,
+                        help="Langevin friction, 1/fs")
+    parser.add_argument("--thermostat-time", type=_POSITIVE, default=None,
+                        help="fs: Bussi's time constant and the Nose-Hoover chains' damping time "
+                             "of npt (default: 100 x --timestep)")
+    parser.add_argument("--pressure", type=_FINITE, default=1e-4,
+                        help="external pressure of npt / npt-cell, GPa (1e-4 GPa = 1 bar)")
+    parser.add_argument("--barostat-time", type=_POSITIVE, default=None,
+                        help="fs: the MTK barostat's damping time (default: 1000 x --timestep)")
+    parser.add_argument("--interval", type=_POSITIVE_INT, default=100,
+                        help="report, log and save a frame every N steps")
     parser.add_argument("--trajectory", type=_trajectory_path, default="sinet-md.traj",
-                        help=".traj, .extxyz or .xyz")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    parser.add_argument("--device", default="cpu")
+                        help=".traj (ASE) or .extxyz / .xyz")
+    parser.add_argument("--log", default=None,
+                        help="log file: step, time, T, E_pot, E_kin, E_tot (and volume, pressure "
+                             "for a periodic cell) every --interval steps (default: the "
+                             "trajectory's name with .log)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                        help="precision of the model")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                        help="torch.compile the network: auto (default) for runs of 1000 steps "
+                        help="torch.compile the network: auto for runs of 1000 steps "
                              "or more where a C++ compiler exists, on, or off (eager)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the initial velocities and the thermostat")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     stability = parser.add_argument_group(
         "stability checks", "every --check-interval steps; a failed check stops the run with exit "
                             "code 3 and keeps the trajectory so far (pass inf to switch one off)")
     stability.add_argument("--max-temperature", type=_POSITIVE, default=None,
                            help="K (default: 5 x --temperature + 1000 K)")
-    stability.add_argument("--max-drift", type=_POSITIVE, default=0.05,
-                           help="NVE total-energy change, eV/atom (default 0.05)")
+    stability.add_argument("--max-drift", type=_POSITIVE, default=DEFAULT_MAX_DRIFT,
+                           help="NVE total-energy change, eV/atom")
     stability.add_argument("--max-neighbour-distance", type=_POSITIVE, default=None,
                            help="an atom with no neighbour this close (Å) that had one at the "
                                 "start stops the run (default: the model's cutoff)")
     stability.add_argument("--check-interval", type=_POSITIVE_INT, default=10, help="steps")
-    args = parser.parse_args(argv)
+    return parser
 
-    from .md import MDInstabilityError, run_md
+
+def md_main(argv=None) -> int:
+    parser = md_parser()
+    args = parser.parse_args(argv)
+    if args.structure is not None and args.structure_option is not None:
+        parser.error("give the structure once: as the positional argument or as --structure")
+    args.structure = args.structure or args.structure_option
+    if args.list or args.potential == "list":
+        print(list_potentials())
+        return 0
+
+    from .md import MDInstabilityError, MDInterrupted, run_md
 
     try:
         _check_device(args.device)
         atoms = _load_structure(args.structure or _card_start_structure(args))
         report = run_md(atoms, args)
+    except MDInterrupted as stopped:
+        print(stopped.summary)
+        print(f"sinet-md: {stopped}; every frame written so far reads back", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before the run started (loading, compiling) or a second Ctrl-C
+        print("sinet-md: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except MDInstabilityError as err:
         print(f"sinet-md: error: {err}", file=sys.stderr)
         return 3
@@ -230,12 +367,18 @@ def eval_main(argv=None) -> int:
         prog="sinet-eval",
         description="Errors of a SINet potential on labelled data files: energy (meV/atom and "
                     "meV), force (meV/Å) and stress (meV/Å³) MAE and RMSE per file and per "
-                    "config_type; predictions to extxyz for parity plots.",
+                    "config_type; predictions to extxyz for parity plots. Given an N-body model "
+                    "file (task: nbody), its test MSE on an .npz split and the x + v baseline.",
+        epilog="N-body: sinet-eval RUN/best_model.pt ~/.cache/sinet_ase/nbody/test.npz [--time]; "
+               "A.pt,B.pt,... scores the ensemble (mean of the predicted positions).",
     )
     parser.add_argument("model", help="model file (best_model.pt of a sinet-train run) or the name "
-                                      "of a shipped potential (sinet-xtb-md17, ...)")
-    parser.add_argument("data", nargs="+", help="labelled extxyz (or other ase.io) files")
-    parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
+                                      "of a shipped potential (sinet-xtb-md17, ...); N-body model "
+                                      "files joined by commas form an ensemble")
+    parser.add_argument("data", nargs="+", help="labelled extxyz (or other ase.io) files; for an "
+                                                "N-body model one .npz with x, v, q, target")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="structures per batch (default 16; N-body systems: 100)")
     parser.add_argument("--output", default=None,
                         help="extxyz of all frames with SINet_energy/SINet_forces/SINet_stress "
                              "beside the reference labels")
@@ -252,9 +395,37 @@ def eval_main(argv=None) -> int:
                              "kB, compression positive, xx yy zz xy yz zx (mlearn's virial_stress_raw)")
     parser.add_argument("--config-type-key", default="config_type",
                         help="info key that groups structures in the table (default: config_type)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                        help="potentials: float64 (default); N-body models run in the dtype "
+                             "they were trained in")
     parser.add_argument("--device", default="cpu")
+    nbody = parser.add_argument_group("N-body model files")
+    nbody.add_argument("--time", action="store_true",
+                       help="also time inference per batch (one model; on --device)")
     args = parser.parse_args(argv)
+
+    from pathlib import Path
+
+    from .nbody.evaluate import is_nbody_model_file
+
+    first = args.model.split(",")[0]
+    if Path(first).is_file() and is_nbody_model_file(first):
+        if len(args.data) != 1:
+            parser.error("an N-body model is scored on one .npz split")
+        if args.dtype is not None:
+            parser.error("--dtype: an N-body model runs in the dtype it was trained in")
+        if args.time and "," in args.model:
+            parser.error("--time times one model: give a single model file")
+        if args.batch_size is not None and args.batch_size < 1:
+            parser.error("--batch-size must be >= 1")
+        from .nbody.evaluate import run
+
+        return run(args.model, args.data[0], batch_size=args.batch_size or 100, time=args.time,
+                   device=args.device, json_path=args.json)
+    if args.time:
+        parser.error("--time applies to N-body model files")
+    args.batch_size = 16 if args.batch_size is None else args.batch_size
+    args.dtype = args.dtype or "float64"
 
     import json
 

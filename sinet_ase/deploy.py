@@ -43,7 +43,7 @@ number of edge lists, so that a reader maps its atom types without Python.
 """
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch

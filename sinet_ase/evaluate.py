@@ -23,7 +23,6 @@ Predictions can be written to extxyz beside the reference labels: ``SINet_energy
 ``SINet_stress`` (info, ``(3, 3)`` eV/Å^3, ASE's sign), as MACE writes ``MACE_energy``.
 """
 
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np

@@ -1,10 +1,30 @@
 """The MD driver behind ``sinet-md``: ASE dynamics with reporting.
 
-Velocity Verlet (NVE) or Langevin (NVT, ``fixcm=False``: ASE's default
-centre-of-mass fix over-heats small molecules) on a SINet calculator. Every
-``interval`` steps it prints the temperature and the potential, kinetic and
-total energies, and appends a frame to the trajectory; at the end it reports
-the total-energy drift (NVE) and the speed.
+Ensembles (``--ensemble``), all ASE integrators on a SINet calculator:
+
+* ``nve``: velocity Verlet;
+* ``langevin``: NVT Langevin (``fixcm=False``: ASE's default centre-of-mass fix
+  over-heats small molecules), friction ``--friction``;
+* ``bussi``: NVT stochastic velocity rescaling (Bussi, Donadio and Parrinello,
+  J. Chem. Phys. 126, 014101 (2007); :class:`ase.md.bussi.Bussi`), time constant
+  ``--thermostat-time``; it samples the canonical ensemble without damping the dynamics;
+* ``npt``: isotropic Martyna-Tobias-Klein barostat with Nose-Hoover chains
+  (J. Chem. Phys. 101, 4177 (1994); :class:`ase.md.nose_hoover_chain.IsotropicMTKNPT`),
+  the volume fluctuates at fixed cell shape; ``npt-cell`` lets the whole cell fluctuate
+  (:class:`~ase.md.nose_hoover_chain.MTKNPT`). The external pressure ``--pressure`` is in
+  GPa (1 bar = 1e-4 GPa); both need a cell periodic in all three directions, whose
+  stress the calculator returns together with the forces (one model call per step).
+
+Every ``interval`` steps it prints step, time, temperature and the potential, kinetic and
+total energies (plus volume and pressure for a periodic cell), writes the same line to
+a log file beside the trajectory (``<trajectory>.log``, a ``#`` header, readable with
+``numpy.loadtxt``) and appends a frame to the trajectory; at the end it reports the
+total-energy drift (NVE) and the speed.
+
+Ctrl-C (SIGINT) stops the run cleanly: the step in progress finishes, its frame is
+written and the trajectory closed, so every frame reads back; :class:`MDInterrupted`
+carries the summary up to there (``sinet-md`` exits with code 130). A second Ctrl-C
+aborts at once.
 
 A :class:`StabilityMonitor` watches the run every ``check_interval`` steps and
 stops it (:class:`MDInstabilityError`) when the dynamics has left the regime
@@ -16,6 +36,8 @@ dissociated molecule while the run reports success. The trajectory written
 so far, plus the frame that failed the check, stays on disk.
 """
 
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +58,60 @@ from .fastpath import (MD_AUTO_COMPILE_STEPS, AutoCompile, CompileFallbackWarnin
 
 class MDInstabilityError(RuntimeError):
     """The dynamics blew up (temperature runaway, energy drift, dissociation)."""
+
+
+class MDInterrupted(Exception):
+    """The run was stopped with Ctrl-C; ``summary`` describes it up to the last step."""
+
+    def __init__(self, summary: str, step: int):
+        super().__init__(f"interrupted (Ctrl-C) at step {step}")
+        self.summary = summary
+        self.step = step
+
+
+#: ``--ensemble`` choices: name -> one line for ``sinet-md --help``
+ENSEMBLES = {
+    "nve": "velocity Verlet",
+    "langevin": "NVT, Langevin thermostat (--friction)",
+    "bussi": "NVT, Bussi stochastic velocity rescaling (--thermostat-time)",
+    "npt": "NPT, isotropic MTK barostat + Nose-Hoover chains (--pressure, --barostat-time; "
+           "periodic cells only)",
+    "npt-cell": "NPT like npt, the whole cell (shape too) fluctuates",
+}
+#: ensembles with a barostat: they need a cell periodic in all three directions
+NPT_ENSEMBLES = ("npt", "npt-cell")
+
+
+class _StopOnSigint:
+    """While active, the first SIGINT only sets :attr:`requested` (the run stops after the
+    step in progress, between two steps, never in the middle of a trajectory write); a second
+    one raises ``KeyboardInterrupt`` at once. Python allows signal handlers only in the
+    main thread; elsewhere this does nothing and Ctrl-C keeps Python's behaviour."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("Ctrl-C: stopping after this step and closing the trajectory "
+                   "(Ctrl-C again aborts at once)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+class _StopRequested(Exception):
+    """Raised between two steps after a Ctrl-C (an ASE observer cannot end ``run`` otherwise)."""
 
 
 class StabilityMonitor:
@@ -150,10 +226,99 @@ def _append_extxyz(path: Path, atoms) -> None:
             raise
 
 
+def check_ensemble(atoms, args) -> None:
+    """A clear error for an ensemble the structure or the settings cannot run."""
+    if args.ensemble in NPT_ENSEMBLES:
+        if not atoms.pbc.all() or atoms.cell.rank < 3:
+            raise ValueError(
+                f"--ensemble {args.ensemble} changes the cell to hold the pressure: it needs a "
+                f"structure periodic in all three directions with a cell (this one has pbc "
+                f"{atoms.pbc.tolist()}); use nve, langevin or bussi for a molecule, or give a "
+                "periodic structure file (extxyz with Lattice and pbc)")
+    if args.ensemble in ("bussi",) + NPT_ENSEMBLES and not args.temperature > 0:
+        raise ValueError(f"--ensemble {args.ensemble} needs a --temperature above 0 K "
+                         "(its thermostat rescales the velocities towards it)")
+
+
+def _thermostat_time(args) -> float:
+    """fs: ``--thermostat-time``, by default 100 time steps (ASE's advice for MTK)."""
+    value = getattr(args, "thermostat_time", None)
+    return 100.0 * args.timestep if value is None else value
+
+
+def _barostat_time(args) -> float:
+    """fs: ``--barostat-time``, by default 1000 time steps (ASE's advice for MTK)."""
+    value = getattr(args, "barostat_time", None)
+    return 1000.0 * args.timestep if value is None else value
+
+
+def _ase_integrator(module: str, name: str, ensemble: str):
+    """An integrator class of recent ASE versions, or a clear error naming the upgrade."""
+    import importlib
+
+    import ase
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"--ensemble {ensemble} needs {module}.{name}, which ASE {ase.__version__} "
+                         "lacks: pip install -U ase (3.29 has it)") from None
+
+
+def make_dynamics(atoms, args, rng):
+    """The ASE integrator for ``args.ensemble`` (velocities already set)."""
+    dt = args.timestep * units.fs
+    if args.ensemble == "nve":
+        return VelocityVerlet(atoms, timestep=dt)
+    if args.ensemble == "langevin":
+        return Langevin(atoms, dt, temperature_K=args.temperature, friction=args.friction / units.fs,
+                        fixcm=False, rng=rng)
+    if args.ensemble == "bussi":
+        Bussi = _ase_integrator("ase.md.bussi", "Bussi", args.ensemble)
+        return Bussi(atoms, dt, temperature_K=args.temperature,
+                     taut=_thermostat_time(args) * units.fs, rng=rng)
+    if args.ensemble in NPT_ENSEMBLES:
+        kind = _ase_integrator("ase.md.nose_hoover_chain",
+                               "IsotropicMTKNPT" if args.ensemble == "npt" else "MTKNPT", args.ensemble)
+        return kind(atoms, dt, temperature_K=args.temperature,
+                    pressure_au=args.pressure * units.GPa, tdamp=_thermostat_time(args) * units.fs,
+                    pdamp=_barostat_time(args) * units.fs)
+    raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {args.ensemble!r}")
+
+
+def _stress_with_forces(calc) -> None:
+    """Make ``calc`` return the stress with every force call: a barostat asks for the forces
+    and then the stress of the same positions, which would otherwise cost two model calls."""
+    calculate = calc.calculate
+
+    def with_stress(atoms=None, properties=("energy",), system_changes=None):
+        wanted = tuple(properties)
+        if "stress" not in wanted:
+            wanted += ("stress",)
+        if system_changes is None:
+            return calculate(atoms, wanted)
+        return calculate(atoms, wanted, system_changes)
+
+    calc.calculate = with_stress
+
+
+def log_path(args) -> Path:
+    """The log file: ``--log``, or the trajectory's name with ``.log``."""
+    given = getattr(args, "log", None)
+    return Path(given) if given else Path(args.trajectory).with_suffix(".log")
+
+
 def run_md(atoms, args) -> str:
-    """Run the dynamics described by the parsed ``sinet-md`` arguments; returns the summary text."""
+    """Run the dynamics described by the parsed ``sinet-md`` arguments; returns the summary text.
+
+    Raises :class:`MDInstabilityError` when a stability check fails and
+    :class:`MDInterrupted` (with the summary so far) after a Ctrl-C."""
+    check_ensemble(atoms, args)
     started_up = time.perf_counter()
     atoms.calc = _calculator(args)
+    periodic = bool(atoms.pbc.all()) and atoms.cell.rank == 3
+    if args.ensemble in NPT_ENSEMBLES:
+        _stress_with_forces(atoms.calc)
     network = compiled_network(atoms.calc.model)
     if network is not None and network.after_calls == 0 and compile_problem(atoms.calc.device.type) is None:
         tqdm.write("compiling the network for this run (the first time takes a while; later runs "
@@ -161,25 +326,27 @@ def run_md(atoms, args) -> str:
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
     Stationary(atoms)
-    ZeroRotation(atoms)
-    dt = args.timestep * units.fs
-    if args.ensemble == "nve":
-        dyn = VelocityVerlet(atoms, timestep=dt)
-    else:
-        dyn = Langevin(atoms, dt, temperature_K=args.temperature, friction=args.friction / units.fs,
-                       fixcm=False, rng=rng)
+    if not atoms.pbc.any():  # a periodic structure has no rotation to remove
+        ZeroRotation(atoms)
+    dyn = make_dynamics(atoms, args, rng)
 
     path = Path(args.trajectory)
     extxyz = path.suffix in (".xyz", ".extxyz")
     if extxyz and path.exists():
         path.unlink()  # the user asked for this output file; ASE's Trajectory("w") truncates likewise
+    log_file = log_path(args)
+    if log_file.resolve() == path.resolve():
+        raise ValueError(f"--log {log_file} is the trajectory file; give another name")
     traj = None if extxyz else Trajectory(str(path), "w", atoms)
+    log = None
+    frames = [0]
 
     def save():
         if extxyz:
             _append_extxyz(path, atoms)
         else:
             traj.write()
+        frames[0] += 1
 
     with warnings.catch_warnings():  # the summary says why the network ran eagerly, in one line
         warnings.simplefilter("ignore", CompileFallbackWarning)
@@ -188,6 +355,8 @@ def run_md(atoms, args) -> str:
     n_atoms = len(atoms)
     temperatures = []
     header = f"{'step':>7} {'time/ps':>8} {'T/K':>8} {'E_pot/eV':>13} {'E_kin/eV':>10} {'E_tot/eV':>13}"
+    if periodic:
+        header += f" {'V/Å^3':>11} {'P/GPa':>9}"
     max_temperature = getattr(args, "max_temperature", None)
     if max_temperature is None:
         max_temperature = default_max_temperature(args.temperature)
@@ -197,6 +366,13 @@ def run_md(atoms, args) -> str:
         max_drift=getattr(args, "max_drift", DEFAULT_MAX_DRIFT) if args.ensemble == "nve" else None,
         e_start=e_start)
     dyn.attach(lambda: monitor.check(dyn.nsteps), interval=getattr(args, "check_interval", 10))
+    stop = _StopOnSigint()
+
+    def stop_if_asked():
+        if stop.requested:
+            raise _StopRequested
+
+    dyn.attach(stop_if_asked, interval=1)
     bar = tqdm(total=args.steps, disable=args.no_progress, unit="step", leave=False)
 
     def report():
@@ -204,20 +380,34 @@ def run_md(atoms, args) -> str:
         e_pot, e_kin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
         line = (f"{dyn.nsteps:7d} {dyn.nsteps * args.timestep / 1000:8.3f} {temperatures[-1]:8.1f} "
                 f"{e_pot:13.5f} {e_kin:10.5f} {e_pot + e_kin:13.5f}")
+        if periodic:  # the instantaneous pressure, kinetic part included (as the barostat sees it)
+            pressure = -np.trace(atoms.get_stress(voigt=False, include_ideal_gas=True)) / 3
+            line += f" {atoms.get_volume():11.3f} {pressure / units.GPa:9.4f}"
         tqdm.write(line)
+        log.write(line + "\n")
+        log.flush()  # whole lines on disk as the run goes (a crash or Ctrl-C keeps them)
         save()
 
     started = time.perf_counter()
-    done = 0
+    interrupted = False
     try:
-        tqdm.write(header)
-        report()
-        while done < args.steps:
-            chunk = min(args.interval, args.steps - done)
-            dyn.run(chunk)
-            done += chunk
-            bar.update(chunk)
+        log = log_file.open("w")
+        log.write("#" + header[1:] + "\n")
+        with stop:
+            tqdm.write(header)
             report()
+            while dyn.nsteps < args.steps:
+                before = dyn.nsteps
+                try:
+                    dyn.run(min(args.interval, args.steps - dyn.nsteps))
+                except _StopRequested:
+                    interrupted = True
+                bar.update(dyn.nsteps - before)
+                if interrupted:
+                    if dyn.nsteps > before:
+                        report()  # the last whole step
+                    break
+                report()
     except MDInstabilityError as err:
         save()  # the frame that failed the check, for inspection
         raise MDInstabilityError(f"{err}. The trajectory up to step {dyn.nsteps} is in {path}") from None
@@ -225,18 +415,24 @@ def run_md(atoms, args) -> str:
         bar.close()
         if traj is not None:
             traj.close()
+        if log is not None:
+            log.close()
     elapsed = time.perf_counter() - started
 
-    ms_per_step = 1000 * elapsed / max(args.steps, 1)
-    lines = [f"{args.steps} steps of {args.timestep} fs ({args.ensemble}) on {n_atoms} atoms in {elapsed:.1f} s: "
-             f"{ms_per_step:.2f} ms/step, {args.steps / elapsed:.1f} steps/s, "
-             f"{args.steps * args.timestep * 1e-6 / elapsed * 86400:.3f} ns/day",
+    steps = dyn.nsteps
+    ms_per_step = 1000 * elapsed / max(steps, 1)
+    lines = [f"{steps} steps of {args.timestep} fs ({args.ensemble}) on {n_atoms} atoms in {elapsed:.1f} s: "
+             f"{ms_per_step:.2f} ms/step, {steps / elapsed:.1f} steps/s, "
+             f"{steps * args.timestep * 1e-6 / elapsed * 86400:.3f} ns/day",
              f"start-up (model, first force call{', compilation' if network and network.active else ''}): "
              f"{start_up:.1f} s; " + (network.describe() if network is not None else "network eager")]
     drift = atoms.get_total_energy() - e_start
     if args.ensemble == "nve":
-        ps = args.steps * args.timestep / 1000
+        ps = steps * args.timestep / 1000
         lines.append(f"NVE energy drift: {drift:+.3e} eV total, {drift / n_atoms:+.3e} eV/atom, "
                      f"{drift / n_atoms / max(ps, 1e-12):+.3e} eV/atom/ps")
-    lines.append(f"mean temperature {np.mean(temperatures):.1f} K; trajectory: {path} (view: ase gui {path})")
+    lines.append(f"mean temperature {np.mean(temperatures):.1f} K; trajectory: {path} "
+                 f"({frames[0]} frames; view: ase gui {path}); log: {log_file}")
+    if interrupted:
+        raise MDInterrupted("\n".join(lines), steps)
     return "\n".join(lines)

@@ -222,7 +222,7 @@ def edge_vectors(graph, positions: torch.Tensor, cell: torch.Tensor,
                  batch: torch.Tensor) -> torch.Tensor:
     """``r_ij = x_j - x_i + S_ij . cell_g`` for every edge: ``(E, 3)``, float64."""
     receiver, sender = graph.edge_index[0], graph.edge_index[1]
-    if cell.shape[0] == 1:  # one structure, one cell: a (E, 3) x (3, 3) product, 5x cheaper
+    if cell.shape[0] == 1:  # one cell: one (E, 3) x (3, 3) product, no per-edge gather of cells
         shift = graph.shifts @ cell[0]
     else:
         shift = torch.einsum("ek,ekl->el", graph.shifts, cell[batch[receiver]])

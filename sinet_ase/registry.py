@@ -35,7 +35,7 @@ import torch
 #: modules that register the model kinds of this package when imported
 BUILTIN_MODULES = ("sinet_ase.model", "sinet_ase.qm9.model", "sinet_ase.nbody.model")
 #: modules that register the training tasks of this package when imported
-BUILTIN_TASK_MODULES = ("sinet_ase.train.tasks", "sinet_ase.qm9.task")
+BUILTIN_TASK_MODULES = ("sinet_ase.train.tasks", "sinet_ase.qm9.task", "sinet_ase.nbody.task")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ def model_file(tmp_path_factory):
     ("md_langevin.py", ["--steps", "20", "--trajectory", "{tmp}/t.traj"], "trajectory written"),
     ("relax.py", ["--steps", "5"], "converged"),
     ("relax.py", ["--crystal", "Cu", "--steps", "3"], "cell lengths"),
+    ("md_npt.py", ["--crystal", "Cu", "--steps", "10"], "final volume per atom"),
 ])
 def test_example_runs(script, args, expect, model_file, tmp_path):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]

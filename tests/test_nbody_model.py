@@ -273,13 +273,17 @@ def test_input_frames_add_training_pairs_only(small_data, tmp_path, capsys):
 
 @pytest.mark.parametrize("recipe", ["nbody.yaml", "nbody_best.yaml"])
 def test_nbody_recipes_load_and_build(recipe):
+    """The recipes are sinet-train configs of the nbody task (tests/test_nbody_task.py)."""
     from pathlib import Path
 
-    config = load_config(Path(__file__).resolve().parents[1] / "training" / recipe)
-    model = NBodySINet(**config["model"])
+    from sinet_ase.train import load_config as load_train_config
+
+    config = load_train_config(Path(__file__).resolve().parents[1] / "training" / recipe)
+    assert config.task == "nbody"
+    model = NBodySINet(**config.model)
     assert model.num_parameters() > 1000
-    assert float(config["train"]["weight_decay"]) >= 0
-    frames = config["train"].get("input_frames")
+    assert config.training.weight_decay >= 0
+    frames = config.nbody.input_frames
     if frames is not None:  # every listed pair exists: k + 10 <= the last recorded frame
         assert all(0 <= k and k + 10 < sim.N_FRAMES for k in frames) and 30 in frames
 

@@ -63,3 +63,9 @@ def test_every_non_python_file_in_the_package_is_package_data():
             continue
         relative = path.relative_to(PACKAGE).as_posix()
         assert any(fnmatchcase(relative, g) for g in globs), f"{relative} would be left out of a wheel"
+
+
+def test_the_package_is_marked_typed_and_the_marker_ships():
+    """PEP 561: type checkers read the annotations of a package with ``py.typed``."""
+    assert (PACKAGE / "py.typed").is_file()
+    assert "py.typed" in package_data_globs()

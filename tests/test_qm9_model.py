@@ -276,7 +276,7 @@ def test_evaluate_command_prints_table(gap_run, capsys, tmp_path):
     ({"model": {"pooling": "max"}}, r"model\.pooling must be one of sum, mean"),
     ({"qm9": {"target": "mu"}, "model": {"lmax": 0}}, r"model\.lmax must be >= 1"),
     ({"qm9": {"target": "mu"}, "model": {"pooling": "sum"}}, "pooling does not apply to target mu"),
-    ({"task": "qm10"}, "task must be one of energy, qm9"),
+    ({"task": "qm10"}, "task must be one of energy, nbody, qm9"),
 ])
 def test_config_errors(change, message):
     raw = {"task": "qm9", "qm9": {"target": "gap"}}

@@ -9,10 +9,12 @@
   (``load_nbody_dataset``) and the evaluation format (``save_npz_split``).
 - :mod:`sinet_ase.nbody.model`: ``NBodySINet`` (SINet with a vector head),
   model files (``save_nbody_model`` / ``load_nbody_model``).
-- :mod:`sinet_ase.nbody.train`: the training recipe; CLI
-  ``python -m sinet_ase.nbody.train training/nbody.yaml``.
-- :mod:`sinet_ase.nbody.evaluate`: CLI ``python -m sinet_ase.nbody.evaluate
-  CHECKPOINT DATA.npz`` (test MSE).
+- :mod:`sinet_ase.nbody.task`: the ``nbody`` task of the shared trainer;
+  ``sinet-train training/nbody.yaml``.
+- :mod:`sinet_ase.nbody.train`: the benchmark MSE (``evaluate_mse``) and the former
+  training loop (its command is deprecated in favour of ``sinet-train``).
+- :mod:`sinet_ase.nbody.evaluate`: test MSE of model files on an ``.npz`` split;
+  ``sinet-eval MODEL.pt DATA.npz``.
 - :mod:`sinet_ase.nbody.rollout`: ``rollout`` (autoregressive, K intervals of
   1,000 steps), ``ground_truth`` (simulator), ``rollout_mse``.  The function
   ``rollout`` is not re-exported here (it shares its module's name): use

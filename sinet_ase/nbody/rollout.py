@@ -22,7 +22,7 @@ from constant acceleration (close encounters), and the higher-order formulas
 amplify that: on test systems, fed with the *true* positions, finite
 differences give the smallest velocity error after the first interval, and the
 model's rollouts with them the smallest position error (figures and command in
-``training/RESULTS.md``, "Choice of velocity estimator";
+``docs/results/nbody.md``, "Choice of velocity estimator";
 :func:`measure_velocity_estimators`).  Predicting the velocity with a second head would
 avoid the estimate altogether; this model does not (it predicts positions
 only, as in the benchmark).

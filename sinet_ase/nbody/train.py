@@ -1,54 +1,34 @@
-r"""Training recipe for :class:`~sinet_ase.nbody.model.NBodySINet` (SEGNN protocol).
+r"""The former training loop of :class:`~sinet_ase.nbody.model.NBodySINet`, and its command.
 
-Protocol (Brandstetter et al. 2022, as used in the SINet paper, Sec. 5.4):
-MSE over all coordinates of the predicted positions at frame 40, Adam with
-learning rate ``5e-4`` and weight decay ``1e-12``, batch 100, up to 1,000
-epochs, validation every 5 epochs, and the test MSE reported at the epoch of
-the best validation MSE.  3,000 / 2,000 / 2,000 trajectories
-(:func:`sinet_ase.nbody.dataset.load_nbody_dataset`).
+New runs use the shared trainer: ``sinet-train training/nbody.yaml`` (the ``nbody`` task,
+:mod:`sinet_ase.nbody.task`). What stays here:
 
-Command::
+* :func:`train`, the former loop with its dict config (:data:`DEFAULT_CONFIG`, sections
+  ``model``, ``data``, ``train``), checkpoint format (``checkpoint.pt``: model, optimiser,
+  torch and shuffling-generator states, best-so-far and its weights, history, written
+  atomically at every validation; ``--resume`` continues exactly) and outputs (``best.pt``,
+  ``log.json``). It reads the checkpoints and recipes written before the N-body task joined
+  the shared trainer, and it is the reference that task is tested against
+  (``tests/test_nbody_task.py``: one epoch of each gives the same loss).
+* :func:`evaluate_mse`, :func:`split_to_tensors`, :func:`resolve_device`: the benchmark's
+  MSE and helpers, used by the task, :mod:`sinet_ase.nbody.evaluate` and the scripts.
+* :func:`main`, ``python -m sinet_ase.nbody.train RECIPE [--out DIR] [--seed S] [--epochs E]
+  [--lmax L] [--device DEV] [--max-minutes M] [--set SECTION.KEY=VALUE] [--resume]``:
+  deprecated; it says so and runs the recipe through ``sinet-train``
+  (:func:`sinet_ase.nbody.task.config_from_legacy` translates a recipe of the former format).
 
-    python -m sinet_ase.nbody.train training/nbody.yaml [--out DIR] [--seed S]
-        [--epochs E] [--lmax L] [--device DEV] [--max-minutes M] [--resume] [--stop-after EPOCH]
+Protocol (Brandstetter et al. 2022, as used in the SINet paper, Sec. 5.4): MSE over all
+coordinates of the predicted positions at frame 40, Adam with learning rate ``5e-4`` and
+weight decay ``1e-12``, batch 100, up to 1,000 epochs, validation every 5 epochs, and the
+test MSE reported at the epoch of the best validation MSE; 3,000 / 2,000 / 2,000
+trajectories (:func:`sinet_ase.nbody.dataset.load_nbody_dataset`).
 
-writes into ``DIR``:
-
-* ``checkpoint.pt``: the full training state, written atomically (temporary
-  file + ``os.replace``) after every validation: model and optimiser
-  state, epoch, the states of the global torch RNG and of the shuffling
-  generator, best-so-far (validation MSE, epoch, test MSE there, its
-  weights), history and accumulated wall time.  ``--resume`` continues from it
-  exactly: an interrupted run ends with the same weights as an uninterrupted
-  one (tested).
-* ``best.pt``: the model file of the best validation epoch
-  (:func:`~sinet_ase.nbody.model.save_nbody_model`: config dict +
-  state_dict + metadata, loads with ``torch.load(weights_only=True)``).
-* ``log.json``: config, history (train loss per epoch; valid MSE per
-  validation; test MSE at each new best) and the summary.
-
-``train.device`` (``cpu``, ``cuda``, ``cuda:N`` or ``auto``) picks where the
-model and the data live; the checkpoint is device-free (a run started on a
-CPU resumes on a GPU and back).  ``train.max_minutes`` stops a run at the
-first validation after that much training time in this process (the
-checkpoint is written, ``--resume`` continues).  Both, like ``epochs``, may
-change on ``--resume``; the model and data sections may not.
-
-Beyond the protocol (off by default): ``train.lr_schedule: cosine`` decays the
-learning rate from ``lr`` to ``lr_min`` over ``schedule_epochs`` (default: the
-run's ``epochs``, fixed when the run starts), and ``train.ema_decay`` scores
-validation, test and ``best.pt`` with an exponential moving average of the
-weights (updated after every optimiser step; kept in the checkpoint), and
-``train.time_reversal: true`` appends the training trajectories run backwards
-(:func:`~sinet_ase.nbody.dataset.time_reversed`: input frame 40, target frame
-30, exact for this integrator) to the training set, twice the samples per
-epoch; ``train.input_frames: [k, ...]`` trains on the pairs (frame ``k`` -> frame
-``k + 10``) of the training trajectories for each listed ``k`` instead of frame 30 alone
-(:func:`~sinet_ase.nbody.dataset.training_frame_pairs`; time reversal then reverses every
-pair). Validation and test are unchanged.
-
-Every tensor in the checkpoint is a plain tensor (RNG states are byte
-tensors), so it too loads with ``weights_only=True``.
+Options of the former loop beyond the protocol (off by default): ``train.lr_schedule:
+cosine`` (from ``lr`` to ``lr_min`` over ``schedule_epochs``), ``train.ema_decay``,
+``train.time_reversal`` (:func:`~sinet_ase.nbody.dataset.time_reversed`) and
+``train.input_frames: [k, ...]`` (:func:`~sinet_ase.nbody.dataset.training_frame_pairs`).
+Every tensor in its checkpoint is a plain tensor (RNG states are byte tensors), so it loads
+with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -61,7 +41,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -69,10 +49,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..files import atomic_write_text
 from ..io import atomic_torch_save
+from .evaluate import ensemble_displacement, evaluate_mse, resolve_device, split_to_tensors
 from .model import NBodySINet, nbody_model_to_dict
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "train", "evaluate_mse", "split_to_tensors", "resolve_device",
-           "CHECKPOINT_FORMAT", "main"]
+           "ensemble_displacement",
+           "CHECKPOINT_FORMAT", "DEPRECATION", "main"]
 
 CHECKPOINT_FORMAT = "sinet-ase-nbody-checkpoint"
 
@@ -115,59 +97,6 @@ def load_config(path=None, overrides: Optional[dict] = None) -> dict:
 
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
-def resolve_device(name: Optional[str]) -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; a CUDA device that is not there is an error."""
-    name = "cpu" if name in (None, "") else str(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but torch sees no CUDA device; "
-                         f"use 'cpu' or 'auto'")
-    return device
-
-
-def split_to_tensors(split: dict, dtype=torch.float32, device=None) -> Dict[str, torch.Tensor]:
-    """``x, v, q, target`` of a split as tensors on ``device``; ``dx = target - x`` formed in float64."""
-    out = {k: torch.as_tensor(np.asarray(split[k]), dtype=torch.float64) for k in ("x", "v", "q", "target")}
-    out["dx"] = (out["target"] - out["x"]).to(dtype)
-    for k in ("x", "v", "q"):
-        out[k] = out[k].to(dtype)
-    return {k: t.to(device) for k, t in out.items()} if device is not None else out
-
-
-def ensemble_displacement(models: Sequence[NBodySINet], x: torch.Tensor, v: torch.Tensor,
-                          q: torch.Tensor) -> torch.Tensor:
-    """Mean of the models' predicted displacements, in float64: ``(B, n, 3)``."""
-    return torch.stack([m.displacement(x, v, q).double() for m in models]).mean(dim=0)
-
-
-@torch.no_grad()
-def evaluate_mse(model: Union[NBodySINet, Sequence[NBodySINet]], split, batch_size: int = 100) -> float:
-    """MSE over all coordinates of ``model(x, v, q)`` against ``target`` (float64 sum).
-
-    ``model``: one model, or a list of models scored as an ensemble (the mean of their
-    predicted positions, formed in float64).
-    ``split``: dict of arrays ``x, v (N, n, 3), q (N, n), target (N, n, 3)``
-    (or the output of :func:`split_to_tensors`).
-    """
-    models = list(model) if isinstance(model, (list, tuple)) else [model]
-    was_training = [m.training for m in models]
-    for m in models:
-        m.eval()
-    device = next(models[0].parameters()).device
-    t = split if "dx" in split else split_to_tensors(split, models[0].dtype, device)
-    total, count = 0.0, 0
-    for start in range(0, t["x"].shape[0], batch_size):
-        sl = slice(start, start + batch_size)
-        pred = ensemble_displacement(models, t["x"][sl], t["v"][sl], t["q"][sl])
-        total += float(((pred - t["dx"][sl].double()) ** 2).sum())
-        count += pred.numel()
-    for m, mode in zip(models, was_training):
-        m.train(mode)
-    return total / count
 
 
 def _hardware(device: Optional[torch.device] = None) -> str:
@@ -385,52 +314,116 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     return result
 
 
+#: ``--set train.KEY`` of the former command -> the sinet-train key
+_SET_KEYS = {"seed": "seed", "time_reversal": "nbody.time_reversal",
+             "input_frames": "nbody.input_frames", "device": "training.device",
+             "ema_decay": "training.ema_decay", "lr": "training.lr",
+             "weight_decay": "training.weight_decay", "batch_size": "training.batch_size",
+             "epochs": "training.epochs", "eval_every": "training.valid_every",
+             "dtype": "training.dtype", "threads": "training.num_threads",
+             "max_minutes": "training.max_minutes", "lr_min": "training.min_lr"}
+
+DEPRECATION = ("python -m sinet_ase.nbody.train is deprecated: N-body runs use the shared "
+               "trainer, `sinet-train training/nbody.yaml run_dir=DIR seed=S [--resume]` "
+               "(outputs best_model.pt, checkpoint.pt, metrics.csv, summary.json; evaluate with "
+               "`sinet-eval DIR/best_model.pt test.npz`). Running this recipe through sinet-train.")
+
+
+def _sinet_train_config(a) -> dict:
+    """The raw sinet-train config of the former command's arguments ``a``."""
+    import yaml
+
+    from ..errors import ConfigError
+    from .task import config_from_legacy
+
+    recipe = {}
+    if a.recipe is not None:
+        with open(a.recipe) as handle:
+            recipe = yaml.safe_load(handle) or {}
+    sets = []
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in ("model", "data", "train"):
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE with SECTION in model/data/train, "
+                              f"got {item!r}")
+        sets.append((section, name, yaml.safe_load(value)))
+    if "task" not in recipe:  # a recipe of the former format: sections model, data, train
+        overrides = {"model": {}, "data": {}, "train": {}}
+        for section, name, value in sets:
+            overrides[section][name] = value
+        for flag, section, name in (("seed", "train", "seed"), ("epochs", "train", "epochs"),
+                                    ("eval_every", "train", "eval_every"), ("lmax", "model", "lmax"),
+                                    ("n_train", "data", "n_train"), ("device", "train", "device"),
+                                    ("max_minutes", "train", "max_minutes")):
+            if getattr(a, flag) is not None:
+                overrides[section][name] = getattr(a, flag)
+        legacy = load_config(None, _merge(recipe, overrides))
+        run_dir = a.out or legacy.pop("out_dir", None) or "runs/nbody"
+        legacy.pop("out_dir", None)
+        return config_from_legacy(legacy, run_dir)
+    dotted = []
+    for section, name, value in sets:
+        if section == "model":
+            key = f"model.{name}"
+        elif section == "data":
+            key = "nbody.dataset_seed" if name == "seed" else f"nbody.{name}"
+        elif name in _SET_KEYS:
+            key = _SET_KEYS[name]
+        else:
+            raise ConfigError(f"--set train.{name}: set the training key in the YAML file "
+                              "(sinet-train's training section)")
+        dotted.append((key, value))
+    for flag, key in (("out", "run_dir"), ("seed", "seed"), ("epochs", "training.epochs"),
+                      ("eval_every", "training.valid_every"), ("lmax", "model.lmax"),
+                      ("n_train", "nbody.n_train"), ("device", "training.device"),
+                      ("max_minutes", "training.max_minutes")):
+        if getattr(a, flag) is not None:
+            value = getattr(a, flag)
+            if flag == "device":
+                value = str(resolve_device(value))
+            dotted.append((key, value))
+    for key, value in dotted:  # section.key -> value, as sinet-train's overrides
+        *sections, name = key.split(".")
+        target = recipe
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[name] = value
+    return recipe
+
+
 def main(argv=None) -> int:
+    """The former command line, run through ``sinet-train`` (deprecated, see :data:`DEPRECATION`)."""
+    import sys
+
     p = argparse.ArgumentParser(prog="python -m sinet_ase.nbody.train",
-                                description="Train NBodySINet on the charged N-body task (SEGNN protocol).")
+                                description="Deprecated: use sinet-train training/nbody.yaml. "
+                                            "Trains NBodySINet through sinet-train.")
     p.add_argument("recipe", nargs="?", default=None, help="YAML recipe, e.g. training/nbody.yaml")
-    p.add_argument("--out", default=None, help="output folder (default: recipe's out_dir)")
+    p.add_argument("--out", default=None, help="output folder (sinet-train's run_dir)")
     p.add_argument("--seed", type=int, default=None, help="training seed (init + shuffling)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--lmax", type=int, default=None, help="override model.lmax (L ablation)")
     p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (train.device)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop at the first validation after this many minutes (train.max_minutes)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any recipe entry, e.g. --set model.channels=16 (YAML value)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
-                   "(--epochs may extend the run; other settings come from the checkpoint)")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this epoch")
+                   help="override a recipe entry, e.g. --set model.channels=16 (YAML value)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     a = p.parse_args(argv)
-    overrides: Dict[str, Any] = {"train": {}, "model": {}, "data": {}}
-    if a.seed is not None:
-        overrides["train"]["seed"] = a.seed
-    if a.epochs is not None:
-        overrides["train"]["epochs"] = a.epochs
-    if a.eval_every is not None:
-        overrides["train"]["eval_every"] = a.eval_every
-    if a.lmax is not None:
-        overrides["model"]["lmax"] = a.lmax
-    if a.n_train is not None:
-        overrides["data"]["n_train"] = a.n_train
-    if a.device is not None:
-        overrides["train"]["device"] = a.device
-    if a.max_minutes is not None:
-        overrides["train"]["max_minutes"] = a.max_minutes
-    import yaml
+    print(DEPRECATION, file=sys.stderr)
+    from ..errors import ConfigError
+    from ..train import TrainConfig
+    from ..train import train as shared_train
 
-    for item in a.set:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or section not in overrides:
-            raise SystemExit(f"--set expects SECTION.KEY=VALUE with SECTION in model/data/train, got {item!r}")
-        overrides[section][name] = yaml.safe_load(value)
-    config = load_config(a.recipe, overrides)
-    out = a.out or config.pop("out_dir", None) or "runs/nbody"
-    config.pop("out_dir", None)
-    train(config, out, resume=a.resume, stop_after=a.stop_after)
+    try:
+        config = TrainConfig.from_dict(_sinet_train_config(a))
+        summary = shared_train(config, resume=a.resume)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary.get(k) for k in ("epochs_done", "best", "test")}, indent=1))
     return 0
 
 

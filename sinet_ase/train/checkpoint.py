@@ -41,7 +41,8 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
 #: config keys a resumed run may change: they set how long and where it runs, not what it
 #: learns from (every change is recorded in the run's resume log)
 RESUMABLE_KEYS = ("run_dir", "training.epochs", "training.max_minutes", "training.device",
-                  "training.num_threads", "training.patience", "training.valid_batch_size")
+                  "training.num_threads", "training.patience", "training.valid_batch_size",
+                  "training.tensorboard")
 #: prefixes of resumable keys: the second loss stage may be set or moved while a run goes on
 RESUMABLE_PREFIXES = ("training.stage2_",)
 

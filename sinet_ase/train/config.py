@@ -4,7 +4,7 @@ Sections and keys (defaults in the dataclasses below)::
 
     run_dir: runs/my_potential       # checkpoints, logs, plots, best_model.pt
     seed: 0
-    task: energy                     # energy (default) | qm9
+    task: energy                     # energy (default) | qm9 | nbody
     data:   {train: [files], valid: [files] | null, test: [files] | null,
              valid_size: 0.05, test_size: 0.0, require_stress: false,
              energy_key: energy, forces_key: forces, stress_key: stress, virials_key: virials,
@@ -13,7 +13,12 @@ Sections and keys (defaults in the dataclasses below)::
     model:  {cutoff: 5.0, lmax: 2, channels: 64, num_layers: 2, ...}  # SINet keywords
             # or {init_from: sinet-xtb-md17 | path/model.pt}: fine-tune (below)
     training: {epochs: 100, batch_size: 8, lr: 1e-3, loss: mse, huber_delta: 0.01,
-               freeze: [], ...}
+               freeze: [], tensorboard: false, ...}
+
+``sinet-train --print-config`` prints every key with its default and a comment
+(:mod:`sinet_ase.train.template`). ``training.tensorboard: true`` also logs the per-epoch
+metrics for TensorBoard (:mod:`sinet_ase.train.tensorboard_log`; needs ``pip install
+tensorboard``).
 
 Data labels (energy task; :mod:`sinet_ase.labels`): ``energy_key``, ``forces_key``,
 ``stress_key`` and ``virials_key`` name the labels, looked up in the calculator results,
@@ -53,7 +58,16 @@ which owns one section and says which ``model`` and ``training`` keys it reads
 owns a ``qm9`` section (:class:`~sinet_ase.qm9.task.QM9Config`: target, split, subsets,
 atom references) instead, takes the QM9 model keywords in ``model`` (backbone keywords
 plus ``pooling`` and ``head_hidden``), and has no energy/force/stress weights in
-``training`` (its loss is the L1 error of the standardised target). This module names no task.
+``training`` (its loss is the L1 error of the standardised target); ``task: nbody``
+(:mod:`sinet_ase.nbody.task`) owns an ``nbody`` section (data set sizes and seed, extra
+training pairs) and takes :class:`~sinet_ase.nbody.model.NBodySINet`'s keywords in
+``model``. This module names no task.
+
+Optimiser and schedule (every task): ``training.optimizer`` is ``adamw`` (decoupled weight
+decay, default) or ``adam`` (weight decay added to the gradient, as the N-body protocol's
+Adam); ``training.scheduler: constant`` keeps ``lr`` after the warm-up (``warmup_epochs: 0``
+for none). ``training.valid_every`` validates every that many epochs and at the last one;
+``patience`` counts validations.
 
 A key that does not exist is a :class:`ConfigError` that lists the valid
 ones; so is a section or key that belongs to another task, and a value
@@ -81,8 +95,9 @@ class TrainingConfig:
     valid_batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adamw"              # adamw (decoupled weight decay) | adam (L2 in the gradient)
     scheduler: str = "cosine"            # cosine (over epochs) | cosine_time / cosine_cpu (over
-                                          # max_minutes of wall / CPU time) | plateau
+                                          # max_minutes of wall / CPU time) | plateau | constant
     warmup_epochs: int = 1
     min_lr: float = 1e-6
     plateau_factor: float = 0.5
@@ -101,15 +116,18 @@ class TrainingConfig:
     stage2_forces_weight: Optional[float] = None
     stage2_stress_weight: Optional[float] = None
     grad_clip: float = 10.0
-    patience: int = 50                    # early stopping: epochs without validation gain
+    patience: int = 50                    # early stopping: validations without gain
+    valid_every: int = 1                  # validate every this many epochs (and at the last)
     max_minutes: Optional[float] = None   # stop after this wall time (resume later)
     dtype: str = "float32"
     device: str = "cpu"
     num_threads: Optional[int] = None
     freeze: List[str] = field(default_factory=list)  # [backbone]: train the energy head only
+    tensorboard: bool = False             # also log metrics.csv's numbers to run_dir/tensorboard
 
 
-SCHEDULERS = ("cosine", "cosine_time", "cosine_cpu", "plateau")
+SCHEDULERS = ("cosine", "cosine_time", "cosine_cpu", "plateau", "constant")
+OPTIMIZERS = ("adamw", "adam")
 #: top-level keys of every config (besides the sections of the tasks)
 _TOP_KEYS = ("run_dir", "seed", "task", "model", "training")
 
@@ -137,7 +155,7 @@ class TrainConfig:
     def __post_init__(self):
         cls = task_class(self.task)
         if cls is None:
-            raise ConfigError(f"task must be one of {', '.join(task_classes())}, got {self.task!r}")
+            raise ConfigError(f"task must be one of {', '.join(sorted(task_classes()))}, got {self.task!r}")
         if self.section is None and cls.section_type is not None:
             self.section = cls.section_type()
 
@@ -178,7 +196,7 @@ class TrainConfig:
         _check_keys(raw, list(_TOP_KEYS[:3]) + list(owners) + list(_TOP_KEYS[3:]), "")
         task = raw.get("task", "energy")
         if task not in tasks:
-            raise ConfigError(f"task must be one of {', '.join(tasks)}, got {task!r}")
+            raise ConfigError(f"task must be one of {', '.join(sorted(tasks))}, got {task!r}")
         task_cls = tasks[task]
         for section in list(owners) + ["model", "training"]:
             if raw.get(section) is not None and not isinstance(raw[section], dict):
@@ -227,6 +245,14 @@ class TrainConfig:
         if t.scheduler.startswith("cosine_") and not (t.max_minutes and t.max_minutes > 0):
             raise ConfigError(f"training.scheduler {t.scheduler!r} decays the learning rate over "
                               "the training-time budget: set training.max_minutes (> 0)")
+        if t.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"training.optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"got {t.optimizer!r}")
+        if t.valid_every < 1:
+            raise ConfigError(f"training.valid_every must be >= 1, got {t.valid_every}")
+        if t.valid_every > 1 and t.scheduler == "plateau":
+            raise ConfigError("training.scheduler plateau steps on every epoch's validation "
+                              "loss: use valid_every: 1 with it")
         if t.dtype not in ("float32", "float64"):
             raise ConfigError(f"training.dtype must be 'float32' or 'float64', got {t.dtype!r}")
         if t.epochs < 1 or t.batch_size < 1:
@@ -237,6 +263,10 @@ class TrainConfig:
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
         self._validate_finetune()
+        if t.tensorboard:
+            from .tensorboard_log import check_tensorboard
+
+            check_tensorboard()
 
     def _validate_finetune(self) -> None:
         """``model.init_from`` and ``training.freeze`` (:mod:`sinet_ase.train.finetune`)."""

@@ -8,7 +8,8 @@ progress bar. A :class:`Task` supplies the rest:
 
 ==================  ===========================================================
 ``setup(quiet)``    read and check the data; fill ``graphs`` (train, valid,
-                    test lists of labelled graphs), ``split_record`` (written
+                    test: sequences of labelled samples, by default graphs),
+                    ``split_record`` (written
                     to ``split.json``) and ``stats`` (JSON-able numbers that
                     set up the model; stored in the checkpoint and summary)
 ``check_resume()``  refuse a checkpoint that does not fit this config (and,
@@ -19,6 +20,9 @@ progress bar. A :class:`Task` supplies the rest:
                     stage: the trainer restarts its best-model tracking, since
                     losses of two stages do not compare)
 ``state_dict()``    what the task must carry over a resume (checkpointed)
+``collate()``       one batch from samples of a split and their indices
+                    (default: :func:`~sinet_ase.graph.batch_graphs`); the batch
+                    has ``.to(device)``
 ``train_forward()`` the forward pass of a training step (the model may be
                     wrapped in DDP)
 ``loss()``          the scalar loss of a batch
@@ -48,7 +52,8 @@ and, as class attributes and class methods, its part of the config
 
 Tasks register themselves (:func:`sinet_ase.registry.register_task`) and the
 config's ``task`` key selects one: ``energy`` (default; energy + force
-potentials, this module) and ``qm9`` (:class:`sinet_ase.qm9.task.QM9Task`).
+potentials, this module), ``qm9`` (:class:`sinet_ase.qm9.task.QM9Task`) and ``nbody``
+(:class:`sinet_ase.nbody.task.NBodyTask`).
 """
 
 import inspect
@@ -67,7 +72,7 @@ def make_task(config) -> "Task":
     """The :class:`Task` named by ``config.task``."""
     cls = task_class(config.task)
     if cls is None:
-        raise ConfigError(f"unknown task {config.task!r}; choose from {', '.join(task_classes())}")
+        raise ConfigError(f"unknown task {config.task!r}; choose from {', '.join(sorted(task_classes()))}")
     return cls(config)
 
 
@@ -131,6 +136,12 @@ class Task:
 
     def load_state_dict(self, state: Dict) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    def collate(self, samples, indices):
+        """The batch of ``samples[i]`` for ``i`` in ``indices`` (an integer array)."""
+        from ..graph import batch_graphs
+
+        return batch_graphs([samples[i] for i in indices])
 
     def train_forward(self, model, batch) -> Dict[str, torch.Tensor]:
         raise NotImplementedError

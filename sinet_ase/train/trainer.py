@@ -1,23 +1,25 @@
-"""The trainer shared by every task (energy + force potentials, QM9 properties).
+"""The trainer shared by every task (energy + force potentials, QM9 properties, N-body).
 
-What is learned (data, model, loss, metrics, exported file) comes from a
+What is learned (data, batches, model, loss, metrics, exported file) comes from a
 :class:`~sinet_ase.train.tasks.Task` chosen by the config's ``task`` key; the
-trainer does the rest. For the default ``energy`` task the loss per batch
-(``n_s`` atoms in structure ``s``) is::
+trainer does the rest and names no task. For the default ``energy`` task the loss per
+batch (``n_s`` atoms in structure ``s``) is::
 
     L = w_E mean_s ((E_s - E_s^ref) / n_s)^2 + w_F mean_{i,a} (F_ia - F_ia^ref)^2
         + w_S mean_{s,ab} (sigma_sab - sigma_sab^ref)^2
 
-and for ``qm9`` the L1 error of the standardised target
-(:mod:`sinet_ase.qm9.task`).
+for ``qm9`` the L1 error of the standardised target (:mod:`sinet_ase.qm9.task`), for
+``nbody`` the MSE of the predicted positions (:mod:`sinet_ase.nbody.task`).
 
-AdamW, a linear warm-up then cosine decay over the epochs (``cosine``), over the
+AdamW (or Adam, ``training.optimizer``), a linear warm-up then a constant learning rate
+(``constant``), cosine decay over the epochs (``cosine``), over the
 training-time budget ``max_minutes`` (``cosine_time``: the learning rate reaches
 ``min_lr`` when the budget is spent; not bit-reproducible, since it follows the
 clock), over CPU minutes of the process, all threads (``cosine_cpu``: runs compared
 at equal CPU time on a shared machine), or reduce-on-plateau; gradient
 clipping, and an exponential moving average (EMA) of the weights that is
-used for validation and for the exported model. Every epoch writes a
+used for validation and for the exported model (``ema_decay: 0`` scores the raw weights).
+Validation runs every ``valid_every`` epochs and after the last. Every epoch writes a
 checkpoint atomically; ``resume=True`` continues from it exactly (the batch
 order of epoch ``k`` is drawn from ``seed + k``, so no RNG state is needed
 beyond model, optimiser, scheduler and EMA). A resumed run may change only
@@ -47,12 +49,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..graph import batch_graphs
 from ..files import remove_stale_temp_files
 from .checkpoint import config_changes, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .report import write_csv
 from .tasks import make_task
+from .tensorboard_log import TensorBoardLog
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: schedules that decay the learning rate over the ``max_minutes`` budget, not over the epochs
@@ -79,10 +81,9 @@ def _distributed_setup(device: str):
 def _distributed_teardown():
     """Destroy the process group :func:`_distributed_setup` created (not one the caller made).
 
-    Without it a rank that finishes first exits with gloo's threads still running, and the
-    C++ runtime aborts it ("terminate called without an active exception"), which fails
-    the whole ``torchrun`` job although training succeeded (seen in about 1 of 10 runs of
-    ``test_ddp_two_cpu_processes``).
+    Without it a rank that finishes first may exit with gloo's threads still running, and
+    the C++ runtime aborts it ("terminate called without an active exception"), which
+    fails the whole ``torchrun`` job although training succeeded.
     """
     global _OWNS_PROCESS_GROUP
     if not _OWNS_PROCESS_GROUP:
@@ -95,6 +96,25 @@ def _distributed_teardown():
         dist.barrier()
         dist.destroy_process_group()
     _OWNS_PROCESS_GROUP = False
+
+
+#: ``training`` keys newer than some checkpoints; their defaults are the behaviour from
+#: before they existed
+NEWER_TRAINING_KEYS = ("optimizer", "valid_every")
+
+
+def _with_training_defaults(stored: Dict) -> Dict:
+    """A checkpoint's config with the :data:`NEWER_TRAINING_KEYS` it lacks set to their
+    defaults, so that a run started before they existed resumes as an unchanged config."""
+    import dataclasses
+
+    from .config import TrainingConfig
+
+    if not isinstance(stored.get("training"), dict):
+        return stored
+    defaults = dataclasses.asdict(TrainingConfig())
+    return {**stored, "training": {**{k: defaults[k] for k in NEWER_TRAINING_KEYS},
+                                   **stored["training"]}}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -137,8 +157,8 @@ class Trainer:
         self.resume_log: List[str] = list(resume_state.get("resume_log", [])) if resume_state else []
         new_log: List[str] = []
         if resume_state is not None:
-            allowed, refused = config_changes(resume_state.get("config", {}), config.to_dict(),
-                                              config.resumable_keys())
+            allowed, refused = config_changes(_with_training_defaults(resume_state.get("config", {})),
+                                              config.to_dict(), config.resumable_keys())
             if refused:
                 raise ConfigError(
                     f"--resume: the config differs from the one {self.checkpoint_path} was trained "
@@ -171,14 +191,17 @@ class Trainer:
 
             self.train_model = DistributedDataParallel(self.model)
         # frozen parameters (requires_grad False: training.freeze) stay out of the optimiser
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
-                                           lr=t.lr, weight_decay=t.weight_decay)
+        optimizer = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+        self.optimizer = optimizer([p for p in self.model.parameters() if p.requires_grad],
+                                   lr=t.lr, weight_decay=t.weight_decay)
         self.elapsed = 0.0       # wall seconds of training, over all resumed parts
         self.cpu_elapsed = 0.0   # CPU seconds of this process (all threads), likewise
         if t.scheduler != "plateau":
             def lr_factor(epoch):
                 if epoch < t.warmup_epochs:
                     return (epoch + 1) / (t.warmup_epochs + 1)
+                if t.scheduler == "constant":
+                    return 1.0
                 if t.scheduler == "cosine":
                     progress = (epoch - t.warmup_epochs) / max(t.epochs - t.warmup_epochs, 1)
                 else:  # the fraction of the training-time budget spent
@@ -208,6 +231,7 @@ class Trainer:
                     log.write("".join(line + "\n" for line in new_log))
                 if not self.quiet:
                     print("\n".join(new_log), file=sys.stderr)
+        self.tensorboard = TensorBoardLog(self.run_dir) if t.tensorboard and self.is_main else None
         self.resume_log += new_log
         if self.is_main:
             (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
@@ -273,24 +297,32 @@ class Trainer:
         return self.cpu_elapsed if self.config.training.scheduler == "cosine_cpu" else self.elapsed
 
     # --- one step, one epoch ---
-    def _batches(self, graphs: Sequence, batch_size: int, shuffle_seed: Optional[int]):
-        order = np.arange(len(graphs))
+    def _chunks(self, n: int, batch_size: int, shuffle_seed: Optional[int]) -> List[np.ndarray]:
+        """Indices of this rank's batches over ``n`` samples, shuffled by ``shuffle_seed``
+        (None: in order, every batch)."""
+        order = np.arange(n)
         if shuffle_seed is not None:
-            order = np.random.default_rng(shuffle_seed).permutation(len(graphs))
+            order = np.random.default_rng(shuffle_seed).permutation(n)
         chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         if shuffle_seed is not None and self.world > 1:
             chunks = chunks[: len(chunks) - len(chunks) % self.world][self.rank::self.world]
-        for chunk in chunks:
-            yield batch_graphs([graphs[i] for i in chunk]).to(self.device)
+        return chunks
+
+    def _batches(self, samples: Sequence, batch_size: int, shuffle_seed: Optional[int]):
+        """Batches of ``samples`` on the device; the task collates them
+        (:meth:`~sinet_ase.train.tasks.Task.collate`)."""
+        for chunk in self._chunks(len(samples), batch_size, shuffle_seed):
+            yield self.task.collate(samples, chunk).to(self.device)
 
     def train_epoch(self) -> float:
         t = self.config.training
         self.model.train()
         total, count = 0.0, 0
-        batches = self._batches(self.graphs["train"], t.batch_size, self.config.seed * 100_003 + self.epoch)
-        n_batches = math.ceil(len(self.graphs["train"]) / t.batch_size) // self.world
-        for batch in tqdm(batches, total=n_batches, disable=self.quiet, leave=False,
+        samples = self.graphs["train"]
+        chunks = self._chunks(len(samples), t.batch_size, self.config.seed * 100_003 + self.epoch)
+        for chunk in tqdm(chunks, disable=self.quiet, leave=False,
                           desc=f"epoch {self.epoch + 1}/{t.epochs}", file=sys.stderr):
+            batch, size = self.task.collate(samples, chunk).to(self.device), len(chunk)
             out = self.task.train_forward(self.train_model, batch)
             loss = self.task.loss(out, batch)
             value = float(loss.detach())
@@ -304,8 +336,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
             self.ema.update_parameters(self.model)
-            total += value * batch.num_graphs
-            count += batch.num_graphs
+            total += value * size
+            count += size
         return total / max(count, 1)
 
     def _non_finite(self, which: str, value: float) -> None:
@@ -324,8 +356,10 @@ class Trainer:
         return self.task.evaluate(model, batches, keep=keep)
 
     def _export(self, path: Path, extra: Optional[Dict] = None) -> None:
-        metadata = {"elements": self.model.elements, "epoch": self.epoch,
-                    "train_size": self.sizes["train"], "config": json.dumps(self.config.to_dict())}
+        metadata = {"epoch": self.epoch, "train_size": self.sizes["train"],
+                    "config": json.dumps(self.config.to_dict())}
+        if hasattr(self.model, "elements"):  # models of chemical elements
+            metadata["elements"] = self.model.elements
         metadata.update(self.task.export_metadata())
         metadata.update(extra or {})
         self.task.export(self.ema.module, path, metadata)
@@ -346,8 +380,9 @@ class Trainer:
                 self.best = {"valid_loss": float("inf"), "epoch": -1}
                 self.bad_epochs = 0
             train_loss = self.train_epoch()
-            valid = self.evaluate(self.ema.module, self.graphs["valid"])
-            if not math.isfinite(valid["loss"]):
+            validate = (self.epoch + 1) % t.valid_every == 0 or self.epoch + 1 == t.epochs
+            valid = self.evaluate(self.ema.module, self.graphs["valid"]) if validate else None
+            if validate and not math.isfinite(valid["loss"]):
                 self._non_finite("validation", valid["loss"])
             self.epoch += 1
             self.elapsed = elapsed_before + time.perf_counter() - started
@@ -356,23 +391,27 @@ class Trainer:
                 self.scheduler.step()
             else:
                 self.scheduler.step(valid["loss"])
-            metrics = {f"valid_{k}": valid[k] for k in self.task.metric_keys}
-            row = {"epoch": self.epoch, "train_loss": train_loss, "valid_loss": valid["loss"], **metrics,
+            # epochs without validation log NaN there, so that every CSV row has the same columns
+            metrics = {f"valid_{k}": valid[k] if validate else math.nan for k in self.task.metric_keys}
+            row = {"epoch": self.epoch, "train_loss": train_loss,
+                   "valid_loss": valid["loss"] if validate else math.nan, **metrics,
                    "lr": self.optimizer.param_groups[0]["lr"],
                    "epoch_seconds": time.perf_counter() - epoch_start, "elapsed_seconds": self.elapsed}
             self.history.append(row)
-            improved = valid["loss"] < self.best["valid_loss"]
+            improved = validate and valid["loss"] < self.best["valid_loss"]
             if improved:
                 self.best = {"valid_loss": valid["loss"], "epoch": self.epoch, **metrics}
                 self.bad_epochs = 0
-            else:
+            elif validate:
                 self.bad_epochs += 1
             if self.is_main:
                 if improved:
                     self._export(self.run_dir / "best_model.pt")
                 save_checkpoint(self._state(), self.checkpoint_path)
                 write_csv(self.history, self.run_dir / "metrics.csv")
-                if not self.quiet:
+                if self.tensorboard is not None:
+                    self.tensorboard.write(row)
+                if not self.quiet and validate:
                     tqdm.write(
                         f"epoch {self.epoch:4d}  loss {train_loss:.4g}  {self.task.progress(valid)}  "
                         f"lr {row['lr']:.2e}  {row['epoch_seconds']:.1f} s{'  *' if improved else ''}",
@@ -381,6 +420,8 @@ class Trainer:
                 break
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                 return {"stopped_at_epoch": self.epoch}
+            if not validate:
+                continue  # time limits stop at a validated epoch, so that a best model exists
             if t.scheduler in TIME_SCHEDULES:
                 if self.spent() >= 60 * t.max_minutes:
                     break  # the budget is spent, over all resumed parts of the run
@@ -401,6 +442,8 @@ class Trainer:
             summary["ranks_agree"] = self._ranks_agree()
         if not self.is_main:
             return summary
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         best = self.task.load_exported(self.run_dir / "best_model.pt").to(device=self.device,
                                                                            dtype=self.dtype)
         which = "test" if self.graphs["test"] else "valid"

@@ -3,7 +3,8 @@
 Energies are total energies (meV per molecule); forces are all Cartesian components (meV/A).
 Reference labels are read from the file's `energy=` / `forces` (via ASE's SinglePointCalculator).
 """
-import json, time
+import json
+import time
 import numpy as np
 from ase.io import read
 

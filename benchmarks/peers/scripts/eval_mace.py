@@ -1,5 +1,8 @@
 """Score a MACE model file on a test set with MACECalculator (run with $PEERS_WORK/mace/bin/python)."""
-import argparse, json, os, sys
+import argparse
+import json
+import os
+import sys
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, os.path.dirname(__file__))

@@ -1,7 +1,10 @@
 """Score a NequIP model on a test set with NequIPCalculator (run with $PEERS_WORK/nequip/bin/python).
 MODEL: a packaged model (.nequip.zip, from nequip-package) or checkpoint (.ckpt), loaded in eager mode, or a
 compiled model (.nequip.pt2 / .nequip.pth) loaded with from_compiled_model."""
-import argparse, json, os, sys
+import argparse
+import json
+import os
+import sys
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, os.path.dirname(__file__))

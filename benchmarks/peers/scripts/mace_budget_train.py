@@ -12,7 +12,10 @@ validation loss, EMA weights) checkpoint of stage one and of stage two (SWA) and
 `<name>.model` / `<name>_stagetwo.model`. Per-epoch wall times are written to TIMING_JSON.
 Nothing else in MACE is changed.
 """
-import json, os, sys, time
+import json
+import os
+import sys
+import time
 
 import torch
 torch.set_num_threads(1)

@@ -5,7 +5,9 @@ Validation indices: sorted(numpy.random.default_rng(0).permutation(N)[:50]), the
 validates on (sinet_ase.data.atomic.split_indices with seed 0 and 50 validation structures).
 Frames are copied byte-for-byte (no ASE round trip), so keys stay `energy=` / `forces`.
 """
-import json, os, sys
+import json
+import os
+import sys
 import numpy as np
 
 def frames(path):

@@ -5,7 +5,8 @@ budget_s > 0 and clock == "cpu": stop training (trainer.should_stop after the cu
 mechanism as Lightning's max_time Timer) once this process has used budget_s CPU seconds since the
 start of the training loop. clock == "wall": nothing here; Lightning's trainer.max_time does it.
 """
-import json, time
+import json
+import time
 import lightning
 
 

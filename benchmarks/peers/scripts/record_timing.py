@@ -1,6 +1,9 @@
 """Keep the epoch time measured by a run: TIMING_DIR/<peer>_<mol>.json (mace_train.sh uses it to place
 MACE's stage two at 3/4 of the epochs the budget allows). usage: record_timing.py PEER MOL OUTDIR TIMING_DIR"""
-import json, os, sys, time
+import json
+import os
+import sys
+import time
 peer, mol, out, tdir = sys.argv[1:5]
 r = json.load(open(os.path.join(out, "run_info.json")))
 if not r.get("n_full_epochs"):
