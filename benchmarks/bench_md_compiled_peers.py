@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_md  # noqa: E402
 
-#: model -> peer it is compared with (matched message-passing steps), per model set
+#: models timed by --quick and by the full run (mode suffixes: bench_md.py)
 QUICK_MODELS = ["nequip-s", "nequip-s:aoti", "mace-l2", "mace-l2:compile",
                 "sinet-l1t1", "sinet-l1t1c", "sinet-l1t1a"]
 FULL_MODELS = QUICK_MODELS + ["sinet-l2t1", "sinet-l2t1c", "sinet-l2t1a",
