@@ -119,6 +119,8 @@ def prepare(args, models, systems, log):
                 t0 = time.perf_counter()
                 r = bench_md.launch(cfg, "jemalloc", args.worker_timeout, cache_env(args.cache, spec))
                 r.update(key=key, prepare_wall_s=round(time.perf_counter() - t0, 1))
+                if "error" in r:  # the worker failed (the record holds its config and the error)
+                    r["verify"] = "error"
                 if r.get("verify") == "pass" and not args.keep_rows:
                     r.pop("structures", None)
                 records.append(r)
@@ -192,7 +194,9 @@ def markdown(env, checks, results, models, systems, dtypes):
               "| model | system | dtype | result | worst relative difference (energy, forces) |",
               "|---|---|---|---|---|"]
     for r in checks:
-        res = r.get("verify") or ("error: " + str(r.get("error", ""))[:160].replace("|", "/"))
+        res = r.get("verify")
+        if "error" in r:
+            res = "error: " + str(r["error"])[-200:].replace("|", "/")
         worst = f"{r['worst_rel_err']:.1e}" if "worst_rel_err" in r else "-"
         lines.append(f"| {r.get('model')} | {r.get('system')} | {r.get('dtype')} | {res} | {worst} |")
     lines += ["", "## ms per step (f32 / f64)", "",
