@@ -472,7 +472,14 @@ def nequip_aoti_artefact(calc, atoms, config):
     batch_map = target["batch_map_settings"]({"graph": torch.export.Dim.STATIC,
                                               "node": dyn("num_nodes", min=2, max=torch.inf),
                                               "edge": dyn("num_edges", min=2, max=torch.inf)})
-    data = target["data_settings"](dict(calc.atoms_to_data(atoms.copy())))
+    structure = atoms.copy()
+    if structure.cell.volume == 0:
+        # a molecule without a cell: the exported graph also returns the stress (virial /
+        # volume), NaN in a zero cell, and nequip's export-time check of eager against
+        # compiled outputs then fails; nequip-compile gives such data a padded box
+        # (NonPeriodicCellTransform) likewise. Energies and forces do not depend on it.
+        structure.center(vacuum=10.0)
+    data = target["data_settings"](dict(calc.atoms_to_data(structure)))
     metadata = dict(calc.model.metadata)
     metadata.update(get_latest_global_state(only_metadata_related=True))
     metadata = {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in metadata.items()}
