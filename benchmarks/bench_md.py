@@ -32,11 +32,14 @@ MACE / NequIP anchors in PERF_NOTES.md):
   timed window (``foreign_load_cores``, from /proc/stat). ``--wait-idle S`` waits up
   to S seconds for other processes to go below 0.25 cores before each timed window.
 
-SINet configs (random weights, ``torch.manual_seed(0)``): ``sinet-l<L>[t<T>][c]`` =
+SINet configs (random weights, ``torch.manual_seed(0)``): ``sinet-l<L>[t<T>][c|a]`` =
 ``SINet(elements, cutoff=5.0, lmax=L, channels=64, num_layers=T (default 2), num_radial=8,
 radial_hidden=64, mlp_hidden=64, envelope_p=6, avg_num_neighbors=edges/atoms of the
-system)``, with a trailing ``c`` compiled (``SINetCalculator(compile=True)``; the
-first call, which compiles, is untimed warm-up and reported as ``first_call_s``);
+system)``, eager on the whole graph, with a trailing ``c`` compiled
+(``SINetCalculator(compile=True, edge_chunk_size=None)``; the first call, which compiles,
+is untimed warm-up and reported as ``first_call_s``), with a trailing ``a`` the
+calculator's defaults (``compile="auto"``: timed after its first 200 eager calls and the
+compilation, or chunked eager on graphs above its memory threshold);
 ``siformer-l<L>[t<T>]`` the same with ``backbone="siformer", num_heads=4``;
 elements H, C, N, O for ethanol, Cu for copper (as the peers).
 
@@ -45,7 +48,12 @@ elements H, C, N, O for ethanol, Cu for copper (as the peers).
 Peers: ``mace-l1`` / ``mace-l2`` (MACE 0.3.16, hidden 64x0e+64x1o / +64x2e), ``mace-paper``
 (256x0e+256x1o+256x2e, the size of the MACE paper's rMD17 and AcAc models) and
 ``nequip-s`` / ``nequip-m`` (NequIP 0.19.1 presets), built as in /work/shared/peer_bench
-(``_build_mace``, ``_build_nequip``). They need their own venvs: point ``MACE_PYTHON`` /
+(``_build_mace``, ``_build_nequip``), eager; compiled: ``mace-l2:compile`` (MACE's
+``compile_mode="default"``), ``nequip-s:aoti`` (AOTInductor export, loaded as
+``nequip-compile`` output; artefacts cached in ``SINET_BENCH_PEER_CACHE``) and
+``nequip-s:ts`` (TorchScript, refused by nequip on torch >= 2.10). ``--worker`` with
+``"verify": true`` in its config compares a compiled variant with its eager model instead
+of timing it (``verify_against_eager``); ``bench_md_compiled_peers.py`` drives both. They need their own venvs: point ``MACE_PYTHON`` /
 ``NEQUIP_PYTHON`` at the venv's interpreter; the worker needs only numpy, ase and torch
 besides the peer package, so this file runs unchanged there.
 
@@ -205,14 +213,19 @@ def _build_siformer(variant, system_name, atoms, dtype, stress=False):
 
 
 def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
-    """``sinet-l<L>[t<T>][c]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random
-    weights (seed 0); a trailing ``c`` runs it compiled (``SINetCalculator(compile=True)``)."""
+    """``sinet-l<L>[t<T>][c|a]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random
+    weights (seed 0). No suffix: eager (``compile=False``), a trailing ``c``: compiled
+    (``compile=True``), both on the whole graph (``edge_chunk_size=None``, the setting of the
+    results tables: automatic chunks would run large graphs eagerly in chunks); a trailing
+    ``a``: the calculator's defaults (``compile="auto"``, ``edge_chunk_size="auto"``), what a
+    user gets without options (see ``default_warmup``)."""
     import torch
 
     from sinet_ase import SINet, SINetCalculator
 
+    default = variant.endswith("a")
     compiled = variant.endswith("c")
-    lmax_part, _, layers_part = variant.rstrip("c").lstrip("l").partition("t")
+    lmax_part, _, layers_part = variant.rstrip("ca").lstrip("l").partition("t")
     lmax = int(lmax_part)
     torch.manual_seed(0)
     avg_nn = count_edges(atoms) / len(atoms)
@@ -224,10 +237,33 @@ def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
     cls = SINetCalculator
     if stress:
         cls = _with_stress(SINetCalculator)
-    calc = cls(model, dtype=dtype, compile=compiled)
-    info = {"config": dict(config, elements=elements_of(system_name)), "compiled": compiled,
+    if default:
+        calc = cls(model, dtype=dtype)
+    else:
+        calc = cls(model, dtype=dtype, compile=compiled, edge_chunk_size=None)
+    info = {"config": dict(config, elements=elements_of(system_name)),
+            "compiled": "auto" if default else compiled,
             "n_params": sum(p.numel() for p in model.parameters())}
+    if default:
+        backbone = calc.model.backbone
+        chunked = count_edges(atoms) > backbone.edge_chunk_from
+        # what "auto" runs once it has compiled: large graphs chunked and eager
+        info["default_path"] = "chunked eager" if chunked else "compiled after the first calls"
+        info["edge_chunk_from"] = int(backbone.edge_chunk_from)
     return calc, info
+
+
+def default_warmup(info, n_warmup):
+    """Untimed steps before the timed window of ``sinet-...a``: ``compile="auto"`` runs its
+    first :data:`sinet_ase.fastpath.AUTO_COMPILE_AFTER` calls eagerly and then compiles, so
+    the steady state it reaches in a long MD run starts after that many steps (plus the
+    usual warm-up); where the default runs the graph in chunks (eagerly) there is nothing
+    to wait for."""
+    if info.get("default_path", "").startswith("compiled"):
+        from sinet_ase.fastpath import AUTO_COMPILE_AFTER
+
+        return AUTO_COMPILE_AFTER + n_warmup
+    return n_warmup
 
 
 def _with_stress(calculator_cls):
@@ -273,7 +309,10 @@ def _build_mace(variant, system_name, atoms, dtype, stress=True):
     16x0e, silu; variant ``l1`` = hidden 64x0e+64x1o, ``l2`` = 64x0e+64x1o+64x2e.
     Built in float64 (seed 0), saved with ``torch.save`` and loaded back by
     ``MACECalculator(model_paths=..., default_dtype=dtype)``, which always computes
-    the stress on periodic cells (``stress`` is ignored).
+    the stress on periodic cells (``stress`` is ignored). ``<variant>:compile`` passes
+    ``compile_mode="default"``: MACE's own option, ``torch.compile`` of the model (inductor
+    on CPU; MACE pads atoms and edges so that MD does not recompile), caches in
+    ``TORCHINDUCTOR_CACHE_DIR``.
     """
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # e3nn 0.4.4 constants
     import tempfile
@@ -284,6 +323,9 @@ def _build_mace(variant, system_name, atoms, dtype, stress=True):
     from mace import modules
     from mace.calculators import MACECalculator
 
+    variant, _, mode = variant.partition(":")
+    if mode not in ("", "compile"):
+        raise ValueError(f"MACE mode {mode!r}: use mace-{variant} (eager) or mace-{variant}:compile")
     hidden = MACE_HIDDEN[variant]
     z_list = [29] if system_name.startswith("cu") else [1, 6, 7, 8]
     avg_nn = count_edges(atoms) / len(atoms)
@@ -301,9 +343,10 @@ def _build_mace(variant, system_name, atoms, dtype, stress=True):
     torch.set_default_dtype(torch.float32)
     path = os.path.join(tempfile.mkdtemp(prefix="bench_mace_"), "mace.model")
     torch.save(model, path)
-    calc = MACECalculator(model_paths=path, device="cpu", default_dtype=dtype)
+    calc = MACECalculator(model_paths=path, device="cpu", default_dtype=dtype,
+                          compile_mode="default" if mode == "compile" else None)
     config = dict(r_max=R_MAX, hidden_irreps=hidden, max_ell=3, correlation=3, num_interactions=2,
-                  avg_num_neighbors=avg_nn, atomic_numbers=z_list)
+                  avg_num_neighbors=avg_nn, atomic_numbers=z_list, mode=mode or "eager")
     return calc, {"config": config, "n_params": sum(p.numel() for p in model.parameters()),
                   "peer_version": __import__("mace").__version__}
 
@@ -316,6 +359,12 @@ def _build_nequip(variant, system_name, atoms, dtype, stress=True):
     ``PresetNequIPGNNModel(preset=variant, seed=0, model_dtype=dtype, r_max=5)`` (eager
     PyTorch, random weights) wrapped by ``NequIPCalculator(model, transforms=basic_transforms(...))``,
     which computes the stress on periodic cells (``stress`` is ignored). Run with NEQUIP_PYTHON.
+
+    Compiled, as NequIP recommends for inference (``<variant>:aoti``): the same model exported
+    with AOTInductor for the ASE target, what ``nequip-compile --mode aotinductor --device cpu
+    --target ase`` writes (:func:`nequip_aoti_artefact`), and loaded by
+    ``NequIPCalculator.from_compiled_model``. ``<variant>:ts`` is ``--mode torchscript``,
+    which nequip 0.19 refuses on torch >= 2.10 (the record then holds nequip's error).
     """
     import warnings
 
@@ -331,6 +380,16 @@ def _build_nequip(variant, system_name, atoms, dtype, stress=True):
     from nequip.integrations.utils import basic_transforms
     from nequip.model import PresetNequIPGNNModel
 
+    variant, _, mode = variant.partition(":")
+    if mode not in ("", "aoti", "ts"):
+        raise ValueError(f"NequIP mode {mode!r}: use nequip-{variant}, nequip-{variant}:aoti or "
+                         f"nequip-{variant}:ts")
+    if mode == "ts":
+        from nequip.utils.versions import _TORCH_GE_2_10
+
+        if _TORCH_GE_2_10:  # the check of nequip-compile (nequip/scripts/compile.py)
+            raise RuntimeError(f"nequip-compile --mode torchscript: nequip {__import__('nequip').__version__} "
+                               f"refuses TorchScript on torch {torch.__version__} (>= 2.10); use --mode aotinductor")
     type_names = elements_of(system_name)
     avg_nn = count_edges(atoms) / len(atoms)
     if variant.upper() in ("S", "M", "L"):
@@ -348,9 +407,98 @@ def _build_nequip(variant, system_name, atoms, dtype, stress=True):
     model.eval()
     transforms = basic_transforms(model.metadata, R_MAX, type_names, {t: t for t in type_names})
     calc = NequIPCalculator(model, device="cpu", transforms=transforms)
-    config = dict(variant=variant, r_max=R_MAX, avg_num_neighbors=avg_nn, type_names=type_names)
-    return calc, {"config": config, "n_params": sum(p.numel() for p in model.parameters()),
-                  "peer_version": __import__("nequip").__version__}
+    config = dict(variant=variant, r_max=R_MAX, avg_num_neighbors=avg_nn, type_names=type_names,
+                  mode={"aoti": "aotinductor", "ts": "torchscript"}.get(mode, "eager"))
+    info = {"config": config, "n_params": sum(p.numel() for p in model.parameters()),
+            "peer_version": __import__("nequip").__version__}
+    if mode == "aoti":
+        path, info["export_s"] = nequip_aoti_artefact(calc, atoms, dict(config, dtype=dtype))
+        info["artefact"] = path
+        compiled = NequIPCalculator.from_compiled_model(
+            path, device="cpu", chemical_species_to_atom_type_map={t: t for t in type_names})
+        compiled.eager_reference = calc  # for --verify
+        calc = compiled
+    return calc, info
+
+
+def peer_cache_dir():
+    """Folder of the peers' compiled artefacts (``SINET_BENCH_PEER_CACHE``, default
+    ``~/.cache/sinet_bench_peers``), so that a timed run never pays for an export."""
+    default = os.path.join(os.path.expanduser("~"), ".cache", "sinet_bench_peers")
+    return os.environ.get("SINET_BENCH_PEER_CACHE") or default
+
+
+def nequip_aoti_path(config):
+    """``(path, key)`` of the cached AOTInductor export of a NequIP config (see below)."""
+    import hashlib
+
+    import torch
+
+    key = json.dumps({**config, "avg_num_neighbors": round(config["avg_num_neighbors"], 9),
+                      "nequip": __import__("nequip").__version__, "torch": torch.__version__},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    name = f"nequip-{config['variant']}_{config['dtype']}_{'-'.join(config['type_names'])}_{digest}"
+    return os.path.join(peer_cache_dir(), "nequip", name + ".nequip.pt2"), key
+
+
+def nequip_aoti_artefact(calc, atoms, config):
+    """Path of the AOTInductor export of ``calc.model`` for the ASE target, built once.
+
+    The steps of ``nequip-compile --mode aotinductor --device cpu --target ase`` after it has
+    loaded a model (nequip 0.19.1, ``nequip/scripts/compile.py``), called through nequip's own
+    functions because the benchmark's random-weight models have no checkpoint to load: the
+    model's metadata with nequip's global state, the ASE target's inputs and outputs, one
+    frame (the benchmark system through the calculator's own transforms) with atoms and edges
+    dynamic from 2 to infinity, ``nequip.utils.aot.aot_export_model`` (seed 1, no constant
+    folding). The file name hashes everything that the export bakes in (preset, dtype,
+    species, cutoff, average neighbour count, nequip and torch versions; the weights follow
+    from the seed); returns ``(path, seconds spent exporting)`` (0 when it was there).
+    """
+    import torch
+    from nequip.scripts._compile_utils import AOTI_ASE_TARGET, COMPILE_TARGET_DICT
+    from nequip.utils.aot import aot_export_model
+    from nequip.utils.aoti_metadata import (NEQUIP_AOTI_INPUTS_KEY, NEQUIP_AOTI_OUTPUTS_KEY,
+                                            serialize_aoti_keys)
+    from nequip.utils.global_state import get_latest_global_state
+
+    path, key = nequip_aoti_path(config)
+    folder, name = os.path.dirname(path), os.path.basename(path)[:-len(".nequip.pt2")]
+    if os.path.isfile(path):
+        return path, 0.0
+    os.makedirs(folder, exist_ok=True)
+    target = COMPILE_TARGET_DICT[AOTI_ASE_TARGET]
+    dyn = torch.export.dynamic_shapes.Dim
+    batch_map = target["batch_map_settings"]({"graph": torch.export.Dim.STATIC,
+                                              "node": dyn("num_nodes", min=2, max=torch.inf),
+                                              "edge": dyn("num_edges", min=2, max=torch.inf)})
+    structure = atoms.copy()
+    if structure.cell.volume == 0:
+        # a molecule without a cell: the exported graph also returns the stress (virial /
+        # volume), NaN in a zero cell, and nequip's export-time check of eager against
+        # compiled outputs then fails; nequip-compile gives such data a padded box
+        # (NonPeriodicCellTransform) likewise. Energies and forces do not depend on it.
+        structure.center(vacuum=10.0)
+    data = target["data_settings"](dict(calc.atoms_to_data(structure)))
+    metadata = dict(calc.model.metadata)
+    metadata.update(get_latest_global_state(only_metadata_related=True))
+    metadata = {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in metadata.items()}
+    metadata[NEQUIP_AOTI_INPUTS_KEY] = serialize_aoti_keys(target["input"])
+    metadata[NEQUIP_AOTI_OUTPUTS_KEY] = serialize_aoti_keys(target["output"])
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}.nequip.pt2")
+    t0 = time.perf_counter()
+    try:
+        aot_export_model(model=calc.model, device="cpu", input_fields=target["input"],
+                         output_fields=target["output"], data=data, batch_map=batch_map,
+                         output_path=tmp, inductor_configs={"aot_inductor.metadata": metadata},
+                         constant_fold=False, seed=1)
+        os.replace(tmp, path)  # atomic: a half-written artefact is never loaded
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    with open(path + ".json", "w") as f:
+        f.write(key + "\n")
+    return path, time.perf_counter() - t0
 
 
 #: family -> (builder, environment variable naming the interpreter that has the package)
@@ -399,7 +547,8 @@ def time_md(atoms, calc, n_warmup=3, n_steps=20, dt_fs=0.5, temperature_K=300.0,
     first_call_s = stamps[0] - t0 if stamps else warm_s  # includes any compilation
     if max_seconds is not None:
         # steady-state time per step: the warm-up steps after the first call
-        per = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else warm_s
+        # (the median of the last warm-up steps: a long warm-up may hold a compilation)
+        per = float(statistics.median(np.diff(stamps[-4:]))) if len(stamps) > 1 else warm_s
         n_steps = max(5, min(n_steps, int(max_seconds / max(per, 1e-9))))
     stamps.clear()
     faults.clear()
@@ -446,8 +595,17 @@ def run_worker(cfg):
     atoms = systems()[cfg["system"]]
     build = MODELS[family][0]
     calc, info = build(variant, cfg["system"], atoms, cfg["dtype"], stress=cfg["stress"])
-    r = time_md(atoms, calc, n_warmup=cfg["warmup"], n_steps=cfg["steps"],
+    if cfg.get("verify"):
+        r = verify_against_eager(family, variant, cfg, atoms, calc)
+        r.update(info)
+        r.update({"model": cfg["model"], "system": cfg["system"], "dtype": cfg["dtype"]})
+        return r
+    n_warmup = cfg["warmup"]
+    if family == "sinet" and variant.endswith("a"):
+        n_warmup = default_warmup(info, n_warmup)
+    r = time_md(atoms, calc, n_warmup=n_warmup, n_steps=cfg["steps"],
                 max_seconds=cfg["max_seconds"], wait_idle_s=cfg["wait_idle"])
+    r["n_warmup"] = n_warmup
     r.update(info)
     r.update({"model": cfg["model"], "system": cfg["system"], "dtype": cfg["dtype"],
               "stress": cfg["stress"], "allocator": allocator_name(),
@@ -456,6 +614,49 @@ def run_worker(cfg):
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
               "torch": torch.__version__})
     return r
+
+
+def eager_variant(family, variant):
+    """The eager spelling of a compiled model variant (``l1t1c`` -> ``l1t1``, ``s:aoti`` -> ``s``),
+    or ``None`` when ``variant`` is eager already."""
+    if family in ("sinet", "siformer") and variant[-1] in "ca":
+        return variant[:-1]
+    if ":" in variant:
+        return variant.partition(":")[0]
+    return None
+
+
+def verify_against_eager(family, variant, cfg, atoms, calc, rattle=0.05):
+    """Energy and forces of ``calc`` (a compiled variant) against the eager model of the same
+    weights (seed 0), on the benchmark structure and on two rattled copies (another edge
+    count on the periodic cells, so dynamic shapes are exercised), each calculator called
+    in turn. Tolerance: relative 1e-4 in float32, 1e-8 in float64, of the energy (to
+    max(|E|, 1)) and of the largest force difference (to max |F|)."""
+    import numpy as np
+
+    base = eager_variant(family, variant)
+    if base is None:
+        return {"verify": "eager model: nothing to compare"}
+    reference, _ = MODELS[family][0](base, cfg["system"], atoms, cfg["dtype"], stress=cfg["stress"])
+    tol = 1e-4 if cfg["dtype"] == "float32" else 1e-8
+    rows = []
+    for k in range(3):
+        structure = atoms.copy()
+        if k:
+            structure.rattle(rattle * k, seed=k)
+        values = []
+        for c in (reference, calc):
+            a = structure.copy()
+            a.calc = c
+            t0 = time.perf_counter()
+            values.append((a.get_potential_energy(), a.get_forces(), time.perf_counter() - t0))
+        (e0, f0, t_ref), (e1, f1, t_cmp) = values
+        rows.append({"energy": float(e0), "energy_rel_err": abs(e1 - e0) / max(abs(e0), 1.0),
+                     "forces_rel_err": float(np.abs(f1 - f0).max() / max(np.abs(f0).max(), 1e-12)),
+                     "n_edges": count_edges(structure), "eager_call_s": t_ref, "compiled_call_s": t_cmp})
+    worst = max(max(r["energy_rel_err"], r["forces_rel_err"]) for r in rows)
+    return {"verify": "pass" if worst <= tol else "FAIL", "worst_rel_err": worst, "tolerance": tol,
+            "structures": rows}
 
 
 def worker_env(allocator, threads=THREADS):
@@ -477,15 +678,16 @@ def interpreter_for(spec):
     return (os.environ.get(var, "") if var else sys.executable), var
 
 
-def launch(cfg, allocator, timeout_s):
-    """Run one config in a fresh process with the allocator; returns its record or an error record."""
+def launch(cfg, allocator, timeout_s, extra_env=None):
+    """Run one config in a fresh process with the allocator (and ``extra_env`` on top of the
+    environment); returns its record or an error record."""
     python, var = interpreter_for(cfg["model"])
     if not python:
         return {**cfg, "allocator": allocator, "error": f"set {var} to the interpreter of its venv"}
     cmd = [python, "-W", "ignore", os.path.abspath(__file__), "--worker", json.dumps(cfg)]
     try:
-        p = subprocess.run(cmd, env=worker_env(allocator, cfg["threads"]), capture_output=True,
-                           text=True, timeout=timeout_s)
+        p = subprocess.run(cmd, env={**worker_env(allocator, cfg["threads"]), **(extra_env or {})},
+                           capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {**cfg, "allocator": allocator, "error": f"timed out after {timeout_s} s"}
     for line in reversed(p.stdout.splitlines()):
