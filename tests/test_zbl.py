@@ -143,11 +143,11 @@ def test_the_term_is_zero_on_molecules_near_equilibrium():
 
 @pytest.mark.parametrize("name", list_pretrained())
 def test_model_files_without_the_option_load_unchanged(name):
-    """Every shipped potential predates the option (its file has no ``zbl`` key): it loads with
-    no ZBL term."""
+    """No shipped potential has a ZBL term: files older than the option have no ``zbl`` key and
+    load without the term; newer files store ``zbl: False``."""
     from sinet_ase.pretrained import pretrained_path
 
     raw = torch.load(pretrained_path(name), weights_only=True)
-    assert "zbl" not in raw["config"]
+    assert raw["config"].get("zbl", False) is False
     model = load_model(pretrained_path(name))
     assert model.zbl is None and model.config["zbl"] is False
