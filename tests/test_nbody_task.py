@@ -187,7 +187,7 @@ def test_the_former_command_runs_through_sinet_train(cache, tmp_path, capsys):
 
 
 #: the committed model files the docs name, with the test MSE documented for each
-#: (docs/nbody.md, training/RESULTS.md; each folder's summary.json holds the full number)
+#: (docs/nbody.md, docs/results/nbody.md; each folder's summary.json holds the full number)
 DOCUMENTED = {"best.pt": 0.008311, "seed0/best.pt": 0.008311, "seed1/best.pt": 0.008238,
               "seed2/best.pt": 0.008932, "best_seed0/best.pt": 0.00360}
 
