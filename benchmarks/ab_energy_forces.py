@@ -13,6 +13,7 @@ no ASE, no neighbour list) after three untimed calls (``--compile``: through
 and first force, so that the two versions can be checked to compute the same thing. Run
 the two versions alternately, several rounds, so that a change in machine load hits both.
 """
+
 import argparse
 import time
 
@@ -33,9 +34,14 @@ def main():
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--compile", action="store_true", help="SINet.enable_compile() (inductor) before timing")
-    ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
-                    help="after timing, print the torch profiler's ROWS costliest operators of one call "
-                         "(self CPU time, by input shapes)")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="after timing, print the torch profiler's ROWS costliest operators of one call "
+        "(self CPU time, by input shapes)",
+    )
     ap.add_argument("--label", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,17 +63,26 @@ def main():
         out = model(graph)
         times.append(time.perf_counter() - start)
     mode = "compiled" if args.compile else "eager"
-    print(f"{args.label} {mode} L={args.lmax} T={args.num_layers} {args.dtype} atoms={len(atoms)} edges={graph.edge_index.shape[1]} "
-          f"median {np.median(times) * 1e3:.1f} ms  energy {out['energy'].item():.6f}  "
-          f"force[0] {np.round(out['forces'][0].tolist(), 8).tolist()}", flush=True)
+    print(
+        f"{args.label} {mode} L={args.lmax} T={args.num_layers} {args.dtype} atoms={len(atoms)} edges={graph.edge_index.shape[1]} "
+        f"median {np.median(times) * 1e3:.1f} ms  energy {out['energy'].item():.6f}  "
+        f"force[0] {np.round(out['forces'][0].tolist(), 8).tolist()}",
+        flush=True,
+    )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             model(graph)
-        print(prof.key_averages(group_by_input_shape=True).table(
-            sort_by="self_cpu_time_total", row_limit=args.profile, max_name_column_width=40,
-            max_shapes_column_width=70), flush=True)
+        print(
+            prof.key_averages(group_by_input_shape=True).table(
+                sort_by="self_cpu_time_total",
+                row_limit=args.profile,
+                max_name_column_width=40,
+                max_shapes_column_width=70,
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,17 @@ def build(variant, dtype, potential, system):
 
     if system.startswith("cu"):
         torch.manual_seed(0)
-        potential = SINet(["Cu"], cutoff=5.0, lmax=1, channels=64, num_layers=1, num_radial=8,
-                          radial_hidden=64, mlp_hidden=64, avg_num_neighbors=42.0)
+        potential = SINet(
+            ["Cu"],
+            cutoff=5.0,
+            lmax=1,
+            channels=64,
+            num_layers=1,
+            num_radial=8,
+            radial_hidden=64,
+            mlp_hidden=64,
+            avg_num_neighbors=42.0,
+        )
     model = SINetCalculator(potential, dtype=dtype, compile=False).model
     if variant == "fwd+bwd":
         model.enable_compile()
@@ -73,10 +82,15 @@ def build(variant, dtype, potential, system):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--molecules", nargs="*", default=["ethanol", "aspirin"],
-                    help="shipped molecules, or cu108, cu864, ... (fcc Cu, random L = 1 model)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--molecules",
+        nargs="*",
+        default=["ethanol", "aspirin"],
+        help="shipped molecules, or cu108, cu864, ... (fcc Cu, random L = 1 model)",
+    )
     ap.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     ap.add_argument("--variants", nargs="*", default=["eager", "fwd+bwd", "joint", "joint+cpp"])
     ap.add_argument("--potential", default="sinet-xtb-md17")
@@ -111,10 +125,14 @@ def main():
                     cpu.append((time.thread_time() - c) / args.calls * 1e3)
                     wall.append((time.perf_counter() - t) / args.calls * 1e3)
         base = statistics.median(runs[args.variants[0]][3])
-        print(f"\n{molecule} ({len(atoms)} atoms, {graph.edge_index.shape[1]} edges), {args.dtype}, "
-              f"{args.threads} thread(s), foreign load {load.cores:.2f} cores:\n")
-        print(f"| variant | thread CPU ms / call | wall ms / call | {args.variants[0]} / variant (CPU) "
-              "| max force difference |")
+        print(
+            f"\n{molecule} ({len(atoms)} atoms, {graph.edge_index.shape[1]} edges), {args.dtype}, "
+            f"{args.threads} thread(s), foreign load {load.cores:.2f} cores:\n"
+        )
+        print(
+            f"| variant | thread CPU ms / call | wall ms / call | {args.variants[0]} / variant (CPU) "
+            "| max force difference |"
+        )
         print("|---|---|---|---|---|")
         for variant, (model, graph, forces, cpu, wall) in runs.items():
             cpu_ms, wall_ms = statistics.median(cpu), statistics.median(wall)

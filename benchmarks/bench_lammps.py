@@ -91,8 +91,12 @@ def time_ase(model, atoms, dtype, threads, steps, max_seconds, compile_model):
             times.append(time.perf_counter() - t0)
             if sum(times) > max_seconds and len(times) >= 2:
                 break
-    return {"ms_per_step": 1e3 * statistics.median(times), "steps": len(times),
-            "first_call_s": first_call, "foreign_load_cores": round(load.cores, 2)}
+    return {
+        "ms_per_step": 1e3 * statistics.median(times),
+        "steps": len(times),
+        "first_call_s": first_call,
+        "foreign_load_cores": round(load.cores, 2),
+    }
 
 
 LAMMPS_INPUT = """units metal
@@ -129,22 +133,30 @@ def time_lammps(package, plugin_dir, n, nprocs, threads, steps, workdir):
     loops = re.findall(r"Loop time of (\S+) on (\d+) procs for (\d+) steps", result.stdout)
     seconds, _, done = loops[-1]
     graph = [float(v) for v in re.search(r"^SINET_GRAPH (.*)$", result.stdout, re.MULTILINE).group(1).split()]
-    return {"ms_per_step": 1e3 * float(seconds) / int(done), "steps": int(done),
-            "foreign_load_cores": round(load.cores, 2),
-            # summed over processes (compute pair sinet): what the ghost shell costs in work
-            "graph": dict(zip(("nodes", "embedding_edges", "layer_edges", "local_edges"), graph))}
+    return {
+        "ms_per_step": 1e3 * float(seconds) / int(done),
+        "steps": int(done),
+        "foreign_load_cores": round(load.cores, 2),
+        # summed over processes (compute pair sinet): what the ghost shell costs in work
+        "graph": dict(zip(("nodes", "embedding_edges", "layer_edges", "local_edges"), graph)),
+    }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[6, 12, 29],
-                        help="n of the n^3 conventional fcc cells (4 n^3 atoms)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[6, 12, 29], help="n of the n^3 conventional fcc cells (4 n^3 atoms)"
+    )
     parser.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--threads", type=int, default=1, help="threads per process (ASE: torch threads)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--max-seconds", type=float, default=120.0,
-                        help="time budget per config; large systems run fewer steps (at least 2)")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120.0,
+        help="time budget per config; large systems run fewer steps (at least 2)",
+    )
     parser.add_argument("--compile", action="store_true", help="ASE path with SINetCalculator(compile=True)")
     parser.add_argument("--skip-ase", action="store_true")
     parser.add_argument("--wait-idle", type=float, default=0.0)
@@ -184,8 +196,10 @@ def main(argv=None):
             if args.wait_idle:
                 wait_for_idle(args.wait_idle)
             row[f"lammps_np{nprocs}"] = time_lammps(package, plugin_dir, n, nprocs, args.threads, steps, workdir)
-            print(f"{row['system']}: LAMMPS -np {nprocs} {row[f'lammps_np{nprocs}']['ms_per_step']:.1f} ms/step",
-                  flush=True)
+            print(
+                f"{row['system']}: LAMMPS -np {nprocs} {row[f'lammps_np{nprocs}']['ms_per_step']:.1f} ms/step",
+                flush=True,
+            )
         one = row.get("lammps_np1", {}).get("ms_per_step")
         one_edges = row.get("lammps_np1", {}).get("graph", {}).get("layer_edges")
         for nprocs in args.nprocs:
@@ -199,18 +213,32 @@ def main(argv=None):
         row["after"] = machine_state()
         rows.append(row)
 
-    print(f"\n{'system':<16}{'ASE ms':>10}" + "".join(f"{f'np{p} ms':>10}{f'eff{p}':>7}{f'xASE{p}':>8}{f'work{p}':>7}"
-                                                    for p in args.nprocs))
+    print(
+        f"\n{'system':<16}{'ASE ms':>10}"
+        + "".join(f"{f'np{p} ms':>10}{f'eff{p}':>7}{f'xASE{p}':>8}{f'work{p}':>7}" for p in args.nprocs)
+    )
     for row in rows:
         line = f"{row['system']:<16}{row.get('ase', {}).get('ms_per_step', float('nan')):>10.1f}"
         for p in args.nprocs:
-            line += (f"{row[f'lammps_np{p}']['ms_per_step']:>10.1f}{row.get(f'efficiency_np{p}', float('nan')):>7.2f}"
-                     f"{row.get(f'speedup_vs_ase_np{p}', float('nan')):>8.2f}"
-                     f"{row.get(f'layer_work_np{p}', float('nan')):>7.2f}")
+            line += (
+                f"{row[f'lammps_np{p}']['ms_per_step']:>10.1f}{row.get(f'efficiency_np{p}', float('nan')):>7.2f}"
+                f"{row.get(f'speedup_vs_ase_np{p}', float('nan')):>8.2f}"
+                f"{row.get(f'layer_work_np{p}', float('nan')):>7.2f}"
+            )
         print(line)
     out = Path(args.out) / f"lammps_{args.dtype}.json"
-    out.write_text(json.dumps({"cpu": cpu_name(), "threads_per_process": args.threads, "dtype": args.dtype,
-                               "compile": args.compile, "rows": rows}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "cpu": cpu_name(),
+                "threads_per_process": args.threads,
+                "dtype": args.dtype,
+                "compile": args.compile,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -82,6 +82,7 @@ THREADS = 2
 
 # ------------------------------------------------------------------ machine load
 
+
 def _busy_jiffies_total():
     with open("/proc/stat") as f:
         vals = [int(x) for x in f.readline().split()[1:]]
@@ -136,9 +137,12 @@ def machine_state():
         for line in f:
             if line.startswith("MemAvailable:"):
                 mem_avail = int(line.split()[1]) / 2**20  # GiB
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "loadavg": [round(x, 2) for x in os.getloadavg()], "uptime": uptime,
-            "mem_available_gib": round(mem_avail, 2) if mem_avail is not None else None}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "uptime": uptime,
+        "mem_available_gib": round(mem_avail, 2) if mem_avail is not None else None,
+    }
 
 
 def cpu_name():
@@ -159,6 +163,7 @@ def allocator_name():
 
 # ------------------------------------------------------------------ systems and models
 
+
 def systems():
     """Benchmark systems, name -> fresh ase.Atoms."""
     from ase.build import bulk, molecule
@@ -166,15 +171,13 @@ def systems():
     eth = molecule("CH3CH2OH")
     eth.center(vacuum=6.0)
     cu = bulk("Cu", "fcc", a=3.61, cubic=True)
-    found = {"ethanol_9": eth, "cu_fcc_108": cu.repeat(3), "cu_fcc_864": cu.repeat(6),
-             "cu_fcc_6912": cu.repeat(12)}
+    found = {"ethanol_9": eth, "cu_fcc_108": cu.repeat(3), "cu_fcc_864": cu.repeat(6), "cu_fcc_6912": cu.repeat(12)}
     found.update(dft_molecules())
     return found
 
 
 #: molecules of the shared DFT benchmarks: name -> (file under ../shared/data, frame)
-DFT_MOLECULES = {"acac_15": ("acac/test_MD_300K.xyz", 0),
-                 "aspirin_21": ("rmd17_aspirin/rmd17_aspirin_train.xyz", 0)}
+DFT_MOLECULES = {"acac_15": ("acac/test_MD_300K.xyz", 0), "aspirin_21": ("rmd17_aspirin/rmd17_aspirin_train.xyz", 0)}
 
 
 def dft_molecules():
@@ -202,14 +205,14 @@ def count_edges(atoms, r_max=R_MAX):
     return int(len(neighbor_list("i", atoms, r_max)))
 
 
-SINET_CONFIG = dict(cutoff=R_MAX, channels=64, num_layers=2, num_radial=8, radial_hidden=64,
-                    mlp_hidden=64, envelope_p=6)
+SINET_CONFIG = dict(
+    cutoff=R_MAX, channels=64, num_layers=2, num_radial=8, radial_hidden=64, mlp_hidden=64, envelope_p=6
+)
 
 
 def _build_siformer(variant, system_name, atoms, dtype, stress=False):
     """``siformer-l<L>[t<T>]``: as ``sinet-l<L>[t<T>]`` with SiFormer blocks (4 heads)."""
-    return _build_sinet(variant, system_name, atoms, dtype, stress=stress,
-                        extra=dict(backbone="siformer", num_heads=4))
+    return _build_sinet(variant, system_name, atoms, dtype, stress=stress, extra=dict(backbone="siformer", num_heads=4))
 
 
 def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
@@ -241,9 +244,11 @@ def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
         calc = cls(model, dtype=dtype)
     else:
         calc = cls(model, dtype=dtype, compile=compiled, edge_chunk_size=None)
-    info = {"config": dict(config, elements=elements_of(system_name)),
-            "compiled": "auto" if default else compiled,
-            "n_params": sum(p.numel() for p in model.parameters())}
+    info = {
+        "config": dict(config, elements=elements_of(system_name)),
+        "compiled": "auto" if default else compiled,
+        "n_params": sum(p.numel() for p in model.parameters()),
+    }
     if default:
         backbone = calc.model.backbone
         chunked = count_edges(atoms) > backbone.edge_chunk_from
@@ -291,8 +296,11 @@ def _build_sinet_file(variant, system_name, atoms, dtype, stress=False):
     model = load_model(path)
     cls = _with_stress(SINetCalculator) if stress else SINetCalculator
     calc = cls(model, dtype=dtype, compile=compiled)
-    return calc, {"config": {"file": path, **model.config}, "compiled": compiled,
-                  "n_params": sum(p.numel() for p in model.parameters())}
+    return calc, {
+        "config": {"file": path, **model.config},
+        "compiled": compiled,
+        "n_params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 #: MACE hidden irreps per variant: ``l1`` / ``l2`` at 64 channels, and ``paper``, the size of the
@@ -332,23 +340,47 @@ def _build_mace(variant, system_name, atoms, dtype, stress=True):
     torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
     model = modules.ScaleShiftMACE(
-        r_max=R_MAX, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
+        r_max=R_MAX,
+        num_bessel=8,
+        num_polynomial_cutoff=5,
+        max_ell=3,
         interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
         interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-        num_interactions=2, num_elements=len(z_list), hidden_irreps=o3.Irreps(hidden),
-        MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(len(z_list)),
-        avg_num_neighbors=avg_nn, atomic_numbers=z_list, correlation=3,
-        gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64], radial_type="bessel",
-        atomic_inter_scale=1.0, atomic_inter_shift=0.0)
+        num_interactions=2,
+        num_elements=len(z_list),
+        hidden_irreps=o3.Irreps(hidden),
+        MLP_irreps=o3.Irreps("16x0e"),
+        atomic_energies=np.zeros(len(z_list)),
+        avg_num_neighbors=avg_nn,
+        atomic_numbers=z_list,
+        correlation=3,
+        gate=torch.nn.functional.silu,
+        radial_MLP=[64, 64, 64],
+        radial_type="bessel",
+        atomic_inter_scale=1.0,
+        atomic_inter_shift=0.0,
+    )
     torch.set_default_dtype(torch.float32)
     path = os.path.join(tempfile.mkdtemp(prefix="bench_mace_"), "mace.model")
     torch.save(model, path)
-    calc = MACECalculator(model_paths=path, device="cpu", default_dtype=dtype,
-                          compile_mode="default" if mode == "compile" else None)
-    config = dict(r_max=R_MAX, hidden_irreps=hidden, max_ell=3, correlation=3, num_interactions=2,
-                  avg_num_neighbors=avg_nn, atomic_numbers=z_list, mode=mode or "eager")
-    return calc, {"config": config, "n_params": sum(p.numel() for p in model.parameters()),
-                  "peer_version": __import__("mace").__version__}
+    calc = MACECalculator(
+        model_paths=path, device="cpu", default_dtype=dtype, compile_mode="default" if mode == "compile" else None
+    )
+    config = dict(
+        r_max=R_MAX,
+        hidden_irreps=hidden,
+        max_ell=3,
+        correlation=3,
+        num_interactions=2,
+        avg_num_neighbors=avg_nn,
+        atomic_numbers=z_list,
+        mode=mode or "eager",
+    )
+    return calc, {
+        "config": config,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "peer_version": __import__("mace").__version__,
+    }
 
 
 def _build_nequip(variant, system_name, atoms, dtype, stress=True):
@@ -382,40 +414,67 @@ def _build_nequip(variant, system_name, atoms, dtype, stress=True):
 
     variant, _, mode = variant.partition(":")
     if mode not in ("", "aoti", "ts"):
-        raise ValueError(f"NequIP mode {mode!r}: use nequip-{variant}, nequip-{variant}:aoti or "
-                         f"nequip-{variant}:ts")
+        raise ValueError(f"NequIP mode {mode!r}: use nequip-{variant}, nequip-{variant}:aoti or nequip-{variant}:ts")
     if mode == "ts":
         from nequip.utils.versions import _TORCH_GE_2_10
 
         if _TORCH_GE_2_10:  # the check of nequip-compile (nequip/scripts/compile.py)
-            raise RuntimeError(f"nequip-compile --mode torchscript: nequip {__import__('nequip').__version__} "
-                               f"refuses TorchScript on torch {torch.__version__} (>= 2.10); use --mode aotinductor")
+            raise RuntimeError(
+                f"nequip-compile --mode torchscript: nequip {__import__('nequip').__version__} "
+                f"refuses TorchScript on torch {torch.__version__} (>= 2.10); use --mode aotinductor"
+            )
     type_names = elements_of(system_name)
     avg_nn = count_edges(atoms) / len(atoms)
     if variant.upper() in ("S", "M", "L"):
-        model = PresetNequIPGNNModel(preset=variant.upper(), seed=0, model_dtype=dtype,
-                                     type_names=type_names, r_max=R_MAX, avg_num_neighbors=avg_nn)
+        model = PresetNequIPGNNModel(
+            preset=variant.upper(),
+            seed=0,
+            model_dtype=dtype,
+            type_names=type_names,
+            r_max=R_MAX,
+            avg_num_neighbors=avg_nn,
+        )
     else:  # t<layers>l<l_max>c<features>: the size trained in benchmarks/peers
         from nequip.model import NequIPGNNModel
 
         layers, rest = variant.lstrip("t").split("l")
         l_max, features = rest.split("c")
-        model = NequIPGNNModel(seed=0, model_dtype=dtype, type_names=type_names, r_max=R_MAX,
-                               avg_num_neighbors=avg_nn, num_layers=int(layers), l_max=int(l_max),
-                               num_features=int(features), parity=True, num_bessels=8,
-                               polynomial_cutoff_p=6, radial_mlp_depth=2, radial_mlp_width=64)
+        model = NequIPGNNModel(
+            seed=0,
+            model_dtype=dtype,
+            type_names=type_names,
+            r_max=R_MAX,
+            avg_num_neighbors=avg_nn,
+            num_layers=int(layers),
+            l_max=int(l_max),
+            num_features=int(features),
+            parity=True,
+            num_bessels=8,
+            polynomial_cutoff_p=6,
+            radial_mlp_depth=2,
+            radial_mlp_width=64,
+        )
     model.eval()
     transforms = basic_transforms(model.metadata, R_MAX, type_names, {t: t for t in type_names})
     calc = NequIPCalculator(model, device="cpu", transforms=transforms)
-    config = dict(variant=variant, r_max=R_MAX, avg_num_neighbors=avg_nn, type_names=type_names,
-                  mode={"aoti": "aotinductor", "ts": "torchscript"}.get(mode, "eager"))
-    info = {"config": config, "n_params": sum(p.numel() for p in model.parameters()),
-            "peer_version": __import__("nequip").__version__}
+    config = dict(
+        variant=variant,
+        r_max=R_MAX,
+        avg_num_neighbors=avg_nn,
+        type_names=type_names,
+        mode={"aoti": "aotinductor", "ts": "torchscript"}.get(mode, "eager"),
+    )
+    info = {
+        "config": config,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "peer_version": __import__("nequip").__version__,
+    }
     if mode == "aoti":
         path, info["export_s"] = nequip_aoti_artefact(calc, atoms, dict(config, dtype=dtype))
         info["artefact"] = path
         compiled = NequIPCalculator.from_compiled_model(
-            path, device="cpu", chemical_species_to_atom_type_map={t: t for t in type_names})
+            path, device="cpu", chemical_species_to_atom_type_map={t: t for t in type_names}
+        )
         compiled.eager_reference = calc  # for --verify
         calc = compiled
     return calc, info
@@ -434,9 +493,15 @@ def nequip_aoti_path(config):
 
     import torch
 
-    key = json.dumps({**config, "avg_num_neighbors": round(config["avg_num_neighbors"], 9),
-                      "nequip": __import__("nequip").__version__, "torch": torch.__version__},
-                     sort_keys=True)
+    key = json.dumps(
+        {
+            **config,
+            "avg_num_neighbors": round(config["avg_num_neighbors"], 9),
+            "nequip": __import__("nequip").__version__,
+            "torch": torch.__version__,
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     name = f"nequip-{config['variant']}_{config['dtype']}_{'-'.join(config['type_names'])}_{digest}"
     return os.path.join(peer_cache_dir(), "nequip", name + ".nequip.pt2"), key
@@ -458,20 +523,23 @@ def nequip_aoti_artefact(calc, atoms, config):
     import torch
     from nequip.scripts._compile_utils import AOTI_ASE_TARGET, COMPILE_TARGET_DICT
     from nequip.utils.aot import aot_export_model
-    from nequip.utils.aoti_metadata import (NEQUIP_AOTI_INPUTS_KEY, NEQUIP_AOTI_OUTPUTS_KEY,
-                                            serialize_aoti_keys)
+    from nequip.utils.aoti_metadata import NEQUIP_AOTI_INPUTS_KEY, NEQUIP_AOTI_OUTPUTS_KEY, serialize_aoti_keys
     from nequip.utils.global_state import get_latest_global_state
 
     path, key = nequip_aoti_path(config)
-    folder, name = os.path.dirname(path), os.path.basename(path)[:-len(".nequip.pt2")]
+    folder, name = os.path.dirname(path), os.path.basename(path)[: -len(".nequip.pt2")]
     if os.path.isfile(path):
         return path, 0.0
     os.makedirs(folder, exist_ok=True)
     target = COMPILE_TARGET_DICT[AOTI_ASE_TARGET]
     dyn = torch.export.dynamic_shapes.Dim
-    batch_map = target["batch_map_settings"]({"graph": torch.export.Dim.STATIC,
-                                              "node": dyn("num_nodes", min=2, max=torch.inf),
-                                              "edge": dyn("num_edges", min=2, max=torch.inf)})
+    batch_map = target["batch_map_settings"](
+        {
+            "graph": torch.export.Dim.STATIC,
+            "node": dyn("num_nodes", min=2, max=torch.inf),
+            "edge": dyn("num_edges", min=2, max=torch.inf),
+        }
+    )
     structure = atoms.copy()
     if structure.cell.volume == 0:
         # a molecule without a cell: the exported graph also returns the stress (virial /
@@ -488,10 +556,18 @@ def nequip_aoti_artefact(calc, atoms, config):
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}.nequip.pt2")
     t0 = time.perf_counter()
     try:
-        aot_export_model(model=calc.model, device="cpu", input_fields=target["input"],
-                         output_fields=target["output"], data=data, batch_map=batch_map,
-                         output_path=tmp, inductor_configs={"aot_inductor.metadata": metadata},
-                         constant_fold=False, seed=1)
+        aot_export_model(
+            model=calc.model,
+            device="cpu",
+            input_fields=target["input"],
+            output_fields=target["output"],
+            data=data,
+            batch_map=batch_map,
+            output_path=tmp,
+            inductor_configs={"aot_inductor.metadata": metadata},
+            constant_fold=False,
+            seed=1,
+        )
         os.replace(tmp, path)  # atomic: a half-written artefact is never loaded
     finally:
         if os.path.exists(tmp):
@@ -520,8 +596,10 @@ def parse_model(spec):
 
 # ------------------------------------------------------------------ timing
 
-def time_md(atoms, calc, n_warmup=3, n_steps=20, dt_fs=0.5, temperature_K=300.0, seed=0,
-            max_seconds=None, wait_idle_s=0.0):
+
+def time_md(
+    atoms, calc, n_warmup=3, n_steps=20, dt_fs=0.5, temperature_K=300.0, seed=0, max_seconds=None, wait_idle_s=0.0
+):
     """VelocityVerlet with ``calc``; per-step wall time, page faults and the load during it."""
     import numpy as np
     from ase import units
@@ -560,7 +638,7 @@ def time_md(atoms, calc, n_warmup=3, n_steps=20, dt_fs=0.5, temperature_K=300.0,
         dyn.run(n_steps)
     after = machine_state()
     # the observer also fires once at the start of the run; keep the last n_steps + 1 stamps
-    stamps, faults, cpu = stamps[-(n_steps + 1):], faults[-(n_steps + 1):], cpu[-(n_steps + 1):]
+    stamps, faults, cpu = stamps[-(n_steps + 1) :], faults[-(n_steps + 1) :], cpu[-(n_steps + 1) :]
     dts = np.diff(np.array(stamps))
     assert len(dts) == n_steps, (len(dts), n_steps)
     med = float(statistics.median(dts))
@@ -603,16 +681,30 @@ def run_worker(cfg):
     n_warmup = cfg["warmup"]
     if family == "sinet" and variant.endswith("a"):
         n_warmup = default_warmup(info, n_warmup)
-    r = time_md(atoms, calc, n_warmup=n_warmup, n_steps=cfg["steps"],
-                max_seconds=cfg["max_seconds"], wait_idle_s=cfg["wait_idle"])
+    r = time_md(
+        atoms,
+        calc,
+        n_warmup=n_warmup,
+        n_steps=cfg["steps"],
+        max_seconds=cfg["max_seconds"],
+        wait_idle_s=cfg["wait_idle"],
+    )
     r["n_warmup"] = n_warmup
     r.update(info)
-    r.update({"model": cfg["model"], "system": cfg["system"], "dtype": cfg["dtype"],
-              "stress": cfg["stress"], "allocator": allocator_name(),
-              "malloc_conf": os.environ.get("MALLOC_CONF", ""),
-              "n_edges": count_edges(atoms), "threads": torch.get_num_threads(),
-              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-              "torch": torch.__version__})
+    r.update(
+        {
+            "model": cfg["model"],
+            "system": cfg["system"],
+            "dtype": cfg["dtype"],
+            "stress": cfg["stress"],
+            "allocator": allocator_name(),
+            "malloc_conf": os.environ.get("MALLOC_CONF", ""),
+            "n_edges": count_edges(atoms),
+            "threads": torch.get_num_threads(),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "torch": torch.__version__,
+        }
+    )
     return r
 
 
@@ -653,15 +745,22 @@ def verify_against_eager(family, variant, cfg, atoms, calc, rattle=0.05):
             t0 = time.perf_counter()
             values.append((a.get_potential_energy(), a.get_forces(), time.perf_counter() - t0))
         (e0, f0, t_ref), (e1, f1, t_cmp) = values
-        rows.append({"energy": float(e0), "energy_rel_err": abs(e1 - e0) / max(abs(e0), 1.0),
-                     "forces_abs_err": float(np.abs(f1 - f0).max()), "forces_max": float(np.abs(f0).max()),
-                     "n_edges": count_edges(structure), "eager_call_s": t_ref, "compiled_call_s": t_cmp})
+        rows.append(
+            {
+                "energy": float(e0),
+                "energy_rel_err": abs(e1 - e0) / max(abs(e0), 1.0),
+                "forces_abs_err": float(np.abs(f1 - f0).max()),
+                "forces_max": float(np.abs(f0).max()),
+                "n_edges": count_edges(structure),
+                "eager_call_s": t_ref,
+                "compiled_call_s": t_cmp,
+            }
+        )
     force_scale = max(max(r["forces_max"] for r in rows), 1e-12)
     for r in rows:
         r["forces_rel_err"] = r["forces_abs_err"] / force_scale
     worst = max(max(r["energy_rel_err"], r["forces_rel_err"]) for r in rows)
-    return {"verify": "pass" if worst <= tol else "FAIL", "worst_rel_err": worst, "tolerance": tol,
-            "structures": rows}
+    return {"verify": "pass" if worst <= tol else "FAIL", "worst_rel_err": worst, "tolerance": tol, "structures": rows}
 
 
 def worker_env(allocator, threads=THREADS):
@@ -691,13 +790,18 @@ def launch(cfg, allocator, timeout_s, extra_env=None):
         return {**cfg, "allocator": allocator, "error": f"set {var} to the interpreter of its venv"}
     cmd = [python, "-W", "ignore", os.path.abspath(__file__), "--worker", json.dumps(cfg)]
     try:
-        p = subprocess.run(cmd, env={**worker_env(allocator, cfg["threads"]), **(extra_env or {})},
-                           capture_output=True, text=True, timeout=timeout_s)
+        p = subprocess.run(
+            cmd,
+            env={**worker_env(allocator, cfg["threads"]), **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
     except subprocess.TimeoutExpired:
         return {**cfg, "allocator": allocator, "error": f"timed out after {timeout_s} s"}
     for line in reversed(p.stdout.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
     return {**cfg, "allocator": allocator, "error": f"rc {p.returncode}: " + " | ".join(tail)}
 
@@ -705,15 +809,20 @@ def launch(cfg, allocator, timeout_s, extra_env=None):
 def predicted_peak_gib(results, cfg, allocator):
     """Peak memory of a 6,912-atom run predicted from the 864-atom run (x8 above the import baseline)."""
     for r in results:
-        if (r.get("system") == "cu_fcc_864" and r.get("model") == cfg["model"]
-                and r.get("dtype") == cfg["dtype"] and r.get("allocator") == allocator
-                and "peak_rss_gib" in r):
+        if (
+            r.get("system") == "cu_fcc_864"
+            and r.get("model") == cfg["model"]
+            and r.get("dtype") == cfg["dtype"]
+            and r.get("allocator") == allocator
+            and "peak_rss_gib" in r
+        ):
             base = 0.4  # GiB: peak RSS of a whole ethanol run (imports + model) on this machine
             return base + 8.0 * max(r["peak_rss_gib"] - base, 0.0)
     return None
 
 
 # ------------------------------------------------------------------ profile
+
 
 def run_profile(args):
     """torch.profiler over a few MD steps, plus a split of one calculator call."""
@@ -754,10 +863,14 @@ def run_profile(args):
         t_energy, _ = med(lambda: model(graph, compute_forces=False))
         t_ef, f_ef = med(lambda: model(graph, compute_forces=True))
         t_full, f_full = med(full)
-    print(f"\nsplit of one call ({name}, {len(atoms)} atoms, {graph.edge_index.shape[1]} edges, "
-          f"{args.profile_dtype}, foreign load {fl.cores:.2f} cores), median of 7 ms:")
-    print("| graph (neighbour list) | model energy only | model energy + forces | full calculator call "
-          "| minor faults / call |")
+    print(
+        f"\nsplit of one call ({name}, {len(atoms)} atoms, {graph.edge_index.shape[1]} edges, "
+        f"{args.profile_dtype}, foreign load {fl.cores:.2f} cores), median of 7 ms:"
+    )
+    print(
+        "| graph (neighbour list) | model energy only | model energy + forces | full calculator call "
+        "| minor faults / call |"
+    )
     print("|---|---|---|---|---|")
     print(f"| {t_graph:.1f} | {t_energy:.1f} | {t_ef:.1f} | {t_full:.1f} | {f_full:.0f} |", flush=True)
 
@@ -765,33 +878,39 @@ def run_profile(args):
     with ForeignLoad() as fl, profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(args.profile_steps):
             full()
-    print(f"\ntorch.profiler, {args.profile_steps} calls, foreign load {fl.cores:.2f} cores; "
-          "top ops by self CPU time:")
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows,
-                                      max_name_column_width=48)
+    print(f"\ntorch.profiler, {args.profile_steps} calls, foreign load {fl.cores:.2f} cores; top ops by self CPU time:")
+    table = prof.key_averages().table(
+        sort_by="self_cpu_time_total", row_limit=args.profile_rows, max_name_column_width=48
+    )
     print(table)
     print("\nby input shape (top 25):")
-    print(prof.key_averages(group_by_input_shape=True).table(
-        sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40,
-        max_shapes_column_width=60))
+    print(
+        prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40, max_shapes_column_width=60
+        )
+    )
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, f"profile_{name}_l{args.profile_lmax}_{args.profile_dtype}"
-                                      f"_{allocator_name()}.json")
+        path = os.path.join(
+            args.out, f"profile_{name}_l{args.profile_lmax}_{args.profile_dtype}_{allocator_name()}.json"
+        )
         prof.export_chrome_trace(path)
         print("chrome trace:", path)
 
 
 # ------------------------------------------------------------------ driver
 
+
 def print_table(results):
     rows = {}
     for r in results:
         key = (r["model"], r["system"], r["allocator"], r.get("stress", False))
         rows.setdefault(key, {})[r["dtype"]] = r
-    print("\n| model | system (atoms / edges) | allocator | f32 ms/step | f32 CPU ms | f32 atom-steps/s | "
-          "f64 ms/step | f64 CPU ms | f64 atom-steps/s | steps | foreign load (cores) | loadavg 1 min "
-          "| peak RSS GiB | minor faults/step |")
+    print(
+        "\n| model | system (atoms / edges) | allocator | f32 ms/step | f32 CPU ms | f32 atom-steps/s | "
+        "f64 ms/step | f64 CPU ms | f64 atom-steps/s | steps | foreign load (cores) | loadavg 1 min "
+        "| peak RSS GiB | minor faults/step |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (model, system, alloc, stress), v in rows.items():
         any_r = next(iter(v.values()))
@@ -811,33 +930,44 @@ def print_table(results):
                 loads.append(f"{r['foreign_load_cores']:.2f}")
                 lavg.append(f"{r['load_before']['loadavg'][0]:.2f}")
                 rss.append(f"{r['peak_rss_gib']:.2f}")
-        line += (f" {'/'.join(steps)} | {'/'.join(loads)} | {'/'.join(lavg)} | {'/'.join(rss)} "
-                 f"| {'/'.join(flt)} |")
+        line += f" {'/'.join(steps)} | {'/'.join(loads)} | {'/'.join(lavg)} | {'/'.join(rss)} | {'/'.join(flt)} |"
         print(line)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", nargs="*", default=["sinet-l1", "sinet-l2", "sinet-l3"])
-    ap.add_argument("--systems", nargs="*",
-                    default=["ethanol_9", "cu_fcc_108", "cu_fcc_864", "cu_fcc_6912"])
+    ap.add_argument("--systems", nargs="*", default=["ethanol_9", "cu_fcc_108", "cu_fcc_864", "cu_fcc_6912"])
     ap.add_argument("--dtypes", nargs="*", default=["float32", "float64"])
-    ap.add_argument("--allocators", nargs="*", default=["glibc", "jemalloc"],
-                    choices=["glibc", "jemalloc"])
+    ap.add_argument("--allocators", nargs="*", default=["glibc", "jemalloc"], choices=["glibc", "jemalloc"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--max-seconds", type=float, default=120.0,
-                    help="cap on timed seconds per config (steps reduced, never below 5)")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120.0,
+        help="cap on timed seconds per config (steps reduced, never below 5)",
+    )
     ap.add_argument("--stress", action="store_true", help="compute the stress every call (as the peers)")
-    ap.add_argument("--wait-idle", type=float, default=0.0,
-                    help="seconds to wait at most for other processes to go quiet before each window")
-    ap.add_argument("--max-mem-frac", type=float, default=0.8,
-                    help="skip a 6,912-atom config whose predicted peak exceeds this fraction of free memory")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        help="seconds to wait at most for other processes to go quiet before each window",
+    )
+    ap.add_argument(
+        "--max-mem-frac",
+        type=float,
+        default=0.8,
+        help="skip a 6,912-atom config whose predicted peak exceeds this fraction of free memory",
+    )
     ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (the benchmark setting is 2)")
     ap.add_argument("--worker-timeout", type=float, default=3600.0)
-    ap.add_argument("--quick", action="store_true",
-                    help="validation: 1 warm-up, 5 steps, ethanol + Cu 108, sinet-l2, glibc")
+    ap.add_argument(
+        "--quick", action="store_true", help="validation: 1 warm-up, 5 steps, ethanol + Cu 108, sinet-l2, glibc"
+    )
     ap.add_argument("--out", default="/tmp/sinet_bench", help="folder for md_sinet.json (and traces)")
     ap.add_argument("--tag", default="", help="suffix of the JSON file name")
     ap.add_argument("--profile", action="store_true", help="profile one config instead of the MD matrix")
@@ -871,23 +1001,36 @@ def main():
 
     os.makedirs(args.out, exist_ok=True)
     out_path = os.path.join(args.out, f"md_sinet{args.tag}.json")
-    env = {"python": platform.python_version(), "cpu": cpu_name(), "nproc": os.cpu_count(),
-           "threads": args.threads, "argv": sys.argv, "start": machine_state()}
+    env = {
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "nproc": os.cpu_count(),
+        "threads": args.threads,
+        "argv": sys.argv,
+        "start": machine_state(),
+    }
     print("env:", json.dumps(env), flush=True)
     results = []
     for allocator in args.allocators:
         for model in args.models:
             for system in args.systems:
                 for dtype in args.dtypes:
-                    cfg = {"model": model, "system": system, "dtype": dtype, "stress": args.stress,
-                           "steps": args.steps, "warmup": args.warmup, "max_seconds": args.max_seconds,
-                           "wait_idle": args.wait_idle, "threads": args.threads}
+                    cfg = {
+                        "model": model,
+                        "system": system,
+                        "dtype": dtype,
+                        "stress": args.stress,
+                        "steps": args.steps,
+                        "warmup": args.warmup,
+                        "max_seconds": args.max_seconds,
+                        "wait_idle": args.wait_idle,
+                        "threads": args.threads,
+                    }
                     if system == "cu_fcc_6912":
                         need = predicted_peak_gib(results, cfg, allocator)
                         have = machine_state()["mem_available_gib"]
                         if need is not None and have is not None and need > args.max_mem_frac * have:
-                            r = {**cfg, "allocator": allocator,
-                                 "skipped": f"needs ~{need:.0f} GiB, {have:.0f} free"}
+                            r = {**cfg, "allocator": allocator, "skipped": f"needs ~{need:.0f} GiB, {have:.0f} free"}
                             results.append(r)
                             print(json.dumps(r), flush=True)
                             continue

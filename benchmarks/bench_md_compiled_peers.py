@@ -48,17 +48,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_md  # noqa: E402
 
 #: models timed by --quick and by the full run (mode suffixes: bench_md.py)
-QUICK_MODELS = ["nequip-s", "nequip-s:aoti", "mace-l2", "mace-l2:compile",
-                "sinet-l1t1", "sinet-l1t1c", "sinet-l1t1a"]
-FULL_MODELS = QUICK_MODELS + ["sinet-l2t1", "sinet-l2t1c", "sinet-l2t1a",
-                              "nequip-m", "nequip-m:aoti", "sinet-l2t3", "sinet-l2t3c", "sinet-l2t3a"]
+QUICK_MODELS = ["nequip-s", "nequip-s:aoti", "mace-l2", "mace-l2:compile", "sinet-l1t1", "sinet-l1t1c", "sinet-l1t1a"]
+FULL_MODELS = QUICK_MODELS + [
+    "sinet-l2t1",
+    "sinet-l2t1c",
+    "sinet-l2t1a",
+    "nequip-m",
+    "nequip-m:aoti",
+    "sinet-l2t3",
+    "sinet-l2t3c",
+    "sinet-l2t3a",
+]
 #: compiled paths that are checked but not timed (they do not run here: the record says why)
 CHECK_ONLY = ["nequip-s:ts"]
 QUICK_SYSTEMS = ["ethanol_9", "aspirin_21", "cu_fcc_864"]
 FULL_SYSTEMS = QUICK_SYSTEMS + ["cu_fcc_6912"]
 #: SINet model -> the peers it is matched with
-MATCHED = {"sinet-l1t1": ["nequip-s", "mace-l2"], "sinet-l2t1": ["nequip-s", "mace-l2"],
-           "sinet-l2t3": ["nequip-m"]}
+MATCHED = {"sinet-l1t1": ["nequip-s", "mace-l2"], "sinet-l2t1": ["nequip-s", "mace-l2"], "sinet-l2t3": ["nequip-m"]}
 PEER_VENVS = {"NEQUIP_PYTHON": "/work/peers/nequip/bin/python", "MACE_PYTHON": "/work/peers/mace/bin/python"}
 
 
@@ -85,8 +91,7 @@ def is_compiled(spec):
 def cache_env(cache, spec):
     """Environment of a worker: the peer artefact folder and one inductor cache per family."""
     family, _ = bench_md.parse_model(spec)
-    return {"SINET_BENCH_PEER_CACHE": cache,
-            "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor", family)}
+    return {"SINET_BENCH_PEER_CACHE": cache, "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor", family)}
 
 
 def versions_key(spec):
@@ -113,9 +118,18 @@ def prepare(args, models, systems, log):
                 if key in done and "error" not in done[key]:
                     records.append(done[key])
                     continue
-                cfg = {"model": spec, "system": system, "dtype": dtype, "stress": False, "steps": 0,
-                       "warmup": 0, "max_seconds": None, "wait_idle": 0.0, "threads": args.threads,
-                       "verify": True}
+                cfg = {
+                    "model": spec,
+                    "system": system,
+                    "dtype": dtype,
+                    "stress": False,
+                    "steps": 0,
+                    "warmup": 0,
+                    "max_seconds": None,
+                    "wait_idle": 0.0,
+                    "threads": args.threads,
+                    "verify": True,
+                }
                 t0 = time.perf_counter()
                 r = bench_md.launch(cfg, "jemalloc", args.worker_timeout, cache_env(args.cache, spec))
                 r.update(key=key, prepare_wall_s=round(time.perf_counter() - t0, 1))
@@ -125,8 +139,10 @@ def prepare(args, models, systems, log):
                     r.pop("structures", None)
                 records.append(r)
                 done[key] = r
-                log(f"check {spec} {system} {dtype}: {r.get('verify') or r.get('error')} "
-                    f"(worst {r.get('worst_rel_err', float('nan')):.1e}, {r['prepare_wall_s']} s)")
+                log(
+                    f"check {spec} {system} {dtype}: {r.get('verify') or r.get('error')} "
+                    f"(worst {r.get('worst_rel_err', float('nan')):.1e}, {r['prepare_wall_s']} s)"
+                )
                 os.makedirs(args.cache, exist_ok=True)
                 tmp = path + f".tmp{os.getpid()}"
                 with open(tmp, "w") as f:
@@ -141,9 +157,17 @@ def time_all(args, models, systems, log, write):
     for system in systems:
         for dtype in args.dtypes:
             for spec in models:
-                cfg = {"model": spec, "system": system, "dtype": dtype, "stress": False,
-                       "steps": args.steps, "warmup": args.warmup, "max_seconds": args.max_seconds,
-                       "wait_idle": args.wait_idle, "threads": args.threads}
+                cfg = {
+                    "model": spec,
+                    "system": system,
+                    "dtype": dtype,
+                    "stress": False,
+                    "steps": args.steps,
+                    "warmup": args.warmup,
+                    "max_seconds": args.max_seconds,
+                    "wait_idle": args.wait_idle,
+                    "threads": args.threads,
+                }
                 if system == "cu_fcc_6912":
                     need = bench_md.predicted_peak_gib(results, cfg, "jemalloc")
                     have = bench_md.machine_state()["mem_available_gib"]
@@ -156,8 +180,19 @@ def time_all(args, models, systems, log, write):
                 r = bench_md.launch(cfg, "jemalloc", args.worker_timeout, cache_env(args.cache, spec))
                 r["worker_wall_s"] = round(time.perf_counter() - t0, 1)
                 results.append(r)
-                brief = {k: r.get(k) for k in ("model", "system", "dtype", "median_ms", "first_call_s",
-                                               "foreign_load_cores", "worker_wall_s", "error")}
+                brief = {
+                    k: r.get(k)
+                    for k in (
+                        "model",
+                        "system",
+                        "dtype",
+                        "median_ms",
+                        "first_call_s",
+                        "foreign_load_cores",
+                        "worker_wall_s",
+                        "error",
+                    )
+                }
                 log(json.dumps(brief))
                 write(results)
     return results
@@ -165,8 +200,13 @@ def time_all(args, models, systems, log, write):
 
 # ------------------------------------------------------------------ report
 
-SYSTEM_NAMES = {"ethanol_9": "ethanol (9)", "aspirin_21": "aspirin (21)", "cu_fcc_108": "Cu 108",
-                "cu_fcc_864": "Cu 864", "cu_fcc_6912": "Cu 6,912"}
+SYSTEM_NAMES = {
+    "ethanol_9": "ethanol (9)",
+    "aspirin_21": "aspirin (21)",
+    "cu_fcc_108": "Cu 108",
+    "cu_fcc_864": "Cu 864",
+    "cu_fcc_6912": "Cu 6,912",
+}
 
 
 def _ms(results, spec, system, dtype):
@@ -186,46 +226,76 @@ def _cell(results, spec, system, dtype):
 
 
 def markdown(env, checks, results, models, systems, dtypes):
-    lines = ["# MD ms per step, every model at its fastest CPU mode", "",
-             f"Run {env['start']['date']} to {env.get('end', {}).get('date', '?')}, {env['cpu']}, "
-             f"{env['threads']} threads, jemalloc for every model; command `{' '.join(env['argv'])}`. "
-             "Median ms per VelocityVerlet step (first call and warm-up untimed); f32 / f64.", ""]
-    lines += ["## Checks: compiled against eager, same weights", "",
-              "| model | system | dtype | result | worst relative difference (energy, forces) |",
-              "|---|---|---|---|---|"]
+    lines = [
+        "# MD ms per step, every model at its fastest CPU mode",
+        "",
+        f"Run {env['start']['date']} to {env.get('end', {}).get('date', '?')}, {env['cpu']}, "
+        f"{env['threads']} threads, jemalloc for every model; command `{' '.join(env['argv'])}`. "
+        "Median ms per VelocityVerlet step (first call and warm-up untimed); f32 / f64.",
+        "",
+    ]
+    lines += [
+        "## Checks: compiled against eager, same weights",
+        "",
+        "| model | system | dtype | result | worst relative difference (energy, forces) |",
+        "|---|---|---|---|---|",
+    ]
     for r in checks:
         res = r.get("verify")
         if "error" in r:
             res = "error: " + str(r["error"])[-200:].replace("|", "/")
         worst = f"{r['worst_rel_err']:.1e}" if "worst_rel_err" in r else "-"
         lines.append(f"| {r.get('model')} | {r.get('system')} | {r.get('dtype')} | {res} | {worst} |")
-    lines += ["", "## ms per step (f32 / f64)", "",
-              "| model | mode | " + " | ".join(SYSTEM_NAMES.get(s, s) for s in systems) + " |",
-              "|---|---|" + "---|" * len(systems)]
+    lines += [
+        "",
+        "## ms per step (f32 / f64)",
+        "",
+        "| model | mode | " + " | ".join(SYSTEM_NAMES.get(s, s) for s in systems) + " |",
+        "|---|---|" + "---|" * len(systems),
+    ]
     for spec in models:
         cells = [" / ".join(_cell(results, spec, s, d) for d in dtypes) for s in systems]
         lines.append(f"| {base_model(spec)} | {mode_of(spec)} | " + " | ".join(cells) + " |")
-    lines += ["", "First call (s, f32 / f64; compilation or loading of compiled code included, untimed in "
-                  "the table above):", "",
-              "| model | mode | " + " | ".join(SYSTEM_NAMES.get(s, s) for s in systems) + " |",
-              "|---|---|" + "---|" * len(systems)]
+    lines += [
+        "",
+        "First call (s, f32 / f64; compilation or loading of compiled code included, untimed in the table above):",
+        "",
+        "| model | mode | " + " | ".join(SYSTEM_NAMES.get(s, s) for s in systems) + " |",
+        "|---|---|" + "---|" * len(systems),
+    ]
     for spec in models:
         cells = []
         for s in systems:
             vals = []
             for d in dtypes:
-                r = next((r for r in results if r.get("model") == spec and r.get("system") == s
-                          and r.get("dtype") == d and "first_call_s" in r), None)
+                r = next(
+                    (
+                        r
+                        for r in results
+                        if r.get("model") == spec
+                        and r.get("system") == s
+                        and r.get("dtype") == d
+                        and "first_call_s" in r
+                    ),
+                    None,
+                )
                 vals.append(f"{r['first_call_s']:.1f}" if r else "-")
             cells.append(" / ".join(vals))
         lines.append(f"| {base_model(spec)} | {mode_of(spec)} | " + " | ".join(cells) + " |")
     loads = [r["foreign_load_cores"] for r in results if "foreign_load_cores" in r]
     if loads:
-        lines += ["", f"Foreign load during the timed windows: max {max(loads):.2f} cores "
-                      f"(points above 0.15 are not trustworthy)."]
-    lines += ["", "## Ratios: fastest mode of the matched peer / SINet mode (above 1: SINet faster)", "",
-              "| SINet | peer (fastest mode) | system | dtype | eager | compiled | default |",
-              "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Foreign load during the timed windows: max {max(loads):.2f} cores "
+            f"(points above 0.15 are not trustworthy).",
+        ]
+    lines += [
+        "",
+        "## Ratios: fastest mode of the matched peer / SINet mode (above 1: SINet faster)",
+        "",
+        "| SINet | peer (fastest mode) | system | dtype | eager | compiled | default |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for sinet, peers in MATCHED.items():
         if sinet not in models:
             continue
@@ -242,35 +312,46 @@ def markdown(env, checks, results, models, systems, dtypes):
                     for suffix in ("", "c", "a"):
                         t = _ms(results, sinet + suffix, s, d)
                         row.append(f"{times[best] / t:.2f}x" if t else "-")
-                    lines.append(f"| {sinet} | {best} ({times[best]:,.1f} ms) | {SYSTEM_NAMES.get(s, s)} | "
-                                 f"{d} | " + " | ".join(row) + " |")
+                    lines.append(
+                        f"| {sinet} | {best} ({times[best]:,.1f} ms) | {SYSTEM_NAMES.get(s, s)} | "
+                        f"{d} | " + " | ".join(row) + " |"
+                    )
     return "\n".join(lines) + "\n"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="ethanol, aspirin, Cu 864; SINet L = 1 (1 layer), NequIP-S, MACE; 5 steps")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="ethanol, aspirin, Cu 864; SINet L = 1 (1 layer), NequIP-S, MACE; 5 steps"
+    )
     ap.add_argument("--models", nargs="*", help="default: the quick or the full set")
     ap.add_argument("--systems", nargs="*", help="default: the quick or the full set")
     ap.add_argument("--dtypes", nargs="*", default=["float32", "float64"])
     ap.add_argument("--steps", type=int, help="timed steps (quick 5, full 10)")
     ap.add_argument("--warmup", type=int, help="untimed steps after the first call (quick 2, full 3)")
-    ap.add_argument("--max-seconds", type=float, default=20.0,
-                    help="cap on timed seconds per config (steps reduced, never below 5)")
-    ap.add_argument("--wait-idle", type=float, default=None,
-                    help="seconds to wait at most for other processes to go quiet (quick 5, full 60)")
+    ap.add_argument(
+        "--max-seconds", type=float, default=20.0, help="cap on timed seconds per config (steps reduced, never below 5)"
+    )
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=None,
+        help="seconds to wait at most for other processes to go quiet (quick 5, full 60)",
+    )
     ap.add_argument("--threads", type=int, default=bench_md.THREADS)
     ap.add_argument("--max-mem-frac", type=float, default=0.8)
     ap.add_argument("--worker-timeout", type=float, default=3600.0)
-    ap.add_argument("--cache", default=None, help="compiled artefacts and checks "
-                    "(default SINET_BENCH_PEER_CACHE or ~/.cache/sinet_bench_peers)")
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="compiled artefacts and checks (default SINET_BENCH_PEER_CACHE or ~/.cache/sinet_bench_peers)",
+    )
     ap.add_argument("--prepare-only", action="store_true", help="stage 1 only: exports, caches, checks")
     ap.add_argument("--skip-prepare", action="store_true", help="stage 2 only")
     ap.add_argument("--reverify", action="store_true", help="check again configs checked before")
-    ap.add_argument("--no-ts", dest="check_ts", action="store_false",
-                    help="do not try NequIP's TorchScript mode")
+    ap.add_argument("--no-ts", dest="check_ts", action="store_false", help="do not try NequIP's TorchScript mode")
     ap.add_argument("--keep-rows", action="store_true", help="keep per-structure rows of passed checks")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--tag", default="")
@@ -288,10 +369,16 @@ def main():
         args.wait_idle = 5.0 if args.quick else 60.0
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, f"md_compiled_peers{args.tag}")
-    env = {"python": platform.python_version(), "cpu": bench_md.cpu_name(), "nproc": os.cpu_count(),
-           "threads": args.threads, "argv": sys.argv, "cache": args.cache,
-           "interpreters": {m: bench_md.interpreter_for(m)[0] for m in models},
-           "start": bench_md.machine_state()}
+    env = {
+        "python": platform.python_version(),
+        "cpu": bench_md.cpu_name(),
+        "nproc": os.cpu_count(),
+        "threads": args.threads,
+        "argv": sys.argv,
+        "cache": args.cache,
+        "interpreters": {m: bench_md.interpreter_for(m)[0] for m in models},
+        "start": bench_md.machine_state(),
+    }
     t_start = time.perf_counter()
 
     def log(msg):

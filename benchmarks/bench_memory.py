@@ -48,33 +48,45 @@ def run_worker(cfg):
     chunk = cfg["chunk"] if cfg["chunk"] in ("auto", None) else int(cfg["chunk"])
     calc = SINetCalculator(cfg["model"], dtype=cfg["dtype"], edge_chunk_size=chunk)
     atoms = water_box(cfg["k"])
-    record = {**cfg, "n_atoms": len(atoms),
-              "rss_before_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    record = {
+        **cfg,
+        "n_atoms": len(atoms),
+        "rss_before_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
     atoms.calc = calc
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         forces = atoms.get_forces()
-        record.update(seconds=time.perf_counter() - wall, cpu_seconds=time.process_time() - cpu,
-                      peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                      energy_per_atom=atoms.get_potential_energy() / len(atoms),
-                      finite_forces=bool(np.isfinite(forces).all()))
+        record.update(
+            seconds=time.perf_counter() - wall,
+            cpu_seconds=time.process_time() - cpu,
+            peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            energy_per_atom=atoms.get_potential_energy() / len(atoms),
+            finite_forces=bool(np.isfinite(forces).all()),
+        )
     except InsufficientMemoryError as err:
         record.update(refused=str(err), seconds=time.perf_counter() - wall)
     # counted after the call, so that this graph's memory is not in the peak
     num_edges = int(atoms_to_graph(atoms, calc.model.cutoff).edge_index.shape[1])
     used = calc.model.backbone.chunk_size_for(num_edges)  # None: the whole graph at once
-    record.update(n_edges=num_edges, edge_chunk_size=used, chunked=used is not None,
-                  estimate_gib=estimate_call_bytes(calc.model, len(atoms), num_edges, used) / 2**30)
+    record.update(
+        n_edges=num_edges,
+        edge_chunk_size=used,
+        chunked=used is not None,
+        estimate_gib=estimate_call_bytes(calc.model, len(atoms), num_edges, used) / 2**30,
+    )
     return record
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="sinet-xtb-md17", help="shipped potential or model file")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[7, 15, 33],
-                    help="water boxes of k^3 molecules (3 k^3 atoms)")
-    ap.add_argument("--chunks", nargs="+", default=["auto"],
-                    help="edge_chunk_size settings: auto, none or a number of edges")
+    ap.add_argument(
+        "--sizes", type=int, nargs="+", default=[7, 15, 33], help="water boxes of k^3 molecules (3 k^3 atoms)"
+    )
+    ap.add_argument(
+        "--chunks", nargs="+", default=["auto"], help="edge_chunk_size settings: auto, none or a number of edges"
+    )
     ap.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     ap.add_argument("--allocator", default="glibc", choices=["glibc", "jemalloc"])
     ap.add_argument("--timeout", type=float, default=7200.0)
@@ -91,15 +103,18 @@ def main():
     results = []
     for k in args.sizes:
         for chunk in args.chunks:
-            cfg = {"model": args.model, "k": k, "dtype": args.dtype,
-                   "chunk": None if chunk == "none" else chunk}
+            cfg = {"model": args.model, "k": k, "dtype": args.dtype, "chunk": None if chunk == "none" else chunk}
             cmd = [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--worker", json.dumps(cfg)]
             try:
-                p = subprocess.run(cmd, env=worker_env(args.allocator, 1), capture_output=True,
-                                   text=True, timeout=args.timeout)
+                p = subprocess.run(
+                    cmd, env=worker_env(args.allocator, 1), capture_output=True, text=True, timeout=args.timeout
+                )
                 lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-                r = json.loads(lines[-1][7:]) if lines else {
-                    **cfg, "error": f"rc {p.returncode}: " + " | ".join(p.stderr.strip().splitlines()[-3:])}
+                r = (
+                    json.loads(lines[-1][7:])
+                    if lines
+                    else {**cfg, "error": f"rc {p.returncode}: " + " | ".join(p.stderr.strip().splitlines()[-3:])}
+                )
             except subprocess.TimeoutExpired:
                 r = {**cfg, "error": f"timed out after {args.timeout} s"}
             r["load_after"] = machine_state()
@@ -116,12 +131,16 @@ def main():
         if "error" in r:
             print(f"{head} | | | error: {r['error'][:80]} | |")
         elif "refused" in r:
-            print(f"{head} | {r['estimate_gib']:.2f} | {r['rss_before_gib']:.2f} | refused in "
-                  f"{r['seconds']:.1f} s: {r['refused'][:90]}... | |")
+            print(
+                f"{head} | {r['estimate_gib']:.2f} | {r['rss_before_gib']:.2f} | refused in "
+                f"{r['seconds']:.1f} s: {r['refused'][:90]}... | |"
+            )
         else:
             used = f" ({r['edge_chunk_size']:,})" if r["chunked"] else " (whole graph)"
-            print(f"{head}{used} | {r['estimate_gib']:.2f} | {r['rss_before_gib']:.2f} | "
-                  f"{r['peak_rss_gib']:.2f} | {r['seconds']:.0f} ({r['cpu_seconds']:.0f}) |")
+            print(
+                f"{head}{used} | {r['estimate_gib']:.2f} | {r['rss_before_gib']:.2f} | "
+                f"{r['peak_rss_gib']:.2f} | {r['seconds']:.0f} ({r['cpu_seconds']:.0f}) |"
+            )
     print("wrote", out_path)
 
 

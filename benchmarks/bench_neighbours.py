@@ -57,8 +57,7 @@ def lister_sinet(backend):
     def make(atoms, cutoff):
         from sinet_ase.graph import neighbour_list
 
-        return lambda: neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff,
-                                      backend=backend)
+        return lambda: neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff, backend=backend)
 
     return make
 
@@ -82,8 +81,12 @@ def lister_vesin(atoms, cutoff):
     return lambda: nl.compute(points=pos, box=cell, periodic=True, quantities="ijS")
 
 
-LISTERS = {"sinet_ase[matscipy]": lister_sinet("matscipy"), "sinet_ase[vesin]": lister_sinet("vesin"),
-           "matscipy": lister_matscipy, "vesin": lister_vesin}
+LISTERS = {
+    "sinet_ase[matscipy]": lister_sinet("matscipy"),
+    "sinet_ase[vesin]": lister_sinet("vesin"),
+    "matscipy": lister_matscipy,
+    "vesin": lister_vesin,
+}
 
 
 def pair_keys(i, j, S):
@@ -114,8 +117,10 @@ def main():
     import vesin
 
     rows = []
-    print(f"{cpu_name()}, matscipy {matscipy.__version__}, vesin {vesin.__version__}, "
-          f"cutoff {args.cutoff} Å, median of {args.reps} calls (ms)")
+    print(
+        f"{cpu_name()}, matscipy {matscipy.__version__}, vesin {vesin.__version__}, "
+        f"cutoff {args.cutoff} Å, median of {args.reps} calls (ms)"
+    )
     names = list(LISTERS)
     print("| system | atoms | pairs | " + " | ".join(names) + " | matscipy / vesin (sinet_ase) | foreign load |")
     print("|---|---|---|" + "---|" * len(names) + "---|---|")
@@ -123,8 +128,9 @@ def main():
         reference = pair_keys(*LISTERS["sinet_ase[matscipy]"](atoms, args.cutoff)())
         other = pair_keys(*LISTERS["sinet_ase[vesin]"](atoms, args.cutoff)())
         if reference.shape != other.shape or not np.array_equal(reference, other):
-            raise SystemExit(f"{name}: the vesin and matscipy backends give different pairs "
-                             f"({len(other)} vs {len(reference)})")
+            raise SystemExit(
+                f"{name}: the vesin and matscipy backends give different pairs ({len(other)} vs {len(reference)})"
+            )
         row = {"system": name, "atoms": len(atoms), "pairs": len(reference)}
         reps = max(3, args.reps if len(atoms) < 20_000 else args.reps // 2)
         with ForeignLoad() as load:
@@ -135,16 +141,28 @@ def main():
         rows.append(row)
         fmt = lambda v: "-" if v is None else f"{v:,.2f}"
         ratio = row["sinet_ase[matscipy]"] / row["sinet_ase[vesin]"]
-        print(f"| {name} | {len(atoms):,} | {len(reference):,} | "
-              + " | ".join(fmt(row[k]) for k in names)
-              + f" | {ratio:.2f}x | {row['foreign_load_cores']} |", flush=True)
+        print(
+            f"| {name} | {len(atoms):,} | {len(reference):,} | "
+            + " | ".join(fmt(row[k]) for k in names)
+            + f" | {ratio:.2f}x | {row['foreign_load_cores']} |",
+            flush=True,
+        )
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, "neighbours.json")
         with open(path, "w") as f:
-            json.dump({"machine": cpu_name(), "state": machine_state(), "cutoff": args.cutoff,
-                       "matscipy": matscipy.__version__, "vesin": vesin.__version__,
-                       "rows": rows}, f, indent=1)
+            json.dump(
+                {
+                    "machine": cpu_name(),
+                    "state": machine_state(),
+                    "cutoff": args.cutoff,
+                    "matscipy": matscipy.__version__,
+                    "vesin": vesin.__version__,
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
         print("wrote", path)
 
 

@@ -65,8 +65,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_md import ForeignLoad, allocator_name, cpu_name, machine_state, wait_for_idle  # noqa: E402
 
 from sinet_ase.ops import ScalarInteraction, SphericalLayout  # noqa: E402
-from sinet_ase.testing import (scalar_interaction_messages,  # noqa: E402
-                               scalar_interaction_messages_channels_last)
+from sinet_ase.testing import (
+    scalar_interaction_messages,  # noqa: E402
+    scalar_interaction_messages_channels_last,
+)
 
 BATCH = 4096
 SI_HIDDEN = 64
@@ -92,8 +94,7 @@ def uvu_tp(irreps1, irreps2, target):
     mid = o3.Irreps(mid)
     mid_sorted, p, _ = mid.sort()
     instr = [(i1, i2, p[io], m, t) for i1, i2, io, m, t in instr]
-    return o3.TensorProduct(irreps1, irreps2, mid_sorted, instr,
-                            shared_weights=False, internal_weights=False)
+    return o3.TensorProduct(irreps1, irreps2, mid_sorted, instr, shared_weights=False, internal_weights=False)
 
 
 def timeit(fn, n_warm=3, n_rep=10, min_rep=3, max_seconds=60.0, min_seconds=0.5, max_rep=200):
@@ -124,7 +125,7 @@ def timeit(fn, n_warm=3, n_rep=10, min_rep=3, max_seconds=60.0, min_seconds=0.5,
 def make_op(kind, L, nc, dtype):
     """Module, inputs, the tensors to differentiate and a cotangent for one op."""
     if kind.endswith(COMPILED):
-        call, wrt, grad_out, info = make_op(kind[:-len(COMPILED)], L, nc, dtype)
+        call, wrt, grad_out, info = make_op(kind[: -len(COMPILED)], L, nc, dtype)
         # every point compiles afresh: the calls of all points share one code object, and
         # after torch._dynamo's recompile limit (8) it would run the later points eager
         torch._dynamo.reset()
@@ -190,16 +191,33 @@ def bench_one(kind, L, nc, dtype, args):
     with ForeignLoad() as fl:
         f_med, f_min, f_cpu, f_n = timeit(fwd, n_rep=args.reps, max_seconds=args.max_seconds)
         fb_med, fb_min, fb_cpu, fb_n = timeit(fwd_bwd, n_rep=args.reps, max_seconds=args.max_seconds)
-    return {"kind": kind, "L": L, "n_c": nc, "dtype": str(dtype).replace("torch.", ""),
-            "threads": torch.get_num_threads(),
-            "batch": BATCH, **info, "build_s": round(build_s, 3), "compile_s": compile_s,
-            "fwd_ms": f_med, "fwd_min_ms": f_min, "fwd_cpu_ms": f_cpu, "fwd_n": f_n,
-            "fwd_bwd_ms": fb_med, "fwd_bwd_min_ms": fb_min, "fwd_bwd_cpu_ms": fb_cpu, "fwd_bwd_n": fb_n,
-            "foreign_load_cores": round(fl.cores, 3), "waited_for_idle_s": round(waited, 1),
-            "load_before": before, "load_after": machine_state()}
+    return {
+        "kind": kind,
+        "L": L,
+        "n_c": nc,
+        "dtype": str(dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+        "batch": BATCH,
+        **info,
+        "build_s": round(build_s, 3),
+        "compile_s": compile_s,
+        "fwd_ms": f_med,
+        "fwd_min_ms": f_min,
+        "fwd_cpu_ms": f_cpu,
+        "fwd_n": f_n,
+        "fwd_bwd_ms": fb_med,
+        "fwd_bwd_min_ms": fb_min,
+        "fwd_bwd_cpu_ms": fb_cpu,
+        "fwd_bwd_n": fb_n,
+        "foreign_load_cores": round(fl.cores, 3),
+        "waited_for_idle_s": round(waited, 1),
+        "load_before": before,
+        "load_after": machine_state(),
+    }
 
 
 # ------------------------------------------------------------------ report
+
 
 def index(results):
     return {(r["kind"], r["L"], r["n_c"]): r for r in results}
@@ -209,8 +227,10 @@ def print_table(results):
     idx = index(results)
     points = sorted({(r["L"], r["n_c"]) for r in results}, key=lambda p: (p[1] != 64, p[0], p[1]))
     print("\nms per call (median), batch 4,096 edges; speed-up = e3nn time / SI time (fwd+bwd)\n")
-    print("| L | n_c | SI fwd | SI fwd+bwd | SI+conv fwd+bwd | FCTP fwd | FCTP fwd+bwd | UVU fwd | "
-          "UVU fwd+bwd | FCTP/SI | UVU/SI | SI-c fwd+bwd | FCTP-c fwd+bwd | foreign load (cores) | loadavg 1 min |")
+    print(
+        "| L | n_c | SI fwd | SI fwd+bwd | SI+conv fwd+bwd | FCTP fwd | FCTP fwd+bwd | UVU fwd | "
+        "UVU fwd+bwd | FCTP/SI | UVU/SI | SI-c fwd+bwd | FCTP-c fwd+bwd | foreign load (cores) | loadavg 1 min |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def cell(kind, L, nc, key):
@@ -226,11 +246,13 @@ def print_table(results):
         present = [idx[(k, L, nc)] for k in KINDS if (k, L, nc) in idx]
         loads = "/".join(f"{r['foreign_load_cores']:.2f}" for r in present)
         lavg = "/".join(f"{r['load_before']['loadavg'][0]:.1f}" for r in present)
-        print(f"| {L} | {nc} | {cell('SI', L, nc, 'fwd_ms')} | {cell('SI', L, nc, 'fwd_bwd_ms')} | "
-              f"{cell('SI+conv', L, nc, 'fwd_bwd_ms')} | {cell('FCTP', L, nc, 'fwd_ms')} | "
-              f"{cell('FCTP', L, nc, 'fwd_bwd_ms')} | {cell('UVU', L, nc, 'fwd_ms')} | "
-              f"{cell('UVU', L, nc, 'fwd_bwd_ms')} | {ratios[0]} | {ratios[1]} | "
-              f"{cell('SI-c', L, nc, 'fwd_bwd_ms')} | {cell('FCTP-c', L, nc, 'fwd_bwd_ms')} | {loads} | {lavg} |")
+        print(
+            f"| {L} | {nc} | {cell('SI', L, nc, 'fwd_ms')} | {cell('SI', L, nc, 'fwd_bwd_ms')} | "
+            f"{cell('SI+conv', L, nc, 'fwd_bwd_ms')} | {cell('FCTP', L, nc, 'fwd_ms')} | "
+            f"{cell('FCTP', L, nc, 'fwd_bwd_ms')} | {cell('UVU', L, nc, 'fwd_ms')} | "
+            f"{cell('UVU', L, nc, 'fwd_bwd_ms')} | {ratios[0]} | {ratios[1]} | "
+            f"{cell('SI-c', L, nc, 'fwd_bwd_ms')} | {cell('FCTP-c', L, nc, 'fwd_bwd_ms')} | {loads} | {lavg} |"
+        )
     print("\nprocess CPU time per fwd+bwd call (ms, all threads; less sensitive to other jobs)\n")
     print("| L | n_c | " + " | ".join(KINDS) + " | FCTP/SI | UVU/SI |")
     print("|---|---|" + "---|" * (len(KINDS) + 2))
@@ -240,8 +262,11 @@ def print_table(results):
         for kind in ("FCTP", "UVU"):
             r = idx.get((kind, L, nc))
             ratios.append(f"{r['fwd_bwd_cpu_ms'] / si['fwd_bwd_cpu_ms']:.1f}x" if (r and si) else "-")
-        print(f"| {L} | {nc} | " + " | ".join(cell(k, L, nc, "fwd_bwd_cpu_ms") for k in KINDS)
-              + f" | {ratios[0]} | {ratios[1]} |")
+        print(
+            f"| {L} | {nc} | "
+            + " | ".join(cell(k, L, nc, "fwd_bwd_cpu_ms") for k in KINDS)
+            + f" | {ratios[0]} | {ratios[1]} |"
+        )
 
 
 def scaling_exponent(results, kind="SI", nc=64, key="fwd_bwd_ms"):
@@ -266,26 +291,34 @@ def check_goals(results, key="fwd_bwd_ms"):
 
     for L, goal in ((3, 10.0), (6, 50.0)):
         r = ratio("FCTP", L)
-        lines.append(f"  FCTP/SI at L={L}, n_c=64 >= {goal:.0f}x: "
-                     + ("not measured" if r is None else f"{r:.1f}x -> {'MET' if r >= goal else 'NOT MET'}"))
+        lines.append(
+            f"  FCTP/SI at L={L}, n_c=64 >= {goal:.0f}x: "
+            + ("not measured" if r is None else f"{r:.1f}x -> {'MET' if r >= goal else 'NOT MET'}")
+        )
         si_c = idx.get(("SI-c", L, 64))
         fctp = [idx[(k, L, 64)][key] for k in ("FCTP", "FCTP-c") if (k, L, 64) in idx]
         if si_c and fctp:  # compiled SI against the faster FCTP form measured
             r = min(fctp) / si_c[key]
-            lines.append(f"  faster FCTP form / SI-c at L={L}, n_c=64 >= {goal:.0f}x: {r:.1f}x -> "
-                         f"{'MET' if r >= goal else 'NOT MET'}")
+            lines.append(
+                f"  faster FCTP form / SI-c at L={L}, n_c=64 >= {goal:.0f}x: {r:.1f}x -> "
+                f"{'MET' if r >= goal else 'NOT MET'}"
+            )
     uvu = {L: ratio("UVU", L) for L in range(2, 7)}
     meas = {L: r for L, r in uvu.items() if r is not None}
     if meas:
         ok = all(r > 1.0 for r in meas.values())
-        lines.append("  SI faster than UVU at every measured L >= 2: "
-                     + ", ".join(f"L={L} {r:.1f}x" for L, r in meas.items())
-                     + f" -> {'MET' if ok else 'NOT MET'}")
+        lines.append(
+            "  SI faster than UVU at every measured L >= 2: "
+            + ", ".join(f"L={L} {r:.1f}x" for L, r in meas.items())
+            + f" -> {'MET' if ok else 'NOT MET'}"
+        )
     k = scaling_exponent(results, key=key)
     if k is not None:
         Ls = sorted(r["L"] for r in results if r["kind"] == "SI" and r["n_c"] == 64)
-        lines.append(f"  SI time ~ (L+1)^{k:.2f} (least squares over L={Ls[0]}..{Ls[-1]}; goal: exponent <= 2)"
-                     f" -> {'MET' if k <= 2.0 else 'NOT MET'}")
+        lines.append(
+            f"  SI time ~ (L+1)^{k:.2f} (least squares over L={Ls[0]}..{Ls[-1]}; goal: exponent <= 2)"
+            f" -> {'MET' if k <= 2.0 else 'NOT MET'}"
+        )
     return lines
 
 
@@ -295,16 +328,20 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    style = {"SI": ("C0", "o", "Scalar Interaction"), "SI+conv": ("C0", ".", "SI + e3nn layout conversion"),
-             "FCTP": ("C3", "s", "e3nn FullyConnectedTensorProduct"),
-             "UVU": ("C1", "^", "e3nn 'uvu' TP, per-edge weights"),
-             "SI-c": ("C2", "o", "Scalar Interaction, torch.compile"),
-             "FCTP-c": ("C4", "s", "e3nn FCTP, torch.compile")}
+    style = {
+        "SI": ("C0", "o", "Scalar Interaction"),
+        "SI+conv": ("C0", ".", "SI + e3nn layout conversion"),
+        "FCTP": ("C3", "s", "e3nn FullyConnectedTensorProduct"),
+        "UVU": ("C1", "^", "e3nn 'uvu' TP, per-edge weights"),
+        "SI-c": ("C2", "o", "Scalar Interaction, torch.compile"),
+        "FCTP-c": ("C4", "s", "e3nn FCTP, torch.compile"),
+    }
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (x_key, fixed_key, fixed_val) in zip(axes, (("L", "n_c", 64), ("n_c", "L", 3))):
         for kind in KINDS:
-            pts = sorted((r[x_key], r["fwd_bwd_ms"]) for r in results
-                         if r["kind"] == kind and r[fixed_key] == fixed_val)
+            pts = sorted(
+                (r[x_key], r["fwd_bwd_ms"]) for r in results if r["kind"] == kind and r[fixed_key] == fixed_val
+            )
             if not pts:
                 continue
             color, marker, label = style[kind]
@@ -317,8 +354,13 @@ def plot(results, path):
     if si:
         L0, t0 = si[0]
         Ls = [L for L, _ in si]
-        axes[0].plot(Ls, [t0 * ((L + 1) / (L0 + 1)) ** 2 for L in Ls], "--", color="gray",
-                     label=r"$\propto (L+1)^2$ (from SI at L=%d)" % L0)
+        axes[0].plot(
+            Ls,
+            [t0 * ((L + 1) / (L0 + 1)) ** 2 for L in Ls],
+            "--",
+            color="gray",
+            label=r"$\propto (L+1)^2$ (from SI at L=%d)" % L0,
+        )
     axes[0].set_xticks(sorted({r["L"] for r in results if r["n_c"] == 64}))
     axes[0].set_xlabel("L (n_c = 64)")
     axes[0].set_title("(a) time vs L")
@@ -328,16 +370,19 @@ def plot(results, path):
     axes[0].legend(fontsize=7)
     dt = results[0]["dtype"] if results else ""
     threads = results[0].get("threads", 2) if results else 2
-    fig.suptitle(f"one op, E = {BATCH} edges, {dt}, {threads} threads (torch {torch.__version__}, e3nn {e3nn.__version__})",
-                 fontsize=9)
+    fig.suptitle(
+        f"one op, E = {BATCH} edges, {dt}, {threads} threads (torch {torch.__version__}, e3nn {e3nn.__version__})",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="L <= 3, n_c <= 64, 3 repeats")
     ap.add_argument("--skip-slow", action="store_true", help="e3nn TPs only up to L = 4 (sets --e3nn-max-L 4)")
     ap.add_argument("--e3nn-max-L", type=int, default=6, help="largest L for the e3nn TPs")
@@ -347,13 +392,21 @@ def main():
     ap.add_argument("--kinds", nargs="*", default=DEFAULT_KINDS, choices=KINDS)
     ap.add_argument("--Ls", nargs="*", type=int, default=[1, 2, 3, 4, 5, 6])
     ap.add_argument("--ncs", nargs="*", type=int, default=[16, 32, 64, 128, 256])
-    ap.add_argument("--wait-idle", type=float, default=0.0,
-                    help="seconds to wait at most for other processes to go quiet before each point")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        help="seconds to wait at most for other processes to go quiet before each point",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the benchmark setting is 2)")
     ap.add_argument("--out", default="/tmp/sinet_bench")
-    ap.add_argument("--replot", nargs="+", metavar="JSON",
-                    help="only redraw table and PNG from results files; a point in a later file replaces "
-                         "the same (kind, L, n_c) of an earlier one (reruns); writes <out>/ops_merged.*")
+    ap.add_argument(
+        "--replot",
+        nargs="+",
+        metavar="JSON",
+        help="only redraw table and PNG from results files; a point in a later file replaces "
+        "the same (kind, L, n_c) of an earlier one (reruns); writes <out>/ops_merged.*",
+    )
     args = ap.parse_args()
 
     if args.replot:
@@ -379,12 +432,25 @@ def main():
         args.reps = min(reps, 3)
     e3nn_max_L = min(args.e3nn_max_L, 4) if args.skip_slow else args.e3nn_max_L
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"ops_{args.dtype}{'_quick' if args.quick else ''}"
-                                  f"{'' if args.threads == 2 else f'_{args.threads}threads'}")
-    env = {"python": platform.python_version(), "torch": torch.__version__, "e3nn": e3nn.__version__,
-           "threads": torch.get_num_threads(), "cpu": cpu_name(), "nproc": os.cpu_count(),
-           "e3nn_opt": e3nn.get_optimization_defaults(), "batch": BATCH, "si_hidden": SI_HIDDEN, "allocator": allocator_name(), "malloc_conf": os.environ.get("MALLOC_CONF", ""),
-           "argv": sys.argv, "start": machine_state()}
+    stem = os.path.join(
+        args.out,
+        f"ops_{args.dtype}{'_quick' if args.quick else ''}{'' if args.threads == 2 else f'_{args.threads}threads'}",
+    )
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "e3nn": e3nn.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "nproc": os.cpu_count(),
+        "e3nn_opt": e3nn.get_optimization_defaults(),
+        "batch": BATCH,
+        "si_hidden": SI_HIDDEN,
+        "allocator": allocator_name(),
+        "malloc_conf": os.environ.get("MALLOC_CONF", ""),
+        "argv": sys.argv,
+        "start": machine_state(),
+    }
     print("env:", json.dumps(env), flush=True)
     configs = [(L, 64) for L in Ls] + [(3, nc) for nc in ncs if not (nc == 64 and 3 in Ls)]
     results = []

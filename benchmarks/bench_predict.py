@@ -69,8 +69,7 @@ def copper_set(count, seed=0):
     for _ in range(count):
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
         atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(scale=0.01, size=(3, 3))),
-                       scale_atoms=True)
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(scale=0.01, size=(3, 3))), scale_atoms=True)
         frames.append(atoms)
     return frames
 
@@ -109,22 +108,40 @@ def timed(fn, repeats, wait_idle):
 def bench_set(name, frames, model, stress, args):
     properties = ("energy", "forces", "stress") if stress else ("energy", "forces")
     calc = SINetCalculator(model, dtype=args.dtype, device=args.device)
-    seconds, load, (ref_energy, ref_forces) = timed(lambda: one_by_one(calc, frames, stress),
-                                                    args.repeats, args.wait_idle)
+    seconds, load, (ref_energy, ref_forces) = timed(
+        lambda: one_by_one(calc, frames, stress), args.repeats, args.wait_idle
+    )
     atoms_total = sum(len(a) for a in frames)
-    rows = [{"set": name, "method": "one_by_one", "batch_size": 1, "seconds": seconds,
-             "structures_per_s": len(frames) / seconds, "foreign_load_cores": load}]
+    rows = [
+        {
+            "set": name,
+            "method": "one_by_one",
+            "batch_size": 1,
+            "seconds": seconds,
+            "structures_per_s": len(frames) / seconds,
+            "foreign_load_cores": load,
+        }
+    ]
     for batch_size in args.batch_sizes:
         seconds, load, out = timed(
-            lambda: predict(calc.model, frames, batch_size=batch_size, properties=properties,
-                            dtype=args.dtype, device=args.device),
-            args.repeats, args.wait_idle)
-        rows.append({
-            "set": name, "method": "predict", "batch_size": batch_size, "seconds": seconds,
-            "structures_per_s": len(frames) / seconds, "foreign_load_cores": load,
-            "max_energy_diff_eV": float(np.abs(out["energy"] - ref_energy).max()),
-            "max_force_diff_eV_per_A": float(max(np.abs(f - g).max()
-                                                 for f, g in zip(out["forces"], ref_forces)))})
+            lambda: predict(
+                calc.model, frames, batch_size=batch_size, properties=properties, dtype=args.dtype, device=args.device
+            ),
+            args.repeats,
+            args.wait_idle,
+        )
+        rows.append(
+            {
+                "set": name,
+                "method": "predict",
+                "batch_size": batch_size,
+                "seconds": seconds,
+                "structures_per_s": len(frames) / seconds,
+                "foreign_load_cores": load,
+                "max_energy_diff_eV": float(np.abs(out["energy"] - ref_energy).max()),
+                "max_force_diff_eV_per_A": float(max(np.abs(f - g).max() for f, g in zip(out["forces"], ref_forces))),
+            }
+        )
     for row in rows:
         row.update(structures=len(frames), atoms=atoms_total, speedup=rows[0]["seconds"] / row["seconds"])
     return rows
@@ -151,28 +168,35 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     rows = []
-    state = {"start": machine_state(), "cpu": cpu_name(), "threads": args.threads,
-             "torch": torch.__version__, "argv": sys.argv}
+    state = {
+        "start": machine_state(),
+        "cpu": cpu_name(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "argv": sys.argv,
+    }
     for name in args.sets.split(","):
         if name == "molecules":
-            rows += bench_set(name, molecule_set(args.count), str(pretrained_path(args.potential)),
-                              False, args)
+            rows += bench_set(name, molecule_set(args.count), str(pretrained_path(args.potential)), False, args)
         elif name == "cu":
             rows += bench_set(name, copper_set(args.cu_count), copper_model(), True, args)
         else:
             parser.error(f"unknown set {name!r}; choose from molecules, cu")
     state["end"] = machine_state()
-    print(f"{'set':10s} {'method':11s} {'batch':>5s} {'s':>8s} {'struct/s':>9s} {'speedup':>7s} "
-          f"{'foreign cores':>14s} {'max |dE|':>9s} {'max |dF|':>9s}")
+    print(
+        f"{'set':10s} {'method':11s} {'batch':>5s} {'s':>8s} {'struct/s':>9s} {'speedup':>7s} "
+        f"{'foreign cores':>14s} {'max |dE|':>9s} {'max |dF|':>9s}"
+    )
     for r in rows:
-        print(f"{r['set']:10s} {r['method']:11s} {r['batch_size']:5d} {r['seconds']:8.3f} "
-              f"{r['structures_per_s']:9.1f} {r['speedup']:7.2f} {max(r['foreign_load_cores']):14.2f} "
-              f"{r.get('max_energy_diff_eV', 0.0):9.1e} {r.get('max_force_diff_eV_per_A', 0.0):9.1e}")
+        print(
+            f"{r['set']:10s} {r['method']:11s} {r['batch_size']:5d} {r['seconds']:8.3f} "
+            f"{r['structures_per_s']:9.1f} {r['speedup']:7.2f} {max(r['foreign_load_cores']):14.2f} "
+            f"{r.get('max_energy_diff_eV', 0.0):9.1e} {r.get('max_force_diff_eV_per_A', 0.0):9.1e}"
+        )
     if not args.quick:
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump({"machine": state, "dtype": args.dtype, "device": args.device, "rows": rows},
-                      f, indent=1)
+            json.dump({"machine": state, "dtype": args.dtype, "device": args.device, "rows": rows}, f, indent=1)
         print(f"written: {args.out}")
 
 

@@ -82,9 +82,17 @@ def run_worker(cfg):
     atoms = cu_cell(cfg["n"]) if cfg["kind"] == "cu" else water_box(cfg["n"])
     elements = ["Cu"] if cfg["kind"] == "cu" else ["H", "O"]
     torch.manual_seed(0)
-    model = SINet(elements=elements, cutoff=5.0, lmax=cfg["lmax"], channels=cfg["channels"],
-                  num_layers=2, num_radial=8, radial_hidden=64, mlp_hidden=64,
-                  avg_num_neighbors=40.0)
+    model = SINet(
+        elements=elements,
+        cutoff=5.0,
+        lmax=cfg["lmax"],
+        channels=cfg["channels"],
+        num_layers=2,
+        num_radial=8,
+        radial_hidden=64,
+        mlp_hidden=64,
+        avg_num_neighbors=40.0,
+    )
     chunk = cfg["edge_chunk"] if len(atoms) >= cfg["chunk_from"] else None
     calc = SINetCalculator(model, dtype=cfg["dtype"], edge_chunk_size=chunk)
     t = time.perf_counter()
@@ -102,11 +110,18 @@ def run_worker(cfg):
         forces = atoms.get_forces()
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    return {**cfg, "n_atoms": len(atoms), "n_edges": n_edges, "median_ms": med * 1e3,
-            "min_ms": min(times) * 1e3, "neighbour_list_ms": nl_s * 1e3,
-            "us_per_atom": med * 1e6 / len(atoms), "edge_chunk_used": chunk,
-            "finite_forces": bool(np.isfinite(forces).all()),
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {
+        **cfg,
+        "n_atoms": len(atoms),
+        "n_edges": n_edges,
+        "median_ms": med * 1e3,
+        "min_ms": min(times) * 1e3,
+        "neighbour_list_ms": nl_s * 1e3,
+        "us_per_atom": med * 1e6 / len(atoms),
+        "edge_chunk_used": chunk,
+        "finite_forces": bool(np.isfinite(forces).all()),
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def main():
@@ -118,8 +133,12 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--edge-chunk", type=int, default=200_000)
-    ap.add_argument("--chunk-from", type=int, default=20_000,
-                    help="use edge chunks from this many atoms on (smaller systems run unchunked)")
+    ap.add_argument(
+        "--chunk-from",
+        type=int,
+        default=20_000,
+        help="use edge chunks from this many atoms on (smaller systems run unchunked)",
+    )
     ap.add_argument("--allocator", default="jemalloc", choices=["glibc", "jemalloc"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=1800.0)
@@ -137,17 +156,33 @@ def main():
     results = []
     for kind in args.systems:
         for kind_, n, _ in sizes(kind, args.max_atoms):
-            cfg = {"kind": kind_, "n": n, "lmax": args.lmax, "channels": args.channels,
-                   "dtype": args.dtype, "calls": args.calls, "edge_chunk": args.edge_chunk,
-                   "chunk_from": args.chunk_from, "threads": args.threads,
-                   "allocator": args.allocator}
+            cfg = {
+                "kind": kind_,
+                "n": n,
+                "lmax": args.lmax,
+                "channels": args.channels,
+                "dtype": args.dtype,
+                "calls": args.calls,
+                "edge_chunk": args.edge_chunk,
+                "chunk_from": args.chunk_from,
+                "threads": args.threads,
+                "allocator": args.allocator,
+            }
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)]
             try:
-                p = subprocess.run(cmd, env=worker_env(args.allocator, args.threads),
-                                   capture_output=True, text=True, timeout=args.timeout)
+                p = subprocess.run(
+                    cmd,
+                    env=worker_env(args.allocator, args.threads),
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout,
+                )
                 lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-                r = json.loads(lines[-1][7:]) if lines else {
-                    **cfg, "error": f"rc {p.returncode}: " + " | ".join(p.stderr.strip().splitlines()[-3:])}
+                r = (
+                    json.loads(lines[-1][7:])
+                    if lines
+                    else {**cfg, "error": f"rc {p.returncode}: " + " | ".join(p.stderr.strip().splitlines()[-3:])}
+                )
             except subprocess.TimeoutExpired:
                 r = {**cfg, "error": f"timed out after {args.timeout} s"}
             r["load_after"] = machine_state()
@@ -163,9 +198,11 @@ def main():
         if "error" in r:
             print(f"| {r['kind']} n={r['n']} | | | error: {r['error'][:60]} | | | | |")
             continue
-        print(f"| {r['kind']} | {r['n_atoms']:,} | {r['n_edges']:,} | {r['median_ms']:.0f} | "
-              f"{r['neighbour_list_ms']:.0f} | {r['us_per_atom']:.0f} | {r['peak_rss_gib']:.2f} | "
-              f"{'yes' if r['edge_chunk_used'] else 'no'} |")
+        print(
+            f"| {r['kind']} | {r['n_atoms']:,} | {r['n_edges']:,} | {r['median_ms']:.0f} | "
+            f"{r['neighbour_list_ms']:.0f} | {r['us_per_atom']:.0f} | {r['peak_rss_gib']:.2f} | "
+            f"{'yes' if r['edge_chunk_used'] else 'no'} |"
+        )
     print("wrote", out_path)
 
 

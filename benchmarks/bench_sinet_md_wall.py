@@ -60,9 +60,23 @@ def _env(args, extra=None):
 
 def run_sinet_md(args, name, compile_choice, cache_dir, tmp_dir, workdir):
     """One ``sinet-md`` process; wall time and what it printed."""
-    cmd = [sys.executable, "-W", "ignore", "-c", MD_MAIN, args.molecule, "--steps", str(args.md_steps),
-           "--dtype", args.md_dtype, "--compile", compile_choice, "--no-progress",
-           "--trajectory", os.path.join(workdir, f"{name.replace(' ', '_').replace(',', '')}.traj")]
+    cmd = [
+        sys.executable,
+        "-W",
+        "ignore",
+        "-c",
+        MD_MAIN,
+        args.molecule,
+        "--steps",
+        str(args.md_steps),
+        "--dtype",
+        args.md_dtype,
+        "--compile",
+        compile_choice,
+        "--no-progress",
+        "--trajectory",
+        os.path.join(workdir, f"{name.replace(' ', '_').replace(',', '')}.traj"),
+    ]
     if args.potential:
         cmd += ["--potential", args.potential]
     env = _env(args, {"TORCHINDUCTOR_CACHE_DIR": cache_dir, "TMPDIR": tmp_dir})
@@ -72,8 +86,15 @@ def run_sinet_md(args, name, compile_choice, cache_dir, tmp_dir, workdir):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
         wall = time.perf_counter() - start
     out = proc.stdout
-    record = {"name": name, "compile": compile_choice, "wall_s": round(wall, 2), "rc": proc.returncode,
-              "foreign_load_cores": round(load.cores, 3), "load_before": state, "command": cmd[4:]}
+    record = {
+        "name": name,
+        "compile": compile_choice,
+        "wall_s": round(wall, 2),
+        "rc": proc.returncode,
+        "foreign_load_cores": round(load.cores, 3),
+        "load_before": state,
+        "command": cmd[4:],
+    }
     step = re.search(r"([0-9.]+) ms/step", out)
     start_up = re.search(r"start-up \([^)]*\): ([0-9.]+) s; (.*)", out)
     record["ms_per_step"] = float(step.group(1)) if step else None
@@ -115,8 +136,9 @@ def step_worker(cfg):
 
     torch.set_num_threads(cfg["threads"])
     atoms = shipped_structure(cfg["molecule"])
-    calc = SINetCalculator.from_pretrained(cfg["potential"] or default_potential(), dtype=cfg["dtype"],
-                                           compile=cfg["compile"])
+    calc = SINetCalculator.from_pretrained(
+        cfg["potential"] or default_potential(), dtype=cfg["dtype"], compile=cfg["compile"]
+    )
     r = time_md(atoms, calc, n_warmup=cfg["warmup"], n_steps=cfg["steps"], max_seconds=cfg["max_seconds"])
     r.update(cfg)
     return r
@@ -129,21 +151,46 @@ def step_runs(args):
     for molecule in args.molecules:
         for dtype in args.dtypes:
             for compiled in (False, True):
-                cfg = {"molecule": molecule, "dtype": dtype, "compile": compiled, "threads": args.threads,
-                       "warmup": args.warmup, "steps": args.steps_timed, "max_seconds": args.max_seconds,
-                       "potential": args.potential}
+                cfg = {
+                    "molecule": molecule,
+                    "dtype": dtype,
+                    "compile": compiled,
+                    "threads": args.threads,
+                    "warmup": args.warmup,
+                    "steps": args.steps_timed,
+                    "max_seconds": args.max_seconds,
+                    "potential": args.potential,
+                }
                 extra = {"TORCHINDUCTOR_CACHE_DIR": cache} if cache else {}
-                proc = subprocess.run([sys.executable, "-W", "ignore", os.path.abspath(__file__), "--worker",
-                                       json.dumps(cfg)], env=_env(args, extra), capture_output=True,
-                                      text=True, timeout=args.timeout)
+                proc = subprocess.run(
+                    [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--worker", json.dumps(cfg)],
+                    env=_env(args, extra),
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout,
+                )
                 line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
                 if line:
-                    r = json.loads(line[-1][len("RESULT "):])
+                    r = json.loads(line[-1][len("RESULT ") :])
                 else:
                     r = {**cfg, "error": (proc.stderr or proc.stdout).strip().splitlines()[-3:]}
-                print(json.dumps({k: r.get(k) for k in ("molecule", "dtype", "compile", "median_ms",
-                                                         "first_call_s", "foreign_load_cores", "error")}),
-                      flush=True)
+                print(
+                    json.dumps(
+                        {
+                            k: r.get(k)
+                            for k in (
+                                "molecule",
+                                "dtype",
+                                "compile",
+                                "median_ms",
+                                "first_call_s",
+                                "foreign_load_cores",
+                                "error",
+                            )
+                        }
+                    ),
+                    flush=True,
+                )
                 records.append(r)
     return records
 
@@ -171,14 +218,17 @@ def print_tables(wall, steps, args):
             speed = f"{em / cm:.2f}x" if em and cm else "-"
             loads = "/".join(f"{x.get('foreign_load_cores', float('nan')):.2f}" for x in (e, c))
             first = f"{c['first_call_s']:.1f}" if "first_call_s" in c else "-"
-            print(f"| {molecule} ({e.get('n_atoms', c.get('n_atoms', '?'))} atoms) | {dtype} | "
-                  f"{em if em is None else round(em, 2)} | {cm if cm is None else round(cm, 2)} | {speed} | "
-                  f"{first} | {loads} |")
+            print(
+                f"| {molecule} ({e.get('n_atoms', c.get('n_atoms', '?'))} atoms) | {dtype} | "
+                f"{em if em is None else round(em, 2)} | {cm if cm is None else round(cm, 2)} | {speed} | "
+                f"{first} | {loads} |"
+            )
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--molecule", default="aspirin", help="sinet-md structure of part 1")
     ap.add_argument("--md-steps", type=int, default=2000)
     ap.add_argument("--md-dtype", default="float64", choices=["float32", "float64"])
@@ -190,8 +240,9 @@ def main():
     ap.add_argument("--steps-timed", type=int, default=200, help="part 2")
     ap.add_argument("--max-seconds", type=float, default=60.0, help="part 2: cap per config")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--allocator", choices=["glibc", "jemalloc"],
-                    default="jemalloc" if os.path.exists(JEMALLOC) else "glibc")
+    ap.add_argument(
+        "--allocator", choices=["glibc", "jemalloc"], default="jemalloc" if os.path.exists(JEMALLOC) else "glibc"
+    )
     ap.add_argument("--timeout", type=float, default=1800.0, help="s per process")
     ap.add_argument("--skip-wall", action="store_true")
     ap.add_argument("--skip-steps", action="store_true")
@@ -203,8 +254,14 @@ def main():
         print("RESULT " + json.dumps(step_worker(json.loads(args.worker))), flush=True)
         return
 
-    env = {"cpu": cpu_name(), "nproc": os.cpu_count(), "threads": args.threads, "allocator": args.allocator,
-           "argv": sys.argv, "start": machine_state()}
+    env = {
+        "cpu": cpu_name(),
+        "nproc": os.cpu_count(),
+        "threads": args.threads,
+        "allocator": args.allocator,
+        "argv": sys.argv,
+        "start": machine_state(),
+    }
     print("env:", json.dumps(env), flush=True)
     wall = [] if args.skip_wall else wall_runs(args)
     steps = [] if args.skip_steps else step_runs(args)

@@ -14,6 +14,7 @@ in machine load hits both settings alike. Prints the median per setting, the rat
 the edge count. Run it on an idle machine: with another process on the second core,
 two threads wait on each other at every operator and lose at every size.
 """
+
 import argparse
 import datetime
 import json
@@ -44,8 +45,17 @@ def time_system(name, lmax, dtype, compile_, calls, seed=0):
     atoms = SYSTEMS[name]()
     elements = ["H", "C", "N", "O"] if name.startswith("ethanol") else ["Cu"]
     torch.manual_seed(0)
-    model = SINet(elements, cutoff=5.0, lmax=lmax, channels=64, num_layers=2, num_radial=8,
-                  radial_hidden=64, mlp_hidden=64, envelope_p=6)
+    model = SINet(
+        elements,
+        cutoff=5.0,
+        lmax=lmax,
+        channels=64,
+        num_layers=2,
+        num_radial=8,
+        radial_hidden=64,
+        mlp_hidden=64,
+        envelope_p=6,
+    )
     calc = SINetCalculator(model, dtype=dtype, compile=compile_)
     atoms.calc = calc
     rng = np.random.default_rng(seed)
@@ -66,9 +76,17 @@ def time_system(name, lmax, dtype, compile_, calls, seed=0):
             times[threads].append(call(threads))
     edges = int(atoms_edges(atoms, calc))
     ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
-    return {"system": name, "atoms": len(atoms), "edges": edges, "lmax": lmax, "dtype": dtype,
-            "compile": compile_, "ms_1_thread": ms[1], "ms_2_threads": ms[2],
-            "two_over_one": ms[2] / ms[1]}
+    return {
+        "system": name,
+        "atoms": len(atoms),
+        "edges": edges,
+        "lmax": lmax,
+        "dtype": dtype,
+        "compile": compile_,
+        "ms_1_thread": ms[1],
+        "ms_2_threads": ms[2],
+        "two_over_one": ms[2] / ms[1],
+    }
 
 
 def atoms_edges(atoms, calc):
@@ -87,20 +105,29 @@ def main():
     ap.add_argument("--out", default=None, help="write the rows and the machine state as JSON")
     args = ap.parse_args()
     rows = []
-    print(f"{'system':12s} {'atoms':>6s} {'edges':>7s} {'L':>2s} {'dtype':8s} "
-          f"{'1 thread':>9s} {'2 threads':>9s} {'2/1':>5s}  (ms per energy + forces call)")
+    print(
+        f"{'system':12s} {'atoms':>6s} {'edges':>7s} {'L':>2s} {'dtype':8s} "
+        f"{'1 thread':>9s} {'2 threads':>9s} {'2/1':>5s}  (ms per energy + forces call)"
+    )
     for name in args.systems:
         for lmax in args.lmax:
             for dtype in args.dtypes:
                 row = time_system(name, lmax, dtype, args.compile, args.calls)
                 rows.append(row)
-                print(f"{name:12s} {row['atoms']:6d} {row['edges']:7d} {lmax:2d} {dtype:8s} "
-                      f"{row['ms_1_thread']:9.2f} {row['ms_2_threads']:9.2f} {row['two_over_one']:5.2f}",
-                      flush=True)
+                print(
+                    f"{name:12s} {row['atoms']:6d} {row['edges']:7d} {lmax:2d} {dtype:8s} "
+                    f"{row['ms_1_thread']:9.2f} {row['ms_2_threads']:9.2f} {row['two_over_one']:5.2f}",
+                    flush=True,
+                )
     if args.out:
-        meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-                "cpus": os.cpu_count(), "loadavg_after": os.getloadavg(), "args": vars(args)}
+        meta = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "loadavg_after": os.getloadavg(),
+            "args": vars(args),
+        }
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

@@ -149,8 +149,7 @@ def make_open_enol(path: Path, frames_per_conformer: int, seed: int = 0):
         atoms = _relax(atoms, make_calc)
         dihedral = atoms.get_dihedral(*_hydroxyl(atoms))
         MaxwellBoltzmannDistribution(atoms, temperature_K=500.0, rng=rng)
-        dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=500.0, friction=0.01 / units.fs,
-                       rng=rng, logfile=None)
+        dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=500.0, friction=0.01 / units.fs, rng=rng, logfile=None)
         dyn.run(200)  # 100 fs from the minimum: let the kinetic energy spread
         for _ in range(frames_per_conformer):
             dyn.run(20)
@@ -160,8 +159,7 @@ def make_open_enol(path: Path, frames_per_conformer: int, seed: int = 0):
             frame.calc = label
             energy, forces = frame.get_potential_energy(), frame.get_forces()
             frame.calc = None
-            frame.info.update(energy=float(energy), conformer=name,
-                              relaxed_HOCC_dihedral=round(float(dihedral), 1))
+            frame.info.update(energy=float(energy), conformer=name, relaxed_HOCC_dihedral=round(float(dihedral), 1))
             frame.arrays["forces"] = np.array(forces)
             frames.append(frame)
     tmp = path.with_name(path.name + ".partial")
@@ -176,10 +174,21 @@ def train_committee(out: Path, members: int, minutes: float) -> str:
     run_dir = out / "committee"
     config.write_text(CONFIG.format(run_dir=run_dir, train=TRAIN_FILE, minutes=minutes))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-c", "import sys; from sinet_ase.cli import train_main; "
-                    "sys.exit(train_main())", str(config), "--committee", str(members), "--quiet",
-                    *(["--resume"] if (run_dir / "member_0" / "checkpoint.pt").exists() else [])],
-                   check=True, env=env, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sinet_ase.cli import train_main; sys.exit(train_main())",
+            str(config),
+            "--committee",
+            str(members),
+            "--quiet",
+            *(["--resume"] if (run_dir / "member_0" / "checkpoint.pt").exists() else []),
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+    )
     return str(run_dir / "member_*" / "best_model.pt")
 
 
@@ -234,7 +243,8 @@ def evaluate(committee_glob: str, enol_path: Path, n_per_set: int, figure: Path)
         fspr = np.array([s.max() for s in spreads])
         points[name] = (err, spr)
         result["sets"][name] = {
-            "frames": len(frames), "atoms": int(err.size),
+            "frames": len(frames),
+            "atoms": int(err.size),
             "committee_force_error_mean_meV_per_A": 1000 * float(err.mean()),
             "committee_spread_mean_meV_per_A": 1000 * float(spr.mean()),
             "spearman_atoms": float(spearmanr(spr, err)[0]),
@@ -259,8 +269,7 @@ def plot(points, result, figure: Path):
     fig, ax = plt.subplots(figsize=(6, 5))
     for (name, (err, spr)), marker in zip(points.items(), "o^sD"):
         rho = result["sets"][name]["spearman_atoms"]
-        ax.scatter(1000 * spr, 1000 * err, s=8, alpha=0.5, marker=marker,
-                   label=f"{name}: ρ = {rho:.2f}")
+        ax.scatter(1000 * spr, 1000 * err, s=8, alpha=0.5, marker=marker, label=f"{name}: ρ = {rho:.2f}")
     lo = 1000 * min(min(p[1].min() for p in points.values()), min(p[0].min() for p in points.values()))
     hi = 1000 * max(max(p[1].max() for p in points.values()), max(p[0].max() for p in points.values()))
     ax.plot([max(lo, 1e-1), hi], [max(lo, 1e-1), hi], "k--", lw=0.8, label="error = spread")
@@ -268,8 +277,9 @@ def plot(points, result, figure: Path):
     ax.set_yscale("log")
     ax.set_xlabel("committee force spread |σ_F| per atom (meV/Å)")
     ax.set_ylabel("true force error |F − F_xTB| per atom (meV/Å)")
-    ax.set_title(f"4-member committee, malonaldehyde (xTB); pooled ρ = "
-                 f"{result['pooled']['spearman_atoms']:.2f}", fontsize=10)
+    ax.set_title(
+        f"4-member committee, malonaldehyde (xTB); pooled ρ = {result['pooled']['spearman_atoms']:.2f}", fontsize=10
+    )
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     figure.parent.mkdir(parents=True, exist_ok=True)
@@ -283,11 +293,14 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=0.5, help="CPU minutes per member")
     parser.add_argument("--enol-frames", type=int, default=20, help="frames per open conformer")
     parser.add_argument("--frames", type=int, default=50, help="frames per held-out set")
-    parser.add_argument("--enol", type=Path, default=ROOT / "benchmarks/results/malonaldehyde_open_enol.extxyz",
-                        help="open-enol frames (made and labelled with xTB when missing)")
+    parser.add_argument(
+        "--enol",
+        type=Path,
+        default=ROOT / "benchmarks/results/malonaldehyde_open_enol.extxyz",
+        help="open-enol frames (made and labelled with xTB when missing)",
+    )
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--figure", type=Path,
-                        default=ROOT / "docs/results/committee_uncertainty.png")
+    parser.add_argument("--figure", type=Path, default=ROOT / "docs/results/committee_uncertainty.png")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -304,19 +317,28 @@ def main(argv=None) -> int:
     result = evaluate(pattern, enol, args.frames, args.figure)
     result.update(
         command=" ".join(["python", "benchmarks/committee_uncertainty.py", *(argv or sys.argv[1:])]),
-        members=args.members, minutes_per_member=args.minutes,
-        cpu_seconds_enol_labels=cpu_enol, cpu_seconds_evaluation=time.process_time() - cpu1,
+        members=args.members,
+        minutes_per_member=args.minutes,
+        cpu_seconds_enol_labels=cpu_enol,
+        cpu_seconds_evaluation=time.process_time() - cpu1,
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        machine={"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                 "load_average": os.getloadavg(), "threads": 1})
+        machine={
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "threads": 1,
+        },
+    )
     summaries = sorted((args.out / "committee").glob("member_*/summary.json"))
     result["members_summary"] = [json.loads(p.read_text()) for p in summaries]
     (args.out / "committee_uncertainty.json").write_text(json.dumps(result, indent=1))
     for name, s in result["sets"].items():
-        print(f"{name:34s} {s['frames']:4d} frames  committee error {s['committee_force_error_mean_meV_per_A']:7.1f}"
-              f"  spread {s['committee_spread_mean_meV_per_A']:7.1f} meV/Å  rho atoms "
-              f"{s['spearman_atoms']:.2f} frames {s['spearman_frames_max']:.2f}  shipped MAE "
-              f"{s['shipped_force_mae_meV_per_A']:.1f} meV/Å")
+        print(
+            f"{name:34s} {s['frames']:4d} frames  committee error {s['committee_force_error_mean_meV_per_A']:7.1f}"
+            f"  spread {s['committee_spread_mean_meV_per_A']:7.1f} meV/Å  rho atoms "
+            f"{s['spearman_atoms']:.2f} frames {s['spearman_frames_max']:.2f}  shipped MAE "
+            f"{s['shipped_force_mae_meV_per_A']:.1f} meV/Å"
+        )
     print(f"pooled rho (atoms) {result['pooled']['spearman_atoms']:.2f}")
     return 0
 

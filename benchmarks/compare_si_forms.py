@@ -20,6 +20,7 @@ repeat by repeat so that a change in machine load hits all three alike:
 Prints the median ms per call of each form for every L (the three agree to float32
 rounding, checked before timing).
 """
+
 import argparse
 import time
 
@@ -53,8 +54,9 @@ def main():
     for L in args.Ls:
         layout = SphericalLayout(L, CHANNELS)
         op = ScalarInteraction(layout, 0, with_receiver=False, hidden=HIDDEN)
-        Y = o3.spherical_harmonics(layout.sh_irreps, torch.randn(EDGES, 3), normalize=True,
-                                   normalization="component").requires_grad_(True)
+        Y = o3.spherical_harmonics(
+            layout.sh_irreps, torch.randn(EDGES, 3), normalize=True, normalization="component"
+        ).requires_grad_(True)
         M = layout.num_m
         h = torch.randn(EDGES, CHANNELS, M, requires_grad=True)
         h_cl = torch.randn(EDGES, M, CHANNELS, requires_grad=True)
@@ -63,8 +65,9 @@ def main():
         forms = {
             "ecm": lambda: torch.autograd.grad(scalar_interaction_messages(op, h, Y), [h] + wrt, g),
             "cl_former": lambda: torch.autograd.grad(former_channels_last(op, h_cl, Y), [h_cl] + wrt, g_cl),
-            "cl": lambda: torch.autograd.grad(scalar_interaction_messages_channels_last(op, h_cl, Y), [h_cl] + wrt,
-                                            g_cl),
+            "cl": lambda: torch.autograd.grad(
+                scalar_interaction_messages_channels_last(op, h_cl, Y), [h_cl] + wrt, g_cl
+            ),
         }
         with torch.no_grad():
             cl = scalar_interaction_messages_channels_last(op, h_cl, Y)
@@ -79,8 +82,10 @@ def main():
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
-        print(f"L = {L}: " + "  ".join(f"{name} {1e3 * sorted(v)[len(v) // 2]:7.1f}" for name, v in times.items()),
-              flush=True)
+        print(
+            f"L = {L}: " + "  ".join(f"{name} {1e3 * sorted(v)[len(v) // 2]:7.1f}" for name, v in times.items()),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

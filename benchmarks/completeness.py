@@ -79,8 +79,8 @@ class TensorProductLayers(torch.nn.Module):
         self.layout = layout
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.products = torch.nn.ModuleList(
-            o3.FullyConnectedTensorProduct(layout.irreps, layout.sh_irreps, layout.irreps)
-            for _ in range(num_layers))
+            o3.FullyConnectedTensorProduct(layout.irreps, layout.sh_irreps, layout.irreps) for _ in range(num_layers)
+        )
 
     def forward(self, h, edge_index, Y, radial):
         """``h (N, c, M)`` -> ``{t: features after t layers}``, ``t = 0..T``."""
@@ -140,13 +140,17 @@ def plot(result, lmax, title, path, tp_result=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("model", help="sinet-ase model file (an N-body model file with --nbody-data)")
     ap.add_argument("--structures", help="file with structures (ase.io.read)")
     ap.add_argument("--nbody-data", help=".npz with x, v (N, n, 3) and q (N, n): systems for an N-body model")
-    ap.add_argument("--tensor-product", action="store_true",
-                    help="also r(l) after random tensor-product layers on the same embedding (Figure 3c)")
+    ap.add_argument(
+        "--tensor-product",
+        action="store_true",
+        help="also r(l) after random tensor-product layers on the same embedding (Figure 3c)",
+    )
     ap.add_argument("--index", default=":", help="ase.io.read index, e.g. ':' or '::10'")
     ap.add_argument("--max-structures", type=int, default=200, help="evenly spaced subset")
     ap.add_argument("--tol", type=float, default=DEFAULT_TOL)
@@ -180,28 +184,29 @@ def main():
         feats = features_by_layer(model, graph)
         n_frames, n_atoms, what = len(frames), graph.pos.shape[0], "structures"
         edge_index = graph.edge_index
-        vectors = edge_vectors(graph, graph.pos.to(torch.float64), graph.cell.to(torch.float64),
-                               graph_batch(graph))
+        vectors = edge_vectors(graph, graph.pos.to(torch.float64), graph.cell.to(torch.float64), graph_batch(graph))
         layout = model.backbone.layout
     lmax = model.config["lmax"]
     num_layers = len(feats) - 1
     tp_feats = {}
     if args.tensor_product:
-        tp_feats = tensor_product_features(layout, feats[0], edge_index, vectors, num_layers,
-                                           model.config["avg_num_neighbors"])
+        tp_feats = tensor_product_features(
+            layout, feats[0], edge_index, vectors, num_layers, model.config["avg_num_neighbors"]
+        )
     tols = sorted(set(SENSITIVITY_TOLS) | {args.tol}, reverse=True)
 
     def rank_summary(features):
         """r(l) per node at every tolerance, and its mean / std over nodes at ``--tol``."""
         by_tol = {tol: {t: rank_ratio(h, tol) for t, h in features.items()} for tol in tols}
-        return by_tol, {t: (r.mean(0).numpy(), r.std(0, unbiased=False).numpy())
-                        for t, r in by_tol[args.tol].items()}
+        return by_tol, {t: (r.mean(0).numpy(), r.std(0, unbiased=False).numpy()) for t, r in by_tol[args.tol].items()}
 
     ratios, result = rank_summary(feats)
     tp_ratios, tp_result = rank_summary(tp_feats) if tp_feats else ({}, {})
 
-    print(f"model {args.model}: lmax {lmax}, channels {model.config['channels']}, "
-          f"{num_layers} layers; {n_frames} {what}, {n_atoms} atoms; tol {args.tol:g}, {args.dtype}")
+    print(
+        f"model {args.model}: lmax {lmax}, channels {model.config['channels']}, "
+        f"{num_layers} layers; {n_frames} {what}, {n_atoms} atoms; tol {args.tol:g}, {args.dtype}"
+    )
     kinds = [("Scalar Interaction (the model)", result, ratios)]
     if tp_feats:
         kinds.append(("tensor product (random weights, same embedding)", tp_result, tp_ratios))
@@ -221,8 +226,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     name = args.name or os.path.splitext(os.path.basename(args.model))[0]
     stem = os.path.join(args.out, "completeness_" + name)
-    title = (f"{name}: L={lmax}, c={model.config['channels']}, "
-             f"{n_frames} {what} / {n_atoms} atoms, tol {args.tol:g}")
+    title = f"{name}: L={lmax}, c={model.config['channels']}, {n_frames} {what} / {n_atoms} atoms, tol {args.tol:g}"
     plot(result, lmax, title, stem + ".png", tp_result)
 
     def per_layer(res):
@@ -231,9 +235,17 @@ def main():
     def by_tol(rat):
         return {f"{tol:g}": {str(t): r.mean(0).tolist() for t, r in per.items()} for tol, per in rat.items()}
 
-    record = {"model": args.model, "structures": args.structures or args.nbody_data,
-              "n_structures": n_frames, "n_atoms": n_atoms, "tol": args.tol, "dtype": args.dtype,
-              "config": model.config, "layers": per_layer(result), "mean_by_tol": by_tol(ratios)}
+    record = {
+        "model": args.model,
+        "structures": args.structures or args.nbody_data,
+        "n_structures": n_frames,
+        "n_atoms": n_atoms,
+        "tol": args.tol,
+        "dtype": args.dtype,
+        "config": model.config,
+        "layers": per_layer(result),
+        "mean_by_tol": by_tol(ratios),
+    }
     if tp_feats:
         record["tensor_product"] = {"layers": per_layer(tp_result), "mean_by_tol": by_tol(tp_ratios)}
     tmp = stem + ".json.tmp"

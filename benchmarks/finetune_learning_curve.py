@@ -40,8 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "rmd17_ethanol"
-XTB_ARCHITECTURE = dict(cutoff=5.0, lmax=2, channels=32, num_layers=2, num_radial=8,
-                        radial_hidden=32, mlp_hidden=64)
+XTB_ARCHITECTURE = dict(cutoff=5.0, lmax=2, channels=32, num_layers=2, num_radial=8, radial_hidden=32, mlp_hidden=64)
 
 CONFIG = """\
 # written by benchmarks/finetune_learning_curve.py
@@ -99,12 +98,25 @@ def run(out: Path, data: Path, n: int, mode: str, minutes: float) -> Path:
     if (run_dir / "summary.json").exists():
         return run_dir  # done before: rerunning the script only scores it
     config = out / f"{mode}_{n}.yaml"
-    config.write_text(CONFIG.format(run_dir=run_dir, train=data / f"train_{n}.xyz",
-                                    valid=data / "valid.xyz", minutes=minutes, **MODES[mode]))
+    config.write_text(
+        CONFIG.format(
+            run_dir=run_dir, train=data / f"train_{n}.xyz", valid=data / "valid.xyz", minutes=minutes, **MODES[mode]
+        )
+    )
     resume = ["--resume"] if (run_dir / "checkpoint.pt").exists() else []
-    subprocess.run([sys.executable, "-c", "import sys; from sinet_ase.cli import train_main; "
-                    "sys.exit(train_main())", str(config), "--quiet", *resume],
-                   check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sinet_ase.cli import train_main; sys.exit(train_main())",
+            str(config),
+            "--quiet",
+            *resume,
+        ],
+        check=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        cwd=ROOT,
+    )
     return run_dir
 
 
@@ -114,9 +126,11 @@ def score(model_file: Path, frames) -> dict:
     pred = predict(str(model_file), frames, batch_size=50, dtype="float64")
     f_err = np.concatenate([(p - f.get_forces()).ravel() for p, f in zip(pred["forces"], frames)])
     e_err = pred["energy"] - np.array([f.get_potential_energy() for f in frames])
-    return {"force_mae_meV_per_A": 1000 * float(np.abs(f_err).mean()),
-            "force_rmse_meV_per_A": 1000 * float(np.sqrt((f_err ** 2).mean())),
-            "energy_mae_meV": 1000 * float(np.abs(e_err).mean())}
+    return {
+        "force_mae_meV_per_A": 1000 * float(np.abs(f_err).mean()),
+        "force_rmse_meV_per_A": 1000 * float(np.sqrt((f_err**2).mean())),
+        "energy_mae_meV": 1000 * float(np.abs(e_err).mean()),
+    }
 
 
 def run_record(run_dir: Path) -> dict:
@@ -125,13 +139,21 @@ def run_record(run_dir: Path) -> dict:
     summary = run_dir / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
-        return {"epochs": s["epochs_done"], "best_epoch": s["best"]["epoch"],
-                "train_cpu_seconds": s["train_cpu_seconds"], "finished": True}
+        return {
+            "epochs": s["epochs_done"],
+            "best_epoch": s["best"]["epoch"],
+            "train_cpu_seconds": s["train_cpu_seconds"],
+            "finished": True,
+        }
     import torch
 
     state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
-    return {"epochs": state["epoch"], "best_epoch": state["best"]["epoch"],
-            "train_cpu_seconds": state["cpu_elapsed"], "finished": False}
+    return {
+        "epochs": state["epoch"],
+        "best_epoch": state["best"]["epoch"],
+        "train_cpu_seconds": state["cpu_elapsed"],
+        "finished": False,
+    }
 
 
 def plot(results, figure: Path, minutes: float, n_test: int):
@@ -166,18 +188,21 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 100, 400, 950])
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--minutes", type=float, default=0.25, help="CPU minutes per run")
-    parser.add_argument("--score-only", action="store_true",
-                        help="train nothing: score the runs under --out that have a best model")
+    parser.add_argument(
+        "--score-only", action="store_true", help="train nothing: score the runs under --out that have a best model"
+    )
     parser.add_argument("--test-stride", type=int, default=5)
     parser.add_argument("--figure", type=Path, default=ROOT / "docs/results/finetune_learning_curve.png")
     args = parser.parse_args(argv)
     if not (DATA / "train.xyz").is_file():
-        parser.error(f"{DATA} has no train.xyz: the shared data must sit at ../shared/data "
-                     "beside the repository (../shared/data/README.md)")
+        parser.error(
+            f"{DATA} has no train.xyz: the shared data must sit at ../shared/data "
+            "beside the repository (../shared/data/README.md)"
+        )
     os.chdir(ROOT)
     args.out.mkdir(parents=True, exist_ok=True)
     data = write_subsets(args.out, args.sizes)
-    test = ase.io.read(DATA / "test_MD.xyz", ":")[::args.test_stride]
+    test = ase.io.read(DATA / "test_MD.xyz", ":")[:: args.test_stride]
     results = []
     for n in args.sizes:
         for mode in args.modes:
@@ -187,26 +212,35 @@ def main(argv=None) -> int:
                     continue
             else:
                 run_dir = run(args.out, data, n, mode, args.minutes)
-            row = {"n_train": n, "mode": mode, **score(run_dir / "best_model.pt", test),
-                   **run_record(run_dir)}
+            row = {"n_train": n, "mode": mode, **score(run_dir / "best_model.pt", test), **run_record(run_dir)}
             results.append(row)
-            print(f"N={n:4d} {mode:8s} force MAE {row['force_mae_meV_per_A']:7.1f} meV/Å  energy MAE "
-                  f"{row['energy_mae_meV']:8.1f} meV  ({row['epochs']} epochs, best {row['best_epoch']}, "
-                  f"{row['train_cpu_seconds']:.0f} CPU s)", flush=True)
+            print(
+                f"N={n:4d} {mode:8s} force MAE {row['force_mae_meV_per_A']:7.1f} meV/Å  energy MAE "
+                f"{row['energy_mae_meV']:8.1f} meV  ({row['epochs']} epochs, best {row['best_epoch']}, "
+                f"{row['train_cpu_seconds']:.0f} CPU s)",
+                flush=True,
+            )
             write_report(args, argv, results, len(test))  # after every run: a cut-off run keeps the others
     return 0
 
 
 def write_report(args, argv, results, n_test):
     plot(results, args.figure, args.minutes, n_test)
-    report = {"command": " ".join(["python", "benchmarks/finetune_learning_curve.py",
-                                   *(argv if argv is not None else sys.argv[1:])]),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "minutes_per_run": args.minutes, "test_frames": n_test,
-              "machine": {"cpu": platform.processor() or platform.machine(),
-                          "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
-                          "threads": 1},
-              "results": results}
+    report = {
+        "command": " ".join(
+            ["python", "benchmarks/finetune_learning_curve.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "minutes_per_run": args.minutes,
+        "test_frames": n_test,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "threads": 1,
+        },
+        "results": results,
+    }
     (args.out / "finetune_curve.json").write_text(json.dumps(report, indent=1))
 
 

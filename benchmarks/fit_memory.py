@@ -74,12 +74,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="sinet-xtb-md17")
     ap.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    ap.add_argument("--points", nargs="+", default=["8:1", "12:1", "16:1", "20:1", "8:2", "12:2"],
-                    help="k:density pairs (k^3 water molecules at density times liquid water's)")
+    ap.add_argument(
+        "--points",
+        nargs="+",
+        default=["8:1", "12:1", "16:1", "20:1", "8:2", "12:2"],
+        help="k:density pairs (k^3 water molecules at density times liquid water's)",
+    )
     ap.add_argument("--timeout", type=float, default=600.0)
     args = ap.parse_args()
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+    )
     for variable in ("LD_PRELOAD", "MALLOC_CONF"):  # the C library's malloc, which users get
         env.pop(variable, None)
     rows = []
@@ -87,9 +95,14 @@ def main():
         k, density = point.split(":")
         cfg = {"model": args.model, "dtype": args.dtype, "k": int(k), "density": float(density)}
         try:
-            out = subprocess.run([sys.executable, "-W", "ignore", "-c", _WORKER.format(bench=HERE),
-                                  json.dumps(cfg)], capture_output=True, text=True,
-                                 timeout=args.timeout, env=env, cwd=ROOT)
+            out = subprocess.run(
+                [sys.executable, "-W", "ignore", "-c", _WORKER.format(bench=HERE), json.dumps(cfg)],
+                capture_output=True,
+                text=True,
+                timeout=args.timeout,
+                env=env,
+                cwd=ROOT,
+            )
         except subprocess.TimeoutExpired:
             print(json.dumps({**cfg, "error": "timeout"}), flush=True)
             continue
@@ -110,9 +123,11 @@ def main():
     print("| atoms | pairs | chunk | graph peak MiB | call peak MiB | estimate MiB | peak / estimate |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['atoms']:,} | {r['edges']:,} | {r['chunk']} | {r['graph_peak'] / 2**20:.0f} | "
-              f"{r['call_peak'] / 2**20:.0f} | {r['estimate'] / 2**20:.0f} | "
-              f"{r['call_peak'] / r['estimate']:.2f} |")
+        print(
+            f"| {r['atoms']:,} | {r['edges']:,} | {r['chunk']} | {r['graph_peak'] / 2**20:.0f} | "
+            f"{r['call_peak'] / 2**20:.0f} | {r['estimate'] / 2**20:.0f} | "
+            f"{r['call_peak'] / r['estimate']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -57,10 +57,12 @@ def check(out_path):
         atoms.pbc = True  # a periodic box, so that the stress is defined
         a_cpu, a_gpu = atoms.copy(), atoms.copy()
         a_cpu.calc, a_gpu.calc = cpu, gpu
-        row = dict(n_atoms=len(atoms),
-                   energy_rel=_rel(a_gpu.get_potential_energy(), a_cpu.get_potential_energy()),
-                   forces_rel=_rel(a_gpu.get_forces(), a_cpu.get_forces()),
-                   stress_rel=_rel(a_gpu.get_stress(), a_cpu.get_stress()))
+        row = dict(
+            n_atoms=len(atoms),
+            energy_rel=_rel(a_gpu.get_potential_energy(), a_cpu.get_potential_energy()),
+            forces_rel=_rel(a_gpu.get_forces(), a_cpu.get_forces()),
+            stress_rel=_rel(a_gpu.get_stress(), a_cpu.get_stress()),
+        )
         # symmetry on the GPU: rotation with inversion (det -1)
         R = Rotation.random(random_state=k).as_matrix() * -1.0
         rot = atoms.copy()
@@ -107,23 +109,32 @@ def time_md_gpu(out_path, steps):
                 if name == "cu_fcc_108000" and (lmax, dtype) != (1, "float32"):
                     continue  # one point at 10^5 atoms keeps the run short
                 torch.manual_seed(0)
-                model = SINet(elements=elements_of(name), lmax=lmax,
-                              **dict(SINET_CONFIG, avg_num_neighbors=avg_nn))
+                model = SINet(elements=elements_of(name), lmax=lmax, **dict(SINET_CONFIG, avg_num_neighbors=avg_nn))
                 # 10^5 atoms: edges in checkpointed chunks of 2M (about 8M edges in all)
                 chunk = 2_000_000 if len(atoms) > 20000 else None
                 calc = SINetCalculator(model, device="cuda", dtype=dtype, edge_chunk_size=chunk)
                 torch.cuda.reset_peak_memory_stats()
                 r = time_md(atoms, calc, n_warmup=3, n_steps=steps, max_seconds=30.0)
-                r.update(system=name, model=f"sinet-l{lmax}", dtype=dtype,
-                         peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30)
+                r.update(
+                    system=name,
+                    model=f"sinet-l{lmax}",
+                    dtype=dtype,
+                    peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30,
+                )
                 for key in ("load_before", "load_after"):
                     r.pop(key, None)
                 results.append(r)
-                print(f"{name:15s} sinet-l{lmax} {dtype:8s} {r['median_ms']:9.2f} ms/step "
-                      f"{r['atom_steps_per_s']:12.0f} atom-steps/s  peak {r['peak_gpu_gib']:.2f} GiB",
-                      flush=True)
-    report = dict(device=torch.cuda.get_device_name(0), torch=torch.__version__,
-                  date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), results=results)
+                print(
+                    f"{name:15s} sinet-l{lmax} {dtype:8s} {r['median_ms']:9.2f} ms/step "
+                    f"{r['atom_steps_per_s']:12.0f} atom-steps/s  peak {r['peak_gpu_gib']:.2f} GiB",
+                    flush=True,
+                )
+    report = dict(
+        device=torch.cuda.get_device_name(0),
+        torch=torch.__version__,
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        results=results,
+    )
     Path(out_path).write_text(json.dumps(report, indent=1))
     return 0
 

@@ -5,6 +5,7 @@ five-particle systems), one thread, median of 15 steps after 3 warm-up steps.
 
 Run it in two checkouts (``PYTHONPATH=<tree>``) to compare two versions of the network.
 """
+
 import time
 
 import torch
@@ -22,10 +23,13 @@ for cfg in (dict(lmax=1, channels=64, num_layers=4), dict(lmax=3, channels=64, n
     def step():
         model.zero_grad()
         model(x, v, q).pow(2).sum().backward()
+
     for _ in range(3):
         step()
     ts = []
     for _ in range(15):
-        t = time.process_time(); step(); ts.append(time.process_time() - t)
+        t = time.process_time()
+        step()
+        ts.append(time.process_time() - t)
     ts.sort()
     print(cfg, f"median CPU ms per step (B=100): {1e3 * ts[len(ts) // 2]:.1f}")

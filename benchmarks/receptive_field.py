@@ -71,13 +71,20 @@ def main():
         python, var = bench_md.interpreter_for(spec)
         if not python:
             raise SystemExit(f"{spec} needs {var} pointing at an interpreter that has the package")
-        out = subprocess.run([python, "-W", "ignore", os.path.abspath(__file__), "--worker", spec],
-                             capture_output=True, text=True, check=True,
-                             env=dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"))
+        out = subprocess.run(
+            [python, "-W", "ignore", os.path.abspath(__file__), "--worker", spec],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"),
+        )
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{spec:14s} message-passing steps {row['message_passing_steps']}  "
-              f"(atom 0 sees chain atoms {row['atoms_seen']})", flush=True)
+        print(
+            f"{spec:14s} message-passing steps {row['message_passing_steps']}  "
+            f"(atom 0 sees chain atoms {row['atoms_seen']})",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

@@ -1,6 +1,6 @@
 """Langevin (NVT) molecular dynamics with a SINet model, trajectory written for ``ase gui``.
 
-    python examples/md_langevin.py MODEL.pt --structure CH3CH2OH --steps 1000 --temperature 300
+python examples/md_langevin.py MODEL.pt --structure CH3CH2OH --steps 1000 --temperature 300
 """
 
 import argparse
@@ -29,13 +29,22 @@ def main():
 
     atoms = read(args.structure) if os.path.exists(args.structure) else molecule(args.structure)
     atoms.calc = SINetCalculator(args.model)
-    dyn = Langevin(atoms, args.timestep * units.fs, temperature_K=args.temperature,
-                   friction=args.friction / units.fs, fixcm=False, rng=np.random.default_rng(0))
+    dyn = Langevin(
+        atoms,
+        args.timestep * units.fs,
+        temperature_K=args.temperature,
+        friction=args.friction / units.fs,
+        fixcm=False,
+        rng=np.random.default_rng(0),
+    )
     traj = Trajectory(args.trajectory, "w", atoms)
     dyn.attach(traj.write, interval=10)
-    dyn.attach(lambda: print(f"step {dyn.nsteps:6d}  T {atoms.get_temperature():7.1f} K  "
-                             f"E_pot {atoms.get_potential_energy():.4f} eV"),
-               interval=max(1, args.steps // 10))
+    dyn.attach(
+        lambda: print(
+            f"step {dyn.nsteps:6d}  T {atoms.get_temperature():7.1f} K  E_pot {atoms.get_potential_energy():.4f} eV"
+        ),
+        interval=max(1, args.steps // 10),
+    )
     dyn.run(args.steps)
     traj.close()
     print(f"trajectory written to {args.trajectory} (view with: ase gui {args.trajectory})")

@@ -35,14 +35,21 @@ def main():
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(0))
     Stationary(atoms)
     # ASE's MTK integrator copies positions and momenta when it is built: set them first
-    dyn = IsotropicMTKNPT(atoms, args.timestep * units.fs, temperature_K=args.temperature,
-                          pressure_au=args.pressure * units.GPa, tdamp=100 * args.timestep * units.fs,
-                          pdamp=1000 * args.timestep * units.fs)
+    dyn = IsotropicMTKNPT(
+        atoms,
+        args.timestep * units.fs,
+        temperature_K=args.temperature,
+        pressure_au=args.pressure * units.GPa,
+        tdamp=100 * args.timestep * units.fs,
+        pdamp=1000 * args.timestep * units.fs,
+    )
 
     def report():
         pressure = -np.trace(atoms.get_stress(voigt=False, include_ideal_gas=True)) / 3 / units.GPa
-        print(f"step {dyn.nsteps:6d}  T {atoms.get_temperature():7.1f} K  "
-              f"V {atoms.get_volume():9.3f} Å^3  P {pressure:8.4f} GPa")
+        print(
+            f"step {dyn.nsteps:6d}  T {atoms.get_temperature():7.1f} K  "
+            f"V {atoms.get_volume():9.3f} Å^3  P {pressure:8.4f} GPa"
+        )
 
     dyn.attach(report, interval=max(1, args.steps // 10))
     dyn.run(args.steps)

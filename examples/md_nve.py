@@ -32,8 +32,11 @@ def main():
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
     parser.add_argument("--temperature", type=float, default=300.0, help="initial K")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the network (pays for small molecules; the first step compiles)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (pays for small molecules; the first step compiles)",
+    )
     args = parser.parse_args()
 
     atoms = load_structure(args.structure)
@@ -44,12 +47,13 @@ def main():
     start = time.perf_counter()
     for done in range(0, args.steps, max(1, args.steps // 10)):
         dyn.run(min(max(1, args.steps // 10), args.steps - done))
-        print(f"step {dyn.nsteps:6d}  T {atoms.get_temperature():7.1f} K  "
-              f"E_tot {atoms.get_total_energy():.6f} eV")
+        print(f"step {dyn.nsteps:6d}  T {atoms.get_temperature():7.1f} K  E_tot {atoms.get_total_energy():.6f} eV")
     elapsed = time.perf_counter() - start
     drift = atoms.get_total_energy() - e0
-    print(f"energy drift {drift:.3e} eV over {args.steps} steps "
-          f"({drift / len(atoms):.3e} eV/atom); {1e3 * elapsed / args.steps:.2f} ms/step")
+    print(
+        f"energy drift {drift:.3e} eV over {args.steps} steps "
+        f"({drift / len(atoms):.3e} eV/atom); {1e3 * elapsed / args.steps:.2f} ms/step"
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def main(argv=None) -> int:
     p.add_argument("--K", type=int, default=10, help="number of 1,000-step intervals")
     p.add_argument("--system", type=int, default=0, help="which system to draw in 3-D")
     p.add_argument("--num-systems", type=int, default=200, help="systems averaged in the error curve")
-    p.add_argument("--velocity", default="finite_difference",
-                   choices=["finite_difference", "bdf2", "constant_acceleration"])
+    p.add_argument(
+        "--velocity", default="finite_difference", choices=["finite_difference", "bdf2", "constant_acceleration"]
+    )
     p.add_argument("--seed", type=int, default=123, help="seed of fresh states (without --data)")
     p.add_argument("--out", default="nbody_rollout.png")
     a = p.parse_args(argv)

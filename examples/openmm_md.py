@@ -43,8 +43,7 @@ def topology_from_atoms(atoms):
     return topology
 
 
-def build_simulation(atoms, calc, timestep_fs=0.5, temperature=300.0, langevin=False,
-                     friction=1.0, seed=0):
+def build_simulation(atoms, calc, timestep_fs=0.5, temperature=300.0, langevin=False, friction=1.0, seed=0):
     """An OpenMM ``Simulation`` of ``atoms`` with ``calc`` as the only force, velocities drawn
     at ``temperature`` (K); velocity Verlet, or Langevin with ``friction`` in 1/ps."""
     import openmm
@@ -54,15 +53,14 @@ def build_simulation(atoms, calc, timestep_fs=0.5, temperature=300.0, langevin=F
     topology = topology_from_atoms(atoms)
     system = MLPotential("ase").createSystem(topology, calculator=calc)
     if langevin:
-        integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin,
-                                                     friction / unit.picosecond,
-                                                     timestep_fs * unit.femtoseconds)
+        integrator = openmm.LangevinMiddleIntegrator(
+            temperature * unit.kelvin, friction / unit.picosecond, timestep_fs * unit.femtoseconds
+        )
         integrator.setRandomNumberSeed(seed)
     else:
         integrator = openmm.VerletIntegrator(timestep_fs * unit.femtoseconds)
     # the network runs in Python: the Reference platform adds nothing to wait for
-    simulation = app.Simulation(topology, system, integrator,
-                                openmm.Platform.getPlatformByName("Reference"))
+    simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
     simulation.context.setPositions(atoms.positions * unit.angstrom)
     simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
     return simulation
@@ -79,8 +77,7 @@ def energies_ev(simulation):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model file (sinet-train, save_model) or shipped potential name")
     parser.add_argument("--structure", default="CH3CH2OH")
     parser.add_argument("--steps", type=int, default=1000)
@@ -93,13 +90,11 @@ def main():
 
     atoms = load_structure(args.structure)
     calc = SINetCalculator(args.model, dtype=args.dtype)
-    simulation = build_simulation(atoms, calc, args.timestep, args.temperature, args.langevin,
-                                  args.friction)
+    simulation = build_simulation(atoms, calc, args.timestep, args.temperature, args.langevin, args.friction)
     check = atoms.copy()
     check.calc = calc
     potential = energies_ev(simulation)[0]
-    print(f"start: OpenMM potential energy {potential:.6f} eV, "
-          f"SINetCalculator {check.get_potential_energy():.6f} eV")
+    print(f"start: OpenMM potential energy {potential:.6f} eV, SINetCalculator {check.get_potential_energy():.6f} eV")
     # OpenMM's Verlet is leapfrog: its velocities live at half steps, so the total energy
     # is taken from the first step on (the velocities drawn at t = 0 are not at a half step)
     start = time.perf_counter()
@@ -114,8 +109,7 @@ def main():
     elapsed = time.perf_counter() - start
     if not args.langevin:
         drift = energies_ev(simulation)[1] - e0
-        print(f"energy drift {drift:.3e} eV over {args.steps - 1} steps "
-              f"({drift / len(atoms):.3e} eV/atom)")
+        print(f"energy drift {drift:.3e} eV over {args.steps - 1} steps ({drift / len(atoms):.3e} eV/atom)")
     print(f"{1e3 * elapsed / max(args.steps, 1):.2f} ms/step")
 
 

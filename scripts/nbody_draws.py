@@ -13,6 +13,7 @@ MSE on the project's valid and test splits and the mean, standard deviation, min
 maximum over the fresh draws. The project's splits are one such draw each, so the spread
 says how far a single test number can sit from the model's expected MSE.
 """
+
 import argparse
 import json
 import os
@@ -55,11 +56,19 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for name, score in scorers():
         values = [score(s) for s in draws]
-        r = dict(predictor=name, valid=score(project["valid"]), test=score(project["test"]), draws=values,
-                 mean=statistics.mean(values), std=statistics.stdev(values))
+        r = dict(
+            predictor=name,
+            valid=score(project["valid"]),
+            test=score(project["test"]),
+            draws=values,
+            mean=statistics.mean(values),
+            std=statistics.stdev(values),
+        )
         rows.append(r)
-        print(f"| {name} | {r['valid']:.5f} | {r['test']:.5f} | {r['mean']:.5f} ± {r['std']:.5f} | "
-              f"{min(values):.5f} | {max(values):.5f} | {r['test'] / r['mean']:.2f} |")
+        print(
+            f"| {name} | {r['valid']:.5f} | {r['test']:.5f} | {r['mean']:.5f} ± {r['std']:.5f} | "
+            f"{min(values):.5f} | {max(values):.5f} | {r['test'] / r['mean']:.2f} |"
+        )
     if args.json:
         atomic_write_text(args.json, json.dumps(dict(n=args.n, first_seed=args.first_seed, rows=rows), indent=1))
 

@@ -13,6 +13,7 @@ the interval. It then prints, for the x + v baseline and every model, the MSE wi
 bins of ``d_min`` and each bin's share of the split's summed squared error, plus the
 share of the worst 1 % and 5 % of systems and the median per-system MSE.
 """
+
 import argparse
 import json
 import os
@@ -54,12 +55,23 @@ def breakdown(errors: np.ndarray, d_min: np.ndarray) -> dict:
     bins = []
     for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:]):
         mask = (d_min >= lo) & (d_min < hi)
-        bins.append(dict(lo=lo, hi=hi, n=int(mask.sum()), mse=float(errors[mask].mean()) if mask.any() else None,
-                         share=float(errors[mask].sum() / total)))
+        bins.append(
+            dict(
+                lo=lo,
+                hi=hi,
+                n=int(mask.sum()),
+                mse=float(errors[mask].mean()) if mask.any() else None,
+                share=float(errors[mask].sum() / total),
+            )
+        )
     n = len(errors)
-    return dict(mse=float(errors.mean()), median=float(np.median(errors)),
-                worst_1pct_share=float(worst[: max(1, n // 100)].sum() / total),
-                worst_5pct_share=float(worst[: max(1, n // 20)].sum() / total), bins=bins)
+    return dict(
+        mse=float(errors.mean()),
+        median=float(np.median(errors)),
+        worst_1pct_share=float(worst[: max(1, n // 100)].sum() / total),
+        worst_5pct_share=float(worst[: max(1, n // 20)].sum() / total),
+        bins=bins,
+    )
 
 
 def main():
@@ -78,17 +90,23 @@ def main():
     labels = [f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">= {lo:g}" for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:])]
     counts = [b["n"] for b in next(iter(rows.values()))["bins"]]
     print(f"{args.split} split, {len(d_min)} systems; closest approach d_min over the interval\n")
-    print("| predictor | MSE | median per system | worst 1 % | worst 5 % | "
-          + " | ".join(f"d_min {lab} (n = {n})" for lab, n in zip(labels, counts)) + " |")
+    print(
+        "| predictor | MSE | median per system | worst 1 % | worst 5 % | "
+        + " | ".join(f"d_min {lab} (n = {n})" for lab, n in zip(labels, counts))
+        + " |"
+    )
     print("|---" * (5 + len(labels)) + "|")
     for name, r in rows.items():
         cells = [f"{b['mse']:.5f} ({100 * b['share']:.0f} %)" for b in r["bins"]]
-        print(f"| {name} | {r['mse']:.5f} | {r['median']:.5f} | {100 * r['worst_1pct_share']:.0f} % | "
-              f"{100 * r['worst_5pct_share']:.0f} % | " + " | ".join(cells) + " |")
+        print(
+            f"| {name} | {r['mse']:.5f} | {r['median']:.5f} | {100 * r['worst_1pct_share']:.0f} % | "
+            f"{100 * r['worst_5pct_share']:.0f} % | " + " | ".join(cells) + " |"
+        )
     print("\ncells: MSE of the systems in the bin (the bin's share of the summed squared error)")
     if args.json:
-        atomic_write_text(args.json, json.dumps(dict(split=args.split, bin_edges=[float(e) for e in BIN_EDGES],
-                                                     rows=rows), indent=1))
+        atomic_write_text(
+            args.json, json.dumps(dict(split=args.split, bin_edges=[float(e) for e in BIN_EDGES], rows=rows), indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,14 @@ Public API::
 """
 
 from .calculator import SINetCalculator
-from .errors import (ConfigError, InsufficientMemoryError, ModelFileError, OutOfDomainError,
-                     SINetInputError, UnknownElementError)
+from .errors import (
+    ConfigError,
+    InsufficientMemoryError,
+    ModelFileError,
+    OutOfDomainError,
+    SINetInputError,
+    UnknownElementError,
+)
 from .graph import atoms_to_graph, batch_graphs
 from .io import load_model, save_model
 from .model import SINet, SINetBackbone

@@ -53,13 +53,13 @@ def rank_ratio(h: torch.Tensor, tol: float = DEFAULT_TOL) -> torch.Tensor:
     if h.dim() != 3:
         raise ValueError(f"expected node features (N, c, (L+1)^2), got shape {tuple(h.shape)}")
     num_m = h.shape[-1]
-    lmax = int(round(num_m ** 0.5)) - 1
+    lmax = int(round(num_m**0.5)) - 1
     if (lmax + 1) ** 2 != num_m:
         raise ValueError(f"the last axis must have (L+1)^2 entries, got {num_m}")
     if tol <= 0:
         raise ValueError(f"tol must be positive, got {tol}")
     h = h.detach().to(torch.float64)
-    singular = [torch.linalg.svdvals(h[:, :, l * l:(l + 1) ** 2].transpose(1, 2)) for l in range(lmax + 1)]
+    singular = [torch.linalg.svdvals(h[:, :, l * l : (l + 1) ** 2].transpose(1, 2)) for l in range(lmax + 1)]
     reference = torch.stack([s[:, 0] for s in singular], dim=-1).amax(dim=-1, keepdim=True)  # (N, 1)
     ranks = torch.stack([(s > tol * reference).sum(dim=-1) for s in singular], dim=-1)  # (N, L+1)
     dims = 2.0 * torch.arange(lmax + 1, dtype=torch.float64, device=h.device) + 1.0
@@ -74,15 +74,16 @@ def _capture_layer_features(layers, last, run) -> Dict[int, torch.Tensor]:
     def keep_input(t):
         def hook(module, args, kwargs):
             captured[t] = (args[0] if args else kwargs["h"]).detach()
+
         return hook
 
     def keep_output(t):
         def hook(module, args, output):
             captured[t] = output.detach()
+
         return hook
 
-    handles = [layer.register_forward_pre_hook(keep_input(t), with_kwargs=True)
-               for t, layer in enumerate(layers)]
+    handles = [layer.register_forward_pre_hook(keep_input(t), with_kwargs=True) for t, layer in enumerate(layers)]
     handles.append(last.register_forward_hook(keep_output(len(layers))))
     try:
         with torch.no_grad():
@@ -117,8 +118,9 @@ def features_by_layer(model: torch.nn.Module, graph) -> Dict[int, torch.Tensor]:
     return _capture_layer_features(layers, layers[-1] if layers else backbone.embedding, run)
 
 
-def nbody_features_by_layer(model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor,
-                            q: torch.Tensor) -> Dict[int, torch.Tensor]:
+def nbody_features_by_layer(
+    model: torch.nn.Module, x: torch.Tensor, v: torch.Tensor, q: torch.Tensor
+) -> Dict[int, torch.Tensor]:
     """:func:`features_by_layer` for a :class:`~sinet_ase.nbody.NBodySINet`.
 
     ``x, v (B, n, 3)``, ``q (B, n)``; returns ``{t: (B n, c, (L+1)^2)}`` with ``t = 0``
@@ -130,12 +132,10 @@ def nbody_features_by_layer(model: torch.nn.Module, x: torch.Tensor, v: torch.Te
     if not layers:
         raise ValueError("the model has no interaction layers to look into")
     device = next(model.parameters()).device
-    return _capture_layer_features(layers, layers[-1],
-                                   lambda: model.features(x.to(device), v.to(device), q.to(device)))
+    return _capture_layer_features(layers, layers[-1], lambda: model.features(x.to(device), v.to(device), q.to(device)))
 
 
-def completeness(model: torch.nn.Module, graph, tol: float = DEFAULT_TOL
-                 ) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
+def completeness(model: torch.nn.Module, graph, tol: float = DEFAULT_TOL) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
     """Mean and standard deviation over atoms of ``r(l)`` for the features entering each layer.
 
     Args:

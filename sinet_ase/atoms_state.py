@@ -24,19 +24,22 @@ def _unchanged(a, b, tol: float) -> bool:
     return equal(a, b, atol=tol)
 
 
-def compare_atoms(atoms1, atoms2, tol: float = 1e-15,
-                  excluded_properties: Optional[Iterable[str]] = None) -> List[str]:
+def compare_atoms(atoms1, atoms2, tol: float = 1e-15, excluded_properties: Optional[Iterable[str]] = None) -> List[str]:
     """``ase.calculators.calculator.compare_atoms``: the names in ``all_changes`` (less
     ``excluded_properties``) whose values differ between the two structures by more than
     ``tol``; all of them when ``atoms1`` is ``None``."""
     if atoms1 is None:
         return all_changes[:]
     to_check = set(all_changes) - set(excluded_properties or ())
-    changes = [prop for prop in ("cell", "pbc")
-               if prop in to_check and not _unchanged(getattr(atoms1, prop), getattr(atoms2, prop), tol)]
+    changes = [
+        prop
+        for prop in ("cell", "pbc")
+        if prop in to_check and not _unchanged(getattr(atoms1, prop), getattr(atoms2, prop), tol)
+    ]
     to_check -= {"cell", "pbc"}
     arrays1, arrays2 = atoms1.arrays, atoms2.arrays
     changes += to_check & (set(arrays1) ^ set(arrays2))
-    changes += [prop for prop in to_check & set(arrays1) & set(arrays2)
-                if not _unchanged(arrays1[prop], arrays2[prop], tol)]
+    changes += [
+        prop for prop in to_check & set(arrays1) & set(arrays2) if not _unchanged(arrays1[prop], arrays2[prop], tol)
+    ]
     return changes

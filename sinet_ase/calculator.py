@@ -88,10 +88,17 @@ class SINetCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
-    def __init__(self, model: Union[str, Path, torch.nn.Module], device: str = "cpu",
-                 dtype: str = "float64", edge_chunk_size: Union[int, str, None] = "auto",
-                 compile: CompileMode = "auto", out_of_domain: str = "warn",
-                 memory_limit_gib: Optional[float] = None, **kwargs):
+    def __init__(
+        self,
+        model: Union[str, Path, torch.nn.Module],
+        device: str = "cpu",
+        dtype: str = "float64",
+        edge_chunk_size: Union[int, str, None] = "auto",
+        compile: CompileMode = "auto",
+        out_of_domain: str = "warn",
+        memory_limit_gib: Optional[float] = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self._lock = threading.RLock()  # see the module docstring: one structure at a time
         if out_of_domain not in ("warn", "raise", "ignore"):
@@ -108,13 +115,16 @@ class SINetCalculator(Calculator):
         self.device = torch.device(device)
         self.dtype = _DTYPES[dtype]
         members = committee_specs(model)
-        self.models = [self._prepare_model(m, dtype, edge_chunk_size, compile)
-                       for m in (members if members is not None else [model])]
+        self.models = [
+            self._prepare_model(m, dtype, edge_chunk_size, compile)
+            for m in (members if members is not None else [model])
+        ]
         self.model = self.models[0]
         #: the training data's statistics stored in the model file (sinet_ase.domain), if any
         self.domain = (getattr(self.model, "metadata", None) or {}).get("training_domain")
-        self._domain_check = (DomainCheck(self.domain, repulsive=getattr(self.model, "zbl", None) is not None)
-                              if self.domain else None)
+        self._domain_check = (
+            DomainCheck(self.domain, repulsive=getattr(self.model, "zbl", None) is not None) if self.domain else None
+        )
         #: several models (a list or a glob was given): results add the committee spread
         self.committee = members is not None
         if self.committee:
@@ -159,8 +169,7 @@ class SINetCalculator(Calculator):
         """Warn or raise for a structure outside the training domain (``out_of_domain``)."""
         if self._domain_check is not None and self.out_of_domain != "ignore":
             outside, far = self._domain_check(graph, energy)
-            self._domain_warned = report_domain(outside, far, self.out_of_domain, self._domain_warned,
-                                                energy)
+            self._domain_warned = report_domain(outside, far, self.out_of_domain, self._domain_warned, energy)
 
     @property
     def elements(self):
@@ -190,8 +199,7 @@ class SINetCalculator(Calculator):
             self._check_domain(graph, results["energy"])
             self.results = results
             return
-        out = self.model(graph, compute_forces=True, compute_stress=want_stress,
-                         compute_stresses=want_stresses)
+        out = self.model(graph, compute_forces=True, compute_stress=want_stress, compute_stresses=want_stresses)
         energy = float(out["energy"].item())
         if not np.isfinite(energy):
             raise FloatingPointError(

@@ -45,8 +45,16 @@ import torch
 from ase.stress import full_3x3_to_voigt_6_stress
 
 #: the results a committee adds to the calculator's usual ones
-COMMITTEE_PROPERTIES = ("energy_std", "forces_std", "stress_std", "energy_comm", "forces_comm",
-                        "stress_comm", "energy_var", "stress_var")
+COMMITTEE_PROPERTIES = (
+    "energy_std",
+    "forces_std",
+    "stress_std",
+    "energy_comm",
+    "forces_comm",
+    "stress_comm",
+    "energy_var",
+    "stress_var",
+)
 
 _GLOB_CHARACTERS = "*?["
 
@@ -62,8 +70,7 @@ def committee_specs(model) -> Optional[List[Union[str, Path, torch.nn.Module]]]:
         if not model:
             raise ValueError("the committee is empty: give at least one model (a path or module)")
         return list(model)
-    if isinstance(model, str) and any(c in model for c in _GLOB_CHARACTERS) \
-            and not Path(model).exists():
+    if isinstance(model, str) and any(c in model for c in _GLOB_CHARACTERS) and not Path(model).exists():
         paths = sorted(glob.glob(model))
         if not paths:
             raise FileNotFoundError(f"the committee pattern {model!r} matches no file")
@@ -77,38 +84,41 @@ def check_members(models: Sequence[torch.nn.Module]) -> None:
     first = models[0]
     for k, member in enumerate(models[1:], 1):
         if abs(float(member.cutoff) - float(first.cutoff)) > 1e-12:
-            raise ValueError(f"committee members must share the cutoff: member 0 has "
-                             f"{first.cutoff} Å, member {k} has {member.cutoff} Å")
+            raise ValueError(
+                f"committee members must share the cutoff: member 0 has "
+                f"{first.cutoff} Å, member {k} has {member.cutoff} Å"
+            )
         if sorted(member.elements) != sorted(first.elements):
-            raise ValueError(f"committee members must share the elements: member 0 knows "
-                             f"{', '.join(first.elements)}, member {k} knows "
-                             f"{', '.join(member.elements)}")
+            raise ValueError(
+                f"committee members must share the elements: member 0 knows "
+                f"{', '.join(first.elements)}, member {k} knows "
+                f"{', '.join(member.elements)}"
+            )
 
 
-def evaluate_committee(models: Sequence[torch.nn.Module], graph, compute_stress: bool,
-                       compute_stresses: bool = False) -> Dict:
+def evaluate_committee(
+    models: Sequence[torch.nn.Module], graph, compute_stress: bool, compute_stresses: bool = False
+) -> Dict:
     """Run every member on the same ``graph`` (one structure) and return the calculator's
     results: committee means under the usual names plus the keys of the module table
     (and the mean per-atom ``stresses`` (n, 6) with ``compute_stresses``)."""
     energy, energies, forces, stress, stresses = [], [], [], [], []
     for model in models:
-        out = model(graph, compute_forces=True, compute_stress=compute_stress,
-                    compute_stresses=compute_stresses)
+        out = model(graph, compute_forces=True, compute_stress=compute_stress, compute_stresses=compute_stresses)
         energy.append(float(out["energy"].item()))
         energies.append(out["energies"].detach().cpu().numpy().astype(np.float64))
         forces.append(out["forces"].detach().cpu().numpy().astype(np.float64))
         if compute_stress:
-            stress.append(full_3x3_to_voigt_6_stress(
-                out["stress"][0].detach().cpu().numpy().astype(np.float64)))
+            stress.append(full_3x3_to_voigt_6_stress(out["stress"][0].detach().cpu().numpy().astype(np.float64)))
         if compute_stresses:
-            stresses.append(full_3x3_to_voigt_6_stress(
-                out["stresses"].detach().cpu().numpy().astype(np.float64)))
+            stresses.append(full_3x3_to_voigt_6_stress(out["stresses"].detach().cpu().numpy().astype(np.float64)))
     energy = np.array(energy)
     if not np.all(np.isfinite(energy)):
         bad = np.where(~np.isfinite(energy))[0].tolist()
         raise FloatingPointError(
             f"committee member(s) {bad} returned a non-finite energy; the structure is far "
-            "outside what they were trained on, or the weights are damaged")
+            "outside what they were trained on, or the weights are damaged"
+        )
     forces = np.stack(forces)
     mean_energy = float(energy.mean())
     results = {
@@ -124,8 +134,9 @@ def evaluate_committee(models: Sequence[torch.nn.Module], graph, compute_stress:
     }
     if compute_stress:
         stress = np.stack(stress)
-        results.update(stress=stress.mean(axis=0), stress_std=stress.std(axis=0),
-                       stress_comm=stress, stress_var=stress.var(axis=0))
+        results.update(
+            stress=stress.mean(axis=0), stress_std=stress.std(axis=0), stress_comm=stress, stress_var=stress.var(axis=0)
+        )
     if compute_stresses:
         results["stresses"] = np.stack(stresses).mean(axis=0)
     return results

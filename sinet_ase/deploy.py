@@ -79,8 +79,9 @@ class ExportedEnergy(torch.nn.Module):
         """``(Y, phi, u)`` of one edge list, in the network dtype (geometry arrives in float64)."""
         backbone = self.model.backbone
         vectors = vectors.to(self.model.dtype)
-        Y = o3.spherical_harmonics(list(range(backbone.layout.lmax + 1)), vectors,
-                                   normalize=True, normalization="component")
+        Y = o3.spherical_harmonics(
+            list(range(backbone.layout.lmax + 1)), vectors, normalize=True, normalization="component"
+        )
         phi, u = backbone.radial(vectors.norm(dim=-1))
         return Y, phi, u
 
@@ -109,8 +110,7 @@ class ExportedEnergy(torch.nn.Module):
 
     def forward(self, species: torch.Tensor, local: torch.Tensor, *edges: torch.Tensor):
         if len(edges) != 2 * self.num_lists:
-            raise ValueError(f"expected {self.num_lists} edge lists (edge_index, vectors), "
-                             f"got {len(edges) / 2:g}")
+            raise ValueError(f"expected {self.num_lists} edge lists (edge_index, vectors), got {len(edges) / 2:g}")
         vectors = [v.detach().requires_grad_(True) for v in edges[1::2]]
         energies = self.node_energies(species, list(zip(edges[0::2], vectors)))
         energy = (energies * local).sum()
@@ -128,8 +128,9 @@ def pad_graph(species: torch.Tensor, local: torch.Tensor, edge_lists, cutoff: fl
     local = torch.cat([local, local.new_zeros(2)])
     dummy_index = torch.tensor([[n, n + 1], [n + 1, n]], dtype=torch.long)
     dummy_vectors = torch.tensor([[2.0 * cutoff, 0.0, 0.0], [-2.0 * cutoff, 0.0, 0.0]], dtype=torch.float64)
-    padded = [(torch.cat([index, dummy_index], dim=1), torch.cat([vectors, dummy_vectors]))
-              for index, vectors in edge_lists]
+    padded = [
+        (torch.cat([index, dummy_index], dim=1), torch.cat([vectors, dummy_vectors])) for index, vectors in edge_lists
+    ]
     return species, local, padded
 
 
@@ -188,8 +189,9 @@ def export_metadata(model: torch.nn.Module, dtype: str) -> Dict[str, str]:
     }
 
 
-def export_model(model: Union[str, Path, torch.nn.Module], path: Union[str, Path],
-                 dtype: str = "float64", num_threads: int = 1) -> Path:
+def export_model(
+    model: Union[str, Path, torch.nn.Module], path: Union[str, Path], dtype: str = "float64", num_threads: int = 1
+) -> Path:
     """Compile ``model`` (a model object, model file or shipped potential's name) into an
     AOTInductor package at ``path`` (``.pt2``); returns the path.
 
@@ -208,13 +210,14 @@ def export_model(model: Union[str, Path, torch.nn.Module], path: Union[str, Path
     if int(num_threads) < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
     program, prepared = export_program(model, dtype)
-    options = {"aot_inductor.metadata": dict(export_metadata(prepared, dtype), num_threads=str(int(num_threads))),
-               "cpp.threads": int(num_threads)}
+    options = {
+        "aot_inductor.metadata": dict(export_metadata(prepared, dtype), num_threads=str(int(num_threads))),
+        "cpp.threads": int(num_threads),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".compiling.pt2")
     try:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(temporary),
-                                                 inductor_configs=options)
+        torch._inductor.aoti_compile_and_package(program, package_path=str(temporary), inductor_configs=options)
         data = temporary.read_bytes()
     finally:
         temporary.unlink(missing_ok=True)
@@ -228,8 +231,10 @@ def read_metadata(package) -> Dict[str, str]:
     if metadata.get("format") != FORMAT_NAME:
         raise ModelFileError("this .pt2 package was not written by sinet_ase.deploy.export_model")
     if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
-        raise ModelFileError(f"package format version {metadata['format_version']} is newer than this "
-                             f"sinet-ase reads ({FORMAT_VERSION}); upgrade sinet-ase")
+        raise ModelFileError(
+            f"package format version {metadata['format_version']} is newer than this "
+            f"sinet-ase reads ({FORMAT_VERSION}); upgrade sinet-ase"
+        )
     return metadata
 
 
@@ -243,8 +248,7 @@ def load_exported(path: Union[str, Path]):
     return runner, read_metadata(runner)
 
 
-def forces_and_virial(edge_index: torch.Tensor, vectors: torch.Tensor, edge_grad: torch.Tensor,
-                      num_nodes: int):
+def forces_and_virial(edge_index: torch.Tensor, vectors: torch.Tensor, edge_grad: torch.Tensor, num_nodes: int):
     """``F (N, 3)`` and ``W (3, 3)`` from the total edge gradients ``g = dE/dr (E, 3)``:
     ``F_i += g``, ``F_j -= g`` for ``r = x_j - x_i``, and ``W = -sum_e r_e (x) g_e``."""
     forces = torch.zeros(num_nodes, 3, dtype=torch.float64)
@@ -274,16 +278,21 @@ def evaluate_exported(runner, metadata: Dict[str, str], atoms) -> Dict[str, np.n
     vectors = graph.pos[sender] - graph.pos[receiver] + graph.shifts @ graph.cell[0]
     num_lists = int(metadata["num_edge_lists"])
     n = len(atoms)
-    species_p, local_p, lists = pad_graph(species, torch.ones(n, dtype=torch.float64),
-                                          [(graph.edge_index, vectors)] * num_lists, cutoff)
+    species_p, local_p, lists = pad_graph(
+        species, torch.ones(n, dtype=torch.float64), [(graph.edge_index, vectors)] * num_lists, cutoff
+    )
     flat: List[torch.Tensor] = [species_p, local_p]
     for edge_index, edge_vectors in lists:
         flat += [edge_index, edge_vectors]
     out = runner(*flat)
     edge_grad = sum(g[: vectors.shape[0]] for g in out[2:])
     forces, virial = forces_and_virial(graph.edge_index, vectors, edge_grad, n)
-    result = {"energy": float(out[0]), "energies": out[1][:n].numpy(), "forces": forces.numpy(),
-              "virial": virial.numpy()}
+    result = {
+        "energy": float(out[0]),
+        "energies": out[1][:n].numpy(),
+        "forces": forces.numpy(),
+        "virial": virial.numpy(),
+    }
     if atoms.pbc.all():
         result["stress"] = -virial.numpy() / atoms.get_volume()
     return result

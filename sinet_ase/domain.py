@@ -85,8 +85,8 @@ def _shortest_pairs(graph):
     shortest = {}
     neighbours = np.zeros(len(z), dtype=np.int64)
     for start in range(0, edge_index.shape[1], _EDGE_SLICE):
-        i, j = edge_index[:, start:start + _EDGE_SLICE]
-        dist = np.linalg.norm(pos[j] - pos[i] + shifts[start:start + _EDGE_SLICE] @ cell, axis=1)
+        i, j = edge_index[:, start : start + _EDGE_SLICE]
+        dist = np.linalg.norm(pos[j] - pos[i] + shifts[start : start + _EDGE_SLICE] @ cell, axis=1)
         code = np.minimum(z[i], z[j]) * 1000 + np.maximum(z[i], z[j])
         order = np.lexsort((dist, code))  # by pair, then distance: the first of each pair is its shortest
         first = order[np.flatnonzero(np.r_[True, np.diff(code[order]) != 0])]
@@ -118,8 +118,10 @@ def training_domain(graphs, atomic_energies: Optional[Dict[str, float]] = None) 
         energy = getattr(graph, "energy", None)
         if energy is not None:
             energies.append((float(energy.reshape(-1)[0]) - _reference(z, atomic_energies)) / len(z))
-    domain = {"min_distance": {k: round(v, 4) for k, v in sorted(min_distance.items())},
-              "max_neighbours": max_neighbours}
+    domain = {
+        "min_distance": {k: round(v, 4) for k, v in sorted(min_distance.items())},
+        "max_neighbours": max_neighbours,
+    }
     if energies:
         domain["energy_per_atom"] = [float(np.min(energies)), float(np.max(energies))]
         domain["atomic_energies"] = atomic_energies
@@ -166,10 +168,10 @@ class DomainCheck:
         neighbours = np.zeros(len(z), dtype=np.int64)
         worst = {}  # pair code -> (distance, i, j) of its shortest pair below the warning threshold
         for start in range(0, edge_index.shape[1], _EDGE_SLICE):
-            i, j = edge_index[:, start:start + _EDGE_SLICE]
+            i, j = edge_index[:, start : start + _EDGE_SLICE]
             neighbours += np.bincount(i, minlength=len(z))
             zi, zj = z[i], z[j]
-            dist = np.linalg.norm(pos[j] - pos[i] + shifts[start:start + _EDGE_SLICE] @ cell, axis=1)
+            dist = np.linalg.norm(pos[j] - pos[i] + shifts[start : start + _EDGE_SLICE] @ cell, axis=1)
             close = np.flatnonzero(dist < self.near[zi, zj])
             for k in close[np.argsort(dist[close], kind="stable")]:
                 code = int(min(zi[k], zj[k]) * 1000 + max(zi[k], zj[k]))
@@ -180,12 +182,16 @@ class DomainCheck:
             lo, hi = code // 1000, code % 1000
             key = _pair(lo, hi)
             if d < self.far[lo, hi]:
-                far.append(f"atoms {i} and {j} ({key}) are {d:.3f} Å apart, less than "
-                           f"{FAR_DISTANCE_FACTOR:g} times the shortest {key} distance in the "
-                           f"training data ({self.shortest[lo, hi]:.3f} Å)")
+                far.append(
+                    f"atoms {i} and {j} ({key}) are {d:.3f} Å apart, less than "
+                    f"{FAR_DISTANCE_FACTOR:g} times the shortest {key} distance in the "
+                    f"training data ({self.shortest[lo, hi]:.3f} Å)"
+                )
             else:
-                outside.append(f"atoms {i} and {j} ({key}) are {d:.3f} Å apart, much closer than the "
-                               f"shortest {key} distance in the training data ({self.shortest[lo, hi]:.3f} Å)")
+                outside.append(
+                    f"atoms {i} and {j} ({key}) are {d:.3f} Å apart, much closer than the "
+                    f"shortest {key} distance in the training data ({self.shortest[lo, hi]:.3f} Å)"
+                )
         most = self.domain.get("max_neighbours")
         count = int(neighbours.max()) if len(z) else 0
         if most:
@@ -193,19 +199,23 @@ class DomainCheck:
             if level:
                 (far if level == 2 else outside).append(
                     f"an atom has {count} neighbours within the cutoff, the training data at most "
-                    f"{most} (a too-small or degenerate periodic cell?)")
+                    f"{most} (a too-small or degenerate periodic cell?)"
+                )
         bounds = self.domain.get("energy_per_atom")
         if bounds and energy is not None and len(z):
             lo, hi = bounds
             margin = max(hi - lo, ENERGY_MARGIN)
             per_atom = (energy - _reference(z, self.domain.get("atomic_energies", {}))) / len(z)
             far_margin = FAR_ENERGY_MARGINS * margin
-            level = max(_severity(lo - per_atom, margin, far_margin),  # a model with ZBL: high is physical
-                        _severity(per_atom - hi, margin, np.inf if self.repulsive else far_margin))
+            level = max(
+                _severity(lo - per_atom, margin, far_margin),  # a model with ZBL: high is physical
+                _severity(per_atom - hi, margin, np.inf if self.repulsive else far_margin),
+            )
             if level:
                 (far if level == 2 else outside).append(
                     f"the energy is {per_atom:.4g} eV/atom above the atomic references, the "
-                    f"training data's lies in [{lo:.4g}, {hi:.4g}] eV/atom")
+                    f"training data's lies in [{lo:.4g}, {hi:.4g}] eV/atom"
+                )
         return outside, far
 
 
@@ -219,8 +229,9 @@ def domain_problems(graph, domain: Optional[Dict], energy: Optional[float] = Non
     return far + outside
 
 
-def report_domain(outside: List[str], far: List[str], mode: str, warned: bool = False,
-                  energy: Optional[float] = None) -> bool:
+def report_domain(
+    outside: List[str], far: List[str], mode: str, warned: bool = False, energy: Optional[float] = None
+) -> bool:
     """Act on :class:`DomainCheck`'s sentences by ``mode``: ``"warn"`` (default) raises
     :class:`~sinet_ase.errors.OutOfDomainError` for a structure *far* outside and warns
     (:class:`OutOfDomainWarning`, unless ``warned`` already) for one outside; ``"raise"``
@@ -234,15 +245,24 @@ def report_domain(outside: List[str], far: List[str], mode: str, warned: bool = 
         got = f" (it gave E = {energy:.6g} eV, not returned)" if energy is not None else ""
         if far:
             raise OutOfDomainError(
-                "structure far outside the potential's training data: " + "; ".join(far + outside) +
-                f". The energy and forces there are arbitrary{got}. Check the structure (atoms on "
+                "structure far outside the potential's training data: "
+                + "; ".join(far + outside)
+                + f". The energy and forces there are arbitrary{got}. Check the structure (atoms on "
                 "top of each other, a too-small or degenerate periodic cell, a diverged MD run: "
-                "a smaller timestep); out_of_domain='ignore' returns the numbers anyway")
-        raise OutOfDomainError("structure outside the potential's training data: " + "; ".join(outside) +
-                               f". The energy and forces are not reliable there{got}")
+                "a smaller timestep); out_of_domain='ignore' returns the numbers anyway"
+            )
+        raise OutOfDomainError(
+            "structure outside the potential's training data: "
+            + "; ".join(outside)
+            + f". The energy and forces are not reliable there{got}"
+        )
     if not warned:
-        warnings.warn("structure outside the potential's training data: " + "; ".join(outside) +
-                      ". The energy and forces are not reliable there (later structures outside it "
-                      "are not reported again; far outside it is an error)",
-                      OutOfDomainWarning, stacklevel=4)
+        warnings.warn(
+            "structure outside the potential's training data: "
+            + "; ".join(outside)
+            + ". The energy and forces are not reliable there (later structures outside it "
+            "are not reported again; far outside it is an error)",
+            OutOfDomainWarning,
+            stacklevel=4,
+        )
     return True

@@ -36,8 +36,9 @@ from .labels import LabelKeys, config_type, get_energy, get_forces, get_stress
 PREFIX = "SINet_"
 
 
-def predict(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int = 16,
-            device: str = "cpu", source: str = "") -> List[Dict[str, Optional[np.ndarray]]]:
+def predict(
+    model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int = 16, device: str = "cpu", source: str = ""
+) -> List[Dict[str, Optional[np.ndarray]]]:
     """Energy (eV), forces ``(N, 3)`` (eV/Å) and, for fully periodic frames, stress
     ``(3, 3)`` (eV/Å^3, else None) of each frame, evaluated ``batch_size`` frames at a time."""
     from .graph import atoms_to_graph, batch_graphs
@@ -50,18 +51,22 @@ def predict(model: torch.nn.Module, frames: Sequence[Atoms], batch_size: int = 1
             raise ConfigError(f"{source}, frame {k}: {err}" if source else str(err)) from err
     out: List[Dict[str, Optional[np.ndarray]]] = []
     for start in range(0, len(graphs), batch_size):
-        chunk = frames[start:start + batch_size]
+        chunk = frames[start : start + batch_size]
         periodic = [bool(np.all(a.pbc)) for a in chunk]
-        batch = batch_graphs(graphs[start:start + batch_size]).to(device)
+        batch = batch_graphs(graphs[start : start + batch_size]).to(device)
         result = model(batch, compute_forces=True, compute_stress=any(periodic))
         energy = result["energy"].detach().cpu().numpy()
         forces = result["forces"].detach().cpu().numpy()
         stress = result["stress"].detach().cpu().numpy() if any(periodic) else None
         offsets = np.cumsum([0] + [len(a) for a in chunk])
         for g, atoms in enumerate(chunk):
-            out.append({"energy": float(energy[g]),
-                        "forces": forces[offsets[g]:offsets[g + 1]].astype(np.float64),
-                        "stress": stress[g].astype(np.float64) if periodic[g] else None})
+            out.append(
+                {
+                    "energy": float(energy[g]),
+                    "forces": forces[offsets[g] : offsets[g + 1]].astype(np.float64),
+                    "stress": stress[g].astype(np.float64) if periodic[g] else None,
+                }
+            )
     return out
 
 
@@ -71,10 +76,15 @@ def _rows(frames: Sequence[Atoms], preds, keys: LabelKeys) -> List[Dict]:
     for atoms, pred in zip(frames, preds):
         f_ref = get_forces(atoms, keys)
         s_ref = get_stress(atoms, keys) if pred["stress"] is not None else None
-        rows.append({"config_type": config_type(atoms, keys), "n_atoms": len(atoms),
-                     "de": pred["energy"] - get_energy(atoms, keys),
-                     "df": None if f_ref is None else pred["forces"] - f_ref,
-                     "ds": None if s_ref is None else pred["stress"] - s_ref})
+        rows.append(
+            {
+                "config_type": config_type(atoms, keys),
+                "n_atoms": len(atoms),
+                "de": pred["energy"] - get_energy(atoms, keys),
+                "df": None if f_ref is None else pred["forces"] - f_ref,
+                "ds": None if s_ref is None else pred["stress"] - s_ref,
+            }
+        )
     return rows
 
 
@@ -82,7 +92,7 @@ def _mae_rmse(values: List[np.ndarray]):
     if not values:
         return None, None
     x = np.concatenate([np.ravel(v) for v in values])
-    return float(np.mean(np.abs(x))), float(np.sqrt(np.mean(x ** 2)))
+    return float(np.mean(np.abs(x))), float(np.sqrt(np.mean(x**2)))
 
 
 def metrics(rows: Sequence[Dict]) -> Dict[str, Optional[float]]:
@@ -90,9 +100,12 @@ def metrics(rows: Sequence[Dict]) -> Dict[str, Optional[float]]:
     de = np.array([r["de"] for r in rows])
     n = np.array([r["n_atoms"] for r in rows])
     out: Dict[str, Optional[float]] = {"n_structures": len(rows), "n_atoms": int(n.sum())}
-    pairs = {"energy_{}_mev_atom": _mae_rmse([de / n]), "energy_{}_mev": _mae_rmse([de]),
-             "forces_{}_mev_a": _mae_rmse([r["df"] for r in rows if r["df"] is not None]),
-             "stress_{}_mev_a3": _mae_rmse([r["ds"] for r in rows if r["ds"] is not None])}
+    pairs = {
+        "energy_{}_mev_atom": _mae_rmse([de / n]),
+        "energy_{}_mev": _mae_rmse([de]),
+        "forces_{}_mev_a": _mae_rmse([r["df"] for r in rows if r["df"] is not None]),
+        "stress_{}_mev_a3": _mae_rmse([r["ds"] for r in rows if r["ds"] is not None]),
+    }
     for name, (mae, rmse) in pairs.items():
         out[name.format("mae")] = None if mae is None else 1000 * mae
         out[name.format("rmse")] = None if rmse is None else 1000 * rmse
@@ -101,13 +114,21 @@ def metrics(rows: Sequence[Dict]) -> Dict[str, Optional[float]]:
 
 def _grouped(rows: Sequence[Dict]) -> Dict:
     types = sorted({r["config_type"] for r in rows})
-    return {"all": metrics(rows),
-            "config_types": {t: metrics([r for r in rows if r["config_type"] == t]) for t in types}}
+    return {
+        "all": metrics(rows),
+        "config_types": {t: metrics([r for r in rows if r["config_type"] == t]) for t in types},
+    }
 
 
-def evaluate_files(model: torch.nn.Module, paths: Sequence[str], keys: Optional[LabelKeys] = None,
-                   batch_size: int = 16, device: str = "cpu", require_forces: bool = False,
-                   require_stress: bool = False):
+def evaluate_files(
+    model: torch.nn.Module,
+    paths: Sequence[str],
+    keys: Optional[LabelKeys] = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    require_forces: bool = False,
+    require_stress: bool = False,
+):
     """Errors of ``model`` on each file (all and per config type) and over all files.
 
     Every frame needs an energy label; with ``require_forces`` / ``require_stress`` every
@@ -122,8 +143,7 @@ def evaluate_files(model: torch.nn.Module, paths: Sequence[str], keys: Optional[
     result: Dict = {"files": {}}
     all_rows, all_frames, all_preds = [], [], []
     for path in paths:
-        frames = read_structures(path, require_forces=require_forces,
-                                 require_stress=require_stress, keys=keys)
+        frames = read_structures(path, require_forces=require_forces, require_stress=require_stress, keys=keys)
         preds = predict(model, frames, batch_size, device, str(path))
         try:
             rows = _rows(frames, preds, keys)
@@ -155,18 +175,23 @@ def write_predictions(frames: Sequence[Atoms], preds, path) -> None:
     write(str(path), out, format="extxyz")
 
 
-_COLUMNS = [("E MAE", "energy_mae_mev_atom"), ("E RMSE", "energy_rmse_mev_atom"),
-            ("E MAE", "energy_mae_mev"), ("E RMSE", "energy_rmse_mev"),
-            ("F MAE", "forces_mae_mev_a"), ("F RMSE", "forces_rmse_mev_a"),
-            ("S MAE", "stress_mae_mev_a3"), ("S RMSE", "stress_rmse_mev_a3")]
+_COLUMNS = [
+    ("E MAE", "energy_mae_mev_atom"),
+    ("E RMSE", "energy_rmse_mev_atom"),
+    ("E MAE", "energy_mae_mev"),
+    ("E RMSE", "energy_rmse_mev"),
+    ("F MAE", "forces_mae_mev_a"),
+    ("F RMSE", "forces_rmse_mev_a"),
+    ("S MAE", "stress_mae_mev_a3"),
+    ("S RMSE", "stress_rmse_mev_a3"),
+]
 _UNITS = ["meV/at", "meV/at", "meV", "meV", "meV/Å", "meV/Å", "meV/Å³", "meV/Å³"]
 
 
 def format_table(result: Dict) -> str:
     """The metrics as text: one block per file (a row per config type and ``all``),
     and an ``all files`` row when there are several files."""
-    width = max([len("config type")] + [len(t) for f in result["files"].values()
-                                        for t in f["config_types"]]) + 2
+    width = max([len("config type")] + [len(t) for f in result["files"].values() for t in f["config_types"]]) + 2
     head = f"{'config type':<{width}}{'N':>7}" + "".join(f"{c:>10}" for c, _ in _COLUMNS)
     units = " " * (width + 7) + "".join(f"{u:>10}" for u in _UNITS)
 

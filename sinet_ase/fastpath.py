@@ -121,8 +121,9 @@ def compile_problem(device_type: str) -> Optional[str]:
     return f"torch.compile is not set up for {device_type} devices in sinet-ase"
 
 
-def install(model: torch.nn.Module, compile: CompileMode,
-            options: Optional[dict] = None) -> Optional["CompiledNetwork"]:
+def install(
+    model: torch.nn.Module, compile: CompileMode, options: Optional[dict] = None
+) -> Optional["CompiledNetwork"]:
     """Set up ``model`` (a prepared, frozen SINet) to run the network as ``compile`` says.
 
     Returns the :class:`CompiledNetwork` now in ``model._compiled_network``, or ``None``
@@ -135,14 +136,15 @@ def install(model: torch.nn.Module, compile: CompileMode,
     compilable = hasattr(model, "network_energies") and hasattr(model, "backbone")
     # chunks for every graph block compilation; chunks only above edge_chunk_from (the
     # calculator's "auto") do not: SINet.forward runs those graphs eagerly, the rest compiled
-    chunked = (compilable and model.backbone.edge_chunk_size is not None
-               and model.backbone.edge_chunk_from is None)
+    chunked = compilable and model.backbone.edge_chunk_size is not None and model.backbone.edge_chunk_from is None
     if mode is True:
         if not compilable:
             raise TypeError(f"compile=True needs a SINet model, got {type(model).__name__}")
         if chunked:
-            raise ValueError("compile=True and edge_chunk_size do not combine: edge chunks "
-                             "recompute activations under torch.utils.checkpoint; use one")
+            raise ValueError(
+                "compile=True and edge_chunk_size do not combine: edge chunks "
+                "recompute activations under torch.utils.checkpoint; use one"
+            )
     elif not compilable or chunked or switched_off():
         return None
     network = CompiledNetwork(model, mode, options)
@@ -164,8 +166,10 @@ def _compiling():
     import torch._dynamo.config
     import torch._functorch.config
 
-    with torch._dynamo.config.patch(trace_autograd_ops=True), \
-            torch._functorch.config.patch(autograd_cache_allow_custom_autograd_functions=True):
+    with (
+        torch._dynamo.config.patch(trace_autograd_ops=True),
+        torch._functorch.config.patch(autograd_cache_allow_custom_autograd_functions=True),
+    ):
         yield
 
 
@@ -204,13 +208,20 @@ def artefact_key(model, device_type: str, options: dict) -> str:
     """
     import e3nn
 
-    config = {k: v for k, v in getattr(model, "config", {}).items()
-              if k not in ("atomic_energies", "energy_scale")}
-    tensors = [(name, list(t.shape), str(t.dtype))
-               for name, t in list(model.named_parameters()) + list(model.named_buffers())]
-    parts = {"source": _source_digest(), "torch": torch.__version__, "e3nn": e3nn.__version__,
-             "python": sys.version, "config": config, "tensors": tensors, "device": device_type,
-             "options": sorted((str(k), repr(v)) for k, v in options.items())}
+    config = {k: v for k, v in getattr(model, "config", {}).items() if k not in ("atomic_energies", "energy_scale")}
+    tensors = [
+        (name, list(t.shape), str(t.dtype)) for name, t in list(model.named_parameters()) + list(model.named_buffers())
+    ]
+    parts = {
+        "source": _source_digest(),
+        "torch": torch.__version__,
+        "e3nn": e3nn.__version__,
+        "python": sys.version,
+        "config": config,
+        "tensors": tensors,
+        "device": device_type,
+        "options": sorted((str(k), repr(v)) for k, v in options.items()),
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 
 
@@ -319,8 +330,7 @@ class CompiledNetwork:
         energies, gradient = self._run(species, edge_index, vectors)
         if energies is None:
             return eager(species, edge_index, vectors)
-        return _PrecomputedGradient.apply(vectors, energies, gradient,
-                                          functools.partial(eager, species, edge_index))
+        return _PrecomputedGradient.apply(vectors, energies, gradient, functools.partial(eager, species, edge_index))
 
     def _make(self, device_type):
         problem = None if self.strict else compile_problem(device_type)
@@ -332,8 +342,7 @@ class CompiledNetwork:
         device_options = DEVICE_OPTIONS.get(device_type, {})
         self.options = {**INDUCTOR_OPTIONS, **device_options, **(self.options or {})}
         self.device_type = device_type
-        self.compiled = self._jit = torch.compile(_energies_and_gradient, fullgraph=True,
-                                                  options=self.options)
+        self.compiled = self._jit = torch.compile(_energies_and_gradient, fullgraph=True, options=self.options)
         log.info("compiling the SINet network (torch.compile, inductor); cached for later runs")
 
     def _run(self, species, edge_index, vectors):
@@ -362,8 +371,11 @@ class CompiledNetwork:
             return None, None
         if first:
             self.compile_seconds = time.perf_counter() - start
-            log.info("compiled the SINet network in %.1f s (%s)", self.compile_seconds,
-                     self.artefact_state or "inductor caches")
+            log.info(
+                "compiled the SINet network in %.1f s (%s)",
+                self.compile_seconds,
+                self.artefact_state or "inductor caches",
+            )
         return out
 
     def _first_call(self, species, edge_index, vectors):
@@ -386,13 +398,14 @@ class CompiledNetwork:
         aot_compile = getattr(self._jit, "aot_compile", None)
         if path is not None and aot_compile is not None:
             try:
-                made = torch.compile(_energies_and_gradient, fullgraph=True, options=dict(
-                    self.options, guard_filter_fn=torch.compiler.keep_portable_guards_unsafe)
+                made = torch.compile(
+                    _energies_and_gradient,
+                    fullgraph=True,
+                    options=dict(self.options, guard_filter_fn=torch.compiler.keep_portable_guards_unsafe),
                 ).aot_compile((args, {}))
                 out = made(*args)
             except Exception as err:
-                log.info("precompiling the network failed (%s: %s); compiling without it",
-                         type(err).__name__, err)
+                log.info("precompiling the network failed (%s: %s); compiling without it", type(err).__name__, err)
             else:
                 self.compiled, self.artefact_state = made, "compiled and saved"
                 try:
@@ -406,8 +419,11 @@ class CompiledNetwork:
 
     def _fall_back(self, reason: str):
         self.fallback_reason = reason
-        warnings.warn(f"sinet-ase runs the network eagerly (same results, slower): {reason}. "
-                      "compile=False skips the attempt", CompileFallbackWarning, stacklevel=4)
+        warnings.warn(
+            f"sinet-ase runs the network eagerly (same results, slower): {reason}. compile=False skips the attempt",
+            CompileFallbackWarning,
+            stacklevel=4,
+        )
 
     def describe(self) -> str:
         """One line on the state, for reports (``sinet-md``)."""

@@ -31,8 +31,16 @@ from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Type, Unio
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_write_text", "DiskFullError", "remove_stale_temp_files", "arrays_sha256", "write_checksummed_npz",
-           "read_checksummed_npz", "CHECKSUM_KEY"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "DiskFullError",
+    "remove_stale_temp_files",
+    "arrays_sha256",
+    "write_checksummed_npz",
+    "read_checksummed_npz",
+    "CHECKSUM_KEY",
+]
 
 PathLike = Union[str, Path]
 
@@ -55,8 +63,9 @@ def _temp_name(path: Path) -> Path:
 _TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.tmp$")
 
 
-def atomic_write(path: PathLike, write: Callable[[BinaryIO], None],
-                 verify: Optional[Callable[[Path], None]] = None) -> None:
+def atomic_write(
+    path: PathLike, write: Callable[[BinaryIO], None], verify: Optional[Callable[[Path], None]] = None
+) -> None:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     ``verify(temporary_path)``, when given, runs on the complete temporary file before
@@ -86,9 +95,11 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], None],
     except OSError as err:
         if err.errno in _NO_SPACE and not isinstance(err, DiskFullError):
             raise DiskFullError(
-                err.errno, f"the disk is full: could not write {path} ({os.strerror(err.errno)}); "
+                err.errno,
+                f"the disk is full: could not write {path} ({os.strerror(err.errno)}); "
                 "the previous file, if any, is unchanged. Free some space and try again",
-                str(path)) from err
+                str(path),
+            ) from err
         raise
 
 
@@ -152,8 +163,9 @@ def write_checksummed_npz(path: PathLike, arrays: Mapping[str, np.ndarray]) -> s
     return digest
 
 
-def read_checksummed_npz(path: PathLike, error: Type[Exception] = ValueError,
-                         what: str = "file", hint: str = "") -> Dict[str, np.ndarray]:
+def read_checksummed_npz(
+    path: PathLike, error: Type[Exception] = ValueError, what: str = "file", hint: str = ""
+) -> Dict[str, np.ndarray]:
     """Read an archive of :func:`write_checksummed_npz` and verify it (the digest is dropped).
 
     Raises ``error`` (a message naming ``what``, the path and ``hint``) when the
@@ -172,6 +184,8 @@ def read_checksummed_npz(path: PathLike, error: Type[Exception] = ValueError,
         raise error(f"{what} {path} has no {CHECKSUM_KEY} entry{suffix}")
     actual = arrays_sha256(arrays)
     if str(stored) != actual:
-        raise error(f"{what} {path} is corrupt: SHA-256 checksum mismatch "
-                    f"(stored {str(stored)[:16]}..., computed {actual[:16]}...){suffix}")
+        raise error(
+            f"{what} {path} is corrupt: SHA-256 checksum mismatch "
+            f"(stored {str(stored)[:16]}..., computed {actual[:16]}...){suffix}"
+        )
     return arrays

@@ -120,13 +120,11 @@ def _vesin_pairs(positions: np.ndarray, cell: np.ndarray, cutoff: float):
     calculator = _VesinNeighborList(cutoff=float(cutoff), full_list=True)
     # copy=False: views into the calculator's buffers, valid while it lives (until return);
     # astype makes the one copy
-    i, j, S = calculator.compute(points=positions, box=cell, periodic=True, quantities="ijS",
-                                 copy=False)
+    i, j, S = calculator.compute(points=positions, box=cell, periodic=True, quantities="ijS", copy=False)
     return i.astype(np.int64), j.astype(np.int64), S.astype(np.int64)
 
 
-def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc: Sequence[bool], cutoff: float,
-                   backend: str = "auto"):
+def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc: Sequence[bool], cutoff: float, backend: str = "auto"):
     """All pairs ``i != j`` (or an image of ``i`` itself) closer than ``cutoff``.
 
     Returns ``(i, j, S)``: int arrays ``(E,)``, ``(E,)`` and ``(E, 3)`` with
@@ -164,8 +162,13 @@ def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc: Sequence[bool],
     return i.astype(np.int64), j.astype(np.int64), S.astype(np.int64)
 
 
-def atoms_to_graph(atoms: Atoms, cutoff: float, elements: Optional[Sequence[str]] = None,
-                   with_labels: bool = False, keys: Optional[LabelKeys] = None) -> Data:
+def atoms_to_graph(
+    atoms: Atoms,
+    cutoff: float,
+    elements: Optional[Sequence[str]] = None,
+    with_labels: bool = False,
+    keys: Optional[LabelKeys] = None,
+) -> Data:
     """Build the graph of one structure; see the module docstring for the fields.
 
     ``elements`` (if given) is checked first, so an unknown element is a clear

@@ -52,13 +52,15 @@ class BackboneConfig:
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            cast = {"float": float, "int": int, "str": str}[field.type if isinstance(field.type, str)
-                                                            else field.type.__name__]
+            cast = {"float": float, "int": int, "str": str}[
+                field.type if isinstance(field.type, str) else field.type.__name__
+            ]
             try:
                 object.__setattr__(self, field.name, cast(value))
             except (TypeError, ValueError):
-                raise ValueError(f"{field.name} must be {'an' if cast is int else 'a'} "
-                                 f"{cast.__name__}, got {value!r}") from None
+                raise ValueError(
+                    f"{field.name} must be {'an' if cast is int else 'a'} {cast.__name__}, got {value!r}"
+                ) from None
 
     @classmethod
     def keys(cls) -> Tuple[str, ...]:

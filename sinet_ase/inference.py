@@ -21,8 +21,14 @@ from .domain import DomainCheck, report_domain
 from .errors import SINetInputError
 from .graph import atoms_to_graph, batch_graphs
 from .io import load_model
-from .memory import (check_chunk_option, check_memory, check_periodic_memory, estimate_call_bytes,
-                     memory_limit, set_edge_chunks)
+from .memory import (
+    check_chunk_option,
+    check_memory,
+    check_periodic_memory,
+    estimate_call_bytes,
+    memory_limit,
+    set_edge_chunks,
+)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -47,8 +53,9 @@ def resolve_model(model: ModelSpec) -> torch.nn.Module:
     raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
 
 
-def prepare_model(model: ModelSpec, device: Union[str, torch.device] = "cpu",
-                  dtype: str = "float64") -> torch.nn.Module:
+def prepare_model(
+    model: ModelSpec, device: Union[str, torch.device] = "cpu", dtype: str = "float64"
+) -> torch.nn.Module:
     """:func:`resolve_model`, then cast to ``dtype`` (``"float32"`` or ``"float64"``), move
     to ``device``, switch to eval mode and freeze the weights (forces need gradients with
     respect to positions only)."""
@@ -66,16 +73,23 @@ def _check_properties(properties: Iterable[str]) -> List[str]:
     properties = list(properties)
     unknown = [p for p in properties if p not in PREDICT_PROPERTIES]
     if unknown or not properties:
-        raise ValueError(f"properties must be a non-empty selection of {', '.join(PREDICT_PROPERTIES)}, "
-                         f"got {properties!r}")
+        raise ValueError(
+            f"properties must be a non-empty selection of {', '.join(PREDICT_PROPERTIES)}, got {properties!r}"
+        )
     return properties
 
 
-def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_size: int = 32,
-            properties: Sequence[str] = ("energy", "forces"), dtype: str = "float64",
-            device: str = "cpu", edge_chunk_size: Union[int, str, None] = "auto",
-            memory_limit_gib: Optional[float] = None,
-            out_of_domain: str = "warn") -> Dict[str, Union[np.ndarray, List[np.ndarray]]]:
+def predict(
+    model: ModelSpec,
+    structures: Union[Atoms, Sequence[Atoms]],
+    batch_size: int = 32,
+    properties: Sequence[str] = ("energy", "forces"),
+    dtype: str = "float64",
+    device: str = "cpu",
+    edge_chunk_size: Union[int, str, None] = "auto",
+    memory_limit_gib: Optional[float] = None,
+    out_of_domain: str = "warn",
+) -> Dict[str, Union[np.ndarray, List[np.ndarray]]]:
     """Evaluate a SINet model on many structures, ``batch_size`` structures per model call.
 
     Args:
@@ -127,14 +141,14 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
     want_stress = "stress" in properties or want_stresses
     for k, atoms in enumerate(structures):
         if not isinstance(atoms, Atoms):
-            raise SINetInputError(f"structure {k}: expected an ase.Atoms object, got "
-                                  f"{type(atoms).__name__}")
+            raise SINetInputError(f"structure {k}: expected an ase.Atoms object, got {type(atoms).__name__}")
         if want_stress and not atoms.pbc.all():
             name = "stresses need" if want_stresses else "stress needs"
             raise SINetInputError(
                 f"structure {k}: {name} a cell periodic in all three directions (its pbc is "
                 f"{atoms.pbc.tolist()}); leave 'stress' and 'stresses' out of properties or "
-                "evaluate the periodic structures separately")
+                "evaluate the periodic structures separately"
+            )
     check_chunk_option(edge_chunk_size)
     if memory_limit_gib is not None and not float(memory_limit_gib) > 0:
         raise ValueError(f"memory_limit_gib must be a positive number of GiB, got {memory_limit_gib!r}")
@@ -146,9 +160,15 @@ def predict(model: ModelSpec, structures: Union[Atoms, Sequence[Atoms]], batch_s
     saved_chunks = (backbone.edge_chunk_size, backbone.edge_chunk_from)  # a caller's prepared model
     set_edge_chunks(model, edge_chunk_size, device)
     try:
-        return _predict(model, structures, batch_size, properties, device,
-                        None if memory_limit_gib is None else int(float(memory_limit_gib) * 2**30),
-                        out_of_domain)
+        return _predict(
+            model,
+            structures,
+            batch_size,
+            properties,
+            device,
+            None if memory_limit_gib is None else int(float(memory_limit_gib) * 2**30),
+            out_of_domain,
+        )
     finally:
         backbone.edge_chunk_size, backbone.edge_chunk_from = saved_chunks
 
@@ -195,15 +215,20 @@ def _predict(model, structures, batch_size, properties, device, limit_bytes, out
     stresses: List[np.ndarray] = []
     stress = np.empty((len(structures), 6), dtype=np.float64)
     for start, graphs in _batches(model, structures, batch_size, device, limit_bytes):
-        chunk = structures[start:start + len(graphs)]
-        out = model(batch_graphs(graphs).to(_model_device(model)), compute_forces=want_forces,
-                    compute_stress=want_stress, compute_stresses=want_stresses)
+        chunk = structures[start : start + len(graphs)]
+        out = model(
+            batch_graphs(graphs).to(_model_device(model)),
+            compute_forces=want_forces,
+            compute_stress=want_stress,
+            compute_stresses=want_stresses,
+        )
         batch_energy = out["energy"].detach().cpu().numpy().astype(np.float64)
         bad = np.where(~np.isfinite(batch_energy))[0]
         if len(bad):
             raise FloatingPointError(
                 f"the model returned a non-finite energy for structure(s) {(bad + start).tolist()}; "
-                "they are far outside what it was trained on, or the weights are damaged")
+                "they are far outside what it was trained on, or the weights are damaged"
+            )
         if check is not None and out_of_domain != "ignore":
             for k, (graph, e) in enumerate(zip(graphs, batch_energy), start):
                 try:
@@ -211,7 +236,7 @@ def _predict(model, structures, batch_size, properties, device, limit_bytes, out
                 except SINetInputError as err:
                     err.args = (f"structure {k}: {err}",)
                     raise
-        energy[start:start + len(chunk)] = batch_energy
+        energy[start : start + len(chunk)] = batch_energy
         counts = [len(atoms) for atoms in chunk]
         if "energies" in properties:
             per_atom = out["energies"].detach().cpu().numpy().astype(np.float64)
@@ -223,14 +248,18 @@ def _predict(model, structures, batch_size, properties, device, limit_bytes, out
             for g, full in enumerate(out["stress"].detach().cpu().numpy().astype(np.float64)):
                 stress[start + g] = full_3x3_to_voigt_6_stress(full)
         if want_stresses:
-            per_atom = full_3x3_to_voigt_6_stress(
-                out["stresses"].detach().cpu().numpy().astype(np.float64))
+            per_atom = full_3x3_to_voigt_6_stress(out["stresses"].detach().cpu().numpy().astype(np.float64))
             stresses.extend(np.split(per_atom, np.cumsum(counts)[:-1]))
 
     results: Dict[str, Union[np.ndarray, List[np.ndarray]]] = {}
     for name in properties:
-        results[name] = {"energy": energy, "energies": energies, "forces": forces,
-                         "stress": stress, "stresses": stresses}[name]
+        results[name] = {
+            "energy": energy,
+            "energies": energies,
+            "forces": forces,
+            "stress": stress,
+            "stresses": stresses,
+        }[name]
     return results
 
 
@@ -241,9 +270,12 @@ def _is_prepared(model, device, dtype) -> bool:
     if not isinstance(model, torch.nn.Module) or model.training or dtype not in _DTYPES:
         return False
     parameters = list(model.parameters())
-    return (bool(parameters) and not any(p.requires_grad for p in parameters)
-            and all(p.dtype == _DTYPES[dtype] for p in parameters)
-            and _model_device(model) == _normalised_device(device))
+    return (
+        bool(parameters)
+        and not any(p.requires_grad for p in parameters)
+        and all(p.dtype == _DTYPES[dtype] for p in parameters)
+        and _model_device(model) == _normalised_device(device)
+    )
 
 
 def _normalised_device(device) -> torch.device:

@@ -58,8 +58,7 @@ FORMAT_VERSION = 3
 NBODY_V1_FORMAT = "sinet-ase-nbody-model"
 
 #: training checkpoints (not model files): the file to load instead, for the error message
-_CHECKPOINT_FORMATS = {"sinet-ase-checkpoint": "best_model.pt",
-                       "sinet-ase-nbody-checkpoint": "best.pt"}
+_CHECKPOINT_FORMATS = {"sinet-ase-checkpoint": "best_model.pt", "sinet-ase-nbody-checkpoint": "best.pt"}
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -105,7 +104,8 @@ def plain_metadata(value: Any, key: str = "metadata") -> Any:
     raise TypeError(
         f"{key} = {value!r} is a {type(value).__module__}.{type(value).__name__}, which a model "
         "file cannot hold (a safe load refuses pickled objects); store it as a string, number, "
-        "list or dict")
+        "list or dict"
+    )
 
 
 def model_to_dict(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -125,8 +125,7 @@ def model_to_dict(model: torch.nn.Module, metadata: Optional[Dict[str, Any]] = N
     }
 
 
-def save_model(model: torch.nn.Module, path: Union[str, Path],
-               metadata: Optional[Dict[str, Any]] = None) -> None:
+def save_model(model: torch.nn.Module, path: Union[str, Path], metadata: Optional[Dict[str, Any]] = None) -> None:
     """Write ``model`` to ``path`` atomically. ``metadata``: strings, numbers, lists, dicts
     (model card; see :func:`plain_metadata`). The written file is loaded back before it
     replaces ``path``: an existing good file is never replaced by one that does not load."""
@@ -137,8 +136,10 @@ def _verify_model_file(path: Path) -> None:
     try:
         model_from_dict(read_model_file(path), str(path))
     except ModelFileError as err:
-        raise ModelFileError(f"the model file just written does not load back, so it was not "
-                             f"saved (an existing file is unchanged): {err}") from err
+        raise ModelFileError(
+            f"the model file just written does not load back, so it was not "
+            f"saved (an existing file is unchanged): {err}"
+        ) from err
 
 
 def _migrate_1_to_2(payload: Dict[str, Any]) -> Dict[str, Any]:
@@ -147,8 +148,7 @@ def _migrate_1_to_2(payload: Dict[str, Any]) -> Dict[str, Any]:
     config = dict(payload.get("config") or {})
     omitted = {"backbone": "sinet", "num_heads": 4}
     if payload.get("model_type") == "NBodySINet":
-        omitted.update(coulomb_scalars=False, node_charges=True, orbit_scalars=False,
-                       galilean_horizon=None)
+        omitted.update(coulomb_scalars=False, node_charges=True, orbit_scalars=False, galilean_horizon=None)
     for key, value in omitted.items():
         config.setdefault(key, value)
     payload = dict(payload, format=FORMAT_NAME, config=config)
@@ -168,8 +168,7 @@ def _migrate_2_to_3(payload: Dict[str, Any]) -> Dict[str, Any]:
 
 
 #: ``version -> function`` that turns a payload of that format version into the next one
-MIGRATIONS: Dict[int, Callable[[Dict[str, Any]], Dict[str, Any]]] = {1: _migrate_1_to_2,
-                                                                     2: _migrate_2_to_3}
+MIGRATIONS: Dict[int, Callable[[Dict[str, Any]], Dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def _checkpoint_message(source: str, model_name: str) -> str:
@@ -177,16 +176,19 @@ def _checkpoint_message(source: str, model_name: str) -> str:
     beside it, or, before the run has written one, how to get it."""
     folder = Path(source).parent
     model = folder / model_name
-    text = (f"{source} is a training checkpoint (the state that sinet-train --resume continues "
-            "from: weights, optimiser, data split), not a model file; ")
+    text = (
+        f"{source} is a training checkpoint (the state that sinet-train --resume continues "
+        "from: weights, optimiser, data split), not a model file; "
+    )
     if model.is_file():
         return text + f"load the run's exported model instead: {model}"
     config = folder / "config.json"
-    resume = (f"sinet-train {config} --resume" if config.is_file() else
-              "sinet-train <its config> --resume")
-    return text + (f"the run exports its model as {model}, which does not exist yet (it is "
-                   f"written at the first validation and whenever it improves): let the run go "
-                   f"on, or continue it with `{resume}`")
+    resume = f"sinet-train {config} --resume" if config.is_file() else "sinet-train <its config> --resume"
+    return text + (
+        f"the run exports its model as {model}, which does not exist yet (it is "
+        f"written at the first validation and whenever it improves): let the run go "
+        f"on, or continue it with `{resume}`"
+    )
 
 
 def check_payload(payload: Any, source: str = "model") -> Dict[str, Any]:
@@ -203,15 +205,15 @@ def check_payload(payload: Any, source: str = "model") -> Dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ModelFileError(
             f"{source} has an invalid model format version {version!r} (a positive integer is "
-            "expected); the file is damaged or was not written by sinet-ase")
+            "expected); the file is damaged or was not written by sinet-ase"
+        )
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{source} has model format version {version}, newer than this sinet-ase reads "
             f"({FORMAT_VERSION}); upgrade sinet-ase (pip install -U sinet-ase)"
         )
     if name == NBODY_V1_FORMAT and version != 1:
-        raise ModelFileError(f"{source}: the format name {name!r} exists in version 1 only; "
-                             "the file is damaged")
+        raise ModelFileError(f"{source}: the format name {name!r} exists in version 1 only; the file is damaged")
     for key in ("model_type", "config", "state_dict"):
         if key not in payload:
             raise ModelFileError(f"{source} lacks the field {key!r}; the file is damaged")
@@ -247,8 +249,7 @@ def read_model_file(path: Union[str, Path]) -> Dict[str, Any]:
     return check_payload(payload, str(path))
 
 
-def model_from_dict(payload: Dict[str, Any], source: str = "model",
-                    task: Optional[str] = None) -> torch.nn.Module:
+def model_from_dict(payload: Dict[str, Any], source: str = "model", task: Optional[str] = None) -> torch.nn.Module:
     """Rebuild a model from a model-file dictionary (any format version; eval mode, CPU,
     ``metadata`` attribute set). ``task``: refuse a model of another task
     (:mod:`sinet_ase.registry`), e.g. ``"potential"`` where an energy model is needed."""
@@ -256,19 +257,19 @@ def model_from_dict(payload: Dict[str, Any], source: str = "model",
     model_type = payload["model_type"]
     kind = registry.lookup(model_type)
     if kind is None:
-        raise ModelFileError(f"{source}: unknown model type {model_type!r}; known: "
-                             f"{sorted(registry.model_kinds())}")
+        raise ModelFileError(f"{source}: unknown model type {model_type!r}; known: {sorted(registry.model_kinds())}")
     if task is not None and kind.task != task:
-        raise ModelFileError(f"{source} holds a {model_type}, a {kind.task} model; a {task} "
-                             f"model is needed here")
+        raise ModelFileError(f"{source} holds a {model_type}, a {kind.task} model; a {task} model is needed here")
     dtype = _DTYPES.get(payload.get("dtype", "float32"))
     if dtype is None:
         raise ModelFileError(f"{source}: unsupported dtype {payload.get('dtype')!r}")
     try:
         model = kind.cls(**payload["config"])
     except TypeError as err:  # a keyword this version does not know
-        raise ModelFileError(f"{source}: the stored {model_type} config does not fit this "
-                             f"sinet-ase ({err}); the file was written by another version") from err
+        raise ModelFileError(
+            f"{source}: the stored {model_type} config does not fit this "
+            f"sinet-ase ({err}); the file was written by another version"
+        ) from err
     model = model.to(dtype)
     try:
         model.load_state_dict(payload["state_dict"])

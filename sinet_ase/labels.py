@@ -59,15 +59,19 @@ class LabelKeys:
 
     def __post_init__(self):
         if self.stress_convention not in STRESS_CONVENTIONS:
-            raise ConfigError(f"stress convention must be one of {STRESS_CONVENTIONS}, "
-                              f"got {self.stress_convention!r}")
+            raise ConfigError(f"stress convention must be one of {STRESS_CONVENTIONS}, got {self.stress_convention!r}")
 
     @classmethod
     def from_config(cls, data) -> "LabelKeys":
         """The keys of a ``data`` config section (:class:`sinet_ase.train.tasks.DataConfig`)."""
-        return cls(energy=data.energy_key, forces=data.forces_key, stress=data.stress_key,
-                   virials=data.virials_key, stress_convention=data.stress_convention,
-                   config_type=data.config_type_key)
+        return cls(
+            energy=data.energy_key,
+            forces=data.forces_key,
+            stress=data.stress_key,
+            virials=data.virials_key,
+            stress_convention=data.stress_convention,
+            config_type=data.config_type_key,
+        )
 
 
 def lookup(atoms: Atoms, key: str) -> Optional[Any]:
@@ -110,8 +114,7 @@ def get_forces(atoms: Atoms, keys: LabelKeys = LabelKeys()) -> Optional[np.ndarr
         return None
     forces = np.asarray(value, dtype=np.float64)
     if forces.shape != (len(atoms), 3):
-        raise ConfigError(f"forces label {keys.forces!r} has shape {forces.shape}; expected "
-                          f"({len(atoms)}, 3)")
+        raise ConfigError(f"forces label {keys.forces!r} has shape {forces.shape}; expected ({len(atoms)}, 3)")
     return forces
 
 
@@ -122,8 +125,10 @@ def get_stress(atoms: Atoms, keys: LabelKeys = LabelKeys()) -> Optional[np.ndarr
         if keys.stress_convention == "vasp_kbar":
             raw = np.asarray(value, dtype=np.float64)
             if raw.shape != (6,):
-                raise ConfigError(f"stress label {keys.stress!r} has shape {raw.shape}; "
-                                  "stress_convention vasp_kbar expects 6 values xx yy zz xy yz zx")
+                raise ConfigError(
+                    f"stress label {keys.stress!r} has shape {raw.shape}; "
+                    "stress_convention vasp_kbar expects 6 values xx yy zz xy yz zx"
+                )
             value = -0.1 * units.GPa * raw[list(_VASP_TO_ASE_VOIGT)]
         return _full_3x3(value, f"stress label {keys.stress!r}")
     value = lookup(atoms, keys.virials)
@@ -132,8 +137,10 @@ def get_stress(atoms: Atoms, keys: LabelKeys = LabelKeys()) -> Optional[np.ndarr
     virials = _full_3x3(value, f"virials label {keys.virials!r}")
     volume = abs(float(np.linalg.det(atoms.cell.array)))
     if volume < 1e-12:
-        raise ConfigError(f"virials label {keys.virials!r} on a structure without a cell: "
-                          "stress = -virials / volume needs the cell volume")
+        raise ConfigError(
+            f"virials label {keys.virials!r} on a structure without a cell: "
+            "stress = -virials / volume needs the cell volume"
+        )
     return -virials / volume
 
 

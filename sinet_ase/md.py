@@ -53,8 +53,7 @@ from tqdm import tqdm
 
 from .calculator import SINetCalculator
 from .errors import OutOfDomainError
-from .fastpath import (MD_AUTO_COMPILE_STEPS, AutoCompile, CompileFallbackWarning, compile_problem,
-                       compiled_network)
+from .fastpath import MD_AUTO_COMPILE_STEPS, AutoCompile, CompileFallbackWarning, compile_problem, compiled_network
 
 
 class MDInstabilityError(RuntimeError):
@@ -75,8 +74,7 @@ ENSEMBLES = {
     "nve": "velocity Verlet",
     "langevin": "NVT, Langevin thermostat (--friction)",
     "bussi": "NVT, Bussi stochastic velocity rescaling (--thermostat-time)",
-    "npt": "NPT, isotropic MTK barostat + Nose-Hoover chains (--pressure, --barostat-time; "
-           "periodic cells only)",
+    "npt": "NPT, isotropic MTK barostat + Nose-Hoover chains (--pressure, --barostat-time; periodic cells only)",
     "npt-cell": "NPT like npt, the whole cell (shape too) fluctuates",
 }
 #: ensembles with a barostat: they need a cell periodic in all three directions
@@ -97,8 +95,7 @@ class _StopOnSigint:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        tqdm.write("Ctrl-C: stopping after this step and closing the trajectory "
-                   "(Ctrl-C again aborts at once)")
+        tqdm.write("Ctrl-C: stopping after this step and closing the trajectory (Ctrl-C again aborts at once)")
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -148,18 +145,24 @@ class StabilityMonitor:
             return "positions or velocities are no longer finite numbers"
         temperature = atoms.get_temperature()
         if not temperature <= self.max_temperature:
-            return (f"the temperature reached {temperature:.0f} K, above the limit of "
-                    f"{self.max_temperature:.0f} K (--max-temperature)")
+            return (
+                f"the temperature reached {temperature:.0f} K, above the limit of "
+                f"{self.max_temperature:.0f} K (--max-temperature)"
+            )
         if self.max_drift is not None:
             drift = (atoms.get_total_energy() - self.e_start) / len(atoms)
             if not abs(drift) <= self.max_drift:
-                return (f"the total energy drifted by {drift:+.3g} eV/atom, beyond the limit of "
-                        f"{self.max_drift:g} eV/atom (--max-drift)")
+                return (
+                    f"the total energy drifted by {drift:+.3g} eV/atom, beyond the limit of "
+                    f"{self.max_drift:g} eV/atom (--max-drift)"
+                )
         lost = np.flatnonzero(self.bonded & (self._neighbour_counts() == 0)) if self.bonded is not None else []
         if len(lost):
             shown = ", ".join(str(k) for k in lost[:5]) + (", ..." if len(lost) > 5 else "")
-            return (f"{len(lost)} atom(s) (index {shown}) lost every neighbour within "
-                    f"{self.cutoff:g} Å (--max-neighbour-distance): the structure fell apart")
+            return (
+                f"{len(lost)} atom(s) (index {shown}) lost every neighbour within "
+                f"{self.cutoff:g} Å (--max-neighbour-distance): the structure fell apart"
+            )
         return None
 
     def check(self, step=None) -> None:
@@ -169,7 +172,8 @@ class StabilityMonitor:
             where = "" if step is None else f" at step {step}"
             raise MDInstabilityError(
                 f"the MD became unstable{where}: {problem}. Use a smaller --timestep, a lower "
-                "--temperature, or a potential trained on such configurations")
+                "--temperature, or a potential trained on such configurations"
+            )
 
 
 #: default of ``--max-drift``: eV/atom of NVE total-energy change (a stable run drifts ~1e-5)
@@ -196,8 +200,9 @@ def compile_mode(choice: str, steps: int):
 
 
 def _calculator(args) -> SINetCalculator:
-    options = dict(device=args.device, dtype=args.dtype,
-                   compile=compile_mode(getattr(args, "compile", "auto"), args.steps))
+    options = dict(
+        device=args.device, dtype=args.dtype, compile=compile_mode(getattr(args, "compile", "auto"), args.steps)
+    )
     if args.model:
         return SINetCalculator(args.model, **options)
     from .pretrained import default_potential
@@ -235,10 +240,13 @@ def check_ensemble(atoms, args) -> None:
                 f"--ensemble {args.ensemble} changes the cell to hold the pressure: it needs a "
                 f"structure periodic in all three directions with a cell (this one has pbc "
                 f"{atoms.pbc.tolist()}); use nve, langevin or bussi for a molecule, or give a "
-                "periodic structure file (extxyz with Lattice and pbc)")
+                "periodic structure file (extxyz with Lattice and pbc)"
+            )
     if args.ensemble in ("bussi",) + NPT_ENSEMBLES and not args.temperature > 0:
-        raise ValueError(f"--ensemble {args.ensemble} needs a --temperature above 0 K "
-                         "(its thermostat rescales the velocities towards it)")
+        raise ValueError(
+            f"--ensemble {args.ensemble} needs a --temperature above 0 K "
+            "(its thermostat rescales the velocities towards it)"
+        )
 
 
 def _thermostat_time(args) -> float:
@@ -262,8 +270,10 @@ def _ase_integrator(module: str, name: str, ensemble: str):
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
-        raise ValueError(f"--ensemble {ensemble} needs {module}.{name}, which ASE {ase.__version__} "
-                         "lacks: pip install -U ase (3.29 has it)") from None
+        raise ValueError(
+            f"--ensemble {ensemble} needs {module}.{name}, which ASE {ase.__version__} "
+            "lacks: pip install -U ase (3.29 has it)"
+        ) from None
 
 
 def make_dynamics(atoms, args, rng):
@@ -272,18 +282,24 @@ def make_dynamics(atoms, args, rng):
     if args.ensemble == "nve":
         return VelocityVerlet(atoms, timestep=dt)
     if args.ensemble == "langevin":
-        return Langevin(atoms, dt, temperature_K=args.temperature, friction=args.friction / units.fs,
-                        fixcm=False, rng=rng)
+        return Langevin(
+            atoms, dt, temperature_K=args.temperature, friction=args.friction / units.fs, fixcm=False, rng=rng
+        )
     if args.ensemble == "bussi":
         Bussi = _ase_integrator("ase.md.bussi", "Bussi", args.ensemble)
-        return Bussi(atoms, dt, temperature_K=args.temperature,
-                     taut=_thermostat_time(args) * units.fs, rng=rng)
+        return Bussi(atoms, dt, temperature_K=args.temperature, taut=_thermostat_time(args) * units.fs, rng=rng)
     if args.ensemble in NPT_ENSEMBLES:
-        kind = _ase_integrator("ase.md.nose_hoover_chain",
-                               "IsotropicMTKNPT" if args.ensemble == "npt" else "MTKNPT", args.ensemble)
-        return kind(atoms, dt, temperature_K=args.temperature,
-                    pressure_au=args.pressure * units.GPa, tdamp=_thermostat_time(args) * units.fs,
-                    pdamp=_barostat_time(args) * units.fs)
+        kind = _ase_integrator(
+            "ase.md.nose_hoover_chain", "IsotropicMTKNPT" if args.ensemble == "npt" else "MTKNPT", args.ensemble
+        )
+        return kind(
+            atoms,
+            dt,
+            temperature_K=args.temperature,
+            pressure_au=args.pressure * units.GPa,
+            tdamp=_thermostat_time(args) * units.fs,
+            pdamp=_barostat_time(args) * units.fs,
+        )
     raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {args.ensemble!r}")
 
 
@@ -322,8 +338,10 @@ def run_md(atoms, args) -> str:
         _stress_with_forces(atoms.calc)
     network = compiled_network(atoms.calc.model)
     if network is not None and network.after_calls == 0 and compile_problem(atoms.calc.device.type) is None:
-        tqdm.write("compiling the network for this run (the first time takes a while; later runs "
-                   "reuse the cache; --compile off runs eagerly)")
+        tqdm.write(
+            "compiling the network for this run (the first time takes a while; later runs "
+            "reuse the cache; --compile off runs eagerly)"
+        )
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
     Stationary(atoms)
@@ -362,10 +380,12 @@ def run_md(atoms, args) -> str:
     if max_temperature is None:
         max_temperature = default_max_temperature(args.temperature)
     monitor = StabilityMonitor(
-        atoms, cutoff=getattr(args, "max_neighbour_distance", None) or float(atoms.calc.model.cutoff),
+        atoms,
+        cutoff=getattr(args, "max_neighbour_distance", None) or float(atoms.calc.model.cutoff),
         max_temperature=max_temperature,
         max_drift=getattr(args, "max_drift", DEFAULT_MAX_DRIFT) if args.ensemble == "nve" else None,
-        e_start=e_start)
+        e_start=e_start,
+    )
     dyn.attach(lambda: monitor.check(dyn.nsteps), interval=getattr(args, "check_interval", 10))
     stop = _StopOnSigint()
 
@@ -379,8 +399,10 @@ def run_md(atoms, args) -> str:
     def report():
         temperatures.append(atoms.get_temperature())
         e_pot, e_kin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
-        line = (f"{dyn.nsteps:7d} {dyn.nsteps * args.timestep / 1000:8.3f} {temperatures[-1]:8.1f} "
-                f"{e_pot:13.5f} {e_kin:10.5f} {e_pot + e_kin:13.5f}")
+        line = (
+            f"{dyn.nsteps:7d} {dyn.nsteps * args.timestep / 1000:8.3f} {temperatures[-1]:8.1f} "
+            f"{e_pot:13.5f} {e_kin:10.5f} {e_pot + e_kin:13.5f}"
+        )
         if periodic:  # the instantaneous pressure, kinetic part included (as the barostat sees it)
             pressure = -np.trace(atoms.get_stress(voigt=False, include_ideal_gas=True)) / 3
             line += f" {atoms.get_volume():11.3f} {pressure / units.GPa:9.4f}"
@@ -424,18 +446,24 @@ def run_md(atoms, args) -> str:
 
     steps = dyn.nsteps
     ms_per_step = 1000 * elapsed / max(steps, 1)
-    lines = [f"{steps} steps of {args.timestep} fs ({args.ensemble}) on {n_atoms} atoms in {elapsed:.1f} s: "
-             f"{ms_per_step:.2f} ms/step, {steps / elapsed:.1f} steps/s, "
-             f"{steps * args.timestep * 1e-6 / elapsed * 86400:.3f} ns/day",
-             f"start-up (model, first force call{', compilation' if network and network.active else ''}): "
-             f"{start_up:.1f} s; " + (network.describe() if network is not None else "network eager")]
+    lines = [
+        f"{steps} steps of {args.timestep} fs ({args.ensemble}) on {n_atoms} atoms in {elapsed:.1f} s: "
+        f"{ms_per_step:.2f} ms/step, {steps / elapsed:.1f} steps/s, "
+        f"{steps * args.timestep * 1e-6 / elapsed * 86400:.3f} ns/day",
+        f"start-up (model, first force call{', compilation' if network and network.active else ''}): "
+        f"{start_up:.1f} s; " + (network.describe() if network is not None else "network eager"),
+    ]
     drift = atoms.get_total_energy() - e_start
     if args.ensemble == "nve":
         ps = steps * args.timestep / 1000
-        lines.append(f"NVE energy drift: {drift:+.3e} eV total, {drift / n_atoms:+.3e} eV/atom, "
-                     f"{drift / n_atoms / max(ps, 1e-12):+.3e} eV/atom/ps")
-    lines.append(f"mean temperature {np.mean(temperatures):.1f} K; trajectory: {path} "
-                 f"({frames[0]} frames; view: ase gui {path}); log: {log_file}")
+        lines.append(
+            f"NVE energy drift: {drift:+.3e} eV total, {drift / n_atoms:+.3e} eV/atom, "
+            f"{drift / n_atoms / max(ps, 1e-12):+.3e} eV/atom/ps"
+        )
+    lines.append(
+        f"mean temperature {np.mean(temperatures):.1f} K; trajectory: {path} "
+        f"({frames[0]} frames; view: ase gui {path}); log: {log_file}"
+    )
     if interrupted:
         raise MDInterrupted("\n".join(lines), steps)
     return "\n".join(lines)

@@ -89,8 +89,7 @@ def auto_chunk_from(model) -> int:
     return int(AUTO_CHUNK_FROM_BYTES // (EDGE_BYTES + 12 * d + WHOLE_GRAPH_FACTOR * edge_work_bytes(model)))
 
 
-def estimate_call_bytes(model, num_atoms: int, num_edges: int,
-                        edge_chunk_size: Optional[int] = None) -> int:
+def estimate_call_bytes(model, num_atoms: int, num_edges: int, edge_chunk_size: Optional[int] = None) -> int:
     """Estimated peak memory (bytes) of one energy + forces (+ stress) call of ``model`` on
     ``num_atoms`` atoms with ``num_edges`` directed pairs within the cutoff, beyond what
     the process holds before it (module docstring)."""
@@ -143,11 +142,13 @@ def periodic_edge_estimate(num_atoms: int, cell, cutoff: float) -> Optional[int]
 def check_chunk_option(edge_chunk_size) -> None:
     """Raise ``ValueError`` unless ``edge_chunk_size`` is ``"auto"``, ``None`` or a positive
     number of edges (the option of the calculator and :func:`~sinet_ase.predict`)."""
-    bad = (edge_chunk_size != "auto" if isinstance(edge_chunk_size, str) else
-           edge_chunk_size is not None and (isinstance(edge_chunk_size, bool) or int(edge_chunk_size) < 1))
+    bad = (
+        edge_chunk_size != "auto"
+        if isinstance(edge_chunk_size, str)
+        else edge_chunk_size is not None and (isinstance(edge_chunk_size, bool) or int(edge_chunk_size) < 1)
+    )
     if bad:
-        raise ValueError(f"edge_chunk_size must be 'auto', None or a positive number of edges, "
-                         f"got {edge_chunk_size!r}")
+        raise ValueError(f"edge_chunk_size must be 'auto', None or a positive number of edges, got {edge_chunk_size!r}")
 
 
 def set_edge_chunks(model, edge_chunk_size, device="cpu") -> None:
@@ -170,12 +171,12 @@ def check_periodic_memory(model, atoms, device="cpu", limit_bytes: Optional[int]
         return
     guess = periodic_edge_estimate(len(atoms), atoms.cell.array, model.cutoff)
     if guess is not None:
-        check_memory(model, len(atoms), guess, model.backbone.chunk_size_for(guess), device,
-                     limit_bytes, estimated_edges=True)
+        check_memory(
+            model, len(atoms), guess, model.backbone.chunk_size_for(guess), device, limit_bytes, estimated_edges=True
+        )
 
 
-def memory_limit(device="cpu", limit_bytes: Optional[int] = None,
-                 available: Optional[int] = None) -> Optional[int]:
+def memory_limit(device="cpu", limit_bytes: Optional[int] = None, available: Optional[int] = None) -> Optional[int]:
     """The bytes a call may use: ``limit_bytes`` when given, else :data:`AVAILABLE_FRACTION`
     of :func:`available_bytes` (``available``, when already read); ``None`` if unknown."""
     if limit_bytes is not None:
@@ -184,8 +185,15 @@ def memory_limit(device="cpu", limit_bytes: Optional[int] = None,
     return None if available is None else int(AVAILABLE_FRACTION * available)
 
 
-def check_memory(model, num_atoms: int, num_edges: int, edge_chunk_size: Optional[int],
-                 device="cpu", limit_bytes: Optional[int] = None, estimated_edges: bool = False) -> int:
+def check_memory(
+    model,
+    num_atoms: int,
+    num_edges: int,
+    edge_chunk_size: Optional[int],
+    device="cpu",
+    limit_bytes: Optional[int] = None,
+    estimated_edges: bool = False,
+) -> int:
     """Raise :class:`InsufficientMemoryError` when :func:`estimate_call_bytes` exceeds
     ``limit_bytes``, or, when that is ``None``, :data:`AVAILABLE_FRACTION` of the memory
     available now (:func:`memory_limit`). Returns the estimate.
@@ -195,11 +203,17 @@ def check_memory(model, num_atoms: int, num_edges: int, edge_chunk_size: Optiona
     limit = memory_limit(device, limit_bytes, available)
     if limit is None or estimate <= limit:
         return estimate
-    source = (f"the memory_limit_gib given ({_gib(limit)})" if limit_bytes is not None else
-              f"{_gib(limit)}, {AVAILABLE_FRACTION:.0%} of the {_gib(available)} available on {device} "
-              "(the rest is headroom for other processes; memory_limit_gib sets another limit)")
-    chunk = (f"edges in chunks of {edge_chunk_size:,}" if edge_chunk_size is not None and
-             num_edges > edge_chunk_size else "all edges at once (edge_chunk_size=None)")
+    source = (
+        f"the memory_limit_gib given ({_gib(limit)})"
+        if limit_bytes is not None
+        else f"{_gib(limit)}, {AVAILABLE_FRACTION:.0%} of the {_gib(available)} available on {device} "
+        "(the rest is headroom for other processes; memory_limit_gib sets another limit)"
+    )
+    chunk = (
+        f"edges in chunks of {edge_chunk_size:,}"
+        if edge_chunk_size is not None and num_edges > edge_chunk_size
+        else "all edges at once (edge_chunk_size=None)"
+    )
     hints = []
     if edge_chunk_size is None or num_edges <= edge_chunk_size:
         chunked = estimate_call_bytes(model, num_atoms, num_edges, auto_chunk_size(model, device))
@@ -211,4 +225,5 @@ def check_memory(model, num_atoms: int, num_edges: int, edge_chunk_size: Optiona
         f"this structure ({num_atoms:,} atoms, {'about ' if estimated_edges else ''}{num_edges:,} pairs "
         f"within the cutoff{' for its density' if estimated_edges else ''}) needs about "
         f"{_gib(estimate)} for energy and forces with {chunk} in {str(model.dtype).replace('torch.', '')}, "
-        f"more than {source}; use " + ", or ".join(hints))
+        f"more than {source}; use " + ", or ".join(hints)
+    )

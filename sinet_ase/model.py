@@ -26,8 +26,7 @@ from e3nn import o3
 from .errors import UnknownElementError
 from .graph import symbols_to_numbers
 from .hparams import DEFAULTS
-from .ops import (RadialEmbedding, ScalarInteractionLayer, SiFormerLayer, SphericalEmbedding,
-                  SphericalLayout)
+from .ops import RadialEmbedding, ScalarInteractionLayer, SiFormerLayer, SphericalEmbedding, SphericalLayout
 from .ops.chunking import ReceiverChunks, layer_in_chunks
 from .ops.zbl import ZBLRepulsion
 from .ops.mlp import mlp
@@ -64,13 +63,21 @@ class SINetBackbone(torch.nn.Module):
     #: graphs with more edges than this are chunked (``None``: more than ``edge_chunk_size``)
     edge_chunk_from = None
 
-    def __init__(self, elements: Sequence[str], cutoff: float = DEFAULTS.cutoff,
-                 lmax: int = DEFAULTS.lmax, channels: int = DEFAULTS.channels,
-                 num_layers: int = DEFAULTS.num_layers, num_radial: int = DEFAULTS.num_radial,
-                 radial_hidden: int = DEFAULTS.radial_hidden, mlp_hidden: int = DEFAULTS.mlp_hidden,
-                 envelope_p: int = DEFAULTS.envelope_p,
-                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
-                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads):
+    def __init__(
+        self,
+        elements: Sequence[str],
+        cutoff: float = DEFAULTS.cutoff,
+        lmax: int = DEFAULTS.lmax,
+        channels: int = DEFAULTS.channels,
+        num_layers: int = DEFAULTS.num_layers,
+        num_radial: int = DEFAULTS.num_radial,
+        radial_hidden: int = DEFAULTS.radial_hidden,
+        mlp_hidden: int = DEFAULTS.mlp_hidden,
+        envelope_p: int = DEFAULTS.envelope_p,
+        avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
+        backbone: str = DEFAULTS.backbone,
+        num_heads: int = DEFAULTS.num_heads,
+    ):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(map(repr, BACKBONES))}")
@@ -88,14 +95,12 @@ class SINetBackbone(torch.nn.Module):
         z_to_species[torch.tensor(numbers)] = torch.arange(len(numbers))
         self.register_buffer("z_to_species", z_to_species, persistent=False)
         self.radial = RadialEmbedding(cutoff, num_radial, envelope_p)
-        self.embedding = SphericalEmbedding(len(numbers), self.layout, num_radial, radial_hidden,
-                                            avg_num_neighbors)
+        self.embedding = SphericalEmbedding(len(numbers), self.layout, num_radial, radial_hidden, avg_num_neighbors)
         self.backbone_type = backbone
         if backbone == "siformer":
             make_layer = lambda: SiFormerLayer(self.layout, num_radial, mlp_hidden, num_heads)
         else:
-            make_layer = lambda: ScalarInteractionLayer(self.layout, num_radial, mlp_hidden,
-                                                        avg_num_neighbors)
+            make_layer = lambda: ScalarInteractionLayer(self.layout, num_radial, mlp_hidden, avg_num_neighbors)
         self.layers = torch.nn.ModuleList(make_layer() for _ in range(num_layers))
 
     def species(self, z: torch.Tensor) -> torch.Tensor:
@@ -111,8 +116,13 @@ class SINetBackbone(torch.nn.Module):
     def forward(self, graph, edge_vectors: torch.Tensor) -> torch.Tensor:
         return self.features(self.species(graph.z), graph.edge_index, edge_vectors)
 
-    def features(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor,
-                 chunks: Optional[ReceiverChunks] = None) -> torch.Tensor:
+    def features(
+        self,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        chunks: Optional[ReceiverChunks] = None,
+    ) -> torch.Tensor:
         """Node features ``(N, c, (L+1)^2)`` from species ``(N,)``, ``edge_index (2, E)`` and
         edge vectors ``(E, 3)``: tensors in, tensors out, no host synchronisation, so
         that ``torch.compile`` captures it as one graph (see :meth:`SINet.enable_compile`).
@@ -127,8 +137,13 @@ class SINetBackbone(torch.nn.Module):
             h = self._run_layer(layer, h, edge_index, edge_inputs)
         return h
 
-    def scalar_features(self, species: torch.Tensor, edge_index: torch.Tensor,
-                        edge_vectors: torch.Tensor, chunks: Optional[ReceiverChunks] = None) -> torch.Tensor:
+    def scalar_features(
+        self,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        chunks: Optional[ReceiverChunks] = None,
+    ) -> torch.Tensor:
         """The scalar channels of :meth:`features` alone, ``(N, c)``: ``features(...)[:, :, 0]``.
 
         With Scalar Interaction layers the last layer forms only its degree-0 messages
@@ -143,16 +158,18 @@ class SINetBackbone(torch.nn.Module):
         h, edge_inputs = self._embed(species, edge_index, edge_vectors)
         for layer in self.layers[:-1]:
             h = self._run_layer(layer, h, edge_index, edge_inputs)
-        return self.layers[-1].forward_scalars(h, edge_index, *edge_inputs,
-                                               edge_chunk_size=self._edge_chunks_for(edge_index))
+        return self.layers[-1].forward_scalars(
+            h, edge_index, *edge_inputs, edge_chunk_size=self._edge_chunks_for(edge_index)
+        )
 
     def edge_geometry(self, edge_vectors: torch.Tensor):
         """The per-edge inputs every layer reads: ``Y (E, M)``, ``phi (E, n_basis)``, ``u (E,)``."""
         r = edge_vectors.norm(dim=-1)
         # degrees as a list of ints, not the layout's Irreps: TorchDynamo's guards call len()
         # on the Irrep tuples inside an Irreps, which e3nn 0.6 forbids
-        Y = o3.spherical_harmonics(list(range(self.layout.lmax + 1)), edge_vectors,
-                                   normalize=True, normalization="component")
+        Y = o3.spherical_harmonics(
+            list(range(self.layout.lmax + 1)), edge_vectors, normalize=True, normalization="component"
+        )
         phi, u = self.radial(r)
         return Y, phi, u
 
@@ -160,6 +177,7 @@ class SINetBackbone(torch.nn.Module):
         """:meth:`features` (or the scalars of :meth:`scalar_features`) layer by layer, one chunk
         of receivers at a time; the per-edge geometry is recomputed inside each chunk, so no
         ``(E, ...)`` tensor but the edge vectors is kept whole."""
+
         def embed(n, edge_index, species, vectors):
             return self.embedding(species, edge_index, *self.edge_geometry(vectors), num_receivers=n)
 
@@ -170,6 +188,7 @@ class SINetBackbone(torch.nn.Module):
                     return out[:, :, 0] if scalars else out
                 forward = layer.forward_scalars if scalars else layer
                 return forward(h, edge_index, *self.edge_geometry(vectors), num_receivers=n)
+
             return run
 
         h = layer_in_chunks(embed, chunks, (species,), (edge_vectors,))
@@ -206,9 +225,11 @@ class SINetBackbone(torch.nn.Module):
         if size is None:
             return None
         if self.backbone_type != "sinet":
-            raise ValueError("with weights that need gradients, edge_chunk_size is supported by the "
-                             "SINet backbone only (a SiFormer block normalises attention over all "
-                             "neighbours at once); freeze the weights (inference) or unset it")
+            raise ValueError(
+                "with weights that need gradients, edge_chunk_size is supported by the "
+                "SINet backbone only (a SiFormer block normalises attention over all "
+                "neighbours at once); freeze the weights (inference) or unset it"
+            )
         return size
 
     def _run_layer(self, layer, h, edge_index, edge_inputs):
@@ -218,8 +239,7 @@ class SINetBackbone(torch.nn.Module):
         return layer(h, edge_index, *edge_inputs, edge_chunk_size=size)
 
 
-def edge_vectors(graph, positions: torch.Tensor, cell: torch.Tensor,
-                 batch: torch.Tensor) -> torch.Tensor:
+def edge_vectors(graph, positions: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     """``r_ij = x_j - x_i + S_ij . cell_g`` for every edge: ``(E, 3)``, float64."""
     receiver, sender = graph.edge_index[0], graph.edge_index[1]
     if cell.shape[0] == 1:  # one cell: one (E, 3) x (3, 3) product, no per-edge gather of cells
@@ -287,33 +307,54 @@ class SINet(torch.nn.Module):
     #: Fine-tuning with new elements (:mod:`sinet_ase.train.finetune`) relies on this list.
     PER_ELEMENT_STATE = ("backbone.embedding.species_embedding.weight",)
 
-    def __init__(self, elements: Sequence[str], cutoff: float = DEFAULTS.cutoff,
-                 lmax: int = DEFAULTS.lmax, channels: int = DEFAULTS.channels,
-                 num_layers: int = DEFAULTS.num_layers, num_radial: int = DEFAULTS.num_radial,
-                 radial_hidden: int = DEFAULTS.radial_hidden, mlp_hidden: int = DEFAULTS.mlp_hidden,
-                 envelope_p: int = DEFAULTS.envelope_p,
-                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
-                 atomic_energies: Optional[Dict[str, float]] = None, energy_scale: float = 1.0,
-                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads,
-                 zbl: bool = False, zbl_cutoff_factor: float = 0.6):
+    def __init__(
+        self,
+        elements: Sequence[str],
+        cutoff: float = DEFAULTS.cutoff,
+        lmax: int = DEFAULTS.lmax,
+        channels: int = DEFAULTS.channels,
+        num_layers: int = DEFAULTS.num_layers,
+        num_radial: int = DEFAULTS.num_radial,
+        radial_hidden: int = DEFAULTS.radial_hidden,
+        mlp_hidden: int = DEFAULTS.mlp_hidden,
+        envelope_p: int = DEFAULTS.envelope_p,
+        avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
+        atomic_energies: Optional[Dict[str, float]] = None,
+        energy_scale: float = 1.0,
+        backbone: str = DEFAULTS.backbone,
+        num_heads: int = DEFAULTS.num_heads,
+        zbl: bool = False,
+        zbl_cutoff_factor: float = 0.6,
+    ):
         super().__init__()
         if not isinstance(zbl, bool):
             raise TypeError(f"zbl must be true or false, got {zbl!r}")
         if not float(zbl_cutoff_factor) > 0:
             raise ValueError(f"zbl_cutoff_factor must be positive, got {zbl_cutoff_factor!r}")
         self.config = dict(
-            elements=list(elements), cutoff=float(cutoff), lmax=int(lmax), channels=int(channels),
-            num_layers=int(num_layers), num_radial=int(num_radial), radial_hidden=int(radial_hidden),
-            mlp_hidden=int(mlp_hidden), envelope_p=int(envelope_p),
-            avg_num_neighbors=float(avg_num_neighbors), backbone=str(backbone),
+            elements=list(elements),
+            cutoff=float(cutoff),
+            lmax=int(lmax),
+            channels=int(channels),
+            num_layers=int(num_layers),
+            num_radial=int(num_radial),
+            radial_hidden=int(radial_hidden),
+            mlp_hidden=int(mlp_hidden),
+            envelope_p=int(envelope_p),
+            avg_num_neighbors=float(avg_num_neighbors),
+            backbone=str(backbone),
             num_heads=int(num_heads),
         )
         self.backbone = SINetBackbone(**self.config)
         self.config.update(zbl=bool(zbl), zbl_cutoff_factor=float(zbl_cutoff_factor))
         self.zbl = None
         if zbl:
-            self.zbl = ZBLRepulsion(symbols_to_numbers(self.config["elements"]), self.config["cutoff"],
-                                    self.config["envelope_p"], float(zbl_cutoff_factor))
+            self.zbl = ZBLRepulsion(
+                symbols_to_numbers(self.config["elements"]),
+                self.config["cutoff"],
+                self.config["envelope_p"],
+                float(zbl_cutoff_factor),
+            )
         self.energy_mlp = mlp([channels, max(channels // 2, 1), 1])
         self.set_energy_reference(atomic_energies or {}, energy_scale)
 
@@ -326,8 +367,7 @@ class SINet(torch.nn.Module):
         """
         for symbol in atomic_energies:
             if symbol not in self.backbone.elements:
-                raise ValueError(f"atomic energy given for {symbol}, which is not in elements "
-                                 f"{self.backbone.elements}")
+                raise ValueError(f"atomic energy given for {symbol}, which is not in elements {self.backbone.elements}")
         self.config["atomic_energies"] = {s: float(atomic_energies.get(s, 0.0)) for s in self.elements}
         self.config["energy_scale"] = float(energy_scale)
         self._rebuild_reference_buffers()
@@ -335,11 +375,12 @@ class SINet(torch.nn.Module):
     def _rebuild_reference_buffers(self, device=None):
         device = device or self.energy_mlp[0].weight.device
         shift = [self.config["atomic_energies"][s] for s in self.elements]
-        self.register_buffer("energy_shift", torch.tensor(shift, dtype=torch.float64, device=device),
-                             persistent=False)
-        self.register_buffer("energy_scale", torch.tensor(self.config["energy_scale"],
-                                                          dtype=torch.float64, device=device),
-                             persistent=False)
+        self.register_buffer("energy_shift", torch.tensor(shift, dtype=torch.float64, device=device), persistent=False)
+        self.register_buffer(
+            "energy_scale",
+            torch.tensor(self.config["energy_scale"], dtype=torch.float64, device=device),
+            persistent=False,
+        )
 
     def _apply(self, fn, *args, **kwargs):
         # .to(float32) would round the float64 reference buffers: rebuild them from config
@@ -349,9 +390,14 @@ class SINet(torch.nn.Module):
 
     _compiled_network = None
 
-    def network_energies(self, species: torch.Tensor, edge_index: torch.Tensor,
-                         vectors: torch.Tensor, full_last_layer: bool = False,
-                         chunks: Optional[ReceiverChunks] = None) -> torch.Tensor:
+    def network_energies(
+        self,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        vectors: torch.Tensor,
+        full_last_layer: bool = False,
+        chunks: Optional[ReceiverChunks] = None,
+    ) -> torch.Tensor:
         """The network's per-atom output ``MLP(h_i^0)``, ``(N,)`` in the model dtype, before
         the scale and the per-element shift; species ``(N,)``, ``edge_index (2, E)``,
         edge vectors ``(E, 3)``. This is the part :meth:`enable_compile` compiles.
@@ -385,8 +431,10 @@ class SINet(torch.nn.Module):
         object); call this again on the copy.
         """
         if self.backbone.edge_chunk_size is not None:
-            raise ValueError("enable_compile and edge_chunk_size do not combine: edge chunks "
-                             "recompute activations under torch.utils.checkpoint; use one")
+            raise ValueError(
+                "enable_compile and edge_chunk_size do not combine: edge chunks "
+                "recompute activations under torch.utils.checkpoint; use one"
+            )
         if compile_options.get("backend", "inductor") == "inductor":
             compile_options["options"] = dict(INDUCTOR_OPTIONS, **compile_options.get("options") or {})
         self._compiled_network = torch.compile(self.network_energies, **compile_options)
@@ -415,8 +463,14 @@ class SINet(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return self.energy_mlp[0].weight.dtype
 
-    def forward(self, graph, compute_forces: bool = True, compute_stress: bool = False,
-                training: bool = False, compute_stresses: bool = False) -> Dict[str, torch.Tensor]:
+    def forward(
+        self,
+        graph,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        training: bool = False,
+        compute_stresses: bool = False,
+    ) -> Dict[str, torch.Tensor]:
         batch = graph_batch(graph)
         num_graphs = int(graph.cell.shape[0])
         positions = graph.pos.to(torch.float64)
@@ -426,8 +480,7 @@ class SINet(torch.nn.Module):
             positions = positions.detach().requires_grad_(True)
             inputs.append(positions)
         if compute_stress:
-            strain = torch.zeros(num_graphs, 3, 3, dtype=torch.float64, device=positions.device,
-                                 requires_grad=True)
+            strain = torch.zeros(num_graphs, 3, 3, dtype=torch.float64, device=positions.device, requires_grad=True)
             symmetric = 0.5 * (strain + strain.transpose(1, 2))
             positions_strained = positions + torch.einsum("ni,nij->nj", positions, symmetric[batch])
             cell = cell + torch.bmm(cell, symmetric)
@@ -462,8 +515,7 @@ class SINet(torch.nn.Module):
         energy = energy.index_add(0, batch, energies)
         out = {"energy": energy, "energies": energies}
         if inputs:
-            grads = torch.autograd.grad(energy.sum(), inputs, create_graph=training,
-                                        allow_unused=True)
+            grads = torch.autograd.grad(energy.sum(), inputs, create_graph=training, allow_unused=True)
             if compute_forces:
                 forces = grads[0]
                 out["forces"] = -forces if forces is not None else torch.zeros_like(positions)
@@ -478,8 +530,9 @@ class SINet(torch.nn.Module):
         return out
 
     @staticmethod
-    def _atomic_stresses(graph, vectors: torch.Tensor, edge_gradient: Optional[torch.Tensor],
-                         batch: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
+    def _atomic_stresses(
+        graph, vectors: torch.Tensor, edge_gradient: Optional[torch.Tensor], batch: torch.Tensor, volume: torch.Tensor
+    ) -> torch.Tensor:
         """Per-atom stresses ``(N, 3, 3)`` from the edge vectors ``(E, 3)`` and ``dE/dr_e``
         ``(E, 3)``: half of each edge's symmetrised virial to each end, over the volume."""
         num_atoms = graph.pos.shape[0]

@@ -52,8 +52,7 @@ _TASKS: Dict[str, type] = {}
 _loaded = set()
 
 
-def register_model(cls: Optional[type] = None, *, task: str,
-                   name: Optional[str] = None) -> Callable[[type], type]:
+def register_model(cls: Optional[type] = None, *, task: str, name: Optional[str] = None) -> Callable[[type], type]:
     """Class decorator: model files with ``model_type == name`` (default the class name)
     are rebuilt by ``cls(**config)``. The class must keep ``config`` (its constructor
     keywords as plain values), ``dtype`` and, for models of chemical elements,
@@ -65,8 +64,9 @@ def register_model(cls: Optional[type] = None, *, task: str,
         key = name or cls.__name__
         known = _KINDS.get(key)
         if known is not None and known.cls is not cls and not _same_class(known.cls, cls):
-            raise ValueError(f"model type {key!r} is registered already (by "
-                             f"{known.cls.__module__}.{known.cls.__qualname__})")
+            raise ValueError(
+                f"model type {key!r} is registered already (by {known.cls.__module__}.{known.cls.__qualname__})"
+            )
         _KINDS[key] = ModelKind(key, cls, str(task))
         return cls
 
@@ -104,11 +104,14 @@ def kind_of(model: torch.nn.Module) -> ModelKind:
     for kind in _KINDS.values():
         if type(model) is kind.cls:
             return kind
-    raise TypeError(f"cannot save a {type(model).__name__}: it is not a registered model type "
-                    f"(known: {', '.join(sorted(_KINDS))}; see sinet_ase.registry)")
+    raise TypeError(
+        f"cannot save a {type(model).__name__}: it is not a registered model type "
+        f"(known: {', '.join(sorted(_KINDS))}; see sinet_ase.registry)"
+    )
 
 
 # --- training tasks -------------------------------------------------------------------------
+
 
 def register_task(cls: type) -> type:
     """Class decorator: ``task: <cls.name>`` in a training config selects ``cls``
@@ -118,8 +121,7 @@ def register_task(cls: type) -> type:
         raise ValueError(f"a task class needs a name (the config's task key), {cls!r} has none")
     known = _TASKS.get(name)
     if known is not None and known is not cls and not _same_class(known, cls):
-        raise ValueError(f"task {name!r} is registered already (by {known.__module__}."
-                         f"{known.__qualname__})")
+        raise ValueError(f"task {name!r} is registered already (by {known.__module__}.{known.__qualname__})")
     _TASKS[name] = cls
     return cls
 

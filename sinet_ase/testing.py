@@ -122,6 +122,7 @@ def backbone_features(model, graph) -> torch.Tensor:
 
 # --- reference forms of Scalar Interaction -------------------------------------------------
 
+
 def _check_inputs(op: ScalarInteraction, h_dst, edge_scalars):
     if op.with_receiver and h_dst is None:
         raise ValueError("this ScalarInteraction was built with_receiver=True: pass h_dst")
@@ -129,8 +130,9 @@ def _check_inputs(op: ScalarInteraction, h_dst, edge_scalars):
         raise ValueError(f"this ScalarInteraction expects {op.num_edge_scalars} edge scalars")
 
 
-def scalar_interaction_messages(op: ScalarInteraction, h_src: torch.Tensor, Y: torch.Tensor,
-                                h_dst=None, edge_scalars=None, edge_weight=None) -> torch.Tensor:
+def scalar_interaction_messages(
+    op: ScalarInteraction, h_src: torch.Tensor, Y: torch.Tensor, h_dst=None, edge_scalars=None, edge_weight=None
+) -> torch.Tensor:
     """The messages ``u_ij m_ij`` of every edge, ``(E, c, M)``, as the module docstring of
     :mod:`sinet_ase.ops.scalar_interaction` defines them: invariants ``[q, h_j^0, p, h_i^0, s]``
     in the stored ``(c, L+1)`` order, the coefficient MLP, ``alpha h_j + beta Y``.
@@ -152,21 +154,27 @@ def scalar_interaction_messages(op: ScalarInteraction, h_src: torch.Tensor, Y: t
     return layout.combine_with_harmonics(alpha, h_src, beta, Y)
 
 
-def scalar_interaction_reference(op: ScalarInteraction, h: torch.Tensor, edge_index: torch.Tensor,
-                                 Y: torch.Tensor, edge_scalars=None, edge_weight=None,
-                                 num_receivers=None) -> torch.Tensor:
+def scalar_interaction_reference(
+    op: ScalarInteraction,
+    h: torch.Tensor,
+    edge_index: torch.Tensor,
+    Y: torch.Tensor,
+    edge_scalars=None,
+    edge_weight=None,
+    num_receivers=None,
+) -> torch.Tensor:
     """``sum_j u_ij m_ij`` from the per-edge messages, ``(N, c, M)`` for ``h (N, c, M)``: what
     ``op(h.transpose(1, 2), edge_index, ...)`` computes channels-last (``edge_index[0]``
     receives, ``edge_index[1]`` sends; ``num_receivers`` rows when given)."""
     receiver, sender = edge_index[0], edge_index[1]
-    messages = scalar_interaction_messages(op, h[sender], Y, h[receiver] if op.with_receiver else None,
-                                           edge_scalars, edge_weight)
+    messages = scalar_interaction_messages(
+        op, h[sender], Y, h[receiver] if op.with_receiver else None, edge_scalars, edge_weight
+    )
     num_rows = h.shape[0] if num_receivers is None else int(num_receivers)
     return messages.new_zeros((num_rows,) + messages.shape[1:]).index_add(0, receiver, messages)
 
 
-def _inner_with_harmonics_channels_last(layout: SphericalLayout, h: torch.Tensor,
-                                        Y: torch.Tensor) -> torch.Tensor:
+def _inner_with_harmonics_channels_last(layout: SphericalLayout, h: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """``<h^{l,k}, Y^l>/sqrt(2l+1)``: ``(E, M, c) x (E, M) -> (E, L+1, c)``, one batched
     product with an ``(E, L+1, M)`` left factor (slices and sums while ``torch.compile``
     traces, which inductor fuses)."""
@@ -180,15 +188,13 @@ def _combine_with_harmonics_channels_last(layout: SphericalLayout, alpha, h, bet
     ``Y (E, M)`` -> ``(E, M, c)``; the ``Y`` term one batched product added by ``baddbmm``
     (element-wise while ``torch.compile`` traces, which inductor fuses)."""
     if torch.compiler.is_compiling():
-        return (layout.per_degree_channels_last(alpha) * h
-                + layout.per_degree_channels_last(beta) * Y.unsqueeze(-1))
-    return torch.baddbmm(layout.per_degree_channels_last(alpha) * h,
-                         Y.unsqueeze(-1) * layout.degree_onehot.t(), beta)
+        return layout.per_degree_channels_last(alpha) * h + layout.per_degree_channels_last(beta) * Y.unsqueeze(-1)
+    return torch.baddbmm(layout.per_degree_channels_last(alpha) * h, Y.unsqueeze(-1) * layout.degree_onehot.t(), beta)
 
 
-def scalar_interaction_messages_channels_last(op: ScalarInteraction, h_src: torch.Tensor,
-                                              Y: torch.Tensor, h_dst=None, edge_scalars=None,
-                                              edge_weight=None) -> torch.Tensor:
+def scalar_interaction_messages_channels_last(
+    op: ScalarInteraction, h_src: torch.Tensor, Y: torch.Tensor, h_dst=None, edge_scalars=None, edge_weight=None
+) -> torch.Tensor:
     """:func:`scalar_interaction_messages` on channels-last edge tensors: ``h_src, h_dst
     (E, M, c)`` -> ``(E, M, c)``. The stored MLP weights are read in ``(L+1, c)`` order
     (the module's ``edge_columns``, ``src_columns``, ``dst_columns``, ``output_rows``), so
@@ -205,10 +211,12 @@ def scalar_interaction_messages_channels_last(op: ScalarInteraction, h_src: torc
     scalar_terms = op._first_layer_term(h_src, op.src_columns, with_bias=not op.with_receiver)
     if op.with_receiver:
         scalar_terms = scalar_terms + op._first_layer_term(h_dst, op.dst_columns, with_bias=True)
-    hidden = activation(torch.addmm(scalar_terms, torch.cat(parts, dim=-1),
-                                    first.weight.index_select(1, op.edge_columns).t()))
-    coeff = torch.nn.functional.linear(hidden, last.weight.index_select(0, op.output_rows),
-                                       last.bias.index_select(0, op.output_rows))
+    hidden = activation(
+        torch.addmm(scalar_terms, torch.cat(parts, dim=-1), first.weight.index_select(1, op.edge_columns).t())
+    )
+    coeff = torch.nn.functional.linear(
+        hidden, last.weight.index_select(0, op.output_rows), last.bias.index_select(0, op.output_rows)
+    )
     if edge_weight is not None:
         coeff = coeff * edge_weight.unsqueeze(-1)
     alpha, beta = coeff.view(-1, 2, L + 1, c).unbind(1)  # (E, L+1, c) each
@@ -295,20 +303,30 @@ def domain_test_structures(seed: int = 0):
     return structures
 
 
-def small_sinet(elements: Sequence[str], dtype=torch.float64, cutoff: float = 4.0, lmax: int = 2,
-                channels: int = 8, num_layers: int = 2, seed: int = 0, **options):
+def small_sinet(
+    elements: Sequence[str],
+    dtype=torch.float64,
+    cutoff: float = 4.0,
+    lmax: int = 2,
+    channels: int = 8,
+    num_layers: int = 2,
+    seed: int = 0,
+    **options,
+):
     """A small SINet energy model (``mlp_hidden = radial_hidden = 16``, ``avg_num_neighbors = 6``
     unless given) with random weights from ``seed``, in ``dtype`` and eval mode."""
     from .model import SINet
 
     torch.manual_seed(seed)
     options = {"mlp_hidden": 16, "radial_hidden": 16, "avg_num_neighbors": 6.0, **options}
-    model = SINet(elements=list(elements), cutoff=cutoff, lmax=lmax, channels=channels,
-                  num_layers=num_layers, **options)
+    model = SINet(
+        elements=list(elements), cutoff=cutoff, lmax=lmax, channels=channels, num_layers=num_layers, **options
+    )
     return model.to(dtype).eval()
 
 
 # --- model-test mixins ------------------------------------------------------------------------
+
 
 def _mark(name: str, *args, **kwargs):
     """``pytest.mark.<name>(*args, **kwargs)``, or a no-op decorator without pytest."""
@@ -368,16 +386,21 @@ class ModelTests:
     @_fixture
     def make_model(self):
         """``make_model(elements=None, dtype=float64, **options)``: a small model of this class."""
+
         def make(elements=None, dtype=torch.float64, **options):
             return self.build(list(elements or self.elements), dtype, **{**self.model_options, **options})
+
         return make
 
     def structures(self, rng) -> List:
         """Small molecules of the class's elements (a batch for the batch test)."""
         from ase.build import molecule
 
-        names = [name for name in ("CH3CH2OH", "H2O", "NH3", "CH4", "HCN", "CF4", "H2")
-                 if set(molecule(name).get_chemical_symbols()) <= set(self.elements)]
+        names = [
+            name
+            for name in ("CH3CH2OH", "H2O", "NH3", "CH4", "HCN", "CF4", "H2")
+            if set(molecule(name).get_chemical_symbols()) <= set(self.elements)
+        ]
         out = []
         for name in names[:4]:
             atoms = molecule(name)
@@ -469,8 +492,9 @@ class ModelTests:
             jump = float((inside[name] - outside[name]).detach().abs().max())
             drift = float((beyond[name] - outside[name]).detach().abs().max())
             assert jump < tol * scale + 2 * drift, (name, jump, drift)
-        assert any(float((near[k] - outside[k]).detach().abs().max()) > 1e-6 for k in self.per_structure), \
+        assert any(float((near[k] - outside[k]).detach().abs().max()) > 1e-6 for k in self.per_structure), (
             "the test atom must interact inside the cutoff"
+        )
 
     def num_edges(self, model, atoms) -> int:
         from .graph import atoms_to_graph
@@ -500,8 +524,7 @@ class EnergyModelTests(ModelTests):
     def structures(self, rng):
         from ase.build import bulk, molecule
 
-        return [rattled_ethanol(rng), triclinic_copper(rng), bulk("Cu", "fcc", a=3.6) * (2, 1, 1),
-                molecule("H2O")]
+        return [rattled_ethanol(rng), triclinic_copper(rng), bulk("Cu", "fcc", a=3.6) * (2, 1, 1), molecule("H2O")]
 
     @_mark("parametrize", "lmax", range(7))
     @_PARITY
@@ -536,9 +559,16 @@ class EnergyModelTests(ModelTests):
         assert abs(float((out["energies"].sum() - out["energy"].sum()).detach())) < 1e-12
         assert float(out["forces"].detach().sum(0).abs().max()) < 1e-12
 
-    @_mark("parametrize", "system", ["molecule", "triclinic", "slab",
-                                     *([] if pytest is None else
-                                       [pytest.param("molecule_all_atoms", marks=pytest.mark.slow)])])
+    @_mark(
+        "parametrize",
+        "system",
+        [
+            "molecule",
+            "triclinic",
+            "slab",
+            *([] if pytest is None else [pytest.param("molecule_all_atoms", marks=pytest.mark.slow)]),
+        ],
+    )
     def test_forces_match_finite_differences(self, make_model, system, rng):
         """Forces through the calculator against central differences of its energy (in the
         inner loop the molecule's C, O and one H; every atom in the slow variant)."""
@@ -590,6 +620,5 @@ class EnergyModelTests(ModelTests):
     def test_float32_and_float64_agree(self, make_model, rng):
         atoms = rattled_ethanol(rng)
         e64 = float(self.evaluate(make_model(elements=["H", "C", "O"]), [atoms])["energy"].sum())
-        e32 = float(self.evaluate(make_model(elements=["H", "C", "O"], dtype=torch.float32),
-                                  [atoms])["energy"].sum())
+        e32 = float(self.evaluate(make_model(elements=["H", "C", "O"], dtype=torch.float32), [atoms])["energy"].sum())
         assert abs(e64 - e32) < 1e-4 * max(1.0, abs(e64))

@@ -18,7 +18,7 @@ def degrees(lmax):
 
 
 def block(h, l):
-    return h[:, :, l * l:(l + 1) ** 2]
+    return h[:, :, l * l : (l + 1) ** 2]
 
 
 def test_equal_channels_span_one_direction():

@@ -14,16 +14,23 @@ from sinet_ase.testing import TOLERANCE, random_orthogonal
 
 def make_model(elements=("H", "C", "O", "Cu"), seed=0):
     torch.manual_seed(seed)
-    return SINet(elements=list(elements), cutoff=3.5, lmax=2, channels=8, num_layers=2,
-                 mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0)
+    return SINet(
+        elements=list(elements),
+        cutoff=3.5,
+        lmax=2,
+        channels=8,
+        num_layers=2,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=6.0,
+    )
 
 
 def triclinic_crystal(rng):
     """A rattled, sheared two-element crystal: no symmetry makes the per-atom terms equal."""
     atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 1, 1))
     atoms.symbols[[1, 5]] = "C"
-    atoms.set_cell(atoms.cell.array + [[0.0, 0.3, -0.2], [0.25, 0.0, 0.1], [0.0, -0.15, 0.0]],
-                   scale_atoms=True)
+    atoms.set_cell(atoms.cell.array + [[0.0, 0.3, -0.2], [0.25, 0.0, 0.1], [0.0, -0.15, 0.0]], scale_atoms=True)
     atoms.positions += rng.normal(scale=0.15, size=atoms.positions.shape)
     return atoms
 
@@ -35,8 +42,9 @@ def test_stresses_sum_to_the_stress(dtype, rng):
     assert stresses.shape == (len(atoms), 6) and stresses.dtype == np.float64
     stress = atoms.get_stress()
     assert np.abs(stress).max() > 1e-4, "a stress-free test structure would prove nothing"
-    np.testing.assert_allclose(stresses.sum(axis=0), stress, rtol=TOLERANCE[dtype],
-                               atol=TOLERANCE[dtype] * np.abs(stress).max())
+    np.testing.assert_allclose(
+        stresses.sum(axis=0), stress, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * np.abs(stress).max()
+    )
     # the per-atom terms differ (a per-atom stress of stress/N everywhere would also sum right)
     share = stress / len(atoms)
     assert np.abs(stresses - share).max() > 0.05 * np.abs(share).max()
@@ -63,19 +71,20 @@ def test_stresses_rotate_as_tensors(rng):
         rotated.set_cell(atoms.cell.array @ R.T, scale_atoms=False)
         rotated.calc = calc
         expected = np.einsum("ab,nbc,dc->nad", R, stresses, R)
-        np.testing.assert_allclose(voigt_6_to_full_3x3_stress(rotated.get_stresses()), expected,
-                                   rtol=1e-8, atol=1e-11)
+        np.testing.assert_allclose(voigt_6_to_full_3x3_stress(rotated.get_stresses()), expected, rtol=1e-8, atol=1e-11)
 
 
 def test_equivalent_atoms_share_the_stress():
     # every atom of a strained monatomic Bravais lattice sees the same surroundings
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-    atoms.set_cell(atoms.cell.array @ np.array([[1.03, 0.02, 0.0], [0.02, 0.98, 0.0],
-                                                 [0.0, 0.0, 1.0]]), scale_atoms=True)
+    atoms.set_cell(
+        atoms.cell.array @ np.array([[1.03, 0.02, 0.0], [0.02, 0.98, 0.0], [0.0, 0.0, 1.0]]), scale_atoms=True
+    )
     atoms.calc = SINetCalculator(make_model())
     stresses = atoms.get_stresses()
-    np.testing.assert_allclose(stresses, np.tile(atoms.get_stress() / len(atoms), (len(atoms), 1)),
-                               rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(
+        stresses, np.tile(atoms.get_stress() / len(atoms), (len(atoms), 1)), rtol=1e-8, atol=1e-12
+    )
 
 
 def test_stresses_are_local():
@@ -129,5 +138,4 @@ def test_predict_stresses_match_the_calculator(rng):
     for k, atoms in enumerate(structures):
         atoms.calc = SINetCalculator(model)
         np.testing.assert_allclose(out["stresses"][k], atoms.get_stresses(), rtol=1e-9, atol=1e-13)
-        np.testing.assert_allclose(out["stresses"][k].sum(axis=0), out["stress"][k], rtol=1e-9,
-                                   atol=1e-12)
+        np.testing.assert_allclose(out["stresses"][k].sum(axis=0), out["stress"][k], rtol=1e-9, atol=1e-12)

@@ -10,6 +10,7 @@ from sinet_ase.atoms_state import compare_atoms
 
 def changes():
     """(name, function that changes a copy of the structure) pairs."""
+
     def positions(a, d):
         a.positions[1, 2] += d
 
@@ -58,8 +59,16 @@ def test_md_trajectory_unchanged_by_the_shortcut():
         check_state = Calculator.check_state
 
     torch.manual_seed(0)
-    model = SINet(["H", "C", "O"], cutoff=2.5, lmax=1, channels=8, num_layers=1, mlp_hidden=16,
-                  radial_hidden=16, avg_num_neighbors=4.0)
+    model = SINet(
+        ["H", "C", "O"],
+        cutoff=2.5,
+        lmax=1,
+        channels=8,
+        num_layers=1,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=4.0,
+    )
     runs = []
     for cls in (SINetCalculator, WithAseCheck):
         atoms = molecule("CH3CH2OH")

@@ -14,16 +14,33 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS, FIRE
 
-from sinet_ase import (ModelFileError, SINet, SINetCalculator, SINetInputError,
-                       UnknownElementError, list_pretrained, load_model, save_model)
+from sinet_ase import (
+    ModelFileError,
+    SINet,
+    SINetCalculator,
+    SINetInputError,
+    UnknownElementError,
+    list_pretrained,
+    load_model,
+    save_model,
+)
 from sinet_ase.graph import atoms_to_graph
 from sinet_ase.io import FORMAT_VERSION, model_to_dict
 
 
 def make_model(elements=("H", "C", "O"), cutoff=4.0, seed=0, **kw):
     torch.manual_seed(seed)
-    return SINet(elements=list(elements), cutoff=cutoff, lmax=2, channels=8, num_layers=2,
-                 mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0, **kw)
+    return SINet(
+        elements=list(elements),
+        cutoff=cutoff,
+        lmax=2,
+        channels=8,
+        num_layers=2,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=6.0,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -117,8 +134,7 @@ def test_works_with_ase_optimisers_and_langevin():
         e0 = mol.get_potential_energy()
         optimiser(mol, logfile=None).run(fmax=0.05, steps=30)
         assert mol.get_potential_energy() <= e0 + 1e-9
-    Langevin(mol, 0.5 * units.fs, temperature_K=300, friction=0.01,
-             rng=np.random.default_rng(0)).run(10)
+    Langevin(mol, 0.5 * units.fs, temperature_K=300, friction=0.01, rng=np.random.default_rng(0)).run(10)
     assert np.all(np.isfinite(mol.positions))
 
     crystal = bulk("Cu", "fcc", a=3.7, cubic=True)
@@ -222,8 +238,12 @@ def test_edge_chunks_give_the_same_energy_forces_and_stress(backbone):
     whole = SINetCalculator(model, edge_chunk_size=None)
 
     def properties(calc):
-        return {"energy": calc.get_potential_energy(atoms), "energies": calc.get_potential_energies(atoms),
-                "forces": calc.get_forces(atoms), "stress": calc.get_stress(atoms)}
+        return {
+            "energy": calc.get_potential_energy(atoms),
+            "energies": calc.get_potential_energies(atoms),
+            "forces": calc.get_forces(atoms),
+            "stress": calc.get_stress(atoms),
+        }
 
     ref = properties(whole)
     num_edges = atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
@@ -255,7 +275,7 @@ def test_receiver_chunks_cover_every_atom_once_with_their_halo():
     assert sorted(receivers.tolist()) == list(range(len(atoms)))
     ordered = graph.edge_index[:, chunks.edge_order]
     for c in chunks.chunks:
-        edges = ordered[:, c.start:c.stop]
+        edges = ordered[:, c.start : c.stop]
         assert set(edges[0].tolist()) <= set(c.receivers.tolist())
         assert torch.equal(c.nodes[c.edge_index], edges)  # local numbers map back to the atoms
         assert set(c.nodes.tolist()) == set(c.receivers.tolist()) | set(edges[1].tolist())
@@ -267,8 +287,13 @@ def test_automatic_chunks_and_the_early_memory_error():
     """The default ``edge_chunk_size="auto"`` runs a graph whole while that needs less than
     2 GiB and in chunks above; a structure whose estimated memory exceeds ``memory_limit_gib``
     is refused before the call, with the estimate and what to change."""
-    from sinet_ase.memory import (AUTO_CHUNK_FROM_BYTES, InsufficientMemoryError, auto_chunk_from,
-                                  auto_chunk_size, estimate_call_bytes)
+    from sinet_ase.memory import (
+        AUTO_CHUNK_FROM_BYTES,
+        InsufficientMemoryError,
+        auto_chunk_from,
+        auto_chunk_size,
+        estimate_call_bytes,
+    )
 
     model = make_model(["Cu"])
     calc = SINetCalculator(model)
@@ -296,10 +321,17 @@ def test_automatic_chunks_and_the_early_memory_error():
         SINetCalculator(model, memory_limit_gib=0)
     # a degenerate periodic cell (two nearly parallel vectors): 200 atoms would have about 2e8
     # pairs; refused from the density, before the neighbour list (gigabytes) is built
-    degenerate = Atoms("Cu200", scaled_positions=np.random.default_rng(0).random((200, 3)),
-                       cell=[[3.0, 0, 0], [3.0, 0.01, 0], [0, 0, 3.0]], pbc=True)
-    with pytest.raises(InsufficientMemoryError, match=r"200 atoms, about [\d,]+ pairs within the cutoff "
-                                                      r"for its density"):
+    degenerate = Atoms(
+        "Cu200",
+        scaled_positions=np.random.default_rng(0).random((200, 3)),
+        cell=[[3.0, 0, 0], [3.0, 0.01, 0], [0, 0, 3.0]],
+        pbc=True,
+    )
+    with pytest.raises(
+        InsufficientMemoryError,
+        match=r"200 atoms, about [\d,]+ pairs within the cutoff "
+        r"for its density",
+    ):
         SINetCalculator(model, memory_limit_gib=4).get_potential_energy(degenerate)
 
 
@@ -310,14 +342,21 @@ def test_compiled_network_gives_the_eager_energy_forces_and_stress():
     atoms.rattle(0.05, seed=1)
     torch.manual_seed(0)
     # one layer: compiling takes tens of seconds, growing with the graph
-    model = SINet(["Cu"], cutoff=4.0, lmax=2, channels=8, num_layers=1, mlp_hidden=16,
-                  radial_hidden=16, avg_num_neighbors=6.0)
+    model = SINet(
+        ["Cu"], cutoff=4.0, lmax=2, channels=8, num_layers=1, mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0
+    )
     eager, compiled = SINetCalculator(model), SINetCalculator(model, compile=True)
     assert compiled.model._compiled_network is not None and model._compiled_network is None
-    ref = {"energy": eager.get_potential_energy(atoms), "forces": eager.get_forces(atoms),
-           "stress": eager.get_stress(atoms)}
-    out = {"energy": compiled.get_potential_energy(atoms), "forces": compiled.get_forces(atoms),
-           "stress": compiled.get_stress(atoms)}
+    ref = {
+        "energy": eager.get_potential_energy(atoms),
+        "forces": eager.get_forces(atoms),
+        "stress": eager.get_stress(atoms),
+    }
+    out = {
+        "energy": compiled.get_potential_energy(atoms),
+        "forces": compiled.get_forces(atoms),
+        "stress": compiled.get_stress(atoms),
+    }
     assert out["energy"] == pytest.approx(ref["energy"], rel=1e-12, abs=1e-10)
     np.testing.assert_allclose(out["forces"], ref["forces"], rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(out["stress"], ref["stress"], rtol=1e-9, atol=1e-11)
@@ -325,10 +364,12 @@ def test_compiled_network_gives_the_eager_energy_forces_and_stress():
     other = atoms.copy()
     del other[3]
     np.testing.assert_allclose(compiled.get_forces(other), eager.get_forces(other), rtol=1e-9, atol=1e-11)
-    assert compiled.get_potential_energy(other) == pytest.approx(eager.get_potential_energy(other),
-                                                                 rel=1e-12, abs=1e-10)
+    assert compiled.get_potential_energy(other) == pytest.approx(
+        eager.get_potential_energy(other), rel=1e-12, abs=1e-10
+    )
     # training needs the double backward that compiled graphs lack: the same model, eager
     from sinet_ase.graph import atoms_to_graph
+
     graph = atoms_to_graph(atoms, model.cutoff)
     forces = compiled.model(graph, training=True)["forces"]
     assert forces.requires_grad

@@ -12,8 +12,16 @@ from sinet_ase import SINet, SINetCalculator
 
 def test_threads_sharing_a_calculator_get_their_own_results():
     torch.manual_seed(0)
-    model = SINet(elements=["H", "C", "O"], cutoff=4.0, lmax=1, channels=4, num_layers=1,
-                  mlp_hidden=8, radial_hidden=8, avg_num_neighbors=4.0)
+    model = SINet(
+        elements=["H", "C", "O"],
+        cutoff=4.0,
+        lmax=1,
+        channels=4,
+        num_layers=1,
+        mlp_hidden=8,
+        radial_hidden=8,
+        avg_num_neighbors=4.0,
+    )
     calc = SINetCalculator(model)
     structures = [molecule("CH3CH2OH"), molecule("H2O")]
     expected = []
@@ -46,8 +54,16 @@ def test_threads_sharing_a_calculator_get_their_own_results():
 
 def test_a_calculator_with_its_lock_can_still_be_copied():
     torch.manual_seed(0)
-    model = SINet(elements=["H", "O"], cutoff=3.0, lmax=1, channels=4, num_layers=1,
-                  mlp_hidden=8, radial_hidden=8, avg_num_neighbors=2.0)
+    model = SINet(
+        elements=["H", "O"],
+        cutoff=3.0,
+        lmax=1,
+        channels=4,
+        num_layers=1,
+        mlp_hidden=8,
+        radial_hidden=8,
+        avg_num_neighbors=2.0,
+    )
     calc = SINetCalculator(model)
     twin = copy.deepcopy(calc)
     assert twin._lock is not calc._lock

@@ -13,8 +13,16 @@ from sinet_ase.committee import COMMITTEE_PROPERTIES
 
 def make_model(seed, elements=("H", "C", "O", "Cu"), cutoff=4.0):
     torch.manual_seed(seed)
-    return SINet(elements=list(elements), cutoff=cutoff, lmax=2, channels=8, num_layers=2,
-                 mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0)
+    return SINet(
+        elements=list(elements),
+        cutoff=cutoff,
+        lmax=2,
+        channels=8,
+        num_layers=2,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=6.0,
+    )
 
 
 def ethanol():
@@ -32,8 +40,12 @@ def copper():
 def single(model, atoms, stress=False):
     atoms = atoms.copy()
     atoms.calc = SINetCalculator(model)
-    return (atoms.get_potential_energy(), atoms.get_potential_energies(), atoms.get_forces(),
-            atoms.get_stress() if stress else None)
+    return (
+        atoms.get_potential_energy(),
+        atoms.get_potential_energies(),
+        atoms.get_forces(),
+        atoms.get_stress() if stress else None,
+    )
 
 
 def test_committee_of_one_equals_the_single_calculator():
@@ -61,7 +73,7 @@ def test_committee_of_three_mean_and_std(tmp_path):
     energies = np.stack([r[1] for r in refs])
     forces = np.stack([r[2] for r in refs])
     stress = np.stack([r[3] for r in refs])
-    atoms.calc = SINetCalculator(str(tmp_path / "member_*.pt"))   # a glob
+    atoms.calc = SINetCalculator(str(tmp_path / "member_*.pt"))  # a glob
     assert len(atoms.calc.models) == 3 and atoms.calc.committee
     assert atoms.get_potential_energy() == pytest.approx(energy.mean(), rel=1e-12)
     np.testing.assert_allclose(atoms.get_potential_energies(), energies.mean(0), rtol=1e-12, atol=1e-12)
@@ -82,8 +94,7 @@ def test_committee_of_three_mean_and_std(tmp_path):
 def test_one_graph_for_all_members(monkeypatch):
     calls = []
     build = sinet_ase.calculator.atoms_to_graph
-    monkeypatch.setattr(sinet_ase.calculator, "atoms_to_graph",
-                        lambda *a, **k: calls.append(1) or build(*a, **k))
+    monkeypatch.setattr(sinet_ase.calculator, "atoms_to_graph", lambda *a, **k: calls.append(1) or build(*a, **k))
     atoms = ethanol()
     atoms.calc = SINetCalculator([make_model(s) for s in range(3)])
     atoms.get_forces()
@@ -102,8 +113,9 @@ def test_force_spread_norm_is_rotation_invariant():
     rotated.calc = SINetCalculator(models)
     rotated.get_forces()
     np.testing.assert_allclose(rotated.calc.results["forces_comm"], comm @ R.T, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(np.linalg.norm(rotated.calc.results["forces_std"], axis=1),
-                               np.linalg.norm(std, axis=1), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(
+        np.linalg.norm(rotated.calc.results["forces_std"], axis=1), np.linalg.norm(std, axis=1), rtol=1e-8, atol=1e-10
+    )
     assert rotated.calc.results["energy_std"] == pytest.approx(atoms.calc.results["energy_std"], rel=1e-8)
 
 
@@ -131,7 +143,8 @@ def test_bad_committees(tmp_path):
     atoms.calc = SINetCalculator([make_model(0), make_model(1, elements=("Cu", "O", "C", "H"))])
     assert atoms.get_potential_energy() == pytest.approx(
         0.5 * (single(make_model(0), atoms)[0] + single(make_model(1, elements=("Cu", "O", "C", "H")), atoms)[0]),
-        rel=1e-12)
+        rel=1e-12,
+    )
 
 
 def test_sinet_train_committee_option(tmp_path, capsys):
@@ -150,17 +163,28 @@ def test_sinet_train_committee_option(tmp_path, capsys):
         atoms = molecule("CH3CH2OH")
         atoms.positions += rng.normal(scale=0.08, size=atoms.positions.shape)
         atoms.calc = EMT()
-        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(),
-                                           forces=atoms.get_forces())
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
         frames.append(atoms)
     write(tmp_path / "train.extxyz", frames)
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "run_dir": str(tmp_path / "committee"), "seed": 5,
-        "data": {"train": [str(tmp_path / "train.extxyz")], "valid_size": 0.25},
-        "model": {"cutoff": 4.0, "lmax": 1, "channels": 4, "num_layers": 1, "mlp_hidden": 8,
-                  "radial_hidden": 8},
-        "training": {"epochs": 1, "batch_size": 4, "warmup_epochs": 0, "dtype": "float64"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "run_dir": str(tmp_path / "committee"),
+                "seed": 5,
+                "data": {"train": [str(tmp_path / "train.extxyz")], "valid_size": 0.25},
+                "model": {
+                    "cutoff": 4.0,
+                    "lmax": 1,
+                    "channels": 4,
+                    "num_layers": 1,
+                    "mlp_hidden": 8,
+                    "radial_hidden": 8,
+                },
+                "training": {"epochs": 1, "batch_size": 4, "warmup_epochs": 0, "dtype": "float64"},
+            }
+        )
+    )
     assert train_main([str(config), "--committee", "3", "--quiet"]) == 0
     pattern = str(tmp_path / "committee" / "member_*" / "best_model.pt")
     assert pattern in capsys.readouterr().out

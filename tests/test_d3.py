@@ -20,8 +20,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:Creating a tensor from a list of
 
 def make_model(elements=("H", "C", "O")):
     torch.manual_seed(0)
-    return SINet(elements=list(elements), cutoff=4.0, lmax=2, channels=8, num_layers=2,
-                 mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0)
+    return SINet(
+        elements=list(elements),
+        cutoff=4.0,
+        lmax=2,
+        channels=8,
+        num_layers=2,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=6.0,
+    )
 
 
 def test_energy_is_sinet_plus_d3_and_forces_are_its_gradient():

@@ -19,9 +19,20 @@ ELEMENTS = ["H", "C", "O", "Cu"]
 
 def make_model(dtype=torch.float64, backbone="sinet", num_layers=2, **kw):
     torch.manual_seed(0)
-    model = SINet(ELEMENTS, cutoff=3.5, lmax=2, channels=8, num_layers=num_layers, mlp_hidden=16,
-                  radial_hidden=16, avg_num_neighbors=8.0, backbone=backbone, num_heads=2,
-                  atomic_energies={"H": -0.5, "C": -1.0, "O": -2.0, "Cu": -3.0}, **kw)
+    model = SINet(
+        ELEMENTS,
+        cutoff=3.5,
+        lmax=2,
+        channels=8,
+        num_layers=num_layers,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=8.0,
+        backbone=backbone,
+        num_heads=2,
+        atomic_energies={"H": -0.5, "C": -1.0, "O": -2.0, "Cu": -3.0},
+        **kw,
+    )
     return model.to(dtype).eval()
 
 
@@ -40,8 +51,9 @@ def test_edge_gradients_give_the_calculators_forces_and_virial(name, backbone):
     wrapper = ExportedEnergy(model)
     graph, species, vectors = whole_graph_inputs(model, atoms)
     n = len(atoms)
-    s, local, lists = pad_graph(species, torch.ones(n, dtype=torch.float64),
-                                [(graph.edge_index, vectors)] * wrapper.num_lists, model.cutoff)
+    s, local, lists = pad_graph(
+        species, torch.ones(n, dtype=torch.float64), [(graph.edge_index, vectors)] * wrapper.num_lists, model.cutoff
+    )
     flat = [t for pair in lists for t in pair]
     energy, energies, *grads = wrapper(s, local, *flat)
     grad = sum(g[: vectors.shape[0]] for g in grads)
@@ -72,8 +84,9 @@ def test_the_zbl_term_is_in_the_exported_function():
     wrapper = ExportedEnergy(model)
     graph, species, vectors = whole_graph_inputs(model, atoms)
     n = len(atoms)
-    s, local, lists = pad_graph(species, torch.ones(n, dtype=torch.float64),
-                                [(graph.edge_index, vectors)] * wrapper.num_lists, model.cutoff)
+    s, local, lists = pad_graph(
+        species, torch.ones(n, dtype=torch.float64), [(graph.edge_index, vectors)] * wrapper.num_lists, model.cutoff
+    )
     energy, energies, *grads = wrapper(s, local, *[t for pair in lists for t in pair])
     forces, _ = forces_and_virial(graph.edge_index, vectors, sum(g[: vectors.shape[0]] for g in grads), n)
     reference = model(graph, compute_forces=True)
@@ -125,8 +138,9 @@ def domain_inputs(positions, cell, is_local, cutoff, num_layers, species):
                 senders.append(b)
         by_hops.append(len(receivers))
         frontier = following
-    index = torch.tensor([[node_of_atom[a] for a in receivers], [node_of_atom[b] for b in senders]],
-                         dtype=torch.long).reshape(2, -1)
+    index = torch.tensor(
+        [[node_of_atom[a] for a in receivers], [node_of_atom[b] for b in senders]], dtype=torch.long
+    ).reshape(2, -1)
     vectors = torch.tensor(positions[senders] - positions[receivers], dtype=torch.float64).reshape(-1, 3)
     sizes = [by_hops[num_layers]] + [by_hops[num_layers - t] for t in range(1, num_layers + 1)]
     lists = [(index[:, :size], vectors[:size]) for size in sizes]
@@ -150,7 +164,8 @@ def test_a_domain_with_pruned_ghost_lists_gives_its_atoms_energies_and_forces():
     total_energy = 0.0
     for domain in (positions[:, 0] < 7.5, positions[:, 0] >= 7.5):
         (s, local, lists), atoms_of_node, (index, vectors, receivers, senders) = domain_inputs(
-            positions, atoms.cell.array, domain, model.cutoff, 2, species)
+            positions, atoms.cell.array, domain, model.cutoff, 2, species
+        )
         out = wrapper(s, local, *[t for pair in lists for t in pair])
         total_energy += float(out[0])
         n_local = int(domain.sum())

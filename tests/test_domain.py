@@ -21,8 +21,17 @@ from sinet_ase.testing import emt_frames
 
 def water_model(domain=None, zbl=False):
     torch.manual_seed(0)
-    model = SINet(elements=["H", "O"], cutoff=3.0, lmax=1, channels=4, num_layers=1,
-                  mlp_hidden=8, radial_hidden=8, avg_num_neighbors=2.0, zbl=zbl)
+    model = SINet(
+        elements=["H", "O"],
+        cutoff=3.0,
+        lmax=1,
+        channels=4,
+        num_layers=1,
+        mlp_hidden=8,
+        radial_hidden=8,
+        avg_num_neighbors=2.0,
+        zbl=zbl,
+    )
     model.metadata = {"training_domain": domain} if domain else {}
     return model
 
@@ -48,8 +57,11 @@ def test_the_calculator_warns_once_about_atoms_much_closer_than_in_training():
         calc.get_potential_energy(molecule("H2O"))  # inside: no warning
     squeezed = molecule("H2O")
     squeezed.positions[1] = squeezed.positions[0] + [0.6, 0.0, 0.0]  # outside, not far outside
-    with pytest.warns(OutOfDomainWarning, match=r"atoms 0 and 1 \(H-O\) are 0.600 Å apart.*shortest "
-                                                r"H-O distance in the training data \(0.900 Å\)"):
+    with pytest.warns(
+        OutOfDomainWarning,
+        match=r"atoms 0 and 1 \(H-O\) are 0.600 Å apart.*shortest "
+        r"H-O distance in the training data \(0.900 Å\)",
+    ):
         calc.get_potential_energy(squeezed)
     squeezed.positions[1, 0] += 0.01
     with warnings.catch_warnings():
@@ -76,17 +88,19 @@ def test_far_outside_the_domain_is_an_error_by_default_every_time():
     calc = SINetCalculator(water_model(domain))
     for shift in (0.0, 0.01):
         squeezed.positions[1, 0] += shift
-        with pytest.raises(OutOfDomainError, match=r"far outside the potential's training data: atoms 0 "
-                           r"and 1 \(H-O\) are 0.3[01]0 Å apart, less than 0.5 times the shortest H-O "
-                           r"distance in the training data \(0.900 Å\).*arbitrary \(it gave E = .* eV, "
-                           r"not returned\).*out_of_domain='ignore'"):
+        with pytest.raises(
+            OutOfDomainError,
+            match=r"far outside the potential's training data: atoms 0 "
+            r"and 1 \(H-O\) are 0.3[01]0 Å apart, less than 0.5 times the shortest H-O "
+            r"distance in the training data \(0.900 Å\).*arbitrary \(it gave E = .* eV, "
+            r"not returned\).*out_of_domain='ignore'",
+        ):
             calc.get_potential_energy(squeezed)
         assert "energy" not in calc.results
     assert isinstance(OutOfDomainError("x"), SINetInputError)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert np.isfinite(SINetCalculator(water_model(domain), out_of_domain="ignore")
-                           .get_potential_energy(squeezed))
+        assert np.isfinite(SINetCalculator(water_model(domain), out_of_domain="ignore").get_potential_energy(squeezed))
     with pytest.warns(OutOfDomainWarning, match=r"\(H-O\) are 0.310 Å apart, much closer"):
         SINetCalculator(water_model(domain, zbl=True)).get_potential_energy(squeezed)
 
@@ -94,20 +108,32 @@ def test_far_outside_the_domain_is_an_error_by_default_every_time():
 def test_the_severity_of_neighbour_counts_and_energies():
     """Outside: over 2x the most neighbours or an energy over one margin beyond the training
     range; far outside: over 8x, or 10 margins (margin: the range, at least 1 eV/atom)."""
-    domain = {"min_distance": {"H-H": 0.7}, "max_neighbours": 3,
-              "energy_per_atom": [100.0, 100.5], "atomic_energies": {}}
+    domain = {
+        "min_distance": {"H-H": 0.7},
+        "max_neighbours": 3,
+        "energy_per_atom": [100.0, 100.5],
+        "atomic_energies": {},
+    }
     check = DomainCheck(domain)
     crowded = Atoms("H", positions=[[0, 0, 0]], cell=[1.0, 1.0, 1.0], pbc=True)  # 92 neighbours
     outside, far = check(atoms_to_graph(crowded, 3.0, ["H", "O"]))
-    assert outside == [] and far == ["an atom has 92 neighbours within the cutoff, the training data "
-                                     "at most 3 (a too-small or degenerate periodic cell?)"]
+    assert outside == [] and far == [
+        "an atom has 92 neighbours within the cutoff, the training data "
+        "at most 3 (a too-small or degenerate periodic cell?)"
+    ]
     roomy = Atoms("H", positions=[[0, 0, 0]], cell=[2.0, 2.0, 2.0], pbc=True)  # 18 neighbours: > 6, < 24
     graph = atoms_to_graph(roomy, 3.0, ["H", "O"])
     assert len(check(graph)[0]) == 1 and check(graph)[1] == []
     lone = Atoms("H", positions=[[0, 0, 0]])
     graph = atoms_to_graph(lone, 3.0, ["H", "O"])
-    for energy, levels in ((100.2, (0, 0)), (101.6, (1, 0)), (98.9, (1, 0)), (111.0, (0, 1)),
-                           (89.0, (0, 1)), (-1.7e14, (0, 1))):
+    for energy, levels in (
+        (100.2, (0, 0)),
+        (101.6, (1, 0)),
+        (98.9, (1, 0)),
+        (111.0, (0, 1)),
+        (89.0, (0, 1)),
+        (-1.7e14, (0, 1)),
+    ):
         outside, far = check(graph, energy)
         assert (len(outside), len(far)) == levels, energy
     outside, far = DomainCheck(domain, repulsive=True)(graph, 111.0)  # ZBL: high energies are physical
@@ -115,12 +141,15 @@ def test_the_severity_of_neighbour_counts_and_energies():
 
 
 def test_a_tiny_periodic_cell_and_an_absurd_energy_are_out_of_domain():
-    domain = {"min_distance": {"H-H": 0.7}, "max_neighbours": 3,
-              "energy_per_atom": [100.0, 100.5], "atomic_energies": {}}
+    domain = {
+        "min_distance": {"H-H": 0.7},
+        "max_neighbours": 3,
+        "energy_per_atom": [100.0, 100.5],
+        "atomic_energies": {},
+    }
     crowded = Atoms("H", positions=[[0, 0, 0]], cell=[1.0, 1.0, 1.0], pbc=True)
     problems = domain_problems(atoms_to_graph(crowded, 3.0, ["H", "O"]), domain, energy=-1.7e14)
-    assert any("an atom has 92 neighbours within the cutoff, the training data at most 3" in p
-               for p in problems)
+    assert any("an atom has 92 neighbours within the cutoff, the training data at most 3" in p for p in problems)
     assert any("-1.7e+14 eV/atom above the atomic references" in p for p in problems)
 
 
@@ -155,8 +184,9 @@ def test_sinet_md_stops_with_exit_code_3_when_the_run_goes_far_outside(tmp_path,
 
     monkeypatch.setattr(Calculator, "_check_domain", check)
     traj = tmp_path / "md.extxyz"
-    code = md_main(["ethanol", "--steps", "20", "--interval", "2", "--trajectory", str(traj),
-                    "--no-progress", "--compile", "off"])
+    code = md_main(
+        ["ethanol", "--steps", "20", "--interval", "2", "--trajectory", str(traj), "--no-progress", "--compile", "off"]
+    )
     err = capsys.readouterr().err
     assert code == 3, err
     assert "the MD became unstable at step" in err and "far outside the potential's training data" in err

@@ -21,16 +21,24 @@ def model_file(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script, args, expect", [
-    ("md_nve.py", ["--steps", "20"], "energy drift"),
-    ("md_langevin.py", ["--steps", "20", "--trajectory", "{tmp}/t.traj"], "trajectory written"),
-    ("relax.py", ["--steps", "5"], "converged"),
-    ("relax.py", ["--crystal", "Cu", "--steps", "3"], "cell lengths"),
-    ("md_npt.py", ["--crystal", "Cu", "--steps", "10"], "final volume per atom"),
-])
+@pytest.mark.parametrize(
+    "script, args, expect",
+    [
+        ("md_nve.py", ["--steps", "20"], "energy drift"),
+        ("md_langevin.py", ["--steps", "20", "--trajectory", "{tmp}/t.traj"], "trajectory written"),
+        ("relax.py", ["--steps", "5"], "converged"),
+        ("relax.py", ["--crystal", "Cu", "--steps", "3"], "cell lengths"),
+        ("md_npt.py", ["--crystal", "Cu", "--steps", "10"], "final volume per atom"),
+    ],
+)
 def test_example_runs(script, args, expect, model_file, tmp_path):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    result = subprocess.run([sys.executable, str(EXAMPLES / script), str(model_file), *args],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), str(model_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert expect in result.stdout

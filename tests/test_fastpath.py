@@ -36,8 +36,9 @@ def md_trajectory(calc, steps, atoms=None):
 
     def record():
         graph = atoms_to_graph(atoms, calc.model.cutoff)
-        frames.append((atoms.positions.copy(), atoms.get_forces().copy(), atoms.get_potential_energy(),
-                       graph.edge_index.shape[1]))
+        frames.append(
+            (atoms.positions.copy(), atoms.get_forces().copy(), atoms.get_potential_energy(), graph.edge_index.shape[1])
+        )
 
     dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
     dyn.attach(record, interval=1)
@@ -119,8 +120,9 @@ def test_precomputed_gradient_stress_and_any_output_gradient(no_inductor):
     out_grad = weighted_energy_gradient(fast, graph, weights)
     torch.testing.assert_close(out_grad, ref_grad, rtol=1e-12, atol=1e-12)
     # double backward: d/dx of sum(forces^2), through create_graph
-    torch.testing.assert_close(force_norm_gradient(fast, graph), force_norm_gradient(eager, graph),
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        force_norm_gradient(fast, graph), force_norm_gradient(eager, graph), rtol=1e-10, atol=1e-12
+    )
 
 
 def _network_inputs(model, graph, positions):
@@ -147,7 +149,7 @@ def force_norm_gradient(model, graph):
     network = model._compiled_network or model.network_energies
     energy = network(species, graph.edge_index, vectors).sum()
     (forces,) = torch.autograd.grad(energy, [positions], create_graph=True)
-    (grad,) = torch.autograd.grad((forces ** 2).sum(), [positions])
+    (grad,) = torch.autograd.grad((forces**2).sum(), [positions])
     return grad
 
 
@@ -177,6 +179,7 @@ def test_a_failed_compilation_falls_back_under_auto_and_raises_under_true(monkey
     def broken_compile(fn, **kwargs):
         def run(*args):
             raise RuntimeError("C++ compile error\nlong compiler output")
+
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
@@ -213,6 +216,7 @@ def test_energy_only_calls_stay_eager(no_inductor):
 
 # ------------------------------------------------------------------ with inductor (slow)
 
+
 def _compiles_here():
     return fastpath.compile_problem("cpu") is None
 
@@ -248,12 +252,14 @@ def test_cached_artefacts_are_not_reused_for_another_model_or_dtype(tmp_path, mo
     atoms = hot_ethanol()
     atoms.rattle(0.02, seed=3)
     tiny = dict(lmax=1, num_layers=1)  # three cold compilations: the smallest graph that has them
-    cases = [("first", tiny, "float64", "compiled and saved"),
-             ("other weights", dict(tiny, seed=1), "float64", "loaded"),
-             ("other constant", dict(tiny, avg_num_neighbors=9.0), "float64", "compiled and saved"),
-             ("float32", tiny, "float32", "compiled and saved"),
-             ("no saved network", dict(tiny, seed=2), "float64", None),
-             ("no saved network, other weights", dict(tiny, seed=3), "float64", None)]
+    cases = [
+        ("first", tiny, "float64", "compiled and saved"),
+        ("other weights", dict(tiny, seed=1), "float64", "loaded"),
+        ("other constant", dict(tiny, avg_num_neighbors=9.0), "float64", "compiled and saved"),
+        ("float32", tiny, "float32", "compiled and saved"),
+        ("no saved network", dict(tiny, seed=2), "float64", None),
+        ("no saved network, other weights", dict(tiny, seed=3), "float64", None),
+    ]
     counters.clear()
     for name, change, dtype, state in cases:
         if state is None:
@@ -266,17 +272,18 @@ def test_cached_artefacts_are_not_reused_for_another_model_or_dtype(tmp_path, mo
         network = compiled_network(fast.model)
         assert network.active and network.artefact_state == state, (name, network.artefact_state)
         np.testing.assert_allclose(f_out, f_ref, rtol=tol, atol=tol, err_msg=name)
-        assert fast.get_potential_energy(atoms) == pytest.approx(eager.get_potential_energy(atoms),
-                                                                 rel=tol, abs=tol), name
+        assert fast.get_potential_energy(atoms) == pytest.approx(eager.get_potential_energy(atoms), rel=tol, abs=tol), (
+            name
+        )
         # another structure (atoms and edges are dynamic): no recompilation, same numbers
         other = molecule("CH3OH")
-        np.testing.assert_allclose(fast.get_forces(other), eager.get_forces(other), rtol=tol, atol=tol,
-                                   err_msg=name)
+        np.testing.assert_allclose(fast.get_forces(other), eager.get_forces(other), rtol=tol, atol=tol, err_msg=name)
     # the last compilation came from inductor's AOTAutograd cache (our autograd.Functions allowed)
     assert counters["aot_autograd"]["autograd_cache_hit"] >= 1, dict(counters["aot_autograd"])
 
 
 # ------------------------------------------------------------------ sinet-md
+
 
 def test_sinet_md_compiles_long_runs_only():
     from sinet_ase.md import compile_mode
@@ -284,7 +291,7 @@ def test_sinet_md_compiles_long_runs_only():
     long_run = fastpath.MD_AUTO_COMPILE_STEPS
     assert compile_mode("auto", long_run) == AutoCompile(after_calls=0)
     assert compile_mode("auto", long_run - 1) is False
-    assert compile_mode("on", 1) is True and compile_mode("off", 10 ** 6) is False
+    assert compile_mode("on", 1) is True and compile_mode("off", 10**6) is False
 
 
 def test_sinet_md_help_and_summary_name_the_compile_state(tmp_path, capsys, monkeypatch):
@@ -300,8 +307,21 @@ def test_sinet_md_help_and_summary_name_the_compile_state(tmp_path, capsys, monk
     monkeypatch.setattr("sinet_ase.md.compile_problem", lambda device: "no working C++ compiler found")
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompileFallbackWarning)  # reported in the summary instead
-        assert md_main(["ethanol", "--steps", "4", "--interval", "2", "--no-progress",
-                        "--trajectory", str(tmp_path / "t.traj")]) == 0
+        assert (
+            md_main(
+                [
+                    "ethanol",
+                    "--steps",
+                    "4",
+                    "--interval",
+                    "2",
+                    "--no-progress",
+                    "--trajectory",
+                    str(tmp_path / "t.traj"),
+                ]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     assert "start-up (model, first force call): " in out
     assert "network eager: no working C++ compiler found" in out

@@ -5,9 +5,14 @@ import os
 import numpy as np
 import pytest
 
-from sinet_ase.files import (arrays_sha256, atomic_write, atomic_write_text, read_checksummed_npz,
-                             remove_stale_temp_files,
-                             write_checksummed_npz)
+from sinet_ase.files import (
+    arrays_sha256,
+    atomic_write,
+    atomic_write_text,
+    read_checksummed_npz,
+    remove_stale_temp_files,
+    write_checksummed_npz,
+)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -13,11 +13,8 @@ from sinet_ase.testing import emt_frames
 from sinet_ase.train import Trainer
 from sinet_ase.train.config import TrainConfig
 
-TINY = {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16,
-        "radial_hidden": 16}
+TINY = {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16, "radial_hidden": 16}
 EMBEDDING = "backbone.embedding.species_embedding.weight"
-
-
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +30,17 @@ def config(data_dir, run_dir, files=("ethanol", "water"), model=None, **training
     raw = {
         "run_dir": str(run_dir),
         "seed": 1,
-        "data": {"train": [str(data_dir / f"{name}.extxyz") for name in files],
-                 "valid_size": 0.2, "test_size": 0.0},
+        "data": {"train": [str(data_dir / f"{name}.extxyz") for name in files], "valid_size": 0.2, "test_size": 0.0},
         "model": dict(TINY) if model is None else model,
-        "training": {"epochs": 3, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0,
-                     "ema_decay": 0.5, "dtype": "float64", **training},
+        "training": {
+            "epochs": 3,
+            "batch_size": 4,
+            "lr": 5e-3,
+            "warmup_epochs": 0,
+            "ema_decay": 0.5,
+            "dtype": "float64",
+            **training,
+        },
     }
     return TrainConfig.from_dict(raw)
 
@@ -51,8 +54,7 @@ def base_model(data_dir, tmp_path_factory):
 
 
 def test_finetuning_starts_at_the_saved_model_and_lowers_the_loss(data_dir, base_model, tmp_path):
-    trainer = Trainer(config(data_dir, tmp_path / "ft", model={"init_from": str(base_model)}),
-                      quiet=True)
+    trainer = Trainer(config(data_dir, tmp_path / "ft", model={"init_from": str(base_model)}), quiet=True)
     loaded = load_model(base_model).double()
     assert trainer.model.config == loaded.config  # architecture, statistics and (same data) E0s
     valid = trainer.graphs["valid"]
@@ -66,8 +68,13 @@ def test_finetuning_starts_at_the_saved_model_and_lowers_the_loss(data_dir, base
 
 
 def test_new_element_gets_fresh_rows_and_old_elements_keep_theirs(data_dir, base_model, tmp_path):
-    cfg = config(data_dir, tmp_path / "ft", files=("ethanol", "water", "ammonia"),
-                 model={"init_from": str(base_model), "cutoff": 4.0}, epochs=1)
+    cfg = config(
+        data_dir,
+        tmp_path / "ft",
+        files=("ethanol", "water", "ammonia"),
+        model={"init_from": str(base_model), "cutoff": 4.0},
+        epochs=1,
+    )
     trainer = Trainer(cfg, quiet=True)
     stored = read_model_file(base_model)
     assert stored["elements"] == ["H", "C", "O"]
@@ -95,8 +102,9 @@ def test_new_element_gets_fresh_rows_and_old_elements_keep_theirs(data_dir, base
 
 
 def test_frozen_backbone_stays_bit_identical(data_dir, base_model, tmp_path):
-    trainer = Trainer(config(data_dir, tmp_path / "ft", model={"init_from": str(base_model)},
-                             freeze=["backbone"]), quiet=True)
+    trainer = Trainer(
+        config(data_dir, tmp_path / "ft", model={"init_from": str(base_model)}, freeze=["backbone"]), quiet=True
+    )
     model = trainer.model
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.energy_mlp.parameters())
@@ -120,13 +128,22 @@ def test_freeze_errors(data_dir, base_model, tmp_path):
         config(data_dir, tmp_path / "b", model={"init_from": str(base_model)}, freeze=["head"])
     # a new element's embedding would stay random under a frozen backbone
     with pytest.raises(ConfigError, match="N .*random start"):
-        Trainer(config(data_dir, tmp_path / "c", files=("ethanol", "ammonia"),
-                       model={"init_from": str(base_model)}, freeze="backbone"), quiet=True)
+        Trainer(
+            config(
+                data_dir,
+                tmp_path / "c",
+                files=("ethanol", "ammonia"),
+                model={"init_from": str(base_model)},
+                freeze="backbone",
+            ),
+            quiet=True,
+        )
 
 
 def test_init_from_a_shipped_name(data_dir, tmp_path):
-    trainer = Trainer(config(data_dir, tmp_path / "ft", model={"init_from": "sinet-xtb-md17"},
-                             dtype="float32"), quiet=True)
+    trainer = Trainer(
+        config(data_dir, tmp_path / "ft", model={"init_from": "sinet-xtb-md17"}, dtype="float32"), quiet=True
+    )
     stored = read_model_file(pretrained_path("sinet-xtb-md17"))
     assert trainer.model.elements == stored["elements"] == ["H", "C", "N", "O"]
     for key, value in stored["state_dict"].items():
@@ -143,8 +160,7 @@ def test_init_from_a_shipped_name(data_dir, tmp_path):
 
 
 def test_model_keys_that_differ_from_the_file(data_dir, base_model, tmp_path):
-    model = {"init_from": str(base_model), "channels": 16, "lmax": 1, "cutoff": 3.0,
-             "elements": ["H", "C", "O", "N"]}
+    model = {"init_from": str(base_model), "channels": 16, "lmax": 1, "cutoff": 3.0, "elements": ["H", "C", "O", "N"]}
     with pytest.raises(ConfigError) as err:
         Trainer(config(data_dir, tmp_path / "a", model=model), quiet=True)
     message = str(err.value)
@@ -160,8 +176,7 @@ def test_model_keys_that_differ_from_the_file(data_dir, base_model, tmp_path):
 
 def test_resume_of_a_finetuning_run(data_dir, base_model, tmp_path):
     def make(run, **kw):
-        return config(data_dir, tmp_path / run, model={"init_from": str(base_model)},
-                      epochs=2, **kw)
+        return config(data_dir, tmp_path / run, model={"init_from": str(base_model)}, epochs=2, **kw)
 
     full = Trainer(make("full", freeze=["backbone"]), quiet=True)
     full.run()

@@ -34,8 +34,9 @@ def test_periodic_cell_smaller_than_cutoff():
 
 
 def test_triclinic_cell_matches_ase(rng):
-    atoms = Atoms("Cu3", scaled_positions=rng.uniform(size=(3, 3)),
-                  cell=[[3.0, 0, 0], [1.1, 2.9, 0], [0.6, -0.8, 3.2]], pbc=True)
+    atoms = Atoms(
+        "Cu3", scaled_positions=rng.uniform(size=(3, 3)), cell=[[3.0, 0, 0], [1.1, 2.9, 0], [0.6, -0.8, 3.2]], pbc=True
+    )
     _assert_same_as_ase(atoms, 4.5)
 
 

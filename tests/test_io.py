@@ -17,18 +17,41 @@ from sinet_ase.testing import FullDiskFile
 
 def make_model(seed=0):
     torch.manual_seed(seed)
-    return SINet(elements=["H", "O"], cutoff=3.0, lmax=1, channels=4, num_layers=1,
-                 mlp_hidden=8, radial_hidden=8, avg_num_neighbors=2.0)
+    return SINet(
+        elements=["H", "O"],
+        cutoff=3.0,
+        lmax=1,
+        channels=4,
+        num_layers=1,
+        mlp_hidden=8,
+        radial_hidden=8,
+        avg_num_neighbors=2.0,
+    )
 
 
 def test_numpy_path_and_date_metadata_are_stored_as_plain_types(tmp_path):
-    metadata = {"loss": np.float64(0.25), "epochs": np.int64(3), "shift": np.array([1.0, 2.0]),
-                "data": Path("data/train.extxyz"), "made": datetime.date(2026, 1, 2),
-                "nested": {"pair": (np.float32(0.5), "x")}, "ok": True, "none": None}
+    metadata = {
+        "loss": np.float64(0.25),
+        "epochs": np.int64(3),
+        "shift": np.array([1.0, 2.0]),
+        "data": Path("data/train.extxyz"),
+        "made": datetime.date(2026, 1, 2),
+        "nested": {"pair": (np.float32(0.5), "x")},
+        "ok": True,
+        "none": None,
+    }
     save_model(make_model(), tmp_path / "m.pt", metadata=metadata)
     loaded = load_model(tmp_path / "m.pt").metadata
-    assert loaded == {"loss": 0.25, "epochs": 3, "shift": [1.0, 2.0], "data": "data/train.extxyz",
-                      "made": "2026-01-02", "nested": {"pair": [0.5, "x"]}, "ok": True, "none": None}
+    assert loaded == {
+        "loss": 0.25,
+        "epochs": 3,
+        "shift": [1.0, 2.0],
+        "data": "data/train.extxyz",
+        "made": "2026-01-02",
+        "nested": {"pair": [0.5, "x"]},
+        "ok": True,
+        "none": None,
+    }
     assert type(loaded["loss"]) is float and type(loaded["epochs"]) is int
 
 

@@ -30,9 +30,11 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ipi"
 def input_xml(address, pbc):
     """The example's input.xml with a socket of its own, STEPS steps and the given pbc."""
     text = (EXAMPLE / "input.xml").read_text()
-    for old, new in (("<address>sinet</address>", f"<address>{address}</address>"),
-                     ("<total_steps>200</total_steps>", f"<total_steps>{STEPS}</total_steps>"),
-                     ("pbc='false'", f"pbc='{str(pbc).lower()}'")):
+    for old, new in (
+        ("<address>sinet</address>", f"<address>{address}</address>"),
+        ("<total_steps>200</total_steps>", f"<total_steps>{STEPS}</total_steps>"),
+        ("pbc='false'", f"pbc='{str(pbc).lower()}'"),
+    ):
         assert old in text, f"examples/ipi/input.xml no longer holds {old}"
         text = text.replace(old, new)
     return text
@@ -62,11 +64,11 @@ def ipi_ev_per_ase_ev():
 
 def write_ipi_xyz(path, atoms, cellpar):
     """i-PI's xyz: the cell as a, b, c, alpha, beta, gamma in the comment line."""
-    lines = [str(len(atoms)),
-             "# CELL(abcABC): " + " ".join(f"{x:.10f}" for x in cellpar)
-             + " positions{angstrom} cell{angstrom}"]
-    lines += [f"{s} {x:.10f} {y:.10f} {z:.10f}" for s, (x, y, z) in
-              zip(atoms.get_chemical_symbols(), atoms.positions)]
+    lines = [
+        str(len(atoms)),
+        "# CELL(abcABC): " + " ".join(f"{x:.10f}" for x in cellpar) + " positions{angstrom} cell{angstrom}",
+    ]
+    lines += [f"{s} {x:.10f} {y:.10f} {z:.10f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)]
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -78,12 +80,15 @@ def run_ipi(tmp_path, model, pbc, client_structure="init.xyz"):
     (tmp_path / "input.xml").write_text(input_xml(address, pbc))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with open(tmp_path / "server.log", "w") as log:
-        ipi = subprocess.Popen([server, "input.xml"], cwd=tmp_path, stdout=log,
-                               stderr=subprocess.STDOUT, env=env)
-        client = subprocess.Popen(CLIENT + [str(model), client_structure, "--unix", address,
-                                            "--wait", "60"],
-                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=env)
+        ipi = subprocess.Popen([server, "input.xml"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+        client = subprocess.Popen(
+            CLIENT + [str(model), client_structure, "--unix", address, "--wait", "60"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         try:
             deadline = time.monotonic() + 300
             while client.poll() is None and time.monotonic() < deadline:
@@ -102,7 +107,8 @@ def run_ipi(tmp_path, model, pbc, client_structure="init.xyz"):
                     process.kill()
             Path(unix_socket_path(address)).unlink(missing_ok=True)  # left by a crashed i-PI
     assert ipi.returncode == 0 and client.returncode == 0, (
-        f"client:\n{stderr[-2000:]}\ni-PI:\n{(tmp_path / 'server.log').read_text()[-2000:]}")
+        f"client:\n{stderr[-2000:]}\ni-PI:\n{(tmp_path / 'server.log').read_text()[-2000:]}"
+    )
     assert f"after {STEPS + 1} force evaluations" in stdout
     properties = np.loadtxt(tmp_path / "sim.out", ndmin=2)
     frames = read(tmp_path / "sim.pos_0.extxyz", index=":")
@@ -126,8 +132,7 @@ def test_ipi_nve_molecule_energies_match_the_calculator(tmp_path):
     assert np.ptp(potential) > 0.01, "the molecule must move for the check to mean anything"
     # the client sends hartree with ASE's constant, i-PI prints eV with its own: they differ by
     # 1e-7, i.e. 4e-4 eV at 4,200 eV; i-PI prints 9 significant digits (1e-5 eV here)
-    np.testing.assert_allclose(potential, np.array(reference) / ipi_ev_per_ase_ev(),
-                               rtol=0, atol=5e-5)
+    np.testing.assert_allclose(potential, np.array(reference) / ipi_ev_per_ase_ev(), rtol=0, atol=5e-5)
     # forces in the right units: NVE conserves i-PI's energy far better than the potential moves
     conserved = properties[:, CONSERVED]
     assert np.ptp(conserved) < 0.05 * np.ptp(potential)
@@ -137,8 +142,16 @@ def test_ipi_nve_molecule_energies_match_the_calculator(tmp_path):
 @pytest.mark.slow
 def test_ipi_periodic_virial_matches_the_stress(tmp_path):
     torch.manual_seed(0)
-    model = SINet(elements=["Cu"], cutoff=4.0, lmax=1, channels=8, num_layers=1, mlp_hidden=16,
-                  radial_hidden=16, avg_num_neighbors=12.0)
+    model = SINet(
+        elements=["Cu"],
+        cutoff=4.0,
+        lmax=1,
+        channels=8,
+        num_layers=1,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=12.0,
+    )
     save_model(model, tmp_path / "cu.pt")
     crystal = bulk("Cu", "fcc", a=3.7).repeat((2, 2, 2))  # triclinic cell (primitive fcc)
     cellpar = crystal.cell.cellpar()
@@ -146,18 +159,17 @@ def test_ipi_periodic_virial_matches_the_stress(tmp_path):
     crystal.set_cell(crystal.cell.fromcellpar(cellpar), scale_atoms=True)
     write_ipi_xyz(tmp_path / "init.xyz", crystal, cellpar)
     crystal.write(tmp_path / "client.extxyz")  # i-PI's xyz has no pbc: the client needs one
-    properties, frames = run_ipi(tmp_path, tmp_path / "cu.pt", pbc=True,
-                                 client_structure="client.extxyz")
+    properties, frames = run_ipi(tmp_path, tmp_path / "cu.pt", pbc=True, client_structure="client.extxyz")
     calc = SINetCalculator(tmp_path / "cu.pt")
     for k, frame in enumerate(frames):
         frame.set_cell(crystal.cell)
         frame.pbc = True
         frame.calc = calc
         assert properties[k, POTENTIAL] == pytest.approx(
-            frame.get_potential_energy() / ipi_ev_per_ase_ev(), rel=1e-8, abs=1e-6)
+            frame.get_potential_energy() / ipi_ev_per_ase_ev(), rel=1e-8, abs=1e-6
+        )
         stress = frame.get_stress()  # ASE: xx, yy, zz, yz, xz, xy; i-PI: xx, yy, zz, xy, xz, yz
-        np.testing.assert_allclose(properties[k, VIRIAL], -stress[[0, 1, 2, 5, 4, 3]],
-                                   rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(properties[k, VIRIAL], -stress[[0, 1, 2, 5, 4, 3]], rtol=1e-6, atol=1e-8)
     assert np.abs(properties[:, VIRIAL]).max() > 1e-3
 
 

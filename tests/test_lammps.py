@@ -27,9 +27,21 @@ NKTV2P = 1.6021765e6  # LAMMPS's pressure unit factor in units metal (bar per eV
 
 def make_model():
     torch.manual_seed(0)
-    return SINet(ELEMENTS, cutoff=3.5, lmax=2, channels=8, num_layers=2, mlp_hidden=16,
-                 radial_hidden=16, avg_num_neighbors=8.0,
-                 atomic_energies={"H": -0.5, "C": -1.0, "O": -2.0, "Cu": -3.0}).double().eval()
+    return (
+        SINet(
+            ELEMENTS,
+            cutoff=3.5,
+            lmax=2,
+            channels=8,
+            num_layers=2,
+            mlp_hidden=16,
+            radial_hidden=16,
+            avg_num_neighbors=8.0,
+            atomic_energies={"H": -0.5, "C": -1.0, "O": -2.0, "Cu": -3.0},
+        )
+        .double()
+        .eval()
+    )
 
 
 def rel(a, b):
@@ -63,8 +75,12 @@ def reference(model, atoms):
     graph = atoms_to_graph(atoms, model.cutoff, model.elements)
     out = model(graph, compute_forces=True, compute_stress=True)
     volume = abs(np.linalg.det(atoms.cell.array))
-    return {"energy": float(out["energy"][0].detach()), "energies": out["energies"].detach().numpy(),
-            "forces": out["forces"].detach().numpy(), "virial": -out["stress"][0].detach().numpy() * volume}
+    return {
+        "energy": float(out["energy"][0].detach()),
+        "energies": out["energies"].detach().numpy(),
+        "forces": out["forces"].detach().numpy(),
+        "virial": -out["stress"][0].detach().numpy() * volume,
+    }
 
 
 def test_exported_package_gives_the_calculators_numbers(model, package):
@@ -102,16 +118,26 @@ def single_point_input(package, names, folder):
     and prints energy, virial pressure and volume; forces go to ``<name>.forces``."""
     lines = []
     for name in names:
-        lines += ["clear", "units metal", "atom_style atomic", f"boundary {BOUNDARY[name]}",
-                  f"read_data {name}.data", "pair_style sinet",
-                  f"pair_coeff * * {package} {' '.join(ELEMENTS)}",
-                  "compute pv all pressure NULL virial", "compute pea all pe/atom",
-                  "compute sa all stress/atom NULL virial", "compute graph all pair sinet",
-                  f"dump d all custom 1 {name}.forces id fx fy fz c_pea " + " ".join(f"c_sa[{k}]" for k in range(1, 7)),
-                  "dump_modify d sort id format float %.17g", "run 0",
-                  f'print "SINET {name} $(pe:%.17g) $(c_pv[1]:%.17g) $(c_pv[2]:%.17g) $(c_pv[3]:%.17g) '
-                  '$(c_pv[4]:%.17g) $(c_pv[5]:%.17g) $(c_pv[6]:%.17g) $(vol:%.17g) '
-                  '$(c_graph[1]) $(c_graph[4])"', "undump d"]
+        lines += [
+            "clear",
+            "units metal",
+            "atom_style atomic",
+            f"boundary {BOUNDARY[name]}",
+            f"read_data {name}.data",
+            "pair_style sinet",
+            f"pair_coeff * * {package} {' '.join(ELEMENTS)}",
+            "compute pv all pressure NULL virial",
+            "compute pea all pe/atom",
+            "compute sa all stress/atom NULL virial",
+            "compute graph all pair sinet",
+            f"dump d all custom 1 {name}.forces id fx fy fz c_pea " + " ".join(f"c_sa[{k}]" for k in range(1, 7)),
+            "dump_modify d sort id format float %.17g",
+            "run 0",
+            f'print "SINET {name} $(pe:%.17g) $(c_pv[1]:%.17g) $(c_pv[2]:%.17g) $(c_pv[3]:%.17g) '
+            "$(c_pv[4]:%.17g) $(c_pv[5]:%.17g) $(c_pv[6]:%.17g) $(vol:%.17g) "
+            '$(c_graph[1]) $(c_graph[4])"',
+            "undump d",
+        ]
     path = folder / "in.single"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -132,9 +158,15 @@ def read_results(output, folder, names):
         # stress/atom is -(per-atom virial) in pressure x volume units
         w = -dump[:, 5:11].sum(axis=0) / NKTV2P
         atom_virial = np.array([[w[0], w[3], w[4]], [w[3], w[1], w[5]], [w[4], w[5], w[2]]])
-        results[name] = {"energy": values[0], "virial": virial, "forces": dump[:, 1:4],
-                         "nodes": nodes, "local_edges": local_edges,
-                         "energies": dump[:, 4], "summed_atom_virial": atom_virial}
+        results[name] = {
+            "energy": values[0],
+            "virial": virial,
+            "forces": dump[:, 1:4],
+            "nodes": nodes,
+            "local_edges": local_edges,
+            "energies": dump[:, 4],
+            "summed_atom_virial": atom_virial,
+        }
     return results
 
 
@@ -148,8 +180,9 @@ def test_lammps_gives_the_calculators_energy_forces_and_virial(model, package, p
     for name, atoms in structures.items():
         write_lammps_data(atoms, tmp_path / f"{name}.data", ELEMENTS)
     names = list(structures)
-    result = run_lammps(single_point_input(package, names, tmp_path), nprocs=nprocs, plugin_dir=plugin_dir,
-                        cwd=tmp_path, timeout=600)
+    result = run_lammps(
+        single_point_input(package, names, tmp_path), nprocs=nprocs, plugin_dir=plugin_dir, cwd=tmp_path, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     if nprocs > 1:
         assert "communication cutoff raised to 12.5" in result.stdout  # (2 + 1) x 3.5 Å + 2 Å skin
@@ -176,8 +209,14 @@ def test_example_input_runs_nvt_and_npt(package, plugin_dir, tmp_path):
     from sinet_ase.lammps import run_lammps
 
     example = Path(__file__).resolve().parents[1] / "examples" / "lammps" / "in.cu"
-    result = run_lammps(example, nprocs=2, plugin_dir=plugin_dir, cwd=tmp_path, timeout=600,
-                        extra_args=["-var", "model", str(package), "-var", "n", "2", "-var", "steps", "20"])
+    result = run_lammps(
+        example,
+        nprocs=2,
+        plugin_dir=plugin_dir,
+        cwd=tmp_path,
+        timeout=600,
+        extra_args=["-var", "model", str(package), "-var", "n", "2", "-var", "steps", "20"],
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("Loop time of") == 2
 
@@ -196,12 +235,27 @@ def test_lammps_nve_conserves_energy_as_the_calculator_does(model, package, plug
     atoms = domain_test_structures()["triclinic"]
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(1))
     write_lammps_data(atoms, tmp_path / "nve.data", ELEMENTS, velocities=True)
-    (tmp_path / "in.nve").write_text("\n".join([
-        "units metal", "atom_style atomic", "boundary p p p", "read_data nve.data",
-        "pair_style sinet", f"pair_coeff * * {package} {' '.join(ELEMENTS)}",
-        "neighbor 0.5 bin", "neigh_modify every 1 delay 0 check yes",
-        "timestep 0.0005", "fix integrate all nve", "thermo 10", "thermo_style custom step pe ke etotal",
-        "thermo_modify format float %.17g", "run 1000"]) + "\n")
+    (tmp_path / "in.nve").write_text(
+        "\n".join(
+            [
+                "units metal",
+                "atom_style atomic",
+                "boundary p p p",
+                "read_data nve.data",
+                "pair_style sinet",
+                f"pair_coeff * * {package} {' '.join(ELEMENTS)}",
+                "neighbor 0.5 bin",
+                "neigh_modify every 1 delay 0 check yes",
+                "timestep 0.0005",
+                "fix integrate all nve",
+                "thermo 10",
+                "thermo_style custom step pe ke etotal",
+                "thermo_modify format float %.17g",
+                "run 1000",
+            ]
+        )
+        + "\n"
+    )
     result = run_lammps(tmp_path / "in.nve", nprocs=2, plugin_dir=plugin_dir, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = re.findall(r"^\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", result.stdout, re.MULTILINE)
@@ -221,13 +275,16 @@ def test_lammps_nve_conserves_energy_as_the_calculator_does(model, package, plug
     assert builds and int(builds.group(1)) > 0  # atoms crossed the skin: graphs were rebuilt
 
 
-@pytest.mark.parametrize("case, pair_coeff, message", [
-    ("missing file", "pair_coeff * * {missing} H C O Cu", "cannot read the model file"),
-    ("not a package", "pair_coeff * * {not_package} H C O Cu", "not a loadable AOTInductor package"),
-    ("element missing", "pair_coeff * * {package} H C O", "needs one element per atom type: 4 types, 3"),
-    ("unknown element", "pair_coeff * * {package} H C O Zn", "element Zn (atom type 4) is not in the model"),
-    ("hybrid syntax", "pair_coeff * * sinet {package} H C O Cu", "belongs only after pair_style hybrid"),
-])
+@pytest.mark.parametrize(
+    "case, pair_coeff, message",
+    [
+        ("missing file", "pair_coeff * * {missing} H C O Cu", "cannot read the model file"),
+        ("not a package", "pair_coeff * * {not_package} H C O Cu", "not a loadable AOTInductor package"),
+        ("element missing", "pair_coeff * * {package} H C O", "needs one element per atom type: 4 types, 3"),
+        ("unknown element", "pair_coeff * * {package} H C O Zn", "element Zn (atom type 4) is not in the model"),
+        ("hybrid syntax", "pair_coeff * * sinet {package} H C O Cu", "belongs only after pair_style hybrid"),
+    ],
+)
 def test_bad_pair_coeff_is_a_clear_lammps_error(package, plugin_dir, tmp_path, case, pair_coeff, message):
     from sinet_ase.lammps import run_lammps, write_lammps_data
 
@@ -235,9 +292,20 @@ def test_bad_pair_coeff_is_a_clear_lammps_error(package, plugin_dir, tmp_path, c
     not_package = tmp_path / "model.pt"
     not_package.write_bytes(b"not a zip archive")
     line = pair_coeff.format(missing=tmp_path / "nowhere.pt2", not_package=not_package, package=package)
-    (tmp_path / "in.bad").write_text("\n".join([
-        "units metal", "atom_style atomic", "boundary f f f", "read_data m.data", "pair_style sinet",
-        line, "run 0"]) + "\n")
+    (tmp_path / "in.bad").write_text(
+        "\n".join(
+            [
+                "units metal",
+                "atom_style atomic",
+                "boundary f f f",
+                "read_data m.data",
+                "pair_style sinet",
+                line,
+                "run 0",
+            ]
+        )
+        + "\n"
+    )
     result = run_lammps(tmp_path / "in.bad", nprocs=1, plugin_dir=plugin_dir, cwd=tmp_path, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode != 0, case
@@ -249,8 +317,19 @@ def test_wrong_units_is_a_clear_lammps_error(package, plugin_dir, tmp_path):
     from sinet_ase.lammps import run_lammps, write_lammps_data
 
     write_lammps_data(domain_test_structures()["molecule"], tmp_path / "m.data", ELEMENTS)
-    (tmp_path / "in.units").write_text("\n".join([
-        "units real", "atom_style atomic", "boundary f f f", "read_data m.data", "pair_style sinet",
-        f"pair_coeff * * {package} {' '.join(ELEMENTS)}", "run 0"]) + "\n")
+    (tmp_path / "in.units").write_text(
+        "\n".join(
+            [
+                "units real",
+                "atom_style atomic",
+                "boundary f f f",
+                "read_data m.data",
+                "pair_style sinet",
+                f"pair_coeff * * {package} {' '.join(ELEMENTS)}",
+                "run 0",
+            ]
+        )
+        + "\n"
+    )
     result = run_lammps(tmp_path / "in.units", plugin_dir=plugin_dir, cwd=tmp_path, timeout=300)
     assert result.returncode != 0 and "requires `units metal`" in result.stdout + result.stderr

@@ -25,9 +25,13 @@ def module_names():
 def is_main_block(node):
     """``if __name__ == "__main__":`` at module level."""
     test = getattr(node, "test", None)
-    return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
-            and isinstance(test.left, ast.Name) and test.left.id == "__name__"
-            and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators))
+    return (
+        isinstance(node, ast.If)
+        and isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+    )
 
 
 def imports_of(name, path, names):
@@ -45,8 +49,9 @@ def imports_of(name, path, names):
                 base = base.rsplit(".", 1)[0]
             module = (f"{base}.{node.module}" if node.module else base) if node.level else node.module
             # "from package import module" names the module, "from module import name" the module
-            targets = [f"{module}.{alias.name}" if f"{module}.{alias.name}" in names else module
-                       for alias in node.names]
+            targets = [
+                f"{module}.{alias.name}" if f"{module}.{alias.name}" in names else module for alias in node.names
+            ]
         else:
             continue
         for target in targets:

@@ -52,14 +52,17 @@ def test_monitor_stops_a_structure_that_falls_apart():
         monitor.check()
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--interval", "0", "not a positive whole number"),
-    ("--steps", "-5", "not a positive whole number"),
-    ("--timestep", "-0.5", "not a positive number"),
-    ("--temperature", "-300", "not zero or a positive number"),
-    ("--timestep", "nan", "not a positive number"),
-    ("--trajectory", "out.pdb", "ending in .traj, .extxyz, .xyz"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--interval", "0", "not a positive whole number"),
+        ("--steps", "-5", "not a positive whole number"),
+        ("--timestep", "-0.5", "not a positive number"),
+        ("--temperature", "-300", "not zero or a positive number"),
+        ("--timestep", "nan", "not a positive number"),
+        ("--trajectory", "out.pdb", "ending in .traj, .extxyz, .xyz"),
+    ],
+)
 def test_bad_md_arguments_are_usage_errors(option, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         md_main(["ethanol", option, value])
@@ -92,8 +95,22 @@ def test_os_and_floating_point_errors_are_one_line_errors(tmp_path, capsys, monk
 
 def test_a_blown_up_run_stops_with_exit_code_3_and_keeps_its_trajectory(tmp_path, capsys):
     traj = tmp_path / "hot.extxyz"
-    code = md_main(["ethanol", "--steps", "2000", "--timestep", "20", "--interval", "10",
-                    "--trajectory", str(traj), "--no-progress", "--compile", "off"])
+    code = md_main(
+        [
+            "ethanol",
+            "--steps",
+            "2000",
+            "--timestep",
+            "20",
+            "--interval",
+            "10",
+            "--trajectory",
+            str(traj),
+            "--no-progress",
+            "--compile",
+            "off",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3, err
     assert "the MD became unstable at step" in err and str(traj) in err
@@ -103,6 +120,7 @@ def test_a_blown_up_run_stops_with_exit_code_3_and_keeps_its_trajectory(tmp_path
 
 def test_a_full_disk_during_extxyz_output_keeps_whole_frames_and_says_so(tmp_path, capsys, monkeypatch):
     import builtins
+
     real_open, calls = builtins.open, []
 
     def filling_disk(path, mode="r", *args, **kw):
@@ -112,8 +130,7 @@ def test_a_full_disk_during_extxyz_output_keeps_whole_frames_and_says_so(tmp_pat
 
     monkeypatch.setattr(md_module, "open", filling_disk, raising=False)
     traj = tmp_path / "out.extxyz"
-    assert md_main(["ethanol", "--steps", "30", "--interval", "10", "--trajectory", str(traj),
-                    "--no-progress"]) == 2
+    assert md_main(["ethanol", "--steps", "30", "--interval", "10", "--trajectory", str(traj), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err == f"sinet-md: error: the disk is full ({traj}); free some space and run again\n"
     assert len(read(traj, index=":")) == 2  # the torn third frame was cut off
@@ -121,8 +138,7 @@ def test_a_full_disk_during_extxyz_output_keeps_whole_frames_and_says_so(tmp_pat
 
 def test_each_check_can_be_switched_off_with_inf():
     atoms = emt_ethanol()
-    monitor = StabilityMonitor(atoms, cutoff=float("inf"), max_temperature=float("inf"),
-                               max_drift=float("inf"))
+    monitor = StabilityMonitor(atoms, cutoff=float("inf"), max_temperature=float("inf"), max_drift=float("inf"))
     atoms.set_velocities(np.full((len(atoms), 3), 0.5))
     atoms.positions[8] += [20.0, 0.0, 0.0]
     assert monitor.problem() is None

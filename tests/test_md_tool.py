@@ -31,9 +31,16 @@ def test_every_option_has_help_and_shows_its_default(capsys):
     with pytest.raises(SystemExit):
         md_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("MD steps (default: 2000)", "fs (default: 0.5)", "(default: nve)",
-                  "GPa (1e-4 GPa = 1 bar) (default: 0.0001)", "(default: 100 x --timestep)",
-                  "bussi", "npt-cell", "exit code 130"):
+    for shown in (
+        "MD steps (default: 2000)",
+        "fs (default: 0.5)",
+        "(default: nve)",
+        "GPa (1e-4 GPa = 1 bar) (default: 0.0001)",
+        "(default: 100 x --timestep)",
+        "bussi",
+        "npt-cell",
+        "exit code 130",
+    ):
         assert shown in text
     assert "(default: None)" not in text and "(default: False)" not in text
 
@@ -58,8 +65,15 @@ def test_structure_given_twice_is_a_usage_error(capsys):
 
 
 def _args(**kw):
-    base = dict(ensemble="nve", timestep=0.5, temperature=300.0, friction=0.01, pressure=1e-4,
-                thermostat_time=None, barostat_time=None)
+    base = dict(
+        ensemble="nve",
+        timestep=0.5,
+        temperature=300.0,
+        friction=0.01,
+        pressure=1e-4,
+        thermostat_time=None,
+        barostat_time=None,
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -110,8 +124,25 @@ def test_npt_costs_one_model_call_per_step(tmp_path, capsys, monkeypatch):
         return real(self, atoms, properties, *args, **kw)
 
     monkeypatch.setattr(SINetCalculator, "calculate", counted)
-    assert md_main([str(start), "--potential", "sinet-mlearn-si", "--ensemble", "npt", "--steps",
-                    "12", "--interval", "12", "--trajectory", str(tmp_path / "t.traj")] + FAST) == 0
+    assert (
+        md_main(
+            [
+                str(start),
+                "--potential",
+                "sinet-mlearn-si",
+                "--ensemble",
+                "npt",
+                "--steps",
+                "12",
+                "--interval",
+                "12",
+                "--trajectory",
+                str(tmp_path / "t.traj"),
+            ]
+            + FAST
+        )
+        == 0
+    )
     capsys.readouterr()
     assert all("stress" in p for p in calls)
     assert 12 <= len(calls) <= 12 + 3  # the start, the steps, at most two reports
@@ -129,9 +160,31 @@ def test_npt_on_a_periodic_file_compresses_the_cell_and_logs_volume_and_pressure
     start = tmp_path / "si8.extxyz"
     write(start, bulk("Si", "diamond", a=5.43, cubic=True))
     traj = tmp_path / "npt.traj"
-    assert md_main([str(start), "--potential", "sinet-mlearn-si", "--ensemble", "npt",
-                    "--pressure", "10", "--barostat-time", "20", "--thermostat-time", "20",
-                    "--steps", "30", "--interval", "10", "--trajectory", str(traj)] + FAST) == 0
+    assert (
+        md_main(
+            [
+                str(start),
+                "--potential",
+                "sinet-mlearn-si",
+                "--ensemble",
+                "npt",
+                "--pressure",
+                "10",
+                "--barostat-time",
+                "20",
+                "--thermostat-time",
+                "20",
+                "--steps",
+                "30",
+                "--interval",
+                "10",
+                "--trajectory",
+                str(traj),
+            ]
+            + FAST
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "30 steps of 0.5 fs (npt) on 8 atoms" in out and f"log: {tmp_path / 'npt.log'}" in out
     frames = read(traj, ":")
@@ -152,8 +205,25 @@ def test_npt_on_a_periodic_file_compresses_the_cell_and_logs_volume_and_pressure
 def test_nve_log_has_the_energies_of_the_trajectory(tmp_path, capsys):
     traj = tmp_path / "run.extxyz"
     logfile = tmp_path / "energies.txt"
-    assert md_main(["ethanol", "--potential", "sinet-rmd17-ethanol", "--steps", "4", "--interval",
-                    "2", "--trajectory", str(traj), "--log", str(logfile)] + FAST) == 0
+    assert (
+        md_main(
+            [
+                "ethanol",
+                "--potential",
+                "sinet-rmd17-ethanol",
+                "--steps",
+                "4",
+                "--interval",
+                "2",
+                "--trajectory",
+                str(traj),
+                "--log",
+                str(logfile),
+            ]
+            + FAST
+        )
+        == 0
+    )
     capsys.readouterr()
     log = np.loadtxt(logfile)
     assert logfile.read_text().startswith("#  step")
@@ -179,8 +249,20 @@ def test_ctrl_c_stops_after_whole_frames_with_exit_code_130(suffix, tmp_path, ca
 
     monkeypatch.setattr(md_module.tqdm, "write", write_and_interrupt)
     handler_before = signal.getsignal(signal.SIGINT)
-    code = md_main(["ethanol", "--potential", "sinet-rmd17-ethanol", "--steps", "10000",
-                    "--interval", "2", "--trajectory", str(traj)] + FAST)
+    code = md_main(
+        [
+            "ethanol",
+            "--potential",
+            "sinet-rmd17-ethanol",
+            "--steps",
+            "10000",
+            "--interval",
+            "2",
+            "--trajectory",
+            str(traj),
+        ]
+        + FAST
+    )
     captured = capsys.readouterr()
     assert code == 130, captured.err
     assert "sinet-md: interrupted (Ctrl-C) at step 5;" in captured.err
@@ -197,16 +279,25 @@ def test_ctrl_c_stops_after_whole_frames_with_exit_code_130(suffix, tmp_path, ca
 def test_ctrl_c_on_the_command_line_leaves_a_readable_trajectory(tmp_path):
     """The real thing: sinet-md in a subprocess, SIGINT once frames are on disk."""
     traj = tmp_path / "run.extxyz"
-    command = [sys.executable, "-c", "import sys; from sinet_ase.cli import md_main; "
-               "sys.exit(md_main())", "ethanol", "--potential", "sinet-rmd17-ethanol",
-               "--steps", "100000", "--interval", "1", "--trajectory", str(traj)] + FAST
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from sinet_ase.cli import md_main; sys.exit(md_main())",
+        "ethanol",
+        "--potential",
+        "sinet-rmd17-ethanol",
+        "--steps",
+        "100000",
+        "--interval",
+        "1",
+        "--trajectory",
+        str(traj),
+    ] + FAST
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                               text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        if traj.exists() and traj.read_text().count("Lattice=") + traj.read_text().count(
-                "Properties=") >= 3:
+        if traj.exists() and traj.read_text().count("Lattice=") + traj.read_text().count("Properties=") >= 3:
             break
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)

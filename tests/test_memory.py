@@ -44,12 +44,21 @@ _WORKER = textwrap.dedent("""
 
 
 def _measure(chunk):
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+    )
     for allocator_variable in ("LD_PRELOAD", "MALLOC_CONF"):  # the C library's malloc, as measured
         env.pop(allocator_variable, None)
-    out = subprocess.run([sys.executable, "-c", _WORKER, json.dumps(chunk)], capture_output=True,
-                         text=True, timeout=900, env=env, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", _WORKER, json.dumps(chunk)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -90,9 +99,12 @@ def test_a_million_atoms_of_water_are_refused_on_24_gib_before_the_neighbour_lis
     atoms = Atoms(numbers=np.tile([8, 1, 1], 69**3), cell=[side] * 3, pbc=True)
     assert len(atoms) == 985_527
     atoms.calc = SINetCalculator("sinet-xtb-md17", compile=False)
-    with pytest.raises(InsufficientMemoryError, match=r"985,527 atoms, about [\d,]+ pairs within the "
-                       r"cutoff for its density\) needs about 1[78]\.\d GiB .* more than 16\.5 GiB, 75% "
-                       r"of the 22\.0 GiB available on cpu"):
+    with pytest.raises(
+        InsufficientMemoryError,
+        match=r"985,527 atoms, about [\d,]+ pairs within the "
+        r"cutoff for its density\) needs about 1[78]\.\d GiB .* more than 16\.5 GiB, 75% "
+        r"of the 22\.0 GiB available on cpu",
+    ):
         atoms.get_potential_energy()
 
 

@@ -16,8 +16,7 @@ class TestSINet(EnergyModelTests):
 
 @pytest.mark.parametrize("lmax", [0, 1, 2, 3])
 @pytest.mark.parametrize("chunk", [None, 37], ids=["whole", "chunked"])
-def test_scalar_features_are_the_scalars_of_the_features_with_their_gradients(small_model, lmax,
-                                                                                chunk, rng):
+def test_scalar_features_are_the_scalars_of_the_features_with_their_gradients(small_model, lmax, chunk, rng):
     """The energy path skips the last layer's l > 0 output; values and gradients stay the same."""
     model = small_model(["H", "C", "O"], torch.float64, lmax=lmax, channels=4, seed=lmax)
     model.backbone.edge_chunk_size = chunk

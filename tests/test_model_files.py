@@ -39,11 +39,17 @@ def repository_model_files():
     """Paths (relative to the root) of the ``*.pt`` files git tracks, or, outside a git
     checkout, of those under :data:`FOLDERS` other than training checkpoints."""
     if (ROOT / ".git").exists() and shutil.which("git"):
-        listed = subprocess.run(["git", "ls-files", "-z", "--", "*.pt"], cwd=ROOT,
-                                capture_output=True, check=True).stdout.decode()
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--", "*.pt"], cwd=ROOT, capture_output=True, check=True
+        ).stdout.decode()
         return sorted(p for p in listed.split("\0") if p)
-    return sorted(p.relative_to(ROOT).as_posix() for folder in FOLDERS if (ROOT / folder).is_dir()
-                  for p in (ROOT / folder).rglob("*.pt") if p.name != "checkpoint.pt")
+    return sorted(
+        p.relative_to(ROOT).as_posix()
+        for folder in FOLDERS
+        if (ROOT / folder).is_dir()
+        for p in (ROOT / folder).rglob("*.pt")
+        if p.name != "checkpoint.pt"
+    )
 
 
 MODEL_FILES = repository_model_files()
@@ -89,8 +95,7 @@ def outputs(model, task, data):
             single, box = cluster_of(model.elements)
         a = model(atoms_to_graph(single, model.cutoff))
         b = model(atoms_to_graph(box, model.cutoff), compute_stress=True)
-        out = {"e": a["energy"], "f": a["forces"], "pe": b["energy"], "pf": b["forces"],
-               "ps": b["stress"]}
+        out = {"e": a["energy"], "f": a["forces"], "pe": b["energy"], "pf": b["forces"], "ps": b["stress"]}
     elif task == "qm9":
         with torch.no_grad():
             result = model(batch_graphs([atoms_to_graph(m, model.cutoff) for m in data["molecules"]]))
@@ -128,37 +133,56 @@ def test_model_file_loads_and_gives_its_recorded_numbers(path, reference, data):
     model = load_model(ROOT / path)
     assert not model.training and model.metadata is not None
     expected = reference["files"].get(path)
-    assert expected is not None, (f"{path} has no recorded outputs; record them with "
-                                  "python tests/test_model_files.py --record")
+    assert expected is not None, (
+        f"{path} has no recorded outputs; record them with python tests/test_model_files.py --record"
+    )
     got = outputs(model, task_of(model), data)
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
-        np.testing.assert_allclose(got[key], np.array(value).reshape(got[key].shape),
-                                   rtol=1e-9, atol=1e-9, err_msg=f"{path}: {key}")
+        np.testing.assert_allclose(
+            got[key], np.array(value).reshape(got[key].shape), rtol=1e-9, atol=1e-9, err_msg=f"{path}: {key}"
+        )
 
 
 # --- format versions and migrations ---------------------------------------------------------
 
+
 def small_models():
     torch.manual_seed(0)
     small = dict(cutoff=3.0, lmax=1, channels=4, num_layers=1, mlp_hidden=8, radial_hidden=8)
-    return [SINet(["H", "C", "O"], atomic_energies={"H": -1.5}, **small),
-            SINet(["H", "C", "O"], backbone="siformer", num_heads=2, **small),
-            QM9ScalarModel(target="alpha", target_mean=1.0, target_std=2.0, atom_refs={"C": 3.0},
-                           **small),
-            QM9DipoleModel(target_std=1.5, **small),
-            NBodySINet(lmax=1, channels=4, num_layers=1, radial_hidden=8, mlp_hidden=8),
-            NBodySINet(lmax=1, channels=4, num_layers=1, radial_hidden=8, mlp_hidden=8,
-                       backbone="siformer", num_heads=2, coulomb_scalars=True, node_charges=False,
-                       orbit_scalars=True, galilean_horizon=1.0)]
+    return [
+        SINet(["H", "C", "O"], atomic_energies={"H": -1.5}, **small),
+        SINet(["H", "C", "O"], backbone="siformer", num_heads=2, **small),
+        QM9ScalarModel(target="alpha", target_mean=1.0, target_std=2.0, atom_refs={"C": 3.0}, **small),
+        QM9DipoleModel(target_std=1.5, **small),
+        NBodySINet(lmax=1, channels=4, num_layers=1, radial_hidden=8, mlp_hidden=8),
+        NBodySINet(
+            lmax=1,
+            channels=4,
+            num_layers=1,
+            radial_hidden=8,
+            mlp_hidden=8,
+            backbone="siformer",
+            num_heads=2,
+            coulomb_scalars=True,
+            node_charges=False,
+            orbit_scalars=True,
+            galilean_horizon=1.0,
+        ),
+    ]
 
 
 def as_version_1(payload):
     """What the version-1 writers stored for the same model (io module docstring)."""
     old = dict(payload, format_version=1, config=dict(payload["config"]))
     config = old["config"]
-    off = {"backbone": "sinet", "coulomb_scalars": False, "node_charges": True,
-           "orbit_scalars": False, "galilean_horizon": None}
+    off = {
+        "backbone": "sinet",
+        "coulomb_scalars": False,
+        "node_charges": True,
+        "orbit_scalars": False,
+        "galilean_horizon": None,
+    }
     if payload["model_type"] == "NBodySINet":
         old["format"] = "sinet-ase-nbody-model"
         del old["elements"]
@@ -220,10 +244,15 @@ def test_a_version_1_energy_file_without_elements_is_damaged():
 
 # --- the registry ---------------------------------------------------------------------------
 
+
 def test_every_model_kind_is_registered_with_its_task():
     kinds = {name: (kind.cls, kind.task) for name, kind in model_kinds().items()}
-    assert kinds == {"SINet": (SINet, "potential"), "QM9ScalarModel": (QM9ScalarModel, "qm9"),
-                     "QM9DipoleModel": (QM9DipoleModel, "qm9"), "NBodySINet": (NBodySINet, "nbody")}
+    assert kinds == {
+        "SINet": (SINet, "potential"),
+        "QM9ScalarModel": (QM9ScalarModel, "qm9"),
+        "QM9DipoleModel": (QM9DipoleModel, "qm9"),
+        "NBodySINet": (NBodySINet, "nbody"),
+    }
     with pytest.raises(TypeError, match="not a registered model type"):
         model_to_dict(SINetBackbone(["H"], channels=4, lmax=1, num_layers=1))
 
@@ -233,8 +262,11 @@ def test_loaders_of_one_task_refuse_another_tasks_file(tmp_path):
     save_model(qm9, tmp_path / "qm9.pt")
     save_model(nbody, tmp_path / "nbody.pt")
     assert type(load_model(tmp_path / "qm9.pt")) is QM9ScalarModel
-    with pytest.raises(ModelFileError, match=r"qm9\.pt holds a QM9ScalarModel, a qm9 model; "
-                                             r"a potential model is needed"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"qm9\.pt holds a QM9ScalarModel, a qm9 model; "
+        r"a potential model is needed",
+    ):
         SINetCalculator(tmp_path / "qm9.pt")
     with pytest.raises(ModelFileError, match="holds a NBodySINet, a nbody model"):
         load_model(tmp_path / "nbody.pt", task="qm9")
@@ -246,14 +278,19 @@ def test_a_training_checkpoint_is_refused_with_the_file_to_load(tmp_path):
     """The message names the run's model file when it exists, else how the run writes it."""
     torch.save({"format": "sinet-ase-checkpoint", "format_version": 1}, tmp_path / "checkpoint.pt")
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelFileError, match=r"checkpoint\.pt is a training checkpoint \(the state that "
-                       r"sinet-train --resume continues from.*not a model file; the run exports its "
-                       r"model as .*best_model\.pt, which does not exist yet.*`sinet-train "
-                       r".*config\.json --resume`"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"checkpoint\.pt is a training checkpoint \(the state that "
+        r"sinet-train --resume continues from.*not a model file; the run exports its "
+        r"model as .*best_model\.pt, which does not exist yet.*`sinet-train "
+        r".*config\.json --resume`",
+    ):
         load_model(tmp_path / "checkpoint.pt")
     save_model(small_models()[0], tmp_path / "best_model.pt")
-    with pytest.raises(ModelFileError, match=r"load the run's exported model instead: "
-                       + re.escape(str(tmp_path / "best_model.pt")) + "$"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"load the run's exported model instead: " + re.escape(str(tmp_path / "best_model.pt")) + "$",
+    ):
         SINetCalculator(tmp_path / "checkpoint.pt")
 
 
@@ -265,6 +302,7 @@ def test_an_unknown_config_key_says_another_version_wrote_the_file():
 
 
 # --- one place for the backbone defaults ----------------------------------------------------
+
 
 def test_backbone_defaults_come_from_one_dataclass():
     for cls in (SINetBackbone, SINet, QM9ScalarModel, QM9DipoleModel):
@@ -285,8 +323,7 @@ def record_missing():
     for path in MODEL_FILES:
         if path not in reference["files"]:
             model = load_model(ROOT / path)
-            reference["files"][path] = {k: v.ravel().tolist()
-                                        for k, v in outputs(model, task_of(model), data).items()}
+            reference["files"][path] = {k: v.ravel().tolist() for k, v in outputs(model, task_of(model), data).items()}
             print(f"recorded {path}")
     reference["files"] = dict(sorted(reference["files"].items()))
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)

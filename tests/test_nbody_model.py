@@ -48,15 +48,18 @@ def _random_system(B=3, n=5, seed=0):
     return x, v, q
 
 
-@pytest.mark.parametrize("backbone,coulomb,orbit", [("sinet", False, False), ("siformer", False, False),
-                                                    ("sinet", True, False), ("siformer", True, True)])
+@pytest.mark.parametrize(
+    "backbone,coulomb,orbit",
+    [("sinet", False, False), ("siformer", False, False), ("sinet", True, False), ("siformer", True, True)],
+)
 @pytest.mark.parametrize("lmax", [1, 3])
 @pytest.mark.parametrize("parity", [False, True])
 def test_model_is_e3_equivariant_and_permutation_equivariant(lmax, parity, backbone, coulomb, orbit):
     with default_dtype(torch.float64):
         torch.manual_seed(lmax)
-        model = NBodySINet(**{**SMALL, "lmax": lmax}, backbone=backbone,
-                           coulomb_scalars=coulomb, orbit_scalars=orbit).double()
+        model = NBodySINet(
+            **{**SMALL, "lmax": lmax}, backbone=backbone, coulomb_scalars=coulomb, orbit_scalars=orbit
+        ).double()
     x, v, q = _random_system()
     out = model(x, v, q)
     assert out.shape == x.shape and out.dtype == torch.float64
@@ -115,8 +118,10 @@ def test_checkpoint_reloads_with_same_test_mse(trained, small_data, tmp_path, ca
     printed = capsys.readouterr().out
     other = load_nbody_model(tmp_path / "other.pt")
     ensemble = evaluate_mse([model, other], small_data["test"])
-    assert ensemble not in (pytest.approx(evaluate_mse(model, small_data["test"])),
-                            pytest.approx(evaluate_mse(other, small_data["test"])))
+    assert ensemble not in (
+        pytest.approx(evaluate_mse(model, small_data["test"])),
+        pytest.approx(evaluate_mse(other, small_data["test"])),
+    )
     assert "ensemble of 2 models" in printed and f"test MSE: {ensemble:.6f}" in printed
     with pytest.raises(SystemExit):
         evaluate_main([f"{out / 'best.pt'},{out / 'best.pt'}", str(npz), "--time"])
@@ -160,8 +165,10 @@ def test_rollout_shapes_and_single_step(trained, small_data):
 
 def test_resume_matches_uninterrupted_run(small_data, tmp_path):
     data = {k: {f: a[:100] for f, a in s.items()} for k, s in small_data.items()}
-    config = load_config(None, {"model": dict(SMALL, channels=8, num_layers=1),
-                                "train": dict(epochs=4, eval_every=2, batch_size=50, seed=3)})
+    config = load_config(
+        None,
+        {"model": dict(SMALL, channels=8, num_layers=1), "train": dict(epochs=4, eval_every=2, batch_size=50, seed=3)},
+    )
     full = train(config, tmp_path / "full", data=data, verbose=False)
     part = train(config, tmp_path / "part", data=data, verbose=False, stop_after=3)
     assert part["epochs_done"] == 3
@@ -192,9 +199,15 @@ def test_cosine_schedule_and_ema_resume_exactly(small_data, tmp_path):
     """lr_schedule=cosine and ema_decay: an interrupted run with more --epochs on resume keeps
     the schedule fixed at the start and ends with the same raw and averaged weights."""
     data = {k: {f: a[:100] for f, a in s.items()} for k, s in small_data.items()}
-    config = load_config(None, {"model": dict(SMALL, channels=8, num_layers=1),
-                                "train": dict(epochs=4, eval_every=2, batch_size=50, seed=3,
-                                              lr_schedule="cosine", lr_min=1e-5, ema_decay=0.9)})
+    config = load_config(
+        None,
+        {
+            "model": dict(SMALL, channels=8, num_layers=1),
+            "train": dict(
+                epochs=4, eval_every=2, batch_size=50, seed=3, lr_schedule="cosine", lr_min=1e-5, ema_decay=0.9
+            ),
+        },
+    )
     full = train(config, tmp_path / "full", data=data, verbose=False)
     train(config, tmp_path / "part", data=data, verbose=False, stop_after=3)
     resumed = train(config, tmp_path / "part", data=data, verbose=False, resume=True)
@@ -207,7 +220,7 @@ def test_cosine_schedule_and_ema_resume_exactly(small_data, tmp_path):
         assert torch.equal(tensor, b["ema"][key]), key
     # the averaged weights differ from the raw ones, and they are what best.pt holds
     raw = a["model"]["state_dict"]
-    ema = {k[len("module."):]: t for k, t in a["ema"].items() if k.startswith("module.")}
+    ema = {k[len("module.") :]: t for k, t in a["ema"].items() if k.startswith("module.")}
     assert set(ema) == set(raw)
     assert any(not torch.equal(raw[k], ema[k]) for k in raw)
     assert resumed["test_mse_at_best"] == full["test_mse_at_best"]
@@ -226,8 +239,12 @@ def test_cosine_schedule_and_ema_resume_exactly(small_data, tmp_path):
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate(dict(tc, lr_schedule="step"), 1)
     with pytest.raises(ValueError, match="ema_decay"):
-        train(load_config(None, {"model": SMALL, "train": dict(ema_decay=1.5)}), tmp_path / "bad",
-              data=data, verbose=False)
+        train(
+            load_config(None, {"model": SMALL, "train": dict(ema_decay=1.5)}),
+            tmp_path / "bad",
+            data=data,
+            verbose=False,
+        )
 
 
 def test_siformer_backbone_model_file_roundtrip(tmp_path):
@@ -245,9 +262,13 @@ def test_siformer_backbone_model_file_roundtrip(tmp_path):
 
 def test_max_minutes_stops_at_a_validation_and_resume_continues(small_data, tmp_path):
     data = {k: {f: a[:100] for f, a in s.items()} for k, s in small_data.items()}
-    config = load_config(None, {"model": dict(SMALL, channels=8, num_layers=1),
-                                "train": dict(epochs=6, eval_every=2, batch_size=50, seed=3,
-                                              max_minutes=0.0)})
+    config = load_config(
+        None,
+        {
+            "model": dict(SMALL, channels=8, num_layers=1),
+            "train": dict(epochs=6, eval_every=2, batch_size=50, seed=3, max_minutes=0.0),
+        },
+    )
     stopped = train(config, tmp_path, data=data, verbose=False)
     assert stopped["epochs_done"] == 2  # the first validation, not epoch 1
     config["train"]["max_minutes"] = None  # a resume may lift the limit
@@ -265,9 +286,14 @@ def test_time_reversal_doubles_the_training_set_only(small_data, tmp_path, capsy
 
 
 def test_input_frames_add_training_pairs_only(small_data, tmp_path, capsys):
-    config = load_config(None, {"model": SMALL, "data": dict(seed=7, n_train=300, n_valid=100, n_test=100),
-                                "train": dict(epochs=1, eval_every=1, input_frames=[29, 30],
-                                              time_reversal=True)})
+    config = load_config(
+        None,
+        {
+            "model": SMALL,
+            "data": dict(seed=7, n_train=300, n_valid=100, n_test=100),
+            "train": dict(epochs=1, eval_every=1, input_frames=[29, 30], time_reversal=True),
+        },
+    )
     summary = train(config, tmp_path, data=small_data, verbose=True)
     assert "1200 train / 100 valid / 100 test" in capsys.readouterr().out  # 2 frames x 2 directions
     model = load_nbody_model(tmp_path / "best.pt")
@@ -309,7 +335,9 @@ def test_coulomb_scalars_option_roundtrip_and_clamp():
     again = nbody_model_from_dict(nbody_model_to_dict(model))
     assert again.coulomb_scalars and torch.equal(again(x, v, q), model(x, v, q))
     # the extra scalars reach the output: same weights without them differ in shape
-    assert model.layers[0].interaction.num_edge_scalars == NBodySINet(**SMALL).layers[0].interaction.num_edge_scalars + 2
+    assert (
+        model.layers[0].interaction.num_edge_scalars == NBodySINet(**SMALL).layers[0].interaction.num_edge_scalars + 2
+    )
     # two particles 0.05 apart (below the clamp) give a finite prediction
     x2 = x.clone()
     x2[0, 1] = x2[0, 0] + torch.tensor([0.05, 0.0, 0.0], dtype=torch.float64)
@@ -402,8 +430,9 @@ def test_galilean_horizon_makes_the_model_galilean_equivariant(backbone):
     """``galilean_horizon=T``: ``v -> v + U`` for every particle moves the prediction by ``U T``,
     exactly; E(3) equivariance stays; the option round-trips through a model file."""
     torch.manual_seed(0)
-    model = NBodySINet(**SMALL, backbone=backbone, orbit_scalars=True, coulomb_scalars=True,
-                       galilean_horizon=1.0).double()
+    model = NBodySINet(
+        **SMALL, backbone=backbone, orbit_scalars=True, coulomb_scalars=True, galilean_horizon=1.0
+    ).double()
     assert model.config["galilean_horizon"] == 1.0
     assert NBodySINet(**SMALL).config["galilean_horizon"] is None
     x, v, q = _random_system()

@@ -18,6 +18,7 @@ from sinet_ase.nbody import simulator as sim
 # plain Python floats (drift, record, kick; one initial kick)
 # --------------------------------------------------------------------------
 
+
 def _reference_force(x, q, max_f=100.0):
     n = len(x)
     F = []
@@ -69,8 +70,7 @@ def test_forces_match_reference_and_are_antisymmetric():
     x0, _, q = sim.sample_initial_conditions(4, rng)
     F = sim.forces(x0, q)
     for b in range(4):
-        np.testing.assert_array_equal(F[b], np.array(_reference_force(x0[b].tolist(),
-                                                                       q[b].tolist())))
+        np.testing.assert_array_equal(F[b], np.array(_reference_force(x0[b].tolist(), q[b].tolist())))
     Fu = sim.forces(x0, q, max_force=np.inf)
     # no clip -> Newton's third law: sum of forces is zero
     np.testing.assert_allclose(Fu.sum(axis=1), 0.0, atol=1e-9 * np.abs(Fu).max())
@@ -83,6 +83,7 @@ def test_forces_match_reference_and_are_antisymmetric():
 # physics: two-body Kepler problem of opposite charges
 # --------------------------------------------------------------------------
 
+
 def _kepler_state():
     # relative coordinate r'' = -2 r/|r|^3 (q1 q2 = -1, reduced mass 1/2);
     # apoapsis 1, relative speed 1 -> a = 2/3, periapsis 1/3, e = 1/2
@@ -94,8 +95,7 @@ def _kepler_state():
 
 def _kepler_energy_error(dt, t_end=5.0):
     x, v, q = _kepler_state()
-    pos, vel, n_clip = sim.simulate(x, v, q, int(round(t_end / dt)), 1, dt=dt,
-                                    return_n_clipped=True)
+    pos, vel, n_clip = sim.simulate(x, v, q, int(round(t_end / dt)), 1, dt=dt, return_n_clipped=True)
     assert n_clip == 0
     # stored v is half a step behind x; synchronise it for the energy
     v_sync = vel + 0.5 * dt * sim.forces(pos, q)
@@ -141,6 +141,7 @@ def test_momentum_conserved_without_clipping():
 # protocol: frames, draws, determinism, rollouts
 # --------------------------------------------------------------------------
 
+
 def test_frame_indexing():
     assert sim.N_FRAMES == 49
     assert sim.frame_to_step(0) == 100 and sim.frame_to_step(48) == 4900
@@ -153,8 +154,7 @@ def test_frame_indexing():
         np.testing.assert_array_equal(traj["v"][:, k], vel[:, s - 1])
     # velocity convention: v at a frame is the one that drifted x there
     s = sim.frame_to_step(30)
-    np.testing.assert_allclose(traj["v"][:, 30], (pos[:, s - 1] - pos[:, s - 2]) / sim.DT,
-                               atol=1e-9)
+    np.testing.assert_allclose(traj["v"][:, 30], (pos[:, s - 1] - pos[:, s - 2]) / sim.DT, atol=1e-9)
 
 
 def test_initial_conditions():

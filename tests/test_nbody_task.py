@@ -38,8 +38,14 @@ def cache(tmp_path_factory):
 
 def small_legacy(cache, **train):
     """A config of the former loop on the small data set."""
-    return legacy_config(None, {"model": SMALL, "data": dict(cache_dir=str(cache), **SIZES),
-                                "train": dict(epochs=1, seed=3, lr=3e-3, **train)})
+    return legacy_config(
+        None,
+        {
+            "model": SMALL,
+            "data": dict(cache_dir=str(cache), **SIZES),
+            "train": dict(epochs=1, seed=3, lr=3e-3, **train),
+        },
+    )
 
 
 @pytest.mark.slow
@@ -64,11 +70,13 @@ def test_recipes_are_sinet_train_configs_that_translate_the_committed_runs():
 
 def test_nbody_config_errors_name_the_key(tmp_path):
     raw = config_from_legacy(small_legacy(tmp_path))
-    for section, key, value, words in (("nbody", "n_train", 0, "nbody.n_train"),
-                                       ("nbody", "input_frames", [39], "nbody.input_frames"),
-                                       ("model", "lmax", 0, "lmax"),
-                                       ("training", "optimizer", "sgd", "training.optimizer"),
-                                       ("training", "valid_every", 0, "training.valid_every")):
+    for section, key, value, words in (
+        ("nbody", "n_train", 0, "nbody.n_train"),
+        ("nbody", "input_frames", [39], "nbody.input_frames"),
+        ("model", "lmax", 0, "lmax"),
+        ("training", "optimizer", "sgd", "training.optimizer"),
+        ("training", "valid_every", 0, "training.valid_every"),
+    ):
         bad = json.loads(json.dumps(raw))
         bad[section][key] = value
         with pytest.raises(ConfigError, match=words):
@@ -80,8 +88,7 @@ def test_nbody_config_errors_name_the_key(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [{}, {"weight_decay": 1e-3, "ema_decay": 0.9}],
-                         ids=["protocol", "decay_and_ema"])
+@pytest.mark.parametrize("options", [{}, {"weight_decay": 1e-3, "ema_decay": 0.9}], ids=["protocol", "decay_and_ema"])
 def test_one_epoch_matches_the_former_loop(cache, tmp_path, options):
     """The same config, translated, gives the same first epoch: initial weights, training
     loss, the Adam step (with L2 weight decay) and the validation and test MSE.
@@ -119,10 +126,20 @@ def test_one_epoch_matches_the_former_loop(cache, tmp_path, options):
 def test_sinet_train_nbody_resumes_exactly_and_validates_every_k(cache, tmp_path, capsys):
     """``sinet-train`` on an N-body recipe: a run stopped after epoch 2 and resumed ends with
     the weights of an uninterrupted run; ``valid_every: 2`` validates epochs 2 and 3 (last)."""
-    common = ["task=nbody", f"nbody.cache_dir={cache}", f"nbody.dataset_seed={SIZES['seed']}",
-              "nbody.n_train=60", f"nbody.n_valid={SIZES['n_valid']}", f"nbody.n_test={SIZES['n_test']}",
-              "training.batch_size=20", "training.epochs=3", "training.valid_every=2",
-              "training.ema_decay=0.5", "model.channels=8", "model.num_layers=1"]
+    common = [
+        "task=nbody",
+        f"nbody.cache_dir={cache}",
+        f"nbody.dataset_seed={SIZES['seed']}",
+        "nbody.n_train=60",
+        f"nbody.n_valid={SIZES['n_valid']}",
+        f"nbody.n_test={SIZES['n_test']}",
+        "training.batch_size=20",
+        "training.epochs=3",
+        "training.valid_every=2",
+        "training.ema_decay=0.5",
+        "model.channels=8",
+        "model.num_layers=1",
+    ]
     recipe = ROOT / "training" / "nbody.yaml"
     assert train_main([str(recipe), f"run_dir={tmp_path / 'full'}", *common, "--quiet"]) == 0
     config = load_config(recipe, [f"run_dir={tmp_path / 'part'}", *common])
@@ -155,9 +172,11 @@ def test_sinet_eval_scores_nbody_model_files(cache, tmp_path, capsys):
     # an ensemble of two identical members is the model itself
     assert eval_main([f"{model_file},{model_file}", str(npz)]) == 0
     assert "ensemble of 2 models" in capsys.readouterr().out
-    for args in ([f"{model_file},{model_file}", str(npz), "--time"],
-                 [str(model_file), str(npz), "--dtype", "float64"],
-                 [str(model_file), str(npz), str(npz)]):
+    for args in (
+        [f"{model_file},{model_file}", str(npz), "--time"],
+        [str(model_file), str(npz), "--dtype", "float64"],
+        [str(model_file), str(npz), str(npz)],
+    ):
         with pytest.raises(SystemExit):
             eval_main(args)
     bad = {k: np.array(v) for k, v in data["test"].items() if k in ds.EVAL_KEYS}
@@ -188,8 +207,13 @@ def test_the_former_command_runs_through_sinet_train(cache, tmp_path, capsys):
 
 #: the committed model files the docs name, with the test MSE documented for each
 #: (docs/nbody.md, docs/results/nbody.md; each folder's summary.json holds the full number)
-DOCUMENTED = {"best.pt": 0.008311, "seed0/best.pt": 0.008311, "seed1/best.pt": 0.008238,
-              "seed2/best.pt": 0.008932, "best_seed0/best.pt": 0.00360}
+DOCUMENTED = {
+    "best.pt": 0.008311,
+    "seed0/best.pt": 0.008311,
+    "seed1/best.pt": 0.008238,
+    "seed2/best.pt": 0.008932,
+    "best_seed0/best.pt": 0.00360,
+}
 
 
 @pytest.fixture(scope="module")
@@ -215,16 +239,14 @@ def test_committed_model_files_rescore_to_the_documented_test_mse(benchmark_test
     scored = {}
     for name in sorted(set(DOCUMENTED) | {f"best_seed{s}/best.pt" for s in (1, 2)}):
         path = RESULTS / name
-        summary = json.loads((path.parent / ("best.json" if name == "best.pt" else "summary.json"))
-                             .read_text())
+        summary = json.loads((path.parent / ("best.json" if name == "best.pt" else "summary.json")).read_text())
         scored[name] = _sinet_eval_mse(str(path), benchmark_test_npz, tmp_path)
         # the number the former loop logged at the best epoch, to float32 rounding
         assert scored[name] == pytest.approx(summary["summary"]["test_mse_at_best"], rel=1e-6), name
         if name in DOCUMENTED:
             assert round(scored[name], 6 if DOCUMENTED[name] > 0.005 else 5) == DOCUMENTED[name], name
     # the documented means +- sample standard deviations over three seeds
-    for pattern, mean, std in (("seed{}/best.pt", 0.00849, 0.00038),
-                               ("best_seed{}/best.pt", 0.00362, 0.00004)):
+    for pattern, mean, std in (("seed{}/best.pt", 0.00849, 0.00038), ("best_seed{}/best.pt", 0.00362, 0.00004)):
         values = [scored[pattern.format(s)] for s in range(3)]
         # the documented five decimals (half a unit of the last)
         assert abs(np.mean(values) - mean) <= 0.5e-5, pattern

@@ -70,10 +70,11 @@ def test_layout_operations_traced_for_compile_equal_the_eager_ones(lmax):
         "per_degree_channels_last": (layout.per_degree_channels_last, (alpha,)),
         "degree_sum_channels_last": (layout.degree_sum_channels_last, (h,)),
         # the per-edge reference form's helpers (sinet_ase.testing; bench_ops.py compiles them)
-        "inner_with_harmonics_channels_last": (functools.partial(_inner_with_harmonics_channels_last, layout),
-                                               (h, Y)),
+        "inner_with_harmonics_channels_last": (functools.partial(_inner_with_harmonics_channels_last, layout), (h, Y)),
         "combine_with_harmonics_channels_last": (
-            functools.partial(_combine_with_harmonics_channels_last, layout), (alpha, h, beta, Y)),
+            functools.partial(_combine_with_harmonics_channels_last, layout),
+            (alpha, h, beta, Y),
+        ),
     }
     for name, (fn, args) in cases.items():
         torch._dynamo.reset()
@@ -98,6 +99,7 @@ def test_neighbour_sum_helpers_traced_for_compile_sum_only_through_the_custom_op
         def compiler(gm, example_inputs):
             graphs[name] = gm.code
             return gm
+
         return compiler
 
     torch._dynamo.reset()
@@ -105,8 +107,8 @@ def test_neighbour_sum_helpers_traced_for_compile_sum_only_through_the_custom_op
     out = torch.compile(message_passing, backend=backend, fullgraph=True)(x)
     ref = message_passing(x)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-14)
-    grad, = torch.autograd.grad(out.pow(2).sum(), x)
-    grad_ref, = torch.autograd.grad(ref.pow(2).sum(), x)
+    (grad,) = torch.autograd.grad(out.pow(2).sum(), x)
+    (grad_ref,) = torch.autograd.grad(ref.pow(2).sum(), x)
     torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-13)
     for name in ("forward", "backward"):
         code = graphs[name]

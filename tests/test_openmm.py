@@ -32,8 +32,16 @@ def example():
 @pytest.fixture(scope="module")
 def sinet():
     torch.manual_seed(0)
-    return SINet(elements=["H", "C", "O"], cutoff=4.0, lmax=2, channels=8, num_layers=2,
-                 mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0)
+    return SINet(
+        elements=["H", "C", "O"],
+        cutoff=4.0,
+        lmax=2,
+        channels=8,
+        num_layers=2,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=6.0,
+    )
 
 
 def test_openmm_energy_forces_and_nve_match_the_calculator(example, sinet):
@@ -60,8 +68,9 @@ def test_openmm_energy_forces_and_nve_match_the_calculator(example, sinet):
     assert np.ptp(totals) < 0.05 * np.ptp(potentials)
     # the positions OpenMM moved to are evaluated like any other structure
     moved = atoms.copy()
-    moved.positions = simulation.context.getState(getPositions=True).getPositions(
-        asNumpy=True).value_in_unit(unit.angstrom)
+    moved.positions = (
+        simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom)
+    )
     moved.calc = SINetCalculator(sinet)
     assert potentials[-1] == pytest.approx(moved.get_potential_energy(), rel=1e-12, abs=1e-9)
 
@@ -69,10 +78,16 @@ def test_openmm_energy_forces_and_nve_match_the_calculator(example, sinet):
 @pytest.mark.slow
 def test_openmm_example_runs(sinet, tmp_path):
     save_model(sinet, tmp_path / "tiny.pt")
-    result = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "tiny.pt"), "--steps",
-                             "20"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), str(tmp_path / "tiny.pt"), "--steps", "20"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "energy drift" in result.stdout and "step     20" in result.stdout
-    openmm_energy, calculator_energy = [float(w) for w in result.stdout.split("\n")[0].split()
-                                        if w.replace(".", "").replace("-", "").isdigit()]
+    openmm_energy, calculator_energy = [
+        float(w) for w in result.stdout.split("\n")[0].split() if w.replace(".", "").replace("-", "").isdigit()
+    ]
     assert openmm_energy == pytest.approx(calculator_energy, abs=2e-6)

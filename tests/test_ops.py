@@ -4,12 +4,25 @@ import pytest
 import torch
 from e3nn import o3
 
-from sinet_ase.ops import (BesselBasis, PolynomialEnvelope, RadialEmbedding, ScalarGate,
-                           ScalarInteraction, SphericalEmbedding, SphericalLayout)
-from sinet_ase.testing import (TOLERANCE, random_orthogonal, relative_error, rotate_features,
-                               rotate_harmonics,
-                               scalar_interaction_messages, scalar_interaction_messages_channels_last,
-                               scalar_interaction_reference)
+from sinet_ase.ops import (
+    BesselBasis,
+    PolynomialEnvelope,
+    RadialEmbedding,
+    ScalarGate,
+    ScalarInteraction,
+    SphericalEmbedding,
+    SphericalLayout,
+)
+from sinet_ase.testing import (
+    TOLERANCE,
+    random_orthogonal,
+    relative_error,
+    rotate_features,
+    rotate_harmonics,
+    scalar_interaction_messages,
+    scalar_interaction_messages_channels_last,
+    scalar_interaction_reference,
+)
 
 
 def _edges(layout, E, dtype, seed=0):
@@ -91,15 +104,13 @@ def test_species_folded_embedding_equals_the_per_edge_sum(lmax, num_species):
 @pytest.mark.parametrize("lmax", [0, 1, 2, 4])
 @pytest.mark.parametrize("with_receiver,num_scalars", [(True, 3), (False, 0)])
 @pytest.mark.parametrize("scalars_only", [False, True], ids=["all_degrees", "scalars_only"])
-def test_production_form_equals_the_sum_of_per_edge_messages(lmax, with_receiver, num_scalars,
-                                                             scalars_only):
+def test_production_form_equals_the_sum_of_per_edge_messages(lmax, with_receiver, num_scalars, scalars_only):
     """``ScalarInteraction`` (channels-last, the q and beta terms regrouped onto nodes) gives the
     neighbour sum of the reference per-edge messages (``sinet_ase.testing``), values and
     gradients with respect to every input and parameter, whole and in chunks of edges."""
     torch.manual_seed(lmax)
     layout = SphericalLayout(lmax, 5)
-    op = ScalarInteraction(layout, num_edge_scalars=num_scalars, with_receiver=with_receiver,
-                           hidden=8).double()
+    op = ScalarInteraction(layout, num_edge_scalars=num_scalars, with_receiver=with_receiver, hidden=8).double()
     h, edge_index, vec, s, w = _graph_inputs(layout, 6, 19, num_scalars, torch.float64, seed=1)
     Y = o3.spherical_harmonics(layout.sh_irreps, vec, True, normalization="component")
     inputs = [t.requires_grad_(True) for t in (h, Y, s, w) if t is not None] + list(op.parameters())
@@ -116,8 +127,16 @@ def test_production_form_equals_the_sum_of_per_edge_messages(lmax, with_receiver
     # only the first n nodes receive (a chunk of receivers with its halo): the first n rows
     n = 4
     into_first = edge_index[0] < n
-    out = _production(op, h, edge_index[:, into_first], Y[into_first], s[into_first] if s is not None else None,
-                      w[into_first], scalars_only=scalars_only, num_receivers=n)
+    out = _production(
+        op,
+        h,
+        edge_index[:, into_first],
+        Y[into_first],
+        s[into_first] if s is not None else None,
+        w[into_first],
+        scalars_only=scalars_only,
+        num_receivers=n,
+    )
     assert out.shape[0] == n and relative_error(out, expected[:n]) < 1e-12
 
 
@@ -128,8 +147,7 @@ def test_per_edge_channels_last_form_is_the_same_operation(lmax, with_receiver, 
     ``(E, c, M)`` reference, values and gradients."""
     torch.manual_seed(lmax)
     layout = SphericalLayout(lmax, 5)
-    op = ScalarInteraction(layout, num_edge_scalars=num_scalars, with_receiver=with_receiver,
-                           hidden=8).double()
+    op = ScalarInteraction(layout, num_edge_scalars=num_scalars, with_receiver=with_receiver, hidden=8).double()
     h_src, h_dst, vec = _edges(layout, 13, torch.float64)
     h_src.requires_grad_(True)
     h_dst = h_dst if with_receiver else None
@@ -138,12 +156,12 @@ def test_per_edge_channels_last_form_is_the_same_operation(lmax, with_receiver, 
     w = torch.rand(13, dtype=torch.float64)
     out = scalar_interaction_messages(op, h_src, Y, h_dst, s, w)
     cl = scalar_interaction_messages_channels_last(
-        op, h_src.transpose(1, 2), Y, None if h_dst is None else h_dst.transpose(1, 2), s, w)
+        op, h_src.transpose(1, 2), Y, None if h_dst is None else h_dst.transpose(1, 2), s, w
+    )
     assert relative_error(cl.transpose(1, 2), out) < 1e-12
     cot = torch.randn_like(out)
     inputs = [h_src] + list(op.parameters())
-    for g_cl, g in zip(torch.autograd.grad(cl.transpose(1, 2), inputs, cot),
-                       torch.autograd.grad(out, inputs, cot)):
+    for g_cl, g in zip(torch.autograd.grad(cl.transpose(1, 2), inputs, cot), torch.autograd.grad(out, inputs, cot)):
         assert relative_error(g_cl, g) < 1e-12
 
 
@@ -157,8 +175,7 @@ def test_layer_equals_its_per_edge_reference(lmax, pre_norm):
 
     torch.manual_seed(lmax)
     layout = SphericalLayout(lmax, 5)
-    layer = ScalarInteractionLayer(layout, num_basis=3, hidden=8, avg_num_neighbors=2.0,
-                                   pre_norm=pre_norm).double()
+    layer = ScalarInteractionLayer(layout, num_basis=3, hidden=8, avg_num_neighbors=2.0, pre_norm=pre_norm).double()
     assert layer.pre_norm == pre_norm and isinstance(layer.norm, EquivariantRMSNorm) == pre_norm
     if pre_norm:  # gains away from 1, so that the norm's parameters are exercised
         torch.nn.init.uniform_(layer.norm.gain, 0.5, 1.5)
@@ -192,7 +209,7 @@ def test_equivariant_rms_norm(parity):
     assert relative_error(norm(rotate_features(layout, h, R)), rotate_features(layout, norm(h), R)) < 1e-12
     out = norm(h)
     for l in range(4):
-        block = out[:, :, l * l:(l + 1) ** 2]
+        block = out[:, :, l * l : (l + 1) ** 2]
         mean_square = block.pow(2).sum(-1).mean(1) / (2 * l + 1)
         torch.testing.assert_close(mean_square, torch.ones(5, dtype=torch.float64))
 
@@ -243,8 +260,8 @@ def test_layout_round_trip_and_o3_linear(lmax):
     # e3nn block of degree l, channel k is h[:, k, l^2:(l+1)^2]
     offset = 0
     for l in range(lmax + 1):
-        block = flat[:, offset:offset + 5 * (2 * l + 1)].reshape(4, 5, 2 * l + 1)
-        assert torch.equal(block, h[:, :, l * l:(l + 1) ** 2])
+        block = flat[:, offset : offset + 5 * (2 * l + 1)].reshape(4, 5, 2 * l + 1)
+        assert torch.equal(block, h[:, :, l * l : (l + 1) ** 2])
         offset += 5 * (2 * l + 1)
 
 

@@ -13,8 +13,18 @@ from sinet_ase.io import load_model
 from sinet_ase.pretrained import potential_card, pretrained_path, shipped_structure_names
 
 SHIPPED = "sinet-xtb-md17"
-RMD17 = ["aspirin", "azobenzene", "benzene", "ethanol", "malonaldehyde", "naphthalene",
-         "paracetamol", "salicylic_acid", "toluene", "uracil"]
+RMD17 = [
+    "aspirin",
+    "azobenzene",
+    "benzene",
+    "ethanol",
+    "malonaldehyde",
+    "naphthalene",
+    "paracetamol",
+    "salicylic_acid",
+    "toluene",
+    "uracil",
+]
 
 
 def card():
@@ -45,8 +55,7 @@ def test_shipped_potential_reproduces_its_card_on_the_committed_test_slice():
 
 def test_main_job_runs_50_steps(tmp_path, capsys):
     traj = tmp_path / "aspirin.traj"
-    assert md_main(["aspirin", "--steps", "50", "--interval", "25", "--trajectory", str(traj),
-                    "--no-progress"]) == 0
+    assert md_main(["aspirin", "--steps", "50", "--interval", "25", "--trajectory", str(traj), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "NVE energy drift" in out and "ms/step" in out
     frames = read(traj, index=":")
@@ -82,16 +91,19 @@ def test_dft_potential_reproduces_its_card_and_runs_md_from_its_start(name, tmp_
     info = card["test_slice"]
     model = load_model(pretrained_path(name)).double()
     with_stress = info.get("stress_mae_mev_a3") is not None
-    result, frames, _ = evaluate_files(model, [pretrained_path(name).parent / info["file"]],
-                                       require_forces=True, require_stress=with_stress)
+    result, frames, _ = evaluate_files(
+        model, [pretrained_path(name).parent / info["file"]], require_forces=True, require_stress=with_stress
+    )
     assert len(frames) == info["n_structures"]
     keys = ("energy_mae_mev", "forces_mae_mev_a", "forces_rmse_mev_a")
     for key in keys + (("stress_mae_mev_a3",) if with_stress else ()):
         assert result["all"][key] == pytest.approx(info[key], rel=1e-6), key
     assert card["start_structure"] in shipped_structure_names()
     traj = tmp_path / "md.traj"
-    assert md_main(["--potential", name, "--steps", "20", "--interval", "10",
-                    "--trajectory", str(traj), "--no-progress"]) == 0
+    assert (
+        md_main(["--potential", name, "--steps", "20", "--interval", "10", "--trajectory", str(traj), "--no-progress"])
+        == 0
+    )
     assert "NVE energy drift" in capsys.readouterr().out
 
 
@@ -140,8 +152,14 @@ def test_the_shipped_potential_warns_about_a_squeezed_molecule():
         atoms.get_potential_energy()
     squeezed = atoms.copy()
     carbon = next(i for i, s in enumerate(squeezed.get_chemical_symbols()) if s == "C")
-    hydrogen = int(np.argmin([squeezed.get_distance(carbon, i) if s == "H" else np.inf
-                              for i, s in enumerate(squeezed.get_chemical_symbols())]))
+    hydrogen = int(
+        np.argmin(
+            [
+                squeezed.get_distance(carbon, i) if s == "H" else np.inf
+                for i, s in enumerate(squeezed.get_chemical_symbols())
+            ]
+        )
+    )
     squeezed.set_distance(carbon, hydrogen, 0.6, fix=0)
     squeezed.calc = SINetCalculator.from_pretrained(SHIPPED)
     with pytest.warns(OutOfDomainWarning, match=r"\(H-C\) are 0.600 Å apart.*training data \(0.9[0-9]{2} Å\)"):

@@ -6,15 +6,23 @@ import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 
-from sinet_ase import (SINet, SINetCalculator, SINetInputError, UnknownElementError,
-                       list_pretrained, predict, save_model)
+from sinet_ase import SINet, SINetCalculator, SINetInputError, UnknownElementError, list_pretrained, predict, save_model
 
 
 def make_model(elements=("H", "C", "N", "O", "Cu"), cutoff=4.0, seed=0):
     torch.manual_seed(seed)
-    return SINet(elements=list(elements), cutoff=cutoff, lmax=2, channels=8, num_layers=2,
-                 mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0,
-                 atomic_energies={"H": -13.6, "C": -1030.0}, energy_scale=0.7)
+    return SINet(
+        elements=list(elements),
+        cutoff=cutoff,
+        lmax=2,
+        channels=8,
+        num_layers=2,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=6.0,
+        atomic_energies={"H": -13.6, "C": -1030.0},
+        energy_scale=0.7,
+    )
 
 
 def molecules(n, seed=0):
@@ -30,8 +38,11 @@ def molecules(n, seed=0):
 
 def crystals(seed=0):
     rng = np.random.default_rng(seed)
-    frames = [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("Cu", "fcc", a=3.5) * (2, 2, 1),
-              bulk("Cu", "bcc", a=2.9, cubic=True) * (2, 1, 1)]
+    frames = [
+        bulk("Cu", "fcc", a=3.6, cubic=True),
+        bulk("Cu", "fcc", a=3.5) * (2, 2, 1),
+        bulk("Cu", "bcc", a=2.9, cubic=True) * (2, 1, 1),
+    ]
     for atoms in frames:
         atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
         atoms.cell = atoms.cell.array @ (np.eye(3) + rng.normal(scale=0.02, size=(3, 3)))
@@ -44,9 +55,14 @@ def one_by_one(model, frames, stress=False):
     for atoms in frames:
         atoms = atoms.copy()
         atoms.calc = calc
-        rows.append({"energy": atoms.get_potential_energy(),
-                     "energies": atoms.get_potential_energies(), "forces": atoms.get_forces(),
-                     "stress": atoms.get_stress() if stress else None})
+        rows.append(
+            {
+                "energy": atoms.get_potential_energy(),
+                "energies": atoms.get_potential_energies(),
+                "forces": atoms.get_forces(),
+                "stress": atoms.get_stress() if stress else None,
+            }
+        )
     return rows
 
 
@@ -121,10 +137,11 @@ def test_bad_input_names_the_structure():
 def test_prepared_model_is_used_without_copy(monkeypatch):
     import sinet_ase.inference as predict_module
 
-    model = SINetCalculator(make_model()).model          # float64, cpu, eval, frozen
+    model = SINetCalculator(make_model()).model  # float64, cpu, eval, frozen
     copies = []
-    monkeypatch.setattr(predict_module, "prepare_model",
-                        lambda *a, **k: copies.append(1) or pytest.fail("prepared model copied"))
+    monkeypatch.setattr(
+        predict_module, "prepare_model", lambda *a, **k: copies.append(1) or pytest.fail("prepared model copied")
+    )
     predict(model, molecules(2))
     assert not copies
 

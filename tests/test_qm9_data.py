@@ -22,19 +22,25 @@ import pytest
 
 from sinet_ase.data import qm9 as Q
 from sinet_ase.data.qm9 import (
-    HARTREE_TO_MEV, TARGET_NAMES, TARGETS, QM9CacheError, load_qm9, load_split,
-    qm9_split, save_split)
+    HARTREE_TO_MEV,
+    TARGET_NAMES,
+    TARGETS,
+    QM9CacheError,
+    load_qm9,
+    load_split,
+    qm9_split,
+    save_split,
+)
 
 needs_qm9pack = pytest.mark.skipif(
-    importlib.util.find_spec("qm9pack") is None, reason="qm9pack not installed (extra sinet-ase[qm9])")
+    importlib.util.find_spec("qm9pack") is None, reason="qm9pack not installed (extra sinet-ase[qm9])"
+)
 
 # Molecules copied into the mini data set, by QM9 index (file part1/2/3):
 #   1 methane, 2 ammonia, 4 acetylene ("0." and "1." numbers), 29 (two
 #   frequency lists), 3574 ("-7.E-6" Mulliken charge), 44747 (first row of
 #   part2), 89009 (first row of part3).
-PART_ROWS = {"qm9_part1.csv": [1, 2, 4, 29, 3574],
-             "qm9_part2.csv": [44747],
-             "qm9_part3.csv": [89009]}
+PART_ROWS = {"qm9_part1.csv": [1, 2, 4, 29, 3574], "qm9_part2.csv": [44747], "qm9_part3.csv": [89009]}
 MINI_IDS = [i for ids in PART_ROWS.values() for i in ids]
 
 NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -108,6 +114,7 @@ def _floats(field: str) -> np.ndarray:
 # Parsing against the raw CSV
 # ---------------------------------------------------------------------------
 
+
 @needs_qm9pack
 def test_mini_rows_in_order(mini):
     assert mini.index.tolist() == MINI_IDS
@@ -120,25 +127,41 @@ def test_methane_matches_csv(mini):
     assert i == 0
     assert mini.numbers_of(i).tolist() == [6, 1, 1, 1, 1]
     # Literal values of qm9_part1.csv, molecule 1.
-    np.testing.assert_array_equal(mini.positions_of(i), [
-        [-0.0126981359, 1.0858041578, 0.0080009958],
-        [0.002150416, -0.0060313176, 0.0019761204],
-        [1.0117308433, 1.4637511618, 0.0002765748],
-        [-0.540815069, 1.4475266138, -0.8766437152],
-        [-0.5238136345, 1.4379326443, 0.9063972942]])
-    np.testing.assert_array_equal(mini.mulliken_charges[0:5],
-                                  [-0.535689, 0.133921, 0.133922, 0.133923, 0.133923])
-    np.testing.assert_array_equal(mini.frequencies_of(i), [
-        1341.307, 1341.3284, 1341.365, 1562.6731, 1562.7453, 3038.3205,
-        3151.6034, 3151.6788, 3151.7078])
+    np.testing.assert_array_equal(
+        mini.positions_of(i),
+        [
+            [-0.0126981359, 1.0858041578, 0.0080009958],
+            [0.002150416, -0.0060313176, 0.0019761204],
+            [1.0117308433, 1.4637511618, 0.0002765748],
+            [-0.540815069, 1.4475266138, -0.8766437152],
+            [-0.5238136345, 1.4379326443, 0.9063972942],
+        ],
+    )
+    np.testing.assert_array_equal(mini.mulliken_charges[0:5], [-0.535689, 0.133921, 0.133922, 0.133923, 0.133923])
+    np.testing.assert_array_equal(
+        mini.frequencies_of(i),
+        [1341.307, 1341.3284, 1341.365, 1562.6731, 1562.7453, 3038.3205, 3151.6034, 3151.6788, 3151.7078],
+    )
     raw = dict(zip(Q.RAW_PROPERTY_NAMES, mini.raw_properties[i]))
-    assert raw == {"A": 157.7118, "B": 157.70997, "C": 157.70699, "mu": 0.0,
-                   "alpha": 13.21, "homo": -0.3877, "lumo": 0.1171, "gap": 0.5048,
-                   "r2": 35.3641, "zpve": 0.044749, "U0": -40.47893, "U": -40.476062,
-                   "H": -40.475117, "G": -40.498597, "Cv": 6.469}
+    assert raw == {
+        "A": 157.7118,
+        "B": 157.70997,
+        "C": 157.70699,
+        "mu": 0.0,
+        "alpha": 13.21,
+        "homo": -0.3877,
+        "lumo": 0.1171,
+        "gap": 0.5048,
+        "r2": 35.3641,
+        "zpve": 0.044749,
+        "U0": -40.47893,
+        "U": -40.476062,
+        "H": -40.475117,
+        "G": -40.498597,
+        "Cv": 6.469,
+    }
     assert mini.smiles[i] == "C"
-    np.testing.assert_array_equal(mini.polarizability_tensor[i],
-                                  [13.211, 0.0, 13.211, 0.0, 0.0, 13.211])
+    np.testing.assert_array_equal(mini.polarizability_tensor[i], [13.211, 0.0, 13.211, 0.0, 0.0, 13.211])
     assert not mini.freq_duplicated[i]
 
 
@@ -156,21 +179,21 @@ def test_every_mini_row_matches_csv(mini, raw_rows):
         np.testing.assert_array_equal(mini.mulliken_charges[s], _floats(row["Mulliken_pop"]))
         freqs = _floats(row["Harmonic_Freq_cmi"])
         if mini.freq_duplicated[i]:
-            freqs = freqs[len(freqs) // 2:]
+            freqs = freqs[len(freqs) // 2 :]
         np.testing.assert_array_equal(mini.frequencies_of(i), freqs)
-        np.testing.assert_array_equal(
-            mini.raw_properties[i], [float(row[c]) for c in Q._RAW_CSV_COLUMNS])
+        np.testing.assert_array_equal(mini.raw_properties[i], [float(row[c]) for c in Q._RAW_CSV_COLUMNS])
         assert mini.smiles[i] == row["SMILES"]
 
 
 @needs_qm9pack
 def test_zero_dot_numbers(mini, raw_rows):
     """Acetylene is written with "0." and "1." (invalid JSON)."""
-    assert '0.,1.]' in raw_rows[4]["XYZ_Ang"] and raw_rows[4]["RotA_GHz"] == "0."
+    assert "0.,1.]" in raw_rows[4]["XYZ_Ang"] and raw_rows[4]["RotA_GHz"] == "0."
     i = mini.row_of(4)
-    np.testing.assert_array_equal(mini.positions_of(i), [
-        [0.5995394918, 0.0, 1.0], [-0.5995394918, 0.0, 1.0],
-        [-1.6616385861, 0.0, 1.0], [1.6616385861, 0.0, 1.0]])
+    np.testing.assert_array_equal(
+        mini.positions_of(i),
+        [[0.5995394918, 0.0, 1.0], [-0.5995394918, 0.0, 1.0], [-1.6616385861, 0.0, 1.0], [1.6616385861, 0.0, 1.0]],
+    )
     assert mini.raw_properties[i, Q.RAW_PROPERTY_NAMES.index("A")] == 0.0
     assert mini.target("mu")[i] == 0.0
     assert len(mini.frequencies_of(i)) == 3 * 4 - 5  # linear molecule
@@ -214,15 +237,20 @@ def test_malformed_row_gives_clear_error(tmp_path, mini_source):
 # Units and atom references
 # ---------------------------------------------------------------------------
 
+
 def test_atomref_table_is_the_qm9_one():
     # U0 column of the atomref table of the QM9 paper (Ramakrishnan et al. 2014).
     assert {z: r[1] for z, r in Q.ATOMREF_HARTREE.items()} == {
-        1: -0.500273, 6: -37.846772, 7: -54.583861, 8: -75.064579, 9: -99.718730}
+        1: -0.500273,
+        6: -37.846772,
+        7: -54.583861,
+        8: -75.064579,
+        9: -99.718730,
+    }
     assert Q.ATOMREF_HARTREE[6][1:5] == (-37.846772, -37.845355, -37.844411, -37.861317)
     assert Q.ATOMREF_HARTREE[8][2] == -75.063163
     assert [t.name for t in TARGETS.values() if t.atomref] == ["U0", "U", "H", "G"]
-    assert TARGET_NAMES == ("mu", "alpha", "homo", "lumo", "gap", "r2", "zpve",
-                            "U0", "U", "H", "G", "Cv")
+    assert TARGET_NAMES == ("mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U", "H", "G", "Cv")
     assert HARTREE_TO_MEV == 27211.386
 
 
@@ -268,8 +296,8 @@ def test_atoms_object(mini):
 # Splits
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("scheme, sizes", [("paper", (110_000, 10_000, 10_831)),
-                                           ("egnn", (100_000, 17_748, 13_083))])
+
+@pytest.mark.parametrize("scheme, sizes", [("paper", (110_000, 10_000, 10_831)), ("egnn", (100_000, 17_748, 13_083))])
 def test_split_sizes_disjoint_deterministic(scheme, sizes):
     split = qm9_split(130_831, scheme=scheme)
     assert split.sizes == sizes
@@ -317,6 +345,7 @@ def test_save_load_split(tmp_path, suffix):
 # ---------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------
+
 
 @needs_qm9pack
 def test_cache_reload_does_not_reparse(mini_cache, mini, monkeypatch):
@@ -366,11 +395,12 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 # Full data (only if the cache exists or is requested)
 # ---------------------------------------------------------------------------
 
+
 @needs_qm9pack
 @pytest.mark.skipif(
-    not (Q.default_cache_dir() / Q.CACHE_FILENAME).exists()
-    and os.environ.get("SINET_ASE_QM9_FULL_TEST") != "1",
-    reason="full QM9 cache not built (run load_qm9() once, ~40 s, or set SINET_ASE_QM9_FULL_TEST=1)")
+    not (Q.default_cache_dir() / Q.CACHE_FILENAME).exists() and os.environ.get("SINET_ASE_QM9_FULL_TEST") != "1",
+    reason="full QM9 cache not built (run load_qm9() once, ~40 s, or set SINET_ASE_QM9_FULL_TEST=1)",
+)
 def test_full_cache():
     data = load_qm9()
     assert len(data) == Q.N_MOLECULES and data.index[0] == 1 and data.index[-1] == 133_885

@@ -18,8 +18,16 @@ class QM9HeadTests(ModelTests):
 
     def build(self, elements, dtype=torch.float64, cutoff=5.0, lmax=2, channels=8, seed=0, **options):
         torch.manual_seed(seed)
-        model = self.model_class(elements=elements, cutoff=cutoff, lmax=lmax, channels=channels,
-                                 num_layers=2, mlp_hidden=16, radial_hidden=16, **options)
+        model = self.model_class(
+            elements=elements,
+            cutoff=cutoff,
+            lmax=lmax,
+            channels=channels,
+            num_layers=2,
+            mlp_hidden=16,
+            radial_hidden=16,
+            **options,
+        )
         return model.to(dtype).eval()
 
     def evaluate(self, model, structures):
@@ -29,8 +37,7 @@ class QM9HeadTests(ModelTests):
 
 class TestQM9Scalar(QM9HeadTests):
     per_structure = {"prediction": 0, "standardised": 0}
-    model_options = dict(target="alpha", target_mean=5.0, target_std=2.0,
-                         atom_refs={"H": -1.0, "C": 3.0, "O": 0.5})
+    model_options = dict(target="alpha", target_mean=5.0, target_std=2.0, atom_refs={"H": -1.0, "C": 3.0, "O": 0.5})
 
 
 class TestQM9ScalarMeanPoolingSiFormer(TestQM9Scalar):

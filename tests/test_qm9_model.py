@@ -25,9 +25,16 @@ from sinet_ase import ConfigError, ModelFileError, load_model
 from sinet_ase.data.qm9 import default_cache_dir
 from sinet_ase.graph import batch_graphs
 from sinet_ase.qm9.data import qm9_graph
-from sinet_ase.qm9.model import (E_ANGSTROM_TO_DEBYE, QM9DipoleModel, QM9ScalarModel,
-                                 backbone_keys, build_qm9_model, load_qm9_model, save_qm9_model,
-                                 sh1_to_cartesian_matrix)
+from sinet_ase.qm9.model import (
+    E_ANGSTROM_TO_DEBYE,
+    QM9DipoleModel,
+    QM9ScalarModel,
+    backbone_keys,
+    build_qm9_model,
+    load_qm9_model,
+    save_qm9_model,
+    sh1_to_cartesian_matrix,
+)
 from sinet_ase.train import Trainer
 from sinet_ase.train.config import TrainConfig
 
@@ -72,7 +79,7 @@ def test_e3nn_type1_components_to_cartesian():
     torch.manual_seed(0)
     v = torch.randn(20, 3, dtype=torch.float64)
     Y = o3.spherical_harmonics(1, v, normalize=True, normalization="component")
-    assert torch.allclose(Y @ P, 3 ** 0.5 * v / v.norm(dim=1, keepdim=True), atol=1e-12)
+    assert torch.allclose(Y @ P, 3**0.5 * v / v.norm(dim=1, keepdim=True), atol=1e-12)
     # the e3nn representation of 1o is P R P^T in the basis it uses, for proper and improper R
     for improper in (False, True):
         R = _random_o3(1, improper)
@@ -84,8 +91,9 @@ def test_e3nn_type1_components_to_cartesian():
 @pytest.mark.parametrize("improper", [False, True], ids=["rotation", "rotoinversion"])
 def test_scalar_prediction_is_invariant(graphs, pooling, improper):
     torch.manual_seed(0)
-    model = QM9ScalarModel(**SMALL, pooling=pooling, target_mean=5.0, target_std=2.0,
-                           atom_refs={"H": -1.0, "C": 3.0, "O": 0.5}).double()
+    model = QM9ScalarModel(
+        **SMALL, pooling=pooling, target_mean=5.0, target_std=2.0, atom_refs={"H": -1.0, "C": 3.0, "O": 0.5}
+    ).double()
     R = _random_o3(2, improper)
     before = model(batch_graphs(graphs))["prediction"]
     after = model(_transformed(graphs, R, torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)))["prediction"]
@@ -134,8 +142,7 @@ def test_dipole_charges_are_neutral_and_make_the_dipole(graphs):
     assert out["charges"].abs().max() > 1e-3
     # mu = C (sum_i q_i x_i + sum_i mu_i): the centre does not matter for neutral charges
     moment = out["charges"].unsqueeze(1) * batch.pos + out["atomic_dipoles"]
-    expected = E_ANGSTROM_TO_DEBYE * torch.zeros(len(graphs), 3, dtype=torch.float64).index_add(
-        0, batch.batch, moment)
+    expected = E_ANGSTROM_TO_DEBYE * torch.zeros(len(graphs), 3, dtype=torch.float64).index_add(0, batch.batch, moment)
     assert torch.allclose(out["dipole"], expected, atol=1e-9)
     assert abs(E_ANGSTROM_TO_DEBYE - 4.80320) < 1e-5
 
@@ -143,9 +150,10 @@ def test_dipole_charges_are_neutral_and_make_the_dipole(graphs):
 def test_model_files_reload_exactly(graphs, tmp_path):
     torch.manual_seed(2)
     batch = batch_graphs(graphs)
-    models = [QM9ScalarModel(**SMALL, target="alpha", target_mean=1.5, target_std=3.0,
-                             atom_refs={"C": 7.25}),
-              QM9DipoleModel(**SMALL, target_std=1.5)]
+    models = [
+        QM9ScalarModel(**SMALL, target="alpha", target_mean=1.5, target_std=3.0, atom_refs={"C": 7.25}),
+        QM9DipoleModel(**SMALL, target_std=1.5),
+    ]
     if "backbone" in backbone_keys():
         models.append(QM9ScalarModel(**SMALL, backbone="siformer", num_heads=2))
     for model in models:
@@ -172,14 +180,23 @@ def test_model_files_reload_exactly(graphs, tmp_path):
 
 # --- training ---------------------------------------------------------------
 
+
 def qm9_config(run_dir, target="gap", epochs=2, **qm9):
     raw = {
-        "run_dir": str(run_dir), "seed": 0, "task": "qm9",
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "task": "qm9",
         "qm9": {"target": target, "train_subset": 500, "valid_subset": 100, "test_subset": 100, **qm9},
-        "model": {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16,
-                  "radial_hidden": 16},
-        "training": {"epochs": epochs, "batch_size": 16, "valid_batch_size": 100, "lr": 5e-3,
-                     "warmup_epochs": 0, "ema_decay": 0.5, "dtype": "float64"},
+        "model": {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16, "radial_hidden": 16},
+        "training": {
+            "epochs": epochs,
+            "batch_size": 16,
+            "valid_batch_size": 100,
+            "lr": 5e-3,
+            "warmup_epochs": 0,
+            "ema_decay": 0.5,
+            "dtype": "float64",
+        },
     }
     return TrainConfig.from_dict(raw)
 
@@ -198,8 +215,16 @@ def test_training_lowers_validation_mae(gap_run):
     assert summary["sizes"] == {"train": 500, "valid": 100, "test": 100}
     assert summary["target"] == "gap" and summary["unit"] == "meV" and summary["stats"]["pooling"] == "mean"
     assert summary["best"]["valid_mae"] < 0.85 * before["mae"]  # measured: 0.73
-    for name in ("metrics.csv", "learning_curve.png", "parity.png", "summary.json", "checkpoint.pt",
-                 "split.json", "config.json", "best_model.pt"):
+    for name in (
+        "metrics.csv",
+        "learning_curve.png",
+        "parity.png",
+        "summary.json",
+        "checkpoint.pt",
+        "split.json",
+        "config.json",
+        "best_model.pt",
+    ):
         assert (run_dir / name).is_file(), name
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["epoch", "train_loss", "valid_loss", "valid_mae"]
@@ -230,14 +255,18 @@ def test_resume_reproduces_uninterrupted_run(qm9, gap_run, tmp_path):
     for (name, a), (_, b) in zip(full.ema.state_dict().items(), resumed.ema.state_dict().items()):
         assert torch.equal(a, b), name
     with pytest.raises(ConfigError, match=r"cannot change midway:\n  qm9\.target: 'gap' -> 'homo'"):
-        Trainer(qm9_config(tmp_path / "part", target="homo", train_subset=20, valid_subset=10,
-                           test_subset=10), resume=True, quiet=True)
+        Trainer(
+            qm9_config(tmp_path / "part", target="homo", train_subset=20, valid_subset=10, test_subset=10),
+            resume=True,
+            quiet=True,
+        )
 
 
 def test_dipole_and_extensive_targets_train(qm9, tmp_path):
     for target, check in (("mu", "D"), ("alpha", "bohr^3")):
-        config = qm9_config(tmp_path / target, target=target, epochs=1, train_subset=64,
-                            valid_subset=32, test_subset=32)
+        config = qm9_config(
+            tmp_path / target, target=target, epochs=1, train_subset=64, valid_subset=32, test_subset=32
+        )
         summary = Trainer(config, quiet=True).run()
         assert summary["unit"] == check and np.isfinite(summary["test"]["mae"])
         model = load_qm9_model(tmp_path / target / "best_model.pt")
@@ -263,21 +292,25 @@ def test_evaluate_command_prints_table(gap_run, capsys, tmp_path):
 
 # --- config errors ----------------------------------------------------------
 
-@pytest.mark.parametrize("change, message", [
-    ({"qm9": {"target": "gap", "traget": 1}}, r"unknown config key\(s\) qm9\.traget; valid keys here"),
-    ({"qm9": {"target": "bandgap"}}, r"qm9\.target must be one of mu, alpha, homo"),
-    ({"qm9": {"split": "random"}}, r"qm9\.split must be one of paper, egnn"),
-    ({"qm9": {"train_subset": 0}}, r"qm9\.train_subset must be a positive whole number"),
-    ({"qm9": {"atomref": "dataset", "target": "gap"}}, "dataset has no free-atom reference"),
-    ({"data": {"train": ["x.extxyz"]}}, "remove the data section"),
-    ({"training": {"forces_weight": 10.0}}, r"training\.forces_weight only apply to 'task: energy'"),
-    ({"training": {"epohcs": 3}}, r"unknown config key\(s\) training\.epohcs"),
-    ({"model": {"chanels": 8}}, r"unknown config key\(s\) model\.chanels"),
-    ({"model": {"pooling": "max"}}, r"model\.pooling must be one of sum, mean"),
-    ({"qm9": {"target": "mu"}, "model": {"lmax": 0}}, r"model\.lmax must be >= 1"),
-    ({"qm9": {"target": "mu"}, "model": {"pooling": "sum"}}, "pooling does not apply to target mu"),
-    ({"task": "qm10"}, "task must be one of energy, nbody, qm9"),
-])
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"qm9": {"target": "gap", "traget": 1}}, r"unknown config key\(s\) qm9\.traget; valid keys here"),
+        ({"qm9": {"target": "bandgap"}}, r"qm9\.target must be one of mu, alpha, homo"),
+        ({"qm9": {"split": "random"}}, r"qm9\.split must be one of paper, egnn"),
+        ({"qm9": {"train_subset": 0}}, r"qm9\.train_subset must be a positive whole number"),
+        ({"qm9": {"atomref": "dataset", "target": "gap"}}, "dataset has no free-atom reference"),
+        ({"data": {"train": ["x.extxyz"]}}, "remove the data section"),
+        ({"training": {"forces_weight": 10.0}}, r"training\.forces_weight only apply to 'task: energy'"),
+        ({"training": {"epohcs": 3}}, r"unknown config key\(s\) training\.epohcs"),
+        ({"model": {"chanels": 8}}, r"unknown config key\(s\) model\.chanels"),
+        ({"model": {"pooling": "max"}}, r"model\.pooling must be one of sum, mean"),
+        ({"qm9": {"target": "mu"}, "model": {"lmax": 0}}, r"model\.lmax must be >= 1"),
+        ({"qm9": {"target": "mu"}, "model": {"pooling": "sum"}}, "pooling does not apply to target mu"),
+        ({"task": "qm10"}, "task must be one of energy, nbody, qm9"),
+    ],
+)
 def test_config_errors(change, message):
     raw = {"task": "qm9", "qm9": {"target": "gap"}}
     raw.update(change)

@@ -12,8 +12,7 @@ from sinet_ase.data.atomic import split_frame_selection
 from sinet_ase.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-ENERGY_RECIPES = sorted((ROOT / "training").glob("xtb_md17.yaml")) + sorted(
-    (ROOT / "training" / "dft").glob("*.yaml"))
+ENERGY_RECIPES = sorted((ROOT / "training").glob("xtb_md17.yaml")) + sorted((ROOT / "training" / "dft").glob("*.yaml"))
 ALL_RECIPES = ENERGY_RECIPES + sorted((ROOT / "training").glob("qm9_*.yaml"))
 
 
@@ -29,8 +28,9 @@ def test_recipe_parses(recipe):
 def test_recipe_data_files_exist(recipe, monkeypatch):
     monkeypatch.chdir(ROOT)
     config = load_config(recipe)
-    paths = [split_frame_selection(p)[0]
-             for p in config.data.train + (config.data.valid or []) + (config.data.test or [])]
+    paths = [
+        split_frame_selection(p)[0] for p in config.data.train + (config.data.valid or []) + (config.data.test or [])
+    ]
     if any("shared/data" in str(p) for p in paths) and not (ROOT.parent / "shared" / "data").is_dir():
         pytest.skip("../shared/data is not present")
     missing = [str(p) for p in paths if not p.is_file()]

@@ -38,5 +38,6 @@ def test_model_file_has_its_summary_and_loads(path):
     model = load_nbody_model(path)
     stored = summary["config"]["model"]
     assert {k: v for k, v in model.config.items() if k in stored} == {
-        k: v for k, v in stored.items() if k in model.config}
+        k: v for k, v in stored.items() if k in model.config
+    }
     assert sum(p.numel() for p in model.parameters()) == summary["summary"]["num_parameters"]

@@ -13,16 +13,13 @@ from sinet_ase.train.checkpoint import config_changes
 from sinet_ase.train.config import TrainConfig
 
 
-
-
 def raw_config(data, run_dir, **training):
     return {
-        "run_dir": str(run_dir), "seed": 1,
+        "run_dir": str(run_dir),
+        "seed": 1,
         "data": {"train": [str(data)], "valid_size": 0.25},
-        "model": {"cutoff": 3.0, "lmax": 1, "channels": 4, "num_layers": 1, "mlp_hidden": 8,
-                  "radial_hidden": 8},
-        "training": {"epochs": 3, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0,
-                     "dtype": "float64", **training},
+        "model": {"cutoff": 3.0, "lmax": 1, "channels": 4, "num_layers": 1, "mlp_hidden": 8, "radial_hidden": 8},
+        "training": {"epochs": 3, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0, "dtype": "float64", **training},
     }
 
 
@@ -43,8 +40,7 @@ def edited(raw, **changes):
 
 def test_config_changes_splits_resumable_keys_from_the_rest():
     old = {"seed": 0, "training": {"epochs": 3, "lr": 1e-3, "stage2_start": None}, "model": {"cutoff": 5.0}}
-    new = {"seed": 0, "training": {"epochs": 6, "lr": 1e-3, "stage2_start": 0.5},
-           "model": {"cutoff": 4.0, "lmax": 1}}
+    new = {"seed": 0, "training": {"epochs": 6, "lr": 1e-3, "stage2_start": 0.5}, "model": {"cutoff": 4.0, "lmax": 1}}
     allowed, refused = config_changes(old, new)
     assert allowed == ["training.epochs: 3 -> 6", "training.stage2_start: None -> 0.5"]
     assert refused == ["model.cutoff: 5.0 -> 4.0", "model.lmax: '<not set>' -> 1"]
@@ -56,11 +52,13 @@ def test_resume_refuses_a_changed_model_data_seed_or_learning_rate(tmp_path):
     stored_split = (run / "split.json").read_text()
     other = tmp_path / "other.extxyz"
     write(other, emt_frames("H2O", 12, 5))
-    for changes, expected in ((dict(model__cutoff=4.0), "model.cutoff: 3.0 -> 4.0"),
-                              (dict(training__lr=1e-2), "training.lr: 0.005 -> 0.01"),
-                              (dict(seed=2), "seed: 1 -> 2"),
-                              (dict(training__dtype="float32"), "training.dtype: 'float64' -> 'float32'"),
-                              (dict(data__train=[str(other)]), "data.train")):
+    for changes, expected in (
+        (dict(model__cutoff=4.0), "model.cutoff: 3.0 -> 4.0"),
+        (dict(training__lr=1e-2), "training.lr: 0.005 -> 0.01"),
+        (dict(seed=2), "seed: 1 -> 2"),
+        (dict(training__dtype="float32"), "training.dtype: 'float64' -> 'float32'"),
+        (dict(data__train=[str(other)]), "data.train"),
+    ):
         with pytest.raises(ConfigError, match="cannot change midway") as info:
             Trainer(edited(raw_config(data, run), **changes), resume=True, quiet=True)
         assert expected in str(info.value)
@@ -71,13 +69,14 @@ def test_resume_refuses_a_changed_model_data_seed_or_learning_rate(tmp_path):
 
 def test_resume_with_more_epochs_is_logged(tmp_path):
     data, run = start_run(tmp_path)
-    trainer = Trainer(edited(raw_config(data, run), training__epochs=4, training__patience=7),
-                      resume=True, quiet=True)
+    trainer = Trainer(edited(raw_config(data, run), training__epochs=4, training__patience=7), resume=True, quiet=True)
     summary = trainer.run()
     assert summary["epochs_done"] == 4
     log = (run / "resume.log").read_text().splitlines()
-    assert log == ["resumed after epoch 1: training.epochs: 3 -> 4",
-                   "resumed after epoch 1: training.patience: 50 -> 7"]
+    assert log == [
+        "resumed after epoch 1: training.epochs: 3 -> 4",
+        "resumed after epoch 1: training.patience: 50 -> 7",
+    ]
     assert summary["resume_log"] == log
     assert json.loads((run / "config.json").read_text())["training"]["epochs"] == 4
 

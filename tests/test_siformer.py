@@ -11,10 +11,15 @@ from e3nn import o3
 from sinet_ase import SINet, SINetCalculator, atoms_to_graph, load_model, save_model
 from sinet_ase.io import model_from_dict, model_to_dict
 from sinet_ase.model import edge_vectors, graph_batch
-from sinet_ase.ops import (EquivariantLayerNorm, RadialEmbedding, SiFormerLayer, SphericalLayout,
-                           cutoff_softmax)
-from sinet_ase.testing import (TOLERANCE, EnergyModelTests, random_orthogonal,
-                               rattled_ethanol as ethanol, relative_error, rotate_features)
+from sinet_ase.ops import EquivariantLayerNorm, RadialEmbedding, SiFormerLayer, SphericalLayout, cutoff_softmax
+from sinet_ase.testing import (
+    TOLERANCE,
+    EnergyModelTests,
+    random_orthogonal,
+    rattled_ethanol as ethanol,
+    relative_error,
+    rotate_features,
+)
 
 
 SIFORMER = {"backbone": "siformer", "num_heads": 2}
@@ -55,6 +60,7 @@ def randomise(module, scale=0.3, seed=0):
 
 # --- symmetry ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("lmax", range(5))
 @pytest.mark.parametrize("parity", [False, True], ids=["proper", "improper"])
 def test_layer_equivariant(lmax, parity, dtype):
@@ -78,12 +84,11 @@ def test_layer_norm_equivariant_and_normalising(lmax, separate, dtype):
     h = 10.0 * torch.randn(6, 5, layout.num_m, dtype=dtype)
     R = random_orthogonal(True)
     out = norm(h)
-    assert relative_error(norm(rotate_features(layout, h, R)), rotate_features(layout, out, R)) \
-        < TOLERANCE[dtype]
+    assert relative_error(norm(rotate_features(layout, h, R)), rotate_features(layout, out, R)) < TOLERANCE[dtype]
     # unit weights: scalars centred; mean square per component (channel variance for l = 0)
     # is 1 per degree (per_degree) or on average over the degrees (shared_scale)
     assert out[:, :, 0].mean(dim=1).abs().max() < 1e-5
-    mean_square = ((out * out) @ (layout.inner_product ** 2)).mean(dim=1)  # (N, L+1)
+    mean_square = ((out * out) @ (layout.inner_product**2)).mean(dim=1)  # (N, L+1)
     if not separate:
         mean_square = mean_square.mean(dim=1)
     torch.testing.assert_close(mean_square, torch.ones_like(mean_square), atol=1e-3, rtol=0)
@@ -102,6 +107,7 @@ def test_shared_scale_keeps_small_vectors_small():
 
 
 # --- attention ----------------------------------------------------------------------------
+
 
 def test_attention_weights_sum_to_at_most_one(siformer, rng):
     model = siformer(["H", "C", "O"])
@@ -145,8 +151,9 @@ def test_cutoff_softmax_properties():
     # no sink and u = 1: the ordinary softmax over neighbours
     from torch_geometric.utils import softmax
 
-    plain = cutoff_softmax(logits, torch.ones(6, dtype=torch.float64), receiver, 4,
-                           torch.full((3,), -1e4, dtype=torch.float64))
+    plain = cutoff_softmax(
+        logits, torch.ones(6, dtype=torch.float64), receiver, 4, torch.full((3,), -1e4, dtype=torch.float64)
+    )
     torch.testing.assert_close(plain, softmax(logits, receiver, num_nodes=4))
     # gradients are finite, also through u = 0 and huge logits
     logits.requires_grad_(True)
@@ -168,6 +175,7 @@ def test_force_training_step_reaches_every_parameter(siformer, rng):
 
 # --- configuration and model files ---------------------------------------------------------
 
+
 def test_save_load_round_trip_through_calculator(siformer, tmp_path):
     model = siformer(["H", "C", "O"], atomic_energies={"H": -13.6, "C": -1029.5, "O": -2041.3})
     path = tmp_path / "siformer.pt"
@@ -186,8 +194,7 @@ def test_save_load_round_trip_through_calculator(siformer, tmp_path):
 
 def test_model_files_without_backbone_key_load_as_sinet():
     torch.manual_seed(0)
-    payload = model_to_dict(SINet(["H"], channels=4, lmax=1, num_layers=1, mlp_hidden=8,
-                                  radial_hidden=8))
+    payload = model_to_dict(SINet(["H"], channels=4, lmax=1, num_layers=1, mlp_hidden=8, radial_hidden=8))
     del payload["config"]["backbone"], payload["config"]["num_heads"]
     model = model_from_dict(payload)
     assert model.config["backbone"] == "sinet"

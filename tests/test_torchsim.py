@@ -19,21 +19,28 @@ ELEMENTS = ["H", "C", "O", "Si", "Fe", "Cu"]
 @pytest.fixture(scope="module")
 def sinet():
     torch.manual_seed(0)
-    return SINet(elements=ELEMENTS, cutoff=4.0, lmax=2, channels=8, num_layers=2, mlp_hidden=16,
-                 radial_hidden=16, avg_num_neighbors=12.0)
+    return SINet(
+        elements=ELEMENTS,
+        cutoff=4.0,
+        lmax=2,
+        channels=8,
+        num_layers=2,
+        mlp_hidden=16,
+        radial_hidden=16,
+        avg_num_neighbors=12.0,
+    )
 
 
 def crystals():
     """Three periodic structures of 2, 8 and 16 atoms: triclinic, rattled, two elements."""
     rng = np.random.default_rng(0)
-    silicon = bulk("Si", "diamond", a=5.43)                      # primitive (triclinic) cell
+    silicon = bulk("Si", "diamond", a=5.43)  # primitive (triclinic) cell
     mixed = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 1, 1))
     mixed.symbols[[1, 6]] = "Fe"
     iron = bulk("Fe", "bcc", a=2.87, cubic=True).repeat((2, 2, 2))
     for atoms in (silicon, mixed, iron):
         atoms.positions += rng.normal(scale=0.08, size=atoms.positions.shape)
-    mixed.set_cell(mixed.cell.array + [[0.0, 0.2, 0.1], [0.1, 0.0, -0.2], [0.0, 0.15, 0.0]],
-                   scale_atoms=True)
+    mixed.set_cell(mixed.cell.array + [[0.0, 0.2, 0.1], [0.1, 0.0, -0.2], [0.0, 0.15, 0.0]], scale_atoms=True)
     return [silicon, mixed, iron]
 
 
@@ -52,13 +59,11 @@ def test_batched_state_matches_the_calculator(sinet):
         rows = slice(start, start + len(atoms))
         start += len(atoms)
         assert out["energy"][g].item() == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
-        np.testing.assert_allclose(out["forces"][rows].numpy(), atoms.get_forces(), rtol=1e-9,
-                                   atol=1e-11)
-        np.testing.assert_allclose(out["stress"][g].numpy(), atoms.get_stress(voigt=False),
-                                   rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(out["stresses"][rows].numpy(),
-                                   voigt_6_to_full_3x3_stress(atoms.get_stresses()),
-                                   rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(out["forces"][rows].numpy(), atoms.get_forces(), rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(out["stress"][g].numpy(), atoms.get_stress(voigt=False), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            out["stresses"][rows].numpy(), voigt_6_to_full_3x3_stress(atoms.get_stresses()), rtol=1e-9, atol=1e-13
+        )
 
 
 def test_torch_sim_validates_the_model(sinet):
@@ -108,8 +113,7 @@ def test_nve_in_torch_sim_conserves_energy(sinet):
     potential, total = [], []
     for _ in range(20):
         state = update(state)
-        kinetic = calc_kinetic_energy(masses=state.masses, momenta=state.momenta,
-                                      system_idx=state.system_idx)
+        kinetic = calc_kinetic_energy(masses=state.masses, momenta=state.momenta, system_idx=state.system_idx)
         potential.append(state.energy.clone())
         total.append(state.energy + kinetic)
     potential, total = torch.stack(potential), torch.stack(total)

@@ -21,8 +21,6 @@ from sinet_ase.train import Trainer, load_config
 from sinet_ase.train.config import TrainConfig
 
 
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
@@ -40,12 +38,21 @@ def tiny_config(data_dir, run_dir, **training):
     raw = {
         "run_dir": str(run_dir),
         "seed": 1,
-        "data": {"train": [str(data_dir / "ethanol.extxyz"), str(data_dir / "water.extxyz")],
-                 "valid_size": 0.2, "test_size": 0.2},
-        "model": {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16,
-                  "radial_hidden": 16},
-        "training": {"epochs": 4, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0, "ema_decay": 0.5,
-                     "dtype": "float64", **training},
+        "data": {
+            "train": [str(data_dir / "ethanol.extxyz"), str(data_dir / "water.extxyz")],
+            "valid_size": 0.2,
+            "test_size": 0.2,
+        },
+        "model": {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16, "radial_hidden": 16},
+        "training": {
+            "epochs": 4,
+            "batch_size": 4,
+            "lr": 5e-3,
+            "warmup_epochs": 0,
+            "ema_decay": 0.5,
+            "dtype": "float64",
+            **training,
+        },
     }
     return TrainConfig.from_dict(raw)
 
@@ -54,11 +61,16 @@ def test_training_lowers_validation_loss_and_exports(data_dir, tmp_path):
     trainer = Trainer(tiny_config(data_dir, tmp_path / "run"), quiet=True)
     before = trainer.evaluate(trainer.model, trainer.graphs["valid"])["loss"]
     summary = trainer.run()
-    after = trainer.evaluate(load_model(tmp_path / "run" / "best_model.pt").double(),
-                             trainer.graphs["valid"])["loss"]
+    after = trainer.evaluate(load_model(tmp_path / "run" / "best_model.pt").double(), trainer.graphs["valid"])["loss"]
     assert after < 0.7 * before
-    for name in ("metrics.csv", "learning_curve.png", "force_parity.png", "summary.json",
-                 "checkpoint.pt", "split.json"):
+    for name in (
+        "metrics.csv",
+        "learning_curve.png",
+        "force_parity.png",
+        "summary.json",
+        "checkpoint.pt",
+        "split.json",
+    ):
         assert (tmp_path / "run" / name).is_file(), name
     assert summary["sizes"] == {"train": 36, "valid": 12, "test": 12}
     # the exported model loads in the calculator and matches the trainer's predictions
@@ -99,15 +111,24 @@ def test_config_errors(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="model.chanels"):
         TrainConfig.from_dict({"data": {"train": ["x"]}, "model": {"chanels": 3}})
     with pytest.raises(ConfigError, match="does not exist"):
-        Trainer(TrainConfig.from_dict({"run_dir": str(tmp_path / "a"),
-                                       "data": {"train": [str(tmp_path / "missing.xyz")]}}))
+        Trainer(
+            TrainConfig.from_dict({"run_dir": str(tmp_path / "a"), "data": {"train": [str(tmp_path / "missing.xyz")]}})
+        )
     with pytest.raises(ConfigError, match="no forces"):
-        Trainer(TrainConfig.from_dict({"run_dir": str(tmp_path / "b"),
-                                       "data": {"train": [str(data_dir / "no_forces.extxyz")]}}))
+        Trainer(
+            TrainConfig.from_dict(
+                {"run_dir": str(tmp_path / "b"), "data": {"train": [str(data_dir / "no_forces.extxyz")]}}
+            )
+        )
     with pytest.raises(ConfigError, match="N occur in the valid data but not in the training"):
-        Trainer(TrainConfig.from_dict({"run_dir": str(tmp_path / "c"),
-                                       "data": {"train": [str(data_dir / "water.extxyz")],
-                                                "valid": [str(data_dir / "ammonia.extxyz")]}}))
+        Trainer(
+            TrainConfig.from_dict(
+                {
+                    "run_dir": str(tmp_path / "c"),
+                    "data": {"train": [str(data_dir / "water.extxyz")], "valid": [str(data_dir / "ammonia.extxyz")]},
+                }
+            )
+        )
 
 
 def test_cli_overrides_and_errors(data_dir, tmp_path, capsys):
@@ -130,9 +151,23 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     config.write_text(yaml.safe_dump(raw))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "sinet_ase.cli", str(config), "--quiet"],
-        capture_output=True, text=True, timeout=600, env=env)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "sinet_ase.cli",
+            str(config),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_agree"] is True
@@ -150,12 +185,12 @@ def emt_crystals(n, seed):
     frames = []
     for _ in range(n):
         atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(scale=0.02, size=(3, 3))),
-                       scale_atoms=True)
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(scale=0.02, size=(3, 3))), scale_atoms=True)
         atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
         atoms.calc = EMT()
-        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(),
-                                           forces=atoms.get_forces(), stress=atoms.get_stress())
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces(), stress=atoms.get_stress()
+        )
         frames.append(atoms)
     return frames
 
@@ -170,12 +205,21 @@ def test_training_on_periodic_stress_data(tmp_path):
     full = frames[0].get_stress(voigt=False)
     assert np.abs(full).max() > 1e-4 and np.allclose(graph.stress.numpy()[0], full)
     write(tmp_path / "cu.extxyz", frames)
-    raw = {"run_dir": str(tmp_path / "run"), "seed": 0,
-           "data": {"train": [str(tmp_path / "cu.extxyz")], "valid_size": 4},
-           "model": {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16,
-                     "radial_hidden": 16},
-           "training": {"epochs": 15, "batch_size": 4, "lr": 1e-2, "warmup_epochs": 0,
-                        "ema_decay": 0.0, "dtype": "float64", "stress_weight": 100.0}}
+    raw = {
+        "run_dir": str(tmp_path / "run"),
+        "seed": 0,
+        "data": {"train": [str(tmp_path / "cu.extxyz")], "valid_size": 4},
+        "model": {"cutoff": 4.0, "lmax": 1, "channels": 8, "num_layers": 1, "mlp_hidden": 16, "radial_hidden": 16},
+        "training": {
+            "epochs": 15,
+            "batch_size": 4,
+            "lr": 1e-2,
+            "warmup_epochs": 0,
+            "ema_decay": 0.0,
+            "dtype": "float64",
+            "stress_weight": 100.0,
+        },
+    }
     trainer = Trainer(TrainConfig.from_dict(raw), quiet=True)
     assert all(hasattr(g, "stress") for g in trainer.graphs["train"])
 
@@ -192,18 +236,22 @@ def test_training_on_periodic_stress_data(tmp_path):
 
 @pytest.mark.slow
 def test_second_loss_stage_switches_weights_and_restarts_best(data_dir, tmp_path):
-    trainer = Trainer(tiny_config(data_dir, tmp_path / "run", epochs=4, stage2_start=0.5,
-                                  stage2_energy_weight=1000.0), quiet=True)
+    trainer = Trainer(
+        tiny_config(data_dir, tmp_path / "run", epochs=4, stage2_start=0.5, stage2_energy_weight=1000.0), quiet=True
+    )
     task = trainer.task
     assert task.loss_weights(1) == {"energy": 1.0, "forces": 100.0, "stress": 0.0}
     assert task.loss_weights(2) == {"energy": 1000.0, "forces": 100.0, "stress": 0.0}
     assert not task.begin_epoch(0.25) and task.begin_epoch(0.5) and not task.begin_epoch(0.75)
     task.begin_epoch(0.0)
     trainer.run(stop_after_epoch=3)
-    assert trainer.best["epoch"] == 3   # the best model is chosen among stage-2 epochs only
+    assert trainer.best["epoch"] == 3  # the best model is chosen among stage-2 epochs only
     assert task.weights["energy"] == 1000.0
-    resumed = Trainer(tiny_config(data_dir, tmp_path / "run", epochs=4, stage2_start=0.5,
-                                  stage2_energy_weight=1000.0), resume=True, quiet=True)
+    resumed = Trainer(
+        tiny_config(data_dir, tmp_path / "run", epochs=4, stage2_start=0.5, stage2_energy_weight=1000.0),
+        resume=True,
+        quiet=True,
+    )
     assert resumed.task.stage == 2 and resumed.task.weights["energy"] == 1000.0
     with pytest.raises(ConfigError, match="stage2_start"):
         tiny_config(data_dir, tmp_path / "bad", epochs=4, stage2_start=4)
@@ -212,14 +260,15 @@ def test_second_loss_stage_switches_weights_and_restarts_best(data_dir, tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["cosine_time", "cosine_cpu"])
 def test_cosine_over_time_budget_stops_at_the_budget_with_min_lr(data_dir, tmp_path, scheduler):
-    config = tiny_config(data_dir, tmp_path / "run", epochs=1000, scheduler=scheduler,
-                         max_minutes=0.03, min_lr=1e-5, warmup_epochs=0)
+    config = tiny_config(
+        data_dir, tmp_path / "run", epochs=1000, scheduler=scheduler, max_minutes=0.03, min_lr=1e-5, warmup_epochs=0
+    )
     trainer = Trainer(config, quiet=True)
     trainer.run()
-    assert 1 < trainer.epoch < 1000                      # stopped by the budget, not the epochs
+    assert 1 < trainer.epoch < 1000  # stopped by the budget, not the epochs
     assert trainer.spent() >= 60 * 0.03 and 0 < trainer.cpu_elapsed
     assert trainer.history[-1]["lr"] == pytest.approx(1e-5)
     lrs = [h["lr"] for h in trainer.history]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))      # monotone decay
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone decay
     with pytest.raises(ConfigError, match="max_minutes"):
         tiny_config(data_dir, tmp_path / "bad", scheduler="cosine_time")

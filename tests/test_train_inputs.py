@@ -50,18 +50,21 @@ def test_a_non_finite_loss_stops_training_with_a_clear_message(tmp_path, capsys)
     assert err.startswith("sinet-train: error: training stopped in epoch") and "lower training.lr" in err
 
 
-@pytest.mark.parametrize("override, message", [
-    ("training.epochs=three", "training.epochs = 'three' (str): expected a whole number"),
-    ("training.lr=fast", "training.lr = 'fast' (str): expected a number"),
-    ("training.batch_size=2.5", "training.batch_size = 2.5 (float): expected a whole number"),
-    ("training.epochs=true", "training.epochs = True (bool): expected a whole number"),
-    ("training.max_minutes=[1]", "training.max_minutes = [1] (list): expected a number or null"),
-    ("data.valid_size=big", "data.valid_size = 'big' (str): expected a whole number or a number"),
-    ("data.require_stress=1", "data.require_stress = 1 (int): expected true or false"),
-    ("seed=x", "seed = 'x' (str): expected a whole number"),
-    ("model.lmax=two", "model.lmax = 'two' (str): expected a whole number"),
-    ("model.zbl=maybe", "model.zbl = 'maybe' (str): expected true or false"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.epochs=three", "training.epochs = 'three' (str): expected a whole number"),
+        ("training.lr=fast", "training.lr = 'fast' (str): expected a number"),
+        ("training.batch_size=2.5", "training.batch_size = 2.5 (float): expected a whole number"),
+        ("training.epochs=true", "training.epochs = True (bool): expected a whole number"),
+        ("training.max_minutes=[1]", "training.max_minutes = [1] (list): expected a number or null"),
+        ("data.valid_size=big", "data.valid_size = 'big' (str): expected a whole number or a number"),
+        ("data.require_stress=1", "data.require_stress = 1 (int): expected true or false"),
+        ("seed=x", "seed = 'x' (str): expected a whole number"),
+        ("model.lmax=two", "model.lmax = 'two' (str): expected a whole number"),
+        ("model.zbl=maybe", "model.zbl = 'maybe' (str): expected true or false"),
+    ],
+)
 def test_config_values_of_the_wrong_type_name_key_value_and_type(tmp_path, override, message, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(raw_config(tmp_path / "missing.extxyz", tmp_path / "run")))
@@ -70,8 +73,10 @@ def test_config_values_of_the_wrong_type_name_key_value_and_type(tmp_path, overr
 
 
 def test_config_numbers_keep_their_meaning():
-    raw = {"data": {"train": "a.extxyz", "valid_size": 5, "test_size": 0.1},
-           "training": {"lr": "1e-3", "max_minutes": 2, "stage2_start": None}}
+    raw = {
+        "data": {"train": "a.extxyz", "valid_size": 5, "test_size": 0.1},
+        "training": {"lr": "1e-3", "max_minutes": 2, "stage2_start": None},
+    }
     config = TrainConfig.from_dict(raw)
     assert config.data.train == ["a.extxyz"] and config.data.valid_size == 5
     assert isinstance(config.data.valid_size, int) and config.data.test_size == 0.1
@@ -80,7 +85,6 @@ def test_config_numbers_keep_their_meaning():
 
 def test_a_full_disk_while_training_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     import os
-
 
     from sinet_ase import files as files_module
 

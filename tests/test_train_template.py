@@ -16,13 +16,21 @@ from sinet_ase.train import load_config
 from sinet_ase.train.checkpoint import config_changes
 from sinet_ase.train.config import TrainConfig, TrainingConfig
 from sinet_ase.train.tasks import DataConfig
-from sinet_ase.train.template import (KEY_HELP, check_template_keys, default_config_yaml,
-                                      default_model_section)
+from sinet_ase.train.template import KEY_HELP, check_template_keys, default_config_yaml, default_model_section
 
-TINY = ["model.cutoff=4.0", "model.lmax=1", "model.channels=8", "model.num_layers=1",
-        "model.mlp_hidden=16", "model.radial_hidden=16", "training.epochs=2",
-        "training.batch_size=4", "training.dtype=float64", "training.warmup_epochs=0",
-        "data.valid_size=0.25"]
+TINY = [
+    "model.cutoff=4.0",
+    "model.lmax=1",
+    "model.channels=8",
+    "model.num_layers=1",
+    "model.mlp_hidden=16",
+    "model.radial_hidden=16",
+    "training.epochs=2",
+    "training.batch_size=4",
+    "training.dtype=float64",
+    "training.warmup_epochs=0",
+    "data.valid_size=0.25",
+]
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +91,7 @@ def test_help_lists_the_config_sections_and_keys(capsys):
     for section in ("top level: run_dir", "data: train", "model: cutoff", "training: epochs"):
         assert section in out
     words = out.replace(",", " ").split()
-    for key in ("config_type_weights", "zbl_cutoff_factor", "init_from", "stage2_start",
-                "tensorboard", "freeze"):
+    for key in ("config_type_weights", "zbl_cutoff_factor", "init_from", "stage2_start", "tensorboard", "freeze"):
         assert key in words
 
 
@@ -120,14 +127,17 @@ def test_tensorboard_logs_the_numbers_of_metrics_csv(printed, capsys, monkeypatc
 
     monkeypatch.chdir(printed)
     (printed / "tb.yaml").write_text(_print_config(capsys))
-    assert train_main(["tb.yaml", "run_dir=runs/tb", "training.tensorboard=true", "--quiet"]
-                      + TINY) == 0
+    assert train_main(["tb.yaml", "run_dir=runs/tb", "training.tensorboard=true", "--quiet"] + TINY) == 0
     with open(printed / "runs/tb/metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     events = EventAccumulator(str(printed / "runs/tb/tensorboard"))
     events.Reload()
-    for tag, column in (("loss/train", "train_loss"), ("loss/valid", "valid_loss"),
-                        ("valid/f_mae_mev_a", "valid_f_mae_mev_a"), ("lr", "lr")):
+    for tag, column in (
+        ("loss/train", "train_loss"),
+        ("loss/valid", "valid_loss"),
+        ("valid/f_mae_mev_a", "valid_f_mae_mev_a"),
+        ("lr", "lr"),
+    ):
         logged = events.Scalars(tag)
         assert [e.step for e in logged] == [int(r["epoch"]) for r in rows]
         assert [e.value for e in logged] == pytest.approx([float(r[column]) for r in rows], rel=1e-6)

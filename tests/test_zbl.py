@@ -15,8 +15,9 @@ from sinet_ase.testing import random_orthogonal
 def pair_models(elements=("H", "C", "O"), **kw):
     """The same random weights with and without the ZBL term (it has no parameters)."""
     torch.manual_seed(0)
-    options = dict(cutoff=4.0, lmax=2, channels=8, num_layers=2, mlp_hidden=16, radial_hidden=16,
-                   avg_num_neighbors=6.0, **kw)
+    options = dict(
+        cutoff=4.0, lmax=2, channels=8, num_layers=2, mlp_hidden=16, radial_hidden=16, avg_num_neighbors=6.0, **kw
+    )
     with_zbl = SINet(list(elements), zbl=True, **options).double()
     without = SINet(list(elements), **options).double()
     without.load_state_dict(with_zbl.state_dict())
@@ -25,8 +26,7 @@ def pair_models(elements=("H", "C", "O"), **kw):
 
 def squeezed_molecule(rng):
     """C, O and three H with several pairs inside the ZBL range and some beyond it."""
-    positions = np.array([[0.0, 0.0, 0.0], [0.55, 0.1, 0.0], [-0.3, 0.3, 0.2], [0.2, -0.3, 0.3],
-                          [0.9, 0.4, 0.1]])
+    positions = np.array([[0.0, 0.0, 0.0], [0.55, 0.1, 0.0], [-0.3, 0.3, 0.2], [0.2, -0.3, 0.3], [0.9, 0.4, 0.1]])
     atoms = Atoms("COHHH", positions=positions + rng.normal(scale=0.02, size=positions.shape))
     return atoms
 
@@ -52,21 +52,21 @@ def test_two_atoms_a_tenth_of_an_angstrom_apart_repel_strongly():
     # k_e Z^2 / r at r -> 0: the screening function tends to 1
     six = torch.tensor(6.0, dtype=torch.float64)
     assert float(zbl_pair_energy(torch.tensor(1e-6, dtype=torch.float64), six, six)) == pytest.approx(
-        COULOMB_EV_A * 36 / 1e-6, rel=1e-4)
+        COULOMB_EV_A * 36 / 1e-6, rel=1e-4
+    )
 
 
 def test_forces_and_stress_match_finite_differences(rng):
     with_zbl, _ = pair_models()
     atoms = squeezed_molecule(rng)
     atoms.calc = SINetCalculator(with_zbl)
-    np.testing.assert_allclose(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-5),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-5), rtol=1e-6, atol=1e-6)
     assert np.abs(atoms.get_forces()).max() > 10  # the repulsion is in the forces
-    cell = Atoms("CO", positions=[[0, 0, 0], [0.8, 0.3, 0.2]],
-                 cell=[[2.6, 0, 0], [0.9, 2.4, 0], [0.4, 0.7, 2.5]], pbc=True)
+    cell = Atoms(
+        "CO", positions=[[0, 0, 0], [0.8, 0.3, 0.2]], cell=[[2.6, 0, 0], [0.9, 2.4, 0], [0.4, 0.7, 2.5]], pbc=True
+    )
     cell.calc = SINetCalculator(with_zbl)
-    np.testing.assert_allclose(cell.get_stress(), calculate_numerical_stress(cell, eps=1e-6),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cell.get_stress(), calculate_numerical_stress(cell, eps=1e-6), rtol=1e-6, atol=1e-6)
 
 
 def test_the_switch_is_smooth_where_a_pair_leaves_its_covalent_radii():
@@ -78,8 +78,12 @@ def test_the_switch_is_smooth_where_a_pair_leaves_its_covalent_radii():
     values = []
     for r in r_max + np.array([-2e-3, -1e-3, 0.0, 1e-3]):
         dimer = Atoms("OH", positions=[[0, 0, 0], [r, 0, 0]])
-        values.append((calc.get_potential_energy(dimer) - bare.get_potential_energy(dimer),
-                       calc.get_forces(dimer)[1, 0] - bare.get_forces(dimer)[1, 0]))
+        values.append(
+            (
+                calc.get_potential_energy(dimer) - bare.get_potential_energy(dimer),
+                calc.get_forces(dimer)[1, 0] - bare.get_forces(dimer)[1, 0],
+            )
+        )
     (e2, f2), (e1, f1), (e0, f0), (e_out, f_out) = values
     assert e_out == 0 and f_out == pytest.approx(0, abs=1e-12)
     assert abs(e0) < 1e-15 and 0 < e1 < 1e-4

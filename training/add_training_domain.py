@@ -46,8 +46,9 @@ def domain_of(name: str):
     config = TrainConfig.from_dict(card["training_config"])
     d = config.data
     keys = LabelKeys.from_config(d)
-    frames, _ = load_splits(d.train, d.valid, d.test, d.valid_size, d.test_size, config.seed,
-                            require_forces=False, keys=keys)
+    frames, _ = load_splits(
+        d.train, d.valid, d.test, d.valid_size, d.test_size, config.seed, require_forces=False, keys=keys
+    )
     test_slice = read(pretrained_path(name).with_name(f"{name}_test_slice.extxyz"), ":")
     in_test, in_train = _keys(frames["test"]), _keys(frames["train"])
     for atoms in test_slice:
@@ -77,8 +78,10 @@ def main():
                 raise RuntimeError(f"{name}: the weights changed; the file was not replaced")
 
         atomic_torch_save(payload, path, verify=verify)
-        print(f"{name}: domain of {n_train} training frames ({n_slice} test-slice frames checked), "
-              f"weights sha256 {before[:16]}...: {json.dumps(domain)}")
+        print(
+            f"{name}: domain of {n_train} training frames ({n_slice} test-slice frames checked), "
+            f"weights sha256 {before[:16]}...: {json.dumps(domain)}"
+        )
 
 
 if __name__ == "__main__":

@@ -168,9 +168,7 @@ def relax(atoms: Atoms) -> int:
 
 def stored_positions(positions: np.ndarray) -> np.ndarray:
     """Positions exactly as they come back from the extxyz file."""
-    return np.array(
-        [[float(f"{x:.{POS_DECIMALS}f}") for x in row] for row in positions]
-    )
+    return np.array([[float(f"{x:.{POS_DECIMALS}f}") for x in row] for row in positions])
 
 
 def label(numbers: np.ndarray, positions: np.ndarray):
@@ -250,8 +248,7 @@ def topology(atoms: Atoms) -> np.ndarray:
 
 def generate(name: str, args, outdir: Path) -> dict:
     seed = molecule_seed(args.seed, name)
-    structure_seed = molecule_seed(
-        args.seed if args.structure_seed is None else args.structure_seed, name)
+    structure_seed = molecule_seed(args.seed if args.structure_seed is None else args.structure_seed, name)
     t0 = time.perf_counter()
 
     atoms = build_structure(name, structure_seed)
@@ -259,12 +256,12 @@ def generate(name: str, args, outdir: Path) -> dict:
     e_min = atoms.get_potential_energy()
     ref_topo = topology(atoms)
     t_relax = time.perf_counter() - t0
-    print(f"[{name}] {len(atoms)} atoms, relaxed in {nrelax} BFGS steps "
-          f"({t_relax:.1f} s), E_min = {e_min:.6f} eV", flush=True)
-
-    thermalize_momenta(
-        atoms, temperature_K=args.temperature, rng=np.random.default_rng(seed)
+    print(
+        f"[{name}] {len(atoms)} atoms, relaxed in {nrelax} BFGS steps ({t_relax:.1f} s), E_min = {e_min:.6f} eV",
+        flush=True,
     )
+
+    thermalize_momenta(atoms, temperature_K=args.temperature, rng=np.random.default_rng(seed))
     dyn = Langevin(
         atoms,
         timestep=TIMESTEP_FS * units.fs,
@@ -279,17 +276,18 @@ def generate(name: str, args, outdir: Path) -> dict:
     temps_eq: list[float] = []
 
     def record_t():
-        (temps_eq if dyn.nsteps <= args.equil else temps_all).append(
-            atoms.get_temperature()
-        )
+        (temps_eq if dyn.nsteps <= args.equil else temps_all).append(atoms.get_temperature())
 
     dyn.attach(record_t, interval=1)
 
     t_md0 = time.perf_counter()
     dyn.run(args.equil)
-    print(f"[{name}] equilibrated {args.equil} steps "
-          f"({time.perf_counter() - t_md0:.1f} s), "
-          f"<T>_eq = {np.mean(temps_eq):.1f} K", flush=True)
+    print(
+        f"[{name}] equilibrated {args.equil} steps "
+        f"({time.perf_counter() - t_md0:.1f} s), "
+        f"<T>_eq = {np.mean(temps_eq):.1f} K",
+        flush=True,
+    )
 
     numbers = atoms.get_atomic_numbers()
     frames: list[Atoms] = []
@@ -313,8 +311,11 @@ def generate(name: str, args, outdir: Path) -> dict:
             n_topo_changed += 1
         if (k + 1) % max(1, args.frames // 10) == 0 or k + 1 == args.frames:
             el = time.perf_counter() - t0
-            print(f"[{name}] {k + 1}/{args.frames} frames, md_step {dyn.nsteps}, "
-                  f"<T> so far {np.mean(temps_all):.1f} K, {el:.0f} s", flush=True)
+            print(
+                f"[{name}] {k + 1}/{args.frames} frames, md_step {dyn.nsteps}, "
+                f"<T> so far {np.mean(temps_all):.1f} K, {el:.0f} s",
+                flush=True,
+            )
 
     energies = np.array([fr.get_potential_energy() for fr in frames])
     forces = np.array([fr.get_forces() for fr in frames])
@@ -358,7 +359,7 @@ def generate(name: str, args, outdir: Path) -> dict:
         "frames_with_changed_bond_topology": n_topo_changed,
         "energy_eV_mean": float(energies.mean()),
         "energy_eV_std": float(energies.std()),
-        "force_eV_per_A_rms": float(np.sqrt((forces ** 2).mean())),
+        "force_eV_per_A_rms": float(np.sqrt((forces**2).mean())),
         "readback_max_abs_dE_eV": worst_e,
         "readback_max_abs_dF_eV_per_A": worst_f,
         "seconds": round(seconds, 1),
@@ -368,29 +369,34 @@ def generate(name: str, args, outdir: Path) -> dict:
         "bytes": path.stat().st_size,
         "sha256": sha256(path),
     }
-    print(f"[{name}] done: {len(frames)} frames, {seconds:.0f} s, "
-          f"<T>_prod = {entry['mean_T_production_K']:.1f} K, "
-          f"<T>_frames = {entry['mean_T_sampled_frames_K']:.1f} K, "
-          f"{entry['bytes'] / 1e6:.2f} MB, topo-changed frames {n_topo_changed}",
-          flush=True)
+    print(
+        f"[{name}] done: {len(frames)} frames, {seconds:.0f} s, "
+        f"<T>_prod = {entry['mean_T_production_K']:.1f} K, "
+        f"<T>_frames = {entry['mean_T_sampled_frames_K']:.1f} K, "
+        f"{entry['bytes'] / 1e6:.2f} MB, topo-changed frames {n_topo_changed}",
+        flush=True,
+    )
     return entry
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--molecules", nargs="+", default=list(MOLECULES),
-                   choices=list(MOLECULES), metavar="NAME",
-                   help=f"subset of {', '.join(MOLECULES)} (default: all)")
+    p.add_argument(
+        "--molecules",
+        nargs="+",
+        default=list(MOLECULES),
+        choices=list(MOLECULES),
+        metavar="NAME",
+        help=f"subset of {', '.join(MOLECULES)} (default: all)",
+    )
     p.add_argument("--frames", type=int, default=2000, help="frames per molecule")
-    p.add_argument("--every", type=int, default=20,
-                   help="MD steps between kept frames (0.5 fs each)")
-    p.add_argument("--equil", type=int, default=2000,
-                   help="discarded equilibration steps (0.5 fs each)")
+    p.add_argument("--every", type=int, default=20, help="MD steps between kept frames (0.5 fs each)")
+    p.add_argument("--equil", type=int, default=2000, help="discarded equilibration steps (0.5 fs each)")
     p.add_argument("--seed", type=int, default=1234, help="base random seed")
-    p.add_argument("--structure-seed", type=int, default=None,
-                   help="base seed of the starting conformers (default: --seed)")
-    p.add_argument("--temperature", type=float, default=TEMPERATURE_K,
-                   help="Langevin temperature in K (default 500)")
+    p.add_argument(
+        "--structure-seed", type=int, default=None, help="base seed of the starting conformers (default: --seed)"
+    )
+    p.add_argument("--temperature", type=float, default=TEMPERATURE_K, help="Langevin temperature in K (default 500)")
     p.add_argument("--outdir", type=Path, default=DEFAULT_OUTDIR)
     args = p.parse_args(argv)
     if args.every < 1 or args.frames < 1 or args.equil < 0:
@@ -428,13 +434,22 @@ def main(argv=None) -> int:
             print(f"[{name}] {path} exists, skipping", flush=True)
             if name not in load_manifest(outdir)["molecules"]:
                 frames = read_frames(path)
-                update_manifest(outdir, generator, name, {
-                    "molecule": name, "n_atoms": len(frames[0]),
-                    "formula": frames[0].get_chemical_formula(mode="hill"),
-                    "frames": len(frames), "seed": int(frames[0].info["seed"]),
-                    "seconds": None, "file": path.name,
-                    "bytes": path.stat().st_size, "sha256": sha256(path),
-                })
+                update_manifest(
+                    outdir,
+                    generator,
+                    name,
+                    {
+                        "molecule": name,
+                        "n_atoms": len(frames[0]),
+                        "formula": frames[0].get_chemical_formula(mode="hill"),
+                        "frames": len(frames),
+                        "seed": int(frames[0].info["seed"]),
+                        "seconds": None,
+                        "file": path.name,
+                        "bytes": path.stat().st_size,
+                        "sha256": sha256(path),
+                    },
+                )
             continue
         entry = generate(name, args, outdir)
         entry["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

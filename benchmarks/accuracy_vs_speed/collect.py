@@ -19,8 +19,12 @@ from pathlib import Path
 
 
 #: readable sizes of the bench_md peer specs
-PEER_LABELS = {"mace-l1": "64x0e+64x1o", "mace-l2": "64x0e+64x1o+64x2e",
-               "mace-paper": "256x0e+256x1o+256x2e", "nequip-t3l1c32": "3 layers, l=1, 32 ch"}
+PEER_LABELS = {
+    "mace-l1": "64x0e+64x1o",
+    "mace-l2": "64x0e+64x1o+64x2e",
+    "mace-paper": "256x0e+256x1o+256x2e",
+    "nequip-t3l1c32": "3 layers, l=1, 32 ch",
+}
 
 
 def md_times(records, dtype):
@@ -30,12 +34,17 @@ def md_times(records, dtype):
 
 def point(family, label, run_dir: Path, ms_per_step, dtype):
     scores = json.loads((run_dir / "test_results.json").read_text())
-    return {"family": family, "label": label, "run": str(run_dir), "dtype": dtype,
-            "ms_per_step": ms_per_step,
-            "f_mae_mev_a": scores["forces_mae_meV_per_A"],
-            "f_rmse_mev_a": scores["forces_rmse_meV_per_A"],
-            "e_mae_mev": scores["energy_mae_meV_per_molecule"],
-            "train_cpu_s": scores.get("train_loop_cpu_s", scores.get("train_cpu_seconds"))}
+    return {
+        "family": family,
+        "label": label,
+        "run": str(run_dir),
+        "dtype": dtype,
+        "ms_per_step": ms_per_step,
+        "f_mae_mev_a": scores["forces_mae_meV_per_A"],
+        "f_rmse_mev_a": scores["forces_rmse_meV_per_A"],
+        "e_mae_mev": scores["energy_mae_meV_per_molecule"],
+        "train_cpu_s": scores.get("train_loop_cpu_s", scores.get("train_cpu_seconds")),
+    }
 
 
 def sinet_label(run_dir: Path):
@@ -44,12 +53,12 @@ def sinet_label(run_dir: Path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--md-json", required=True)
     parser.add_argument("--sinet", nargs="*", default=[], help="SINet run folders")
-    parser.add_argument("--peer", action="append", default=[],
-                        help="FAMILY=RUN_DIR:BENCH_MD_SPEC, e.g. mace=/tmp/x:mace-l1")
+    parser.add_argument(
+        "--peer", action="append", default=[], help="FAMILY=RUN_DIR:BENCH_MD_SPEC, e.g. mace=/tmp/x:mace-l1"
+    )
     parser.add_argument("--dtype", default="float64")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -62,12 +71,21 @@ def main():
     for item in args.peer:
         family, rest = item.split("=", 1)
         run, spec = rest.rsplit(":", 1)
-        points.append(point({"mace": "MACE", "nequip": "NequIP"}[family], PEER_LABELS.get(spec, spec),
-                            Path(run), times[spec], args.dtype))
+        points.append(
+            point(
+                {"mace": "MACE", "nequip": "NequIP"}[family],
+                PEER_LABELS.get(spec, spec),
+                Path(run),
+                times[spec],
+                args.dtype,
+            )
+        )
     Path(args.out).write_text(json.dumps(points, indent=1))
     for p in points:
-        print(f"{p['family']:7s} {p['label']:14s} F MAE {p['f_mae_mev_a']:6.2f} meV/Å  "
-              f"E MAE {p['e_mae_mev']:7.2f} meV  {p['ms_per_step']:7.2f} ms/step")
+        print(
+            f"{p['family']:7s} {p['label']:14s} F MAE {p['f_mae_mev_a']:6.2f} meV/Å  "
+            f"E MAE {p['e_mae_mev']:7.2f} meV  {p['ms_per_step']:7.2f} ms/step"
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def plot(points, out: Path, title: str) -> None:
         y = [p["f_mae_mev_a"] for p in rows]
         ax.plot(x, y, marker=MARKERS.get(family, "x"), label=family)
         for p in rows:
-            ax.annotate(p["label"], (p["ms_per_step"], p["f_mae_mev_a"]), fontsize=7,
-                        textcoords="offset points", xytext=(4, 3))
+            ax.annotate(
+                p["label"], (p["ms_per_step"], p["f_mae_mev_a"]), fontsize=7, textcoords="offset points", xytext=(4, 3)
+            )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -48,8 +49,7 @@ def plot(points, out: Path, title: str) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("points")
     parser.add_argument("--out", required=True)
     parser.add_argument("--title", default="rMD17 ethanol, equal CPU training time")

@@ -6,6 +6,7 @@ Run in the project venv from the repository root, e.g.
 
 One thread and float64, as for the peers (eval_mace.py, eval_nequip.py).
 """
+
 import argparse
 import json
 import os

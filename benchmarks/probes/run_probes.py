@@ -41,23 +41,36 @@ CASES = {}
 
 def case(item, description, timeout=120):
     """Register a probe: ``item`` of the issue, what it tries, its timeout (seconds)."""
+
     def register(fn):
         CASES[fn.__name__] = {"fn": fn, "item": item, "description": description, "timeout": timeout}
         return fn
+
     return register
 
 
 # --------------------------------------------------------------------------- helpers
 
+
 def cli(command, *args, timeout=300, env=None):
     """Run ``sinet-md`` / ``sinet-train`` / ``sinet-eval`` (or ``nbody-eval``) in a subprocess:
     ``(exit code, stdout, stderr)``."""
-    entry = {"sinet-md": "sinet_ase.cli:md_main", "sinet-train": "sinet_ase.cli:train_main",
-             "sinet-eval": "sinet_ase.cli:eval_main", "nbody-eval": "sinet_ase.nbody.evaluate:main"}[command]
+    entry = {
+        "sinet-md": "sinet_ase.cli:md_main",
+        "sinet-train": "sinet_ase.cli:train_main",
+        "sinet-eval": "sinet_ase.cli:eval_main",
+        "nbody-eval": "sinet_ase.nbody.evaluate:main",
+    }[command]
     module, function = entry.split(":")
     code = f"import sys; from {module} import {function} as f; sys.exit(f(sys.argv[1:]))"
-    p = subprocess.run([sys.executable, "-W", "ignore", "-c", code, *map(str, args)], capture_output=True,
-                       text=True, timeout=timeout, cwd=ROOT, env=dict(os.environ, **(env or {})))
+    p = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=dict(os.environ, **(env or {})),
+    )
     return p.returncode, p.stdout, p.stderr
 
 
@@ -123,8 +136,9 @@ def judge_domain(atoms, hint="", far=True):
         sentences = about[0].split(": ", 1)[-1].split("; ")
         sentence = next((x for x in sentences if hint in x), sentences[0])
         return "clear error", f"warned: {sentence[:200]} (E = {energy:.4g} eV)"
-    return "silent wrong", (f"E = {energy:.4g} eV, max |F| = {np.abs(forces).max():.3g} eV/Å, "
-                            f"{'only a warning' if about else 'no warning'}")
+    return "silent wrong", (
+        f"E = {energy:.4g} eV, max |F| = {np.abs(forces).max():.3g} eV/Å, {'only a warning' if about else 'no warning'}"
+    )
 
 
 def tiny_training_files(folder, n=12, nan=None):
@@ -147,11 +161,21 @@ def tiny_training_files(folder, n=12, nan=None):
 def tiny_config(folder, data, **training):
     import yaml
 
-    raw = {"run_dir": str(folder / "run"), "seed": 1, "data": {"train": [str(data)], "valid_size": 0.25},
-           "model": {"cutoff": 3.0, "lmax": 1, "channels": 4, "num_layers": 1, "mlp_hidden": 8,
-                     "radial_hidden": 8},
-           "training": {"epochs": 2, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0, "dtype": "float64",
-                        "num_threads": 1, **training}}
+    raw = {
+        "run_dir": str(folder / "run"),
+        "seed": 1,
+        "data": {"train": [str(data)], "valid_size": 0.25},
+        "model": {"cutoff": 3.0, "lmax": 1, "channels": 4, "num_layers": 1, "mlp_hidden": 8, "radial_hidden": 8},
+        "training": {
+            "epochs": 2,
+            "batch_size": 4,
+            "lr": 5e-3,
+            "warmup_epochs": 0,
+            "dtype": "float64",
+            "num_threads": 1,
+            **training,
+        },
+    }
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -163,8 +187,7 @@ def small_model(**kw):
     from sinet_ase import SINet
 
     torch.manual_seed(0)
-    return SINet(["H", "C", "O"], cutoff=4.0, lmax=1, channels=4, num_layers=1, mlp_hidden=8,
-                 radial_hidden=8, **kw)
+    return SINet(["H", "C", "O"], cutoff=4.0, lmax=1, channels=4, num_layers=1, mlp_hidden=8, radial_hidden=8, **kw)
 
 
 def water_box(k):
@@ -175,6 +198,7 @@ def water_box(k):
 
 
 # --------------------------------------------------------------------------- 1. MD blow-ups
+
 
 def _md_blowup(*args):
     from ase.io import read
@@ -215,6 +239,7 @@ def md_blowup_langevin_timestep_50():
 
 
 # --------------------------------------------------------------------------- 2. domain of validity
+
 
 @case("2", "shipped potential: an H 0.011 Å from its carbon")
 def domain_atoms_0011_apart():
@@ -287,8 +312,7 @@ def domain_zbl_short_pair():
 
     model, bare = small_model(zbl=True), small_model()
     dimer = Atoms("H2", positions=[[0, 0, 0], [0.1, 0, 0]])
-    repulsion = (SINetCalculator(model).get_potential_energy(dimer)
-                 - SINetCalculator(bare).get_potential_energy(dimer))
+    repulsion = SINetCalculator(model).get_potential_energy(dimer) - SINetCalculator(bare).get_potential_energy(dimer)
     if repulsion > 50:
         return "correct result", f"ZBL adds {repulsion:.1f} eV"
     return "silent wrong", f"ZBL adds only {repulsion:.3g} eV"
@@ -296,14 +320,18 @@ def domain_zbl_short_pair():
 
 # --------------------------------------------------------------------------- 3. model-file metadata
 
+
 def _metadata_round_trip(value, check):
     from sinet_ase import load_model, save_model
 
     path = tmpdir() / "m.pt"
     save_model(small_model(), path, metadata={"value": value})
     loaded = load_model(path).metadata["value"]
-    return ("correct result", f"stored as {loaded!r}"[:200]) if check(loaded) else (
-        "silent wrong", f"read back as {loaded!r}"[:200])
+    return (
+        ("correct result", f"stored as {loaded!r}"[:200])
+        if check(loaded)
+        else ("silent wrong", f"read back as {loaded!r}"[:200])
+    )
 
 
 @case("3", "save_model(metadata=np.float64)")
@@ -350,13 +378,15 @@ def metadata_object_over_good_file():
         again = load_model(path)
     except Exception as err:  # noqa: BLE001 - any failure here is the data loss being probed
         return "data loss", f"the good file no longer loads: {err!r}"[:200]
-    if again.zbl is not None or any(not torch.equal(a, b) for a, b in
-                                    zip(again.state_dict().values(), good.state_dict().values())):
+    if again.zbl is not None or any(
+        not torch.equal(a, b) for a, b in zip(again.state_dict().values(), good.state_dict().values())
+    ):
         return "data loss", "the good file was replaced"
     return outcome, detail + "; the good file is intact"
 
 
 # --------------------------------------------------------------------------- 4. --resume with a changed config
+
 
 def _resume_with(*overrides, allowed=False):
     folder = tmpdir()
@@ -370,8 +400,7 @@ def _resume_with(*overrides, allowed=False):
         if rc == 0 and log.exists():
             return "correct result", f"resumed; resume.log: {log.read_text().strip()[:160]}"
         return judge_cli(rc, out, err)[0] or "silent wrong", f"exit {rc}, resume.log {log.exists()}"
-    outcome, detail = judge_cli(rc, out, err, expect_rc=2,
-                                must_say=[o.split("=")[0].split(".")[-1] for o in overrides])
+    outcome, detail = judge_cli(rc, out, err, expect_rc=2, must_say=[o.split("=")[0].split(".")[-1] for o in overrides])
     return (outcome or "silent wrong"), detail
 
 
@@ -409,6 +438,7 @@ def resume_more_epochs():
 
 # --------------------------------------------------------------------------- 5. NaN labels
 
+
 def _train_on(nan=None, **training):
     folder = tmpdir()
     config = tiny_config(folder, tiny_training_files(folder, nan=nan), **training)
@@ -438,6 +468,7 @@ def nan_loss_diverging_lr():
 
 
 # --------------------------------------------------------------------------- 6. memory
+
 
 @case("6", "10,125 atoms of water with edge_chunk_size=None (a 26 GiB whole-graph pass)", timeout=300)
 def memory_whole_graph_refused():
@@ -484,11 +515,18 @@ def memory_10k_atoms_default():
 
 # --------------------------------------------------------------------------- 7. the rest: sinet-md arguments
 
+
 def _md_args(*args, must_say=()):
     folder = tmpdir()
-    rc, out, err = cli("sinet-md", "ethanol", "--steps", "20", "--no-progress",
-                       *(args if "--trajectory" in args else (*args, "--trajectory", folder / "t.traj")),
-                       timeout=100)
+    rc, out, err = cli(
+        "sinet-md",
+        "ethanol",
+        "--steps",
+        "20",
+        "--no-progress",
+        *(args if "--trajectory" in args else (*args, "--trajectory", folder / "t.traj")),
+        timeout=100,
+    )
     outcome, detail = judge_cli(rc, out, err, expect_rc=2, must_say=must_say)
     return outcome or "silent wrong", detail
 
@@ -546,8 +584,17 @@ def md_nan_weights():
             p.fill_(float("nan"))
     path = tmpdir() / "nan.pt"
     save_model(model, path)
-    rc, out, err = cli("sinet-md", "ethanol", "--model", path, "--steps", "5", "--no-progress",
-                       "--trajectory", path.with_suffix(".traj"))
+    rc, out, err = cli(
+        "sinet-md",
+        "ethanol",
+        "--model",
+        path,
+        "--steps",
+        "5",
+        "--no-progress",
+        "--trajectory",
+        path.with_suffix(".traj"),
+    )
     outcome, detail = judge_cli(rc, out, err, expect_rc=3, must_say=["non-finite"])
     return outcome or "silent wrong", detail
 
@@ -573,8 +620,7 @@ def md_full_disk_extxyz():
     traj = tmpdir() / "out.extxyz"
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = md_main(["ethanol", "--steps", "30", "--interval", "10", "--trajectory", str(traj),
-                      "--no-progress"])
+        rc = md_main(["ethanol", "--steps", "30", "--interval", "10", "--trajectory", str(traj), "--no-progress"])
     try:
         frames = read(traj, index=":")
     except Exception as exc:  # noqa: BLE001 - an unreadable trajectory is the data loss probed
@@ -584,6 +630,7 @@ def md_full_disk_extxyz():
 
 
 # --------------------------------------------------------------------------- 7. the rest: calculator, files, config
+
 
 @case("7", "one calculator shared by two threads on different structures")
 def calculator_two_threads():
@@ -691,8 +738,9 @@ def save_model_full_disk():
         files_module.os.fdopen = real_fdopen
     leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     again = load_model(path)
-    if again.zbl is not None or any(not torch.equal(a, b) for a, b in
-                                    zip(again.state_dict().values(), good.state_dict().values())):
+    if again.zbl is not None or any(
+        not torch.equal(a, b) for a, b in zip(again.state_dict().values(), good.state_dict().values())
+    ):
         return "data loss", "the good file was replaced"
     return outcome, detail + f"; good file intact, temporary files left: {leftovers or 'none'}"
 
@@ -719,8 +767,7 @@ def nbody_evaluate_nan():
 
 @case("7", "N-body evaluate on data with 4 particles instead of 5", timeout=200)
 def nbody_evaluate_four_particles():
-    return _nbody_evaluate(lambda data: [data.__setitem__(k, data[k][:, :4]) for k in list(data)],
-                           ["5 particles"])
+    return _nbody_evaluate(lambda data: [data.__setitem__(k, data[k][:, :4]) for k in list(data)], ["5 particles"])
 
 
 def _nbody_evaluate(spoil, must_say):
@@ -732,8 +779,7 @@ def _nbody_evaluate(spoil, must_say):
 
     folder = tmpdir()
     torch.manual_seed(0)
-    save_nbody_model(NBodySINet(lmax=1, channels=8, num_layers=1, mlp_hidden=16, radial_hidden=8),
-                     folder / "best.pt")
+    save_nbody_model(NBodySINet(lmax=1, channels=8, num_layers=1, mlp_hidden=16, radial_hidden=8), folder / "best.pt")
     test = ds.make_splits(seed=7, n_train=10, n_valid=10, n_test=20)["test"]
     data = {k: np.array(a, dtype=np.float64) for k, a in test.items() if k in ds.EVAL_KEYS}
     spoil(data)
@@ -744,6 +790,7 @@ def _nbody_evaluate(spoil, must_say):
 
 
 # --------------------------------------------------------------------------- calculator inputs (items 2, 7)
+
 
 def _calculator_refuses(atoms, exception_names, properties=("energy",)):
     try:
@@ -843,6 +890,7 @@ class _Evil:
 
 # --------------------------------------------------------------------------- more inputs a user may try
 
+
 @case("6", "a degenerate periodic cell with 200 atoms (about 1e8 pairs within 5 Å)", timeout=300)
 def memory_degenerate_cell_200_atoms():
     import numpy as np
@@ -850,8 +898,12 @@ def memory_degenerate_cell_200_atoms():
 
     from sinet_ase import InsufficientMemoryError
 
-    atoms = Atoms("C200", scaled_positions=np.random.default_rng(0).random((200, 3)),
-                  cell=[[3.0, 0, 0], [3.0, 0.01, 0], [0, 0, 3.0]], pbc=True)
+    atoms = Atoms(
+        "C200",
+        scaled_positions=np.random.default_rng(0).random((200, 3)),
+        cell=[[3.0, 0, 0], [3.0, 0.01, 0], [0, 0, 3.0]],
+        pbc=True,
+    )
     atoms.calc = calc()
     start = time.perf_counter()
     try:
@@ -861,8 +913,7 @@ def memory_degenerate_cell_200_atoms():
     return "silent wrong", "evaluated"
 
 
-@case("6", "985,527 atoms of liquid water with memory_limit_gib=4 (the issue's goal for 100,000)",
-      timeout=600)
+@case("6", "985,527 atoms of liquid water with memory_limit_gib=4 (the issue's goal for 100,000)", timeout=600)
 def memory_a_million_atoms():
     from sinet_ase import InsufficientMemoryError
 
@@ -885,8 +936,12 @@ def memory_a_million_atoms_default():
     from sinet_ase import InsufficientMemoryError
 
     side = 69 * 29.9 ** (1 / 3)  # water_box(69)'s cell: the check needs only the atoms and the cell
-    atoms = Atoms(numbers=np.tile([8, 1, 1], 69**3), cell=[side] * 3, pbc=True,
-                  positions=np.random.default_rng(0).random((3 * 69**3, 3)) * side)
+    atoms = Atoms(
+        numbers=np.tile([8, 1, 1], 69**3),
+        cell=[side] * 3,
+        pbc=True,
+        positions=np.random.default_rng(0).random((3 * 69**3, 3)) * side,
+    )
     atoms.calc = calc()
     start = time.perf_counter()
     try:
@@ -905,8 +960,12 @@ def memory_100k_float32_big_chunks():
 
     n = 101_376 // 3
     side = (n * 29.9) ** (1 / 3)
-    atoms = Atoms(numbers=np.tile([8, 1, 1], n), cell=[side] * 3, pbc=True,
-                  positions=np.random.default_rng(0).random((3 * n, 3)) * side)
+    atoms = Atoms(
+        numbers=np.tile([8, 1, 1], n),
+        cell=[side] * 3,
+        pbc=True,
+        positions=np.random.default_rng(0).random((3 * n, 3)) * side,
+    )
     atoms.calc = calc(dtype="float32", edge_chunk_size=200_000, memory_limit_gib=4)
     start = time.perf_counter()
     try:
@@ -976,9 +1035,11 @@ def predict_empty_and_zero_batch():
 def md_missing_inputs():
     folder = tmpdir()
     details = []
-    for args, word in ((["ethanol", "--model", folder / "missing.pt"], "missing.pt"),
-                       (["ethanol", "--potential", "nope"], "nope"),
-                       (["not-a-molecule"], "not-a-molecule")):
+    for args, word in (
+        (["ethanol", "--model", folder / "missing.pt"], "missing.pt"),
+        (["ethanol", "--potential", "nope"], "nope"),
+        (["not-a-molecule"], "not-a-molecule"),
+    ):
         rc, out, err = cli("sinet-md", *args, "--steps", "5", "--no-progress", "--trajectory", folder / "t.traj")
         outcome, detail = judge_cli(rc, out, err, expect_rc=2, must_say=[word])
         if outcome != "clear error":
@@ -996,8 +1057,7 @@ def md_unknown_element_file():
     atoms = molecule("CH3CH2OH")
     atoms.symbols[0] = "Cu"
     write(folder / "s.xyz", atoms)
-    rc, out, err = cli("sinet-md", folder / "s.xyz", "--steps", "5", "--no-progress",
-                       "--trajectory", folder / "t.traj")
+    rc, out, err = cli("sinet-md", folder / "s.xyz", "--steps", "5", "--no-progress", "--trajectory", folder / "t.traj")
     outcome, detail = judge_cli(rc, out, err, expect_rc=2, must_say=["Cu"])
     return outcome or "silent wrong", detail
 
@@ -1011,14 +1071,12 @@ def md_overlapping_start():
     atoms = molecule("CH3CH2OH")
     atoms.positions[1] = atoms.positions[0]
     write(folder / "s.xyz", atoms)
-    rc, out, err = cli("sinet-md", folder / "s.xyz", "--steps", "5", "--no-progress",
-                       "--trajectory", folder / "t.traj")
+    rc, out, err = cli("sinet-md", folder / "s.xyz", "--steps", "5", "--no-progress", "--trajectory", folder / "t.traj")
     outcome, detail = judge_cli(rc, out, err, expect_rc=2, must_say=["apart"])
     return outcome or "silent wrong", detail
 
 
-@case("7", "sinet-train on an empty file, a YAML list, a missing data file, data without forces",
-      timeout=300)
+@case("7", "sinet-train on an empty file, a YAML list, a missing data file, data without forces", timeout=300)
 def train_bad_configs():
     import yaml
     from ase.build import molecule
@@ -1029,9 +1087,12 @@ def train_bad_configs():
     base = yaml.safe_load(tiny_config(folder, data).read_text())
     no_forces = folder / "noforces.extxyz"
     write(no_forces, [molecule("H2O")] * 4)
-    variants = {"empty.yaml": "", "list.yaml": "- a\n- b\n",
-                "missing.yaml": yaml.safe_dump(dict(base, data={"train": [str(folder / "nope.extxyz")]})),
-                "noforces.yaml": yaml.safe_dump(dict(base, data={"train": [str(no_forces)], "valid_size": 0.25}))}
+    variants = {
+        "empty.yaml": "",
+        "list.yaml": "- a\n- b\n",
+        "missing.yaml": yaml.safe_dump(dict(base, data={"train": [str(folder / "nope.extxyz")]})),
+        "noforces.yaml": yaml.safe_dump(dict(base, data={"train": [str(no_forces)], "valid_size": 0.25})),
+    }
     details = []
     for name, text in variants.items():
         (folder / name).write_text(text)
@@ -1101,6 +1162,7 @@ def calculator_degenerate_geometry():
 
 # --------------------------------------------------------------------------- runner
 
+
 def run_case(name):
     try:
         outcome, detail = CASES[name]["fn"]()
@@ -1118,12 +1180,23 @@ def run_case(name):
 def run_in_worker(name):
     start = time.perf_counter()
     try:
-        p = subprocess.run([sys.executable, "-W", "ignore", __file__, "--case", name], capture_output=True,
-                           text=True, timeout=CASES[name]["timeout"], cwd=ROOT,
-                           env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)))
+        p = subprocess.run(
+            [sys.executable, "-W", "ignore", __file__, "--case", name],
+            capture_output=True,
+            text=True,
+            timeout=CASES[name]["timeout"],
+            cwd=ROOT,
+            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
+        )
         lines = [ln for ln in p.stdout.splitlines() if ln.startswith("PROBE ")]
-        result = json.loads(lines[-1][6:]) if lines else {
-            "outcome": "crash", "detail": "the worker died: " + " | ".join(p.stderr.strip().splitlines()[-2:])[:200]}
+        result = (
+            json.loads(lines[-1][6:])
+            if lines
+            else {
+                "outcome": "crash",
+                "detail": "the worker died: " + " | ".join(p.stderr.strip().splitlines()[-2:])[:200],
+            }
+        )
     except subprocess.TimeoutExpired:
         result = {"outcome": "hang", "detail": f"no answer in {CASES[name]['timeout']} s"}
     result["seconds"] = round(time.perf_counter() - start, 1)
@@ -1134,39 +1207,54 @@ def machine():
     """The machine in words: CPU model, cores, memory, load average now."""
     model = "unknown CPU"
     with contextlib.suppress(OSError):
-        model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-                     model)
+        model = next(
+            (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), model
+        )
     memory = ""
     with contextlib.suppress(OSError, StopIteration):
         kib = int(next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal:")).split()[1])
         memory = f", {kib / 2**20:.0f} GiB"
-    return (f"{model}, {os.cpu_count()} cores{memory}, load average {os.getloadavg()[0]:.1f}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    return (
+        f"{model}, {os.cpu_count()} cores{memory}, load average {os.getloadavg()[0]:.1f}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
 
 
 def markdown(results, command, rerun=()):
     counts = {o: sum(r["outcome"] == o for r in results.values()) for o in OUTCOMES}
-    lines = ["# Reliability probes", "",
-             "The bad and adversarial inputs of issue #25 (items 1-7), each a small function in",
-             "`benchmarks/probes/run_probes.py` run in its own process with a timeout, against the code",
-             "of this commit. Outcomes: clear error (refused or warned with a message that says what",
-             "is wrong), correct result (checked), silent wrong, crash (traceback, obscure or",
-             "misleading message), hang (timeout), data loss.", "",
-             f"Command: `{command}`" + (f"; then `--rerun {' '.join(rerun)}` after a fix" if rerun else ""), "",
-             f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.", "",
-             "Counts: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES) + f" ({len(results)} cases).", "",
-             "| item | case | outcome | detail | s |", "|---|---|---|---|---|"]
+    lines = [
+        "# Reliability probes",
+        "",
+        "The bad and adversarial inputs of issue #25 (items 1-7), each a small function in",
+        "`benchmarks/probes/run_probes.py` run in its own process with a timeout, against the code",
+        "of this commit. Outcomes: clear error (refused or warned with a message that says what",
+        "is wrong), correct result (checked), silent wrong, crash (traceback, obscure or",
+        "misleading message), hang (timeout), data loss.",
+        "",
+        f"Command: `{command}`" + (f"; then `--rerun {' '.join(rerun)}` after a fix" if rerun else ""),
+        "",
+        f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.",
+        "",
+        "Counts: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES) + f" ({len(results)} cases).",
+        "",
+        "| item | case | outcome | detail | s |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         info = CASES[name]
         detail = str(r["detail"]).replace("|", "/").replace("\n", " ")
-        lines.append(f"| {info['item']} | {info['description']} (`{name}`) | **{r['outcome']}** | "
-                     f"{detail} | {r['seconds']} |")
-    lines += ["", "Item 2: a structure far outside the training domain (E = -3e14 eV for the 1 Å cell) is",
-              "refused by default (`OutOfDomainError`); a number returned for it, even with a warning, counts",
-              "as silent wrong. One only outside it warns and gets the model's numbers; `out_of_domain=\"raise\"`",
-              "refuses both.",
-              "Seconds are wall time of the worker process, imports included (one thread; on a loaded",
-              "machine they are several times the idle ones)."]
+        lines.append(
+            f"| {info['item']} | {info['description']} (`{name}`) | **{r['outcome']}** | {detail} | {r['seconds']} |"
+        )
+    lines += [
+        "",
+        "Item 2: a structure far outside the training domain (E = -3e14 eV for the 1 Å cell) is",
+        "refused by default (`OutOfDomainError`); a number returned for it, even with a warning, counts",
+        'as silent wrong. One only outside it warns and gets the model\'s numbers; `out_of_domain="raise"`',
+        "refuses both.",
+        "Seconds are wall time of the worker process, imports included (one thread; on a loaded",
+        "machine they are several times the idle ones).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -1174,8 +1262,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--only", default="", help="run the cases whose name starts with this")
-    ap.add_argument("--rerun", nargs="+", metavar="NAME",
-                    help="run these cases again and update them in --out (and its .json)")
+    ap.add_argument(
+        "--rerun", nargs="+", metavar="NAME", help="run these cases again and update them in --out (and its .json)"
+    )
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "reliability_probes.md"))
     args = ap.parse_args()
     if args.case:
@@ -1189,8 +1278,11 @@ def main():
         names = args.rerun
     for name in names:
         results[name] = run_in_worker(name)
-        print(f"{name:40s} {results[name]['outcome']:15s} {results[name]['seconds']:7.1f} s  "
-              f"{results[name]['detail'][:120]}", flush=True)
+        print(
+            f"{name:40s} {results[name]['outcome']:15s} {results[name]['seconds']:7.1f} s  "
+            f"{results[name]['detail'][:120]}",
+            flush=True,
+        )
     counts = {o: sum(r["outcome"] == o for r in results.values()) for o in OUTCOMES}
     print("\n" + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES))
     results = {n: results[n] for n in CASES if n in results}  # the table in registration order

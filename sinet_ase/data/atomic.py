@@ -26,8 +26,7 @@ from ase.io import read
 
 from ..errors import ConfigError
 from ..graph import atoms_to_graph
-from ..labels import (DEFAULT_CONFIG_TYPE, LabelKeys, config_type, get_energy, get_forces,
-                      get_stress, is_isolated_atom)
+from ..labels import DEFAULT_CONFIG_TYPE, LabelKeys, config_type, get_energy, get_forces, get_stress, is_isolated_atom
 
 PathLike = Union[str, Path]
 
@@ -64,8 +63,9 @@ def split_frame_selection(path: PathLike) -> Tuple[Path, Optional[slice]]:
     try:
         parts = [int(p) if p.strip() else None for p in index.split(":")]
     except ValueError:
-        raise ConfigError(f"{text}: the frame selection after '@' must be k or start:stop[:step] "
-                          f"(as in ase.io.read), got {index!r}") from None
+        raise ConfigError(
+            f"{text}: the frame selection after '@' must be k or start:stop[:step] (as in ase.io.read), got {index!r}"
+        ) from None
     if len(parts) == 1:
         k = parts[0]
         if k is None:
@@ -76,8 +76,9 @@ def split_frame_selection(path: PathLike) -> Tuple[Path, Optional[slice]]:
     return Path(name), slice(*parts)
 
 
-def read_structures(path: PathLike, require_forces: bool = True,
-                    require_stress: bool = False, keys: Optional[LabelKeys] = None) -> List[Atoms]:
+def read_structures(
+    path: PathLike, require_forces: bool = True, require_stress: bool = False, keys: Optional[LabelKeys] = None
+) -> List[Atoms]:
     """All frames of an extxyz / ASE-db / any ase.io file, checked for labels.
 
     ``path@start:stop`` selects frames as ``ase.io.read``'s ``file@index`` does (for
@@ -99,21 +100,25 @@ def read_structures(path: PathLike, require_forces: bool = True,
     if selection is not None:
         frames = frames[selection]
     if not frames:
-        raise ConfigError(f"{path} holds no structures"
-                          + ("" if selection is None else " in the selected range"))
+        raise ConfigError(f"{path} holds no structures" + ("" if selection is None else " in the selected range"))
     for k, atoms in enumerate(frames):
         isolated = is_isolated_atom(atoms)
         try:
-            labels = {"energy": get_energy(atoms, keys), "forces": get_forces(atoms, keys),
-                      "stress": get_stress(atoms, keys)}
+            labels = {
+                "energy": get_energy(atoms, keys),
+                "forces": get_forces(atoms, keys),
+                "stress": get_stress(atoms, keys),
+            }
         except ConfigError as err:
             raise ConfigError(f"{path}, frame {k}: {err}") from err
-        needed = {"energy": True, "forces": require_forces and not isolated,
-                  "stress": require_stress and not isolated}
+        needed = {"energy": True, "forces": require_forces and not isolated, "stress": require_stress and not isolated}
         missing = [name for name, need in needed.items() if need and labels[name] is None]
         if missing:
-            names = {"energy": repr(keys.energy), "forces": repr(keys.forces),
-                     "stress": f"{keys.stress!r} or virials {keys.virials!r}"}
+            names = {
+                "energy": repr(keys.energy),
+                "forces": repr(keys.forces),
+                "stress": f"{keys.stress!r} or virials {keys.virials!r}",
+            }
             raise ConfigError(
                 f"{path}, frame {k}: no {' or '.join(f'{m} (key {names[m]})' for m in missing)} "
                 "found; an extxyz file needs energy= in the comment line and a forces column, or "
@@ -126,17 +131,18 @@ def read_structures(path: PathLike, require_forces: bool = True,
                     bad = values[~np.isfinite(values)].ravel()[0]
                     raise ConfigError(
                         f"{path}, frame {k}: the {name} label holds {bad} (non-finite); a NaN or "
-                        "infinite label makes the loss NaN. Remove or fix this frame")
+                        "infinite label makes the loss NaN. Remove or fix this frame"
+                    )
     return frames
 
 
-def split_indices(n: int, valid: Union[int, float], test: Union[int, float],
-                  seed: int) -> Dict[str, np.ndarray]:
+def split_indices(n: int, valid: Union[int, float], test: Union[int, float], seed: int) -> Dict[str, np.ndarray]:
     """Random disjoint train/valid/test indices of ``n`` items.
 
     ``valid`` and ``test`` are counts (int) or fractions (float < 1); the rest
     is training. The permutation comes from ``numpy.random.default_rng(seed)``.
     """
+
     def count(x):
         return int(round(x * n)) if isinstance(x, float) and x < 1 else int(x)
 
@@ -144,13 +150,19 @@ def split_indices(n: int, valid: Union[int, float], test: Union[int, float],
     if n_valid + n_test >= n:
         raise ConfigError(f"cannot split {n} structures into {n_valid} valid + {n_test} test + training")
     perm = np.random.default_rng(seed).permutation(n)
-    return {"valid": np.sort(perm[:n_valid]), "test": np.sort(perm[n_valid:n_valid + n_test]),
-            "train": np.sort(perm[n_valid + n_test:])}
+    return {
+        "valid": np.sort(perm[:n_valid]),
+        "test": np.sort(perm[n_valid : n_valid + n_test]),
+        "train": np.sort(perm[n_valid + n_test :]),
+    }
 
 
-def fit_atomic_energies(frames: Sequence[Atoms], elements: Sequence[str],
-                        keys: Optional[LabelKeys] = None,
-                        fixed: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+def fit_atomic_energies(
+    frames: Sequence[Atoms],
+    elements: Sequence[str],
+    keys: Optional[LabelKeys] = None,
+    fixed: Optional[Dict[str, float]] = None,
+) -> Dict[str, float]:
     """Least-squares per-element energies ``E0`` (eV) from total energies.
 
     ``fixed`` E0s are kept and their share ``sum_Z n_{s,Z} E0_Z`` subtracted first; the
@@ -174,8 +186,9 @@ def fit_atomic_energies(frames: Sequence[Atoms], elements: Sequence[str],
     return {s: float(fixed[s]) if s in fixed else fitted[s] for s in elements}
 
 
-def isolated_atom_energies(frames: Sequence[Atoms], keys: Optional[LabelKeys] = None,
-                           source: str = "") -> Dict[str, float]:
+def isolated_atom_energies(
+    frames: Sequence[Atoms], keys: Optional[LabelKeys] = None, source: str = ""
+) -> Dict[str, float]:
     """``{symbol: E0}`` (eV) from single-atom frames (one element per frame).
 
     The energy is read under ``keys.energy``, else under ASE's ``energy`` (so a file such
@@ -188,8 +201,7 @@ def isolated_atom_energies(frames: Sequence[Atoms], keys: Optional[LabelKeys] = 
     for k, atoms in enumerate(frames):
         where = f"{source}, frame {k}" if source else f"isolated-atom frame {k}"
         if len(atoms) != 1:
-            raise ConfigError(f"{where}: an isolated-atom frame must hold one atom, it holds "
-                              f"{len(atoms)}")
+            raise ConfigError(f"{where}: an isolated-atom frame must hold one atom, it holds {len(atoms)}")
         energy = get_energy(atoms, keys)
         if energy is None:
             energy = get_energy(atoms, LabelKeys())
@@ -197,14 +209,12 @@ def isolated_atom_energies(frames: Sequence[Atoms], keys: Optional[LabelKeys] = 
             raise ConfigError(f"{where}: no energy (key {keys.energy!r}) for the isolated atom")
         symbol = atoms.get_chemical_symbols()[0]
         if symbol in e0 and abs(e0[symbol] - energy) > 1e-6:
-            raise ConfigError(f"{where}: two isolated-atom energies for {symbol} "
-                              f"({e0[symbol]} and {energy} eV)")
+            raise ConfigError(f"{where}: two isolated-atom energies for {symbol} ({e0[symbol]} and {energy} eV)")
         e0[symbol] = energy
     return e0
 
 
-def read_atomic_energies(spec: Union[str, Dict[str, float]],
-                         keys: Optional[LabelKeys] = None) -> Dict[str, float]:
+def read_atomic_energies(spec: Union[str, Dict[str, float]], keys: Optional[LabelKeys] = None) -> Dict[str, float]:
     """E0s (eV) given as a dict ``{symbol: eV}`` or as a file of isolated atoms (one per frame)."""
     if isinstance(spec, dict):
         from ase.data import chemical_symbols
@@ -215,8 +225,7 @@ def read_atomic_energies(spec: Union[str, Dict[str, float]],
         return {str(s): float(v) for s, v in spec.items()}
     path = Path(spec)
     if not path.is_file():
-        raise ConfigError(f"data.atomic_energies: {path} is neither 'fit' nor an existing file "
-                          "of isolated atoms")
+        raise ConfigError(f"data.atomic_energies: {path} is neither 'fit' nor an existing file of isolated atoms")
     try:
         frames = _read_all(path)
     except Exception as err:
@@ -228,11 +237,10 @@ def force_rms(frames: Sequence[Atoms], keys: Optional[LabelKeys] = None) -> floa
     """Root-mean-square force component (eV/Å) of a set of frames."""
     keys = keys or LabelKeys()
     forces = np.concatenate([get_forces(a, keys).ravel() for a in frames])
-    return float(np.sqrt(np.mean(forces ** 2))) if forces.size else 1.0
+    return float(np.sqrt(np.mean(forces**2))) if forces.size else 1.0
 
 
-def config_type_weight(atoms: Atoms, weights: Optional[Dict[str, float]],
-                       keys: Optional[LabelKeys] = None) -> float:
+def config_type_weight(atoms: Atoms, weights: Optional[Dict[str, float]], keys: Optional[LabelKeys] = None) -> float:
     """Loss weight of a structure: ``weights[config_type]``, else ``weights["Default"]``, else 1."""
     if not weights:
         return 1.0
@@ -258,16 +266,19 @@ def check_elements_covered(train: Sequence[Atoms], other: Sequence[Atoms], name:
         )
 
 
-def to_graphs(frames: Sequence[Atoms], cutoff: float, elements: Sequence[str],
-              keys: Optional[LabelKeys] = None,
-              config_type_weights: Optional[Dict[str, float]] = None):
+def to_graphs(
+    frames: Sequence[Atoms],
+    cutoff: float,
+    elements: Sequence[str],
+    keys: Optional[LabelKeys] = None,
+    config_type_weights: Optional[Dict[str, float]] = None,
+):
     """Labelled graphs (energy, forces, stress when present) for training; each graph's
     ``weight`` ``(1,)`` is its loss weight (:func:`config_type_weight`)."""
     graphs = []
     for atoms in frames:
         graph = atoms_to_graph(atoms, cutoff, elements, with_labels=True, keys=keys)
-        graph.weight = torch.tensor([config_type_weight(atoms, config_type_weights, keys)],
-                                    dtype=torch.float64)
+        graph.weight = torch.tensor([config_type_weight(atoms, config_type_weights, keys)], dtype=torch.float64)
         graphs.append(graph)
     return graphs
 
@@ -279,11 +290,17 @@ def average_num_neighbors(graphs) -> float:
     return max(edges / max(atoms, 1), 1.0)
 
 
-def load_splits(train: Sequence[PathLike], valid: Optional[Sequence[PathLike]] = None,
-                test: Optional[Sequence[PathLike]] = None, valid_size: Union[int, float] = 0.05,
-                test_size: Union[int, float] = 0.0, seed: int = 0, require_forces: bool = True,
-                require_stress: bool = False, keys: Optional[LabelKeys] = None
-                ) -> Tuple[Dict[str, List[Atoms]], Dict[str, Dict]]:
+def load_splits(
+    train: Sequence[PathLike],
+    valid: Optional[Sequence[PathLike]] = None,
+    test: Optional[Sequence[PathLike]] = None,
+    valid_size: Union[int, float] = 0.05,
+    test_size: Union[int, float] = 0.0,
+    seed: int = 0,
+    require_forces: bool = True,
+    require_stress: bool = False,
+    keys: Optional[LabelKeys] = None,
+) -> Tuple[Dict[str, List[Atoms]], Dict[str, Dict]]:
     """Read the data files and split them.
 
     Without explicit ``valid``/``test`` files, *each* training file is split on

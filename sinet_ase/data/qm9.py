@@ -176,26 +176,48 @@ ATOMREF_HARTREE: Dict[int, Tuple[float, float, float, float, float, float]] = {
     8: (0.000000, -75.064579, -75.063163, -75.062219, -75.079532, 2.981),  # O
     9: (0.000000, -99.718730, -99.717314, -99.716370, -99.733544, 2.981),  # F
 }
-ATOMREF_SOURCE = (
-    "Ramakrishnan et al., Sci. Data 1, 140022 (2014), atomref.txt "
-    "(figshare 10.6084/m9.figshare.1057643)"
-)
+ATOMREF_SOURCE = "Ramakrishnan et al., Sci. Data 1, 140022 (2014), atomref.txt (figshare 10.6084/m9.figshare.1057643)"
 
 _SYMBOL_TO_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 _STOICHIOMETRY_ORDER = (1, 6, 7, 8, 9)  # qm9pack "Stoichiometry" = counts of H, C, N, O, F
 
 #: Scalar per-molecule columns kept raw (CSV units), in this order, in
 #: :attr:`QM9Data.raw_properties`.
-RAW_PROPERTY_NAMES = ("A", "B", "C", "mu", "alpha", "homo", "lumo", "gap",
-                      "r2", "zpve", "U0", "U", "H", "G", "Cv")
-RAW_PROPERTY_UNITS = ("GHz", "GHz", "GHz", "D", "bohr^3", "Ha", "Ha", "Ha",
-                      "bohr^2", "Ha", "Ha", "Ha", "Ha", "Ha", "cal/(mol K)")
-_RAW_CSV_COLUMNS = ("RotA_GHz", "RotB_GHz", "RotC_GHz", "Dipole_debye",
-                    "Polarizability_bohr3", "HOMO_au", "LUMO_au",
-                    "HOMO_LUMO_gap_au", "R2_bohr2", "ZPVE_au",
-                    "InternalEnergy_0K_au", "InternalEnergy_298K_au",
-                    "Enthalphy_298K_au", "GibbsFreeEnergy_298K_au",
-                    "Heatcapacity_Cv_cal_mol_K")
+RAW_PROPERTY_NAMES = ("A", "B", "C", "mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U", "H", "G", "Cv")
+RAW_PROPERTY_UNITS = (
+    "GHz",
+    "GHz",
+    "GHz",
+    "D",
+    "bohr^3",
+    "Ha",
+    "Ha",
+    "Ha",
+    "bohr^2",
+    "Ha",
+    "Ha",
+    "Ha",
+    "Ha",
+    "Ha",
+    "cal/(mol K)",
+)
+_RAW_CSV_COLUMNS = (
+    "RotA_GHz",
+    "RotB_GHz",
+    "RotC_GHz",
+    "Dipole_debye",
+    "Polarizability_bohr3",
+    "HOMO_au",
+    "LUMO_au",
+    "HOMO_LUMO_gap_au",
+    "R2_bohr2",
+    "ZPVE_au",
+    "InternalEnergy_0K_au",
+    "InternalEnergy_298K_au",
+    "Enthalphy_298K_au",
+    "GibbsFreeEnergy_298K_au",
+    "Heatcapacity_Cv_cal_mol_K",
+)
 #: Order of the 6 components in :attr:`QM9Data.polarizability_tensor`.
 POLARIZABILITY_COMPONENTS = ("xx", "xy", "yy", "xz", "yz", "zz")
 
@@ -204,11 +226,11 @@ class QM9Target(NamedTuple):
     """One regression target: ``value = (raw - sum(atomref)) * factor``."""
 
     name: str
-    unit: str          # unit of the converted value (paper, Table 1)
-    raw_name: str      # entry of RAW_PROPERTY_NAMES it is computed from
-    raw_unit: str      # unit in the CSV
-    factor: float      # multiplicative conversion raw_unit -> unit
-    atomref: bool      # subtract the summed ATOMREF_HARTREE[raw_name] first
+    unit: str  # unit of the converted value (paper, Table 1)
+    raw_name: str  # entry of RAW_PROPERTY_NAMES it is computed from
+    raw_unit: str  # unit in the CSV
+    factor: float  # multiplicative conversion raw_unit -> unit
+    atomref: bool  # subtract the summed ATOMREF_HARTREE[raw_name] first
     description: str
 
     def convert(self, raw: np.ndarray, atomref_sum: Optional[np.ndarray] = None) -> np.ndarray:
@@ -250,10 +272,22 @@ TARGET_UNITS: Tuple[str, ...] = tuple(t.unit for t in TARGETS.values())
 # Cache format.  Bump CACHE_FORMAT_VERSION whenever the parsed content changes.
 CACHE_FORMAT_VERSION = 1
 CACHE_FILENAME = f"qm9_v{CACHE_FORMAT_VERSION}.npz"
-_CACHE_KEYS = ("format_version", "qm9pack_version", "index", "n_atoms", "offsets",
-               "numbers", "positions", "mulliken_charges", "frequencies",
-               "freq_offsets", "freq_duplicated", "raw_properties",
-               "polarizability_tensor", "smiles")
+_CACHE_KEYS = (
+    "format_version",
+    "qm9pack_version",
+    "index",
+    "n_atoms",
+    "offsets",
+    "numbers",
+    "positions",
+    "mulliken_charges",
+    "frequencies",
+    "freq_offsets",
+    "freq_duplicated",
+    "raw_properties",
+    "polarizability_tensor",
+    "smiles",
+)
 
 
 class QM9CacheError(RuntimeError):
@@ -263,6 +297,7 @@ class QM9CacheError(RuntimeError):
 # --------------------------------------------------------------------------
 # Locations
 # --------------------------------------------------------------------------
+
 
 def default_cache_dir() -> Path:
     """``$SINET_ASE_CACHE/qm9`` if ``SINET_ASE_CACHE`` is set, else ``~/.cache/sinet_ase/qm9``."""
@@ -283,8 +318,8 @@ def qm9pack_data_dir() -> Path:
     spec = importlib.util.find_spec("qm9pack")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            "the QM9 loader needs the PyPI package 'qm9pack': "
-            "pip install 'sinet-ase[qm9]'  (or: pip install qm9pack)")
+            "the QM9 loader needs the PyPI package 'qm9pack': pip install 'sinet-ase[qm9]'  (or: pip install qm9pack)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
@@ -300,6 +335,7 @@ def _qm9pack_version() -> str:
 # --------------------------------------------------------------------------
 # Parsing
 # --------------------------------------------------------------------------
+
 
 def _split_numbers(field: str) -> list:
     """``"[[1.,2],[3,-7.E-6]]"`` -> ``['1.', '2', '3', '-7.E-6']`` (strings)."""
@@ -329,10 +365,21 @@ def _parse_part_files(paths: Sequence[Path]) -> Dict[str, np.ndarray]:
             reader = csv.reader(fh)
             header = next(reader)
             try:
-                col = {name: header.index(name) for name in (
-                    "XYZ_file", "Index", "SMILES", "N_atoms", "Stoichiometry",
-                    "Elements", "XYZ_Ang", "Mulliken_pop", "Harmonic_Freq_cmi",
-                    *_RAW_CSV_COLUMNS)}
+                col = {
+                    name: header.index(name)
+                    for name in (
+                        "XYZ_file",
+                        "Index",
+                        "SMILES",
+                        "N_atoms",
+                        "Stoichiometry",
+                        "Elements",
+                        "XYZ_Ang",
+                        "Mulliken_pop",
+                        "Harmonic_Freq_cmi",
+                        *_RAW_CSV_COLUMNS,
+                    )
+                }
             except ValueError as exc:
                 raise ValueError(f"{path}: unexpected header ({exc})") from None
             raw_cols = [col[c] for c in _RAW_CSV_COLUMNS]
@@ -380,8 +427,8 @@ def _parse_part_files(paths: Sequence[Path]) -> Dict[str, np.ndarray]:
                     freqs.extend(map(float, fr))
                 except (ValueError, KeyError, IndexError) as exc:
                     raise ValueError(
-                        f"{path}, line {reader.line_num}: cannot parse QM9 row "
-                        f"{row[:2] if row else row}: {exc!r}") from None
+                        f"{path}, line {reader.line_num}: cannot parse QM9 row {row[:2] if row else row}: {exc!r}"
+                    ) from None
                 index.append(qm9_id)
                 n_atoms.append(na)
                 numbers.extend(z)
@@ -403,8 +450,7 @@ def _parse_part_files(paths: Sequence[Path]) -> Dict[str, np.ndarray]:
         "smiles": np.array(smiles, dtype="S") if smiles else np.zeros(0, dtype="S1"),
     }
     out["offsets"] = np.concatenate([[0], np.cumsum(out["n_atoms"], dtype=np.int64)])
-    out["freq_offsets"] = np.concatenate(
-        [[0], np.cumsum(np.frombuffer(n_freqs, dtype=np.int32), dtype=np.int64)])
+    out["freq_offsets"] = np.concatenate([[0], np.cumsum(np.frombuffer(n_freqs, dtype=np.int32), dtype=np.int64)])
     if n and np.any(np.diff(out["index"]) <= 0):
         raise ValueError("QM9 rows are not in strictly increasing Index order")
     return out
@@ -421,7 +467,7 @@ def _parse_polarizability(path: Path, index: np.ndarray) -> np.ndarray:
         for row in reader:
             name = row[0]
             try:
-                qm9_id = int(name[len("dsgdb9nsd_"):-len(".xyz")])
+                qm9_id = int(name[len("dsgdb9nsd_") : -len(".xyz")])
                 values = [float(row[c]) for c in cols]
             except (ValueError, IndexError) as exc:
                 raise ValueError(f"{path}, line {reader.line_num}: {exc!r}") from None
@@ -446,10 +492,8 @@ def parse_qm9pack(source_dir: Optional[PathLike] = None) -> Dict[str, np.ndarray
     src = qm9pack_data_dir() if from_package else Path(source_dir)
     arrays = _parse_part_files([src / f for f in QM9PACK_PART_FILES])
     if from_package and len(arrays["index"]) != N_MOLECULES:
-        raise ValueError(
-            f"qm9pack holds {len(arrays['index'])} molecules, expected {N_MOLECULES}")
-    arrays["polarizability_tensor"] = _parse_polarizability(
-        src / QM9PACK_POLARIZABILITY_FILE, arrays["index"])
+        raise ValueError(f"qm9pack holds {len(arrays['index'])} molecules, expected {N_MOLECULES}")
+    arrays["polarizability_tensor"] = _parse_polarizability(src / QM9PACK_POLARIZABILITY_FILE, arrays["index"])
     arrays["format_version"] = np.array(CACHE_FORMAT_VERSION, dtype=np.int64)
     arrays["qm9pack_version"] = np.array(_qm9pack_version() if from_package else f"custom:{src}")
     return arrays
@@ -458,6 +502,7 @@ def parse_qm9pack(source_dir: Optional[PathLike] = None) -> Dict[str, np.ndarray
 # --------------------------------------------------------------------------
 # Cache I/O
 # --------------------------------------------------------------------------
+
 
 def _write_cache(path: Path, arrays: Dict[str, np.ndarray]) -> None:
     # Uncompressed: loading is then I/O bound (~130 MB), unlike zlib inflate.
@@ -472,13 +517,12 @@ def _read_cache(path: Path) -> Dict[str, np.ndarray]:
         raise QM9CacheError(f"QM9 cache {path} lacks arrays {missing}; {hint}")
     if int(arrays["format_version"]) != CACHE_FORMAT_VERSION:
         raise QM9CacheError(
-            f"QM9 cache {path} has format {int(arrays['format_version'])}, "
-            f"expected {CACHE_FORMAT_VERSION}; {hint}")
+            f"QM9 cache {path} has format {int(arrays['format_version'])}, expected {CACHE_FORMAT_VERSION}; {hint}"
+        )
     return arrays
 
 
-def build_qm9_cache(cache_dir: Optional[PathLike] = None, *,
-                    source_dir: Optional[PathLike] = None) -> Path:
+def build_qm9_cache(cache_dir: Optional[PathLike] = None, *, source_dir: Optional[PathLike] = None) -> Path:
     """Parse qm9pack and (re)write the cache file; returns its path."""
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / CACHE_FILENAME
     _build(path, source_dir)
@@ -490,14 +534,20 @@ def _build(path: Path, source_dir: Optional[PathLike]) -> Dict[str, np.ndarray]:
     arrays = parse_qm9pack(source_dir)
     t1 = time.perf_counter()
     _write_cache(path, arrays)
-    logger.info("QM9: parsed %d molecules in %.1f s, wrote %s in %.1f s",
-                len(arrays["index"]), t1 - t0, path, time.perf_counter() - t1)
+    logger.info(
+        "QM9: parsed %d molecules in %.1f s, wrote %s in %.1f s",
+        len(arrays["index"]),
+        t1 - t0,
+        path,
+        time.perf_counter() - t1,
+    )
     return arrays
 
 
 # --------------------------------------------------------------------------
 # Targets
 # --------------------------------------------------------------------------
+
 
 def _atomref_lookup() -> np.ndarray:
     """(10, 6) table indexed by Z; NaN for elements without a reference."""
@@ -516,8 +566,7 @@ def atomref_sums(numbers: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.add.reduceat(per_atom, np.asarray(offsets[:-1], dtype=np.int64), axis=0)
 
 
-def compute_targets(raw_properties: np.ndarray, numbers: np.ndarray,
-                    offsets: np.ndarray) -> np.ndarray:
+def compute_targets(raw_properties: np.ndarray, numbers: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """The 12 :data:`TARGETS` from raw CSV properties; shape (n, 12), paper units.
 
     ``raw_properties``: (n, 15) in :data:`RAW_PROPERTY_NAMES` order;
@@ -536,6 +585,7 @@ def compute_targets(raw_properties: np.ndarray, numbers: np.ndarray,
 # Data container
 # --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, eq=False, repr=False)
 class QM9Data:
     """QM9 in flat arrays.  ``n`` molecules, ``N`` atoms in total, ``F`` frequencies.
@@ -545,32 +595,36 @@ class QM9Data:
     of row ``i`` are ``offsets[i]:offsets[i + 1]`` of the per-atom arrays.
     """
 
-    index: np.ndarray                  #: (n,) int32, QM9/GDB-9 molecule number 1..133885
-    n_atoms: np.ndarray                #: (n,) int32, atoms per molecule
-    offsets: np.ndarray                #: (n+1,) int64, start of each molecule in per-atom arrays
-    numbers: np.ndarray                #: (N,) int64, atomic numbers (H, C, N, O, F)
-    positions: np.ndarray              #: (N, 3) float64, Angstrom (B3LYP/6-31G(2df,p))
-    mulliken_charges: np.ndarray       #: (N,) float64, Mulliken charges in e
-    frequencies: np.ndarray            #: (F,) float64, harmonic frequencies in cm^-1
-    freq_offsets: np.ndarray           #: (n+1,) int64, molecule i: frequencies[freq_offsets[i]:freq_offsets[i+1]]
-    freq_duplicated: np.ndarray        #: (n,) bool, row had two frequency lists (second kept)
-    raw_properties: np.ndarray         #: (n, 15) float64, RAW_PROPERTY_NAMES in RAW_PROPERTY_UNITS
-    targets: np.ndarray                #: (n, 12) float64, TARGET_NAMES in TARGET_UNITS
+    index: np.ndarray  #: (n,) int32, QM9/GDB-9 molecule number 1..133885
+    n_atoms: np.ndarray  #: (n,) int32, atoms per molecule
+    offsets: np.ndarray  #: (n+1,) int64, start of each molecule in per-atom arrays
+    numbers: np.ndarray  #: (N,) int64, atomic numbers (H, C, N, O, F)
+    positions: np.ndarray  #: (N, 3) float64, Angstrom (B3LYP/6-31G(2df,p))
+    mulliken_charges: np.ndarray  #: (N,) float64, Mulliken charges in e
+    frequencies: np.ndarray  #: (F,) float64, harmonic frequencies in cm^-1
+    freq_offsets: np.ndarray  #: (n+1,) int64, molecule i: frequencies[freq_offsets[i]:freq_offsets[i+1]]
+    freq_duplicated: np.ndarray  #: (n,) bool, row had two frequency lists (second kept)
+    raw_properties: np.ndarray  #: (n, 15) float64, RAW_PROPERTY_NAMES in RAW_PROPERTY_UNITS
+    targets: np.ndarray  #: (n, 12) float64, TARGET_NAMES in TARGET_UNITS
     polarizability_tensor: np.ndarray  #: (n, 6) float64, bohr^3, POLARIZABILITY_COMPONENTS
-    smiles: np.ndarray                 #: (n,) str
+    smiles: np.ndarray  #: (n,) str
     qm9pack_version: str = "unknown"
     cache_path: Optional[Path] = None
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray],
-                    cache_path: Optional[Path] = None) -> "QM9Data":
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], cache_path: Optional[Path] = None) -> "QM9Data":
         """Build from the cache arrays (computes :attr:`targets`)."""
         numbers = arrays["numbers"].astype(np.int64)  # uint8 on disk; int64 is safe as a torch index
         return cls(
-            index=arrays["index"], n_atoms=arrays["n_atoms"], offsets=arrays["offsets"],
-            numbers=numbers, positions=arrays["positions"],
-            mulliken_charges=arrays["mulliken_charges"], frequencies=arrays["frequencies"],
-            freq_offsets=arrays["freq_offsets"], freq_duplicated=arrays["freq_duplicated"],
+            index=arrays["index"],
+            n_atoms=arrays["n_atoms"],
+            offsets=arrays["offsets"],
+            numbers=numbers,
+            positions=arrays["positions"],
+            mulliken_charges=arrays["mulliken_charges"],
+            frequencies=arrays["frequencies"],
+            freq_offsets=arrays["freq_offsets"],
+            freq_duplicated=arrays["freq_duplicated"],
             raw_properties=arrays["raw_properties"],
             targets=compute_targets(arrays["raw_properties"], numbers, arrays["offsets"]),
             polarizability_tensor=arrays["polarizability_tensor"],
@@ -583,8 +637,10 @@ class QM9Data:
         return len(self.index)
 
     def __repr__(self) -> str:
-        return (f"QM9Data(n_molecules={len(self)}, n_atoms_total={len(self.numbers)}, "
-                f"qm9pack={self.qm9pack_version!r}, cache={str(self.cache_path)!r})")
+        return (
+            f"QM9Data(n_molecules={len(self)}, n_atoms_total={len(self.numbers)}, "
+            f"qm9pack={self.qm9pack_version!r}, cache={str(self.cache_path)!r})"
+        )
 
     def _atom_slice(self, i: int) -> slice:
         if not -len(self) <= i < len(self):
@@ -604,7 +660,7 @@ class QM9Data:
         """Harmonic frequencies of row ``i`` in cm^-1, (3N-6,) or (3N-5,) (a view)."""
         self._atom_slice(i)  # bounds check
         i %= len(self)
-        return self.frequencies[int(self.freq_offsets[i]):int(self.freq_offsets[i + 1])]
+        return self.frequencies[int(self.freq_offsets[i]) : int(self.freq_offsets[i + 1])]
 
     def target(self, name: str) -> np.ndarray:
         """Column of :attr:`targets` for target ``name`` (see :data:`TARGETS`), shape (n,)."""
@@ -638,12 +694,13 @@ class QM9Data:
 
     def iter_atoms(self, rows: Optional[Sequence[int]] = None) -> Iterator:
         """Yield :meth:`atoms` for ``rows`` (default: all rows)."""
-        for i in (range(len(self)) if rows is None else rows):
+        for i in range(len(self)) if rows is None else rows:
             yield self.atoms(int(i))
 
 
-def load_qm9(cache_dir: Optional[PathLike] = None, *, rebuild: bool = False,
-             source_dir: Optional[PathLike] = None) -> QM9Data:
+def load_qm9(
+    cache_dir: Optional[PathLike] = None, *, rebuild: bool = False, source_dir: Optional[PathLike] = None
+) -> QM9Data:
     """Load QM9, parsing qm9pack and writing the cache on first use.
 
     Parameters
@@ -721,8 +778,7 @@ def split_sizes(n_total: int, scheme: str = "paper") -> Tuple[int, int, int]:
     return n_train, n_valid, n_test
 
 
-def qm9_split(n_total: int = N_MOLECULES, scheme: str = "paper",
-              seed: int = DEFAULT_SPLIT_SEED) -> QM9Split:
+def qm9_split(n_total: int = N_MOLECULES, scheme: str = "paper", seed: int = DEFAULT_SPLIT_SEED) -> QM9Split:
     """Random train/valid/test split of ``n_total`` rows.
 
     * ``"paper"`` (default): 110,000 / 10,000 / rest (10,831 for QM9).
@@ -745,15 +801,13 @@ def qm9_split(n_total: int = N_MOLECULES, scheme: str = "paper",
     n_train, n_valid, n_test = split_sizes(n_total, scheme)
     perm = np.random.RandomState(seed).permutation(n_total).astype(np.int64)
     train, valid, test = np.split(perm, [n_train, n_train + n_valid])
-    return QM9Split(np.sort(train), np.sort(valid), np.sort(test),
-                    scheme=scheme, seed=int(seed), n_total=n_total)
+    return QM9Split(np.sort(train), np.sort(valid), np.sort(test), scheme=scheme, seed=int(seed), n_total=n_total)
 
 
 _SPLIT_FORMAT = "sinet_ase.qm9_split/1"
 
 
-def save_split(split: QM9Split, path: PathLike, *,
-               qm9_index: Optional[np.ndarray] = None) -> Path:
+def save_split(split: QM9Split, path: PathLike, *, qm9_index: Optional[np.ndarray] = None) -> Path:
     """Save ``split`` to ``path`` (``.json`` or ``.npz``), atomically.
 
     Stores the row indices, scheme, seed and ``n_total``; with ``qm9_index``
@@ -768,8 +822,7 @@ def save_split(split: QM9Split, path: PathLike, *,
         if len(qm9_index) != split.n_total:
             raise ValueError(f"qm9_index has {len(qm9_index)} entries, split is over {split.n_total}")
         ids = {f"{k}_qm9_index": qm9_index[v].astype(np.int64) for k, v in parts.items()}
-    meta = {"format": _SPLIT_FORMAT, "scheme": split.scheme, "seed": split.seed,
-            "n_total": split.n_total}
+    meta = {"format": _SPLIT_FORMAT, "scheme": split.scheme, "seed": split.seed, "n_total": split.n_total}
     if path.suffix == ".json":
         doc = dict(meta, sizes=dict(zip(("train", "valid", "test"), split.sizes)))
         doc.update({k: v.tolist() for k, v in {**parts, **ids}.items()})
@@ -795,5 +848,9 @@ def load_split(path: PathLike) -> QM9Split:
             doc = {k: z[k] for k in z.files}
     if str(doc.get("format")) != _SPLIT_FORMAT:
         raise ValueError(f"{path} is not a QM9 split file ({_SPLIT_FORMAT})")
-    return QM9Split(*(np.asarray(doc[k], dtype=np.int64) for k in ("train", "valid", "test")),
-                    scheme=str(doc["scheme"]), seed=int(doc["seed"]), n_total=int(doc["n_total"]))
+    return QM9Split(
+        *(np.asarray(doc[k], dtype=np.int64) for k in ("train", "valid", "test")),
+        scheme=str(doc["scheme"]),
+        seed=int(doc["seed"]),
+        n_total=int(doc["n_total"]),
+    )

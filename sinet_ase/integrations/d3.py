@@ -25,8 +25,14 @@ its own D4 term) too.
 from ase.calculators.mixing import SumCalculator
 
 
-def d3_calculator(xc: str = "pbe", damping: str = "bj", three_body: bool = False,
-                  dtype: str = "float64", device: str = "cpu", **kwargs):
+def d3_calculator(
+    xc: str = "pbe",
+    damping: str = "bj",
+    three_body: bool = False,
+    dtype: str = "float64",
+    device: str = "cpu",
+    **kwargs,
+):
     """torch-dftd's ``TorchDFTD3Calculator`` for functional ``xc`` and ``damping``
     (``"zero"``, ``"bj"``, ``"zerom"``, ``"bjm"``); ``three_body`` adds the
     Axilrod-Teller-Muto term. ``kwargs`` go to ``TorchDFTD3Calculator`` (``cutoff``,
@@ -35,24 +41,22 @@ def d3_calculator(xc: str = "pbe", damping: str = "bj", three_body: bool = False
         import torch
         from torch_dftd.torch_dftd3_calculator import TorchDFTD3Calculator
     except ImportError as err:
-        raise ImportError("D3 dispersion needs torch-dftd: pip install 'sinet-ase[dftd]' "
-                          "(or pip install torch-dftd)") from err
+        raise ImportError(
+            "D3 dispersion needs torch-dftd: pip install 'sinet-ase[dftd]' (or pip install torch-dftd)"
+        ) from err
     dtypes = {"float32": torch.float32, "float64": torch.float64}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     # an unknown functional or damping is torch-dftd's ValueError, which names it
-    return TorchDFTD3Calculator(xc=xc, damping=damping, abc=three_body, dtype=dtypes[dtype],
-                                device=device, **kwargs)
+    return TorchDFTD3Calculator(xc=xc, damping=damping, abc=three_body, dtype=dtypes[dtype], device=device, **kwargs)
 
-def with_d3(calc, xc: str = "pbe", damping: str = "bj", three_body: bool = False,
-            **kwargs) -> SumCalculator:
+
+def with_d3(calc, xc: str = "pbe", damping: str = "bj", three_body: bool = False, **kwargs) -> SumCalculator:
     """``SumCalculator([calc, D3])``: ``calc`` (a :class:`~sinet_ase.SINetCalculator`, or
     any ASE calculator) plus D3 dispersion for functional ``xc`` (see :func:`d3_calculator`;
     the D3 part runs in the SINet calculator's dtype and on its device unless ``dtype`` /
     ``device`` are given)."""
     torch_dtype = getattr(calc, "dtype", None)
-    kwargs.setdefault("dtype", str(torch_dtype).replace("torch.", "") if torch_dtype is not None
-                      else "float64")
+    kwargs.setdefault("dtype", str(torch_dtype).replace("torch.", "") if torch_dtype is not None else "float64")
     kwargs.setdefault("device", str(getattr(calc, "device", "cpu")))
-    return SumCalculator([calc, d3_calculator(xc=xc, damping=damping, three_body=three_body,
-                                              **kwargs)])
+    return SumCalculator([calc, d3_calculator(xc=xc, damping=damping, three_body=three_body, **kwargs)])

@@ -41,8 +41,9 @@ def unix_socket_path(name: str) -> str:
     return actualunixsocketname(name)
 
 
-def connect(unixsocket: Optional[str] = None, host: str = "localhost", port: Optional[int] = None,
-            wait: float = 60.0, log=None):
+def connect(
+    unixsocket: Optional[str] = None, host: str = "localhost", port: Optional[int] = None, wait: float = 60.0, log=None
+):
     """ASE ``SocketClient`` connected to an i-PI server, retrying for ``wait`` seconds while
     the server is not listening yet (i-PI and the client are often started together)."""
     from ase.calculators.socketio import SocketClient
@@ -56,9 +57,11 @@ def connect(unixsocket: Optional[str] = None, host: str = "localhost", port: Opt
             return SocketClient(host=host, port=port, unixsocket=unixsocket, log=log)
         except (FileNotFoundError, ConnectionRefusedError, socket.timeout) as err:
             if time.monotonic() >= deadline:
-                raise ConnectionError(f"no i-PI server answered at {where} within {wait:g} s "
-                                      f"({err.strerror or err}); start i-pi first and check "
-                                      "the address in its <ffsocket>") from None
+                raise ConnectionError(
+                    f"no i-PI server answered at {where} within {wait:g} s "
+                    f"({err.strerror or err}); start i-pi first and check "
+                    "the address in its <ffsocket>"
+                ) from None
             time.sleep(_RETRY_SECONDS)
 
 
@@ -69,15 +72,24 @@ def _check_atom_count(client, atoms) -> None:
     def checked():
         cell, icell, positions = receive()
         if positions.shape != atoms.positions.shape:
-            raise ValueError(f"i-PI sent {len(positions)} atoms, the client's structure has "
-                             f"{len(atoms)}; give the client the structure i-PI starts from")
+            raise ValueError(
+                f"i-PI sent {len(positions)} atoms, the client's structure has "
+                f"{len(atoms)}; give the client the structure i-PI starts from"
+            )
         return cell, icell, positions
 
     client.protocol.recvposdata = checked
 
 
-def run_client(calc, atoms, unixsocket: Optional[str] = None, host: str = "localhost",
-               port: Optional[int] = None, wait: float = 60.0, log=None) -> int:
+def run_client(
+    calc,
+    atoms,
+    unixsocket: Optional[str] = None,
+    host: str = "localhost",
+    port: Optional[int] = None,
+    wait: float = 60.0,
+    log=None,
+) -> int:
     """Serve ``calc`` on ``atoms`` to an i-PI server until it says EXIT; return the number
     of structures evaluated.
 

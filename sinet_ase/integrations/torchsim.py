@@ -30,8 +30,9 @@ try:
     import torch_sim as ts
     from torch_sim.models.interface import ModelInterface
 except ImportError as err:  # pragma: no cover - exercised only without torch-sim
-    raise ImportError("the torch-sim adapter needs torch-sim: pip install 'sinet-ase[torchsim]' "
-                      "(or pip install torch-sim-atomistic)") from err
+    raise ImportError(
+        "the torch-sim adapter needs torch-sim: pip install 'sinet-ase[torchsim]' (or pip install torch-sim-atomistic)"
+    ) from err
 
 from ..errors import SINetInputError
 from ..graph import atoms_to_graph, batch_graphs
@@ -58,10 +59,15 @@ class SINetModel(ModelInterface):
     ``forward(state)`` returns ``energy`` (G,) in eV, and the arrays above, detached.
     """
 
-    def __init__(self, model: Union[str, Path, torch.nn.Module],
-                 device: Optional[Union[str, torch.device]] = None,
-                 dtype: torch.dtype = torch.float64, compute_forces: bool = True,
-                 compute_stress: bool = True, per_atom_stresses: bool = False):
+    def __init__(
+        self,
+        model: Union[str, Path, torch.nn.Module],
+        device: Optional[Union[str, torch.device]] = None,
+        dtype: torch.dtype = torch.float64,
+        compute_forces: bool = True,
+        compute_stress: bool = True,
+        per_atom_stresses: bool = False,
+    ):
         super().__init__()
         if dtype not in _DTYPE_NAMES:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
@@ -93,15 +99,15 @@ class SINetModel(ModelInterface):
         pbc = np.broadcast_to(np.asarray(torch.as_tensor(state.pbc).cpu(), dtype=bool), (3,))
         n_systems = int(system_idx.max()) + 1 if len(system_idx) else 0
         if len(system_idx) and np.any(np.diff(system_idx) < 0):
-            raise SINetInputError("the state's atoms must be grouped by system "
-                                  "(system_idx non-decreasing), as torch-sim builds states")
+            raise SINetInputError(
+                "the state's atoms must be grouped by system (system_idx non-decreasing), as torch-sim builds states"
+            )
         structures = []
         for g in range(n_systems):
             mask = system_idx == g
             if not mask.any():
                 raise SINetInputError(f"system {g} of the state has no atoms")
-            structures.append(Atoms(numbers=numbers[mask], positions=positions[mask],
-                                    cell=cells[g], pbc=pbc))
+            structures.append(Atoms(numbers=numbers[mask], positions=positions[mask], cell=cells[g], pbc=pbc))
         return structures, bool(pbc.all())
 
     def forward(self, state, **kwargs) -> dict:
@@ -113,7 +119,8 @@ class SINetModel(ModelInterface):
                 raise SINetInputError(
                     "stress needs structures periodic in all three directions (the state's "
                     f"pbc is {state.pbc}); make the model with compute_stress=False (and "
-                    "per_atom_stresses=False) for molecules")
+                    "per_atom_stresses=False) for molecules"
+                )
         graphs = []
         for g, atoms in enumerate(structures):
             try:
@@ -122,13 +129,18 @@ class SINetModel(ModelInterface):
                 err.args = (f"system {g}: {err}",)
                 raise
         graph = batch_graphs(graphs).to(self._device)
-        out = self.model(graph, compute_forces=self._compute_forces,
-                         compute_stress=self._compute_stress,
-                         compute_stresses=self.per_atom_stresses)
+        out = self.model(
+            graph,
+            compute_forces=self._compute_forces,
+            compute_stress=self._compute_stress,
+            compute_stresses=self.per_atom_stresses,
+        )
         if not torch.all(torch.isfinite(out["energy"])):
             bad = torch.nonzero(~torch.isfinite(out["energy"])).flatten().tolist()
-            raise FloatingPointError(f"the model returned a non-finite energy for system(s) "
-                                     f"{bad}; they are far outside what it was trained on")
+            raise FloatingPointError(
+                f"the model returned a non-finite energy for system(s) "
+                f"{bad}; they are far outside what it was trained on"
+            )
         device, dtype = state.positions.device, self._dtype
         results = {"energy": out["energy"].detach().to(device, dtype)}
         if self._compute_forces:

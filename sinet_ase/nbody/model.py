@@ -80,8 +80,7 @@ from e3nn import o3
 
 from ..errors import ModelFileError
 from ..io import model_from_dict, model_to_dict, save_model
-from ..ops import (BesselBasis, EquivariantRMSNorm, ScalarInteractionLayer, SphericalEmbedding,
-                   SphericalLayout)
+from ..ops import BesselBasis, EquivariantRMSNorm, ScalarInteractionLayer, SphericalEmbedding, SphericalLayout
 from ..ops.siformer import SiFormerLayer
 from ..ops.mlp import mlp
 from ..registry import register_model
@@ -134,7 +133,7 @@ def pair_orbit_scalars(vec: torch.Tensor, rel_v: torch.Tensor, qq: torch.Tensor)
     h = torch.linalg.cross(vec, rel_v).norm(dim=-1)
     h2 = h * h
     eps = 0.5 * rel_v.pow(2).sum(-1) + kappa / r
-    root = torch.sqrt((kappa ** 2 + 2.0 * eps * h2).clamp_min(0.0))
+    root = torch.sqrt((kappa**2 + 2.0 * eps * h2).clamp_min(0.0))
     attract = kappa < 0
     # each branch's denominator is bounded away from zero where it is used; the other
     # branch's value is discarded, so guard it against 0/0 (it would poison gradients)
@@ -158,8 +157,9 @@ class PreNormScalarInteractionLayer(ScalarInteractionLayer):
     """``ScalarInteractionLayer(..., pre_norm=True)`` under the name the N-body model
     first gave it (the layer is the shared one; this only sets the option)."""
 
-    def __init__(self, layout: SphericalLayout, num_edge_scalars: int, hidden: int = 64,
-                 avg_num_neighbors: float = 1.0):
+    def __init__(
+        self, layout: SphericalLayout, num_edge_scalars: int, hidden: int = 64, avg_num_neighbors: float = 1.0
+    ):
         super().__init__(layout, num_edge_scalars, hidden, avg_num_neighbors, pre_norm=True)
 
 
@@ -212,12 +212,23 @@ class NBodySINet(torch.nn.Module):
     returns the head output alone.
     """
 
-    def __init__(self, lmax: int = 1, channels: int = 64, num_layers: int = 4,
-                 num_radial: int = 8, radial_cutoff: float = 10.0, radial_hidden: int = 64,
-                 mlp_hidden: int = 64, avg_num_neighbors: float = 4.0,
-                 backbone: str = "sinet", num_heads: int = 4, coulomb_scalars: bool = False,
-                 node_charges: bool = True, orbit_scalars: bool = False,
-                 galilean_horizon: Optional[float] = None):
+    def __init__(
+        self,
+        lmax: int = 1,
+        channels: int = 64,
+        num_layers: int = 4,
+        num_radial: int = 8,
+        radial_cutoff: float = 10.0,
+        radial_hidden: int = 64,
+        mlp_hidden: int = 64,
+        avg_num_neighbors: float = 4.0,
+        backbone: str = "sinet",
+        num_heads: int = 4,
+        coulomb_scalars: bool = False,
+        node_charges: bool = True,
+        orbit_scalars: bool = False,
+        galilean_horizon: Optional[float] = None,
+    ):
         super().__init__()
         if lmax < 1:
             raise ValueError(f"the vector output needs lmax >= 1, got {lmax}")
@@ -227,31 +238,41 @@ class NBodySINet(torch.nn.Module):
         self.node_charges = bool(node_charges)
         self.orbit_scalars = bool(orbit_scalars)
         self.galilean_horizon = None if galilean_horizon is None else float(galilean_horizon)
-        self.config = dict(lmax=int(lmax), channels=int(channels), num_layers=int(num_layers),
-                           num_radial=int(num_radial), radial_cutoff=float(radial_cutoff),
-                           radial_hidden=int(radial_hidden), mlp_hidden=int(mlp_hidden),
-                           avg_num_neighbors=float(avg_num_neighbors), backbone=str(backbone),
-                           num_heads=int(num_heads), coulomb_scalars=self.coulomb_scalars,
-                           node_charges=self.node_charges, orbit_scalars=self.orbit_scalars,
-                           galilean_horizon=self.galilean_horizon)
+        self.config = dict(
+            lmax=int(lmax),
+            channels=int(channels),
+            num_layers=int(num_layers),
+            num_radial=int(num_radial),
+            radial_cutoff=float(radial_cutoff),
+            radial_hidden=int(radial_hidden),
+            mlp_hidden=int(mlp_hidden),
+            avg_num_neighbors=float(avg_num_neighbors),
+            backbone=str(backbone),
+            num_heads=int(num_heads),
+            coulomb_scalars=self.coulomb_scalars,
+            node_charges=self.node_charges,
+            orbit_scalars=self.orbit_scalars,
+            galilean_horizon=self.galilean_horizon,
+        )
         self.layout = SphericalLayout(lmax, channels)
         # phi(r), q_i q_j, r[, Coulomb][, orbit]
         num_edge_scalars = num_radial + 2 + 2 * self.coulomb_scalars + 4 * self.orbit_scalars
         self.radial = BesselBasis(radial_cutoff, num_radial)
         # charge "species": q < 0 -> 0, q > 0 -> 1 (one species without node charges)
-        self.embedding = SphericalEmbedding(1 + self.node_charges, self.layout, num_edge_scalars,
-                                            radial_hidden, avg_num_neighbors)
+        self.embedding = SphericalEmbedding(
+            1 + self.node_charges, self.layout, num_edge_scalars, radial_hidden, avg_num_neighbors
+        )
         # (|v|, q) -> h^0, or |v| -> h^0
         self.node_scalars = mlp([1 + self.node_charges, mlp_hidden, channels])
         # W^l: (L, c, 2) mixes the harmonics of (x_rel, v) into c channels of degree l
-        self.vector_embedding = torch.nn.Parameter(torch.randn(lmax, channels, 2) / 2 ** 0.5)
+        self.vector_embedding = torch.nn.Parameter(torch.randn(lmax, channels, 2) / 2**0.5)
         if backbone == "siformer":
-            layers = (SiFormerLayer(self.layout, num_edge_scalars, mlp_hidden, num_heads)
-                      for _ in range(num_layers))
+            layers = (SiFormerLayer(self.layout, num_edge_scalars, mlp_hidden, num_heads) for _ in range(num_layers))
         else:
-            layers = (ScalarInteractionLayer(self.layout, num_edge_scalars, mlp_hidden,
-                                             avg_num_neighbors, pre_norm=True)
-                      for _ in range(num_layers))
+            layers = (
+                ScalarInteractionLayer(self.layout, num_edge_scalars, mlp_hidden, avg_num_neighbors, pre_norm=True)
+                for _ in range(num_layers)
+            )
         self.layers = torch.nn.ModuleList(layers)
         self.head = torch.nn.Linear(channels, 1, bias=False)  # sum_k w_k h^{1,k}
         self._edge_cache: Dict[Any, torch.Tensor] = {}
@@ -291,7 +312,7 @@ class NBodySINet(torch.nn.Module):
         scalars = [self.radial(r), qq.unsqueeze(-1), r.unsqueeze(-1)]
         if self.coulomb_scalars:
             inv_r = 1.0 / r.clamp_min(COULOMB_MIN_DISTANCE)
-            scalars += [(qq * inv_r ** 2 / 10).unsqueeze(-1), (inv_r / 10).unsqueeze(-1)]
+            scalars += [(qq * inv_r**2 / 10).unsqueeze(-1), (inv_r / 10).unsqueeze(-1)]
         if self.orbit_scalars:
             scalars.append(pair_orbit_scalars(vec, v[sender] - v[receiver], qq))
         edge_scalars = torch.cat(scalars, dim=-1)
@@ -310,8 +331,8 @@ class NBodySINet(torch.nn.Module):
         Yn = _safe_harmonics(self.layout.sh_irreps, node_vectors)
         Yn = Yn * node_vectors.norm(dim=-1, keepdim=True)
         W = self.layout.per_degree(
-            torch.cat([torch.zeros(1, c, 2, dtype=dtype, device=x.device), self.vector_embedding])
-            .permute(1, 2, 0))  # (c, 2, M); degree 0 weights are zero
+            torch.cat([torch.zeros(1, c, 2, dtype=dtype, device=x.device), self.vector_embedding]).permute(1, 2, 0)
+        )  # (c, 2, M); degree 0 weights are zero
         h_vec = torch.einsum("ksm,nsm->nkm", W, Yn)
         h = h + h_vec
         h = torch.cat([h[:, :, :1] + h0.unsqueeze(-1), h[:, :, 1:]], dim=-1)
@@ -345,6 +366,7 @@ class NBodySINet(torch.nn.Module):
 # --- model files ----------------------------------------------------------------
 # the format and reader of sinet_ase.io; these keep the N-body names and take checkpoints
 
+
 def _check_nbody(model: torch.nn.Module) -> None:
     if type(model) is not NBodySINet:
         raise TypeError(f"cannot save a {type(model).__name__} as an N-body model")
@@ -361,8 +383,7 @@ def nbody_model_from_dict(payload: Dict[str, Any], source: str = "model") -> NBo
     return model_from_dict(payload, source, task="nbody")
 
 
-def save_nbody_model(model: NBodySINet, path: Union[str, Path],
-                     metadata: Optional[Dict[str, Any]] = None) -> None:
+def save_nbody_model(model: NBodySINet, path: Union[str, Path], metadata: Optional[Dict[str, Any]] = None) -> None:
     """Write the model file atomically (:func:`sinet_ase.io.save_model`)."""
     _check_nbody(model)
     save_model(model, path, metadata)
@@ -379,8 +400,7 @@ def load_nbody_model(path: Union[str, Path]) -> NBodySINet:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelFileError(f"{path} is not a readable N-body model file: "
-                             f"{type(err).__name__}: {err}") from err
+        raise ModelFileError(f"{path} is not a readable N-body model file: {type(err).__name__}: {err}") from err
     if isinstance(payload, dict) and payload.get("format") == "sinet-ase-nbody-checkpoint":
         payload = payload["best_model"] if payload.get("best_model") else payload["model"]
     return nbody_model_from_dict(payload, str(path))

@@ -49,8 +49,16 @@ import torch
 
 from .simulator import DT, simulate
 
-__all__ = ["rollout", "ground_truth", "rollout_mse", "estimate_velocity",
-           "measure_velocity_estimators", "STEPS_PER_INTERVAL", "INTERVAL", "VELOCITY_METHODS"]
+__all__ = [
+    "rollout",
+    "ground_truth",
+    "rollout_mse",
+    "estimate_velocity",
+    "measure_velocity_estimators",
+    "STEPS_PER_INTERVAL",
+    "INTERVAL",
+    "VELOCITY_METHODS",
+]
 
 STEPS_PER_INTERVAL = 1000  # integrator steps per model step (frame 30 -> 40)
 INTERVAL = STEPS_PER_INTERVAL * DT  # 1.0 time unit
@@ -65,8 +73,9 @@ def _as_numpy(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def estimate_velocity(method: str, x_new: np.ndarray, x_cur: np.ndarray, v_cur: np.ndarray,
-                      x_prev=None, interval: float = INTERVAL) -> np.ndarray:
+def estimate_velocity(
+    method: str, x_new: np.ndarray, x_cur: np.ndarray, v_cur: np.ndarray, x_prev=None, interval: float = INTERVAL
+) -> np.ndarray:
     """Velocity at the time of ``x_new`` from positions ``x_prev`` (or ``None``), ``x_cur``,
     ``x_new`` one ``interval`` apart and the velocity ``v_cur`` at ``x_cur``."""
     T = interval
@@ -80,9 +89,17 @@ def estimate_velocity(method: str, x_new: np.ndarray, x_cur: np.ndarray, v_cur: 
 
 
 @torch.no_grad()
-def rollout(model, x: ArrayLike, v: ArrayLike, q: ArrayLike, K: int, *,
-            velocity: str = "finite_difference", interval: float = INTERVAL,
-            batch_size: int = 1000) -> Dict[str, np.ndarray]:
+def rollout(
+    model,
+    x: ArrayLike,
+    v: ArrayLike,
+    q: ArrayLike,
+    K: int,
+    *,
+    velocity: str = "finite_difference",
+    interval: float = INTERVAL,
+    batch_size: int = 1000,
+) -> Dict[str, np.ndarray]:
     """Apply ``model`` ``K`` times from the state ``(x, v, q)``.
 
     Args:
@@ -119,8 +136,9 @@ def rollout(model, x: ArrayLike, v: ArrayLike, q: ArrayLike, K: int, *,
         for start in range(0, N, batch_size):
             sl = slice(start, start + batch_size)
             xb = torch.as_tensor(x_cur[sl], dtype=torch.float64)
-            dx = model.displacement(xb.to(dtype), torch.as_tensor(v_cur[sl], dtype=dtype),
-                                    torch.as_tensor(q[sl], dtype=dtype))
+            dx = model.displacement(
+                xb.to(dtype), torch.as_tensor(v_cur[sl], dtype=dtype), torch.as_tensor(q[sl], dtype=dtype)
+            )
             x_new[sl] = (xb + dx.to(torch.float64)).numpy()
         v_new = estimate_velocity(velocity, x_new, x_cur, v_cur, x_prev, interval)
         xs[:, k], vs[:, k] = x_new, v_new
@@ -134,8 +152,7 @@ def rollout(model, x: ArrayLike, v: ArrayLike, q: ArrayLike, K: int, *,
 def ground_truth(x: ArrayLike, v: ArrayLike, q: ArrayLike, K: int) -> Dict[str, np.ndarray]:
     """The simulator's positions and velocities after ``1..K`` intervals:
     ``dict(x=(N, K, n, 3), v=(N, K, n, 3))`` (exact continuation of a dataset state)."""
-    pos, vel = simulate(_as_numpy(x), _as_numpy(v), _as_numpy(q), K * STEPS_PER_INTERVAL,
-                        STEPS_PER_INTERVAL)
+    pos, vel = simulate(_as_numpy(x), _as_numpy(v), _as_numpy(q), K * STEPS_PER_INTERVAL, STEPS_PER_INTERVAL)
     return dict(x=pos, v=vel)
 
 

@@ -126,8 +126,13 @@ def step_to_frame(step: int, record_every: int = RECORD_EVERY) -> int:
     return step // record_every - 1
 
 
-def sample_initial_conditions(n: int, rng: np.random.Generator, n_particles: int = N_PARTICLES,
-                              loc_std: float = LOC_STD, vel_norm: float = VEL_NORM):
+def sample_initial_conditions(
+    n: int,
+    rng: np.random.Generator,
+    n_particles: int = N_PARTICLES,
+    loc_std: float = LOC_STD,
+    vel_norm: float = VEL_NORM,
+):
     """Draw ``n`` initial states.
 
     Returns ``x0`` (n, n_particles, 3) ~ N(0, loc_std^2) per coordinate,
@@ -141,7 +146,7 @@ def sample_initial_conditions(n: int, rng: np.random.Generator, n_particles: int
     q = np.where(rng.integers(0, 2, size=(n, n_particles)) == 1, 1.0, -1.0)
     x0 = rng.standard_normal((n, n_particles, 3)) * loc_std
     v0 = rng.standard_normal((n, n_particles, 3))
-    v0 = v0 * (vel_norm / np.sqrt((v0 ** 2).sum(axis=-1, keepdims=True)))
+    v0 = v0 * (vel_norm / np.sqrt((v0**2).sum(axis=-1, keepdims=True)))
     return x0, v0, q
 
 
@@ -199,8 +204,7 @@ def _forces(x: np.ndarray, qq: np.ndarray, tables: _PairTables, max_force: float
     return F
 
 
-def forces(x, q, *, max_force: float = MAX_FORCE,
-           interaction_strength: float = INTERACTION_STRENGTH) -> np.ndarray:
+def forces(x, q, *, max_force: float = MAX_FORCE, interaction_strength: float = INTERACTION_STRENGTH) -> np.ndarray:
     r"""Clipped pair forces :math:`F_i` (see module docstring).
 
     ``x``: (..., n, 3) positions, ``q``: (..., n) charges.  Returns (..., n, 3).
@@ -217,9 +221,18 @@ def forces(x, q, *, max_force: float = MAX_FORCE,
     return _forces(xb, qq, t, max_force).reshape(x.shape)
 
 
-def simulate(x, v, q, n_steps: int, record_every: int = RECORD_EVERY, *, dt: float = DT,
-             max_force: float = MAX_FORCE, interaction_strength: float = INTERACTION_STRENGTH,
-             return_n_clipped: bool = False):
+def simulate(
+    x,
+    v,
+    q,
+    n_steps: int,
+    record_every: int = RECORD_EVERY,
+    *,
+    dt: float = DT,
+    max_force: float = MAX_FORCE,
+    interaction_strength: float = INTERACTION_STRENGTH,
+    return_n_clipped: bool = False,
+):
     r"""Integrate ``n_steps`` kick-drift steps from the state ``(x, v)``.
 
     Parameters
@@ -292,9 +305,15 @@ def simulate(x, v, q, n_steps: int, record_every: int = RECORD_EVERY, *, dt: flo
     return pos, vel
 
 
-def generate_trajectories(n: int, rng: np.random.Generator, *, n_particles: int = N_PARTICLES,
-                          n_frames: int = N_FRAMES, record_every: int = RECORD_EVERY,
-                          return_n_clipped: bool = False) -> dict:
+def generate_trajectories(
+    n: int,
+    rng: np.random.Generator,
+    *,
+    n_particles: int = N_PARTICLES,
+    n_frames: int = N_FRAMES,
+    record_every: int = RECORD_EVERY,
+    return_n_clipped: bool = False,
+) -> dict:
     """Simulate ``n`` full benchmark trajectories, vectorised over trajectories.
 
     Draws the initial conditions with :func:`sample_initial_conditions` and
@@ -307,8 +326,7 @@ def generate_trajectories(n: int, rng: np.random.Generator, *, n_particles: int 
     (n,) (number of clipped force components along the trajectory).
     """
     x0, v0, q = sample_initial_conditions(n, rng, n_particles)
-    out = simulate(x0, v0, q, n_frames * record_every, record_every,
-                   return_n_clipped=return_n_clipped)
+    out = simulate(x0, v0, q, n_frames * record_every, record_every, return_n_clipped=return_n_clipped)
     res = dict(x=out[0], v=out[1], q=q, x0=x0, v0=v0)
     if return_n_clipped:
         res["n_clipped"] = out[2]
@@ -324,7 +342,7 @@ def energy(x, v, q, *, interaction_strength: float = INTERACTION_STRENGTH) -> np
     x = np.asarray(x, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
-    kin = 0.5 * (v ** 2).sum(axis=(-1, -2))
+    kin = 0.5 * (v**2).sum(axis=(-1, -2))
     I, J = np.triu_indices(x.shape[-2], 1)
     r = np.sqrt(((x[..., I, :] - x[..., J, :]) ** 2).sum(-1))
     pot = interaction_strength * (q[..., I] * q[..., J] / r).sum(-1)

@@ -50,12 +50,12 @@ __all__ = ["NBodyConfig", "NBodyTask", "NBodySamples", "NBodyBatch", "config_fro
 class NBodyConfig:
     """The ``nbody`` section of a ``task: nbody`` config."""
 
-    cache_dir: Optional[str] = None       # data cache (default $SINET_ASE_CACHE/nbody or ~/.cache/sinet_ase/nbody)
-    dataset_seed: int = 42                # the benchmark's data set (with the sizes below)
+    cache_dir: Optional[str] = None  # data cache (default $SINET_ASE_CACHE/nbody or ~/.cache/sinet_ase/nbody)
+    dataset_seed: int = 42  # the benchmark's data set (with the sizes below)
     n_train: int = 3000
     n_valid: int = 2000
     n_test: int = 2000
-    time_reversal: bool = False           # also train on the training pairs run backwards
+    time_reversal: bool = False  # also train on the training pairs run backwards
     input_frames: Optional[List[int]] = field(default=None)  # training pairs k -> k + 10 (None: 30 only)
 
 
@@ -119,11 +119,14 @@ class NBodyTask(Task):
         if n.input_frames is not None:
             horizon, last = sim.TARGET_FRAME - sim.INPUT_FRAME, sim.N_FRAMES - 1
             frames = n.input_frames
-            if not frames or any(not isinstance(k, int) or isinstance(k, bool)
-                                 or not 0 <= k <= last - horizon for k in frames):
-                raise ConfigError(f"nbody.input_frames must list frames k with 0 <= k <= "
-                                  f"{last - horizon} (the target k + {horizon} must be recorded), "
-                                  f"got {frames!r}")
+            if not frames or any(
+                not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= last - horizon for k in frames
+            ):
+                raise ConfigError(
+                    f"nbody.input_frames must list frames k with 0 <= k <= "
+                    f"{last - horizon} (the target k + {horizon} must be recorded), "
+                    f"got {frames!r}"
+                )
         try:  # a few milliseconds; every keyword's type and value checked by the model itself
             NBodySINet(**config.model)
         except (TypeError, ValueError) as err:
@@ -140,20 +143,28 @@ class NBodyTask(Task):
 
         n = self.config.nbody
         dtype = {"float32": torch.float32, "float64": torch.float64}[self.config.training.dtype]
-        data = load_nbody_dataset(n.cache_dir, n.n_train, n.n_valid, n.n_test, n.dataset_seed,
-                                  verbose=not quiet)
+        data = load_nbody_dataset(n.cache_dir, n.n_train, n.n_valid, n.n_test, n.dataset_seed, verbose=not quiet)
         train = data["train"]
         if n.input_frames is not None:
             train = training_frame_pairs(n.input_frames, n.dataset_seed, n.n_train)
         if n.time_reversal:
             back = time_reversed(train)
             train = {k: np.concatenate([train[k], back[k]]) for k in ("x", "v", "q", "target")}
-        self.graphs = {"train": NBodySamples(train, dtype), "valid": NBodySamples(data["valid"], dtype),
-                       "test": NBodySamples(data["test"], dtype)}
-        self.split_record = {"format": "sinet_ase.nbody_split/1", "dataset_seed": n.dataset_seed,
-                             "n_train": n.n_train, "n_valid": n.n_valid, "n_test": n.n_test,
-                             "input_frames": n.input_frames, "time_reversal": n.time_reversal,
-                             "train_samples": len(self.graphs["train"])}
+        self.graphs = {
+            "train": NBodySamples(train, dtype),
+            "valid": NBodySamples(data["valid"], dtype),
+            "test": NBodySamples(data["test"], dtype),
+        }
+        self.split_record = {
+            "format": "sinet_ase.nbody_split/1",
+            "dataset_seed": n.dataset_seed,
+            "n_train": n.n_train,
+            "n_valid": n.n_valid,
+            "n_test": n.n_test,
+            "input_frames": n.input_frames,
+            "time_reversal": n.time_reversal,
+            "train_samples": len(self.graphs["train"]),
+        }
         self.stats = {}
 
     def collate(self, samples: NBodySamples, indices) -> NBodyBatch:
@@ -209,16 +220,29 @@ class NBodyTask(Task):
     def report(self, run_dir: Path, history, kept, which: str) -> None:
         from ..train.report import plot_learning_curve, plot_parity
 
-        plot_learning_curve(history, run_dir / "learning_curve.png",
-                            panels=[("valid_mse", "valid MSE")])
-        plot_parity(kept["ref"], kept["pred"], run_dir / "parity.png",
-                    f"best model, {which} set", quantity="displacement component", unit="length")
+        plot_learning_curve(history, run_dir / "learning_curve.png", panels=[("valid_mse", "valid MSE")])
+        plot_parity(
+            kept["ref"],
+            kept["pred"],
+            run_dir / "parity.png",
+            f"best model, {which} set",
+            quantity="displacement component",
+            unit="length",
+        )
 
 
 #: ``train`` keys of the former loop that the shared trainer reads under another name
-_LEGACY_TRAINING = {"lr": "lr", "weight_decay": "weight_decay", "batch_size": "batch_size",
-                    "epochs": "epochs", "eval_every": "valid_every", "dtype": "dtype",
-                    "threads": "num_threads", "max_minutes": "max_minutes", "lr_min": "min_lr"}
+_LEGACY_TRAINING = {
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "batch_size": "batch_size",
+    "epochs": "epochs",
+    "eval_every": "valid_every",
+    "dtype": "dtype",
+    "threads": "num_threads",
+    "max_minutes": "max_minutes",
+    "lr_min": "min_lr",
+}
 
 
 def config_from_legacy(legacy: Dict[str, Any], run_dir: Optional[str] = None) -> Dict[str, Any]:
@@ -229,28 +253,38 @@ def config_from_legacy(legacy: Dict[str, Any], run_dir: Optional[str] = None) ->
     from .evaluate import resolve_device
 
     model, data, train = (dict(legacy.get(k) or {}) for k in ("model", "data", "train"))
-    unknown = sorted(set(train) - set(_LEGACY_TRAINING) - {
-        "seed", "device", "lr_schedule", "schedule_epochs", "ema_decay", "time_reversal",
-        "input_frames"})
+    unknown = sorted(
+        set(train)
+        - set(_LEGACY_TRAINING)
+        - {"seed", "device", "lr_schedule", "schedule_epochs", "ema_decay", "time_reversal", "input_frames"}
+    )
     if unknown:
         raise ConfigError(f"train.{unknown[0]} has no counterpart in sinet-train")
     training = {new: train[old] for old, new in _LEGACY_TRAINING.items() if train.get(old) is not None}
     schedule = train.get("lr_schedule") or "constant"
     if schedule == "cosine" and train.get("schedule_epochs") not in (None, train.get("epochs")):
-        raise ConfigError("train.schedule_epochs other than train.epochs: sinet-train's cosine "
-                          "schedule decays over training.epochs")
-    training.update(optimizer="adam", scheduler=schedule, warmup_epochs=0, grad_clip=0.0,
-                    ema_decay=float(train.get("ema_decay") or 0.0),
-                    min_lr=float(train.get("lr_min") or 0.0),
-                    device=str(resolve_device(train.get("device"))),
-                    valid_batch_size=int(train.get("batch_size", 100)),
-                    patience=int(train.get("epochs", 1000)))  # the former loop never stopped early
-    nbody = {"cache_dir": data.get("cache_dir"), "dataset_seed": data.get("seed", 42),
-             **{k: data[k] for k in ("n_train", "n_valid", "n_test") if k in data},
-             "time_reversal": bool(train.get("time_reversal", False)),
-             "input_frames": train.get("input_frames")}
-    raw = {"task": "nbody", "seed": int(train.get("seed", 0)), "model": model, "nbody": nbody,
-           "training": training}
+        raise ConfigError(
+            "train.schedule_epochs other than train.epochs: sinet-train's cosine schedule decays over training.epochs"
+        )
+    training.update(
+        optimizer="adam",
+        scheduler=schedule,
+        warmup_epochs=0,
+        grad_clip=0.0,
+        ema_decay=float(train.get("ema_decay") or 0.0),
+        min_lr=float(train.get("lr_min") or 0.0),
+        device=str(resolve_device(train.get("device"))),
+        valid_batch_size=int(train.get("batch_size", 100)),
+        patience=int(train.get("epochs", 1000)),
+    )  # the former loop never stopped early
+    nbody = {
+        "cache_dir": data.get("cache_dir"),
+        "dataset_seed": data.get("seed", 42),
+        **{k: data[k] for k in ("n_train", "n_valid", "n_test") if k in data},
+        "time_reversal": bool(train.get("time_reversal", False)),
+        "input_frames": train.get("input_frames"),
+    }
+    raw = {"task": "nbody", "seed": int(train.get("seed", 0)), "model": model, "nbody": nbody, "training": training}
     if run_dir is not None:
         raw["run_dir"] = str(run_dir)
     return raw

@@ -52,20 +52,51 @@ from ..io import atomic_torch_save
 from .evaluate import ensemble_displacement, evaluate_mse, resolve_device, split_to_tensors
 from .model import NBodySINet, nbody_model_to_dict
 
-__all__ = ["DEFAULT_CONFIG", "load_config", "train", "evaluate_mse", "split_to_tensors", "resolve_device",
-           "ensemble_displacement",
-           "CHECKPOINT_FORMAT", "DEPRECATION", "main"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "load_config",
+    "train",
+    "evaluate_mse",
+    "split_to_tensors",
+    "resolve_device",
+    "ensemble_displacement",
+    "CHECKPOINT_FORMAT",
+    "DEPRECATION",
+    "main",
+]
 
 CHECKPOINT_FORMAT = "sinet-ase-nbody-checkpoint"
 
 DEFAULT_CONFIG: Dict[str, Any] = {
-    "model": dict(lmax=1, channels=16, num_layers=2, num_radial=8, radial_cutoff=10.0,
-                  radial_hidden=16, mlp_hidden=32, avg_num_neighbors=4.0),
+    "model": dict(
+        lmax=1,
+        channels=16,
+        num_layers=2,
+        num_radial=8,
+        radial_cutoff=10.0,
+        radial_hidden=16,
+        mlp_hidden=32,
+        avg_num_neighbors=4.0,
+    ),
     "data": dict(cache_dir=None, seed=42, n_train=3000, n_valid=2000, n_test=2000),
-    "train": dict(seed=0, lr=5e-4, weight_decay=1e-12, batch_size=100, epochs=1000,
-                  eval_every=5, dtype="float32", threads=1, device="cpu", max_minutes=None,
-                  lr_schedule="constant", schedule_epochs=None, lr_min=0.0, ema_decay=None,
-                  time_reversal=False, input_frames=None),
+    "train": dict(
+        seed=0,
+        lr=5e-4,
+        weight_decay=1e-12,
+        batch_size=100,
+        epochs=1000,
+        eval_every=5,
+        dtype="float32",
+        threads=1,
+        device="cpu",
+        max_minutes=None,
+        lr_schedule="constant",
+        schedule_epochs=None,
+        lr_min=0.0,
+        ema_decay=None,
+        time_reversal=False,
+        input_frames=None,
+    ),
 }
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -138,8 +169,15 @@ def _load_splits(config: dict) -> dict:
     return load_nbody_dataset(d.get("cache_dir"), d["n_train"], d["n_valid"], d["n_test"], d["seed"])
 
 
-def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[int] = None,
-          data: Optional[dict] = None, verbose: bool = True) -> dict:
+def train(
+    config: dict,
+    out_dir,
+    *,
+    resume: bool = False,
+    stop_after: Optional[int] = None,
+    data: Optional[dict] = None,
+    verbose: bool = True,
+) -> dict:
     """Run (or resume) the recipe ``config`` (see :data:`DEFAULT_CONFIG`) in ``out_dir``.
 
     ``stop_after``: return after this epoch (checkpoint written), for a planned
@@ -165,9 +203,12 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
                 f"{section}.{key}: checkpoint {state['config'][section].get(key)!r}, now {config[section].get(key)!r}"
                 for section in ("model", "data")
                 for key in set(state["config"][section]) | set(config[section])
-                if state["config"][section].get(key) != config[section].get(key))
-            raise ValueError(f"{ckpt_path} was written with another model/data config ({'; '.join(changed)}); "
-                             "resume with the recipe and --set overrides of the original run, or use another --out")
+                if state["config"][section].get(key) != config[section].get(key)
+            )
+            raise ValueError(
+                f"{ckpt_path} was written with another model/data config ({'; '.join(changed)}); "
+                "resume with the recipe and --set overrides of the original run, or use another --out"
+            )
         config = _merge(state["config"], {"train": {k: tc.get(k) for k in RESUME_OVERRIDABLE}})
         tc = config["train"]
     elif resume and verbose:
@@ -187,10 +228,8 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     model = NBodySINet(**config["model"]).to(device=device, dtype=dtype)
     # with ema_decay, validation, test and best.pt use an exponential moving average of the
     # weights (torch's AveragedModel, as sinet_ase.train.Trainer uses)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(ema_decay)))
-           if ema_decay is not None else None)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]),
-                                 weight_decay=float(tc["weight_decay"]))
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(ema_decay))) if ema_decay is not None else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
     generator = torch.Generator().manual_seed(int(tc["seed"]) + 1)
     epoch, history, train_seconds = 0, [], 0.0
     best = dict(valid_mse=math.inf, epoch=0, test_mse=None)
@@ -207,8 +246,7 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
         if ema is not None:
             ema.load_state_dict(state["ema"])
         if verbose:
-            print(f"resumed {ckpt_path} at epoch {epoch} (best valid {best['valid_mse']:.6f} "
-                  f"at epoch {best['epoch']})")
+            print(f"resumed {ckpt_path} at epoch {epoch} (best valid {best['valid_mse']:.6f} at epoch {best['epoch']})")
 
     data = data if data is not None else _load_splits(config)
     train_split = data["train"]
@@ -227,28 +265,43 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
     n_train, bs = train_t["x"].shape[0], int(tc["batch_size"])
     n_params = model.num_parameters()
     if verbose and state is None:
-        print(f"NBodySINet {config['model']}: {n_params} parameters; "
-              f"{n_train} train / {valid_t['x'].shape[0]} valid / {test_t['x'].shape[0]} test; "
-              f"device {device}", flush=True)
+        print(
+            f"NBodySINet {config['model']}: {n_params} parameters; "
+            f"{n_train} train / {valid_t['x'].shape[0]} valid / {test_t['x'].shape[0]} test; "
+            f"device {device}",
+            flush=True,
+        )
 
     def summary() -> dict:
-        return dict(epochs_done=epoch, best_epoch=best["epoch"], best_valid_mse=best["valid_mse"],
-                    test_mse_at_best=best["test_mse"], num_parameters=n_params,
-                    train_seconds=train_seconds, hardware=_hardware(device))
+        return dict(
+            epochs_done=epoch,
+            best_epoch=best["epoch"],
+            best_valid_mse=best["valid_mse"],
+            test_mse_at_best=best["test_mse"],
+            num_parameters=n_params,
+            train_seconds=train_seconds,
+            hardware=_hardware(device),
+        )
 
     def save_checkpoint():
         payload = dict(
-            format=CHECKPOINT_FORMAT, format_version=1, config=config, epoch=epoch,
-            model=nbody_model_to_dict(model), optimizer=optimizer.state_dict(),
-            generator_state=generator.get_state(), torch_rng_state=torch.get_rng_state(),
-            best=best, best_model=best_state, history=history, train_seconds=train_seconds,
+            format=CHECKPOINT_FORMAT,
+            format_version=1,
+            config=config,
+            epoch=epoch,
+            model=nbody_model_to_dict(model),
+            optimizer=optimizer.state_dict(),
+            generator_state=generator.get_state(),
+            torch_rng_state=torch.get_rng_state(),
+            best=best,
+            best_model=best_state,
+            history=history,
+            train_seconds=train_seconds,
         )
         if ema is not None:
             payload["ema"] = ema.state_dict()  # the averaged weights and the update count
         atomic_torch_save(payload, ckpt_path)
-        atomic_write_text(log_path, json.dumps(dict(config=config, summary=summary(),
-                                                     history=history),
-                                                indent=1))
+        atomic_write_text(log_path, json.dumps(dict(config=config, summary=summary(), history=history), indent=1))
 
     epochs = int(tc["epochs"])
     eval_every = int(tc["eval_every"])
@@ -263,7 +316,7 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
             group["lr"] = learning_rate(tc, epoch + 1)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for start in range(0, n_train, bs):
-            idx = perm[start:start + bs]
+            idx = perm[start : start + bs]
             pred = model.displacement(train_t["x"][idx], train_t["v"][idx], train_t["q"][idx])
             loss = torch.nn.functional.mse_loss(pred, train_t["dx"][idx])
             optimizer.zero_grad(set_to_none=True)
@@ -282,9 +335,16 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
                 test_mse = evaluate_mse(scored, test_t, bs)
                 record["test_mse"] = test_mse
                 best = dict(valid_mse=valid_mse, epoch=epoch, test_mse=test_mse)
-                best_state = nbody_model_to_dict(scored, dict(
-                    best_epoch=epoch, valid_mse=valid_mse, test_mse=test_mse, seed=int(tc["seed"]),
-                    recipe="sinet_ase.nbody.train"))
+                best_state = nbody_model_to_dict(
+                    scored,
+                    dict(
+                        best_epoch=epoch,
+                        valid_mse=valid_mse,
+                        test_mse=test_mse,
+                        seed=int(tc["seed"]),
+                        recipe="sinet_ase.nbody.train",
+                    ),
+                )
         train_seconds += time.perf_counter() - t0
         record["seconds"] = round(train_seconds, 2)
         history.append(record)
@@ -294,17 +354,25 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
                 atomic_torch_save(best_state, best_path)
             if verbose:
                 extra = f"  test {record['test_mse']:.6f} (new best)" if "test_mse" in record else ""
-                print(f"epoch {epoch:5d}  train {record['train_mse']:.6f}  valid {valid_mse:.6f}{extra}"
-                      f"  [{train_seconds:.0f} s]", flush=True)
+                print(
+                    f"epoch {epoch:5d}  train {record['train_mse']:.6f}  valid {valid_mse:.6f}{extra}"
+                    f"  [{train_seconds:.0f} s]",
+                    flush=True,
+                )
         if stop_after is not None and epoch >= stop_after:
             if "valid_mse" not in record:
                 save_checkpoint()
             break
-        if (max_minutes is not None and "valid_mse" in record
-                and time.perf_counter() - session_start >= 60.0 * float(max_minutes)):
+        if (
+            max_minutes is not None
+            and "valid_mse" in record
+            and time.perf_counter() - session_start >= 60.0 * float(max_minutes)
+        ):
             if verbose:
-                print(f"stopping after epoch {epoch}: train.max_minutes={max_minutes} reached "
-                      f"(--resume continues)", flush=True)
+                print(
+                    f"stopping after epoch {epoch}: train.max_minutes={max_minutes} reached (--resume continues)",
+                    flush=True,
+                )
             break
     if epoch >= epochs:
         save_checkpoint()
@@ -315,18 +383,29 @@ def train(config: dict, out_dir, *, resume: bool = False, stop_after: Optional[i
 
 
 #: ``--set train.KEY`` of the former command -> the sinet-train key
-_SET_KEYS = {"seed": "seed", "time_reversal": "nbody.time_reversal",
-             "input_frames": "nbody.input_frames", "device": "training.device",
-             "ema_decay": "training.ema_decay", "lr": "training.lr",
-             "weight_decay": "training.weight_decay", "batch_size": "training.batch_size",
-             "epochs": "training.epochs", "eval_every": "training.valid_every",
-             "dtype": "training.dtype", "threads": "training.num_threads",
-             "max_minutes": "training.max_minutes", "lr_min": "training.min_lr"}
+_SET_KEYS = {
+    "seed": "seed",
+    "time_reversal": "nbody.time_reversal",
+    "input_frames": "nbody.input_frames",
+    "device": "training.device",
+    "ema_decay": "training.ema_decay",
+    "lr": "training.lr",
+    "weight_decay": "training.weight_decay",
+    "batch_size": "training.batch_size",
+    "epochs": "training.epochs",
+    "eval_every": "training.valid_every",
+    "dtype": "training.dtype",
+    "threads": "training.num_threads",
+    "max_minutes": "training.max_minutes",
+    "lr_min": "training.min_lr",
+}
 
-DEPRECATION = ("python -m sinet_ase.nbody.train is deprecated: N-body runs use the shared "
-               "trainer, `sinet-train training/nbody.yaml run_dir=DIR seed=S [--resume]` "
-               "(outputs best_model.pt, checkpoint.pt, metrics.csv, summary.json; evaluate with "
-               "`sinet-eval DIR/best_model.pt test.npz`). Running this recipe through sinet-train.")
+DEPRECATION = (
+    "python -m sinet_ase.nbody.train is deprecated: N-body runs use the shared "
+    "trainer, `sinet-train training/nbody.yaml run_dir=DIR seed=S [--resume]` "
+    "(outputs best_model.pt, checkpoint.pt, metrics.csv, summary.json; evaluate with "
+    "`sinet-eval DIR/best_model.pt test.npz`). Running this recipe through sinet-train."
+)
 
 
 def _sinet_train_config(a) -> dict:
@@ -345,17 +424,21 @@ def _sinet_train_config(a) -> dict:
         key, sep, value = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or section not in ("model", "data", "train"):
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE with SECTION in model/data/train, "
-                              f"got {item!r}")
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE with SECTION in model/data/train, got {item!r}")
         sets.append((section, name, yaml.safe_load(value)))
     if "task" not in recipe:  # a recipe of the former format: sections model, data, train
         overrides = {"model": {}, "data": {}, "train": {}}
         for section, name, value in sets:
             overrides[section][name] = value
-        for flag, section, name in (("seed", "train", "seed"), ("epochs", "train", "epochs"),
-                                    ("eval_every", "train", "eval_every"), ("lmax", "model", "lmax"),
-                                    ("n_train", "data", "n_train"), ("device", "train", "device"),
-                                    ("max_minutes", "train", "max_minutes")):
+        for flag, section, name in (
+            ("seed", "train", "seed"),
+            ("epochs", "train", "epochs"),
+            ("eval_every", "train", "eval_every"),
+            ("lmax", "model", "lmax"),
+            ("n_train", "data", "n_train"),
+            ("device", "train", "device"),
+            ("max_minutes", "train", "max_minutes"),
+        ):
             if getattr(a, flag) is not None:
                 overrides[section][name] = getattr(a, flag)
         legacy = load_config(None, _merge(recipe, overrides))
@@ -371,13 +454,20 @@ def _sinet_train_config(a) -> dict:
         elif name in _SET_KEYS:
             key = _SET_KEYS[name]
         else:
-            raise ConfigError(f"--set train.{name}: set the training key in the YAML file "
-                              "(sinet-train's training section)")
+            raise ConfigError(
+                f"--set train.{name}: set the training key in the YAML file (sinet-train's training section)"
+            )
         dotted.append((key, value))
-    for flag, key in (("out", "run_dir"), ("seed", "seed"), ("epochs", "training.epochs"),
-                      ("eval_every", "training.valid_every"), ("lmax", "model.lmax"),
-                      ("n_train", "nbody.n_train"), ("device", "training.device"),
-                      ("max_minutes", "training.max_minutes")):
+    for flag, key in (
+        ("out", "run_dir"),
+        ("seed", "seed"),
+        ("epochs", "training.epochs"),
+        ("eval_every", "training.valid_every"),
+        ("lmax", "model.lmax"),
+        ("n_train", "nbody.n_train"),
+        ("device", "training.device"),
+        ("max_minutes", "training.max_minutes"),
+    ):
         if getattr(a, flag) is not None:
             value = getattr(a, flag)
             if flag == "device":
@@ -396,9 +486,10 @@ def main(argv=None) -> int:
     """The former command line, run through ``sinet-train`` (deprecated, see :data:`DEPRECATION`)."""
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m sinet_ase.nbody.train",
-                                description="Deprecated: use sinet-train training/nbody.yaml. "
-                                            "Trains NBodySINet through sinet-train.")
+    p = argparse.ArgumentParser(
+        prog="python -m sinet_ase.nbody.train",
+        description="Deprecated: use sinet-train training/nbody.yaml. Trains NBodySINet through sinet-train.",
+    )
     p.add_argument("recipe", nargs="?", default=None, help="YAML recipe, e.g. training/nbody.yaml")
     p.add_argument("--out", default=None, help="output folder (sinet-train's run_dir)")
     p.add_argument("--seed", type=int, default=None, help="training seed (init + shuffling)")
@@ -408,8 +499,13 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a recipe entry, e.g. --set model.channels=16 (YAML value)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe entry, e.g. --set model.channels=16 (YAML value)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     a = p.parse_args(argv)
     print(DEPRECATION, file=sys.stderr)

@@ -36,9 +36,13 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 
-def edge_chunked_sum(aggregate: Callable[..., torch.Tensor], nodes: Sequence[torch.Tensor],
-                     edge_index: torch.Tensor, edge_tensors: Sequence[Optional[torch.Tensor]],
-                     chunk_size: Optional[int] = None) -> torch.Tensor:
+def edge_chunked_sum(
+    aggregate: Callable[..., torch.Tensor],
+    nodes: Sequence[torch.Tensor],
+    edge_index: torch.Tensor,
+    edge_tensors: Sequence[Optional[torch.Tensor]],
+    chunk_size: Optional[int] = None,
+) -> torch.Tensor:
     """``aggregate(*nodes, edge_index, *edge_tensors)`` summed over chunks of ``chunk_size`` edges.
 
     Args:
@@ -58,8 +62,13 @@ def edge_chunked_sum(aggregate: Callable[..., torch.Tensor], nodes: Sequence[tor
     total = None
     for start in range(0, num_edges, chunk_size):
         stop = min(start + chunk_size, num_edges)
-        part = checkpoint(aggregate, *nodes, edge_index[:, start:stop],
-                          *(None if t is None else t[start:stop] for t in edge_tensors), use_reentrant=False)
+        part = checkpoint(
+            aggregate,
+            *nodes,
+            edge_index[:, start:stop],
+            *(None if t is None else t[start:stop] for t in edge_tensors),
+            use_reentrant=False,
+        )
         total = part if total is None else total + part
     return total
 
@@ -102,8 +111,9 @@ class ReceiverChunks:
         return len(self.chunks)
 
     @classmethod
-    def build(cls, edge_index: torch.Tensor, num_nodes: int, chunk_size: int,
-              positions: Optional[torch.Tensor] = None) -> "ReceiverChunks":
+    def build(
+        cls, edge_index: torch.Tensor, num_nodes: int, chunk_size: int, positions: Optional[torch.Tensor] = None
+    ) -> "ReceiverChunks":
         """Chunks of consecutive receivers (in Morton order of ``positions`` when given, else
         in index order) holding about ``chunk_size`` edges each (at least one receiver, so
         a chunk exceeds ``chunk_size`` by less than one receiver's edges)."""
@@ -111,8 +121,7 @@ class ReceiverChunks:
             raise ValueError(f"edge_chunk_size must be a positive number of edges, got {chunk_size}")
         device = edge_index.device
         receiver, sender = edge_index[0], edge_index[1]
-        order = (morton_order(positions) if positions is not None
-                 else torch.arange(num_nodes, device=device))
+        order = morton_order(positions) if positions is not None else torch.arange(num_nodes, device=device)
         degree = torch.bincount(receiver, minlength=num_nodes).index_select(0, order)
         first_edge = torch.cumsum(degree, 0) - degree  # edges before each receiver, in order
         chunk_in_order = torch.div(first_edge, chunk_size, rounding_mode="floor")
@@ -127,16 +136,22 @@ class ReceiverChunks:
         local = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
         chunks, edge_start, node_start = [], 0, 0
         for k in range(num_chunks):
-            receivers = order[node_start:node_start + nodes_per_chunk[k]]
-            edges = edge_order[edge_start:edge_start + edges_per_chunk[k]]
+            receivers = order[node_start : node_start + nodes_per_chunk[k]]
+            edges = edge_order[edge_start : edge_start + edges_per_chunk[k]]
             chunk_receivers, chunk_senders = receiver.index_select(0, edges), sender.index_select(0, edges)
             local[receivers] = torch.arange(len(receivers), device=device)
             halo = torch.unique(chunk_senders[local.index_select(0, chunk_senders) < 0])
             local[halo] = torch.arange(len(receivers), len(receivers) + len(halo), device=device)
-            local_edges = torch.stack([local.index_select(0, chunk_receivers),
-                                       local.index_select(0, chunk_senders)])
-            chunks.append(ReceiverChunk(torch.cat([receivers, halo]), len(receivers), local_edges,
-                                        edge_start, edge_start + edges_per_chunk[k]))
+            local_edges = torch.stack([local.index_select(0, chunk_receivers), local.index_select(0, chunk_senders)])
+            chunks.append(
+                ReceiverChunk(
+                    torch.cat([receivers, halo]),
+                    len(receivers),
+                    local_edges,
+                    edge_start,
+                    edge_start + edges_per_chunk[k],
+                )
+            )
             local[receivers] = -1
             local[halo] = -1
             edge_start += edges_per_chunk[k]
@@ -160,8 +175,12 @@ class ReceiverChunk:
         return self.nodes[: self.num_receivers]
 
 
-def layer_in_chunks(layer: Callable[..., torch.Tensor], chunks: ReceiverChunks,
-                    node_inputs: Sequence[torch.Tensor], edge_inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+def layer_in_chunks(
+    layer: Callable[..., torch.Tensor],
+    chunks: ReceiverChunks,
+    node_inputs: Sequence[torch.Tensor],
+    edge_inputs: Sequence[torch.Tensor],
+) -> torch.Tensor:
     """A layer's output ``(N, ...)`` computed one chunk of receivers at a time (module docstring).
 
     Args:
@@ -182,7 +201,7 @@ def layer_in_chunks(layer: Callable[..., torch.Tensor], chunks: ReceiverChunks,
 def _chunk_inputs(chunk: ReceiverChunk, nodes, edges, needs_grad=None):
     """The chunk's node rows and edge slices, as new leaves that need gradients when asked."""
     needs_grad = needs_grad or [False] * (len(nodes) + len(edges))
-    inputs = [x.index_select(0, chunk.nodes) for x in nodes] + [t[chunk.start:chunk.stop] for t in edges]
+    inputs = [x.index_select(0, chunk.nodes) for x in nodes] + [t[chunk.start : chunk.stop] for t in edges]
     return [x.detach().requires_grad_(True) if need else x for x, need in zip(inputs, needs_grad)]
 
 
@@ -204,7 +223,7 @@ class _LayerInChunks(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         inputs = ctx.saved_tensors
-        nodes, edges = inputs[:ctx.num_node_inputs], inputs[ctx.num_node_inputs:]
+        nodes, edges = inputs[: ctx.num_node_inputs], inputs[ctx.num_node_inputs :]
         needs_grad = list(ctx.needs_input_grad[3:])
         grads = [torch.zeros_like(x) if need else None for x, need in zip(inputs, needs_grad)]
         for chunk in ctx.chunks.chunks:
@@ -212,8 +231,9 @@ class _LayerInChunks(torch.autograd.Function):
                 leaves = _chunk_inputs(chunk, nodes, edges, needs_grad)
                 rows = ctx.layer(chunk.num_receivers, chunk.edge_index, *leaves)
                 wanted = [leaf for leaf, need in zip(leaves, needs_grad) if need]
-                chunk_grads = iter(torch.autograd.grad(rows, wanted, grad_out.index_select(0, chunk.receivers),
-                                                       allow_unused=True))
+                chunk_grads = iter(
+                    torch.autograd.grad(rows, wanted, grad_out.index_select(0, chunk.receivers), allow_unused=True)
+                )
             for k, need in enumerate(needs_grad):
                 if not need:
                     continue
@@ -223,5 +243,5 @@ class _LayerInChunks(torch.autograd.Function):
                 if k < ctx.num_node_inputs:
                     grads[k].index_add_(0, chunk.nodes, g)
                 else:
-                    grads[k][chunk.start:chunk.stop] += g
+                    grads[k][chunk.start : chunk.stop] += g
         return (None, None, None, *grads)

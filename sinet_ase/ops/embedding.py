@@ -43,8 +43,14 @@ class SphericalEmbedding(torch.nn.Module):
       It is used when ``S (L+1) <= avg_num_neighbors``, where that is the cheaper side.
     """
 
-    def __init__(self, num_species: int, layout: SphericalLayout, num_basis: int,
-                 radial_hidden: int = 64, avg_num_neighbors: float = 1.0):
+    def __init__(
+        self,
+        num_species: int,
+        layout: SphericalLayout,
+        num_basis: int,
+        radial_hidden: int = 64,
+        avg_num_neighbors: float = 1.0,
+    ):
         super().__init__()
         self.layout = layout
         self.avg_num_neighbors = float(avg_num_neighbors)
@@ -97,17 +103,28 @@ class SphericalEmbedding(torch.nn.Module):
         radial_sums = torch.einsum("nma,mca->nmc", T, w_ext).view(num_nodes, S, M, c)
         return torch.einsum("nsmc,sc->nmc", radial_sums, self.species_embedding.weight)
 
-    def forward(self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None,
-                num_receivers: Optional[int] = None):
+    def forward(
+        self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None, num_receivers: Optional[int] = None
+    ):
         z = self.species_embedding(species)  # (N, c)
         n = species.shape[0] if num_receivers is None else int(num_receivers)
         if self.fold_species:  # only the edge step runs per chunk
-            T = edge_chunked_sum(functools.partial(self._radial_sums, num_receivers=n), (species,),
-                                 edge_index, (Y, phi, u), edge_chunk_size)
+            T = edge_chunked_sum(
+                functools.partial(self._radial_sums, num_receivers=n),
+                (species,),
+                edge_index,
+                (Y, phi, u),
+                edge_chunk_size,
+            )
             h = self._from_radial_sums(T, n)
         else:
-            h = edge_chunked_sum(functools.partial(self._aggregate_per_edge, num_receivers=n), (z,),
-                                 edge_index, (Y, phi, u), edge_chunk_size)
+            h = edge_chunked_sum(
+                functools.partial(self._aggregate_per_edge, num_receivers=n),
+                (z,),
+                edge_index,
+                (Y, phi, u),
+                edge_chunk_size,
+            )
         h = h.transpose(1, 2).contiguous()  # (n, c, M)
         h = h / self.avg_num_neighbors
         h[:, :, 0] = h[:, :, 0] + z[:n]

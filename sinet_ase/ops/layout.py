@@ -86,8 +86,13 @@ class SphericalLayout(torch.nn.Module):
             # inductor turns the backward of index_select (an index_add along this axis) into
             # a slow scatter kernel; row l expanded to its 2l+1 rows is plain indexing for it,
             # and its backward a sum over those rows
-            return torch.cat([coeff.narrow(-2, l, 1).expand(*coeff.shape[:-2], 2 * l + 1, coeff.shape[-1])
-                              for l in range(self.lmax + 1)], dim=-2)
+            return torch.cat(
+                [
+                    coeff.narrow(-2, l, 1).expand(*coeff.shape[:-2], 2 * l + 1, coeff.shape[-1])
+                    for l in range(self.lmax + 1)
+                ],
+                dim=-2,
+            )
         return coeff.index_select(-2, self.degree_of_m)
 
     def degree_sum_channels_last(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,8 +101,13 @@ class SphericalLayout(torch.nn.Module):
             # slices and sums, which inductor fuses with the products around them, instead of a
             # batched product with an inner dimension of (L+1)^2 that it leaves to ATen; the scale
             # is the buffer's 1/sqrt(2l+1), rounded as the eager form's
-            return torch.cat([x.narrow(-2, l * l, 2 * l + 1).sum(-2, keepdim=True) * self.inner_product[l * l, l]
-                              for l in range(self.lmax + 1)], dim=-2)
+            return torch.cat(
+                [
+                    x.narrow(-2, l * l, 2 * l + 1).sum(-2, keepdim=True) * self.inner_product[l * l, l]
+                    for l in range(self.lmax + 1)
+                ],
+                dim=-2,
+            )
         return torch.matmul(self.inner_product.t(), x)
 
     def inner(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -112,8 +122,9 @@ class SphericalLayout(torch.nn.Module):
         """
         return torch.bmm(h, Y.unsqueeze(-1) * self.inner_product)
 
-    def combine_with_harmonics(self, alpha: torch.Tensor, h: torch.Tensor, beta: torch.Tensor,
-                               Y: torch.Tensor) -> torch.Tensor:
+    def combine_with_harmonics(
+        self, alpha: torch.Tensor, h: torch.Tensor, beta: torch.Tensor, Y: torch.Tensor
+    ) -> torch.Tensor:
         """``alpha^{l,k} h^{l,k} + beta^{l,k} Y^l``: ``alpha, beta (E, c, L+1)``, ``h (E, c, M)``,
         ``Y (E, M)`` -> ``(E, c, M)``.
 

@@ -102,8 +102,9 @@ class EquivariantRMSNorm(torch.nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         # inner(h, h) = |h^{l,k}|^2 / sqrt(2l+1); divide once more by sqrt(2l+1)
-        sq = self.layout.inner(h, h) / torch.sqrt(2.0 * torch.arange(
-            self.layout.lmax + 1, device=h.device, dtype=h.dtype) + 1.0)  # (N, c, L+1)
+        sq = self.layout.inner(h, h) / torch.sqrt(
+            2.0 * torch.arange(self.layout.lmax + 1, device=h.device, dtype=h.dtype) + 1.0
+        )  # (N, c, L+1)
         scale = self.gain / torch.sqrt(sq.mean(dim=1, keepdim=True) + self.eps)
         return h * self.layout.per_degree(scale)
 

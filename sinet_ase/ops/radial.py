@@ -28,12 +28,7 @@ class PolynomialEnvelope(torch.nn.Module):
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         p = self.p
         x = r / self.cutoff
-        u = (
-            1.0
-            - (p + 1) * (p + 2) / 2 * x.pow(p)
-            + p * (p + 2) * x.pow(p + 1)
-            - p * (p + 1) / 2 * x.pow(p + 2)
-        )
+        u = 1.0 - (p + 1) * (p + 2) / 2 * x.pow(p) + p * (p + 2) * x.pow(p + 1) - p * (p + 1) / 2 * x.pow(p + 2)
         return torch.where(x < 1.0, u, torch.zeros_like(u))
 
 

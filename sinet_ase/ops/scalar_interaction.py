@@ -109,8 +109,9 @@ class ScalarInteraction(torch.nn.Module):
     the set of edges), and the per-node products with ``W_b`` (:meth:`finish_sums`).
     """
 
-    def __init__(self, layout: SphericalLayout, num_edge_scalars: int = 0,
-                 with_receiver: bool = True, hidden: int = 64):
+    def __init__(
+        self, layout: SphericalLayout, num_edge_scalars: int = 0, with_receiver: bool = True, hidden: int = 64
+    ):
         super().__init__()
         self.layout = layout
         self.num_edge_scalars = int(num_edge_scalars)
@@ -154,19 +155,27 @@ class ScalarInteraction(torch.nn.Module):
         weight = first.weight.index_select(1, columns).t()
         return torch.addmm(first.bias, h[:, 0, :], weight) if with_bias else h[:, 0, :] @ weight
 
-    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, Y: torch.Tensor,
-                edge_scalars: Optional[torch.Tensor] = None,
-                edge_weight: Optional[torch.Tensor] = None,
-                scalars_only: bool = False,
-                edge_chunk_size: Optional[int] = None,
-                num_receivers: Optional[int] = None) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        edge_index: torch.Tensor,
+        Y: torch.Tensor,
+        edge_scalars: Optional[torch.Tensor] = None,
+        edge_weight: Optional[torch.Tensor] = None,
+        scalars_only: bool = False,
+        edge_chunk_size: Optional[int] = None,
+        num_receivers: Optional[int] = None,
+    ) -> torch.Tensor:
         """``sum_j u_ij m_ij`` for every receiver (see the class docstring)."""
         if self.num_edge_scalars and edge_scalars is None:
             raise ValueError(f"this ScalarInteraction expects {self.num_edge_scalars} edge scalars")
-        sums = edge_chunked_sum(functools.partial(self.edge_sums, scalars_only=scalars_only,
-                                                  num_receivers=num_receivers),
-                                (h,) + self.node_terms(h), edge_index, (Y, edge_scalars, edge_weight),
-                                edge_chunk_size)
+        sums = edge_chunked_sum(
+            functools.partial(self.edge_sums, scalars_only=scalars_only, num_receivers=num_receivers),
+            (h,) + self.node_terms(h),
+            edge_index,
+            (Y, edge_scalars, edge_weight),
+            edge_chunk_size,
+        )
         return self.finish_sums(sums, scalars_only)
 
     def node_terms(self, h: torch.Tensor):
@@ -188,8 +197,18 @@ class ScalarInteraction(torch.nn.Module):
         receiver = self._first_layer_term(h, self.dst_columns, with_bias=True) if self.with_receiver else None
         return sender, receiver
 
-    def edge_sums(self, h, node_sender, node_receiver, edge_index, Y, edge_scalars=None, edge_weight=None,
-                  scalars_only: bool = False, num_receivers: Optional[int] = None) -> torch.Tensor:
+    def edge_sums(
+        self,
+        h,
+        node_sender,
+        node_receiver,
+        edge_index,
+        Y,
+        edge_scalars=None,
+        edge_weight=None,
+        scalars_only: bool = False,
+        num_receivers: Optional[int] = None,
+    ) -> torch.Tensor:
         """The sums over edges of :meth:`forward`, linear in the set of edges.
 
         ``(N, M, c + hidden + 1)``: ``[sum_j u alpha h_j, T]`` (with ``scalars_only``, the
@@ -211,12 +230,14 @@ class ScalarInteraction(torch.nn.Module):
         if self.num_edge_scalars:
             pairs.append(edge_scalars)
         if pairs:
-            pre = torch.addmm(pre, torch.cat(pairs, dim=-1) if len(pairs) > 1 else pairs[0],
-                              first.weight.index_select(1, self.edge_columns[(L + 1) * c:]).t())  # p, s
+            pre = torch.addmm(
+                pre,
+                torch.cat(pairs, dim=-1) if len(pairs) > 1 else pairs[0],
+                first.weight.index_select(1, self.edge_columns[(L + 1) * c :]).t(),
+            )  # p, s
         hidden = activation(pre)  # (E, hidden)
         rows = self._alpha_rows(scalars_only)
-        alpha = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows),
-                                           last.bias.index_select(0, rows))
+        alpha = torch.nn.functional.linear(hidden, last.weight.index_select(0, rows), last.bias.index_select(0, rows))
         hidden_ext = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], dim=1)  # [a, 1]
         if edge_weight is not None:
             alpha = alpha * edge_weight.unsqueeze(-1)
@@ -224,8 +245,9 @@ class ScalarInteraction(torch.nn.Module):
         if scalars_only:  # alpha^0 h_j^0 and [a, 1] Y^0, (E, c + hidden + 1): one neighbour sum
             edge_terms = torch.cat([alpha * h_src[:, 0, :], hidden_ext * Y[:, :1]], dim=1)
             return sum_rows(edge_terms, receiver, num_nodes)
-        alpha_sums = sum_rows(self.layout.per_degree_channels_last(alpha.view(-1, L + 1, c)) * h_src,
-                              receiver, num_nodes)  # (N, M, c)
+        alpha_sums = sum_rows(
+            self.layout.per_degree_channels_last(alpha.view(-1, L + 1, c)) * h_src, receiver, num_nodes
+        )  # (N, M, c)
         T = sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), receiver, num_nodes)  # (N, M, hidden + 1)
         return torch.cat([alpha_sums, T], dim=-1)
 
@@ -235,8 +257,9 @@ class ScalarInteraction(torch.nn.Module):
         c, L = self.layout.channels, self.layout.lmax
         last = self.coefficients[-1]
         rows = self._alpha_rows(scalars_only) + self.output_rows.shape[0] // 2  # the beta rows
-        w_beta = torch.cat([last.weight.index_select(0, rows),
-                            last.bias.index_select(0, rows).unsqueeze(-1)], dim=1)  # (rows, hidden + 1)
+        w_beta = torch.cat(
+            [last.weight.index_select(0, rows), last.bias.index_select(0, rows).unsqueeze(-1)], dim=1
+        )  # (rows, hidden + 1)
         if scalars_only:
             return torch.addmm(sums[..., :c], sums[..., c:], w_beta.t())
         w_beta = w_beta.view(L + 1, c, -1).index_select(0, self.layout.degree_of_m)  # (M, c, hidden + 1)
@@ -249,8 +272,6 @@ class ScalarInteraction(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.layout.irreps} x {self.layout.sh_irreps} -> {self.layout.irreps}"
-
-
 
 
 class ScalarInteractionLayer(torch.nn.Module):
@@ -275,13 +296,18 @@ class ScalarInteractionLayer(torch.nn.Module):
     its halo, :func:`~sinet_ase.ops.chunking.layer_in_chunks`).
     """
 
-    def __init__(self, layout: SphericalLayout, num_basis: int, hidden: int = 64,
-                 avg_num_neighbors: float = 1.0, pre_norm: bool = False):
+    def __init__(
+        self,
+        layout: SphericalLayout,
+        num_basis: int,
+        hidden: int = 64,
+        avg_num_neighbors: float = 1.0,
+        pre_norm: bool = False,
+    ):
         super().__init__()
         self.layout = layout
         self.avg_num_neighbors = float(avg_num_neighbors)
-        self.interaction = ScalarInteraction(layout, num_edge_scalars=num_basis,
-                                             with_receiver=True, hidden=hidden)
+        self.interaction = ScalarInteraction(layout, num_edge_scalars=num_basis, with_receiver=True, hidden=hidden)
         self.linear = o3.Linear(layout.irreps, layout.irreps)
         self.gate = ScalarGate(layout)
         # registered only when used, so that the state-dict keys of either kind stay as saved
@@ -298,11 +324,13 @@ class ScalarInteractionLayer(torch.nn.Module):
             h = self.norm(h)
         return h.transpose(1, 2).contiguous()
 
-    def forward(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None,
-                num_receivers: Optional[int] = None):
+    def forward(
+        self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None, num_receivers: Optional[int] = None
+    ):
         n = h.shape[0] if num_receivers is None else int(num_receivers)
-        aggregated = self.interaction(self._messages_input(h), edge_index, Y, phi, edge_weight=u,
-                                      edge_chunk_size=edge_chunk_size, num_receivers=n)
+        aggregated = self.interaction(
+            self._messages_input(h), edge_index, Y, phi, edge_weight=u, edge_chunk_size=edge_chunk_size, num_receivers=n
+        )
         return h[:n] + self.gate(self._update(aggregated.transpose(1, 2)))
 
     def _update(self, aggregated):
@@ -310,8 +338,9 @@ class ScalarInteractionLayer(torch.nn.Module):
         aggregated = aggregated / self.avg_num_neighbors
         return self.layout.from_e3nn(self.linear(self.layout.to_e3nn(aggregated)))
 
-    def forward_scalars(self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None,
-                        num_receivers: Optional[int] = None):
+    def forward_scalars(
+        self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None, num_receivers: Optional[int] = None
+    ):
         """The new scalars ``h_i^0`` alone, ``(N, c)``: column 0 of :meth:`forward`.
 
         ``h_i^0 + silu(Linear(m_i)^0)`` needs only the degree-0 messages (the linear layer
@@ -320,9 +349,16 @@ class ScalarInteractionLayer(torch.nn.Module):
         invariants that the coefficients read still come from every degree.
         """
         n = h.shape[0] if num_receivers is None else int(num_receivers)
-        aggregated0 = self.interaction(self._messages_input(h), edge_index, Y, phi, edge_weight=u,
-                                       scalars_only=True, edge_chunk_size=edge_chunk_size,
-                                       num_receivers=n)
+        aggregated0 = self.interaction(
+            self._messages_input(h),
+            edge_index,
+            Y,
+            phi,
+            edge_weight=u,
+            scalars_only=True,
+            edge_chunk_size=edge_chunk_size,
+            num_receivers=n,
+        )
         # zero l > 0 columns: o3.Linear has no path between degrees, so its degree-0 output is exact
         padded = torch.nn.functional.pad(aggregated0.unsqueeze(-1), (0, self.layout.num_m - 1))
         return h[:n, :, 0] + self.gate.scalars(self._update(padded))

@@ -79,8 +79,9 @@ from .norm import EquivariantLayerNorm
 _FLOOR = 1e-30
 
 
-def cutoff_softmax(logits: torch.Tensor, u: torch.Tensor, receiver: torch.Tensor,
-                   num_nodes: int, sink_logit: torch.Tensor) -> torch.Tensor:
+def cutoff_softmax(
+    logits: torch.Tensor, u: torch.Tensor, receiver: torch.Tensor, num_nodes: int, sink_logit: torch.Tensor
+) -> torch.Tensor:
     r"""Envelope-weighted softmax over each receiver's neighbours, with a sink.
 
     ``a_e = u_e exp(logit_e) / (exp(b) + sum_{e' -> same receiver} u_e' exp(logit_e'))``.
@@ -99,8 +100,7 @@ def cutoff_softmax(logits: torch.Tensor, u: torch.Tensor, receiver: torch.Tensor
     with torch.no_grad():  # the shift cancels mathematically: no gradient through the max
         key = logits + torch.log(u.clamp_min(_FLOOR)).unsqueeze(-1)
         shift = sink.detach().expand(num_nodes, H).clone()
-        shift.scatter_reduce_(0, receiver.unsqueeze(-1).expand(E, H), key, reduce="amax",
-                              include_self=True)
+        shift.scatter_reduce_(0, receiver.unsqueeze(-1).expand(E, H), key, reduce="amax", include_self=True)
     w = u.unsqueeze(-1) * torch.exp(logits - shift[receiver])  # (E, H), each <= 1e30
     denominator = torch.exp(sink - shift).index_add(0, receiver, w)  # (N, H), >= 1 in practice
     return w / denominator.clamp_min(_FLOOR)[receiver]
@@ -131,12 +131,18 @@ class ScalarInteractionAttention(torch.nn.Module):
         receiver, sender = edge_index[0], edge_index[1]
         E = receiver.shape[0]
         x_i, x_j = x[receiver], x[sender]
-        invariants = torch.cat([
-            self.layout.inner_with_harmonics(x_j, Y).reshape(E, -1), x_j[:, :, 0],
-            self.layout.inner(x_i, x_j).reshape(E, -1), x_i[:, :, 0], phi,
-        ], dim=-1)
+        invariants = torch.cat(
+            [
+                self.layout.inner_with_harmonics(x_j, Y).reshape(E, -1),
+                x_j[:, :, 0],
+                self.layout.inner(x_i, x_j).reshape(E, -1),
+                x_i[:, :, 0],
+                phi,
+            ],
+            dim=-1,
+        )
         out = self.mlp(invariants)
-        coeff, logits = out[:, :2 * c * (L + 1)], out[:, 2 * c * (L + 1):]
+        coeff, logits = out[:, : 2 * c * (L + 1)], out[:, 2 * c * (L + 1) :]
         alpha, beta = coeff.reshape(E, 2, c, L + 1).unbind(1)  # (E, c, L+1)
         values = self.layout.combine_with_harmonics(alpha, V[sender], beta, Y)
         weights = cutoff_softmax(logits, u, receiver, x.shape[0], self.sink_logit)
@@ -182,8 +188,14 @@ class SiFormerLayer(torch.nn.Module):
     the signature of :class:`~sinet_ase.ops.ScalarInteractionLayer`.
     """
 
-    def __init__(self, layout: SphericalLayout, num_basis: int, hidden: int = 64,
-                 num_heads: int = 4, ffn_hidden: Optional[int] = None):
+    def __init__(
+        self,
+        layout: SphericalLayout,
+        num_basis: int,
+        hidden: int = 64,
+        num_heads: int = 4,
+        ffn_hidden: Optional[int] = None,
+    ):
         super().__init__()
         c = layout.channels
         if num_heads < 1 or c % num_heads:

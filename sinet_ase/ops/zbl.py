@@ -70,8 +70,11 @@ class ZBLRepulsion(torch.nn.Module):
         self.register_buffer("numbers", numbers.to(torch.float64), persistent=False)
         # r_max per species pair (S, S): sum of covalent radii, at most the model's cutoff
         self.cutoff_factor = float(cutoff_factor)
-        self.register_buffer("pair_cutoff", (self.cutoff_factor * (radii[:, None] + radii[None, :])
-                                             ).clamp(max=self.cutoff), persistent=False)
+        self.register_buffer(
+            "pair_cutoff",
+            (self.cutoff_factor * (radii[:, None] + radii[None, :])).clamp(max=self.cutoff),
+            persistent=False,
+        )
         self.envelope = PolynomialEnvelope(1.0, envelope_p)  # of r / r_max
 
     def _apply(self, fn, *args, **kwargs):
@@ -82,8 +85,9 @@ class ZBLRepulsion(torch.nn.Module):
         self.pair_cutoff = pair_cutoff.to(device=self.pair_cutoff.device, dtype=torch.float64)
         return out
 
-    def forward(self, species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor,
-                dense: bool = False) -> torch.Tensor:
+    def forward(
+        self, species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor, dense: bool = False
+    ) -> torch.Tensor:
         """``dense``: evaluate every edge and mask (no data-dependent shapes, for
         ``torch.export``); the default selects the few edges inside ``r_max`` first."""
         receiver, sender = edge_index[0], edge_index[1]
@@ -97,7 +101,8 @@ class ZBLRepulsion(torch.nn.Module):
             energy = zbl_pair_energy(r, self.numbers[s_i], self.numbers[s_j]) * self.envelope(r / r_max)
             energy = torch.where(inside, energy, torch.zeros_like(energy))
             return torch.zeros(species.shape[0], dtype=torch.float64, device=vectors.device).index_add(
-                0, receiver, 0.5 * energy)
+                0, receiver, 0.5 * energy
+            )
         with torch.no_grad():  # the few edges inside r_max; the rest contribute exactly zero
             r_max = self.pair_cutoff[species[receiver], species[sender]]
             close = torch.nonzero(vectors.norm(dim=-1) < r_max).squeeze(-1)
@@ -107,7 +112,8 @@ class ZBLRepulsion(torch.nn.Module):
         energy = zbl_pair_energy(r, self.numbers[s_i], self.numbers[s_j])
         energy = energy * self.envelope(r / self.pair_cutoff[s_i, s_j])
         return torch.zeros(species.shape[0], dtype=torch.float64, device=vectors.device).index_add(
-            0, receiver_c, 0.5 * energy)
+            0, receiver_c, 0.5 * energy
+        )
 
     def extra_repr(self) -> str:
         return f"cutoff={self.cutoff}, cutoff_factor={self.cutoff_factor}, p={self.envelope.p}"

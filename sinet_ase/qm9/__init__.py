@@ -10,8 +10,6 @@
 The data come from :mod:`sinet_ase.data.qm9` (PyPI package ``qm9pack``).
 """
 
-from .model import (QM9_ELEMENTS, QM9DipoleModel, QM9ScalarModel, build_qm9_model, load_qm9_model,
-                    save_qm9_model)
+from .model import QM9_ELEMENTS, QM9DipoleModel, QM9ScalarModel, build_qm9_model, load_qm9_model, save_qm9_model
 
-__all__ = ["QM9_ELEMENTS", "QM9ScalarModel", "QM9DipoleModel", "build_qm9_model",
-           "save_qm9_model", "load_qm9_model"]
+__all__ = ["QM9_ELEMENTS", "QM9ScalarModel", "QM9DipoleModel", "build_qm9_model", "save_qm9_model", "load_qm9_model"]

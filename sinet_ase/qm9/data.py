@@ -14,12 +14,18 @@ import torch
 from ase import Atoms
 from tqdm import tqdm
 
-from ..data.qm9 import (ATOMREF_COLUMNS, ATOMREF_HARTREE, TARGETS, QM9Data, default_cache_dir,
-                        load_qm9)
+from ..data.qm9 import ATOMREF_COLUMNS, ATOMREF_HARTREE, TARGETS, QM9Data, default_cache_dir, load_qm9
 from ..graph import atoms_to_graph
 
-__all__ = ["qm9_dataset", "subset_rows", "qm9_graph", "qm9_graphs", "element_counts",
-           "fit_atom_refs", "dataset_atom_refs"]
+__all__ = [
+    "qm9_dataset",
+    "subset_rows",
+    "qm9_graph",
+    "qm9_graphs",
+    "element_counts",
+    "fit_atom_refs",
+    "dataset_atom_refs",
+]
 
 
 @lru_cache(maxsize=2)
@@ -44,8 +50,7 @@ def subset_rows(rows: np.ndarray, size: Optional[int], seed: int) -> np.ndarray:
     return np.sort(rows[pick])
 
 
-def qm9_graph(data: QM9Data, row: int, cutoff: float, elements: Sequence[str],
-              value: Optional[float] = None):
+def qm9_graph(data: QM9Data, row: int, cutoff: float, elements: Sequence[str], value: Optional[float] = None):
     """Graph of molecule ``row`` (:func:`~sinet_ase.graph.atoms_to_graph`), with the
     target ``value`` as ``y`` (shape (1,), float64) when given."""
     atoms = Atoms(numbers=data.numbers_of(row), positions=data.positions_of(row))
@@ -55,12 +60,21 @@ def qm9_graph(data: QM9Data, row: int, cutoff: float, elements: Sequence[str],
     return graph
 
 
-def qm9_graphs(data: QM9Data, rows: Sequence[int], cutoff: float, elements: Sequence[str],
-               target: Optional[str] = None, progress: bool = False, desc: str = "graphs") -> list:
+def qm9_graphs(
+    data: QM9Data,
+    rows: Sequence[int],
+    cutoff: float,
+    elements: Sequence[str],
+    target: Optional[str] = None,
+    progress: bool = False,
+    desc: str = "graphs",
+) -> list:
     """Graphs of ``rows``, labelled with ``target`` (a :data:`TARGETS` name) when given."""
     values = data.target(target) if target is not None else None
-    return [qm9_graph(data, int(r), cutoff, elements, None if values is None else values[r])
-            for r in tqdm(rows, disable=not progress, desc=desc, leave=False)]
+    return [
+        qm9_graph(data, int(r), cutoff, elements, None if values is None else values[r])
+        for r in tqdm(rows, disable=not progress, desc=desc, leave=False)
+    ]
 
 
 def element_counts(data: QM9Data, rows: Sequence[int], elements: Sequence[str]) -> np.ndarray:
@@ -96,8 +110,7 @@ def dataset_atom_refs(target: str, elements: Sequence[str]) -> Dict[str, float]:
     return {s: ATOMREF_HARTREE[atomic_numbers[s]][column] * spec.factor for s in elements}
 
 
-def residual_statistics(values: np.ndarray, counts: np.ndarray,
-                        refs: Mapping[str, float], elements: Sequence[str]):
+def residual_statistics(values: np.ndarray, counts: np.ndarray, refs: Mapping[str, float], elements: Sequence[str]):
     """Mean and standard deviation of ``y - sum_i ref_{Z_i}``."""
     ref = np.array([refs.get(s, 0.0) for s in elements])
     residual = np.asarray(values, dtype=np.float64) - counts @ ref

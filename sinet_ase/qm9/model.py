@@ -101,6 +101,7 @@ def backbone_keys() -> tuple:
     optional)."""
     return BACKBONE_KEYS
 
+
 #: Head keywords a config's ``model`` section may set (besides the backbone ones).
 HEAD_KEYS = ("pooling", "head_hidden")
 POOLING = ("sum", "mean")
@@ -123,7 +124,7 @@ def sh1_to_cartesian_matrix(dtype=torch.float64) -> torch.Tensor:
     """
     eye = torch.eye(3, dtype=torch.float64)
     Y = o3.spherical_harmonics(1, eye, normalize=True, normalization="component")  # row a: Y(e_a)
-    P = Y.T / 3 ** 0.5
+    P = Y.T / 3**0.5
     if not torch.allclose(P @ P.T, eye, atol=1e-12):
         raise RuntimeError("e3nn's l=1 harmonics are not an orthogonal map of (x, y, z)")
     return P.to(dtype)
@@ -209,19 +210,40 @@ class QM9ScalarModel(_QM9Model):
 
     model_kind = "scalar"
 
-    def __init__(self, elements: Sequence[str] = QM9_ELEMENTS, target: str = "gap",
-                 cutoff: float = DEFAULTS.cutoff, lmax: int = DEFAULTS.lmax,
-                 channels: int = DEFAULTS.channels, num_layers: int = DEFAULTS.num_layers,
-                 num_radial: int = DEFAULTS.num_radial, radial_hidden: int = DEFAULTS.radial_hidden,
-                 mlp_hidden: int = DEFAULTS.mlp_hidden, envelope_p: int = DEFAULTS.envelope_p,
-                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors, pooling: str = "sum",
-                 head_hidden: Optional[int] = None, target_mean: float = 0.0,
-                 target_std: float = 1.0, atom_refs: Optional[Mapping[str, float]] = None,
-                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads):
-        backbone_kw = dict(cutoff=cutoff, lmax=lmax, channels=channels, num_layers=num_layers,
-                           num_radial=num_radial, radial_hidden=radial_hidden, mlp_hidden=mlp_hidden,
-                           envelope_p=envelope_p, avg_num_neighbors=avg_num_neighbors,
-                           backbone=backbone, num_heads=num_heads)
+    def __init__(
+        self,
+        elements: Sequence[str] = QM9_ELEMENTS,
+        target: str = "gap",
+        cutoff: float = DEFAULTS.cutoff,
+        lmax: int = DEFAULTS.lmax,
+        channels: int = DEFAULTS.channels,
+        num_layers: int = DEFAULTS.num_layers,
+        num_radial: int = DEFAULTS.num_radial,
+        radial_hidden: int = DEFAULTS.radial_hidden,
+        mlp_hidden: int = DEFAULTS.mlp_hidden,
+        envelope_p: int = DEFAULTS.envelope_p,
+        avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
+        pooling: str = "sum",
+        head_hidden: Optional[int] = None,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+        atom_refs: Optional[Mapping[str, float]] = None,
+        backbone: str = DEFAULTS.backbone,
+        num_heads: int = DEFAULTS.num_heads,
+    ):
+        backbone_kw = dict(
+            cutoff=cutoff,
+            lmax=lmax,
+            channels=channels,
+            num_layers=num_layers,
+            num_radial=num_radial,
+            radial_hidden=radial_hidden,
+            mlp_hidden=mlp_hidden,
+            envelope_p=envelope_p,
+            avg_num_neighbors=avg_num_neighbors,
+            backbone=backbone,
+            num_heads=num_heads,
+        )
         super().__init__(elements, target, backbone_kw)
         if pooling not in POOLING:
             raise ValueError(f"pooling must be one of {POOLING}, got {pooling!r}")
@@ -232,8 +254,7 @@ class QM9ScalarModel(_QM9Model):
         self.head = mlp([int(channels), hidden, 1])
         self.set_standardisation(target_mean, target_std, atom_refs or {})
 
-    def set_standardisation(self, target_mean: float, target_std: float,
-                            atom_refs: Mapping[str, float]) -> None:
+    def set_standardisation(self, target_mean: float, target_std: float, atom_refs: Mapping[str, float]) -> None:
         """Set ``target_mean``, ``target_std`` and the atom references (kept in ``config``)."""
         unknown = set(atom_refs) - set(self.elements)
         if unknown:
@@ -246,14 +267,15 @@ class QM9ScalarModel(_QM9Model):
     def _rebuild_constants(self, device=None) -> None:
         device = device or self.head[0].weight.device
         refs = [self.config["atom_refs"][s] for s in self.elements]
-        self.register_buffer("atom_ref", torch.tensor(refs, dtype=torch.float64, device=device),
-                             persistent=False)
-        self.register_buffer("target_mean", torch.tensor(self.config["target_mean"],
-                                                         dtype=torch.float64, device=device),
-                             persistent=False)
-        self.register_buffer("target_std", torch.tensor(self.config["target_std"],
-                                                        dtype=torch.float64, device=device),
-                             persistent=False)
+        self.register_buffer("atom_ref", torch.tensor(refs, dtype=torch.float64, device=device), persistent=False)
+        self.register_buffer(
+            "target_mean",
+            torch.tensor(self.config["target_mean"], dtype=torch.float64, device=device),
+            persistent=False,
+        )
+        self.register_buffer(
+            "target_std", torch.tensor(self.config["target_std"], dtype=torch.float64, device=device), persistent=False
+        )
 
     def reference(self, graph) -> torch.Tensor:
         """``sum_i ref_{Z_i}`` per molecule, (G,) float64."""
@@ -284,22 +306,41 @@ class QM9DipoleModel(_QM9Model):
 
     model_kind = "dipole"
 
-    def __init__(self, elements: Sequence[str] = QM9_ELEMENTS, target: str = "mu",
-                 cutoff: float = DEFAULTS.cutoff, lmax: int = DEFAULTS.lmax,
-                 channels: int = DEFAULTS.channels, num_layers: int = DEFAULTS.num_layers,
-                 num_radial: int = DEFAULTS.num_radial, radial_hidden: int = DEFAULTS.radial_hidden,
-                 mlp_hidden: int = DEFAULTS.mlp_hidden, envelope_p: int = DEFAULTS.envelope_p,
-                 avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
-                 head_hidden: Optional[int] = None, target_std: float = 1.0,
-                 backbone: str = DEFAULTS.backbone, num_heads: int = DEFAULTS.num_heads):
+    def __init__(
+        self,
+        elements: Sequence[str] = QM9_ELEMENTS,
+        target: str = "mu",
+        cutoff: float = DEFAULTS.cutoff,
+        lmax: int = DEFAULTS.lmax,
+        channels: int = DEFAULTS.channels,
+        num_layers: int = DEFAULTS.num_layers,
+        num_radial: int = DEFAULTS.num_radial,
+        radial_hidden: int = DEFAULTS.radial_hidden,
+        mlp_hidden: int = DEFAULTS.mlp_hidden,
+        envelope_p: int = DEFAULTS.envelope_p,
+        avg_num_neighbors: float = DEFAULTS.avg_num_neighbors,
+        head_hidden: Optional[int] = None,
+        target_std: float = 1.0,
+        backbone: str = DEFAULTS.backbone,
+        num_heads: int = DEFAULTS.num_heads,
+    ):
         if int(lmax) < 1:
             raise ValueError(f"the dipole model needs type-1 features: lmax >= 1, got {lmax}")
         if not float(target_std) > 0:
             raise ValueError(f"target_std must be positive, got {target_std}")
-        backbone_kw = dict(cutoff=cutoff, lmax=lmax, channels=channels, num_layers=num_layers,
-                           num_radial=num_radial, radial_hidden=radial_hidden, mlp_hidden=mlp_hidden,
-                           envelope_p=envelope_p, avg_num_neighbors=avg_num_neighbors,
-                           backbone=backbone, num_heads=num_heads)
+        backbone_kw = dict(
+            cutoff=cutoff,
+            lmax=lmax,
+            channels=channels,
+            num_layers=num_layers,
+            num_radial=num_radial,
+            radial_hidden=radial_hidden,
+            mlp_hidden=mlp_hidden,
+            envelope_p=envelope_p,
+            avg_num_neighbors=avg_num_neighbors,
+            backbone=backbone,
+            num_heads=num_heads,
+        )
         super().__init__(elements, target, backbone_kw)
         hidden = int(head_hidden or channels)
         self.config.update(head_hidden=hidden, target_std=float(target_std))
@@ -310,9 +351,9 @@ class QM9DipoleModel(_QM9Model):
     def _rebuild_constants(self, device=None) -> None:
         device = device or self.dipole_weights.weight.device
         self.register_buffer("sh1_to_xyz", sh1_to_cartesian_matrix().to(device), persistent=False)
-        self.register_buffer("target_std", torch.tensor(self.config["target_std"],
-                                                        dtype=torch.float64, device=device),
-                             persistent=False)
+        self.register_buffer(
+            "target_std", torch.tensor(self.config["target_std"], dtype=torch.float64, device=device), persistent=False
+        )
 
     def forward(self, graph) -> Dict[str, torch.Tensor]:
         h, batch, num_graphs = self._features(graph)
@@ -327,9 +368,14 @@ class QM9DipoleModel(_QM9Model):
         dipole = E_ANGSTROM_TO_DEBYE * _pool(moment, batch, num_graphs, "sum")
         # |mu| with a zero (sub)gradient at mu = 0 (symmetric molecules), no NaN
         eps = 1e-9
-        norm = torch.sqrt((dipole ** 2).sum(-1) + eps ** 2) - eps
-        return {"prediction": norm, "standardised": norm / self.target_std, "dipole": dipole,
-                "charges": charges, "atomic_dipoles": atomic}
+        norm = torch.sqrt((dipole**2).sum(-1) + eps**2) - eps
+        return {
+            "prediction": norm,
+            "standardised": norm / self.target_std,
+            "dipole": dipole,
+            "charges": charges,
+            "atomic_dipoles": atomic,
+        }
 
 
 #: model_type -> class, for model files.
@@ -347,15 +393,13 @@ def build_qm9_model(config: Mapping[str, Any]) -> _QM9Model:
     allowed = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
     unknown = [k for k in config if k not in allowed]
     if unknown:
-        raise ConfigError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; "
-                          f"valid: {', '.join(allowed)}")
+        raise ConfigError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; valid: {', '.join(allowed)}")
     return cls(**config)
 
 
 def _check_qm9(model: torch.nn.Module) -> None:
     if type(model) not in QM9_MODEL_TYPES.values():
-        raise TypeError(f"cannot save a {type(model).__name__} as a QM9 model; known: "
-                        f"{sorted(QM9_MODEL_TYPES)}")
+        raise TypeError(f"cannot save a {type(model).__name__} as a QM9 model; known: {sorted(QM9_MODEL_TYPES)}")
 
 
 def qm9_model_to_dict(model: _QM9Model, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -370,8 +414,7 @@ def qm9_model_from_dict(payload: Dict[str, Any], source: str = "model") -> _QM9M
     return model_from_dict(payload, source, task="qm9")
 
 
-def save_qm9_model(model: _QM9Model, path: Union[str, Path],
-                   metadata: Optional[Dict[str, Any]] = None) -> None:
+def save_qm9_model(model: _QM9Model, path: Union[str, Path], metadata: Optional[Dict[str, Any]] = None) -> None:
     """Write ``model`` to ``path`` atomically (:func:`sinet_ase.io.save_model`)."""
     _check_qm9(model)
     save_model(model, path, metadata)

@@ -41,10 +41,16 @@ from ..errors import ConfigError
 from ..hparams import DEFAULTS
 from ..registry import register_task
 from ..train.tasks import Task
-from .data import (dataset_atom_refs, element_counts, fit_atom_refs, qm9_dataset, qm9_graphs,
-                   residual_statistics, subset_rows)
-from .model import (HEAD_KEYS, POOLING, QM9_ELEMENTS, backbone_keys, build_qm9_model,
-                    default_pooling, load_qm9_model)
+from .data import (
+    dataset_atom_refs,
+    element_counts,
+    fit_atom_refs,
+    qm9_dataset,
+    qm9_graphs,
+    residual_statistics,
+    subset_rows,
+)
+from .model import HEAD_KEYS, POOLING, QM9_ELEMENTS, backbone_keys, build_qm9_model, default_pooling, load_qm9_model
 
 #: the part of the config a checkpoint must share to be resumed
 _RESUME_KEYS = ("target", "split", "split_seed", "train_subset", "atomref")
@@ -55,14 +61,14 @@ QM9_ATOMREF = ("auto", "fit", "dataset", "none")
 class QM9Config:
     """The ``qm9`` section of a ``task: qm9`` config."""
 
-    target: str = "gap"                   # one of sinet_ase.data.qm9.TARGET_NAMES
-    split: str = "paper"                  # paper (110k/10k/10,831) | egnn (100k/17,748/13,083)
-    split_seed: int = 0                   # seed of the split permutation (0: Cormorant's)
-    train_subset: Optional[int] = None    # train on this many molecules of the training split
-    valid_subset: Optional[int] = None    # validate every epoch on this many of the valid split
-    test_subset: Optional[int] = None     # test the best model at the end on this many (None: all)
-    atomref: str = "auto"                 # auto | fit | dataset | none (per-element references)
-    cache_dir: Optional[str] = None       # QM9 cache folder (default: load_qm9's)
+    target: str = "gap"  # one of sinet_ase.data.qm9.TARGET_NAMES
+    split: str = "paper"  # paper (110k/10k/10,831) | egnn (100k/17,748/13,083)
+    split_seed: int = 0  # seed of the split permutation (0: Cormorant's)
+    train_subset: Optional[int] = None  # train on this many molecules of the training split
+    valid_subset: Optional[int] = None  # validate every epoch on this many of the valid split
+    test_subset: Optional[int] = None  # test the best model at the end on this many (None: all)
+    atomref: str = "auto"  # auto | fit | dataset | none (per-element references)
+    cache_dir: Optional[str] = None  # QM9 cache folder (default: load_qm9's)
 
 
 @register_task
@@ -98,24 +104,27 @@ class QM9Task(Task):
             raise ConfigError(
                 f"qm9.atomref: dataset has no free-atom reference to add for {q.target!r} "
                 "(the QM9 atomref table covers zpve, U0, U, H, G and Cv, and U0/U/H/G are already "
-                "atomisation energies); use fit, none or auto")
+                "atomisation energies); use fit, none or auto"
+            )
         if q.target == "mu":
             if m.get("pooling") is not None:
-                raise ConfigError("model.pooling does not apply to target mu (the dipole model "
-                                  "sums charges times positions and atomic dipoles)")
+                raise ConfigError(
+                    "model.pooling does not apply to target mu (the dipole model "
+                    "sums charges times positions and atomic dipoles)"
+                )
             if q.atomref not in ("auto", "none"):
                 raise ConfigError("qm9.atomref does not apply to target mu; use auto or none")
             if int(m.get("lmax", DEFAULTS.lmax)) < 1:
-                raise ConfigError("target mu needs type-1 features for the atomic dipoles: "
-                                  "model.lmax must be >= 1")
+                raise ConfigError("target mu needs type-1 features for the atomic dipoles: model.lmax must be >= 1")
         elif m.get("pooling") is not None and m["pooling"] not in POOLING:
             raise ConfigError(f"model.pooling must be one of {', '.join(POOLING)}, got {m['pooling']!r}")
 
     @classmethod
     def describe_best(cls, summary: Dict) -> str:
         best = summary.get("best", {})
-        return (f"valid {summary.get('target', '')} MAE {best.get('valid_mae', float('nan')):.4g} "
-                f"{summary.get('unit', '')}")
+        return (
+            f"valid {summary.get('target', '')} MAE {best.get('valid_mae', float('nan')):.4g} {summary.get('unit', '')}"
+        )
 
     def __init__(self, config):
         super().__init__(config)
@@ -133,13 +142,22 @@ class QM9Task(Task):
             "test": subset_rows(split.test, q.test_subset, config.seed + 2),
         }
         cutoff = float(config.model.get("cutoff", DEFAULTS.cutoff))
-        self.graphs = {k: qm9_graphs(data, v, cutoff, QM9_ELEMENTS, self.target, progress=not quiet,
-                                     desc=f"QM9 {k} graphs") for k, v in rows.items()}
+        self.graphs = {
+            k: qm9_graphs(data, v, cutoff, QM9_ELEMENTS, self.target, progress=not quiet, desc=f"QM9 {k} graphs")
+            for k, v in rows.items()
+        }
         self.split_record = {
-            "format": "sinet_ase.qm9_split/1", "scheme": q.split, "seed": q.split_seed,
-            "n_total": len(data), "target": self.target,
-            "subsets": {"train_subset": q.train_subset, "valid_subset": q.valid_subset,
-                        "test_subset": q.test_subset, "subset_seed": config.seed},
+            "format": "sinet_ase.qm9_split/1",
+            "scheme": q.split,
+            "seed": q.split_seed,
+            "n_total": len(data),
+            "target": self.target,
+            "subsets": {
+                "train_subset": q.train_subset,
+                "valid_subset": q.valid_subset,
+                "test_subset": q.test_subset,
+                "subset_seed": config.seed,
+            },
             "sizes": {k: int(len(v)) for k, v in rows.items()},
             **{k: v.tolist() for k, v in rows.items()},
             **{f"{k}_qm9_index": data.index[v].astype(np.int64).tolist() for k, v in rows.items()},
@@ -147,8 +165,7 @@ class QM9Task(Task):
         edges = sum(int(g.edge_index.shape[1]) for g in self.graphs["train"])
         atoms = sum(int(g.pos.shape[0]) for g in self.graphs["train"])
         values = data.target(self.target)[rows["train"]]
-        stats = {"target": self.target, "unit": self.unit,
-                 "avg_num_neighbors": max(edges / max(atoms, 1), 1.0)}
+        stats = {"target": self.target, "unit": self.unit, "avg_num_neighbors": max(edges / max(atoms, 1), 1.0)}
         if self.target == "mu":
             stats["target_std"] = float(values.std()) or 1.0
         else:
@@ -164,8 +181,7 @@ class QM9Task(Task):
             else:
                 refs = {s: 0.0 for s in QM9_ELEMENTS}
             mean, std = residual_statistics(values, counts, refs, QM9_ELEMENTS)
-            stats.update(pooling=pooling, atomref=mode, atom_refs=refs, target_mean=mean,
-                         target_std=std)
+            stats.update(pooling=pooling, atomref=mode, atom_refs=refs, target_mean=mean, target_std=std)
         self.stats = stats
 
     def check_resume(self, state: Dict) -> None:
@@ -176,7 +192,8 @@ class QM9Task(Task):
             raise ConfigError(
                 f"the checkpoint was trained with a different qm9 section ({', '.join(diff) or 'target'}: "
                 f"{ {k: stored.get(k) for k in diff} } there, { {k: now.get(k) for k in diff} } here); "
-                "resume it with its own config, or start a new run_dir")
+                "resume it with its own config, or start a new run_dir"
+            )
         # the model constants are those the checkpoint was trained with
         self.stats = state["stats"]
 
@@ -185,8 +202,12 @@ class QM9Task(Task):
         s = self.stats
         keys = backbone_keys() + ("head_hidden",)
         config = {k: v for k, v in self.config.model.items() if k in keys}
-        config.update(elements=list(QM9_ELEMENTS), target=self.target,
-                      avg_num_neighbors=s["avg_num_neighbors"], target_std=s["target_std"])
+        config.update(
+            elements=list(QM9_ELEMENTS),
+            target=self.target,
+            avg_num_neighbors=s["avg_num_neighbors"],
+            target_std=s["target_std"],
+        )
         if self.target != "mu":
             config.update(pooling=s["pooling"], target_mean=s["target_mean"], atom_refs=s["atom_refs"])
         return config
@@ -227,8 +248,14 @@ class QM9Task(Task):
         from .model import save_qm9_model
 
         q = self.config.qm9
-        metadata = dict(metadata, target=self.target, unit=self.unit, split=q.split,
-                        split_seed=q.split_seed, train_subset=q.train_subset)
+        metadata = dict(
+            metadata,
+            target=self.target,
+            unit=self.unit,
+            split=q.split,
+            split_seed=q.split_seed,
+            train_subset=q.train_subset,
+        )
         metadata.pop("elements", None)  # stored in the file already
         save_qm9_model(model, path, metadata)
 
@@ -241,10 +268,17 @@ class QM9Task(Task):
     def report(self, run_dir: Path, history, kept, which: str) -> None:
         from ..train.report import plot_learning_curve, plot_parity
 
-        plot_learning_curve(history, run_dir / "learning_curve.png",
-                            panels=[("valid_mae", f"valid {self.target} MAE ({self.unit})")])
-        plot_parity(kept["ref"], kept["pred"], run_dir / "parity.png",
-                    f"best model, {which} set", quantity=self.target, unit=self.unit)
+        plot_learning_curve(
+            history, run_dir / "learning_curve.png", panels=[("valid_mae", f"valid {self.target} MAE ({self.unit})")]
+        )
+        plot_parity(
+            kept["ref"],
+            kept["pred"],
+            run_dir / "parity.png",
+            f"best model, {which} set",
+            quantity=self.target,
+            unit=self.unit,
+        )
 
 
 def read_split_record(run_dir: Path) -> Dict:

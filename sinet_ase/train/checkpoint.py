@@ -40,9 +40,16 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
 
 #: config keys a resumed run may change: they set how long and where it runs, not what it
 #: learns from (every change is recorded in the run's resume log)
-RESUMABLE_KEYS = ("run_dir", "training.epochs", "training.max_minutes", "training.device",
-                  "training.num_threads", "training.patience", "training.valid_batch_size",
-                  "training.tensorboard")
+RESUMABLE_KEYS = (
+    "run_dir",
+    "training.epochs",
+    "training.max_minutes",
+    "training.device",
+    "training.num_threads",
+    "training.patience",
+    "training.valid_batch_size",
+    "training.tensorboard",
+)
 #: prefixes of resumable keys: the second loss stage may be set or moved while a run goes on
 RESUMABLE_PREFIXES = ("training.stage2_",)
 
@@ -62,8 +69,9 @@ def _flatten(section: Any, prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def config_changes(stored: Dict[str, Any], new: Dict[str, Any],
-                   resumable: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
+def config_changes(
+    stored: Dict[str, Any], new: Dict[str, Any], resumable: Sequence[str] = ()
+) -> Tuple[List[str], List[str]]:
     """Compare a checkpoint's config with the config of a resumed run (both ``to_dict()``).
 
     Returns ``(allowed, refused)``: lines ``"key: old -> new"`` for the changed keys that a

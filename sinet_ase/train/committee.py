@@ -36,8 +36,7 @@ def committee_glob(config: TrainConfig) -> str:
     return str(Path(config.run_dir) / "member_*" / "best_model.pt")
 
 
-def train_committee(config: TrainConfig, members: int, resume: bool = False,
-                    quiet: bool = False) -> List[Dict]:
+def train_committee(config: TrainConfig, members: int, resume: bool = False, quiet: bool = False) -> List[Dict]:
     """Train the members one after another; returns their summaries.
 
     Every member's folder is checked before the first one starts: without
@@ -48,8 +47,10 @@ def train_committee(config: TrainConfig, members: int, resume: bool = False,
     configs = member_configs(config, members)
     existing = [c.run_dir for c in configs if (Path(c.run_dir) / "checkpoint.pt").is_file()]
     if existing and not resume:
-        raise ConfigError(f"committee member run(s) {', '.join(existing)} exist: pass --resume to "
-                          "continue them, or choose another run_dir (nothing is overwritten)")
+        raise ConfigError(
+            f"committee member run(s) {', '.join(existing)} exist: pass --resume to "
+            "continue them, or choose another run_dir (nothing is overwritten)"
+        )
     summaries = []
     for member in configs:
         if not quiet:

@@ -95,19 +95,19 @@ class TrainingConfig:
     valid_batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
-    optimizer: str = "adamw"              # adamw (decoupled weight decay) | adam (L2 in the gradient)
-    scheduler: str = "cosine"            # cosine (over epochs) | cosine_time / cosine_cpu (over
-                                          # max_minutes of wall / CPU time) | plateau | constant
+    optimizer: str = "adamw"  # adamw (decoupled weight decay) | adam (L2 in the gradient)
+    scheduler: str = "cosine"  # cosine (over epochs) | cosine_time / cosine_cpu (over
+    # max_minutes of wall / CPU time) | plateau | constant
     warmup_epochs: int = 1
     min_lr: float = 1e-6
     plateau_factor: float = 0.5
     plateau_patience: int = 10
     ema_decay: float = 0.99
-    energy_weight: float = 1.0            # on (energy error per atom)^2, eV^2
-    forces_weight: float = 100.0          # on force component error^2, (eV/Å)^2
+    energy_weight: float = 1.0  # on (energy error per atom)^2, eV^2
+    forces_weight: float = 100.0  # on force component error^2, (eV/Å)^2
     stress_weight: float = 0.0
-    loss: str = "mse"                     # "mse" or "huber" (on the same residuals)
-    huber_delta: float = 0.01             # Huber threshold, in the residual's unit (eV, eV/Å)
+    loss: str = "mse"  # "mse" or "huber" (on the same residuals)
+    huber_delta: float = 0.01  # Huber threshold, in the residual's unit (eV, eV/Å)
     # second loss stage once this fraction of the schedule (of the epochs, or of max_minutes
     # with cosine_time) is done, as MACE's SWA stage raises the energy weight; a stage2
     # weight left at null keeps the first stage's weight
@@ -116,14 +116,14 @@ class TrainingConfig:
     stage2_forces_weight: Optional[float] = None
     stage2_stress_weight: Optional[float] = None
     grad_clip: float = 10.0
-    patience: int = 50                    # early stopping: validations without gain
-    valid_every: int = 1                  # validate every this many epochs (and at the last)
-    max_minutes: Optional[float] = None   # stop after this wall time (resume later)
+    patience: int = 50  # early stopping: validations without gain
+    valid_every: int = 1  # validate every this many epochs (and at the last)
+    max_minutes: Optional[float] = None  # stop after this wall time (resume later)
     dtype: str = "float32"
     device: str = "cpu"
     num_threads: Optional[int] = None
     freeze: List[str] = field(default_factory=list)  # [backbone]: train the energy head only
-    tensorboard: bool = False             # also log metrics.csv's numbers to run_dir/tensorboard
+    tensorboard: bool = False  # also log metrics.csv's numbers to run_dir/tensorboard
 
 
 SCHEDULERS = ("cosine", "cosine_time", "cosine_cpu", "plateau", "constant")
@@ -135,8 +135,13 @@ _TOP_KEYS = ("run_dir", "seed", "task", "model", "training")
 def _foreign_training_keys(task: str) -> Dict[str, str]:
     """``{training key: the task that owns it}`` for the keys other tasks own."""
     own = task_class(task).own_training_keys
-    return {key: name for name, cls in task_classes().items() if name != task
-            for key in cls.own_training_keys if key not in own}
+    return {
+        key: name
+        for name, cls in task_classes().items()
+        if name != task
+        for key in cls.own_training_keys
+        if key not in own
+    }
 
 
 @dataclass
@@ -200,22 +205,26 @@ class TrainConfig:
         task_cls = tasks[task]
         for section in list(owners) + ["model", "training"]:
             if raw.get(section) is not None and not isinstance(raw[section], dict):
-                raise ConfigError(f"{section} must be a section (key: value pairs), "
-                                  f"got {raw[section]!r}")
+                raise ConfigError(f"{section} must be a section (key: value pairs), got {raw[section]!r}")
         for section, owner in owners.items():
             if section in raw and owner != task:
-                raise ConfigError(f"the {section} section is read only with 'task: {owner}'; "
-                                  f"remove the {section} section or set 'task: {owner}'")
+                raise ConfigError(
+                    f"the {section} section is read only with 'task: {owner}'; "
+                    f"remove the {section} section or set 'task: {owner}'"
+                )
         training = dict(raw.get("training") or {})
         model = dict(raw.get("model") or {})
         foreign = _foreign_training_keys(task)
         misplaced = [k for k in training if k in foreign]
         if misplaced:
             owner = foreign[misplaced[0]]
-            raise ConfigError(f"{', '.join('training.' + k for k in misplaced)} only apply to "
-                              f"'task: {owner}'; task {task} does not read them")
-        _check_keys(training, [f.name for f in dataclasses.fields(TrainingConfig)
-                               if f.name not in foreign], "training.")
+            raise ConfigError(
+                f"{', '.join('training.' + k for k in misplaced)} only apply to "
+                f"'task: {owner}'; task {task} does not read them"
+            )
+        _check_keys(
+            training, [f.name for f in dataclasses.fields(TrainingConfig) if f.name not in foreign], "training."
+        )
         _check_keys(model, task_cls.model_keys(), "model.")
         section = None
         if task_cls.section is not None:
@@ -231,8 +240,14 @@ class TrainConfig:
             model = _check_types(model, SINet.__init__, "model.")
         training = _check_types(training, TrainingConfig, "training.")
         _check_types({k: raw[k] for k in ("run_dir", "seed") if k in raw}, cls, "")
-        config = cls(run_dir=str(raw.get("run_dir", cls.run_dir)), seed=int(raw.get("seed", 0)),
-                     model=model, training=TrainingConfig(**training), task=task, section=section)
+        config = cls(
+            run_dir=str(raw.get("run_dir", cls.run_dir)),
+            seed=int(raw.get("seed", 0)),
+            model=model,
+            training=TrainingConfig(**training),
+            task=task,
+            section=section,
+        )
         config.validate()
         return config
 
@@ -240,26 +255,29 @@ class TrainConfig:
         t = self.training
         task_class(self.task).validate_config(self)
         if t.scheduler not in SCHEDULERS:
-            raise ConfigError(f"training.scheduler must be one of {', '.join(SCHEDULERS)}, "
-                              f"got {t.scheduler!r}")
+            raise ConfigError(f"training.scheduler must be one of {', '.join(SCHEDULERS)}, got {t.scheduler!r}")
         if t.scheduler.startswith("cosine_") and not (t.max_minutes and t.max_minutes > 0):
-            raise ConfigError(f"training.scheduler {t.scheduler!r} decays the learning rate over "
-                              "the training-time budget: set training.max_minutes (> 0)")
+            raise ConfigError(
+                f"training.scheduler {t.scheduler!r} decays the learning rate over "
+                "the training-time budget: set training.max_minutes (> 0)"
+            )
         if t.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"training.optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                              f"got {t.optimizer!r}")
+            raise ConfigError(f"training.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
         if t.valid_every < 1:
             raise ConfigError(f"training.valid_every must be >= 1, got {t.valid_every}")
         if t.valid_every > 1 and t.scheduler == "plateau":
-            raise ConfigError("training.scheduler plateau steps on every epoch's validation "
-                              "loss: use valid_every: 1 with it")
+            raise ConfigError(
+                "training.scheduler plateau steps on every epoch's validation loss: use valid_every: 1 with it"
+            )
         if t.dtype not in ("float32", "float64"):
             raise ConfigError(f"training.dtype must be 'float32' or 'float64', got {t.dtype!r}")
         if t.epochs < 1 or t.batch_size < 1:
             raise ConfigError("training.epochs and training.batch_size must be >= 1")
         if t.stage2_start is not None and not 0 < t.stage2_start < 1:
-            raise ConfigError("training.stage2_start is the fraction of the schedule after which "
-                              f"the second loss stage starts: between 0 and 1, got {t.stage2_start}")
+            raise ConfigError(
+                "training.stage2_start is the fraction of the schedule after which "
+                f"the second loss stage starts: between 0 and 1, got {t.stage2_start}"
+            )
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
         self._validate_finetune()
@@ -274,15 +292,17 @@ class TrainConfig:
 
         init, freeze = self.model.get("init_from"), self.training.freeze
         if init is not None and (not isinstance(init, str) or not init):
-            raise ConfigError("model.init_from must be the path of a model file or the name of "
-                              f"a shipped potential, got {init!r}")
+            raise ConfigError(
+                f"model.init_from must be the path of a model file or the name of a shipped potential, got {init!r}"
+            )
         if not isinstance(freeze, list) or any(part not in FREEZABLE for part in freeze):
-            raise ConfigError(f"training.freeze must be a list of {', '.join(FREEZABLE)}, "
-                              f"got {freeze!r}")
+            raise ConfigError(f"training.freeze must be a list of {', '.join(FREEZABLE)}, got {freeze!r}")
         if freeze and init is None:
-            raise ConfigError("training.freeze keeps trained weights fixed: it needs "
-                              "model.init_from (freezing a new model's random backbone "
-                              "would leave it untrained)")
+            raise ConfigError(
+                "training.freeze keeps trained weights fixed: it needs "
+                "model.init_from (freezing a new model's random backbone "
+                "would leave it untrained)"
+            )
 
 
 def _check_keys(section: Dict[str, Any], allowed: List[str], prefix: str) -> None:
@@ -351,7 +371,8 @@ def _type_name(hint: Any) -> str:
         (item,) = typing.get_args(hint) or (Any,)
         return "a list of " + ("strings" if item is str else _type_name(item))
     return {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}.get(
-        hint, getattr(hint, "__name__", str(hint)))
+        hint, getattr(hint, "__name__", str(hint))
+    )
 
 
 def _check_types(section: Dict[str, Any], cls, prefix: str) -> Dict[str, Any]:
@@ -366,8 +387,9 @@ def _check_types(section: Dict[str, Any], cls, prefix: str) -> Dict[str, Any]:
         try:
             out[key] = _conform(value, hints[key])
         except TypeError:
-            raise ConfigError(f"{prefix}{key} = {value!r} ({type(value).__name__}): expected "
-                              f"{_type_name(hints[key])}") from None
+            raise ConfigError(
+                f"{prefix}{key} = {value!r} ({type(value).__name__}): expected {_type_name(hints[key])}"
+            ) from None
     return out
 
 

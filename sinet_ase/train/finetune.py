@@ -55,7 +55,8 @@ def resolve_init_from(spec: str) -> Path:
         shipped = list_pretrained()
         raise ConfigError(
             f"model.init_from: {spec!r} is neither a model file nor a shipped potential "
-            f"(shipped: {', '.join(shipped) if shipped else 'none'})") from None
+            f"(shipped: {', '.join(shipped) if shipped else 'none'})"
+        ) from None
 
 
 def read_init_model(spec: str, model_section: Dict[str, Any]) -> Dict[str, Any]:
@@ -69,24 +70,29 @@ def read_init_model(spec: str, model_section: Dict[str, Any]) -> Dict[str, Any]:
     except ModelFileError as err:
         raise ConfigError(f"model.init_from: {err}") from err
     if payload["model_type"] != "SINet":
-        raise ConfigError(f"model.init_from: {path} holds a {payload['model_type']} model; "
-                          "the energy task fine-tunes SINet energy models")
+        raise ConfigError(
+            f"model.init_from: {path} holds a {payload['model_type']} model; "
+            "the energy task fine-tunes SINet energy models"
+        )
     stored = payload["config"]
-    differ = [f"model.{k}: {v!r} (file: {stored.get(k)!r})" for k, v in model_section.items()
-              if k not in ("init_from", "elements") and v != stored.get(k)]
+    differ = [
+        f"model.{k}: {v!r} (file: {stored.get(k)!r})"
+        for k, v in model_section.items()
+        if k not in ("init_from", "elements") and v != stored.get(k)
+    ]
     if differ:
         raise ConfigError(
             f"model.init_from: the architecture comes from {path}; these model keys differ "
             f"from the file's: {'; '.join(differ)}. Remove them (only model.elements may be "
-            "given beside init_from)")
+            "given beside init_from)"
+        )
     payload["path"] = str(path)
     return payload
 
 
 def architecture(payload: Dict[str, Any]) -> Dict[str, Any]:
     """The file's SINet keywords other than elements, E0s and :data:`KEPT_FROM_FILE`."""
-    return {k: v for k, v in payload["config"].items()
-            if k not in ("elements", "atomic_energies") + KEPT_FROM_FILE}
+    return {k: v for k, v in payload["config"].items() if k not in ("elements", "atomic_energies") + KEPT_FROM_FILE}
 
 
 def merged_elements(payload: Dict[str, Any], wanted: Sequence[str]) -> List[str]:
@@ -111,10 +117,12 @@ def transfer_weights(model: torch.nn.Module, payload: Dict[str, Any]) -> List[st
     model.to({"float32": torch.float32, "float64": torch.float64}[payload.get("dtype", "float32")])
     state = model.state_dict()
     if set(stored) != set(state):
-        raise ConfigError(f"model.init_from: {payload.get('path', 'the file')} has other weights "
-                          f"than the model its hyperparameters build (it is damaged or was "
-                          f"written by another sinet-ase): "
-                          f"{sorted(set(stored).symmetric_difference(state))}")
+        raise ConfigError(
+            f"model.init_from: {payload.get('path', 'the file')} has other weights "
+            f"than the model its hyperparameters build (it is damaged or was "
+            f"written by another sinet-ase): "
+            f"{sorted(set(stored).symmetric_difference(state))}"
+        )
     for key, value in stored.items():
         if key in model.PER_ELEMENT_STATE:
             merged = state[key].clone()

@@ -23,12 +23,15 @@ def write_csv(history: List[Dict[str, float]], path: Path) -> None:
 
 
 #: the metric panels of an energy + force run: (CSV column, title)
-ENERGY_PANELS = (("valid_e_mae_mev_atom", "valid energy MAE (meV/atom)"),
-                 ("valid_f_mae_mev_a", "valid force MAE (meV/Å)"))
+ENERGY_PANELS = (
+    ("valid_e_mae_mev_atom", "valid energy MAE (meV/atom)"),
+    ("valid_f_mae_mev_a", "valid force MAE (meV/Å)"),
+)
 
 
-def plot_learning_curve(history: List[Dict[str, float]], path: Path,
-                        panels: Optional[Sequence[Tuple[str, str]]] = None) -> None:
+def plot_learning_curve(
+    history: List[Dict[str, float]], path: Path, panels: Optional[Sequence[Tuple[str, str]]] = None
+) -> None:
     """Loss (train and valid) and one panel per ``(column, title)`` of ``panels``
     (default: the energy and force MAEs of an energy + force run)."""
     import matplotlib
@@ -73,8 +76,7 @@ def plot_force_parity(reference: np.ndarray, predicted: np.ndarray, path: Path, 
     plt.close(fig)
 
 
-def plot_parity(reference: np.ndarray, predicted: np.ndarray, path: Path, title: str,
-                quantity: str, unit: str) -> None:
+def plot_parity(reference: np.ndarray, predicted: np.ndarray, path: Path, title: str, quantity: str, unit: str) -> None:
     """Predicted against reference values of one scalar, with its MAE in ``unit``."""
     import matplotlib
 

@@ -108,8 +108,7 @@ class Task:
     def describe_best(cls, summary: Dict) -> str:
         """One line about the best epoch of a finished run (its ``summary.json``)."""
         best = summary.get("best", {})
-        return "  ".join(f"valid {k} {best.get('valid_' + k, float('nan')):.4g}"
-                         for k in cls.metric_keys)
+        return "  ".join(f"valid {k} {best.get('valid_' + k, float('nan')):.4g}" for k in cls.metric_keys)
 
     def __init__(self, config):
         self.config = config
@@ -188,16 +187,24 @@ class DataConfig:
     forces_key: str = "forces"
     stress_key: str = "stress"
     virials_key: str = "virials"
-    stress_convention: str = "ase"       # ase (eV/Å^3) | vasp_kbar (raw VASP kB, see labels)
+    stress_convention: str = "ase"  # ase (eV/Å^3) | vasp_kbar (raw VASP kB, see labels)
     config_type_key: str = "config_type"
     atomic_energies: Union[str, Dict[str, float]] = "fit"
     config_type_weights: Optional[Dict[str, float]] = None
 
 
 #: energy/force/stress weights: only the energy task has them
-ENERGY_ONLY_TRAINING_KEYS = ("energy_weight", "forces_weight", "stress_weight", "stage2_start",
-                             "stage2_energy_weight", "stage2_forces_weight", "stage2_stress_weight",
-                             "loss", "huber_delta")
+ENERGY_ONLY_TRAINING_KEYS = (
+    "energy_weight",
+    "forces_weight",
+    "stress_weight",
+    "stage2_start",
+    "stage2_energy_weight",
+    "stage2_forces_weight",
+    "stage2_stress_weight",
+    "loss",
+    "huber_delta",
+)
 
 
 @register_task
@@ -268,24 +275,29 @@ class EnergyForceTask(Task):
             if not isinstance(getattr(d, key), str) or not getattr(d, key):
                 raise ConfigError(f"data.{key} must be a non-empty string, got {getattr(d, key)!r}")
         if d.stress_convention not in ("ase", "vasp_kbar"):
-            raise ConfigError(f"data.stress_convention must be 'ase' (eV/Å^3) or 'vasp_kbar' "
-                              f"(VASP's raw kB, xx yy zz xy yz zx), got {d.stress_convention!r}")
+            raise ConfigError(
+                f"data.stress_convention must be 'ase' (eV/Å^3) or 'vasp_kbar' "
+                f"(VASP's raw kB, xx yy zz xy yz zx), got {d.stress_convention!r}"
+            )
         e0 = d.atomic_energies
         if isinstance(e0, dict):
-            bad = {k: v for k, v in e0.items()
-                   if isinstance(v, bool) or not isinstance(v, (int, float))}
+            bad = {k: v for k, v in e0.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
             if bad:
                 raise ConfigError(f"data.atomic_energies: values must be numbers (eV), got {bad}")
         elif not isinstance(e0, str) or not e0:
-            raise ConfigError("data.atomic_energies must be 'fit', a mapping {symbol: eV} or the "
-                              f"path of an isolated-atoms file, got {e0!r}")
+            raise ConfigError(
+                "data.atomic_energies must be 'fit', a mapping {symbol: eV} or the "
+                f"path of an isolated-atoms file, got {e0!r}"
+            )
         weights = d.config_type_weights
         if weights is not None:
             if not isinstance(weights, dict) or any(
-                    isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
-                    for v in weights.values()):
-                raise ConfigError("data.config_type_weights must map config types to numbers "
-                                  f">= 0, e.g. {{Default: 1.0, slab: 0.1}}; got {weights!r}")
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in weights.values()
+            ):
+                raise ConfigError(
+                    "data.config_type_weights must map config types to numbers "
+                    f">= 0, e.g. {{Default: 1.0, slab: 0.1}}; got {weights!r}"
+                )
 
     @classmethod
     def describe_best(cls, summary: Dict) -> str:
@@ -293,8 +305,7 @@ class EnergyForceTask(Task):
         return f"valid F MAE {best.get('valid_f_mae_mev_a', float('nan')):.1f} meV/Å"
 
     def setup(self, quiet: bool = False) -> None:
-        from ..data.atomic import (average_num_neighbors, elements_of, force_rms, load_splits,
-                                   to_graphs)
+        from ..data.atomic import average_num_neighbors, elements_of, force_rms, load_splits, to_graphs
         from ..labels import LabelKeys
 
         config, t, d = self.config, self.config.training, self.config.data
@@ -305,9 +316,16 @@ class EnergyForceTask(Task):
             self.init = read_init_model(config.model["init_from"], config.model)
         keys = LabelKeys.from_config(d)
         frames, self.split_record = load_splits(
-            d.train, d.valid, d.test, d.valid_size, d.test_size, config.seed,
-            require_forces=t.forces_weight > 0, require_stress=d.require_stress or t.stress_weight > 0,
-            keys=keys)
+            d.train,
+            d.valid,
+            d.test,
+            d.valid_size,
+            d.test_size,
+            config.seed,
+            require_forces=t.forces_weight > 0,
+            require_stress=d.require_stress or t.stress_weight > 0,
+            keys=keys,
+        )
         elements = config.model.get("elements") or elements_of(frames["train"])
         if self.init is not None:
             from .finetune import merged_elements
@@ -318,7 +336,8 @@ class EnergyForceTask(Task):
                 raise ConfigError(
                     f"training.freeze: [backbone] would keep the embedding of {', '.join(new)} "
                     f"(new to {self.init['path']}) at its random start; train the backbone "
-                    "(no freeze) when the data brings new elements")
+                    "(no freeze) when the data brings new elements"
+                )
         missing = set(elements_of(frames["train"])) - set(elements)
         if missing:
             raise ConfigError(f"model.elements lacks {sorted(missing)}, present in the training data")
@@ -326,8 +345,9 @@ class EnergyForceTask(Task):
         from ..hparams import DEFAULTS
 
         cutoff = float(self.model_keywords().get("cutoff", DEFAULTS.cutoff))
-        self.graphs = {k: to_graphs(frames[k], cutoff, elements, keys, d.config_type_weights)
-                       for k in ("train", "valid", "test")}
+        self.graphs = {
+            k: to_graphs(frames[k], cutoff, elements, keys, d.config_type_weights) for k in ("train", "valid", "test")
+        }
         self.stats = {
             "atomic_energies": self.atomic_energies(frames, keys),
             "energy_scale": force_rms(frames["train"], keys) if t.forces_weight > 0 else 1.0,
@@ -342,15 +362,13 @@ class EnergyForceTask(Task):
 
     def atomic_energies(self, frames: Dict, keys) -> Dict[str, float]:
         """E0 (eV) of each model element, as ``data.atomic_energies`` says (class docstring)."""
-        from ..data.atomic import (elements_of, fit_atomic_energies, isolated_atom_energies,
-                                   read_atomic_energies)
+        from ..data.atomic import elements_of, fit_atomic_energies, isolated_atom_energies, read_atomic_energies
 
         spec = self.config.data.atomic_energies
         kept = {}  # fine-tuning: the file's E0s of elements the training data lacks
         if self.init is not None:
             present = set(elements_of(frames["train"]))
-            kept = {s: float(e) for s, e in self.init["config"].get("atomic_energies", {}).items()
-                    if s not in present}
+            kept = {s: float(e) for s, e in self.init["config"].get("atomic_energies", {}).items() if s not in present}
         if spec == "fit":
             known = isolated_atom_energies(frames["isolated_atom"], keys, "data.train")
             known = {s: e for s, e in known.items() if s in self.elements}
@@ -369,8 +387,10 @@ class EnergyForceTask(Task):
             then = before.get(section, {}).get(key, default)
             now = self.config.to_dict()[section].get(key, default)
             if then != now:
-                raise ConfigError(f"the checkpoint was trained with {section}.{key} {then!r}, "
-                                  f"this config has {now!r}; resume with the same value")
+                raise ConfigError(
+                    f"the checkpoint was trained with {section}.{key} {then!r}, "
+                    f"this config has {now!r}; resume with the same value"
+                )
 
     def model_keywords(self) -> Dict:
         """SINet keywords besides elements and the data statistics: the config's model
@@ -384,9 +404,13 @@ class EnergyForceTask(Task):
     def build_model(self) -> torch.nn.Module:
         from ..model import SINet
 
-        model = SINet(elements=self.elements, avg_num_neighbors=self.stats["avg_num_neighbors"],
-                      atomic_energies=self.stats["atomic_energies"],
-                      energy_scale=self.stats["energy_scale"], **self.model_keywords())
+        model = SINet(
+            elements=self.elements,
+            avg_num_neighbors=self.stats["avg_num_neighbors"],
+            atomic_energies=self.stats["atomic_energies"],
+            energy_scale=self.stats["energy_scale"],
+            **self.model_keywords(),
+        )
         if self.init is not None:
             from .finetune import transfer_weights
 
@@ -424,8 +448,7 @@ class EnergyForceTask(Task):
 
     def train_forward(self, model, batch):
         t = self.config.training
-        return model(batch, compute_forces=t.forces_weight > 0, compute_stress=t.stress_weight > 0,
-                     training=True)
+        return model(batch, compute_forces=t.forces_weight > 0, compute_stress=t.stress_weight > 0, training=True)
 
     def _penalty(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """Elementwise ``rho(pred - ref)``: squared error, or Huber (``training.loss``)."""
@@ -442,11 +465,9 @@ class EnergyForceTask(Task):
         c = torch.ones_like(n_atoms) if c is None else c.to(torch.float64)
         loss = w["energy"] * (c * self._penalty(out["energy"] / n_atoms, batch.energy / n_atoms)).mean()
         if t.forces_weight > 0:
-            loss = loss + w["forces"] * (c[batch.batch, None]
-                                         * self._penalty(out["forces"], batch.forces)).mean()
+            loss = loss + w["forces"] * (c[batch.batch, None] * self._penalty(out["forces"], batch.forces)).mean()
         if t.stress_weight > 0:
-            loss = loss + w["stress"] * (c[:, None, None]
-                                         * self._penalty(out["stress"], batch.stress)).mean()
+            loss = loss + w["stress"] * (c[:, None, None] * self._penalty(out["stress"], batch.stress)).mean()
         return loss
 
     def evaluate(self, model, batches, keep: bool = False) -> Dict:
@@ -477,8 +498,7 @@ class EnergyForceTask(Task):
         return result
 
     def progress(self, valid: Dict) -> str:
-        return (f"valid E MAE {valid['e_mae_mev_atom']:.2f} meV/atom  "
-                f"F MAE {valid['f_mae_mev_a']:.1f} meV/Å")
+        return f"valid E MAE {valid['e_mae_mev_atom']:.2f} meV/atom  F MAE {valid['f_mae_mev_a']:.1f} meV/Å"
 
     def export_metadata(self) -> Dict:
         """The training domain, which the calculator checks structures against."""
@@ -502,8 +522,7 @@ class EnergyForceTask(Task):
         from .report import plot_force_parity, plot_learning_curve
 
         plot_learning_curve(history, run_dir / "learning_curve.png")
-        plot_force_parity(kept["f_ref"], kept["f_pred"], run_dir / "force_parity.png",
-                          f"best model, {which} set")
+        plot_force_parity(kept["f_ref"], kept["f_pred"], run_dir / "force_parity.png", f"best model, {which} set")
 
 
 def describe_best(summary: Dict) -> str:

@@ -21,22 +21,19 @@ KEY_HELP: Dict[str, str] = {
     "seed": "weights, data split and batch order",
     "task": "energy (this template) | qm9 (training/qm9_*.yaml)",
     # data (energy task)
-    "data.train": "extxyz / ASE db / any ase.io file with energies and forces; file@0:100 "
-                  "selects frames",
+    "data.train": "extxyz / ASE db / any ase.io file with energies and forces; file@0:100 selects frames",
     "data.valid": "validation files, or null: valid_size of each training file",
     "data.test": "test files, or null: test_size of each training file",
     "data.valid_size": "fraction (< 1) or number of frames held out for validation",
     "data.test_size": "fraction or number of frames held out for the final test",
     "data.require_stress": "refuse frames without a stress (or virials) label",
-    "data.energy_key": "label names, looked up in calc results, info, arrays "
-                       "(MACE-style files: REF_energy)",
+    "data.energy_key": "label names, looked up in calc results, info, arrays (MACE-style files: REF_energy)",
     "data.forces_key": "e.g. REF_forces",
     "data.stress_key": "eV/Å^3 (ASE); e.g. REF_stress",
     "data.virials_key": "eV; read where a frame has no stress: stress = -virials / volume",
     "data.stress_convention": "ase (eV/Å^3) | vasp_kbar (raw VASP kB, xx yy zz xy yz zx)",
     "data.config_type_key": "info key grouping frames (weights, tables, isolated_atom E0s)",
-    "data.atomic_energies": "E0 per element: fit (least squares) | {H: -13.57, C: -1025.3} "
-                            "| isolated-atoms file",
+    "data.atomic_energies": "E0 per element: fit (least squares) | {H: -13.57, C: -1025.3} | isolated-atoms file",
     "data.config_type_weights": "{Default: 1.0, some_type: 0.1} multiplies each frame's loss",
     # model (SINet keywords; the fitted ones are not keys)
     "model.cutoff": "neighbour cutoff r_c, Å",
@@ -52,8 +49,7 @@ KEY_HELP: Dict[str, str] = {
     "model.zbl": "add ZBL nuclear repulsion at short range",
     "model.zbl_cutoff_factor": "where ZBL ends, in sums of covalent radii",
     "model.elements": "default: the elements of the training data",
-    "model.init_from": "fine-tune: a model file or shipped potential (sinet-xtb-md17); "
-                       "its architecture wins",
+    "model.init_from": "fine-tune: a model file or shipped potential (sinet-xtb-md17); its architecture wins",
     # training
     "training.epochs": "passes over the training data",
     "training.batch_size": "structures per optimiser step",
@@ -61,8 +57,7 @@ KEY_HELP: Dict[str, str] = {
     "training.optimizer": "adamw (decoupled weight decay) | adam (L2 in the gradient)",
     "training.lr": "learning rate",
     "training.weight_decay": "weight decay (see optimizer)",
-    "training.scheduler": "cosine (over epochs) | cosine_time / cosine_cpu (over max_minutes) "
-                          "| plateau | constant",
+    "training.scheduler": "cosine (over epochs) | cosine_time / cosine_cpu (over max_minutes) | plateau | constant",
     "training.valid_every": "validate every this many epochs (and at the last one)",
     "training.warmup_epochs": "linear warm-up of the learning rate",
     "training.min_lr": "end of the cosine schedule",
@@ -74,8 +69,7 @@ KEY_HELP: Dict[str, str] = {
     "training.stress_weight": "on (stress component error)^2, (eV/Å^3)^2",
     "training.loss": "mse | huber (on the same residuals)",
     "training.huber_delta": "Huber threshold in the residual's unit (eV, eV/Å)",
-    "training.stage2_start": "fraction of the schedule where the second loss stage starts "
-                             "(null: none)",
+    "training.stage2_start": "fraction of the schedule where the second loss stage starts (null: none)",
     "training.stage2_energy_weight": "second stage weights; null keeps the first stage's",
     "training.stage2_forces_weight": "second stage force weight (null: keep)",
     "training.stage2_stress_weight": "second stage stress weight (null: keep)",
@@ -86,8 +80,7 @@ KEY_HELP: Dict[str, str] = {
     "training.device": "cpu | cuda | cuda:N",
     "training.num_threads": "torch threads (null: torch's default)",
     "training.freeze": "[backbone]: train the energy head only (needs model.init_from)",
-    "training.tensorboard": "also log the metrics for TensorBoard in run_dir/tensorboard "
-                            "(pip install tensorboard)",
+    "training.tensorboard": "also log the metrics for TensorBoard in run_dir/tensorboard (pip install tensorboard)",
 }
 
 #: model keys printed commented out, with an example value (their default comes from elsewhere)
@@ -108,8 +101,11 @@ def default_model_section() -> Dict[str, Any]:
     from .tasks import EnergyForceTask
 
     params = inspect.signature(SINet.__init__).parameters
-    return {key: params[key].default for key in EnergyForceTask.model_keys()
-            if key in params and params[key].default is not inspect.Parameter.empty}
+    return {
+        key: params[key].default
+        for key in EnergyForceTask.model_keys()
+        if key in params and params[key].default is not inspect.Parameter.empty
+    }
 
 
 def template_sections() -> Dict[str, Any]:
@@ -133,9 +129,11 @@ def default_config_yaml(train_file: str = "train.extxyz") -> str:
     sections = template_sections()
     sections["data"]["train"] = [train_file]
     width = 34
-    out = ["# sinet-train config of an energy + force potential (sinet-train --print-config).",
-           "# Every key with its default; delete the ones you keep at their default.",
-           "# Unknown keys are errors. docs/training.md explains each section."]
+    out = [
+        "# sinet-train config of an energy + force potential (sinet-train --print-config).",
+        "# Every key with its default; delete the ones you keep at their default.",
+        "# Unknown keys are errors. docs/training.md explains each section.",
+    ]
     for key, value in sections.items():
         if isinstance(value, dict):
             out.append(f"{key}:")
@@ -154,13 +152,16 @@ def config_sections_help(width: int = 88) -> str:
     """``sinet-train --help``'s list of the config sections and their keys (energy task)."""
     sections = template_sections()
     rows = [("top level", [k for k, v in sections.items() if not isinstance(v, dict)])]
-    rows += [(key, list(value) + (list(_COMMENTED_MODEL_KEYS) if key == "model" else []))
-             for key, value in sections.items() if isinstance(value, dict)]
-    lines = ["config sections and keys (sinet-train --print-config prints each with its "
-             "default and a comment):"]
+    rows += [
+        (key, list(value) + (list(_COMMENTED_MODEL_KEYS) if key == "model" else []))
+        for key, value in sections.items()
+        if isinstance(value, dict)
+    ]
+    lines = ["config sections and keys (sinet-train --print-config prints each with its default and a comment):"]
     for name, keys in rows:
-        lines.append(textwrap.fill(", ".join(keys), width=width, initial_indent=f"  {name}: ",
-                                   subsequent_indent="      "))
+        lines.append(
+            textwrap.fill(", ".join(keys), width=width, initial_indent=f"  {name}: ", subsequent_indent="      ")
+        )
     lines.append("  (task: qm9 reads a qm9 section instead of data: docs/qm9.md)")
     return "\n".join(lines)
 
@@ -174,5 +175,3 @@ def check_template_keys() -> List[str]:
         elif not KEY_HELP.get(key):
             missing.append(key)
     return missing
-
-

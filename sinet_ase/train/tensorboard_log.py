@@ -22,9 +22,11 @@ def check_tensorboard() -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
-        raise ConfigError("training.tensorboard: true needs the tensorboard package, which is not "
-                          f"installed: {INSTALL_HINT}; or set training.tensorboard: false "
-                          "(run_dir/metrics.csv holds the same numbers)") from None
+        raise ConfigError(
+            "training.tensorboard: true needs the tensorboard package, which is not "
+            f"installed: {INSTALL_HINT}; or set training.tensorboard: false "
+            "(run_dir/metrics.csv holds the same numbers)"
+        ) from None
 
 
 def tag(column: str) -> str:
@@ -32,7 +34,7 @@ def tag(column: str) -> str:
     if column in ("train_loss", "valid_loss"):
         return "loss/" + column.split("_")[0]
     if column.startswith("valid_"):
-        return "valid/" + column[len("valid_"):]
+        return "valid/" + column[len("valid_") :]
     if column.endswith("_seconds"):
         return "time/" + column
     return column

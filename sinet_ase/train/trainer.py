@@ -113,8 +113,7 @@ def _with_training_defaults(stored: Dict) -> Dict:
     if not isinstance(stored.get("training"), dict):
         return stored
     defaults = dataclasses.asdict(TrainingConfig())
-    return {**stored, "training": {**{k: defaults[k] for k in NEWER_TRAINING_KEYS},
-                                   **stored["training"]}}
+    return {**stored, "training": {**{k: defaults[k] for k in NEWER_TRAINING_KEYS}, **stored["training"]}}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -139,9 +138,11 @@ class Trainer:
         self.quiet = quiet or not self.is_main
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
-        self.device = torch.device(t.device if t.device == "cpu" else
-                                   (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-                                    if t.device == "cuda" and self.world > 1 else t.device))
+        self.device = torch.device(
+            t.device
+            if t.device == "cpu"
+            else (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if t.device == "cuda" and self.world > 1 else t.device)
+        )
         self.dtype = _DTYPES[t.dtype]
         self.run_dir = Path(config.run_dir)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
@@ -157,15 +158,18 @@ class Trainer:
         self.resume_log: List[str] = list(resume_state.get("resume_log", [])) if resume_state else []
         new_log: List[str] = []
         if resume_state is not None:
-            allowed, refused = config_changes(_with_training_defaults(resume_state.get("config", {})),
-                                              config.to_dict(), config.resumable_keys())
+            allowed, refused = config_changes(
+                _with_training_defaults(resume_state.get("config", {})), config.to_dict(), config.resumable_keys()
+            )
             if refused:
                 raise ConfigError(
                     f"--resume: the config differs from the one {self.checkpoint_path} was trained "
-                    f"with in key(s) a run cannot change midway:\n  " + "\n  ".join(refused) +
-                    "\nRestore those values to continue, or start a new run in another run_dir. "
+                    f"with in key(s) a run cannot change midway:\n  "
+                    + "\n  ".join(refused)
+                    + "\nRestore those values to continue, or start a new run in another run_dir. "
                     "Resumable keys: training.epochs, max_minutes, patience, device, num_threads, "
-                    "valid_batch_size, stage2_*")
+                    "valid_batch_size, stage2_*"
+                )
             new_log = [f"resumed after epoch {int(resume_state['epoch'])}: {line}" for line in allowed]
 
         # --- data: every check before any training starts ---
@@ -183,8 +187,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = self.task.build_model()
         self.model = self.model.to(device=self.device, dtype=self.dtype)
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
-                                 use_buffers=False)  # buffers are constants, and some are integer
+        self.ema = AveragedModel(
+            self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=False
+        )  # buffers are constants, and some are integer
         self.train_model = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -192,11 +197,13 @@ class Trainer:
             self.train_model = DistributedDataParallel(self.model)
         # frozen parameters (requires_grad False: training.freeze) stay out of the optimiser
         optimizer = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-        self.optimizer = optimizer([p for p in self.model.parameters() if p.requires_grad],
-                                   lr=t.lr, weight_decay=t.weight_decay)
-        self.elapsed = 0.0       # wall seconds of training, over all resumed parts
-        self.cpu_elapsed = 0.0   # CPU seconds of this process (all threads), likewise
+        self.optimizer = optimizer(
+            [p for p in self.model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay
+        )
+        self.elapsed = 0.0  # wall seconds of training, over all resumed parts
+        self.cpu_elapsed = 0.0  # CPU seconds of this process (all threads), likewise
         if t.scheduler != "plateau":
+
             def lr_factor(epoch):
                 if epoch < t.warmup_epochs:
                     return (epoch + 1) / (t.warmup_epochs + 1)
@@ -213,7 +220,8 @@ class Trainer:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
         else:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr)
+                self.optimizer, factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr
+            )
 
         self.epoch = 0
         self.best = {"valid_loss": float("inf"), "epoch": -1}
@@ -269,7 +277,8 @@ class Trainer:
             raise ConfigError(
                 f"--resume: the data split differs from the one recorded in {path} (the data "
                 "files changed since the run started); the validation losses would not compare. "
-                "Restore the data files or start a new run in another run_dir")
+                "Restore the data files or start a new run in another run_dir"
+            )
 
     def _load(self, state: Dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -303,9 +312,9 @@ class Trainer:
         order = np.arange(n)
         if shuffle_seed is not None:
             order = np.random.default_rng(shuffle_seed).permutation(n)
-        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if shuffle_seed is not None and self.world > 1:
-            chunks = chunks[: len(chunks) - len(chunks) % self.world][self.rank::self.world]
+            chunks = chunks[: len(chunks) - len(chunks) % self.world][self.rank :: self.world]
         return chunks
 
     def _batches(self, samples: Sequence, batch_size: int, shuffle_seed: Optional[int]):
@@ -320,8 +329,9 @@ class Trainer:
         total, count = 0.0, 0
         samples = self.graphs["train"]
         chunks = self._chunks(len(samples), t.batch_size, self.config.seed * 100_003 + self.epoch)
-        for chunk in tqdm(chunks, disable=self.quiet, leave=False,
-                          desc=f"epoch {self.epoch + 1}/{t.epochs}", file=sys.stderr):
+        for chunk in tqdm(
+            chunks, disable=self.quiet, leave=False, desc=f"epoch {self.epoch + 1}/{t.epochs}", file=sys.stderr
+        ):
             batch, size = self.task.collate(samples, chunk).to(self.device), len(chunk)
             out = self.task.train_forward(self.train_model, batch)
             loss = self.task.loss(out, batch)
@@ -341,12 +351,16 @@ class Trainer:
         return total / max(count, 1)
 
     def _non_finite(self, which: str, value: float) -> None:
-        kept = (f"the checkpoint of epoch {self.epoch} in {self.checkpoint_path} is kept"
-                if self.epoch else "no checkpoint was written")
+        kept = (
+            f"the checkpoint of epoch {self.epoch} in {self.checkpoint_path} is kept"
+            if self.epoch
+            else "no checkpoint was written"
+        )
         raise NonFiniteLossError(
             f"training stopped in epoch {self.epoch + 1}: the {which} loss is {value}. Either the "
             "training diverged (lower training.lr or training.grad_clip) or a label is not "
-            f"finite; {kept}")
+            f"finite; {kept}"
+        )
 
     def evaluate(self, model: torch.nn.Module, graphs: Sequence, keep: bool = False) -> Dict:
         """Loss and the task's metrics of ``model`` on ``graphs`` (energy task: energy per
@@ -356,8 +370,7 @@ class Trainer:
         return self.task.evaluate(model, batches, keep=keep)
 
     def _export(self, path: Path, extra: Optional[Dict] = None) -> None:
-        metadata = {"epoch": self.epoch, "train_size": self.sizes["train"],
-                    "config": json.dumps(self.config.to_dict())}
+        metadata = {"epoch": self.epoch, "train_size": self.sizes["train"], "config": json.dumps(self.config.to_dict())}
         if hasattr(self.model, "elements"):  # models of chemical elements
             metadata["elements"] = self.model.elements
         metadata.update(self.task.export_metadata())
@@ -393,10 +406,15 @@ class Trainer:
                 self.scheduler.step(valid["loss"])
             # epochs without validation log NaN there, so that every CSV row has the same columns
             metrics = {f"valid_{k}": valid[k] if validate else math.nan for k in self.task.metric_keys}
-            row = {"epoch": self.epoch, "train_loss": train_loss,
-                   "valid_loss": valid["loss"] if validate else math.nan, **metrics,
-                   "lr": self.optimizer.param_groups[0]["lr"],
-                   "epoch_seconds": time.perf_counter() - epoch_start, "elapsed_seconds": self.elapsed}
+            row = {
+                "epoch": self.epoch,
+                "train_loss": train_loss,
+                "valid_loss": valid["loss"] if validate else math.nan,
+                **metrics,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_seconds": time.perf_counter() - epoch_start,
+                "elapsed_seconds": self.elapsed,
+            }
             self.history.append(row)
             improved = validate and valid["loss"] < self.best["valid_loss"]
             if improved:
@@ -415,7 +433,8 @@ class Trainer:
                     tqdm.write(
                         f"epoch {self.epoch:4d}  loss {train_loss:.4g}  {self.task.progress(valid)}  "
                         f"lr {row['lr']:.2e}  {row['epoch_seconds']:.1f} s{'  *' if improved else ''}",
-                        file=sys.stdout)
+                        file=sys.stdout,
+                    )
             if self.bad_epochs >= t.patience:
                 break
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
@@ -431,21 +450,31 @@ class Trainer:
 
     def finish(self) -> Dict:
         """Test the best model, write plots and ``summary.json``."""
-        summary = {"task": self.task.name, **self.task.summary_extra(),
-                   "epochs_done": self.epoch, "best": self.best, "sizes": self.sizes,
-                   "train_seconds": self.elapsed, "train_cpu_seconds": self.cpu_elapsed,
-                   "stats": self.stats, "world_size": self.world, "resume_log": self.resume_log,
-                   "hardware": {"device": str(self.device), "threads": torch.get_num_threads(),
-                                "cpu": platform.processor() or platform.machine(),
-                                "cpu_count": os.cpu_count()}}
+        summary = {
+            "task": self.task.name,
+            **self.task.summary_extra(),
+            "epochs_done": self.epoch,
+            "best": self.best,
+            "sizes": self.sizes,
+            "train_seconds": self.elapsed,
+            "train_cpu_seconds": self.cpu_elapsed,
+            "stats": self.stats,
+            "world_size": self.world,
+            "resume_log": self.resume_log,
+            "hardware": {
+                "device": str(self.device),
+                "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+            },
+        }
         if self.world > 1:
             summary["ranks_agree"] = self._ranks_agree()
         if not self.is_main:
             return summary
         if self.tensorboard is not None:
             self.tensorboard.close()
-        best = self.task.load_exported(self.run_dir / "best_model.pt").to(device=self.device,
-                                                                           dtype=self.dtype)
+        best = self.task.load_exported(self.run_dir / "best_model.pt").to(device=self.device, dtype=self.dtype)
         which = "test" if self.graphs["test"] else "valid"
         result = self.evaluate(best, self.graphs[which], keep=True)
         kept = result.pop("kept")

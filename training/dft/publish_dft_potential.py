@@ -47,20 +47,21 @@ ROOT = Path(__file__).resolve().parents[2]
 def label_keys(data):
     """The run's label keys (its config's ``data`` section)."""
     defaults = LabelKeys()
-    return LabelKeys(energy=data.get("energy_key", defaults.energy),
-                     forces=data.get("forces_key", defaults.forces),
-                     stress=data.get("stress_key", defaults.stress),
-                     virials=data.get("virials_key", defaults.virials),
-                     stress_convention=data.get("stress_convention", defaults.stress_convention),
-                     config_type=data.get("config_type_key", defaults.config_type))
+    return LabelKeys(
+        energy=data.get("energy_key", defaults.energy),
+        forces=data.get("forces_key", defaults.forces),
+        stress=data.get("stress_key", defaults.stress),
+        virials=data.get("virials_key", defaults.virials),
+        stress_convention=data.get("stress_convention", defaults.stress_convention),
+        config_type=data.get("config_type_key", defaults.config_type),
+    )
 
 
 def test_metrics(model, paths, keys=LabelKeys(), require_stress=False):
     """Errors on the test files (:func:`sinet_ase.evaluate.evaluate_files`, float64 model):
     energy per structure (meV) and per atom (meV/atom), force components (meV/Å), stress
     (GPa) where present; over all files and per config type."""
-    result, frames, _ = evaluate_files(model, paths, keys, require_forces=True,
-                                       require_stress=require_stress)
+    result, frames, _ = evaluate_files(model, paths, keys, require_forces=True, require_stress=require_stress)
     types = {}
     for per_file in result["files"].values():
         types.update(per_file["config_types"])
@@ -74,13 +75,15 @@ def with_ase_labels(frames, keys):
     for atoms in frames:
         copy = atoms.copy()
         stress = get_stress(atoms, keys)
-        copy.info = {k: v for k, v in atoms.info.items()
-                     if k in (keys.config_type, "config_type")}
+        copy.info = {k: v for k, v in atoms.info.items() if k in (keys.config_type, "config_type")}
         if keys.config_type in atoms.info:
             copy.info["config_type"] = atoms.info[keys.config_type]
         copy.calc = SinglePointCalculator(
-            copy, energy=get_energy(atoms, keys), forces=get_forces(atoms, keys),
-            **({} if stress is None else {"stress": stress}))
+            copy,
+            energy=get_energy(atoms, keys),
+            forces=get_forces(atoms, keys),
+            **({} if stress is None else {"stress": stress}),
+        )
         out.append(copy)
     return out
 
@@ -120,11 +123,16 @@ def nve_drift(model_path, atoms, picoseconds, seed=0):
     dyn.run(steps)
     n = len(atoms)
     energies = np.array(energies)
-    return {"ps": picoseconds, "steps": steps, "timestep_fs": 0.5, "n_atoms": n,
-            "drift_ev_atom": float((energies[-1] - e0) / n),
-            "max_deviation_ev_atom": float(np.abs(energies - e0).max() / n),
-            "mean_temperature_K": float(np.mean(temperatures)),
-            "wall_seconds": time.perf_counter() - started}
+    return {
+        "ps": picoseconds,
+        "steps": steps,
+        "timestep_fs": 0.5,
+        "n_atoms": n,
+        "drift_ev_atom": float((energies[-1] - e0) / n),
+        "max_deviation_ev_atom": float(np.abs(energies - e0).max() / n),
+        "mean_temperature_K": float(np.mean(temperatures)),
+        "wall_seconds": time.perf_counter() - started,
+    }
 
 
 def md_speed(records, model_path):
@@ -135,29 +143,40 @@ def md_speed(records, model_path):
         if "error" in r or Path(config.get("file", "")).resolve() != Path(model_path).resolve():
             continue
         key = r["dtype"] + ("-compiled" if r.get("compiled") else "")
-        speed[key] = {"ms_per_step": r["median_ms"], "system": r["system"],
-                      "allocator": r["allocator"], "date": r.get("load_before", {}).get("date")}
+        speed[key] = {
+            "ms_per_step": r["median_ms"],
+            "system": r["system"],
+            "allocator": r["allocator"],
+            "date": r.get("load_before", {}).get("date"),
+        }
     return speed
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("--name", required=True)
-    parser.add_argument("--start", required=True,
-                        help="start structure for sinet-md and the NVE run: a shipped structure name")
-    parser.add_argument("--start-from", default=None, metavar="FILE@INDEX",
-                        help="first add frame INDEX of FILE to the shipped structures as --start")
+    parser.add_argument(
+        "--start", required=True, help="start structure for sinet-md and the NVE run: a shipped structure name"
+    )
+    parser.add_argument(
+        "--start-from",
+        default=None,
+        metavar="FILE@INDEX",
+        help="first add frame INDEX of FILE to the shipped structures as --start",
+    )
     parser.add_argument("--title", default="", help="one line: what the potential is")
     parser.add_argument("--reference", default="", help="published numbers to print beside ours")
     parser.add_argument("--slice", type=int, default=20, help="test frames to commit")
     parser.add_argument("--nve-ps", type=float, default=10.0)
     parser.add_argument("--md-json", default=None, help="bench_md.py results with this model")
     parser.add_argument("--note", default="", help="a line about how the run went, for the card")
-    parser.add_argument("--domain", default="conformations of this molecule near the temperature "
-                        "of its training data; not other molecules, not bond breaking",
-                        help="where the potential is valid, for the card")
+    parser.add_argument(
+        "--domain",
+        default="conformations of this molecule near the temperature "
+        "of its training data; not other molecules, not bond breaking",
+        help="where the potential is valid, for the card",
+    )
     args = parser.parse_args()
 
     run = Path(args.run_dir)
@@ -179,22 +198,31 @@ def main():
     model_path = out_dir / f"{args.name}.pt"
     slice_frames = with_ase_labels(test[: args.slice], keys)
     write(out_dir / f"{args.name}_test_slice.extxyz", slice_frames)
-    slice_metrics, _, _ = test_metrics(model, [out_dir / f"{args.name}_test_slice.extxyz"],
-                                       require_stress=require_stress)
+    slice_metrics, _, _ = test_metrics(
+        model, [out_dir / f"{args.name}_test_slice.extxyz"], require_stress=require_stress
+    )
     card = {
-        "name": args.name, "title": args.title, "start_structure": args.start,
-        "training_config": config, "epochs_done": summary.get("epochs_done"),
+        "name": args.name,
+        "title": args.title,
+        "start_structure": args.start,
+        "training_config": config,
+        "epochs_done": summary.get("epochs_done"),
         "best_epoch": summary.get("best", {}).get("epoch"),
         "train_seconds": summary.get("train_seconds"),
-        "train_cpu_seconds": summary.get("train_cpu_seconds"), "hardware": summary.get("hardware"),
+        "train_cpu_seconds": summary.get("train_cpu_seconds"),
+        "hardware": summary.get("hardware"),
         "note": args.note,
-        "elements": model.elements, "test": metrics, "test_config_types": types,
-        "domain": args.domain, "periodic": bool(start.pbc.any()),
+        "elements": model.elements,
+        "test": metrics,
+        "test_config_types": types,
+        "domain": args.domain,
+        "periodic": bool(start.pbc.any()),
         "test_slice": {"file": f"{args.name}_test_slice.extxyz", **slice_metrics},
-        "nve_300K": nve, "reference": args.reference,
-        "md_speed": md_speed(json.loads(Path(args.md_json).read_text())["results"],
-                             run / "best_model.pt")
-        if args.md_json else {},
+        "nve_300K": nve,
+        "reference": args.reference,
+        "md_speed": md_speed(json.loads(Path(args.md_json).read_text())["results"], run / "best_model.pt")
+        if args.md_json
+        else {},
     }
     best = load_model(run / "best_model.pt")
     # the training data's statistics stay with the model: the calculator checks structures against them
@@ -214,76 +242,90 @@ MEV_A3_GPA = 1e-3 / units.GPa
 
 def error_row(name, m) -> str:
     """One Markdown table row of :func:`sinet_ase.evaluate.metrics` (stress in GPa)."""
-    stress = ("n/a" if m.get("stress_mae_mev_a3") is None else
-              f"{m['stress_mae_mev_a3'] * MEV_A3_GPA:.3f} / {m['stress_rmse_mev_a3'] * MEV_A3_GPA:.3f}")
-    return (f"| {name} | {m['n_structures']} | {m['energy_mae_mev']:.2f} / {m['energy_rmse_mev']:.2f} "
-            f"| {m['energy_mae_mev_atom']:.3f} / {m['energy_rmse_mev_atom']:.3f} "
-            f"| {m['forces_mae_mev_a']:.2f} / {m['forces_rmse_mev_a']:.2f} | {stress} |")
+    stress = (
+        "n/a"
+        if m.get("stress_mae_mev_a3") is None
+        else f"{m['stress_mae_mev_a3'] * MEV_A3_GPA:.3f} / {m['stress_rmse_mev_a3'] * MEV_A3_GPA:.3f}"
+    )
+    return (
+        f"| {name} | {m['n_structures']} | {m['energy_mae_mev']:.2f} / {m['energy_rmse_mev']:.2f} "
+        f"| {m['energy_mae_mev_atom']:.3f} / {m['energy_rmse_mev_atom']:.3f} "
+        f"| {m['forces_mae_mev_a']:.2f} / {m['forces_rmse_mev_a']:.2f} | {stress} |"
+    )
 
 
 def render_card(card) -> str:
     t, m, nve = card["training_config"], card["test"], card["nve_300K"]
     types = card.get("test_config_types") or {}
-    rows = "\n".join([error_row("all", m)] + ([error_row(k, v) for k, v in sorted(types.items())]
-                                              if len(types) > 1 else []))
+    rows = "\n".join(
+        [error_row("all", m)] + ([error_row(k, v) for k, v in sorted(types.items())] if len(types) > 1 else [])
+    )
     single_molecule = not card.get("periodic")
-    e0_text = ("a least-squares fit to the training energies (one molecule fixes only their sum), so "
-               "energies are meaningful as energies of this molecule's conformations, not of "
-               "isolated atoms" if single_molecule else
-               "a least-squares fit to the training energies (one element: a constant per atom), "
-               "so energies compare between structures of this element, not with isolated atoms")
+    e0_text = (
+        "a least-squares fit to the training energies (one molecule fixes only their sum), so "
+        "energies are meaningful as energies of this molecule's conformations, not of "
+        "isolated atoms"
+        if single_molecule
+        else "a least-squares fit to the training energies (one element: a constant per atom), "
+        "so energies compare between structures of this element, not with isolated atoms"
+    )
     hw = card["hardware"] or {}
-    speed = "\n".join(f"| {k} | {v['system']} | {v['ms_per_step']:.2f} | {v['allocator']} | {v['date']} |"
-                      for k, v in sorted(card["md_speed"].items())) or "| not measured | | | | |"
-    return f"""# {card['name']}
+    speed = (
+        "\n".join(
+            f"| {k} | {v['system']} | {v['ms_per_step']:.2f} | {v['allocator']} | {v['date']} |"
+            for k, v in sorted(card["md_speed"].items())
+        )
+        or "| not measured | | | | |"
+    )
+    return f"""# {card["name"]}
 
-{card['title']}
+{card["title"]}
 
-- Data: {', '.join(t['data']['train'])} (training; {t['data']['valid_size']} frames of it held out
-  for validation, seed {t['seed']}); tested on {', '.join(t['data']['test'])}, a separate file.
+- Data: {", ".join(t["data"]["train"])} (training; {t["data"]["valid_size"]} frames of it held out
+  for validation, seed {t["seed"]}); tested on {", ".join(t["data"]["test"])}, a separate file.
   The data's source, license and level of theory are in `../shared/data/README.md` and the
   license file beside each data set.
-- Model: `SINet({', '.join(f'{k}={v}' for k, v in t['model'].items())})`, elements
-  {', '.join(card['elements'])}; trained in {t['training']['dtype']}. Per-element energies:
+- Model: `SINet({", ".join(f"{k}={v}" for k, v in t["model"].items())})`, elements
+  {", ".join(card["elements"])}; trained in {t["training"]["dtype"]}. Per-element energies:
   {e0_text}.
-- Training: {card['epochs_done']} epochs (best {card['best_epoch']}),
-  {(card.get('train_cpu_seconds') or 0) / 60:.0f} CPU minutes ({(card['train_seconds'] or 0) / 60:.0f} min wall
-  on {hw.get('cpu_count')} cores shared with other jobs, {hw.get('threads')} torch thread);
-  AdamW lr {t['training']['lr']}, batch {t['training']['batch_size']}, {t['training']['scheduler']}
-  schedule down to {t['training']['min_lr']}, loss weights energy/atom
-  {t['training']['energy_weight']}, forces {t['training']['forces_weight']}, stress
-  {t['training'].get('stress_weight', 0.0)}, after a fraction
-  {t['training'].get('stage2_start')} of the schedule energy/atom {t['training'].get('stage2_energy_weight')}; EMA
-  {t['training']['ema_decay']}.
-{('- ' + card['note']) if card.get('note') else ''}
-- Reproduce: `sinet-train {t['run_dir'].replace('runs/', 'training/dft/')}.yaml` (the recipe), then
-  `python training/dft/publish_dft_potential.py {t['run_dir']} --name {card['name']} --start {card['start_structure']}`.
+- Training: {card["epochs_done"]} epochs (best {card["best_epoch"]}),
+  {(card.get("train_cpu_seconds") or 0) / 60:.0f} CPU minutes ({(card["train_seconds"] or 0) / 60:.0f} min wall
+  on {hw.get("cpu_count")} cores shared with other jobs, {hw.get("threads")} torch thread);
+  AdamW lr {t["training"]["lr"]}, batch {t["training"]["batch_size"]}, {t["training"]["scheduler"]}
+  schedule down to {t["training"]["min_lr"]}, loss weights energy/atom
+  {t["training"]["energy_weight"]}, forces {t["training"]["forces_weight"]}, stress
+  {t["training"].get("stress_weight", 0.0)}, after a fraction
+  {t["training"].get("stage2_start")} of the schedule energy/atom {t["training"].get("stage2_energy_weight")}; EMA
+  {t["training"]["ema_decay"]}.
+{("- " + card["note"]) if card.get("note") else ""}
+- Reproduce: `sinet-train {t["run_dir"].replace("runs/", "training/dft/")}.yaml` (the recipe), then
+  `python training/dft/publish_dft_potential.py {t["run_dir"]} --name {card["name"]} --start {card["start_structure"]}`.
 
-## Test errors ({m['n_structures']} frames, float64), MAE / RMSE
+## Test errors ({m["n_structures"]} frames, float64), MAE / RMSE
 
 | frames | n | energy (meV) | energy (meV/atom) | forces (meV/Å) | stress (GPa) |
 |---|---|---|---|---|---|
 {rows}
 
-Published (same data and protocol): {card['reference'] or 'see ../shared/data/README.md'}.
+Published (same data and protocol): {card["reference"] or "see ../shared/data/README.md"}.
 
-The first {card['test_slice']['n_structures']} test frames ship as `sinet_ase/potentials/{card['test_slice']['file']}`
-(force MAE {card['test_slice']['forces_mae_mev_a']:.2f} meV/Å on them); the test suite re-scores them.
+The first {card["test_slice"]["n_structures"]} test frames ship as `sinet_ase/potentials/{card["test_slice"]["file"]}`
+(force MAE {card["test_slice"]["forces_mae_mev_a"]:.2f} meV/Å on them); the test suite re-scores them.
 
 ## Stability and speed
 
-NVE, velocity Verlet at 0.5 fs, {nve['ps']} ps ({nve['steps']} steps) from `{card['start_structure']}`
-with 300 K velocities, float64: drift {nve['drift_ev_atom']:+.2e} eV/atom, largest deviation
-{nve['max_deviation_ev_atom']:.2e} eV/atom, mean temperature {nve['mean_temperature_K']:.0f} K.
+NVE, velocity Verlet at 0.5 fs, {nve["ps"]} ps ({nve["steps"]} steps) from `{card["start_structure"]}`
+with 300 K velocities, float64: drift {nve["drift_ev_atom"]:+.2e} eV/atom, largest deviation
+{nve["max_deviation_ev_atom"]:.2e} eV/atom, mean temperature {nve["mean_temperature_K"]:.0f} K.
 
 | MD step | system | ms/step | allocator | date |
 |---|---|---|---|---|
 {speed}
 
-Domain: {card.get('domain') or 'see the training data'}.
+Domain: {card.get("domain") or "see the training data"}.
 
-![learning curve]({card['name']}_learning_curve.png)
-![force parity]({card['name']}_force_parity.png)
+![learning curve]({card["name"]}_learning_curve.png)
+![force parity]({card["name"]}_force_parity.png)
 """
 
 

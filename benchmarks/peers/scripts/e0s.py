@@ -1,7 +1,9 @@
 """Print isolated-atom energies for the elements H, C, O from an isolated_atoms.xyz.
 usage: e0s.py FILE mace|nequip   (mace: {Z: E}; nequip: hydra dict {C: E, H: E, O: E})"""
+
 import sys
 from ase.io import read
+
 d = {}
 for a in read(sys.argv[1], ":"):
     if len(a) == 1 and a[0].symbol in ("H", "C", "O"):

@@ -12,12 +12,14 @@ validation loss, EMA weights) checkpoint of stage one and of stage two (SWA) and
 `<name>.model` / `<name>_stagetwo.model`. Per-epoch wall times are written to TIMING_JSON.
 Nothing else in MACE is changed.
 """
+
 import json
 import os
 import sys
 import time
 
 import torch
+
 torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
 
@@ -28,6 +30,7 @@ sys.argv = ["mace_run_train"] + sys.argv[4:]
 
 import mace.tools
 import mace.tools.train  # noqa: F401  (the submodule; mace.tools.train is shadowed by the function)
+
 trainmod = sys.modules["mace.tools.train"]
 
 
@@ -83,9 +86,15 @@ def train_one_epoch(*a, **k):
         _orig_one_epoch(*a, **k)
     except _Stop:
         complete = False
-    state["epochs"].append({"epoch": k.get("epoch"), "seconds": time.time() - t,
-                            "cpu_seconds": time.process_time() - c, "complete": complete,
-                            "t_end_since_start": time.time() - state["t0"]})
+    state["epochs"].append(
+        {
+            "epoch": k.get("epoch"),
+            "seconds": time.time() - t,
+            "cpu_seconds": time.process_time() - c,
+            "complete": complete,
+            "t_end_since_start": time.time() - state["t0"],
+        }
+    )
     dump()
 
 
@@ -100,9 +109,12 @@ def train(*a, **k):
     except _Stop:
         pass
     dump()
-    print(f"[budget] training loop ended after {time.time() - state['t0']:.1f} s wall, "
-          f"{time.process_time() - state['c0']:.1f} s CPU "
-          f"({len(state['epochs'])} epochs started, budget {budget_s:.0f} s {CLOCK}, hit={state['hit']})", flush=True)
+    print(
+        f"[budget] training loop ended after {time.time() - state['t0']:.1f} s wall, "
+        f"{time.process_time() - state['c0']:.1f} s CPU "
+        f"({len(state['epochs'])} epochs started, budget {budget_s:.0f} s {CLOCK}, hit={state['hit']})",
+        flush=True,
+    )
 
 
 trainmod.take_step = take_step
@@ -130,8 +142,11 @@ except Exception as e:  # noqa: BLE001
     name, wd = _arg("name"), _arg("work_dir") or "."
     stage_one = os.path.join(wd, f"{name}.model")
     if start_swa is not None and last_epoch < int(start_swa) and os.path.exists(stage_one):
-        print(f"[budget] stage two (from epoch {start_swa}) was not reached (last epoch {last_epoch}); "
-              f"MACE failed to load a stage-two checkpoint ({type(e).__name__}); the result is the "
-              f"stage-one model {stage_one}", flush=True)
+        print(
+            f"[budget] stage two (from epoch {start_swa}) was not reached (last epoch {last_epoch}); "
+            f"MACE failed to load a stage-two checkpoint ({type(e).__name__}); the result is the "
+            f"stage-one model {stage_one}",
+            flush=True,
+        )
         sys.exit(0)
     raise
