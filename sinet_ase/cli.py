@@ -564,10 +564,6 @@ def eval_main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(train_main())
-
-
 def ipi_main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="sinet-ipi",
@@ -619,3 +615,7 @@ def ipi_main(argv=None) -> int:
         return 2
     print(f"sinet-ipi: i-PI closed the connection after {steps} force evaluations")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())
