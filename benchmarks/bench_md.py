@@ -173,7 +173,19 @@ def systems():
     cu = bulk("Cu", "fcc", a=3.61, cubic=True)
     found = {"ethanol_9": eth, "cu_fcc_108": cu.repeat(3), "cu_fcc_864": cu.repeat(6), "cu_fcc_6912": cu.repeat(12)}
     found.update(dft_molecules())
+    found.update(shipped_crystals())
     return found
+
+
+#: periodic start structures of the shipped mlearn potentials (``sinet_ase/potentials/structures.extxyz``)
+SHIPPED_CRYSTALS = ("si_64", "ge_64", "li_54", "mo_54")
+
+
+def shipped_crystals():
+    """The shipped potentials' periodic start structures, for timing those potentials."""
+    from sinet_ase.pretrained import shipped_structure
+
+    return {name: shipped_structure(name) for name in SHIPPED_CRYSTALS}
 
 
 #: molecules of the shared DFT benchmarks: name -> (file under ../shared/data, frame)
