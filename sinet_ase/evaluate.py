@@ -1,6 +1,6 @@
 """Errors of a model on labelled data files, per file and per config type (``sinet-eval``).
 
-Each file is read with :func:`sinet_ase.data.atomic.read_structures` (labels under the
+Each file is read with :func:`sinet_ase.potential.data.read_structures` (labels under the
 names of a :class:`~sinet_ase.labels.LabelKeys`), evaluated in batches
 (:func:`sinet_ase.graph.batch_graphs`), and grouped by ``atoms.info["config_type"]``
 (``Default`` when absent). For a group of structures ``s`` with ``n_s`` atoms and
@@ -137,7 +137,7 @@ def evaluate_files(
     ``{"files": {path: {"all": m, "config_types": {type: m}}}, "all": m}`` with ``m`` from
     :func:`metrics`; ``frames`` and ``predictions`` list every file's frames in order.
     """
-    from .data.atomic import read_structures
+    from .potential.data import read_structures
 
     keys = keys or LabelKeys()
     result: Dict = {"files": {}}

@@ -1,6 +1,6 @@
 """Where a structure's reference labels live: the one mapping from data keys to labels.
 
-Training (:mod:`sinet_ase.data.atomic`, :func:`sinet_ase.graph.atoms_to_graph`) and
+Training (:mod:`sinet_ase.potential.data`, :func:`sinet_ase.graph.atoms_to_graph`) and
 evaluation (:mod:`sinet_ase.evaluate`) read energy, forces and stress through
 :func:`get_energy`, :func:`get_forces` and :func:`get_stress` with one
 :class:`LabelKeys`. A key is looked up, in this order, in
@@ -63,7 +63,7 @@ class LabelKeys:
 
     @classmethod
     def from_config(cls, data) -> "LabelKeys":
-        """The keys of a ``data`` config section (:class:`sinet_ase.train.tasks.DataConfig`)."""
+        """The keys of a ``data`` config section (:class:`sinet_ase.potential.task.DataConfig`)."""
         return cls(
             energy=data.energy_key,
             forces=data.forces_key,

@@ -304,7 +304,7 @@ class SINet(torch.nn.Module):
     #: state-dict entries with one row per element (dim 0, in ``elements`` order); every other
     #: entry has the same shape whatever the elements. The per-element shift and the
     #: atomic-number lookup are rebuilt from ``config`` and ``elements``, not stored.
-    #: Fine-tuning with new elements (:mod:`sinet_ase.train.finetune`) relies on this list.
+    #: Fine-tuning with new elements (:mod:`sinet_ase.potential.finetune`) relies on this list.
     PER_ELEMENT_STATE = ("backbone.embedding.species_embedding.weight",)
 
     def __init__(

@@ -35,7 +35,9 @@ import torch
 #: modules that register the model kinds of this package when imported
 BUILTIN_MODULES = ("sinet_ase.model", "sinet_ase.qm9.model", "sinet_ase.nbody.model")
 #: modules that register the training tasks of this package when imported
-BUILTIN_TASK_MODULES = ("sinet_ase.train.tasks", "sinet_ase.qm9.task", "sinet_ase.nbody.task")
+BUILTIN_TASK_MODULES = ("sinet_ase.potential.task", "sinet_ase.qm9.task", "sinet_ase.nbody.task")
+#: the task of a config without a ``task`` key (and of runs recorded before the key existed)
+DEFAULT_TASK = "energy"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from test_train import emt_crystals, emt_frames
 
 from sinet_ase import ConfigError, SINet, SINetCalculator, save_model
 from sinet_ase.cli import eval_main
-from sinet_ase.data.atomic import fit_atomic_energies, read_atomic_energies, read_structures
+from sinet_ase.potential.data import fit_atomic_energies, read_atomic_energies, read_structures
 from sinet_ase.graph import atoms_to_graph
 from sinet_ase.labels import LabelKeys, config_type, get_stress
 from sinet_ase.train import Trainer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sinet_ase.data.atomic import split_frame_selection
+from sinet_ase.potential.data import split_frame_selection
 from sinet_ase.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from test_resume import raw_config
 
 from sinet_ase import ConfigError
 from sinet_ase.cli import train_main
-from sinet_ase.data.atomic import read_structures
+from sinet_ase.potential.data import read_structures
 from sinet_ase.train import Trainer
 from sinet_ase.train.config import TrainConfig
 from sinet_ase.testing import FullDiskFile, emt_frames

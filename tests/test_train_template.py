@@ -15,7 +15,7 @@ from sinet_ase.testing import emt_frames
 from sinet_ase.train import load_config
 from sinet_ase.train.checkpoint import config_changes
 from sinet_ase.train.config import TrainConfig, TrainingConfig
-from sinet_ase.train.tasks import DataConfig
+from sinet_ase.potential.task import DataConfig
 from sinet_ase.train.template import KEY_HELP, check_template_keys, default_config_yaml, default_model_section
 
 TINY = [

@@ -6,7 +6,7 @@ Potentials published before the trainer stored it lack ``training_domain`` in th
 metadata, so :class:`~sinet_ase.SINetCalculator` cannot warn about structures far outside
 their training data (:mod:`sinet_ase.domain`). For each name this reads the potential's
 card (``sinet_ase/potentials/<name>.json``: its training data, split sizes and seed),
-splits the data as the trainer did (:func:`sinet_ase.data.atomic.load_splits`; checked:
+splits the data as the trainer did (:func:`sinet_ase.potential.data.load_splits`; checked:
 every frame of the shipped test slice is a test frame and none a training frame),
 computes :func:`~sinet_ase.domain.training_domain` over the training frames with the
 model's own atomic reference energies, and rewrites the model file with that metadata
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from ase.io import read
 
-from sinet_ase.data.atomic import load_splits, to_graphs
+from sinet_ase.potential.data import load_splits, to_graphs
 from sinet_ase.domain import training_domain
 from sinet_ase.files import arrays_sha256
 from sinet_ase.io import _verify_model_file, atomic_torch_save, read_model_file

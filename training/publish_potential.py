@@ -33,7 +33,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from sinet_ase import SINetCalculator, atoms_to_graph, batch_graphs, load_model, save_model
-from sinet_ase.data.atomic import read_structures
+from sinet_ase.potential.data import read_structures
 from sinet_ase.io import read_model_file
 from sinet_ase.pretrained import shipped_structure, shipped_structure_names
 

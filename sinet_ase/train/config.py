@@ -41,7 +41,7 @@ and stress terms of each structure by the weight of its ``atoms.info["config_typ
 beyond; ``torch.nn.functional.huber_loss``) of the same residuals (energy per atom in eV,
 force and stress components in eV/Å and eV/Å^3).
 
-Fine-tuning (energy task; :mod:`sinet_ase.train.finetune`): ``model.init_from`` names a
+Fine-tuning (energy task; :mod:`sinet_ase.potential.finetune`): ``model.init_from`` names a
 model file or a shipped potential (``sinet-xtb-md17``). The run starts from its weights and
 takes its architecture (model keys given beside it must equal the file's, except
 ``elements``) and its ``avg_num_neighbors`` and ``energy_scale`` (they define the function
@@ -54,7 +54,7 @@ with new elements) trains only the energy head: the backbone's parameters are no
 The ``task`` key picks a registered training task (:func:`sinet_ase.registry.task_classes`),
 which owns one section and says which ``model`` and ``training`` keys it reads
 (:class:`~sinet_ase.train.tasks.Task`): the energy task owns ``data``
-(:class:`~sinet_ase.train.tasks.DataConfig`, above); ``task: qm9`` (:mod:`sinet_ase.qm9.task`)
+(:class:`~sinet_ase.potential.task.DataConfig`, above); ``task: qm9`` (:mod:`sinet_ase.qm9.task`)
 owns a ``qm9`` section (:class:`~sinet_ase.qm9.task.QM9Config`: target, split, subsets,
 atom references) instead, takes the QM9 model keywords in ``model`` (backbone keywords
 plus ``pooling`` and ``head_hidden``), and has no energy/force/stress weights in
@@ -85,7 +85,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import yaml
 
 from ..errors import ConfigError
-from ..registry import task_class, task_classes
+from ..registry import DEFAULT_TASK, task_class, task_classes
 
 
 @dataclass
@@ -154,7 +154,7 @@ class TrainConfig:
     seed: int = 0
     model: Dict[str, Any] = field(default_factory=dict)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    task: str = "energy"
+    task: str = DEFAULT_TASK
     section: Any = None
 
     def __post_init__(self):
@@ -199,7 +199,7 @@ class TrainConfig:
         tasks = task_classes()
         owners = {t.section: name for name, t in tasks.items() if t.section is not None}
         _check_keys(raw, list(_TOP_KEYS[:3]) + list(owners) + list(_TOP_KEYS[3:]), "")
-        task = raw.get("task", "energy")
+        task = raw.get("task", DEFAULT_TASK)
         if task not in tasks:
             raise ConfigError(f"task must be one of {', '.join(sorted(tasks))}, got {task!r}")
         task_cls = tasks[task]
@@ -234,10 +234,9 @@ class TrainConfig:
             section = task_cls.section_type(**_check_types(own, task_cls.section_type, prefix))
         if isinstance(training.get("freeze"), str):
             training["freeze"] = [training["freeze"]]
-        if task == "energy":  # the types of SINet's keywords (lmax a whole number, zbl true or false, ...)
-            from ..model import SINet
-
-            model = _check_types(model, SINet.__init__, "model.")
+        model_types = task_cls.model_key_types()
+        if model_types is not None:  # e.g. lmax a whole number, zbl true or false
+            model = _check_types(model, model_types, "model.")
         training = _check_types(training, TrainingConfig, "training.")
         _check_types({k: raw[k] for k in ("run_dir", "seed") if k in raw}, cls, "")
         config = cls(
@@ -253,6 +252,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         t = self.training
+        self._validate_freeze()
         task_class(self.task).validate_config(self)
         if t.scheduler not in SCHEDULERS:
             raise ConfigError(f"training.scheduler must be one of {', '.join(SCHEDULERS)}, got {t.scheduler!r}")
@@ -280,29 +280,20 @@ class TrainConfig:
             )
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
-        self._validate_finetune()
         if t.tensorboard:
             from .tensorboard_log import check_tensorboard
 
             check_tensorboard()
 
-    def _validate_finetune(self) -> None:
-        """``model.init_from`` and ``training.freeze`` (:mod:`sinet_ase.train.finetune`)."""
-        from .finetune import FREEZABLE
-
-        init, freeze = self.model.get("init_from"), self.training.freeze
-        if init is not None and (not isinstance(init, str) or not init):
-            raise ConfigError(
-                f"model.init_from must be the path of a model file or the name of a shipped potential, got {init!r}"
-            )
-        if not isinstance(freeze, list) or any(part not in FREEZABLE for part in freeze):
-            raise ConfigError(f"training.freeze must be a list of {', '.join(FREEZABLE)}, got {freeze!r}")
-        if freeze and init is None:
-            raise ConfigError(
-                "training.freeze keeps trained weights fixed: it needs "
-                "model.init_from (freezing a new model's random backbone "
-                "would leave it untrained)"
-            )
+    def _validate_freeze(self) -> None:
+        """``training.freeze`` names only parts the task can freeze (:attr:`Task.freezable`)."""
+        freeze, freezable = self.training.freeze, task_class(self.task).freezable
+        if not isinstance(freeze, list) or any(part not in freezable for part in freeze):
+            if not freezable:
+                raise ConfigError(
+                    f"task {self.task} freezes no part of its model: training.freeze must be [], got {freeze!r}"
+                )
+            raise ConfigError(f"training.freeze must be a list of {', '.join(freezable)}, got {freeze!r}")
 
 
 def _check_keys(section: Dict[str, Any], allowed: List[str], prefix: str) -> None:

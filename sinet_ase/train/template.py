@@ -98,12 +98,12 @@ def _value(value: Any) -> str:
 def default_model_section() -> Dict[str, Any]:
     """The energy task's model keys with ``SINet``'s defaults (the fitted keys are left out)."""
     from ..model import SINet
-    from .tasks import EnergyForceTask
+    from ..registry import DEFAULT_TASK, task_class
 
     params = inspect.signature(SINet.__init__).parameters
     return {
         key: params[key].default
-        for key in EnergyForceTask.model_keys()
+        for key in task_class(DEFAULT_TASK).model_keys()
         if key in params and params[key].default is not inspect.Parameter.empty
     }
 
@@ -113,7 +113,7 @@ def template_sections() -> Dict[str, Any]:
     prints, minus the commented-out keys."""
     from .config import TrainConfig
 
-    sections = TrainConfig(task="energy").to_dict()
+    sections = TrainConfig().to_dict()
     sections["model"] = default_model_section()
     return sections
 

@@ -2,14 +2,8 @@
 
 What is learned (data, batches, model, loss, metrics, exported file) comes from a
 :class:`~sinet_ase.train.tasks.Task` chosen by the config's ``task`` key; the
-trainer does the rest and names no task. For the default ``energy`` task the loss per
-batch (``n_s`` atoms in structure ``s``) is::
-
-    L = w_E mean_s ((E_s - E_s^ref) / n_s)^2 + w_F mean_{i,a} (F_ia - F_ia^ref)^2
-        + w_S mean_{s,ab} (sigma_sab - sigma_sab^ref)^2
-
-for ``qm9`` the L1 error of the standardised target (:mod:`sinet_ase.qm9.task`), for
-``nbody`` the MSE of the predicted positions (:mod:`sinet_ase.nbody.task`).
+trainer does the rest and names no task (each task's class docstring gives its loss:
+:mod:`sinet_ase.potential.task`, :mod:`sinet_ase.qm9.task`, :mod:`sinet_ase.nbody.task`).
 
 AdamW (or Adam, ``training.optimizer``), a linear warm-up then a constant learning rate
 (``constant``), cosine decay over the epochs (``cosine``), over the
@@ -26,8 +20,7 @@ beyond model, optimiser, scheduler and EMA). A resumed run may change only
 how long and where it runs (:data:`~sinet_ase.train.checkpoint.RESUMABLE_KEYS`);
 other changes are refused and the allowed ones are appended to
 ``run_dir/resume.log``. The best-on-validation EMA
-model is exported as ``best_model.pt`` (for the energy task, the file
-``SINetCalculator`` loads).
+model is exported as ``best_model.pt`` by the task.
 
 Multi-process training: started by ``torchrun``, each rank takes every
 ``world``-th batch and ``DistributedDataParallel`` averages the gradients

@@ -2,7 +2,7 @@
 usage: make_splits.py SHARED_DATA OUT_DIR
 
 Validation indices: sorted(numpy.random.default_rng(0).permutation(N)[:50]), the same frames SINet
-validates on (sinet_ase.data.atomic.split_indices with seed 0 and 50 validation structures).
+validates on (sinet_ase.potential.data.split_indices with seed 0 and 50 validation structures).
 Frames are copied byte-for-byte (no ASE round trip), so keys stay `energy=` / `forces`.
 """
 
