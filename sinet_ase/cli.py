@@ -75,7 +75,7 @@ def train_main(argv=None) -> int:
     if args.config is None:
         parser.error("give a config file (sinet-train --print-config > my.yaml writes one)")
 
-    from .data.qm9 import QM9CacheError
+    from .qm9.cache import QM9CacheError
     from .train import load_config, train
     from .train.tasks import describe_best
 

@@ -1,4 +1,4 @@
-"""Tests of the QM9 loader (sinet_ase.data.qm9).
+"""Tests of the QM9 loader (sinet_ase.qm9.source, .cache, .split, .targets).
 
 Speed: parsing all 130,831 molecules takes 30-40 s, so the parser tests build
 a cache from a *mini* qm9pack directory holding only the rows they need
@@ -20,17 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sinet_ase.data import qm9 as Q
-from sinet_ase.data.qm9 import (
-    HARTREE_TO_MEV,
-    TARGET_NAMES,
-    TARGETS,
-    QM9CacheError,
-    load_qm9,
-    load_split,
-    qm9_split,
-    save_split,
-)
+from sinet_ase.qm9 import cache as qm9_cache
+from sinet_ase.qm9 import source
+from sinet_ase.qm9 import targets as T
+from sinet_ase.qm9.cache import QM9CacheError, load_qm9
+from sinet_ase.qm9.split import load_split, qm9_split, save_split
+from sinet_ase.qm9.targets import HARTREE_TO_MEV, TARGET_NAMES, TARGETS
 
 needs_qm9pack = pytest.mark.skipif(
     importlib.util.find_spec("qm9pack") is None, reason="qm9pack not installed (extra sinet-ase[qm9])"
@@ -67,7 +62,7 @@ def raw_rows():
     """{qm9 index: {column: raw string}} for the mini molecules, via a plain split."""
     import csv
 
-    src = Q.qm9pack_data_dir()
+    src = source.qm9pack_data_dir()
     rows = {}
     for name, ids in PART_ROWS.items():
         got = _raw_lines(src / name, ids)
@@ -80,17 +75,17 @@ def raw_rows():
 @pytest.fixture(scope="session")
 def mini_source(tmp_path_factory):
     """A qm9pack-like data directory with only the MINI_IDS rows."""
-    src = Q.qm9pack_data_dir()
+    src = source.qm9pack_data_dir()
     dst = tmp_path_factory.mktemp("qm9pack_mini")
     for name, ids in PART_ROWS.items():
         got = _raw_lines(src / name, ids)
         (dst / name).write_text(got["header"] + "".join(got["rows"][i] for i in ids))
     # Polarizabilities of all molecules up to 3600 plus the part2/3 ones: the
     # loader must pick the right rows out of a larger file.
-    with open(src / Q.QM9PACK_POLARIZABILITY_FILE, encoding="utf-8") as fh:
+    with open(src / source.QM9PACK_POLARIZABILITY_FILE, encoding="utf-8") as fh:
         header = fh.readline()
         keep = [ln for ln in fh if int(ln[11:17]) <= 3600 or int(ln[11:17]) in MINI_IDS]
-    (dst / Q.QM9PACK_POLARIZABILITY_FILE).write_text(header + "".join(keep))
+    (dst / source.QM9PACK_POLARIZABILITY_FILE).write_text(header + "".join(keep))
     return dst
 
 
@@ -142,7 +137,7 @@ def test_methane_matches_csv(mini):
         mini.frequencies_of(i),
         [1341.307, 1341.3284, 1341.365, 1562.6731, 1562.7453, 3038.3205, 3151.6034, 3151.6788, 3151.7078],
     )
-    raw = dict(zip(Q.RAW_PROPERTY_NAMES, mini.raw_properties[i]))
+    raw = dict(zip(T.RAW_PROPERTY_NAMES, mini.raw_properties[i]))
     assert raw == {
         "A": 157.7118,
         "B": 157.70997,
@@ -173,7 +168,7 @@ def test_every_mini_row_matches_csv(mini, raw_rows):
         na = int(row["N_atoms"])
         assert mini.n_atoms[i] == na
         symbols = re.findall(r"'([A-Z][a-z]?)'", row["Elements"])
-        assert mini.numbers_of(i).tolist() == [Q._SYMBOL_TO_Z[s] for s in symbols]
+        assert mini.numbers_of(i).tolist() == [source._SYMBOL_TO_Z[s] for s in symbols]
         np.testing.assert_array_equal(mini.positions_of(i).ravel(), _floats(row["XYZ_Ang"]))
         s = slice(mini.offsets[i], mini.offsets[i + 1])
         np.testing.assert_array_equal(mini.mulliken_charges[s], _floats(row["Mulliken_pop"]))
@@ -181,7 +176,7 @@ def test_every_mini_row_matches_csv(mini, raw_rows):
         if mini.freq_duplicated[i]:
             freqs = freqs[len(freqs) // 2 :]
         np.testing.assert_array_equal(mini.frequencies_of(i), freqs)
-        np.testing.assert_array_equal(mini.raw_properties[i], [float(row[c]) for c in Q._RAW_CSV_COLUMNS])
+        np.testing.assert_array_equal(mini.raw_properties[i], [float(row[c]) for c in source._RAW_CSV_COLUMNS])
         assert mini.smiles[i] == row["SMILES"]
 
 
@@ -194,7 +189,7 @@ def test_zero_dot_numbers(mini, raw_rows):
         mini.positions_of(i),
         [[0.5995394918, 0.0, 1.0], [-0.5995394918, 0.0, 1.0], [-1.6616385861, 0.0, 1.0], [1.6616385861, 0.0, 1.0]],
     )
-    assert mini.raw_properties[i, Q.RAW_PROPERTY_NAMES.index("A")] == 0.0
+    assert mini.raw_properties[i, T.RAW_PROPERTY_NAMES.index("A")] == 0.0
     assert mini.target("mu")[i] == 0.0
     assert len(mini.frequencies_of(i)) == 3 * 4 - 5  # linear molecule
 
@@ -208,7 +203,7 @@ def test_doubled_frequency_row(mini, raw_rows):
     np.testing.assert_array_equal(mini.frequencies_of(i), raw[24:])
     # The kept (second) list reproduces the ZPVE column: ZPVE = h c sum(nu) / 2.
     cm1_per_hartree = 219474.6313705
-    zpve = mini.raw_properties[i, Q.RAW_PROPERTY_NAMES.index("zpve")]
+    zpve = mini.raw_properties[i, T.RAW_PROPERTY_NAMES.index("zpve")]
     assert abs(mini.frequencies_of(i).sum() / 2 / cm1_per_hartree - zpve) < 1e-6
 
 
@@ -230,7 +225,7 @@ def test_malformed_row_gives_clear_error(tmp_path, mini_source):
     part.write_text("".join(lines))
     with pytest.raises(ValueError, match=r"qm9_part1.csv, line 3.*11 coordinates"):
         load_qm9(tmp_path / "cache", source_dir=tmp_path)
-    assert not (tmp_path / "cache" / Q.CACHE_FILENAME).exists()
+    assert not (tmp_path / "cache" / qm9_cache.CACHE_FILENAME).exists()
 
 
 # ---------------------------------------------------------------------------
@@ -240,15 +235,15 @@ def test_malformed_row_gives_clear_error(tmp_path, mini_source):
 
 def test_atomref_table_is_the_qm9_one():
     # U0 column of the atomref table of the QM9 paper (Ramakrishnan et al. 2014).
-    assert {z: r[1] for z, r in Q.ATOMREF_HARTREE.items()} == {
+    assert {z: r[1] for z, r in T.ATOMREF_HARTREE.items()} == {
         1: -0.500273,
         6: -37.846772,
         7: -54.583861,
         8: -75.064579,
         9: -99.718730,
     }
-    assert Q.ATOMREF_HARTREE[6][1:5] == (-37.846772, -37.845355, -37.844411, -37.861317)
-    assert Q.ATOMREF_HARTREE[8][2] == -75.063163
+    assert T.ATOMREF_HARTREE[6][1:5] == (-37.846772, -37.845355, -37.844411, -37.861317)
+    assert T.ATOMREF_HARTREE[8][2] == -75.063163
     assert [t.name for t in TARGETS.values() if t.atomref] == ["U0", "U", "H", "G"]
     assert TARGET_NAMES == ("mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U", "H", "G", "Cv")
     assert HARTREE_TO_MEV == 27211.386
@@ -352,18 +347,18 @@ def test_cache_reload_does_not_reparse(mini_cache, mini, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("cache was not used")
 
-    monkeypatch.setattr(Q, "parse_qm9pack", boom)
+    monkeypatch.setattr(qm9_cache, "parse_qm9pack", boom)
     again = load_qm9(mini_cache)
     for name in ("index", "offsets", "numbers", "positions", "frequencies", "targets"):
         np.testing.assert_array_equal(getattr(again, name), getattr(mini, name))
-    assert [p.name for p in mini_cache.iterdir()] == [Q.CACHE_FILENAME]  # no temp file left
+    assert [p.name for p in mini_cache.iterdir()] == [qm9_cache.CACHE_FILENAME]  # no temp file left
 
 
 @needs_qm9pack
 @pytest.mark.parametrize("damage", ["flip", "truncate", "tamper"])
 def test_corrupt_cache_is_detected(tmp_path, mini_cache, mini_source, damage):
-    path = tmp_path / Q.CACHE_FILENAME
-    shutil.copy(mini_cache / Q.CACHE_FILENAME, path)
+    path = tmp_path / qm9_cache.CACHE_FILENAME
+    shutil.copy(mini_cache / qm9_cache.CACHE_FILENAME, path)
     if damage == "flip":
         blob = bytearray(path.read_bytes())
         blob[len(blob) // 2] ^= 0xFF
@@ -386,9 +381,9 @@ def test_corrupt_cache_is_detected(tmp_path, mini_cache, mini_source, damage):
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("SINET_ASE_CACHE", str(tmp_path))
-    assert Q.default_cache_dir() == tmp_path / "qm9"
+    assert qm9_cache.default_cache_dir() == tmp_path / "qm9"
     monkeypatch.delenv("SINET_ASE_CACHE")
-    assert Q.default_cache_dir() == Path.home() / ".cache" / "sinet_ase" / "qm9"
+    assert qm9_cache.default_cache_dir() == Path.home() / ".cache" / "sinet_ase" / "qm9"
 
 
 # ---------------------------------------------------------------------------
@@ -398,12 +393,13 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 
 @needs_qm9pack
 @pytest.mark.skipif(
-    not (Q.default_cache_dir() / Q.CACHE_FILENAME).exists() and os.environ.get("SINET_ASE_QM9_FULL_TEST") != "1",
+    not (qm9_cache.default_cache_dir() / qm9_cache.CACHE_FILENAME).exists()
+    and os.environ.get("SINET_ASE_QM9_FULL_TEST") != "1",
     reason="full QM9 cache not built (run load_qm9() once, ~40 s, or set SINET_ASE_QM9_FULL_TEST=1)",
 )
 def test_full_cache():
     data = load_qm9()
-    assert len(data) == Q.N_MOLECULES and data.index[0] == 1 and data.index[-1] == 133_885
+    assert len(data) == T.N_MOLECULES and data.index[0] == 1 and data.index[-1] == 133_885
     assert data.freq_duplicated.sum() == 334
     assert np.all(np.diff(data.index) > 0)
     assert set(np.unique(data.numbers).tolist()) == {1, 6, 7, 8, 9}
@@ -415,7 +411,7 @@ def test_full_cache():
     assert np.all((nf == 3 * data.n_atoms - 6) | (nf == 3 * data.n_atoms - 5))
     real = np.clip(data.frequencies, 0.0, None)
     half_sum = np.add.reduceat(real, data.freq_offsets[:-1]) / 2 / 219474.6313705
-    assert np.abs(half_sum - data.raw_properties[:, Q.RAW_PROPERTY_NAMES.index("zpve")]).max() < 1e-6
+    assert np.abs(half_sum - data.raw_properties[:, T.RAW_PROPERTY_NAMES.index("zpve")]).max() < 1e-6
     i = data.row_of(3574)
     assert data.mulliken_charges[data.offsets[i] + 1] == -7e-6
     assert data.atoms(0).info["U0"] == pytest.approx(-17172.1805, abs=1e-3)

@@ -22,7 +22,7 @@ import yaml
 from e3nn import o3
 
 from sinet_ase import ConfigError, ModelFileError, load_model
-from sinet_ase.data.qm9 import default_cache_dir
+from sinet_ase.qm9.cache import default_cache_dir
 from sinet_ase.graph import batch_graphs
 from sinet_ase.qm9.data import qm9_graph
 from sinet_ase.qm9.model import (

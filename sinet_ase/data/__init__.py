@@ -1,6 +1,6 @@
-"""Dataset loaders for sinet-ase (QM9 in :mod:`sinet_ase.data.qm9`).
+"""Former home of the data loaders; each now lives with its task.
 
-Submodules are imported explicitly (``from sinet_ase.data.qm9 import load_qm9``)
-so that importing :mod:`sinet_ase.data` stays cheap and never requires the
-optional data extras.
+:mod:`sinet_ase.data.atomic` re-exports :mod:`sinet_ase.potential.data` (energy + force
+data) and :mod:`sinet_ase.data.qm9` re-exports the QM9 loader of :mod:`sinet_ase.qm9`, so
+that old imports keep working; importing this package alone costs nothing.
 """

@@ -1,7 +1,7 @@
 """QM9 molecules as labelled graphs, subsets of the splits, target statistics.
 
-Built on :mod:`sinet_ase.data.qm9` (the loader and the paper/EGNN splits).
-Every function works on *rows* of :class:`~sinet_ase.data.qm9.QM9Data`
+Built on :mod:`sinet_ase.qm9.cache` (the loader) and :mod:`sinet_ase.qm9.targets`.
+Every function works on *rows* of :class:`~sinet_ase.qm9.cache.QM9Data`
 (0-based, not QM9 molecule numbers).
 """
 
@@ -14,7 +14,8 @@ import torch
 from ase import Atoms
 from tqdm import tqdm
 
-from ..data.qm9 import ATOMREF_COLUMNS, ATOMREF_HARTREE, TARGETS, QM9Data, default_cache_dir, load_qm9
+from .cache import QM9Data, default_cache_dir, load_qm9
+from .targets import ATOMREF_COLUMNS, ATOMREF_HARTREE, TARGETS
 from ..graph import atoms_to_graph
 
 __all__ = [
@@ -34,7 +35,7 @@ def _load(path: str) -> QM9Data:
 
 
 def qm9_dataset(cache_dir: Optional[str] = None) -> QM9Data:
-    """:func:`~sinet_ase.data.qm9.load_qm9`, memoised per cache folder for this process
+    """:func:`~sinet_ase.qm9.cache.load_qm9`, memoised per cache folder for this process
     (loading and checking the 157 MB cache takes seconds; trainers and tests share it)."""
     path = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     return _load(str(path.resolve()))

@@ -28,7 +28,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from ..data.qm9 import TARGETS, qm9_split
+from .split import qm9_split
+from .targets import TARGETS
 from ..files import atomic_write_text
 from ..graph import batch_graphs
 from .data import qm9_dataset, qm9_graphs, subset_rows

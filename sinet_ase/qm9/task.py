@@ -5,7 +5,7 @@ training/qm9_gap.yaml``); the shared :class:`~sinet_ase.train.trainer.Trainer`
 brings EMA, schedule, checkpoints and exact resume, the CSV log, progress and
 plots. This module supplies (see :mod:`sinet_ase.train.tasks`):
 
-* data: :func:`~sinet_ase.data.qm9.load_qm9`, the ``qm9.split`` split
+* data: :func:`~sinet_ase.qm9.cache.load_qm9`, the ``qm9.split`` split
   (``paper``: 110,000 / 10,000 / 10,831) with seed ``qm9.split_seed``;
   ``qm9.train_subset`` / ``valid_subset`` / ``test_subset`` draw that many
   molecules of each part (seeded by the run ``seed``); graphs with the run's
@@ -36,7 +36,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from ..data.qm9 import TARGETS, qm9_split
+from .split import qm9_split
+from .targets import TARGETS
 from ..errors import ConfigError
 from ..hparams import DEFAULTS
 from ..registry import register_task
@@ -61,7 +62,7 @@ QM9_ATOMREF = ("auto", "fit", "dataset", "none")
 class QM9Config:
     """The ``qm9`` section of a ``task: qm9`` config."""
 
-    target: str = "gap"  # one of sinet_ase.data.qm9.TARGET_NAMES
+    target: str = "gap"  # one of sinet_ase.qm9.targets.TARGET_NAMES
     split: str = "paper"  # paper (110k/10k/10,831) | egnn (100k/17,748/13,083)
     split_seed: int = 0  # seed of the split permutation (0: Cormorant's)
     train_subset: Optional[int] = None  # train on this many molecules of the training split
@@ -86,7 +87,8 @@ class QM9Task(Task):
 
     @classmethod
     def validate_config(cls, config) -> None:
-        from ..data.qm9 import ATOMREF_COLUMNS, SPLIT_SCHEMES, TARGET_NAMES
+        from .split import SPLIT_SCHEMES
+        from .targets import ATOMREF_COLUMNS, TARGET_NAMES
 
         q, m = config.qm9, config.model
         if q.target not in TARGET_NAMES:
