@@ -309,6 +309,10 @@ def test_evaluate_command_prints_table(gap_run, capsys, tmp_path):
         ({"qm9": {"target": "mu"}, "model": {"lmax": 0}}, r"model\.lmax must be >= 1"),
         ({"qm9": {"target": "mu"}, "model": {"pooling": "sum"}}, "pooling does not apply to target mu"),
         ({"task": "qm10"}, "task must be one of energy, nbody, qm9"),
+        (
+            {"training": {"freeze": ["backbone"]}},
+            r"task qm9 freezes no part of its model: training\.freeze must be \[\]",
+        ),
     ],
 )
 def test_config_errors(change, message):
