@@ -6,6 +6,37 @@ The config's ``data`` section (:class:`DataConfig`) names the files and their la
 The model is :class:`~sinet_ase.model.SINet` with its energy head; the exported file is the
 one :class:`~sinet_ase.SINetCalculator` loads. The contract a task fulfils is
 :class:`sinet_ase.train.tasks.Task`.
+
+Data labels (:mod:`sinet_ase.labels`): ``energy_key``, ``forces_key``,
+``stress_key`` and ``virials_key`` name the labels, looked up in the calculator results,
+then ``atoms.info``, then ``atoms.arrays`` (defaults: ASE's names; a MACE-style file takes
+``REF_energy``, ``REF_forces``, ``REF_stress`` / ``REF_virials``). Virials (eV) are read
+where a structure has no stress and become ``stress = -virials / volume``.
+
+``atomic_energies`` sets the per-element energy shift ``E0`` (eV): ``fit`` (least squares
+over the training structures), a mapping ``{H: -13.57, C: -1025.3}``, or the path of an
+extxyz of isolated atoms (one atom per frame). Frames whose ``config_type`` is
+``isolated_atom`` inside the data files are never trained on; those of the training files
+give the E0s of their elements unless an explicit mapping or file is set (``fit`` then fits
+only the elements they lack).
+
+``config_type_weights`` (``{Default: 1.0, some_type: 0.1}``) multiplies the energy, force
+and stress terms of each structure by the weight of its ``atoms.info["config_type"]``
+(``Default`` for the types not listed, 1 when ``Default`` is not listed either).
+``training.loss: huber`` replaces each squared residual ``r^2`` by
+``huber_delta``'s Huber function (``r^2 / 2`` for ``|r| <= delta``, ``delta (|r| - delta / 2)``
+beyond; ``torch.nn.functional.huber_loss``) of the same residuals (energy per atom in eV,
+force and stress components in eV/Å and eV/Å^3).
+
+Fine-tuning (:mod:`sinet_ase.potential.finetune`): ``model.init_from`` names a
+model file or a shipped potential (``sinet-xtb-md17``). The run starts from its weights and
+takes its architecture (model keys given beside it must equal the file's, except
+``elements``) and its ``avg_num_neighbors`` and ``energy_scale`` (they define the function
+the weights compute). Elements of the data that the file lacks are added, with the rows of a
+newly built model; the known elements keep theirs. The E0s follow ``data.atomic_energies``
+on the new data as for a fresh model (``fit`` refits them; elements absent from the new
+training data keep the file's). ``training.freeze: [backbone]`` (needs ``init_from``; not
+with new elements) trains only the energy head: the backbone's parameters are not trained.
 """
 
 import inspect
@@ -24,7 +55,7 @@ from .finetune import FREEZABLE
 
 @dataclass
 class DataConfig:
-    """The ``data`` section of the energy task (:mod:`sinet_ase.train.config` explains it)."""
+    """The ``data`` section of the energy task (the module docstring explains it)."""
 
     train: List[str] = field(default_factory=list)
     valid: Optional[List[str]] = None
