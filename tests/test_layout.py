@@ -15,6 +15,7 @@ graphs, model files, calculator, inference, integrations) -> the generic trainer
 """
 
 import ast
+import functools
 import importlib
 import warnings
 from pathlib import Path
@@ -109,10 +110,15 @@ def test_cycle_finder_sees_a_cycle():
     assert [is_main_block(node) for node in script.body] == [True, False]
 
 
-def test_no_module_imports_in_a_circle():
+@functools.lru_cache(maxsize=1)
+def import_graph():
+    """``{module: the package modules it imports}`` over the whole package (parsed once)."""
     names = module_names()
-    graph = {name: imports_of(name, path, names) for name, path in names.items()}
-    assert cycles(graph) == []
+    return {name: imports_of(name, path, names) for name, path in names.items()}
+
+
+def test_no_module_imports_in_a_circle():
+    assert cycles(import_graph()) == []
 
 
 # --- layers ------------------------------------------------------------------------------
@@ -187,10 +193,9 @@ def test_layer_check_sees_a_violation():
 
 
 def test_layers_import_downwards():
-    names = module_names()
-    graph = {name: imports_of(name, path, names) for name, path in names.items()}
+    graph = import_graph()
     assert layer_violations(graph) == []
-    assert all(any(layer_of(n) == layer for n in names) for layer in ("ops", "core", "train", "task", "app"))
+    assert all(any(layer_of(n) == layer for n in graph) for layer in ("ops", "core", "train", "task", "app"))
 
 
 @pytest.mark.parametrize("old, new", sorted(OLD_PATHS.items()))
