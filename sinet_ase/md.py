@@ -13,7 +13,8 @@ Ensembles (``--ensemble``), all ASE integrators on a SINet calculator:
   the volume fluctuates at fixed cell shape; ``npt-cell`` lets the whole cell fluctuate
   (:class:`~ase.md.nose_hoover_chain.MTKNPT`). The external pressure ``--pressure`` is in
   GPa (1 bar = 1e-4 GPa); both need a cell periodic in all three directions, whose
-  stress the calculator returns together with the forces (one model call per step).
+  stress the calculator returns together with the forces
+  (``SINetCalculator(compute_stress=True)``: one model call per step).
 
 Every ``interval`` steps it prints step, time, temperature and the potential, kinetic and
 total energies (plus volume and pressure for a periodic cell), writes the same line to
@@ -201,7 +202,11 @@ def compile_mode(choice: str, steps: int):
 
 def _calculator(args) -> SINetCalculator:
     options = dict(
-        device=args.device, dtype=args.dtype, compile=compile_mode(getattr(args, "compile", "auto"), args.steps)
+        device=args.device,
+        dtype=args.dtype,
+        compile=compile_mode(getattr(args, "compile", "auto"), args.steps),
+        # a barostat asks for the forces, then the stress of the same positions: one call
+        compute_stress=args.ensemble in NPT_ENSEMBLES,
     )
     if args.model:
         return SINetCalculator(args.model, **options)
@@ -303,22 +308,6 @@ def make_dynamics(atoms, args, rng):
     raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {args.ensemble!r}")
 
 
-def _stress_with_forces(calc) -> None:
-    """Make ``calc`` return the stress with every force call: a barostat asks for the forces
-    and then the stress of the same positions, which would otherwise cost two model calls."""
-    calculate = calc.calculate
-
-    def with_stress(atoms=None, properties=("energy",), system_changes=None):
-        wanted = tuple(properties)
-        if "stress" not in wanted:
-            wanted += ("stress",)
-        if system_changes is None:
-            return calculate(atoms, wanted)
-        return calculate(atoms, wanted, system_changes)
-
-    calc.calculate = with_stress
-
-
 def log_path(args) -> Path:
     """The log file: ``--log``, or the trajectory's name with ``.log``."""
     given = getattr(args, "log", None)
@@ -334,8 +323,6 @@ def run_md(atoms, args) -> str:
     started_up = time.perf_counter()
     atoms.calc = _calculator(args)
     periodic = bool(atoms.pbc.all()) and atoms.cell.rank == 3
-    if args.ensemble in NPT_ENSEMBLES:
-        _stress_with_forces(atoms.calc)
     network = compiled_network(atoms.calc.model)
     if network is not None and network.after_calls == 0 and compile_problem(atoms.calc.device.type) is None:
         tqdm.write(
