@@ -249,13 +249,11 @@ def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
         config["num_layers"] = int(layers_part)
     config.update(extra or {})
     model = SINet(elements=elements_of(system_name), **config)
-    cls = SINetCalculator
-    if stress:
-        cls = _with_stress(SINetCalculator)
+    # stress: computed on every call of a periodic cell, as MACE and NequIP do
     if default:
-        calc = cls(model, dtype=dtype)
+        calc = SINetCalculator(model, dtype=dtype, compute_stress=stress)
     else:
-        calc = cls(model, dtype=dtype, compile=compiled, edge_chunk_size=None)
+        calc = SINetCalculator(model, dtype=dtype, compile=compiled, edge_chunk_size=None, compute_stress=stress)
     info = {
         "config": dict(config, elements=elements_of(system_name)),
         "compiled": "auto" if default else compiled,
@@ -283,22 +281,6 @@ def default_warmup(info, n_warmup):
     return n_warmup
 
 
-def _with_stress(calculator_cls):
-    """A calculator class that computes the stress on every call, as MACE and NequIP do."""
-
-    from ase.calculators.calculator import all_changes
-
-    class WithStress(calculator_cls):
-        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-            target = atoms if atoms is not None else self.atoms
-            props = tuple(properties)
-            if target is not None and target.pbc.all() and "stress" not in props:
-                props = props + ("stress",)
-            super().calculate(atoms, props, system_changes)
-
-    return WithStress
-
-
 def _build_sinet_file(variant, system_name, atoms, dtype, stress=False):
     """``file-PATH`` / ``file-c-PATH``: a trained model file (``file-c-`` runs it compiled)."""
     from sinet_ase import SINetCalculator, load_model
@@ -306,8 +288,7 @@ def _build_sinet_file(variant, system_name, atoms, dtype, stress=False):
     compiled = variant.startswith("c-")
     path = variant[2:] if compiled else variant
     model = load_model(path)
-    cls = _with_stress(SINetCalculator) if stress else SINetCalculator
-    calc = cls(model, dtype=dtype, compile=compiled)
+    calc = SINetCalculator(model, dtype=dtype, compile=compiled, compute_stress=stress)
     return calc, {
         "config": {"file": path, **model.config},
         "compiled": compiled,

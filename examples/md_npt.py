@@ -31,7 +31,8 @@ def main():
     args = parser.parse_args()
 
     atoms = bulk(args.crystal, cubic=True).repeat(args.repeat)
-    atoms.calc = SINetCalculator(args.model)
+    # the barostat asks for the forces, then the stress: one model call serves both
+    atoms.calc = SINetCalculator(args.model, compute_stress=True)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(0))
     Stationary(atoms)
     # ASE's MTK integrator copies positions and momenta when it is built: set them first

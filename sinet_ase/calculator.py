@@ -6,7 +6,8 @@ and per-atom ``stresses`` (N, 6) in eV/Å^3 (``atoms.get_stresses()``; ASE's
 convention: each atom's virial over the cell volume, summing to the stress;
 :class:`~sinet_ase.SINet` says how the virial is split between atoms). Stress
 and stresses only for cells periodic in all three directions, otherwise ASE's
-``PropertyNotImplementedError``. Forces are ``-dE/dx`` and stress
+``PropertyNotImplementedError``; with ``compute_stress=True`` the stress of such a
+cell comes with every call (one model call per barostat step). Forces are ``-dE/dx`` and stress
 ``(1/V) dE/d epsilon``, both by autograd, so MD conserves energy.
 
 Between MD steps only the neighbour list is rebuilt; the model, its dtype
@@ -84,6 +85,14 @@ class SINetCalculator(Calculator):
             the numbers are arbitrary: atoms closer than half the shortest training
             distance, 8 times the neighbours, an energy 10 margins off), ``"raise"``
             (an error for both) or ``"ignore"`` (no check).
+        compute_stress: also compute the stress in every call on a cell periodic in all
+            three directions, whatever property was asked for (as MACE's and NequIP's
+            calculators always do), so that ``get_forces()`` followed by ``get_stress()``
+            of the same positions costs one model call, not two. Barostats (ASE's MTK
+            NPT, ``sinet-md --ensemble npt``) and cell filters ask for both every step.
+            The stress adds a strain derivative to the backward pass, so it is off by
+            default (``False``: stress only when asked for); it never applies to
+            molecules or slabs, which have no stress.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
@@ -97,6 +106,7 @@ class SINetCalculator(Calculator):
         compile: CompileMode = "auto",
         out_of_domain: str = "warn",
         memory_limit_gib: Optional[float] = None,
+        compute_stress: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -109,6 +119,9 @@ class SINetCalculator(Calculator):
         if memory_limit_gib is not None and not float(memory_limit_gib) > 0:
             raise ValueError(f"memory_limit_gib must be a positive number of GiB, got {memory_limit_gib!r}")
         self.memory_limit_gib = memory_limit_gib
+        if not isinstance(compute_stress, (bool, np.bool_)):
+            raise TypeError(f"compute_stress must be True or False, got {compute_stress!r}")
+        self.compute_stress = bool(compute_stress)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         resolve_mode(compile)  # a bad value is an error before any model is loaded
@@ -179,15 +192,18 @@ class SINetCalculator(Calculator):
         Calculator.calculate(self, atoms, properties, system_changes)
         atoms = self.atoms
         # stress, stress_std, ..., and stresses (whose results then hold the stress as well)
-        want_stress = any(p.startswith("stress") for p in properties)
+        asked_stress = any(p.startswith("stress") for p in properties)
         want_stresses = "stresses" in properties
-        if want_stress and not atoms.pbc.all():
+        if asked_stress and not atoms.pbc.all():
             name = "per-atom stresses need" if want_stresses else "stress needs"
             raise PropertyNotImplementedError(
                 f"{name} a cell periodic in all three directions (atoms.pbc is "
                 f"{atoms.pbc.tolist()}); set atoms.cell and atoms.pbc = True for a bulk "
                 "structure (a molecule or a slab has no stress)"
             )
+        # compute_stress: the stress of a bulk cell rides along with every call (one model
+        # call serves a barostat's forces and stress)
+        want_stress = asked_stress or (self.compute_stress and bool(atoms.pbc.all()))
         limit = None if self.memory_limit_gib is None else int(float(self.memory_limit_gib) * 2**30)
         backbone = self.model.backbone
         check_periodic_memory(self.model, atoms, self.device, limit)

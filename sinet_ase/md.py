@@ -13,13 +13,18 @@ Ensembles (``--ensemble``), all ASE integrators on a SINet calculator:
   the volume fluctuates at fixed cell shape; ``npt-cell`` lets the whole cell fluctuate
   (:class:`~ase.md.nose_hoover_chain.MTKNPT`). The external pressure ``--pressure`` is in
   GPa (1 bar = 1e-4 GPa); both need a cell periodic in all three directions, whose
-  stress the calculator returns together with the forces (one model call per step).
+  stress the calculator returns together with the forces
+  (``SINetCalculator(compute_stress=True)``: one model call per step).
 
 Every ``interval`` steps it prints step, time, temperature and the potential, kinetic and
 total energies (plus volume and pressure for a periodic cell), writes the same line to
 a log file beside the trajectory (``<trajectory>.log``, a ``#`` header, readable with
 ``numpy.loadtxt``) and appends a frame to the trajectory; at the end it reports the
-total-energy drift (NVE) and the speed.
+total-energy drift (NVE) and the speed. The temperature counts the degrees of freedom the
+run moves (:func:`degrees_of_freedom`: 3N - 6 for a molecule, whose momentum and angular
+momentum stay zero; ASE's ``get_temperature`` counts 3N); the initial velocities and the
+Bussi thermostat use the same count. (ASE's MTK thermostat counts 3N, so under ``npt`` the
+logged temperature settles 3N/(3N - 3) above ``--temperature``: 1.6 % for 64 atoms.)
 
 Ctrl-C (SIGINT) stops the run cleanly: the step in progress finishes, its frame is
 written and the trajectory closed, so every frame reads back; :class:`MDInterrupted`
@@ -201,7 +206,11 @@ def compile_mode(choice: str, steps: int):
 
 def _calculator(args) -> SINetCalculator:
     options = dict(
-        device=args.device, dtype=args.dtype, compile=compile_mode(getattr(args, "compile", "auto"), args.steps)
+        device=args.device,
+        dtype=args.dtype,
+        compile=compile_mode(getattr(args, "compile", "auto"), args.steps),
+        # a barostat asks for the forces, then the stress of the same positions: one call
+        compute_stress=args.ensemble in NPT_ENSEMBLES,
     )
     if args.model:
         return SINetCalculator(args.model, **options)
@@ -276,6 +285,36 @@ def _ase_integrator(module: str, name: str, ensemble: str):
         ) from None
 
 
+def degrees_of_freedom(atoms, ensemble: str) -> int:
+    """The kinetic degrees of freedom that a run of ``ensemble`` moves: the n_dof of its
+    temperature ``T = 2 E_kin / (n_dof k_B)`` and of its Bussi thermostat.
+
+    :func:`run_md` zeroes the centre-of-mass momentum and, for a structure with no periodic
+    direction, the angular momentum. Forces that sum to zero (any translation-invariant
+    potential) keep the momentum at zero, and so do the velocity rescaling of Bussi and the
+    Nose-Hoover chains of MTK; the rotation-invariant forces of an isolated structure keep its
+    angular momentum at zero. The kinetic energy then lives in 3N - 3 degrees of freedom, or
+    3N - 6 (3N - 5 for a linear molecule) without periodic directions, not ASE's 3N
+    (``atoms.get_temperature``): a thermostat that targets 3N/2 k_B T heats the moving degrees
+    of freedom by 3N / n_dof (29 % for ethanol). Langevin's per-atom friction and noise
+    (``fixcm=False``) move all 3N, and so does anything under ASE constraints, whose count
+    ASE already lowers.
+    """
+    n_dof = atoms.get_number_of_degrees_of_freedom()
+    if ensemble == "langevin" or atoms.constraints:
+        return n_dof
+    n_dof -= 3
+    if not atoms.pbc.any():
+        moments = atoms.get_moments_of_inertia()
+        n_dof -= int(np.count_nonzero(moments > 1e-6 * moments.max())) if moments.max() > 0 else 0
+    return max(n_dof, 1)
+
+
+def kinetic_temperature(atoms, n_dof: int) -> float:
+    """K: ``2 E_kin / (n_dof k_B)`` (:func:`degrees_of_freedom`)."""
+    return 2.0 * atoms.get_kinetic_energy() / (n_dof * units.kB)
+
+
 def make_dynamics(atoms, args, rng):
     """The ASE integrator for ``args.ensemble`` (velocities already set)."""
     dt = args.timestep * units.fs
@@ -287,7 +326,12 @@ def make_dynamics(atoms, args, rng):
         )
     if args.ensemble == "bussi":
         Bussi = _ase_integrator("ase.md.bussi", "Bussi", args.ensemble)
-        return Bussi(atoms, dt, temperature_K=args.temperature, taut=_thermostat_time(args) * units.fs, rng=rng)
+        dyn = Bussi(atoms, dt, temperature_K=args.temperature, taut=_thermostat_time(args) * units.fs, rng=rng)
+        # ASE's Bussi counts 3N degrees of freedom; the run moves fewer (degrees_of_freedom):
+        # rescale towards n_dof/2 k_B T, or the moving ones end up at 3N/n_dof times T
+        dyn.ndof = degrees_of_freedom(atoms, args.ensemble)
+        dyn.target_kinetic_energy = 0.5 * dyn.temp * dyn.ndof
+        return dyn
     if args.ensemble in NPT_ENSEMBLES:
         kind = _ase_integrator(
             "ase.md.nose_hoover_chain", "IsotropicMTKNPT" if args.ensemble == "npt" else "MTKNPT", args.ensemble
@@ -301,22 +345,6 @@ def make_dynamics(atoms, args, rng):
             pdamp=_barostat_time(args) * units.fs,
         )
     raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {args.ensemble!r}")
-
-
-def _stress_with_forces(calc) -> None:
-    """Make ``calc`` return the stress with every force call: a barostat asks for the forces
-    and then the stress of the same positions, which would otherwise cost two model calls."""
-    calculate = calc.calculate
-
-    def with_stress(atoms=None, properties=("energy",), system_changes=None):
-        wanted = tuple(properties)
-        if "stress" not in wanted:
-            wanted += ("stress",)
-        if system_changes is None:
-            return calculate(atoms, wanted)
-        return calculate(atoms, wanted, system_changes)
-
-    calc.calculate = with_stress
 
 
 def log_path(args) -> Path:
@@ -334,8 +362,6 @@ def run_md(atoms, args) -> str:
     started_up = time.perf_counter()
     atoms.calc = _calculator(args)
     periodic = bool(atoms.pbc.all()) and atoms.cell.rank == 3
-    if args.ensemble in NPT_ENSEMBLES:
-        _stress_with_forces(atoms.calc)
     network = compiled_network(atoms.calc.model)
     if network is not None and network.after_calls == 0 and compile_problem(atoms.calc.device.type) is None:
         tqdm.write(
@@ -347,6 +373,9 @@ def run_md(atoms, args) -> str:
     Stationary(atoms)
     if not atoms.pbc.any():  # a periodic structure has no rotation to remove
         ZeroRotation(atoms)
+    n_dof = degrees_of_freedom(atoms, args.ensemble)
+    if atoms.get_kinetic_energy() > 0:  # start at the temperature of the moving degrees of freedom
+        atoms.set_momenta(atoms.get_momenta() * np.sqrt(args.temperature / kinetic_temperature(atoms, n_dof)))
     dyn = make_dynamics(atoms, args, rng)
 
     path = Path(args.trajectory)
@@ -397,7 +426,7 @@ def run_md(atoms, args) -> str:
     bar = tqdm(total=args.steps, disable=args.no_progress, unit="step", leave=False)
 
     def report():
-        temperatures.append(atoms.get_temperature())
+        temperatures.append(kinetic_temperature(atoms, n_dof))
         e_pot, e_kin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
         line = (
             f"{dyn.nsteps:7d} {dyn.nsteps * args.timestep / 1000:8.3f} {temperatures[-1]:8.1f} "
@@ -461,7 +490,7 @@ def run_md(atoms, args) -> str:
             f"{drift / n_atoms / max(ps, 1e-12):+.3e} eV/atom/ps"
         )
     lines.append(
-        f"mean temperature {np.mean(temperatures):.1f} K; trajectory: {path} "
+        f"mean temperature {np.mean(temperatures):.1f} K ({n_dof} degrees of freedom); trajectory: {path} "
         f"({frames[0]} frames; view: ase gui {path}); log: {log_file}"
     )
     if interrupted:

@@ -112,6 +112,45 @@ def test_results_recomputed_only_when_the_structure_changes():
         assert len(calls) == 3 + k
 
 
+@pytest.mark.parametrize("committee", [False, True], ids=["single", "committee"])
+def test_compute_stress_comes_with_the_forces_of_a_bulk_cell(committee):
+    """``compute_stress=True``: one ``get_forces`` on a periodic cell also computes the stress,
+    which ``get_stress`` then reads without a second model call, equal to the stress a
+    calculator without the option computes when asked; off: no stress until asked for; a
+    molecule gets forces and no stress (and no error)."""
+    model = [make_model(["Cu"]), make_model(["Cu"], seed=1)] if committee else make_model(["Cu"])
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    rng = np.random.default_rng(0)
+    atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+    atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(scale=0.02, size=(3, 3))), scale_atoms=True)
+    atoms.calc = SINetCalculator(model, compute_stress=True)
+    calls = count_model_calls(atoms.calc)
+    atoms.get_forces()
+    assert len(calls) == 1 and "stress" in atoms.calc.results
+    assert ("stress_std" in atoms.calc.results) == committee
+    in_results = atoms.calc.results["stress"].copy()
+    stress = atoms.get_stress()
+    assert len(calls) == 1  # served from the results of the force call
+    np.testing.assert_array_equal(stress, in_results)
+
+    reference = atoms.copy()
+    reference.calc = SINetCalculator(model)  # off (the default)
+    reference_calls = count_model_calls(reference.calc)
+    np.testing.assert_array_equal(reference.get_forces(), atoms.get_forces())
+    assert "stress" not in reference.calc.results
+    assert np.abs(stress).max() > 1e-4  # a strained, rattled cell: a stress worth comparing
+    np.testing.assert_allclose(reference.get_stress(), stress, rtol=1e-12, atol=1e-15)
+    assert len(reference_calls) == 2  # without the option the stress costs a second call
+
+    dimer = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.4]])
+    dimer.calc = SINetCalculator(model, compute_stress=True)
+    assert dimer.get_forces().shape == (2, 3) and "stress" not in dimer.calc.results
+    with pytest.raises(PropertyNotImplementedError, match="periodic"):
+        dimer.get_stress()
+    with pytest.raises(TypeError, match="compute_stress must be True or False"):
+        SINetCalculator(model, compute_stress="yes")
+
+
 def test_nve_energy_conserved():
     atoms = molecule("CH3CH2OH")
     atoms.calc = SINetCalculator(make_model(), compile=False)  # 500 steps: "auto" would compile
