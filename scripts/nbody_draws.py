@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from sinet_ase.files import atomic_write_text  # noqa: E402
 from sinet_ase.nbody.dataset import baseline_mse, load_nbody_dataset, make_split  # noqa: E402
 from sinet_ase.nbody.model import load_nbody_ensemble  # noqa: E402
-from sinet_ase.nbody.train import evaluate_mse  # noqa: E402
+from sinet_ase.nbody.evaluate import evaluate_mse  # noqa: E402
 
 
 def main():

@@ -27,7 +27,7 @@ from sinet_ase.files import atomic_write_text  # noqa: E402
 from sinet_ase.nbody import simulator as sim  # noqa: E402
 from sinet_ase.nbody.dataset import load_nbody_dataset  # noqa: E402
 from sinet_ase.nbody.model import load_nbody_ensemble  # noqa: E402
-from sinet_ase.nbody.train import ensemble_displacement, split_to_tensors  # noqa: E402
+from sinet_ase.nbody.evaluate import ensemble_displacement, split_to_tensors  # noqa: E402
 
 BIN_EDGES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, np.inf)
 INTERVAL_STEPS = 1000

@@ -10,7 +10,8 @@ from sinet_ase.nbody import simulator as sim
 from sinet_ase.nbody.model import NBodySINet, load_nbody_model, pair_orbit_scalars, save_nbody_model
 from sinet_ase.nbody.rollout import ground_truth, rollout, rollout_mse
 from sinet_ase.nbody.model import nbody_model_from_dict, nbody_model_to_dict
-from sinet_ase.nbody.train import evaluate_mse, learning_rate, load_config, resolve_device, train
+from nbody_former_loop import learning_rate, load_config, train
+from sinet_ase.nbody.evaluate import evaluate_mse, resolve_device
 from sinet_ase.testing import default_dtype, random_orthogonal, relative_error
 
 SMALL = dict(lmax=1, channels=16, num_layers=2, mlp_hidden=32, radial_hidden=16)

@@ -1,6 +1,6 @@
 """The N-body model as a task of the shared trainer (``sinet-train``, ``sinet-eval``).
 
-Checked against the former loop (:func:`sinet_ase.nbody.train.train`) and against the
+Checked against the former loop (``nbody_former_loop.train``, in ``tests/``) and against the
 committed model files and their documented test MSEs.
 """
 
@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from nbody_former_loop import load_config as legacy_config
+from nbody_former_loop import train as legacy_train
 from sinet_ase.cli import eval_main, train_main
 from sinet_ase.errors import ConfigError
 from sinet_ase.nbody import dataset as ds
 from sinet_ase.nbody.model import NBodySINet, load_nbody_model
 from sinet_ase.nbody.task import config_from_legacy
-from sinet_ase.nbody.train import load_config as legacy_config
 from sinet_ase.nbody.train import main as legacy_main
-from sinet_ase.nbody.train import train as legacy_train
 from sinet_ase.train import TrainConfig, Trainer, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +66,21 @@ def test_recipes_are_sinet_train_configs_that_translate_the_committed_runs():
         model = NBodySINet(**config.model)
         assert model.config == load_nbody_model(RESULTS / run / "best.pt").config
     assert NBodySINet(**load_config(ROOT / "training" / "nbody.yaml").model).num_parameters() == 14128
+
+
+def test_a_recipe_of_the_former_format_translates_with_that_loops_defaults():
+    """What an old-format recipe leaves out means the former loop's default (the SEGNN
+    protocol), not sinet-train's: ``model: {lmax: 1}`` alone is the benchmark recipe."""
+    raw = config_from_legacy({"model": {"lmax": 1}})
+    assert raw == config_from_legacy(legacy_config(None, {}))
+    config = TrainConfig.from_dict(raw)
+    assert NBodySINet(**config.model).num_parameters() == 14128
+    t = config.training
+    assert (t.lr, t.weight_decay, t.batch_size, t.epochs, t.valid_every) == (5e-4, 1e-12, 100, 1000, 5)
+    assert (t.optimizer, t.scheduler, t.ema_decay, t.dtype) == ("adam", "constant", 0.0, "float32")
+    assert (config.seed, config.nbody.dataset_seed, config.nbody.n_train) == (0, 42, 3000)
+    with pytest.raises(ConfigError, match="train.nope"):
+        config_from_legacy({"train": {"nope": 1}})
 
 
 def test_nbody_config_errors_name_the_key(tmp_path):

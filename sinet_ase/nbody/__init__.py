@@ -11,10 +11,10 @@
   model files (``save_nbody_model`` / ``load_nbody_model``).
 - :mod:`sinet_ase.nbody.task`: the ``nbody`` task of the shared trainer;
   ``sinet-train training/nbody.yaml``.
-- :mod:`sinet_ase.nbody.train`: the benchmark MSE (``evaluate_mse``) and the former
-  training loop (its command is deprecated in favour of ``sinet-train``).
-- :mod:`sinet_ase.nbody.evaluate`: test MSE of model files on an ``.npz`` split;
-  ``sinet-eval MODEL.pt DATA.npz``.
+- :mod:`sinet_ase.nbody.evaluate`: the benchmark MSE (``evaluate_mse``) and test MSE of
+  model files on an ``.npz`` split; ``sinet-eval MODEL.pt DATA.npz``.
+- :mod:`sinet_ase.nbody.train`: the former command ``python -m sinet_ase.nbody.train``,
+  deprecated: it runs its recipe through ``sinet-train``.
 - :mod:`sinet_ase.nbody.rollout`: ``rollout`` (autoregressive, K intervals of
   1,000 steps), ``ground_truth`` (simulator), ``rollout_mse``.  The function
   ``rollout`` is not re-exported here (it shares its module's name): use

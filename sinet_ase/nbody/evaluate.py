@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .dataset import baseline_mse, load_npz_split
-from .model import NBodySINet, load_nbody_ensemble, load_nbody_model
+from .model import FORMER_CHECKPOINT_FORMAT, NBodySINet, load_nbody_ensemble, load_nbody_model
 
 __all__ = [
     "split_to_tensors",
@@ -176,7 +176,7 @@ def is_nbody_model_file(path) -> bool:
         return False
     if not isinstance(payload, dict):
         return False
-    if payload.get("format") == "sinet-ase-nbody-checkpoint":
+    if payload.get("format") == FORMER_CHECKPOINT_FORMAT:
         return True
     kind = lookup(str(payload.get("model_type")))
     return kind is not None and kind.task == "nbody"

@@ -96,9 +96,14 @@ __all__ = [
     "load_nbody_ensemble",
     "nbody_model_to_dict",
     "nbody_model_from_dict",
+    "FORMER_CHECKPOINT_FORMAT",
 ]
 
 BACKBONES = ("sinet", "siformer")
+
+#: the ``checkpoint.pt`` of the former N-body loop (``best_model`` inside, or ``model``
+#: before the first validation); :func:`load_nbody_model` and ``sinet-eval`` read it
+FORMER_CHECKPOINT_FORMAT = "sinet-ase-nbody-checkpoint"
 
 #: ``coulomb_scalars``: distances below this count as this (the simulator clips forces at 100)
 COULOMB_MIN_DISTANCE = 0.1
@@ -401,7 +406,7 @@ def load_nbody_model(path: Union[str, Path]) -> NBodySINet:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ModelFileError(f"{path} is not a readable N-body model file: {type(err).__name__}: {err}") from err
-    if isinstance(payload, dict) and payload.get("format") == "sinet-ase-nbody-checkpoint":
+    if isinstance(payload, dict) and payload.get("format") == FORMER_CHECKPOINT_FORMAT:
         payload = payload["best_model"] if payload.get("best_model") else payload["model"]
     return nbody_model_from_dict(payload, str(path))
 
@@ -409,7 +414,7 @@ def load_nbody_model(path: Union[str, Path]) -> NBodySINet:
 def load_nbody_ensemble(spec: str) -> List[NBodySINet]:
     """Model files joined by commas (``"a.pt,b.pt"``) -> their models, one per file;
     a single path gives a list of one. Scored together they form an ensemble
-    (:func:`sinet_ase.nbody.train.evaluate_mse` takes the list)."""
+    (:func:`sinet_ase.nbody.evaluate.evaluate_mse` takes the list)."""
     paths = [part for part in str(spec).split(",") if part]
     if not paths:
         raise ValueError("no model file given")

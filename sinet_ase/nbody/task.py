@@ -24,10 +24,11 @@ This module supplies (see :mod:`sinet_ase.train.tasks`):
 The protocol's optimiser is Adam with a constant learning rate and no EMA or gradient
 clipping: ``training.optimizer: adam``, ``scheduler: constant``, ``warmup_epochs: 0``,
 ``ema_decay: 0``, ``grad_clip: 0`` (``training/nbody.yaml``). With those, one epoch
-equals one epoch of the former loop :func:`sinet_ase.nbody.train.train` up to the order of
-the samples (the shared trainer draws epoch ``k``'s order from ``seed + k``; the former loop
-drew it from a torch generator seeded with ``seed + 1``); :func:`config_from_legacy`
-translates a config of that loop.
+equals one epoch of the former N-body loop up to the order of the samples (the shared
+trainer draws epoch ``k``'s order from ``seed + k``; the former loop drew it from a torch
+generator seeded with ``seed + 1``; ``tests/nbody_former_loop.py`` keeps that loop as the
+reference the task is tested against); :func:`config_from_legacy` translates a config of
+that loop (``python -m sinet_ase.nbody.train``, deprecated, runs recipes of its format).
 """
 
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from ..train.tasks import Task
 from . import simulator as sim
 from .model import NBodySINet, load_nbody_model, save_nbody_model
 
-__all__ = ["NBodyConfig", "NBodyTask", "NBodySamples", "NBodyBatch", "config_from_legacy"]
+__all__ = ["NBodyConfig", "NBodyTask", "NBodySamples", "NBodyBatch", "LEGACY_DEFAULTS", "config_from_legacy"]
 
 
 @dataclass
@@ -231,6 +232,40 @@ class NBodyTask(Task):
         )
 
 
+#: the former loop's config (sections ``model``, ``data``, ``train``) where a recipe of its
+#: format leaves an entry out; :func:`config_from_legacy` fills them in
+LEGACY_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "model": dict(
+        lmax=1,
+        channels=16,
+        num_layers=2,
+        num_radial=8,
+        radial_cutoff=10.0,
+        radial_hidden=16,
+        mlp_hidden=32,
+        avg_num_neighbors=4.0,
+    ),
+    "data": dict(cache_dir=None, seed=42, n_train=3000, n_valid=2000, n_test=2000),
+    "train": dict(
+        seed=0,
+        lr=5e-4,
+        weight_decay=1e-12,
+        batch_size=100,
+        epochs=1000,
+        eval_every=5,
+        dtype="float32",
+        threads=1,
+        device="cpu",
+        max_minutes=None,
+        lr_schedule="constant",
+        schedule_epochs=None,
+        lr_min=0.0,
+        ema_decay=None,
+        time_reversal=False,
+        input_frames=None,
+    ),
+}
+
 #: ``train`` keys of the former loop that the shared trainer reads under another name
 _LEGACY_TRAINING = {
     "lr": "lr",
@@ -247,17 +282,13 @@ _LEGACY_TRAINING = {
 
 def config_from_legacy(legacy: Dict[str, Any], run_dir: Optional[str] = None) -> Dict[str, Any]:
     """A raw ``sinet-train`` config (``task: nbody``) that trains what ``legacy``, a config
-    of the former loop (:func:`sinet_ase.nbody.train.load_config`: sections ``model``,
-    ``data``, ``train``), trained: Adam, its schedule without warm-up, no gradient
+    of the former loop (sections ``model``, ``data``, ``train``; entries left out take
+    :data:`LEGACY_DEFAULTS`), trained: Adam, its schedule without warm-up, no gradient
     clipping, EMA only with ``train.ema_decay``, no early stopping."""
     from .evaluate import resolve_device
 
-    model, data, train = (dict(legacy.get(k) or {}) for k in ("model", "data", "train"))
-    unknown = sorted(
-        set(train)
-        - set(_LEGACY_TRAINING)
-        - {"seed", "device", "lr_schedule", "schedule_epochs", "ema_decay", "time_reversal", "input_frames"}
-    )
+    model, data, train = ({**LEGACY_DEFAULTS[k], **(legacy.get(k) or {})} for k in ("model", "data", "train"))
+    unknown = sorted(set(train) - set(LEGACY_DEFAULTS["train"]))
     if unknown:
         raise ConfigError(f"train.{unknown[0]} has no counterpart in sinet-train")
     training = {new: train[old] for old, new in _LEGACY_TRAINING.items() if train.get(old) is not None}
