@@ -377,22 +377,31 @@ def main():
                         )
                         if r.get("cprofile"):
                             print(r["cprofile"])
+                        if args.json:  # after every configuration: a killed run keeps what it measured
+                            write_json(args.json, payload(args, state, load, results))
     for potential in args.potentials:
         print_table([r for r in results if r["potential"] == potential], f"{potential}, microseconds per step")
     print(f"\nforeign load during the run: {load.cores:.2f} cores; threads {args.threads}; clock {args.clock}")
     if args.json:
-        payload = {
-            "machine": state,
-            "foreign_load_cores": round(load.cores, 2),
-            "threads": args.threads,
-            "clock": args.clock,
-            "allocator": os.environ.get("LD_PRELOAD", "") or "glibc",
-            "code": os.path.dirname(sinet_ase.__file__),
-            "commit": git_commit(args.code_root),
-            "torch": torch.__version__,
-            "results": results,
-        }
-        write_json(args.json, payload)
+        write_json(args.json, payload(args, state, load, results))
+
+
+def payload(args, state, load, results):
+    import torch
+
+    import sinet_ase
+
+    return {
+        "machine": state,
+        "foreign_load_cores": round(getattr(load, "cores", float("nan")), 2),
+        "threads": args.threads,
+        "clock": args.clock,
+        "allocator": os.environ.get("LD_PRELOAD", "") or "glibc",
+        "code": os.path.dirname(sinet_ase.__file__),
+        "commit": git_commit(args.code_root),
+        "torch": torch.__version__,
+        "results": results,
+    }
 
 
 if __name__ == "__main__":
