@@ -41,6 +41,7 @@ import warnings
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 from ase.data import atomic_numbers, chemical_symbols
 
 #: a distance below this fraction of the shortest training distance of its pair is out of domain
@@ -128,6 +129,15 @@ def training_domain(graphs, atomic_energies: Optional[Dict[str, float]] = None) 
     return domain
 
 
+def _numpy(tensor, dtype=None) -> np.ndarray:
+    """A CPU numpy view (or copy) of a graph tensor, in ``dtype`` if given; the common case of
+    a CPU tensor already in that dtype costs one call, not four (the check runs every MD step)."""
+    if tensor.device.type != "cpu" or tensor.requires_grad or (dtype is not None and tensor.dtype != dtype):
+        tensor = tensor.detach().cpu()
+        tensor = tensor if dtype is None else tensor.to(dtype)
+    return tensor.numpy()
+
+
 def _severity(value: float, inside: float, far: float) -> int:
     """0 inside, 1 outside (beyond ``inside``), 2 far outside (beyond ``far``), for a
     quantity whose larger values are worse."""
@@ -154,17 +164,25 @@ class DomainCheck:
         far = 0.0 if self.repulsive else FAR_DISTANCE_FACTOR
         self.near = DISTANCE_FACTOR * self.shortest
         self.far = far * self.shortest
+        self._references = {}  # atomic numbers (bytes) -> their reference energy: constant in MD
+
+    def _reference(self, z: np.ndarray) -> float:
+        key = z.tobytes()
+        reference = self._references.get(key)
+        if reference is None:
+            if len(self._references) > 64:  # many compositions (a data set): keep a few
+                self._references.clear()
+            reference = self._references[key] = _reference(z, self.domain.get("atomic_energies", {}))
+        return reference
 
     def __call__(self, graph, energy: Optional[float] = None) -> Tuple[List[str], List[str]]:
         """``(outside, far_outside)``: sentences on how ``graph`` (and its total ``energy``, eV)
         lies outside the domain, and far outside it (module docstring)."""
         outside: List[str] = []
         far: List[str] = []
-        pos = graph.pos.detach().cpu().double().numpy()
-        edge_index = graph.edge_index.detach().cpu().numpy()
-        shifts = graph.shifts.detach().cpu().double().numpy()
-        cell = graph.cell.detach().cpu().double().numpy().reshape(-1, 3, 3)[0]
-        z = graph.z.detach().cpu().numpy()
+        pos, shifts = _numpy(graph.pos, torch.float64), _numpy(graph.shifts, torch.float64)
+        edge_index, z = _numpy(graph.edge_index), _numpy(graph.z)
+        cell = _numpy(graph.cell, torch.float64).reshape(-1, 3, 3)[0]
         neighbours = np.zeros(len(z), dtype=np.int64)
         worst = {}  # pair code -> (distance, i, j) of its shortest pair below the warning threshold
         for start in range(0, edge_index.shape[1], _EDGE_SLICE):
@@ -205,7 +223,7 @@ class DomainCheck:
         if bounds and energy is not None and len(z):
             lo, hi = bounds
             margin = max(hi - lo, ENERGY_MARGIN)
-            per_atom = (energy - _reference(z, self.domain.get("atomic_energies", {}))) / len(z)
+            per_atom = (energy - self._reference(z)) / len(z)
             far_margin = FAR_ENERGY_MARGINS * margin
             level = max(
                 _severity(lo - per_atom, margin, far_margin),  # a model with ZBL: high is physical

@@ -179,9 +179,12 @@ def atoms_to_graph(
     """
     validate_atoms(atoms, elements)
     pbc = np.asarray(atoms.pbc, dtype=bool)
-    i, j, S = neighbour_list(atoms.positions, atoms.cell.array, pbc, cutoff)
+    positions, cell = atoms.positions, atoms.cell.array
+    i, j, S = neighbour_list(positions, cell, pbc, cutoff)
     if len(i):
-        vec = atoms.positions[j] - atoms.positions[i] + S @ atoms.cell.array
+        vec = positions[j] - positions[i]
+        if pbc.any():  # open boundaries: every shift is zero
+            vec += S @ cell
         dist = np.linalg.norm(vec, axis=1)
         if dist.min() < MIN_DISTANCE:
             k = int(np.argmin(dist))
@@ -189,12 +192,13 @@ def atoms_to_graph(
                 f"atoms {int(i[k])} and {int(j[k])} are {dist[k]:.2e} Å apart (an atom on top of "
                 f"another, or of its own periodic image); separate them by more than {MIN_DISTANCE} Å"
             )
+    # from_numpy where the array is this call's own (the neighbour list's int64 arrays): no copy
     data = Data(
-        pos=torch.tensor(atoms.positions, dtype=torch.float64),
+        pos=torch.tensor(positions, dtype=torch.float64),
         z=torch.tensor(atoms.numbers, dtype=torch.long),
-        edge_index=torch.tensor(np.stack([i, j]), dtype=torch.long),
-        shifts=torch.tensor(S, dtype=torch.float64),
-        cell=torch.tensor(atoms.cell.array, dtype=torch.float64).unsqueeze(0),
+        edge_index=torch.from_numpy(np.stack([i, j]).astype(np.int64, copy=False)),
+        shifts=torch.from_numpy(S.astype(np.float64)),
+        cell=torch.tensor(cell, dtype=torch.float64).unsqueeze(0),
         pbc=torch.tensor(pbc).unsqueeze(0),
     )
     if with_labels:

@@ -192,3 +192,24 @@ def test_sinet_md_stops_with_exit_code_3_when_the_run_goes_far_outside(tmp_path,
     assert "the MD became unstable at step" in err and "far outside the potential's training data" in err
     assert str(traj) in err and err.count("\n") == 1
     assert len(read(traj, index=":")) >= 2
+
+
+def test_the_check_reads_float32_and_gradient_graphs_and_each_composition_has_its_reference():
+    """A graph in float32 with positions that need gradients reads as its float64 twin; the
+    per-composition reference energy is not reused for another composition."""
+    domain = {
+        "min_distance": {"H-H": 0.7},
+        "max_neighbours": 30,
+        "energy_per_atom": [0.0, 0.5],
+        "atomic_energies": {"H": 10.0},
+    }
+    check = DomainCheck(domain)
+    h2 = atoms_to_graph(Atoms("H2", positions=[[0, 0, 0], [0.45, 0, 0]]), 3.0, ["H", "O"])
+    expected = check(h2, 20.2)  # (20.2 - 2 x 10) / 2 = 0.1 eV/atom: inside; 0.45 Å: closer than 0.75 x 0.7
+    assert len(expected[0]) == 1 and "0.450 Å apart" in expected[0][0]
+    h2.pos = h2.pos.float().requires_grad_(True)
+    h2.shifts, h2.cell = h2.shifts.float(), h2.cell.float()
+    assert check(h2, 20.2) == expected
+    h3 = atoms_to_graph(Atoms("H3", positions=[[0, 0, 0], [1, 0, 0], [2, 0, 0]]), 3.0, ["H", "O"])
+    assert check(h3, 30.3) == ([], [])  # reference 30 eV, not the 20 eV of H2
+    assert len(check(h3, 35.0)[0]) == 1  # 1.67 eV/atom: over one margin (1 eV) above the range

@@ -4,6 +4,7 @@ import resource
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.build import bulk, fcc111, molecule
 from ase.neighborlist import neighbor_list as ase_neighbor_list
@@ -120,3 +121,25 @@ def test_periodic_direction_with_zero_cell_vector_is_an_error():
     atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], pbc=True)
     with pytest.raises(SINetInputError, match="cell vector is zero"):
         atoms_to_graph(atoms, 5.0)
+
+
+def test_graph_tensors_own_their_memory_and_have_the_documented_dtypes():
+    """The graph copies what it takes from the atoms (an MD step moves them in place) and
+    the neighbour list's arrays become int64 / float64 tensors."""
+    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    atoms.pbc = [True, True, False]
+    g = atoms_to_graph(atoms, 3.0)
+    pos, cell = g.pos.clone(), g.cell.clone()
+    atoms.positions += 1.0
+    atoms.cell.array[:] *= 2.0
+    assert torch.equal(g.pos, pos) and torch.equal(g.cell, cell)
+    assert g.edge_index.dtype == torch.long and g.shifts.dtype == torch.float64 and g.pos.dtype == torch.float64
+    assert g.z.dtype == torch.long and g.pbc.dtype == torch.bool and g.pbc.tolist() == [[True, True, False]]
+
+
+def test_an_atom_on_its_own_periodic_image_is_an_error():
+    atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], cell=[2.0, 2.0, 2.0], pbc=True)
+    assert atoms_to_graph(atoms, 3.0).edge_index.shape[1] > 0
+    atoms.positions[1] = [2.0, 0, 0]  # the image of atom 0 across the cell
+    with pytest.raises(SINetInputError, match="atoms [01] and [01] are .* apart"):
+        atoms_to_graph(atoms, 3.0)

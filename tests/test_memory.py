@@ -125,3 +125,19 @@ def test_the_default_limit_leaves_headroom(monkeypatch):
         calc.get_potential_energy(atoms)
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": int(estimate / 0.7))
     assert calc.get_potential_energy(atoms) < 0
+
+
+def test_the_available_memory_is_read_at_most_every_max_age(monkeypatch):
+    """One reading of /proc/meminfo serves the calls of the next MEMINFO_MAX_AGE_S seconds
+    (an MD step is ~1 ms), then it is read again."""
+    import time
+
+    from sinet_ase import memory
+
+    monkeypatch.setattr(memory, "_meminfo", (time.monotonic(), 12345))
+    monkeypatch.setattr(memory, "MEMINFO_MAX_AGE_S", 3600.0)
+    assert memory.available_bytes("cpu") == 12345
+    monkeypatch.setattr(memory, "MEMINFO_MAX_AGE_S", 0.0)
+    fresh = memory.available_bytes("cpu")
+    if fresh is not None:  # Linux: MemAvailable, bytes
+        assert fresh > 2**20 and memory._meminfo[1] == fresh
