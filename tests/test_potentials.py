@@ -110,10 +110,10 @@ def test_dft_potential_reproduces_its_card_and_runs_md_from_its_start(name, tmp_
 #: SHA-256 of each shipped potential's weights (sinet_ase.files.arrays_sha256 of the state dict)
 #: as published (training_domain was added to the metadata afterwards, weights untouched)
 WEIGHT_DIGESTS = {
-    "sinet-xtb-md17": "fdb2fb06dc4ac9a45cf043b003529063d3e639c5f01813948ee93b242582ff73",
+    "sinet-xtb-md17": "f815d61bfd36984a395e85024db541b3e0b9b618679fa11e61830ab792185f65",
     "sinet-rmd17-aspirin": "d93f24245626e84ed919fcd1601c78f63226fae7fdcb92f1e44ecc95d4a5c1f7",
     "sinet-acac": "04394c408edcf87c0ebfc8801abfa316801059c6de73b27fa44812be81fd2660",
-    "sinet-rmd17-ethanol": "0fb62efcbb95d37532a43a20aee211b55c04456848ae3df76d2ddbf27000816e",
+    "sinet-rmd17-ethanol": "b074fc9e1bbf567a339e1a9004460d4aa311da51db7d17ab414286e028bd148b",
 }
 
 

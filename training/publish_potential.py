@@ -82,7 +82,8 @@ def test_sets(config, run, folder=None):
 
 def nve_run(model_path, name, steps, seed=0):
     atoms = shipped_structure(name)
-    atoms.calc = SINetCalculator(model_path)
+    # eager, so that the time per step does not include a compilation part-way through the run
+    atoms.calc = SINetCalculator(model_path, compile=False)
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(seed))
     Stationary(atoms)
     ZeroRotation(atoms)
@@ -231,7 +232,7 @@ def render_card(card) -> str:
     head = (
         "| molecule | test frames | E MAE (meV/atom) | E MAE offset-free | F MAE (meV/Å) | "
         + "".join(f"{label} E MAE | {label} F MAE | " for label in extra)
-        + "NVE drift, 1,000 steps of 0.5 fs (eV) | MD ms/step (float64) |"
+        + "NVE drift, 1,000 steps of 0.5 fs (eV) | MD ms/step (float64, eager, 1 thread) |"
     )
     rule = "|" + "---|" * (head.count("|") - 1)
     rows = []
@@ -295,8 +296,9 @@ A SINet potential for the ten molecules of the revised MD17 set, trained on
 
 "E MAE offset-free" removes each molecule's mean energy error: the part of the error that is
 not a constant shift. NVE: velocity Verlet from the shipped xTB-relaxed geometry with 300 K
-Maxwell-Boltzmann velocities, float64 calculator; speed measured in that run on this machine
-(shared CPU).
+Maxwell-Boltzmann velocities, float64 calculator, eager (`compile=False`); speed measured in
+that run, one torch thread, no allocator preload (`benchmarks/bench_md.py` times the compiled
+path).
 
 Committed test slice (`sinet_ase/potentials/{card["test_slice"]["file"]}`, first
 {card["test_slice"]["frames_per_molecule"]} test frames per molecule): E MAE

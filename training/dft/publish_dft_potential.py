@@ -225,6 +225,8 @@ def main():
         else {},
     }
     best = load_model(run / "best_model.pt")
+    # the architecture as built (a fine-tuning run's config names only ``init_from``)
+    card["architecture"] = {k: best.config[k] for k in ARCHITECTURE_KEYS if k in best.config}
     # the training data's statistics stay with the model: the calculator checks structures against them
     domain = {k: best.metadata[k] for k in ("training_domain",) if k in best.metadata}
     save_model(best, model_path, metadata={"card": json.dumps(card), **domain})
@@ -235,6 +237,18 @@ def main():
     (card_dir / f"{args.name}.md").write_text(render_card(card))
     print(f"shipped {model_path} and potentials/{args.name}.md")
 
+
+#: the model keys a card names (the backbone's hyperparameters)
+ARCHITECTURE_KEYS = (
+    "cutoff",
+    "lmax",
+    "channels",
+    "num_layers",
+    "num_radial",
+    "radial_hidden",
+    "mlp_hidden",
+    "backbone",
+)
 
 #: 1 meV/Å^3 in GPa
 MEV_A3_GPA = 1e-3 / units.GPa
@@ -277,6 +291,8 @@ def render_card(card) -> str:
         )
         or "| not measured | | | | |"
     )
+    init = t["model"].get("init_from")
+    init_text = f", trained on from `{init}`" if init else ""
     return f"""# {card["name"]}
 
 {card["title"]}
@@ -285,7 +301,7 @@ def render_card(card) -> str:
   for validation, seed {t["seed"]}); tested on {", ".join(t["data"]["test"])}, a separate file.
   The data's source, license and level of theory are in `../shared/data/README.md` and the
   license file beside each data set.
-- Model: `SINet({", ".join(f"{k}={v}" for k, v in t["model"].items())})`, elements
+- Model: `SINet({", ".join(f"{k}={v}" for k, v in card.get("architecture", t["model"]).items())})`{init_text}, elements
   {", ".join(card["elements"])}; trained in {t["training"]["dtype"]}. Per-element energies:
   {e0_text}.
 - Training: {card["epochs_done"]} epochs (best {card["best_epoch"]}),
