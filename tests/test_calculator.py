@@ -26,21 +26,11 @@ from sinet_ase import (
 )
 from sinet_ase.graph import atoms_to_graph
 from sinet_ase.io import FORMAT_VERSION, model_to_dict
+from sinet_ase.testing import small_sinet
 
 
 def make_model(elements=("H", "C", "O"), cutoff=4.0, seed=0, **kw):
-    torch.manual_seed(seed)
-    return SINet(
-        elements=list(elements),
-        cutoff=cutoff,
-        lmax=2,
-        channels=8,
-        num_layers=2,
-        mlp_hidden=16,
-        radial_hidden=16,
-        avg_num_neighbors=6.0,
-        **kw,
-    )
+    return small_sinet(elements, torch.float32, cutoff=cutoff, seed=seed, **kw)
 
 
 @pytest.fixture

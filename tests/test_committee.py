@@ -7,22 +7,13 @@ from ase.build import bulk, molecule
 from scipy.spatial.transform import Rotation
 
 import sinet_ase.calculator
-from sinet_ase import SINet, SINetCalculator, save_model
+from sinet_ase import SINetCalculator, save_model
 from sinet_ase.committee import COMMITTEE_PROPERTIES
+from sinet_ase.testing import small_sinet
 
 
 def make_model(seed, elements=("H", "C", "O", "Cu"), cutoff=4.0):
-    torch.manual_seed(seed)
-    return SINet(
-        elements=list(elements),
-        cutoff=cutoff,
-        lmax=2,
-        channels=8,
-        num_layers=2,
-        mlp_hidden=16,
-        radial_hidden=16,
-        avg_num_neighbors=6.0,
-    )
+    return small_sinet(elements, torch.float32, cutoff=cutoff, seed=seed)
 
 
 def ethanol():

@@ -6,23 +6,16 @@ import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 
-from sinet_ase import SINet, SINetCalculator, SINetInputError, UnknownElementError, list_pretrained, predict, save_model
+from sinet_ase import SINetCalculator, SINetInputError, UnknownElementError, list_pretrained, predict, save_model
+from sinet_ase.testing import small_sinet
 
 
 def make_model(elements=("H", "C", "N", "O", "Cu"), cutoff=4.0, seed=0):
-    torch.manual_seed(seed)
-    return SINet(
-        elements=list(elements),
-        cutoff=cutoff,
-        lmax=2,
-        channels=8,
-        num_layers=2,
-        mlp_hidden=16,
-        radial_hidden=16,
-        avg_num_neighbors=6.0,
-        atomic_energies={"H": -13.6, "C": -1030.0},
-        energy_scale=0.7,
+    """In training mode, as a caller's model mid-training: predict() must leave the mode alone."""
+    model = small_sinet(
+        elements, torch.float32, cutoff=cutoff, seed=seed, atomic_energies={"H": -13.6, "C": -1030.0}, energy_scale=0.7
     )
+    return model.train()
 
 
 def molecules(n, seed=0):
