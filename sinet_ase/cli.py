@@ -269,6 +269,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def md_parser() -> argparse.ArgumentParser:
     """The ``sinet-md`` command line (every option has help; defaults are shown)."""
+    from .fastpath import MD_AUTO_COMPILE_STEPS, MD_COLD_COMPILE_STEPS
     from .md import DEFAULT_MAX_DRIFT, ENSEMBLES
 
     parser = argparse.ArgumentParser(
@@ -355,8 +356,9 @@ def md_parser() -> argparse.ArgumentParser:
         "--compile",
         choices=["auto", "on", "off"],
         default="auto",
-        help="torch.compile the network: auto for runs of 1000 steps "
-        "or more where a C++ compiler exists, on, or off (eager)",
+        help=f"torch.compile the network: auto for runs of {MD_AUTO_COMPILE_STEPS} steps "
+        f"or more where a C++ compiler exists (the first time on a machine from {MD_COLD_COMPILE_STEPS} "
+        "steps; shorter runs go eagerly and compile in the background for later runs), on, or off (eager)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the initial velocities and the thermostat")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

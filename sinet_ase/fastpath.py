@@ -60,6 +60,11 @@ log = logging.getLogger(__name__)
 AUTO_COMPILE_AFTER = 200
 #: ``sinet-md --compile auto`` compiles from the first step for runs of at least this many steps
 MD_AUTO_COMPILE_STEPS = 1000
+#: ... where the compiled network is not saved yet (the first run on a machine), only for runs
+#: of at least this many steps: a first compilation takes ~35 s on two cores and saves ~4.5 ms
+#: per step (aspirin, float64), so shorter runs are faster eager; they compile in a background
+#: process for later runs instead (:mod:`sinet_ase.background_compile`)
+MD_COLD_COMPILE_STEPS = 10_000
 #: environment variable; ``off`` (or ``0``, ``false``, ``no``) makes ``"auto"`` eager
 ENVIRONMENT_SWITCH = "SINET_ASE_COMPILE"
 
@@ -332,15 +337,29 @@ class CompiledNetwork:
             return eager(species, edge_index, vectors)
         return _PrecomputedGradient.apply(vectors, energies, gradient, functools.partial(eager, species, edge_index))
 
+    def _options_for(self, device_type) -> dict:
+        from .model import INDUCTOR_OPTIONS
+
+        return {**INDUCTOR_OPTIONS, **DEVICE_OPTIONS.get(device_type, {}), **(self.options or {})}
+
+    def artefact_file(self, device_type) -> Optional[str]:
+        """Where this network's compiled form for ``device_type`` is saved (it may not exist
+        yet), or ``None`` where networks are not saved (:data:`PRECOMPILE`, no cache folder)."""
+        if not PRECOMPILE or not hasattr(torch.compile(_energies_and_gradient), "aot_compile"):
+            return None
+        return artefact_path(self.model, device_type, self._options_for(device_type))
+
+    def run_eagerly(self, reason: str):
+        """Run every call eagerly from now on, and say ``reason`` in :meth:`describe`
+        (a choice, not a failure: no warning)."""
+        self.fallback_reason = reason
+
     def _make(self, device_type):
         problem = None if self.strict else compile_problem(device_type)
         if problem is not None:
             self._fall_back(problem)
             return
-        from .model import INDUCTOR_OPTIONS
-
-        device_options = DEVICE_OPTIONS.get(device_type, {})
-        self.options = {**INDUCTOR_OPTIONS, **device_options, **(self.options or {})}
+        self.options = self._options_for(device_type)
         self.device_type = device_type
         self.compiled = self._jit = torch.compile(_energies_and_gradient, fullgraph=True, options=self.options)
         log.info("compiling the SINet network (torch.compile, inductor); cached for later runs")

@@ -41,6 +41,7 @@ dissociated molecule while the run reports success. The trajectory written
 so far, plus the frame that failed the check, stays on disk.
 """
 
+import os
 import signal
 import threading
 import time
@@ -58,7 +59,15 @@ from tqdm import tqdm
 
 from .calculator import SINetCalculator
 from .errors import OutOfDomainError
-from .fastpath import MD_AUTO_COMPILE_STEPS, AutoCompile, CompileFallbackWarning, compile_problem, compiled_network
+from . import background_compile
+from .fastpath import (
+    MD_AUTO_COMPILE_STEPS,
+    MD_COLD_COMPILE_STEPS,
+    AutoCompile,
+    CompileFallbackWarning,
+    compile_problem,
+    compiled_network,
+)
 
 
 class MDInstabilityError(RuntimeError):
@@ -202,6 +211,38 @@ def compile_mode(choice: str, steps: int):
     if choice != "auto":
         raise ValueError(f"--compile must be auto, on or off, got {choice!r}")
     return AutoCompile(after_calls=0) if steps >= MD_AUTO_COMPILE_STEPS else False
+
+
+def _model_file(args) -> str:
+    if args.model:
+        return str(args.model)
+    from .pretrained import default_potential, pretrained_path
+
+    return str(pretrained_path(args.potential or default_potential()))
+
+
+def defer_first_compilation(atoms, args, network) -> None:
+    """``--compile auto`` where this network was never compiled on this machine (no saved
+    artefact, :mod:`sinet_ase.fastpath`): a run of fewer than
+    :data:`~sinet_ase.fastpath.MD_COLD_COMPILE_STEPS` steps is faster eager than with a first
+    compilation, so it runs eagerly and a low-priority background process compiles and saves
+    the network for later runs (:mod:`sinet_ase.background_compile`). Longer runs, committees
+    and machines where networks are not saved compile in the run as before."""
+    if args.steps >= MD_COLD_COMPILE_STEPS or atoms.calc.committee:
+        return
+    artefact = network.artefact_file(atoms.calc.device.type)
+    if artefact is None or os.path.exists(artefact):
+        return
+    pid = background_compile.start(_model_file(args), args.dtype, str(atoms.calc.device), atoms, artefact)
+    later = (
+        f"compiling it for later runs in a low-priority background process (pid {pid})"
+        if pid
+        else "--compile on compiles it in the run"
+    )
+    network.run_eagerly(
+        f"no compiled network saved on this machine yet, and a run of {args.steps} steps is "
+        f"faster eager than with a first compilation; {later}"
+    )
 
 
 def _calculator(args) -> SINetCalculator:
@@ -363,7 +404,10 @@ def run_md(atoms, args) -> str:
     atoms.calc = _calculator(args)
     periodic = bool(atoms.pbc.all()) and atoms.cell.rank == 3
     network = compiled_network(atoms.calc.model)
-    if network is not None and network.after_calls == 0 and compile_problem(atoms.calc.device.type) is None:
+    compiles = network is not None and network.after_calls == 0 and compile_problem(atoms.calc.device.type) is None
+    if compiles and getattr(args, "compile", "auto") == "auto":
+        defer_first_compilation(atoms, args, network)
+    if compiles and network.fallback_reason is None:
         tqdm.write(
             "compiling the network for this run (the first time takes a while; later runs "
             "reuse the cache; --compile off runs eagerly)"

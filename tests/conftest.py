@@ -20,6 +20,15 @@ def _at_most_two_threads():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True)
+def _no_background_compilation(monkeypatch):
+    """No test starts a background compilation (``sinet-md --compile auto`` on a cold cache)
+    unless it switches it back on: a process outliving the test would load the machine."""
+    from sinet_ase.background_compile import BACKGROUND_SWITCH
+
+    monkeypatch.setenv(BACKGROUND_SWITCH, "off")
+
+
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request):
     return request.param

@@ -1,6 +1,8 @@
 """The fast path (sinet_ase.fastpath): compile modes, the fallback without a compiler, the
 precomputed gradient, and compiled results against eager ones (the compiling tests are slow)."""
 
+import os
+import time
 import warnings
 
 import numpy as np
@@ -325,3 +327,128 @@ def test_sinet_md_help_and_summary_name_the_compile_state(tmp_path, capsys, monk
     out = capsys.readouterr().out
     assert "start-up (model, first force call): " in out
     assert "network eager: no working C++ compiler found" in out
+
+
+class _Args:
+    """The ``sinet-md`` arguments :func:`sinet_ase.md.defer_first_compilation` reads."""
+
+    def __init__(self, model, steps):
+        self.model, self.potential, self.steps, self.dtype = str(model), None, steps, "float64"
+
+
+def _md_setup(tmp_path, steps):
+    from sinet_ase import save_model
+
+    model_file = tmp_path / "model.pt"
+    save_model(small_model(), model_file)
+    atoms = hot_ethanol()
+    atoms.calc = SINetCalculator(model_file, compile=AutoCompile(after_calls=0))
+    return atoms, _Args(model_file, steps), compiled_network(atoms.calc.model)
+
+
+def test_a_first_run_shorter_than_a_compilation_pays_back_runs_eagerly_and_compiles_in_the_background(
+    tmp_path, monkeypatch
+):
+    from sinet_ase import background_compile
+    from sinet_ase.md import defer_first_compilation
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    started = []
+    monkeypatch.setattr(background_compile, "start", lambda *a: started.append(a) or "4242")
+    atoms, args, network = _md_setup(tmp_path, fastpath.MD_COLD_COMPILE_STEPS - 1)
+    artefact = network.artefact_file("cpu")
+    assert artefact is not None and artefact.startswith(str(tmp_path / "inductor"))
+    defer_first_compilation(atoms, args, network)
+    assert not network.active and "low-priority background process (pid 4242)" in network.describe()
+    (model_file, dtype, device, structure, path) = started[0]
+    assert (model_file, dtype, device, path) == (args.model, "float64", "cpu", artefact)
+    assert structure is atoms
+
+    # long runs compile in the run; so does every run once the compiled network is saved
+    atoms, args, network = _md_setup(tmp_path, fastpath.MD_COLD_COMPILE_STEPS)
+    defer_first_compilation(atoms, args, network)
+    assert network.fallback_reason is None and not started[1:]
+    atoms, args, network = _md_setup(tmp_path, 1000)
+    os.makedirs(os.path.dirname(artefact))
+    with open(artefact, "wb"):
+        pass
+    defer_first_compilation(atoms, args, network)
+    assert len(started) == 1
+    assert network.fallback_reason is None and network.after_calls == 0
+
+
+def test_without_a_background_process_the_first_run_says_how_to_compile(tmp_path, monkeypatch):
+    from sinet_ase.md import defer_first_compilation
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    atoms, args, network = _md_setup(tmp_path, 2000)
+    defer_first_compilation(atoms, args, network)  # the test session switches the process off
+    assert "--compile on compiles it in the run" in network.describe()
+
+
+def test_background_start_writes_the_structure_takes_the_lock_and_cleans_up_when_it_cannot_start(tmp_path, monkeypatch):
+    import subprocess
+
+    from ase.io import read
+
+    from sinet_ase import background_compile
+
+    monkeypatch.delenv(background_compile.BACKGROUND_SWITCH)
+    artefact = str(tmp_path / "sinet_ase" / "network-x.bin")
+    atoms = hot_ethanol()
+    commands = []
+
+    class FakePopen:
+        def __init__(self, command, **kwargs):
+            commands.append((command, kwargs))
+            self.pid = 99
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) == "99"
+    command, kwargs = commands[0]
+    assert command[1:5] == ["-m", "sinet_ase.background_compile", "m.pt", command[4]]
+    assert command[5:] == ["--dtype", "float32", "--device", "cpu", "--lock", artefact + ".lock"]
+    np.testing.assert_allclose(read(command[4]).positions, atoms.positions)
+    assert kwargs["preexec_fn"] is not None and os.path.exists(artefact + ".lock")
+    # a live lock: a second run starts nothing; a stale one is taken over
+    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) is None
+    stale = time.time() - background_compile.STALE_LOCK_SECONDS - 60
+    os.utime(artefact + ".lock", (stale, stale))
+    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) == "99"
+    # a process that cannot start leaves no lock and no structure file behind
+    os.unlink(artefact + ".lock")
+
+    def no_process(command, **kwargs):
+        raise OSError("fork failed")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    before = set(os.listdir(tmp_path / "sinet_ase"))
+    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) is None
+    assert set(os.listdir(tmp_path / "sinet_ase")) == before
+    monkeypatch.setenv(background_compile.BACKGROUND_SWITCH, "off")
+    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) is None
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_the_background_process_saves_the_network_that_the_next_run_loads(tmp_path, monkeypatch):
+    from ase.io import write
+
+    from sinet_ase import background_compile, save_model
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    model_file, structure, lock = tmp_path / "model.pt", tmp_path / "start.extxyz", tmp_path / "x.lock"
+    save_model(small_model(lmax=1, num_layers=1), model_file)
+    atoms = hot_ethanol()
+    write(structure, atoms)
+    lock.write_text("")
+    torch._dynamo.reset()
+    assert background_compile.main([str(model_file), str(structure), "--lock", str(lock)]) == 0
+    assert not structure.exists() and not lock.exists()
+    torch._dynamo.reset()
+    fast = SINetCalculator(model_file, compile=True)
+    assert os.path.exists(compiled_network(fast.model).artefact_file("cpu"))
+    forces = fast.get_forces(atoms)
+    assert compiled_network(fast.model).artefact_state == "loaded"
+    eager = SINetCalculator(model_file, compile=False)
+    np.testing.assert_allclose(forces, eager.get_forces(atoms), rtol=1e-10, atol=1e-10)

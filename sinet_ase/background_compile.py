@@ -1,0 +1,124 @@
+"""Fill the compile cache in a background process, so that the next run starts compiled.
+
+Why: compiling a network the first time on a machine (``torch.compile``, inductor: dynamo's
+tracing, code generation and the C++ compiler) takes ~35 s of the two cores of the
+development machine for the shipped potential, and an MD step saves ~4.5 ms compiled
+(aspirin, float64). A run shorter than ``compile seconds / saving per step`` (here ~8,000
+steps) is faster eager, but then no later run would find the compiled network in the cache.
+``sinet-md`` therefore runs such a run eagerly and starts this module's :func:`main` as a
+separate, low-priority process (``nice`` 19) that compiles the network and saves it where
+:mod:`sinet_ase.fastpath` looks for it; later runs load it in about a second.
+
+The child process inherits the environment (``TORCHINDUCTOR_CACHE_DIR``, ``TMPDIR``), so it
+writes the cache that the parent reads. A lock file next to the artefact
+(``<artefact>.lock``, holding the child's process id) keeps two runs from compiling the same
+network at once; a lock older than :data:`STALE_LOCK_SECONDS` is taken to be left by a
+process that died. ``SINET_ASE_BACKGROUND_COMPILE=off`` switches the background process off.
+The child's output goes to ``<artefact>.log`` (why a compilation failed, if it does).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional
+
+#: environment variable; ``off`` (or ``0``, ``false``, ``no``) starts no background process
+BACKGROUND_SWITCH = "SINET_ASE_BACKGROUND_COMPILE"
+#: a lock file older than this is left by a process that died (a compilation takes ~1 min)
+STALE_LOCK_SECONDS = 30 * 60
+
+
+def switched_off() -> bool:
+    """Whether ``SINET_ASE_BACKGROUND_COMPILE`` switches the background compilation off."""
+    return os.environ.get(BACKGROUND_SWITCH, "").strip().lower() in ("off", "0", "false", "no")
+
+
+def _take_lock(path: str) -> bool:
+    """Create ``path`` if no live lock holds it; ``False`` when another process compiles."""
+    try:
+        if time.time() - os.path.getmtime(path) > STALE_LOCK_SECONDS:
+            os.unlink(path)
+    except OSError:  # no lock (the usual case), or another process removed it first
+        pass
+    try:
+        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    os.close(handle)
+    return True
+
+
+def start(model_file: str, dtype: str, device: str, atoms, artefact: str) -> Optional[str]:
+    """Start the background compilation of the network in ``model_file`` for ``artefact``.
+
+    ``atoms``: a structure the model can run (its first call is the compilation; atoms and
+    edges are dynamic dimensions, so any size serves later runs). Returns ``None`` when
+    nothing was started (switched off, another process compiling it, or the process could
+    not start), else the process's id as a string for messages.
+    """
+    if switched_off():
+        return None
+    os.makedirs(os.path.dirname(artefact), exist_ok=True)
+    lock = artefact + ".lock"
+    if not _take_lock(lock):
+        return None
+    from ase import Atoms
+    from ase.io import write
+
+    structure = tempfile.NamedTemporaryFile("w", suffix=".extxyz", dir=os.path.dirname(artefact), delete=False)
+    with structure:
+        write(structure, Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc), format="extxyz")
+    command = [sys.executable, "-m", __name__, model_file, structure.name, "--dtype", dtype, "--device", device]
+    command += ["--lock", lock]
+    try:
+        with open(artefact + ".log", "w") as log:
+            # same session as the parent: under Linux's autogroup scheduling, nice 19 only
+            # yields to the parent's MD if both are in one group
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_lower_priority
+            )
+    except OSError:
+        os.unlink(lock)
+        os.unlink(structure.name)
+        return None
+    return str(process.pid)
+
+
+def _lower_priority():
+    os.nice(19)
+
+
+def main(argv=None) -> int:
+    """The background process: compile the network of ``MODEL`` on ``STRUCTURE`` and save it."""
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="model file")
+    parser.add_argument("structure", help="extxyz file of a structure the model runs (deleted afterwards)")
+    parser.add_argument("--dtype", default="float64")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lock", default=None, help="lock file to remove at the end")
+    args = parser.parse_args(argv)
+    try:
+        from ase.io import read
+
+        from .calculator import SINetCalculator
+        from .fastpath import compiled_network
+
+        atoms = read(args.structure)
+        atoms.calc = SINetCalculator(args.model, device=args.device, dtype=args.dtype, compile=True)
+        start = time.perf_counter()
+        atoms.get_forces()
+        network = compiled_network(atoms.calc.model)
+        state = network.artefact_state if network is not None else None
+        print(f"compiled in {time.perf_counter() - start:.1f} s: {state}", flush=True)
+        return 0 if state in ("compiled and saved", "loaded") else 1
+    finally:
+        for path in (args.structure, args.lock):
+            if path is not None and os.path.exists(path):
+                os.unlink(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
