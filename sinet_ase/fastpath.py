@@ -323,19 +323,27 @@ class CompiledNetwork:
         eager = self.model.network_energies
         if not (torch.is_grad_enabled() and vectors.requires_grad):
             return eager(species, edge_index, vectors)
+        out = self.energies_and_gradient(species, edge_index, vectors)
+        if out is None:
+            return eager(species, edge_index, vectors)
+        energies, gradient = out
+        return _PrecomputedGradient.apply(vectors, energies, gradient, functools.partial(eager, species, edge_index))
+
+    def energies_and_gradient(self, species, edge_index, vectors):
+        """``(E_i (N,), d(sum_i E_i)/d vectors (E, 3))`` from the compiled graph, both
+        detached, or ``None`` when this call runs eagerly (before the ``"auto"`` threshold, or
+        after a fallback): the caller then runs the eager network. Counts as a call."""
         if self.compiled is None:
             self.calls += 1
             if self.fallback_reason is not None or self.calls <= self.after_calls:
-                return eager(species, edge_index, vectors)
+                return None
             self._make(vectors.device.type)
             if self.compiled is None:
-                return eager(species, edge_index, vectors)
+                return None
         elif self.fallback_reason is not None:
-            return eager(species, edge_index, vectors)
+            return None
         energies, gradient = self._run(species, edge_index, vectors)
-        if energies is None:
-            return eager(species, edge_index, vectors)
-        return _PrecomputedGradient.apply(vectors, energies, gradient, functools.partial(eager, species, edge_index))
+        return None if energies is None else (energies, gradient)
 
     def _options_for(self, device_type) -> dict:
         from .model import INDUCTOR_OPTIONS

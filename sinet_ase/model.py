@@ -24,6 +24,7 @@ import torch
 from e3nn import o3
 
 from .errors import UnknownElementError
+from .fastpath import CompiledNetwork
 from .graph import symbols_to_numbers
 from .hparams import DEFAULTS
 from .ops import RadialEmbedding, ScalarInteractionLayer, SiFormerLayer, SphericalEmbedding, SphericalLayout
@@ -475,6 +476,15 @@ class SINet(torch.nn.Module):
         num_graphs = int(graph.cell.shape[0])
         positions = graph.pos.to(torch.float64)
         cell = graph.cell.to(torch.float64)
+        if not training and (compute_forces or compute_stress or compute_stresses):
+            out = self._outputs_from_compiled_gradient(
+                graph, positions, cell, batch, num_graphs, compute_forces, compute_stress, compute_stresses
+            )
+            if out:
+                return out
+            eager_call = out is False  # the compiled network counted this call and declined it
+        else:
+            eager_call = False
         inputs = []
         if compute_forces or compute_stress:
             positions = positions.detach().requires_grad_(True)
@@ -507,7 +517,7 @@ class SINet(torch.nn.Module):
             network_out = self.network_energies(species, graph.edge_index, vectors, full_last_layer=True)
         else:
             network = self._compiled_network if self._compiled_network is not None else self.network_energies
-            network_out = network(species, graph.edge_index, vectors)
+            network_out = (self.network_energies if eager_call else network)(species, graph.edge_index, vectors)
         energies = network_out.to(torch.float64) * self.energy_scale + self.energy_shift[species]
         if repulsion is not None:
             energies = energies + repulsion
@@ -527,6 +537,52 @@ class SINet(torch.nn.Module):
                 out["stress"] = virial / volume
             if compute_stresses:
                 out["stresses"] = self._atomic_stresses(graph, vectors64, grads[-1], batch, volume)
+        return out
+
+    def _outputs_from_compiled_gradient(
+        self, graph, positions, cell, batch, num_graphs, compute_forces, compute_stress, compute_stresses
+    ):
+        """Energy, forces and stress from the compiled network's edge gradient, without autograd.
+
+        The energy is ``E = sum_i (s E_i + e_{Z_i})`` (+ nothing else: no ZBL term), so
+        ``dE/dr_e = s g_e`` with ``g = d(sum_i E_i)/d r`` ``(E, 3)`` from the compiled graph.
+        With ``r_e = x_{sender} - x_{receiver} + S_e . cell``, the forces are
+        ``F_k = sum_{e: receiver k} s g_e - sum_{e: sender k} s g_e``, and the virial of a
+        symmetric strain is ``W = sym(sum_e r_e (x) s g_e)``, the stress ``W / V``: the same
+        numbers as autograd through the strained positions (tested), with no autograd graph
+        over the positions. Returns the outputs, ``False`` when the compiled network ran this
+        call eagerly (the eager phase of ``"auto"``; it counted the call), or ``None`` where it
+        does not apply (no compiled network, a fallback, edge chunks, ZBL): in both the caller
+        takes the autograd path with the eager network.
+        """
+        network = self._compiled_network
+        if not isinstance(network, CompiledNetwork) or network.fallback_reason is not None or self.zbl is not None:
+            return None
+        if self.backbone.chunk_size_for(graph.edge_index.shape[1]) is not None:
+            return None
+        vectors64 = edge_vectors(graph, positions, cell, batch)
+        species = self.backbone.species(graph.z)
+        pair = network.energies_and_gradient(species, graph.edge_index, vectors64.to(self.dtype))
+        if pair is None:
+            return False
+        network_energies, gradient = pair
+        energies = network_energies.to(torch.float64) * self.energy_scale + self.energy_shift[species]
+        energy = torch.zeros(num_graphs, dtype=torch.float64, device=energies.device).index_add(0, batch, energies)
+        out = {"energy": energy, "energies": energies}
+        edge_gradient = gradient.to(torch.float64) * self.energy_scale  # dE/dr_e (E, 3)
+        receiver, sender = graph.edge_index[0], graph.edge_index[1]
+        if compute_forces:
+            forces = torch.zeros_like(positions).index_add(0, receiver, edge_gradient)
+            out["forces"] = forces.index_add(0, sender, edge_gradient, alpha=-1)
+        if compute_stress or compute_stresses:
+            volume = torch.linalg.det(graph.cell.to(torch.float64)).abs().view(-1, 1, 1)
+        if compute_stress:
+            edge_virial = torch.einsum("ea,eb->eab", vectors64, edge_gradient)
+            virial = torch.zeros(num_graphs, 3, 3, dtype=torch.float64, device=positions.device)
+            virial = virial.index_add(0, batch[receiver], edge_virial)
+            out["stress"] = 0.5 * (virial + virial.transpose(1, 2)) / volume
+        if compute_stresses:
+            out["stresses"] = self._atomic_stresses(graph, vectors64, edge_gradient, batch, volume)
         return out
 
     @staticmethod

@@ -16,7 +16,7 @@ from ase.md.verlet import VelocityVerlet
 from sinet_ase import SINetCalculator
 from sinet_ase import fastpath
 from sinet_ase.fastpath import AutoCompile, CompileFallbackWarning, compiled_network
-from sinet_ase.graph import atoms_to_graph
+from sinet_ase.graph import atoms_to_graph, batch_graphs
 from sinet_ase.testing import small_sinet
 
 
@@ -116,6 +116,17 @@ def test_precomputed_gradient_stress_and_any_output_gradient(no_inductor):
     ref, out = eager(graph, compute_stress=True), fast(graph, compute_stress=True)
     for key in ("energy", "forces", "stress"):
         torch.testing.assert_close(out[key], ref[key], rtol=1e-12, atol=1e-12)
+    # forces, stress and per-atom stresses from the compiled edge gradient (no autograd):
+    # a batch of a triclinic cell and the cubic one, each graph its own virial
+    triclinic = bulk("Cu", "fcc", a=3.6) * (2, 2, 2)
+    triclinic.rattle(0.05, seed=2)
+    batch = batch_graphs([atoms_to_graph(triclinic, eager.cutoff), graph])
+    ref = eager(batch, compute_stress=True, compute_stresses=True)
+    with torch.no_grad():  # the autograd path would fail here: no graph over the positions
+        out = fast(batch, compute_stress=True, compute_stresses=True)
+    for key in ("energy", "energies", "forces", "stress", "stresses"):
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-11, atol=1e-12)
+    assert ref["stress"].shape == (2, 3, 3) and float(ref["stress"][0].abs().max()) > 1e-4
 
     weights = torch.linspace(0.5, 2.0, len(atoms), dtype=torch.float64)
     ref_grad = weighted_energy_gradient(eager, graph, weights)
