@@ -4,7 +4,8 @@ Each (tree, molecule, dtype) runs in a fresh process with ``PYTHONPATH`` set to 
 ``SINetCalculator(..., compile=True)`` on the shipped structure, 30 VelocityVerlet steps
 untimed, then ``--steps`` steps timed one by one (median and mean). The trees alternate within
 every repeat (A, B, A, B, ...), so that a change of the machine's speed during the run hits
-both alike. Compiled networks come from inductor's cache (``--warm`` runs every config once
+both alike; the ratio of each repeat's pair is the figure to read (the machine's speed can
+change by more than the effect between repeats). Compiled networks come from inductor's cache (``--warm`` runs every config once
 untimed first, which compiles what is not cached yet).
 
     git worktree add --detach /tmp/before HEAD~1
@@ -94,7 +95,9 @@ def main():
                 r["repeat"] = repeat
                 print(json.dumps(r), flush=True)
                 records.append(r)
-    print("\n| molecule | dtype | before ms (median of repeats) | after ms | before / after | foreign load max |")
+    print(
+        "\n| molecule | dtype | before ms (median of repeats) | after ms | before / after, per repeat | foreign load max |"
+    )
     print("|---|---|---|---|---|---|")
     for molecule, dtype in configs:
         med = {
@@ -109,9 +112,17 @@ def main():
             )
             for name in trees
         }
+        ratios = [
+            a["median_ms"] / b["median_ms"]
+            for a in records
+            for b in records
+            if (a["tree"], b["tree"]) == ("before", "after")
+            and a["repeat"] == b["repeat"]
+            and (a["molecule"], a["dtype"]) == (b["molecule"], b["dtype"]) == (molecule, dtype)
+        ]
         load = max(r["foreign_load_cores"] for r in records if (r["molecule"], r["dtype"]) == (molecule, dtype))
         print(
-            f"| {molecule} | {dtype} | {med['before']:.3f} | {med['after']:.3f} | {med['before'] / med['after']:.3f} | {load:.2f} |"
+            f"| {molecule} | {dtype} | {med['before']:.3f} | {med['after']:.3f} | {', '.join(f'{x:.3f}' for x in ratios)} | {load:.2f} |"
         )
     if args.out:
         env = {"cpu": cpu_name(), "threads": args.threads, "allocator": args.allocator, "argv": sys.argv}
