@@ -178,7 +178,14 @@ def _compiling():
         yield
 
 
-#: inductor options of the fast path per device type, on top of ``model.INDUCTOR_OPTIONS``:
+#: inductor options of every compilation of the network (none: inductor's defaults), here and
+#: in :meth:`SINet.enable_compile`. Generated kernels may use every thread: the neighbour sums
+#: are custom operators that inductor leaves to ATen (:mod:`sinet_ase.ops.neighbour_sum`), so
+#: it generates no atomic adds, whose multi-threaded code generation fails an assertion in
+#: inductor (torch 2.13).
+INDUCTOR_OPTIONS = {}
+
+#: inductor options of the fast path per device type, on top of :data:`INDUCTOR_OPTIONS`:
 #: on CPU the wrapper that calls the kernels is C++ (``cpp_wrapper``), not Python: 5-10 %
 #: faster compiled calls at 9-21 atoms (interleaved A/B on the dev machine, 1 thread)
 DEVICE_OPTIONS = {"cpu": {"cpp_wrapper": True}}
@@ -346,8 +353,6 @@ class CompiledNetwork:
         return None if energies is None else (energies, gradient)
 
     def _options_for(self, device_type) -> dict:
-        from .model import INDUCTOR_OPTIONS
-
         return {**INDUCTOR_OPTIONS, **DEVICE_OPTIONS.get(device_type, {}), **(self.options or {})}
 
     def artefact_file(self, device_type) -> Optional[str]:

@@ -24,7 +24,7 @@ import torch
 from e3nn import o3
 
 from .errors import UnknownElementError
-from .fastpath import CompiledNetwork
+from .fastpath import INDUCTOR_OPTIONS, CompiledNetwork
 from .graph import symbols_to_numbers
 from .hparams import DEFAULTS
 from .ops import RadialEmbedding, ScalarInteractionLayer, SiFormerLayer, SphericalEmbedding, SphericalLayout
@@ -34,12 +34,6 @@ from .ops.mlp import mlp
 from .registry import register_model
 
 BACKBONES = ("sinet", "siformer")
-
-#: inductor options of :meth:`SINet.enable_compile` (none: inductor's defaults). Generated
-#: kernels may use every thread: the neighbour sums are custom operators that inductor
-#: leaves to ATen (:mod:`sinet_ase.ops.neighbour_sum`), so it generates no atomic adds, whose
-#: multi-threaded code generation fails an assertion in inductor (torch 2.13).
-INDUCTOR_OPTIONS = {}
 
 
 class SINetBackbone(torch.nn.Module):
