@@ -182,8 +182,12 @@ SHIPPED_CRYSTALS = ("si_64", "ge_64", "li_54", "mo_54")
 
 
 def shipped_crystals():
-    """The shipped potentials' periodic start structures, for timing those potentials."""
-    from sinet_ase.pretrained import shipped_structure
+    """The shipped potentials' periodic start structures, for timing those potentials (none in
+    a peer's venv, which has no sinet_ase: the peers are not timed on them)."""
+    try:
+        from sinet_ase.pretrained import shipped_structure
+    except ImportError:
+        return {}
 
     return {name: shipped_structure(name) for name in SHIPPED_CRYSTALS}
 
