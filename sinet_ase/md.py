@@ -138,10 +138,13 @@ class StabilityMonitor:
         max_drift: eV/atom; a larger change of the total energy stops the run (NVE only:
             pass ``None`` for a thermostat, which exchanges energy by design).
         e_start: the reference total energy (default: the current one).
+        n_dof: degrees of freedom of the temperature (:func:`degrees_of_freedom`, as the
+            ``sinet-md`` log counts them); default ASE's ``3 N``.
     """
 
-    def __init__(self, atoms, cutoff: float, max_temperature: float, max_drift=None, e_start=None):
+    def __init__(self, atoms, cutoff: float, max_temperature: float, max_drift=None, e_start=None, n_dof=None):
         self.atoms = atoms
+        self.n_dof = 3 * len(atoms) if n_dof is None else int(n_dof)
         self.cutoff = float(cutoff)
         self.max_temperature = float(max_temperature)
         self.max_drift = None if max_drift is None else float(max_drift)
@@ -157,7 +160,7 @@ class StabilityMonitor:
         atoms = self.atoms
         if not np.all(np.isfinite(atoms.positions)) or not np.all(np.isfinite(atoms.get_velocities())):
             return "positions or velocities are no longer finite numbers"
-        temperature = atoms.get_temperature()
+        temperature = kinetic_temperature(atoms, self.n_dof)
         if not temperature <= self.max_temperature:
             return (
                 f"the temperature reached {temperature:.0f} K, above the limit of "
@@ -458,6 +461,7 @@ def run_md(atoms, args) -> str:
         max_temperature=max_temperature,
         max_drift=getattr(args, "max_drift", DEFAULT_MAX_DRIFT) if args.ensemble == "nve" else None,
         e_start=e_start,
+        n_dof=n_dof,
     )
     dyn.attach(lambda: monitor.check(dyn.nsteps), interval=getattr(args, "check_interval", 10))
     stop = _StopOnSigint()

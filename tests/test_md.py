@@ -35,6 +35,22 @@ def test_monitor_stops_a_temperature_runaway():
         monitor.check(7)
 
 
+def test_monitor_counts_the_degrees_of_freedom_that_the_log_counts():
+    """Ethanol in NVE moves in 3N - 6 = 21 degrees of freedom: the limit applies to the
+    temperature the log prints (27/21 of ASE's 3N temperature), not to ASE's."""
+    from sinet_ase.md import degrees_of_freedom, kinetic_temperature
+
+    atoms = emt_ethanol()
+    atoms.set_velocities(np.random.default_rng(0).normal(size=(len(atoms), 3)) * 0.05)
+    n_dof = degrees_of_freedom(atoms, "nve")
+    logged = kinetic_temperature(atoms, n_dof)
+    assert n_dof == 21 and logged == pytest.approx(atoms.get_temperature() * 27 / 21)
+    limit = 0.5 * (logged + atoms.get_temperature())  # above ASE's temperature, below the log's
+    assert StabilityMonitor(atoms, cutoff=5.0, max_temperature=limit).problem() is None
+    with pytest.raises(MDInstabilityError, match=f"the temperature reached {logged:.0f} K"):
+        StabilityMonitor(atoms, cutoff=5.0, max_temperature=limit, n_dof=n_dof).check()
+
+
 def test_monitor_stops_an_nve_energy_drift():
     atoms = emt_ethanol()
     monitor = StabilityMonitor(atoms, cutoff=5.0, max_temperature=1e9, max_drift=0.05)
