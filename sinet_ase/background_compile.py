@@ -11,9 +11,9 @@ separate, low-priority process (``nice`` 19) that compiles the network and saves
 
 The child process inherits the environment (``TORCHINDUCTOR_CACHE_DIR``, ``TMPDIR``), so it
 writes the cache that the parent reads. A lock file next to the artefact
-(``<artefact>.lock``, holding the child's process id) keeps two runs from compiling the same
-network at once; a lock older than :data:`STALE_LOCK_SECONDS` is taken to be left by a
-process that died. ``SINET_ASE_BACKGROUND_COMPILE=off`` switches the background process off.
+(``<artefact>.lock``, made by the parent before the child starts, removed by the child when it
+ends) keeps two runs from compiling the same network at once; a lock older than
+:data:`STALE_LOCK_SECONDS` is taken to be left by a process that was killed. ``SINET_ASE_BACKGROUND_COMPILE=off`` switches the background process off.
 The child's output goes to ``<artefact>.log`` (why a compilation failed, if it does).
 """
 
