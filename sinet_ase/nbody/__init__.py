@@ -25,7 +25,7 @@ for the NumPy-only simulator and data set, and the former command ``python -m
 sinet_ase.nbody.simulator`` finds its module not yet imported (runpy warns otherwise).
 """
 
-from importlib import import_module
+from ..lazy_exports import lazy_exports
 
 _EXPORTS = {
     # simulator
@@ -67,15 +67,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -20,7 +20,7 @@ Model, task, evaluation:
 The names below are imported on first use, so that the data modules load without torch.
 """
 
-from importlib import import_module
+from ..lazy_exports import lazy_exports
 
 _EXPORTS = {
     name: "model"
@@ -35,15 +35,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
