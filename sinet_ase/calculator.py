@@ -37,7 +37,7 @@ from .domain import DomainCheck, report_domain
 from .fastpath import CompileMode, install as install_compile, resolve_mode
 from .graph import atoms_to_graph
 from .inference import prepare_model
-from .memory import check_chunk_option, check_memory, check_periodic_memory, set_edge_chunks
+from .memory import check_chunk_option, check_memory, check_periodic_memory, set_edge_chunks, update_auto_chunks
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -60,10 +60,10 @@ class SINetCalculator(Calculator):
             few feature tensors per atom plus one chunk instead of tens of kilobytes
             per edge. ``"auto"`` (default): chunks of about 128 MiB of working memory
             (:func:`sinet_ase.memory.auto_chunk_size`; 2 GiB on a GPU) for structures
-            whose whole-graph pass would need more than 2 GiB
-            (:func:`sinet_ase.memory.auto_chunk_from`; about 40,000 edges, 800 atoms of
-            liquid water, for the shipped potential in float64), the whole graph below;
-            ``None``: always the whole graph.
+            whose whole-graph pass would need more than half the memory available at the
+            call, and at least 2 GiB (:func:`sinet_ase.memory.auto_chunk_from`; 2 GiB is
+            about 40,000 edges, 800 atoms of liquid water, for the shipped potential in
+            float64), the whole graph below; ``None``: always the whole graph.
         memory_limit_gib: refuse (:class:`~sinet_ase.InsufficientMemoryError`,
             before the call) a structure whose estimated memory
             (:func:`sinet_ase.memory.estimate_call_bytes`) exceeds this many GiB;
@@ -125,6 +125,7 @@ class SINetCalculator(Calculator):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         resolve_mode(compile)  # a bad value is an error before any model is loaded
+        self._auto_chunks = edge_chunk_size == "auto"
         self.device = torch.device(device)
         self.dtype = _DTYPES[dtype]
         members = committee_specs(model)
@@ -206,6 +207,9 @@ class SINetCalculator(Calculator):
         want_stress = asked_stress or (self.compute_stress and bool(atoms.pbc.all()))
         limit = None if self.memory_limit_gib is None else int(float(self.memory_limit_gib) * 2**30)
         backbone = self.model.backbone
+        if self._auto_chunks:
+            for model in self.models:
+                update_auto_chunks(model, self.device)
         check_periodic_memory(self.model, atoms, self.device, limit)
         graph = atoms_to_graph(atoms, self.model.cutoff, self.model.elements)
         if self.device.type != "cpu":  # built on the CPU; Data.to costs ~10 µs even as a no-op

@@ -24,7 +24,8 @@ matches within about 30 %).
 
 :func:`auto_chunk_size` is the chunk whose working set is :data:`CHUNK_BYTES`, used by
 the calculator's default ``edge_chunk_size="auto"`` where a whole-graph pass would need
-more than :data:`AUTO_CHUNK_FROM_BYTES` (:func:`auto_chunk_from`). :func:`check_memory`
+more than :data:`AUTO_CHUNK_FROM_BYTES` or, if larger, half the memory available at the call
+(:func:`auto_chunk_from`, :func:`update_auto_chunks`). :func:`check_memory`
 raises :class:`~sinet_ase.InsufficientMemoryError` before a call whose estimate exceeds
 :data:`AVAILABLE_FRACTION` of the memory available (or a given limit), instead of letting
 the operating system kill the process part-way; for a periodic structure it runs before
@@ -52,8 +53,14 @@ WHOLE_GRAPH_FACTOR = 0.95
 CHUNK_BYTES = {"cpu": 128 * 2**20, "cuda": 2 * 2**30}
 #: smallest automatic chunk (below it the per-chunk overhead dominates)
 MIN_CHUNK = 256
-#: automatic chunks apply where a whole-graph pass would need more than this
+#: automatic chunks apply where a whole-graph pass would need more than this, or more than
+#: :data:`WHOLE_GRAPH_SHARE` of the memory available, whichever is larger
 AUTO_CHUNK_FROM_BYTES = 2 * 2**30
+#: a whole-graph pass may take this share of the memory available before automatic chunks
+#: apply: chunks cost 1.2-1.5x the time of a whole pass (1.26x on Cu 864, L = 2, 64
+#: channels, float64, one thread), so memory that is there is used; half of it leaves room
+#: for other processes (the check refuses calls above :data:`AVAILABLE_FRACTION`)
+WHOLE_GRAPH_SHARE = 0.5
 #: without ``memory_limit_gib``, a call may use this fraction of the memory available when it
 #: starts: a call on a large structure lasts minutes, during which other processes grow, and
 #: the C library's allocator keeps freed blocks (the estimate is of the call's own tensors)
@@ -82,12 +89,21 @@ def auto_chunk_size(model, device="cpu") -> int:
     return max(MIN_CHUNK, int(budget // edge_work_bytes(model)))
 
 
-def auto_chunk_from(model) -> int:
-    """Edge count above which automatic chunks apply: where a whole-graph pass would
-    need more than :data:`AUTO_CHUNK_FROM_BYTES` (smaller graphs run whole, as fast as
-    before on several threads)."""
+def auto_chunk_from(model, available: Optional[int] = None) -> int:
+    """Edge count above which automatic chunks apply: where a whole-graph pass would need
+    more than :data:`AUTO_CHUNK_FROM_BYTES`, or, given the bytes ``available``, more than
+    :data:`WHOLE_GRAPH_SHARE` of them if that is more (smaller graphs run whole: faster,
+    and through the compiled network when there is one)."""
     M, c, h, d = _sizes(model)
-    return int(AUTO_CHUNK_FROM_BYTES // (EDGE_BYTES + 12 * d + WHOLE_GRAPH_FACTOR * edge_work_bytes(model)))
+    budget = max(AUTO_CHUNK_FROM_BYTES, int(WHOLE_GRAPH_SHARE * available) if available else 0)
+    return int(budget // (EDGE_BYTES + 12 * d + WHOLE_GRAPH_FACTOR * edge_work_bytes(model)))
+
+
+def update_auto_chunks(model, device="cpu") -> None:
+    """For a model set up with ``edge_chunk_size="auto"``: move the edge count from which
+    chunks apply (:func:`auto_chunk_from`) to the memory available now (read at most every
+    :data:`MEMINFO_MAX_AGE_S` on the CPU). Called before each calculator call."""
+    model.backbone.edge_chunk_from = auto_chunk_from(model, available_bytes(device))
 
 
 def estimate_call_bytes(model, num_atoms: int, num_edges: int, edge_chunk_size: Optional[int] = None) -> int:

@@ -364,6 +364,35 @@ def test_automatic_chunks_and_the_early_memory_error():
         SINetCalculator(model, memory_limit_gib=4).get_potential_energy(degenerate)
 
 
+def test_automatic_chunks_start_where_a_whole_pass_would_take_half_the_memory_available(monkeypatch):
+    """Memory that is there is used: before each call the calculator moves the edge count
+    from which ``"auto"`` chunks apply to half the memory available, never below 2 GiB."""
+    from sinet_ase import memory
+    from sinet_ase.memory import WHOLE_GRAPH_SHARE, auto_chunk_from, estimate_call_bytes
+
+    model = make_model(["Cu"])
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    calc = SINetCalculator(model)
+    backbone = calc.model.backbone
+    floor = auto_chunk_from(calc.model)
+    for available, expected in [(64 * 2**30, "more"), (2**30, "floor"), (None, "floor")]:
+        monkeypatch.setattr(memory, "available_bytes", lambda device="cpu", value=available: value)
+        atoms.positions[0, 0] += 0.01
+        calc.get_forces(atoms)
+        if expected == "floor":
+            assert backbone.edge_chunk_from == floor
+        else:
+            start = backbone.edge_chunk_from
+            assert start == auto_chunk_from(calc.model, available) > 10 * floor
+            whole = estimate_call_bytes(calc.model, 0, start, None)
+            assert 0.9 * WHOLE_GRAPH_SHARE * available < whole <= WHOLE_GRAPH_SHARE * available
+            assert backbone.chunk_size_for(start) is None and backbone.chunk_size_for(start + 1) is not None
+    # a fixed edge_chunk_size stays fixed
+    fixed = SINetCalculator(model, edge_chunk_size=50)
+    fixed.get_forces(atoms)
+    assert fixed.model.backbone.chunk_size_for(51) == 50
+
+
 @pytest.mark.slow
 def test_compiled_network_gives_the_eager_energy_forces_and_stress():
     """``compile=True`` (torch.compile, inductor) changes speed, not results; training stays eager."""
