@@ -111,7 +111,7 @@ def test_dft_potential_reproduces_its_card_and_runs_md_from_its_start(name, tmp_
 #: as published (training_domain was added to the metadata afterwards, weights untouched)
 WEIGHT_DIGESTS = {
     "sinet-xtb-md17": "f815d61bfd36984a395e85024db541b3e0b9b618679fa11e61830ab792185f65",
-    "sinet-rmd17-aspirin": "d93f24245626e84ed919fcd1601c78f63226fae7fdcb92f1e44ecc95d4a5c1f7",
+    "sinet-rmd17-aspirin": "e0673156b07216f6a26468330a56e19e1a1185f8b8c0733d1550d5e955096a53",
     "sinet-acac": "04394c408edcf87c0ebfc8801abfa316801059c6de73b27fa44812be81fd2660",
     "sinet-rmd17-ethanol": "b074fc9e1bbf567a339e1a9004460d4aa311da51db7d17ab414286e028bd148b",
 }
