@@ -125,7 +125,6 @@ class SINetCalculator(Calculator):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         resolve_mode(compile)  # a bad value is an error before any model is loaded
-        self._auto_chunks = edge_chunk_size == "auto"
         self.device = torch.device(device)
         self.dtype = _DTYPES[dtype]
         members = committee_specs(model)
@@ -207,9 +206,8 @@ class SINetCalculator(Calculator):
         want_stress = asked_stress or (self.compute_stress and bool(atoms.pbc.all()))
         limit = None if self.memory_limit_gib is None else int(float(self.memory_limit_gib) * 2**30)
         backbone = self.model.backbone
-        if self._auto_chunks:
-            for model in self.models:
-                update_auto_chunks(model, self.device)
+        for model in self.models:
+            update_auto_chunks(model, self.device)
         check_periodic_memory(self.model, atoms, self.device, limit)
         graph = atoms_to_graph(atoms, self.model.cutoff, self.model.elements)
         if self.device.type != "cpu":  # built on the CPU; Data.to costs ~10 µs even as a no-op

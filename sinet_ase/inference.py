@@ -28,6 +28,7 @@ from .memory import (
     estimate_call_bytes,
     memory_limit,
     set_edge_chunks,
+    update_auto_chunks,
 )
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -180,6 +181,7 @@ def _batches(model, structures, batch_size: int, device, limit_bytes: Optional[i
     :class:`~sinet_ase.InsufficientMemoryError` (before its neighbour list, if periodic)."""
     start, graphs, atoms_in, edges_in = 0, [], 0, 0
     for k, atoms in enumerate(structures):
+        update_auto_chunks(model, device)
         try:
             check_periodic_memory(model, atoms, device, limit_bytes)
             graph = atoms_to_graph(atoms, model.cutoff, model.elements)

@@ -57,9 +57,9 @@ MIN_CHUNK = 256
 #: :data:`WHOLE_GRAPH_SHARE` of the memory available, whichever is larger
 AUTO_CHUNK_FROM_BYTES = 2 * 2**30
 #: a whole-graph pass may take this share of the memory available before automatic chunks
-#: apply: chunks cost 1.2-1.5x the time of a whole pass (1.26x on Cu 864, L = 2, 64
-#: channels, float64, one thread), so memory that is there is used; half of it leaves room
-#: for other processes (the check refuses calls above :data:`AVAILABLE_FRACTION`)
+#: apply: chunks cost about 1.5x the time of a whole pass (``benchmarks/bench_chunk_cost.py``),
+#: so memory that is there is used; half of it leaves room for other processes (the check
+#: refuses calls above :data:`AVAILABLE_FRACTION`)
 WHOLE_GRAPH_SHARE = 0.5
 #: without ``memory_limit_gib``, a call may use this fraction of the memory available when it
 #: starts: a call on a large structure lasts minutes, during which other processes grow, and
@@ -100,10 +100,12 @@ def auto_chunk_from(model, available: Optional[int] = None) -> int:
 
 
 def update_auto_chunks(model, device="cpu") -> None:
-    """For a model set up with ``edge_chunk_size="auto"``: move the edge count from which
-    chunks apply (:func:`auto_chunk_from`) to the memory available now (read at most every
-    :data:`MEMINFO_MAX_AGE_S` on the CPU). Called before each calculator call."""
-    model.backbone.edge_chunk_from = auto_chunk_from(model, available_bytes(device))
+    """For a model set up with ``edge_chunk_size="auto"`` (its ``edge_chunk_from`` is set):
+    move the edge count from which chunks apply (:func:`auto_chunk_from`) to the memory
+    available now (read at most every :data:`MEMINFO_MAX_AGE_S` on the CPU); other models are
+    left as they are. Called before each calculator call and each structure of ``predict``."""
+    if model.backbone.edge_chunk_from is not None:
+        model.backbone.edge_chunk_from = auto_chunk_from(model, available_bytes(device))
 
 
 def estimate_call_bytes(model, num_atoms: int, num_edges: int, edge_chunk_size: Optional[int] = None) -> int:

@@ -393,7 +393,7 @@ def test_without_a_background_process_the_first_run_says_how_to_compile(tmp_path
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     atoms, args, network = _md_setup(tmp_path, 2000)
-    defer_first_compilation(atoms, args, network)  # the test session switches the process off
+    defer_first_compilation(atoms, args, network)  # conftest.py switches the process off
     assert "--compile on compiles it in the run" in network.describe()
 
 
