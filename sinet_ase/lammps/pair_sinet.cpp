@@ -16,6 +16,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <dlfcn.h>
+
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -32,6 +34,24 @@ const int FORMAT_VERSION = 1;
 std::string first_line(const std::string &text)
 {
   return text.substr(0, text.find('\n'));
+}
+
+// The file that defines `symbol` as the dynamic linker binds it for libraries loaded after
+// the executable, or "" if none does.
+std::string library_defining(const char *symbol)
+{
+  Dl_info info;
+  void *address = dlsym(RTLD_DEFAULT, symbol);
+  if (address == nullptr || dladdr(address, &info) == 0 || info.dli_fname == nullptr) return "";
+  return info.dli_fname;
+}
+
+// The file libtorch's CPU operators live in.
+std::string torch_cpu_library()
+{
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void *>(&at::set_num_threads), &info) == 0 || info.dli_fname == nullptr) return "";
+  return info.dli_fname;
 }
 
 }    // namespace
@@ -107,6 +127,7 @@ void PairSINet::load_model(const std::string &path)
   elements = utils::split_words(metadata["elements"]);
   cutoff = std::stod(metadata["cutoff"]);
   num_layers = std::stoi(metadata["num_layers"]);
+  model_dtype = metadata["dtype"];
   compiled_threads = metadata.count("num_threads") ? std::stoi(metadata["num_threads"]) : 0;
   if (std::stoi(metadata["num_edge_lists"]) != num_layers + 1)
     error->all(FLERR, "pair_style sinet: '{}' has inconsistent metadata (num_edge_lists)", path);
@@ -188,6 +209,18 @@ void PairSINet::init_style()
                    "pair_style sinet: the model was compiled for {} thread(s) per process, LAMMPS "
                    "runs {}; export it with `sinet-lammps-export --threads {}` to match",
                    compiled_threads, comm->nthreads, comm->nthreads);
+  // liblammps defines the reference BLAS dgemm_ and comes before libtorch in the linker's
+  // global scope, so libtorch's float64 matrix products bind to it unless libtorch is
+  // preloaded (sinet_ase.lammps.torch_cpu_library)
+  const std::string blas = library_defining("dgemm_");
+  if (comm->me == 0 && !blas_warned && model_dtype == "float64" && !blas.empty() && blas != torch_cpu_library()) {
+    blas_warned = true;
+    error->warning(FLERR,
+                   "pair_style sinet: the BLAS routine dgemm_ comes from {}, not from libtorch, so the "
+                   "float64 model's matrix products run in a slow reference BLAS; start LAMMPS with "
+                   "LD_PRELOAD={} (sinet-lammps-build prints the environment)",
+                   blas, torch_cpu_library());
+  }
 }
 
 double PairSINet::init_one(int i, int j)

@@ -68,6 +68,8 @@ class PairSINet : public Pair {
   double cutoff = 0.0;
   int num_layers = 0;
   int compiled_threads = 0;    // threads per process the package's kernels were compiled for
+  std::string model_dtype;     // "float64" or "float32", from the package metadata
+  bool blas_warned = false;    // the slow-BLAS warning is given once per run
 
   // graph of the current step (see the header comment); edges are sorted by the hop
   // distance of their receiver, so edge list t is a prefix of the whole list
