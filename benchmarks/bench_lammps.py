@@ -31,7 +31,9 @@ Protocol:
   by other processes during the timed window, ``foreign_load_cores``); ``--wait-idle S``
   waits for an idle machine first.
 
-Output: a table and ``<out>/lammps_<dtype>.json``.
+Output: a table and ``<out>/lammps_<dtype>[_compile].json``. Preloading an allocator
+(``LD_PRELOAD``) applies to both paths; LAMMPS also preloads libtorch
+(``sinet_ase.lammps.lammps_environment``).
 """
 
 import argparse
@@ -119,6 +121,17 @@ run 2
 run {steps}
 print "SINET_GRAPH $(c_graph[1]) $(c_graph[2]) $(c_graph[3]) $(c_graph[4])"
 """
+
+
+def git_commit():
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except OSError:
+        return ""
 
 
 def time_lammps(package, plugin_dir, n, nprocs, threads, steps, workdir):
@@ -226,7 +239,7 @@ def main(argv=None):
                 f"{row.get(f'layer_work_np{p}', float('nan')):>7.2f}"
             )
         print(line)
-    out = Path(args.out) / f"lammps_{args.dtype}.json"
+    out = Path(args.out) / f"lammps_{args.dtype}{'_compile' if args.compile else ''}.json"
     out.write_text(
         json.dumps(
             {
@@ -234,6 +247,10 @@ def main(argv=None):
                 "threads_per_process": args.threads,
                 "dtype": args.dtype,
                 "compile": args.compile,
+                "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+                "commit": git_commit(),
+                # the ASE path runs in this process, LAMMPS with this preload and libtorch's
+                "ld_preload": os.environ.get("LD_PRELOAD", ""),
                 "rows": rows,
             },
             indent=1,
