@@ -238,7 +238,7 @@ def defer_first_compilation(atoms, args, network) -> None:
         return
     pid = background_compile.start(_model_file(args), args.dtype, str(atoms.calc.device), atoms, artefact)
     later = (
-        f"compiling it for later runs in a low-priority background process (pid {pid})"
+        f"a low-priority background process (pid {pid}) compiles it for later runs once this run ends"
         if pid
         else "--compile on compiles it in the run"
     )

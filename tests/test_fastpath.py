@@ -2,6 +2,8 @@
 precomputed gradient, and compiled results against eager ones (the compiling tests are slow)."""
 
 import os
+import sys
+import threading
 import time
 import warnings
 
@@ -418,7 +420,9 @@ def test_background_start_writes_the_structure_takes_the_lock_and_cleans_up_when
     assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) == "99"
     command, kwargs = commands[0]
     assert command[1:5] == ["-m", "sinet_ase.background_compile", "m.pt", command[4]]
-    assert command[5:] == ["--dtype", "float32", "--device", "cpu", "--lock", artefact + ".lock"]
+    lock = ["--lock", artefact + ".lock"]
+    # it compiles after the run that starts it
+    assert command[5:] == ["--dtype", "float32", "--device", "cpu", *lock, "--after-pid", str(os.getpid())]
     np.testing.assert_allclose(read(command[4]).positions, atoms.positions)
     assert kwargs["preexec_fn"] is not None and os.path.exists(artefact + ".lock")
     # a live lock: a second run starts nothing; a stale one is taken over
@@ -442,6 +446,22 @@ def test_background_start_writes_the_structure_takes_the_lock_and_cleans_up_when
 
 @pytest.mark.slow
 @needs_compiler
+def test_the_background_process_waits_for_the_run_that_started_it(monkeypatch):
+    import subprocess
+
+    from sinet_ase import background_compile
+
+    monkeypatch.setattr(background_compile, "PARENT_POLL_S", 0.01)
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    start = time.monotonic()
+    assert background_compile.wait_for_exit(run.pid, timeout=0.1) is False  # still running
+    reaper = threading.Thread(target=run.wait)  # as the shell reaps sinet-md when it ends
+    reaper.start()
+    assert background_compile.wait_for_exit(run.pid, timeout=30) is True
+    assert run.poll() is not None and time.monotonic() - start >= 0.45
+    reaper.join()
+
+
 def test_the_background_process_saves_the_network_that_the_next_run_loads(tmp_path, monkeypatch):
     from ase.io import write
 
