@@ -16,7 +16,9 @@ The child process inherits the environment (``TORCHINDUCTOR_CACHE_DIR``, ``TMPDI
 writes the cache that the parent reads. A lock file next to the artefact
 (``<artefact>.lock``, made by the parent before the child starts, removed by the child when it
 ends) keeps two runs from compiling the same network at once; a lock older than
-:data:`STALE_LOCK_SECONDS` is taken to be left by a process that was killed. ``SINET_ASE_BACKGROUND_COMPILE=off`` switches the background process off.
+the background process's id once it runs; a lock whose process is gone, or older than
+:data:`STALE_LOCK_SECONDS`, is left by a process that was killed and is taken over.
+``SINET_ASE_BACKGROUND_COMPILE=off`` switches the background process off.
 The child's output goes to ``<artefact>.log`` (why a compilation failed, if it does).
 """
 
@@ -44,10 +46,21 @@ def switched_off() -> bool:
     return os.environ.get(BACKGROUND_SWITCH, "").strip().lower() in ("off", "0", "false", "no")
 
 
+def _lock_is_stale(path: str) -> bool:
+    """Whether the lock at ``path`` was left by a background process that no longer runs
+    (its id, written into the lock, is gone) or is older than :data:`STALE_LOCK_SECONDS`.
+    An empty lock is one that a parent made and has not yet written the id into."""
+    if time.time() - os.path.getmtime(path) > STALE_LOCK_SECONDS:
+        return True
+    with open(path) as handle:
+        content = handle.read().strip()
+    return content.isdigit() and not _alive(int(content))
+
+
 def _take_lock(path: str) -> bool:
     """Create ``path`` if no live lock holds it; ``False`` when another process compiles."""
     try:
-        if time.time() - os.path.getmtime(path) > STALE_LOCK_SECONDS:
+        if _lock_is_stale(path):
             os.unlink(path)
     except OSError:  # no lock (the usual case), or another process removed it first
         pass
@@ -92,6 +105,8 @@ def start(model_file: str, dtype: str, device: str, atoms, artefact: str) -> Opt
         os.unlink(lock)
         os.unlink(structure.name)
         return None
+    with open(lock, "w") as handle:  # a later run takes the lock over once this process is gone
+        handle.write(str(process.pid))
     return str(process.pid)
 
 

@@ -410,26 +410,35 @@ def test_background_start_writes_the_structure_takes_the_lock_and_cleans_up_when
     artefact = str(tmp_path / "sinet_ase" / "network-x.bin")
     atoms = hot_ethanol()
     commands = []
+    me = str(os.getpid())  # stands for the background process: alive while the test runs
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = ended.stdout.strip()  # the id of a process that has ended
 
     class FakePopen:
         def __init__(self, command, **kwargs):
             commands.append((command, kwargs))
-            self.pid = 99
+            self.pid = int(me)
 
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
-    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) == "99"
+    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) == me
     command, kwargs = commands[0]
     assert command[1:5] == ["-m", "sinet_ase.background_compile", "m.pt", command[4]]
     lock = ["--lock", artefact + ".lock"]
     # it compiles after the run that starts it
-    assert command[5:] == ["--dtype", "float32", "--device", "cpu", *lock, "--after-pid", str(os.getpid())]
+    assert command[5:] == ["--dtype", "float32", "--device", "cpu", *lock, "--after-pid", me]
     np.testing.assert_allclose(read(command[4]).positions, atoms.positions)
     assert kwargs["preexec_fn"] is not None and os.path.exists(artefact + ".lock")
-    # a live lock: a second run starts nothing; a stale one is taken over
+    with open(artefact + ".lock") as handle:
+        assert handle.read() == me  # the background process's id
+    # a lock whose process runs: a second run starts nothing; one whose process is gone
+    # (killed), or an old one, is taken over
     assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) is None
+    with open(artefact + ".lock", "w") as handle:
+        handle.write(killed)
+    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) == me
     stale = time.time() - background_compile.STALE_LOCK_SECONDS - 60
     os.utime(artefact + ".lock", (stale, stale))
-    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) == "99"
+    assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) == me
     # a process that cannot start leaves no lock and no structure file behind
     os.unlink(artefact + ".lock")
 
