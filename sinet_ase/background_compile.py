@@ -15,8 +15,8 @@ waits for the run to end before it compiles (at most :data:`MAX_WAIT_FOR_PARENT_
 The child process inherits the environment (``TORCHINDUCTOR_CACHE_DIR``, ``TMPDIR``), so it
 writes the cache that the parent reads. A lock file next to the artefact
 (``<artefact>.lock``, made by the parent before the child starts, removed by the child when it
-ends) keeps two runs from compiling the same network at once; a lock older than
-the background process's id once it runs; a lock whose process is gone, or older than
+ends) keeps two runs from compiling the same network at once; it holds the background
+process's id once that runs; a lock whose process is gone, or older than
 :data:`STALE_LOCK_SECONDS`, is left by a process that was killed and is taken over.
 ``SINET_ASE_BACKGROUND_COMPILE=off`` switches the background process off.
 The child's output goes to ``<artefact>.log`` (why a compilation failed, if it does).
