@@ -110,7 +110,7 @@ def test_dft_potential_reproduces_its_card_and_runs_md_from_its_start(name, tmp_
 #: SHA-256 of each shipped potential's weights (sinet_ase.files.arrays_sha256 of the state dict)
 #: as published (training_domain was added to the metadata afterwards, weights untouched)
 WEIGHT_DIGESTS = {
-    "sinet-xtb-md17": "9cdf0934be00403c6c3ea2d05b954688aa27b23fb8081667795131fe3d408822",
+    "sinet-xtb-md17": "b9df7652f56eb3e32b948fe6f682e2903857f7d5267b88fe6f5f5bbb1c25ca55",
     "sinet-rmd17-aspirin": "e0673156b07216f6a26468330a56e19e1a1185f8b8c0733d1550d5e955096a53",
     "sinet-acac": "04394c408edcf87c0ebfc8801abfa316801059c6de73b27fa44812be81fd2660",
     "sinet-rmd17-ethanol": "b074fc9e1bbf567a339e1a9004460d4aa311da51db7d17ab414286e028bd148b",
