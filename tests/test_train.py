@@ -246,6 +246,10 @@ def test_second_loss_stage_switches_weights_and_restarts_best(data_dir, tmp_path
     task.begin_epoch(0.0)
     trainer.run(stop_after_epoch=3)
     assert trainer.best["epoch"] == 3  # the best model is chosen among stage-2 epochs only
+    # stage 1's best is kept beside it (exported at epoch 1 or 2, before stage 2's epoch 3)
+    previous = tmp_path / "run" / "best_model_previous_stage.pt"
+    assert previous.read_bytes() != (tmp_path / "run" / "best_model.pt").read_bytes()
+    load_model(previous)
     assert task.weights["energy"] == 1000.0
     resumed = Trainer(
         tiny_config(data_dir, tmp_path / "run", epochs=4, stage2_start=0.5, stage2_energy_weight=1000.0),

@@ -20,7 +20,11 @@ beyond model, optimiser, scheduler and EMA). A resumed run may change only
 how long and where it runs (:data:`~sinet_ase.train.checkpoint.RESUMABLE_KEYS`);
 other changes are refused and the allowed ones are appended to
 ``run_dir/resume.log``. The best-on-validation EMA
-model is exported as ``best_model.pt`` by the task.
+model is exported as ``best_model.pt`` by the task. When a new loss stage starts
+(``training.stage2_start``) the best model is chosen among that stage's epochs only (its
+losses do not compare with the last stage's); the last stage's best is kept as
+``best_model_previous_stage.pt``, since a stage that weights energies up can end with worse
+forces than it started from.
 
 Multi-process training: started by ``torchrun``, each rank takes every
 ``world``-th batch and ``DistributedDataParallel`` averages the gradients
@@ -42,7 +46,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..files import remove_stale_temp_files
+from ..files import atomic_write, remove_stale_temp_files
 from .checkpoint import config_changes, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .report import write_csv
@@ -370,6 +374,13 @@ class Trainer:
         metadata.update(extra or {})
         self.task.export(self.ema.module, path, metadata)
 
+    def _keep_previous_stage_best(self) -> None:
+        """Copy ``best_model.pt`` to ``best_model_previous_stage.pt`` (atomically)."""
+        best = self.run_dir / "best_model.pt"
+        if self.is_main and best.exists():
+            data = best.read_bytes()
+            atomic_write(self.run_dir / "best_model_previous_stage.pt", lambda handle: handle.write(data))
+
     # --- the loop ---
     def run(self, stop_after_epoch: Optional[int] = None) -> Dict:
         """Train until ``training.epochs``, early stopping, ``max_minutes`` or ``stop_after_epoch``.
@@ -385,6 +396,7 @@ class Trainer:
                 # a new loss stage: its losses do not compare with the last stage's
                 self.best = {"valid_loss": float("inf"), "epoch": -1}
                 self.bad_epochs = 0
+                self._keep_previous_stage_best()
             train_loss = self.train_epoch()
             validate = (self.epoch + 1) % t.valid_every == 0 or self.epoch + 1 == t.epochs
             valid = self.evaluate(self.ema.module, self.graphs["valid"]) if validate else None
