@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_md import SINET_CONFIG, ForeignLoad, count_edges, cpu_name, machine_state, wait_for_idle  # noqa: E402
+from bench_md import SINET_CONFIG, ForeignLoad, count_edges, cpu_name, git_commit, machine_state, wait_for_idle  # noqa: E402
 
 A_CU = 3.61
 
@@ -121,17 +121,6 @@ run 2
 run {steps}
 print "SINET_GRAPH $(c_graph[1]) $(c_graph[2]) $(c_graph[3]) $(c_graph[4])"
 """
-
-
-def git_commit():
-    import subprocess
-
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except OSError:
-        return ""
 
 
 def time_lammps(package, plugin_dir, n, nprocs, threads, steps, workdir):

@@ -156,6 +156,19 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def git_commit(root=None):
+    """Short hash of the checkout at ``root`` (default: this folder's), or ``None``."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", root or os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+        )
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
 def allocator_name():
     pre = os.environ.get("LD_PRELOAD", "")
     return "jemalloc" if "jemalloc" in pre else ("glibc" if not pre else pre)

@@ -51,7 +51,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -311,14 +310,6 @@ def write_json(path, payload):
     os.replace(tmp, path)
 
 
-def git_commit(root):
-    try:
-        out = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
-
-
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -388,6 +379,7 @@ def main():
 
 def payload(args, state, load, results):
     import torch
+    from bench_md import git_commit  # on sys.path since main()
 
     import sinet_ase
 

@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Optional
 
+from .files import process_exists
+
 #: environment variable; ``off`` (or ``0``, ``false``, ``no``) starts no background process
 BACKGROUND_SWITCH = "SINET_ASE_BACKGROUND_COMPILE"
 #: a lock file older than this is left by a process that died (a compilation takes ~1 min)
@@ -54,7 +56,7 @@ def _lock_is_stale(path: str) -> bool:
         return True
     with open(path) as handle:
         content = handle.read().strip()
-    return content.isdigit() and not _alive(int(content))
+    return content.isdigit() and not process_exists(int(content))
 
 
 def _take_lock(path: str) -> bool:
@@ -114,20 +116,10 @@ def _lower_priority():
     os.nice(19)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def wait_for_exit(pid: int, timeout: float = MAX_WAIT_FOR_PARENT_S) -> bool:
     """Sleep until process ``pid`` has ended, at most ``timeout`` seconds; whether it ended."""
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while process_exists(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(PARENT_POLL_S)

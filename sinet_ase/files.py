@@ -36,6 +36,7 @@ __all__ = [
     "atomic_write_text",
     "DiskFullError",
     "remove_stale_temp_files",
+    "process_exists",
     "arrays_sha256",
     "write_checksummed_npz",
     "read_checksummed_npz",
@@ -115,7 +116,7 @@ def remove_stale_temp_files(folder: PathLike) -> List[Path]:
         if match is None or not candidate.is_file():
             continue
         pid = int(match["pid"])
-        if pid == os.getpid() or _process_exists(pid):
+        if pid == os.getpid() or process_exists(pid):
             continue
         try:
             candidate.unlink()
@@ -125,7 +126,8 @@ def remove_stale_temp_files(folder: PathLike) -> List[Path]:
     return removed
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether process ``pid`` runs (or may: one owned by another user, or unknown, counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -212,14 +212,14 @@ void PairSINet::init_style()
   // liblammps defines the reference BLAS dgemm_ and comes before libtorch in the linker's
   // global scope, so libtorch's float64 matrix products bind to it unless libtorch is
   // preloaded (sinet_ase.lammps.torch_cpu_library)
-  const std::string blas = library_defining("dgemm_");
-  if (comm->me == 0 && !blas_warned && model_dtype == "float64" && !blas.empty() && blas != torch_cpu_library()) {
+  const std::string blas = library_defining("dgemm_"), torch_cpu = torch_cpu_library();
+  if (comm->me == 0 && !blas_warned && model_dtype == "float64" && !blas.empty() && blas != torch_cpu) {
     blas_warned = true;
     error->warning(FLERR,
                    "pair_style sinet: the BLAS routine dgemm_ comes from {}, not from libtorch, so the "
                    "float64 model's matrix products run in a slow reference BLAS; start LAMMPS with "
                    "LD_PRELOAD={} (sinet-lammps-build prints the environment)",
-                   blas, torch_cpu_library());
+                   blas, torch_cpu);
   }
 }
 
