@@ -261,6 +261,48 @@ def test_second_loss_stage_switches_weights_and_restarts_best(data_dir, tmp_path
         tiny_config(data_dir, tmp_path / "bad", epochs=4, stage2_start=4)
 
 
+def test_second_loss_stage_ramps_the_weights_and_validates_with_the_full_ones(data_dir, tmp_path):
+    config = tiny_config(
+        data_dir, tmp_path / "run", epochs=8, stage2_start=0.5, stage2_ramp=0.25, stage2_energy_weight=100.0
+    )
+    trainer = Trainer(config, quiet=True)
+    task = trainer.task
+    assert not task.begin_epoch(0.25) and task.weights == {"energy": 1.0, "forces": 100.0, "stress": 0.0}
+    valid = trainer.graphs["valid"]
+    expected = {0.5: 1.0, 0.5625: 100.0**0.25, 0.625: 10.0, 0.75: 100.0, 0.875: 100.0}
+    losses = []
+    for progress, energy_weight in expected.items():
+        task.begin_epoch(progress)
+        assert task.stage == 2 and task.weights["energy"] == pytest.approx(energy_weight, rel=1e-12)
+        assert task.weights["forces"] == 100.0
+        losses.append(trainer.evaluate(trainer.model, valid)["loss"])
+    # validation weighs with stage 2's full weights at every point of the ramp
+    assert losses == pytest.approx([losses[-1]] * len(losses), rel=1e-12)
+    task.begin_epoch(0.25)
+    assert trainer.evaluate(trainer.model, valid)["loss"] < losses[0]  # stage 1's energy weight is 1
+    for bad in ({"stage2_ramp": -0.1}, {"stage2_start": 0.8, "stage2_ramp": 0.3}):
+        with pytest.raises(ConfigError, match="stage2_ramp"):
+            tiny_config(data_dir, tmp_path / "bad", epochs=4, **{"stage2_start": 0.5, **bad})
+
+
+def test_ramp_from_a_zero_weight_is_linear_and_a_stage2_only_weight_needs_its_labels(data_dir, tmp_path):
+    config = tiny_config(
+        data_dir,
+        tmp_path / "run",
+        epochs=8,
+        energy_weight=0.0,
+        stage2_start=0.2,
+        stage2_ramp=0.4,
+        stage2_energy_weight=10.0,
+    )
+    task = Trainer(config, quiet=True).task
+    task.begin_epoch(0.4)
+    assert task.weights["energy"] == pytest.approx(5.0) and task.weights["forces"] == 100.0
+    # a stress weight in stage 2 alone still needs stress labels (these molecules have none)
+    with pytest.raises(ConfigError, match="no stress"):
+        Trainer(tiny_config(data_dir, tmp_path / "stress", stage2_start=0.5, stage2_stress_weight=10.0), quiet=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["cosine_time", "cosine_cpu"])
 def test_cosine_over_time_budget_stops_at_the_budget_with_min_lr(data_dir, tmp_path, scheduler):

@@ -79,6 +79,7 @@ ENERGY_ONLY_TRAINING_KEYS = (
     "forces_weight",
     "stress_weight",
     "stage2_start",
+    "stage2_ramp",
     "stage2_energy_weight",
     "stage2_forces_weight",
     "stage2_stress_weight",
@@ -101,7 +102,11 @@ class EnergyForceTask(Task):
     ``training.huber_delta`` (``huber``). ``c_s`` comes from ``data.config_type_weights``
     (1 by default). The weights ``(w_E, w_F, w_S)`` switch to the ``stage2_*`` ones once the
     fraction ``training.stage2_start`` of the schedule is done (a larger ``w_E`` there
-    tightens energies once forces are learned, as in MACE's final stage).
+    tightens energies once forces are learned, as in MACE's final stage); with
+    ``training.stage2_ramp = r`` they move there over the fraction ``r`` of the schedule,
+    ``w(f) = w_1^(1-f) w_2^f`` at the ramp's fraction ``f`` done (linear where a weight is 0).
+    Validation always weighs with the full weights of the current stage, so that the losses
+    of one stage compare from epoch to epoch.
 
     E0s (``stats["atomic_energies"]``) follow ``data.atomic_energies``: an explicit mapping
     or isolated-atoms file, else the training files' isolated-atom frames, with the
@@ -229,8 +234,8 @@ class EnergyForceTask(Task):
             d.valid_size,
             d.test_size,
             config.seed,
-            require_forces=t.forces_weight > 0,
-            require_stress=d.require_stress or t.stress_weight > 0,
+            require_forces=self.fits("forces"),
+            require_stress=d.require_stress or self.fits("stress"),
             keys=keys,
         )
         elements = config.model.get("elements") or elements_of(frames["train"])
@@ -257,7 +262,7 @@ class EnergyForceTask(Task):
         }
         self.stats = {
             "atomic_energies": self.atomic_energies(frames, keys),
-            "energy_scale": force_rms(frames["train"], keys) if t.forces_weight > 0 else 1.0,
+            "energy_scale": force_rms(frames["train"], keys) if self.fits("forces") else 1.0,
             "avg_num_neighbors": average_num_neighbors(self.graphs["train"]),
         }
         if self.init is not None:  # they are part of the function the file's weights compute
@@ -339,23 +344,46 @@ class EnergyForceTask(Task):
                     weights[key] = stage2
         return weights
 
+    def fits(self, key: str) -> bool:
+        """Whether ``key`` (energy, forces, stress) has a positive loss weight in either stage:
+        its labels are then required, and the model computes it in every stage."""
+        return self.loss_weights(1)[key] > 0 or self.loss_weights(2)[key] > 0
+
+    def ramped_weights(self, progress: float) -> Dict[str, float]:
+        """The training loss weights at ``progress`` (fraction of the schedule done) in stage 2:
+        stage 1's moved geometrically to stage 2's over ``training.stage2_ramp``."""
+        t = self.config.training
+        target = self.loss_weights(2)
+        if not t.stage2_ramp:
+            return target
+        done = min(1.0, max(0.0, (progress - t.stage2_start) / t.stage2_ramp))
+        weights = {}
+        for key, before in self.loss_weights(1).items():
+            after = target[key]
+            if before > 0 and after > 0:  # geometric: a 100x step rises by equal factors per epoch
+                weights[key] = before ** (1.0 - done) * after**done
+            else:
+                weights[key] = before + done * (after - before)
+        return weights
+
     def begin_epoch(self, progress: float) -> bool:
         start = self.config.training.stage2_start
         stage = 2 if start is not None and progress >= start else 1
         changed = stage != self.stage
-        self.stage, self.weights = stage, self.loss_weights(stage)
+        self.stage = stage
+        self.weights = self.ramped_weights(progress) if stage == 2 else self.loss_weights(1)
         return changed
 
     def state_dict(self) -> Dict:
         return {"stage": self.stage}
 
     def load_state_dict(self, state: Dict) -> None:
+        # the weights of a ramp follow from the progress, which begin_epoch sets before training
         self.stage = int(state.get("stage", 1))
         self.weights = self.loss_weights(self.stage)
 
     def train_forward(self, model, batch):
-        t = self.config.training
-        return model(batch, compute_forces=t.forces_weight > 0, compute_stress=t.stress_weight > 0, training=True)
+        return model(batch, compute_forces=self.fits("forces"), compute_stress=self.fits("stress"), training=True)
 
     def _penalty(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """Elementwise ``rho(pred - ref)``: squared error, or Huber (``training.loss``)."""
@@ -364,29 +392,29 @@ class EnergyForceTask(Task):
             return torch.nn.functional.huber_loss(pred, ref, reduction="none", delta=t.huber_delta)
         return (pred - ref) ** 2
 
-    def loss(self, out, batch) -> torch.Tensor:
-        t = self.config.training
-        w = self.weights
+    def loss(self, out, batch, weights: Optional[Dict[str, float]] = None) -> torch.Tensor:
+        """The loss of one batch, with ``weights`` (default: this epoch's training weights)."""
+        w = self.weights if weights is None else weights
         n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
         c = getattr(batch, "weight", None)
         c = torch.ones_like(n_atoms) if c is None else c.to(torch.float64)
         loss = w["energy"] * (c * self._penalty(out["energy"] / n_atoms, batch.energy / n_atoms)).mean()
-        if t.forces_weight > 0:
+        if self.fits("forces"):
             loss = loss + w["forces"] * (c[batch.batch, None] * self._penalty(out["forces"], batch.forces)).mean()
-        if t.stress_weight > 0:
+        if self.fits("stress"):
             loss = loss + w["stress"] * (c[:, None, None] * self._penalty(out["stress"], batch.stress)).mean()
         return loss
 
     def evaluate(self, model, batches, keep: bool = False) -> Dict:
         """Loss and MAEs: energy per atom (meV/atom), forces (meV/Å)."""
-        t = self.config.training
+        weights = self.loss_weights(self.stage)  # the stage's full weights, also during a ramp
         sums = {"loss": 0.0, "e": 0.0, "f": 0.0, "n_struct": 0, "n_f": 0}
         kept = {"f_ref": [], "f_pred": []}
         for batch in batches:
-            out = model(batch, compute_forces=True, compute_stress=t.stress_weight > 0)
+            out = model(batch, compute_forces=True, compute_stress=self.fits("stress"))
             out = {k: v.detach() for k, v in out.items()}
             n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
-            sums["loss"] += float(self.loss(out, batch)) * batch.num_graphs
+            sums["loss"] += float(self.loss(out, batch, weights)) * batch.num_graphs
             sums["e"] += float(((out["energy"] - batch.energy).abs() / n_atoms).sum())
             sums["n_struct"] += batch.num_graphs
             if hasattr(batch, "forces") and batch.forces is not None:

@@ -83,8 +83,11 @@ class TrainingConfig:
     huber_delta: float = 0.01  # Huber threshold, in the residual's unit (eV, eV/Å)
     # second loss stage once this fraction of the schedule (of the epochs, or of max_minutes
     # with cosine_time) is done, as MACE's SWA stage raises the energy weight; a stage2
-    # weight left at null keeps the first stage's weight
+    # weight left at null keeps the first stage's weight; over the stage2_ramp fraction of
+    # the schedule after stage2_start the weights move geometrically from stage 1's to
+    # stage 2's (0: a step)
     stage2_start: Optional[float] = None
+    stage2_ramp: float = 0.0
     stage2_energy_weight: Optional[float] = None
     stage2_forces_weight: Optional[float] = None
     stage2_stress_weight: Optional[float] = None
@@ -250,6 +253,12 @@ class TrainConfig:
             raise ConfigError(
                 "training.stage2_start is the fraction of the schedule after which "
                 f"the second loss stage starts: between 0 and 1, got {t.stage2_start}"
+            )
+        if not 0.0 <= t.stage2_ramp < 1.0 or (t.stage2_start or 0.0) + t.stage2_ramp > 1.0:
+            raise ConfigError(
+                "training.stage2_ramp is the fraction of the schedule over which the loss weights move "
+                "from stage 1's to stage 2's: at least 0, and stage2_start + stage2_ramp at most 1; "
+                f"got stage2_start {t.stage2_start}, stage2_ramp {t.stage2_ramp}"
             )
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")

@@ -70,6 +70,7 @@ KEY_HELP: Dict[str, str] = {
     "training.loss": "mse | huber (on the same residuals)",
     "training.huber_delta": "Huber threshold in the residual's unit (eV, eV/Å)",
     "training.stage2_start": "fraction of the schedule where the second loss stage starts (null: none)",
+    "training.stage2_ramp": "fraction of the schedule over which the weights move to stage 2's (0: a step)",
     "training.stage2_energy_weight": "second stage weights; null keeps the first stage's",
     "training.stage2_forces_weight": "second stage force weight (null: keep)",
     "training.stage2_stress_weight": "second stage stress weight (null: keep)",
