@@ -32,10 +32,11 @@ MACE / NequIP anchors in PERF_NOTES.md):
   timed window (``foreign_load_cores``, from /proc/stat). ``--wait-idle S`` waits up
   to S seconds for other processes to go below 0.25 cores before each timed window.
 
-SINet configs (random weights, ``torch.manual_seed(0)``): ``sinet-l<L>[t<T>][c|a]`` =
+SINet configs (random weights, ``torch.manual_seed(0)``): ``sinet-l<L>[t<T>][c|a|u]`` =
 ``SINet(elements, cutoff=5.0, lmax=L, channels=64, num_layers=T (default 2), num_radial=8,
 radial_hidden=64, mlp_hidden=64, envelope_p=6, avg_num_neighbors=edges/atoms of the
-system)``, eager on the whole graph, with a trailing ``c`` compiled
+system)``, eager on the whole graph (with the fused edge kernels where they are built, as
+the calculator's default; a trailing ``u``: without them), with a trailing ``c`` compiled
 (``SINetCalculator(compile=True, edge_chunk_size=None)``; the first call, which compiles,
 is untimed warm-up and reported as ``first_call_s``), with a trailing ``a`` the
 calculator's defaults (``compile="auto"``: timed after its first 200 eager calls and the
@@ -43,7 +44,8 @@ compilation, or chunked eager on graphs above its memory threshold);
 ``siformer-l<L>[t<T>]`` the same with ``backbone="siformer", num_heads=4``;
 elements H, C, N, O for ethanol, Cu for copper (as the peers).
 
-``file-PATH`` (``file-c-PATH`` compiled) times a trained model file.
+``file-PATH`` (``file-c-PATH`` compiled, ``file-u-PATH`` eager without the fused kernels)
+times a trained model file.
 
 Peers: ``mace-l1`` / ``mace-l2`` (MACE 0.3.16, hidden 64x0e+64x1o / +64x2e), ``mace-paper``
 (256x0e+256x1o+256x2e, the size of the MACE paper's rMD17 and AcAc models) and
@@ -245,8 +247,10 @@ def _build_siformer(variant, system_name, atoms, dtype, stress=False):
 
 
 def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
-    """``sinet-l<L>[t<T>][c|a]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random
-    weights (seed 0). No suffix: eager (``compile=False``), a trailing ``c``: compiled
+    """``sinet-l<L>[t<T>][c|a|u]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random
+    weights (seed 0). No suffix: eager (``compile=False``; the fused edge kernels where they
+    are built, as the calculator's default), a trailing ``u``: eager without the fused
+    kernels (``fused_kernels=False``), a trailing ``c``: compiled
     (``compile=True``), both on the whole graph (``edge_chunk_size=None``, the setting of the
     results tables: automatic chunks would run large graphs eagerly in chunks); a trailing
     ``a``: the calculator's defaults (``compile="auto"``, ``edge_chunk_size="auto"``), what a
@@ -257,7 +261,8 @@ def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
 
     default = variant.endswith("a")
     compiled = variant.endswith("c")
-    lmax_part, _, layers_part = variant.rstrip("ca").lstrip("l").partition("t")
+    fused_kernels = False if variant.endswith("u") else "auto"
+    lmax_part, _, layers_part = variant.rstrip("cau").lstrip("l").partition("t")
     lmax = int(lmax_part)
     torch.manual_seed(0)
     avg_nn = count_edges(atoms) / len(atoms)
@@ -270,10 +275,18 @@ def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
     if default:
         calc = SINetCalculator(model, dtype=dtype, compute_stress=stress)
     else:
-        calc = SINetCalculator(model, dtype=dtype, compile=compiled, edge_chunk_size=None, compute_stress=stress)
+        calc = SINetCalculator(
+            model,
+            dtype=dtype,
+            compile=compiled,
+            edge_chunk_size=None,
+            compute_stress=stress,
+            fused_kernels=fused_kernels,
+        )
     info = {
         "config": dict(config, elements=elements_of(system_name)),
         "compiled": "auto" if default else compiled,
+        "fused_kernels": calc.fused_kernels,
         "n_params": sum(p.numel() for p in model.parameters()),
     }
     if default:
@@ -299,16 +312,22 @@ def default_warmup(info, n_warmup):
 
 
 def _build_sinet_file(variant, system_name, atoms, dtype, stress=False):
-    """``file-PATH`` / ``file-c-PATH``: a trained model file (``file-c-`` runs it compiled)."""
+    """``file-PATH`` / ``file-c-PATH`` / ``file-u-PATH``: a trained model file, eager (the fused
+    edge kernels where they are built), compiled (``file-c-``) or eager without the fused
+    kernels (``file-u-``)."""
     from sinet_ase import SINetCalculator, load_model
 
     compiled = variant.startswith("c-")
-    path = variant[2:] if compiled else variant
+    unfused = variant.startswith("u-")
+    path = variant[2:] if compiled or unfused else variant
     model = load_model(path)
-    calc = SINetCalculator(model, dtype=dtype, compile=compiled, compute_stress=stress)
+    calc = SINetCalculator(
+        model, dtype=dtype, compile=compiled, compute_stress=stress, fused_kernels=False if unfused else "auto"
+    )
     return calc, {
         "config": {"file": path, **model.config},
         "compiled": compiled,
+        "fused_kernels": calc.fused_kernels,
         "n_params": sum(p.numel() for p in model.parameters()),
     }
 
@@ -723,6 +742,8 @@ def eager_variant(family, variant):
     or ``None`` when ``variant`` is eager already."""
     if family in ("sinet", "siformer") and variant[-1] in "ca":
         return variant[:-1]
+    if family == "sinet" and variant[-1] == "u":
+        return None
     if ":" in variant:
         return variant.partition(":")[0]
     return None

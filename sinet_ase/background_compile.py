@@ -30,22 +30,11 @@ import tempfile
 import time
 from typing import Optional
 
+from .background import lower_priority, switched_off, wait_for_exit
 from .files import process_exists
 
-#: environment variable; ``off`` (or ``0``, ``false``, ``no``) starts no background process
-BACKGROUND_SWITCH = "SINET_ASE_BACKGROUND_COMPILE"
 #: a lock file older than this is left by a process that died (a compilation takes ~1 min)
 STALE_LOCK_SECONDS = 30 * 60
-#: the background process compiles when the run that started it ends, or after this long
-#: (a run of sinet-md short enough to run eagerly takes a minute or two)
-MAX_WAIT_FOR_PARENT_S = 10 * 60
-#: how often the background process looks whether the run has ended
-PARENT_POLL_S = 0.2
-
-
-def switched_off() -> bool:
-    """Whether ``SINET_ASE_BACKGROUND_COMPILE`` switches the background compilation off."""
-    return os.environ.get(BACKGROUND_SWITCH, "").strip().lower() in ("off", "0", "false", "no")
 
 
 def _lock_is_stale(path: str) -> bool:
@@ -101,7 +90,7 @@ def start(model_file: str, dtype: str, device: str, atoms, artefact: str) -> Opt
             # same session as the parent: under Linux's autogroup scheduling, nice 19 only
             # yields to the parent's MD if both are in one group
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_lower_priority
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=lower_priority
             )
     except OSError:
         os.unlink(lock)
@@ -110,20 +99,6 @@ def start(model_file: str, dtype: str, device: str, atoms, artefact: str) -> Opt
     with open(lock, "w") as handle:  # a later run takes the lock over once this process is gone
         handle.write(str(process.pid))
     return str(process.pid)
-
-
-def _lower_priority():
-    os.nice(19)
-
-
-def wait_for_exit(pid: int, timeout: float = MAX_WAIT_FOR_PARENT_S) -> bool:
-    """Sleep until process ``pid`` has ended, at most ``timeout`` seconds; whether it ended."""
-    deadline = time.monotonic() + timeout
-    while process_exists(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(PARENT_POLL_S)
-    return True
 
 
 def main(argv=None) -> int:

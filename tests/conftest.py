@@ -24,7 +24,7 @@ def _at_most_two_threads():
 def _no_background_compilation(monkeypatch):
     """No test starts a background compilation (``sinet-md --compile auto`` on a cold cache)
     unless it switches it back on: a process outliving the test would load the machine."""
-    from sinet_ase.background_compile import BACKGROUND_SWITCH
+    from sinet_ase.background import BACKGROUND_SWITCH
 
     monkeypatch.setenv(BACKGROUND_SWITCH, "off")
 

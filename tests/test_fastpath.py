@@ -16,7 +16,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 from sinet_ase import SINetCalculator
-from sinet_ase import fastpath
+from sinet_ase import background, fastpath
 from sinet_ase.fastpath import AutoCompile, CompileFallbackWarning, compiled_network
 from sinet_ase.graph import atoms_to_graph, batch_graphs
 from sinet_ase.testing import small_sinet
@@ -406,7 +406,7 @@ def test_background_start_writes_the_structure_takes_the_lock_and_cleans_up_when
 
     from sinet_ase import background_compile
 
-    monkeypatch.delenv(background_compile.BACKGROUND_SWITCH)
+    monkeypatch.delenv(background.BACKGROUND_SWITCH)
     artefact = str(tmp_path / "sinet_ase" / "network-x.bin")
     atoms = hot_ethanol()
     commands = []
@@ -449,7 +449,7 @@ def test_background_start_writes_the_structure_takes_the_lock_and_cleans_up_when
     before = set(os.listdir(tmp_path / "sinet_ase"))
     assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) is None
     assert set(os.listdir(tmp_path / "sinet_ase")) == before
-    monkeypatch.setenv(background_compile.BACKGROUND_SWITCH, "off")
+    monkeypatch.setenv(background.BACKGROUND_SWITCH, "off")
     assert background_compile.start("m.pt", "float32", "cpu", atoms, artefact) is None
 
 
@@ -458,15 +458,13 @@ def test_background_start_writes_the_structure_takes_the_lock_and_cleans_up_when
 def test_the_background_process_waits_for_the_run_that_started_it(monkeypatch):
     import subprocess
 
-    from sinet_ase import background_compile
-
-    monkeypatch.setattr(background_compile, "PARENT_POLL_S", 0.01)
+    monkeypatch.setattr(background, "PARENT_POLL_S", 0.01)
     run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
     start = time.monotonic()
-    assert background_compile.wait_for_exit(run.pid, timeout=0.1) is False  # still running
+    assert background.wait_for_exit(run.pid, timeout=0.1) is False  # still running
     reaper = threading.Thread(target=run.wait)  # as the shell reaps sinet-md when it ends
     reaper.start()
-    assert background_compile.wait_for_exit(run.pid, timeout=30) is True
+    assert background.wait_for_exit(run.pid, timeout=30) is True
     assert run.poll() is not None and time.monotonic() - start >= 0.45
     reaper.join()
 

@@ -128,7 +128,7 @@ TASKS = ("sinet_ase.potential", "sinet_ase.qm9", "sinet_ase.nbody")
 #: the applications: command lines and tools on top of everything else
 APPS = ("sinet_ase.cli", "sinet_ase.md", "sinet_ase.evaluate")
 #: modules that every layer may import (no sinet_ase imports of their own but these)
-BASE = ("sinet_ase.errors", "sinet_ase.files", "sinet_ase.hparams")
+BASE = ("sinet_ase.errors", "sinet_ase.files", "sinet_ase.hparams", "sinet_ase.background")
 #: old import paths kept as re-exports of the modules that moved (old path -> new home)
 OLD_PATHS = {
     "sinet_ase.data.atomic": "sinet_ase.potential.data",

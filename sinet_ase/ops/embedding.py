@@ -16,8 +16,8 @@ from typing import Optional
 
 import torch
 
+from . import fused
 from .chunking import edge_chunked_sum
-
 from .layout import SphericalLayout
 from .mlp import mlp
 from .neighbour_sum import gather_rows, sum_rows
@@ -42,6 +42,9 @@ class SphericalEmbedding(torch.nn.Module):
       tensor: ``W_2``'s product moves from ``E`` edges to ``N S`` (node, species) pairs.
       It is used when ``S (L+1) <= avg_num_neighbors``, where that is the cheaper side.
     """
+
+    #: the species-folded sum through the fused kernels where they are built (as ScalarInteraction)
+    use_fused = False
 
     def __init__(
         self,
@@ -91,6 +94,8 @@ class SphericalEmbedding(torch.nn.Module):
         S = self.species_embedding.num_embeddings
         rows = receiver * S + species.index_select(0, sender)  # (node i, species of j)
         n = species.shape[0] if num_receivers is None else num_receivers
+        if fused.kernels_for(hidden_ext, self.use_fused):  # the same sum in one pass (sinet_ase.ops.fused)
+            return fused.OuterScatter.apply(Y, hidden_ext, rows, n * S)
         return sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, n * S)
 
     def _from_radial_sums(self, T, num_nodes):

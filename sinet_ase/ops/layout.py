@@ -50,6 +50,9 @@ class SphericalLayout(torch.nn.Module):
         ip = torch.zeros(self.num_m, lmax + 1)
         ip[torch.arange(self.num_m), degree] = 1.0 / torch.sqrt(2.0 * degree + 1.0)
         self.register_buffer("inner_product", ip, persistent=False)
+        # first column of each degree and one past the last, (L+2,): degree l is l^2 .. (l+1)^2
+        self.register_buffer("degree_start", torch.arange(lmax + 2) ** 2, persistent=False)
+        self.register_buffer("degree_scale", 1.0 / torch.sqrt(2.0 * torch.arange(lmax + 1) + 1.0), persistent=False)
         # one-hot (L+1, M): row l selects the 2l+1 columns of degree l
         self.register_buffer("degree_onehot", (ip > 0).to(ip.dtype).t().contiguous(), persistent=False)
 

@@ -40,6 +40,7 @@ from typing import Optional
 import torch
 from e3nn import o3
 
+from . import fused
 from .chunking import edge_chunked_sum
 from .gate import ScalarGate
 from .layout import SphericalLayout
@@ -108,6 +109,10 @@ class ScalarInteraction(torch.nn.Module):
     node terms (:meth:`node_terms`), the sums over edges (:meth:`edge_sums`, linear in
     the set of edges), and the per-node products with ``W_b`` (:meth:`finish_sums`).
     """
+
+    #: run the edge sums through the fused kernels where they are built (:mod:`sinet_ase.ops.fused`;
+    #: set by the calculator, off in training)
+    use_fused = False
 
     def __init__(
         self, layout: SphericalLayout, num_edge_scalars: int = 0, with_receiver: bool = True, hidden: int = 64
@@ -219,13 +224,24 @@ class ScalarInteraction(torch.nn.Module):
         receiver, sender = edge_index[0], edge_index[1]
         num_nodes = h.shape[0] if num_receivers is None else num_receivers
         first, activation, last = self.coefficients
+        layout = self.layout
+        # the fused kernels do each gather-product-sum in one pass (same numbers as the
+        # torch form below, which runs where they are not built and while torch.compile traces)
+        kernels = fused.kernels_for(h, self.use_fused)
         Y_ext = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # (E, M + 1)
-        pre = _contract_rows(Y_ext, gather_rows(node_sender, sender))
+        if kernels:
+            pre = fused.GatherContract.apply(node_sender, sender, Y_ext)
+            h_src = None
+        else:
+            pre = _contract_rows(Y_ext, gather_rows(node_sender, sender))
+            h_src = gather_rows(h, sender)
         pre = pre + (first.bias if node_receiver is None else gather_rows(node_receiver, receiver))
-        h_src = gather_rows(h, sender)
         pairs = []
         if self.with_receiver:
-            p = self.layout.degree_sum_channels_last(gather_rows(h, receiver) * h_src)  # (E, L+1, c)
+            if kernels:
+                p = fused.PairDegreeDot.apply(h, receiver, h, sender, layout.degree_start, layout.degree_scale)
+            else:
+                p = layout.degree_sum_channels_last(gather_rows(h, receiver) * h_src)  # (E, L+1, c)
             pairs.append(p.reshape(-1, (L + 1) * c))
         if self.num_edge_scalars:
             pairs.append(edge_scalars)
@@ -243,10 +259,17 @@ class ScalarInteraction(torch.nn.Module):
             alpha = alpha * edge_weight.unsqueeze(-1)
             hidden_ext = hidden_ext * edge_weight.unsqueeze(-1)
         if scalars_only:  # alpha^0 h_j^0 and [a, 1] Y^0, (E, c + hidden + 1): one neighbour sum
-            edge_terms = torch.cat([alpha * h_src[:, 0, :], hidden_ext * Y[:, :1]], dim=1)
+            h_src0 = gather_rows(h[:, 0, :], sender) if h_src is None else h_src[:, 0, :]
+            edge_terms = torch.cat([alpha * h_src0, hidden_ext * Y[:, :1]], dim=1)
             return sum_rows(edge_terms, receiver, num_nodes)
+        if kernels:
+            alpha_sums = fused.DegreeScatter.apply(
+                alpha.view(-1, L + 1, c), h, sender, receiver, layout.degree_start, num_nodes
+            )
+            T = fused.OuterScatter.apply(Y, hidden_ext, receiver, num_nodes)
+            return torch.cat([alpha_sums, T], dim=-1)
         alpha_sums = sum_rows(
-            self.layout.per_degree_channels_last(alpha.view(-1, L + 1, c)) * h_src, receiver, num_nodes
+            layout.per_degree_channels_last(alpha.view(-1, L + 1, c)) * h_src, receiver, num_nodes
         )  # (N, M, c)
         T = sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), receiver, num_nodes)  # (N, M, hidden + 1)
         return torch.cat([alpha_sums, T], dim=-1)

@@ -1,0 +1,287 @@
+r"""Fused per-edge kernels for the eager CPU path (a C++ extension, built on demand).
+
+The edge work of :class:`~sinet_ase.ops.scalar_interaction.ScalarInteraction` in its
+unfused eager form gathers node rows into ``(E, M, c)`` edge tensors, multiplies them and
+sums them back into nodes; each step writes a tensor of the size of the edge list, and its
+backward writes as many again. The kernels of ``fused_edges.cpp`` do each of the four
+patterns in one pass over the edges (``E`` edges, ``N`` nodes, ``R`` rows of width ``C``):
+
+* ``gather_contract(S, i, w)[e] = sum_r w[e, r] S[i_e, r]``           ``(E, C)``
+* ``gather_dot(S, i, x)[e, r] = <S[i_e, r], x[e]>``                      ``(E, R)``
+* ``outer_scatter(w, x, i, N)[n, r] = sum_{e: i_e = n} w[e, r] x[e]``    ``(N, R, C)``
+* ``pair_degree_dot(a, i, b, j, s)[e, l] = s_l sum_{m in l} a[i_e, m] b[j_e, m]``  ``(E, L+1, C)``
+* ``degree_scatter(alpha, S, i, j, N)[n, m] = sum_{e: j_e = n} alpha[e, l(m)] S[i_e, m]``  ``(N, M, C)``
+
+They are closed under differentiation: the gradient of each with respect to each input is
+one of the others (for example ``d gather_contract / d S`` is ``outer_scatter`` of the
+upstream gradient), so the autograd functions below give forward, backward and double
+backward (training's force loss) from the same five kernels.
+
+The extension is compiled with torch's C++ extension API (``torch.utils.cpp_extension``, a
+C++ compiler and ninja) into torch's extension cache, once per machine and torch version.
+:func:`kernels` returns the module, or ``None`` where it is not built (``build=False``) or
+cannot be; the model then runs the unfused form, which gives the same numbers.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+_SOURCE = Path(__file__).with_name("fused_edges.cpp")
+_lock = threading.Lock()
+_module = None
+_failed: Optional[str] = None
+
+
+def extension_name() -> str:
+    """Module name of the build: one per torch version and source, so that an upgrade of
+    either builds anew (in the background) instead of rebuilding at the first call."""
+    import hashlib
+
+    digest = hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:10]
+    return f"sinet_fused_edges_{torch.__version__.split('+')[0].replace('.', '_')}_{digest}"
+
+
+def kernels(build: bool = True):
+    """The compiled kernels, or ``None`` (not built and ``build=False``, or the build failed).
+
+    ``build=True`` compiles the extension on first use (about a minute); later processes load
+    the cached library in well under a second.
+    """
+    global _module, _failed
+    if _module is not None or _failed is not None:
+        return _module
+    with _lock:
+        if _module is not None or _failed is not None:
+            return _module
+        if not build and not _is_built():
+            return None
+        try:
+            from torch.utils.cpp_extension import load
+
+            _module = load(
+                name=extension_name(),
+                sources=[str(_SOURCE)],
+                extra_cflags=["-O3", "-fopenmp"],
+                extra_ldflags=["-fopenmp"],
+                verbose=False,
+            )
+        except Exception as exc:  # no compiler, no ninja, a failed build: the unfused form runs
+            _failed = f"{type(exc).__name__}: {exc}"
+            return None
+    return _module
+
+
+def kernels_for(x: torch.Tensor, wanted: bool):
+    """The kernels if a module that ``wanted`` them should use them on ``x``: built, a plain
+    CPU float32 / float64 tensor (not a fake or functional tensor of a trace), and not while
+    ``torch.compile`` traces (inductor fuses the torch form itself); else ``None``."""
+    if not wanted or _module is None or torch.compiler.is_compiling():
+        return None
+    if type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    return _module
+
+
+def set_fused(model: torch.nn.Module, enabled: bool) -> int:
+    """Switch the fused kernels on or off in every module of ``model`` that has them
+    (``use_fused``); returns how many modules were set."""
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "use_fused"):
+            module.use_fused = bool(enabled)
+            count += 1
+    return count
+
+
+def can_build() -> bool:
+    """Whether this machine has what the build needs: a C++ compiler and ninja."""
+    from torch.utils.cpp_extension import is_ninja_available
+
+    return shutil.which(os.environ.get("CXX", "c++")) is not None and is_ninja_available()
+
+
+_background_started = False
+
+
+def start_background_build() -> Optional[int]:
+    """Build the kernels in a low-priority background process that waits for this process to
+    end (:mod:`sinet_ase.background`: a build beside a run on two cores slows the run); later processes find them built. Once per process; nothing where
+    ``SINET_ASE_BACKGROUND_COMPILE=off``, where they are built, or where the machine cannot
+    build them. Returns the process id, or ``None``."""
+    global _background_started
+    from ..background import lower_priority, switched_off
+
+    if _background_started or switched_off() or _is_built() or not can_build():
+        return None
+    _background_started = True
+    directory = Path(_build_directory())
+    directory.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", __name__, "--after-pid", str(os.getpid())]
+    try:
+        with open(directory / "background_build.log", "w") as log:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=lower_priority
+            )
+    except OSError:
+        return None
+    return process.pid
+
+
+FusedOption = Union[bool, str]
+
+
+def resolve_option(option: FusedOption, device: torch.device) -> bool:
+    """The calculator's ``fused_kernels`` option -> whether its model uses the kernels.
+
+    ``"auto"``: where they are built (on the CPU), else not, and a background build starts
+    for later runs (:func:`start_background_build`); ``True``: built now if needed, an error
+    if that fails; ``False``: never.
+    """
+    if option not in (True, False, "auto"):
+        raise ValueError(f"fused_kernels must be True, False or 'auto', got {option!r}")
+    if option is False or device.type != "cpu":
+        return False
+    if option is True:
+        if kernels(build=True) is None:
+            raise RuntimeError(
+                f"the fused kernels could not be built ({build_error()}); they need a C++ compiler and "
+                "ninja (pip install ninja); fused_kernels='auto' or False runs without them"
+            )
+        return True
+    if kernels(build=False) is not None:
+        return True
+    start_background_build()
+    return False
+
+
+def build_error() -> Optional[str]:
+    """Why the last build failed, or ``None``."""
+    return _failed
+
+
+def _build_directory() -> str:
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return _get_build_directory(extension_name(), verbose=False)
+
+
+def _is_built() -> bool:
+    """Whether torch's extension cache already holds a library of this build (built from
+    this source: torch's loader rebuilds a library whose source changed)."""
+    directory = Path(_build_directory())
+    return (directory / f"{extension_name()}.so").exists() and not (directory / "lock").exists()
+
+
+class GatherContract(torch.autograd.Function):
+    """``out[e] = sum_r w[e, r] S[i_e, r]``: ``S (N, R, C), i (E,), w (E, R) -> (E, C)``."""
+
+    @staticmethod
+    def forward(ctx, src, index, w):
+        ctx.save_for_backward(src, index, w)
+        return _module.gather_contract(src, index, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        src, index, w = ctx.saved_tensors
+        g_src = OuterScatter.apply(w, grad, index, src.shape[0]) if ctx.needs_input_grad[0] else None
+        g_w = GatherDot.apply(src, index, grad) if ctx.needs_input_grad[2] else None
+        return g_src, None, g_w
+
+
+class GatherDot(torch.autograd.Function):
+    """``out[e, r] = <S[i_e, r], x[e]>``: ``S (N, R, C), i (E,), x (E, C) -> (E, R)``."""
+
+    @staticmethod
+    def forward(ctx, src, index, x):
+        ctx.save_for_backward(src, index, x)
+        return _module.gather_dot(src, index, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        src, index, x = ctx.saved_tensors
+        g_src = OuterScatter.apply(grad, x, index, src.shape[0]) if ctx.needs_input_grad[0] else None
+        g_x = GatherContract.apply(src, index, grad) if ctx.needs_input_grad[2] else None
+        return g_src, None, g_x
+
+
+class OuterScatter(torch.autograd.Function):
+    """``out[n, r] = sum_{e: i_e = n} w[e, r] x[e]``: ``w (E, R), x (E, C), i (E,) -> (N, R, C)``."""
+
+    @staticmethod
+    def forward(ctx, w, x, index, num_nodes):
+        ctx.save_for_backward(w, x, index)
+        return _module.outer_scatter(w, x, index, int(num_nodes))
+
+    @staticmethod
+    def backward(ctx, grad):
+        w, x, index = ctx.saved_tensors
+        g_w = GatherDot.apply(grad, index, x) if ctx.needs_input_grad[0] else None
+        g_x = GatherContract.apply(grad, index, w) if ctx.needs_input_grad[1] else None
+        return g_w, g_x, None, None
+
+
+class PairDegreeDot(torch.autograd.Function):
+    """``out[e, l] = s_l sum_{m in l} a[i_e, m] b[j_e, m]``: ``-> (E, L+1, C)``."""
+
+    @staticmethod
+    def forward(ctx, a, ia, b, ib, degree_start, scale):
+        ctx.save_for_backward(a, ia, b, ib, degree_start, scale)
+        return _module.pair_degree_dot(a, ia, b, ib, degree_start, scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, ia, b, ib, degree_start, scale = ctx.saved_tensors
+        scaled = grad * scale.to(grad.dtype).view(1, -1, 1)
+        g_a = DegreeScatter.apply(scaled, b, ib, ia, degree_start, a.shape[0]) if ctx.needs_input_grad[0] else None
+        g_b = DegreeScatter.apply(scaled, a, ia, ib, degree_start, b.shape[0]) if ctx.needs_input_grad[2] else None
+        return g_a, None, g_b, None, None, None
+
+
+class DegreeScatter(torch.autograd.Function):
+    """``out[n, m] = sum_{e: j_e = n} alpha[e, l(m)] S[i_e, m]``: ``-> (N, M, C)``."""
+
+    @staticmethod
+    def forward(ctx, alpha, src, isrc, dst, degree_start, num_nodes):
+        ctx.save_for_backward(alpha, src, isrc, dst, degree_start)
+        return _module.degree_scatter(alpha, src, isrc, dst, degree_start, int(num_nodes))
+
+    @staticmethod
+    def backward(ctx, grad):
+        alpha, src, isrc, dst, degree_start = ctx.saved_tensors
+        g_alpha = None
+        if ctx.needs_input_grad[0]:
+            ones = torch.ones(alpha.shape[1], dtype=grad.dtype)
+            g_alpha = PairDegreeDot.apply(grad, dst, src, isrc, degree_start, ones)
+        g_src = (
+            DegreeScatter.apply(alpha, grad, dst, isrc, degree_start, src.shape[0]) if ctx.needs_input_grad[1] else None
+        )
+        return g_alpha, g_src, None, None, None, None
+
+
+def main(argv=None) -> int:
+    """The background build: wait for the process that started it, then build the kernels."""
+    from ..background import wait_for_exit
+
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description="Build the fused edge kernels.")
+    parser.add_argument("--after-pid", type=int, default=None, help="build once this process has ended")
+    args = parser.parse_args(argv)
+    if args.after_pid is not None:
+        ended = wait_for_exit(args.after_pid)
+        print(f"process {args.after_pid} {'ended' if ended else 'still runs'}; building", flush=True)
+    start = time.perf_counter()
+    module = kernels(build=True)
+    print(f"built in {time.perf_counter() - start:.1f} s" if module is not None else f"failed: {build_error()}")
+    return 0 if module is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+// Fused per-edge kernels of Scalar Interaction for the eager CPU path.
+//
+// Each kernel gathers node rows by an edge index, combines them with per-edge values and
+// (for the scatters) adds the result into node rows, in one pass: the (E, M, c) edge
+// temporaries of the unfused form (gathered rows, products, their gradients) are never
+// written. The four kernels are closed under differentiation (the backward of each is a
+// combination of the others), so sinet_ase/ops/fused.py builds forward, backward and
+// double backward from them.
+//
+// Shapes: E edges, N nodes, R rows per node (spherical columns, or columns plus one),
+// C the contiguous inner width (channels, or hidden units). Indices are int64.
+//
+// Threads (ATen's pool, torch.set_num_threads): gathers split the edges; scatters split the
+// inner width C, so that no two threads add into the same element.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+namespace {
+
+void check_index(const torch::Tensor& index, int64_t num_edges, const char* name) {
+  TORCH_CHECK(index.scalar_type() == torch::kLong, name, " must be int64");
+  TORCH_CHECK(index.dim() == 1 && index.size(0) == num_edges, name, " must have one entry per edge");
+}
+
+// Grain of the inner-width split of the scatters: at least 16 values per thread.
+int64_t width_grain(int64_t width) { return std::max<int64_t>(16, width / at::get_num_threads()); }
+
+}  // namespace
+
+// out[e, c] = sum_r w[e, r] src[index[e], r, c]:  src (N, R, C), index (E,), w (E, R) -> (E, C)
+torch::Tensor gather_contract(torch::Tensor src, torch::Tensor index, torch::Tensor w) {
+  src = src.contiguous();
+  w = w.contiguous();
+  index = index.contiguous();
+  const int64_t E = w.size(0), R = w.size(1), C = src.size(2);
+  TORCH_CHECK(src.size(1) == R, "gather_contract: src rows ", src.size(1), " != weight columns ", R);
+  check_index(index, E, "gather_contract: index");
+  auto out = torch::empty({E, C}, src.options());
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "gather_contract", [&] {
+    const scalar_t* s = src.data_ptr<scalar_t>();
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    const int64_t* idx = index.data_ptr<int64_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, E, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        scalar_t* oe = o + e * C;
+        const scalar_t* se = s + idx[e] * R * C;
+        const scalar_t* we = wp + e * R;
+        for (int64_t c = 0; c < C; ++c) oe[c] = 0;
+        for (int64_t r = 0; r < R; ++r) {
+          const scalar_t wr = we[r];
+          const scalar_t* row = se + r * C;
+          for (int64_t c = 0; c < C; ++c) oe[c] += wr * row[c];
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// out[e, r] = sum_c src[index[e], r, c] x[e, c]:  src (N, R, C), index (E,), x (E, C) -> (E, R)
+torch::Tensor gather_dot(torch::Tensor src, torch::Tensor index, torch::Tensor x) {
+  src = src.contiguous();
+  x = x.contiguous();
+  index = index.contiguous();
+  const int64_t E = x.size(0), R = src.size(1), C = src.size(2);
+  TORCH_CHECK(x.size(1) == C, "gather_dot: widths differ");
+  check_index(index, E, "gather_dot: index");
+  auto out = torch::empty({E, R}, src.options());
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "gather_dot", [&] {
+    const scalar_t* s = src.data_ptr<scalar_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const int64_t* idx = index.data_ptr<int64_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, E, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        const scalar_t* se = s + idx[e] * R * C;
+        const scalar_t* xe = xp + e * C;
+        for (int64_t r = 0; r < R; ++r) {
+          const scalar_t* row = se + r * C;
+          scalar_t acc = 0;
+          for (int64_t c = 0; c < C; ++c) acc += row[c] * xe[c];
+          o[e * R + r] = acc;
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// out[index[e], r, c] += w[e, r] x[e, c]:  w (E, R), x (E, C), index (E,) -> (num_nodes, R, C)
+torch::Tensor outer_scatter(torch::Tensor w, torch::Tensor x, torch::Tensor index, int64_t num_nodes) {
+  w = w.contiguous();
+  x = x.contiguous();
+  index = index.contiguous();
+  const int64_t E = w.size(0), R = w.size(1), C = x.size(1);
+  TORCH_CHECK(x.size(0) == E, "outer_scatter: edge counts differ");
+  check_index(index, E, "outer_scatter: index");
+  auto out = torch::zeros({num_nodes, R, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "outer_scatter", [&] {
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const int64_t* idx = index.data_ptr<int64_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, C, width_grain(C), [&](int64_t c0, int64_t c1) {
+      for (int64_t e = 0; e < E; ++e) {
+        scalar_t* oe = o + idx[e] * R * C;
+        const scalar_t* xe = xp + e * C;
+        const scalar_t* we = wp + e * R;
+        for (int64_t r = 0; r < R; ++r) {
+          const scalar_t wr = we[r];
+          scalar_t* row = oe + r * C;
+          for (int64_t c = c0; c < c1; ++c) row[c] += wr * xe[c];
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// out[e, l, c] = scale[l] sum_{m in l} a[ia[e], m, c] b[ib[e], m, c]
+//   a (Na, M, C), b (Nb, M, C), ia, ib (E,), degree_start (L+2,) -> (E, L+1, C)
+torch::Tensor pair_degree_dot(torch::Tensor a, torch::Tensor ia, torch::Tensor b, torch::Tensor ib,
+                              torch::Tensor degree_start, torch::Tensor scale) {
+  a = a.contiguous();
+  b = b.contiguous();
+  ia = ia.contiguous();
+  ib = ib.contiguous();
+  degree_start = degree_start.to(torch::kLong).contiguous();
+  scale = scale.to(a.scalar_type()).contiguous();
+  const int64_t E = ia.size(0), M = a.size(1), C = a.size(2), L1 = degree_start.size(0) - 1;
+  TORCH_CHECK(b.size(1) == M && b.size(2) == C, "pair_degree_dot: a and b rows differ");
+  check_index(ib, E, "pair_degree_dot: ib");
+  auto out = torch::empty({E, L1, C}, a.options());
+  const int64_t* start = degree_start.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "pair_degree_dot", [&] {
+    const scalar_t* ap = a.data_ptr<scalar_t>();
+    const scalar_t* bp = b.data_ptr<scalar_t>();
+    const scalar_t* sp = scale.data_ptr<scalar_t>();
+    const int64_t* xa = ia.data_ptr<int64_t>();
+    const int64_t* xb = ib.data_ptr<int64_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, E, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        const scalar_t* ae = ap + xa[e] * M * C;
+        const scalar_t* be = bp + xb[e] * M * C;
+        for (int64_t l = 0; l < L1; ++l) {
+          scalar_t* ol = o + (e * L1 + l) * C;
+          for (int64_t c = 0; c < C; ++c) ol[c] = 0;
+          for (int64_t m = start[l]; m < start[l + 1]; ++m) {
+            const scalar_t* ar = ae + m * C;
+            const scalar_t* br = be + m * C;
+            for (int64_t c = 0; c < C; ++c) ol[c] += ar[c] * br[c];
+          }
+          const scalar_t s = sp[l];
+          for (int64_t c = 0; c < C; ++c) ol[c] *= s;
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// out[dst[e], m, c] += alpha[e, l(m), c] src[isrc[e], m, c]
+//   alpha (E, L+1, C), src (N, M, C), isrc, dst (E,), degree_start (L+2,) -> (num_nodes, M, C)
+torch::Tensor degree_scatter(torch::Tensor alpha, torch::Tensor src, torch::Tensor isrc, torch::Tensor dst,
+                             torch::Tensor degree_start, int64_t num_nodes) {
+  alpha = alpha.contiguous();
+  src = src.contiguous();
+  isrc = isrc.contiguous();
+  dst = dst.contiguous();
+  degree_start = degree_start.to(torch::kLong).contiguous();
+  const int64_t E = alpha.size(0), L1 = alpha.size(1), C = alpha.size(2), M = src.size(1);
+  TORCH_CHECK(src.size(2) == C && degree_start.size(0) == L1 + 1, "degree_scatter: shapes differ");
+  check_index(isrc, E, "degree_scatter: isrc");
+  check_index(dst, E, "degree_scatter: dst");
+  auto out = torch::zeros({num_nodes, M, C}, src.options());
+  const int64_t* start = degree_start.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "degree_scatter", [&] {
+    const scalar_t* al = alpha.data_ptr<scalar_t>();
+    const scalar_t* sp = src.data_ptr<scalar_t>();
+    const int64_t* xs = isrc.data_ptr<int64_t>();
+    const int64_t* xd = dst.data_ptr<int64_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, C, width_grain(C), [&](int64_t c0, int64_t c1) {
+      for (int64_t e = 0; e < E; ++e) {
+        const scalar_t* se = sp + xs[e] * M * C;
+        scalar_t* oe = o + xd[e] * M * C;
+        for (int64_t l = 0; l < L1; ++l) {
+          const scalar_t* ar = al + (e * L1 + l) * C;
+          for (int64_t m = start[l]; m < start[l + 1]; ++m) {
+            const scalar_t* sr = se + m * C;
+            scalar_t* orow = oe + m * C;
+            for (int64_t c = c0; c < c1; ++c) orow[c] += ar[c] * sr[c];
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gather_contract", &gather_contract, "out[e] = sum_r w[e, r] src[index[e], r]");
+  m.def("gather_dot", &gather_dot, "out[e, r] = <src[index[e], r], x[e]>");
+  m.def("outer_scatter", &outer_scatter, "out[index[e], r] += w[e, r] x[e]");
+  m.def("pair_degree_dot", &pair_degree_dot, "out[e, l] = scale[l] sum_{m in l} a[ia[e], m] b[ib[e], m]");
+  m.def("degree_scatter", &degree_scatter, "out[dst[e], m] += alpha[e, l(m)] src[isrc[e], m]");
+}
