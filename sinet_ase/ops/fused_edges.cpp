@@ -11,11 +11,16 @@
 // C the contiguous inner width (channels, or hidden units). Indices are int64.
 //
 // Threads (ATen's pool, torch.set_num_threads): gathers split the edges; scatters split the
-// inner width C, so that no two threads add into the same element.
+// destination nodes where the edges are sorted by destination (the receivers of a neighbour
+// list), else the edges, each thread adding into a private copy of the output
+// (scatter_parallel).
 
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
 
 namespace {
 
@@ -24,8 +29,41 @@ void check_index(const torch::Tensor& index, int64_t num_edges, const char* name
   TORCH_CHECK(index.dim() == 1 && index.size(0) == num_edges, name, " must have one entry per edge");
 }
 
-// Grain of the inner-width split of the scatters: at least 16 values per thread.
-int64_t width_grain(int64_t width) { return std::max<int64_t>(16, width / at::get_num_threads()); }
+// Runs body(out, e0, e1) over edge ranges so that no two threads add into the same element of
+// ``out`` (num_nodes rows of ``row_size`` values): contiguous ranges of destination nodes
+// where dst is sorted (the receivers of a neighbour list); else each thread adds its share of
+// the edges into a zeroed private copy, and the copies are summed into ``out`` at the end.
+template <typename scalar_t, typename Body>
+void scatter_parallel(scalar_t* out, const int64_t* dst, int64_t E, int64_t num_nodes, int64_t row_size,
+                      const Body& body) {
+  const int64_t threads = at::get_num_threads();
+  if (threads == 1 || E < 1024) {
+    body(out, 0, E);
+  } else if (std::is_sorted(dst, dst + E)) {
+    at::parallel_for(0, num_nodes, 1, [&](int64_t n0, int64_t n1) {
+      body(out, std::lower_bound(dst, dst + E, n0) - dst, std::lower_bound(dst, dst + E, n1) - dst);
+    });
+  } else {
+    const int64_t size = num_nodes * row_size, share = (E + threads - 1) / threads;
+    std::vector<std::vector<scalar_t>> copies(threads - 1);
+    at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        scalar_t* target = out;
+        if (t > 0) {
+          copies[t - 1].assign(size, scalar_t(0));
+          target = copies[t - 1].data();
+        }
+        body(target, std::min(E, t * share), std::min(E, (t + 1) * share));
+      }
+    });
+    at::parallel_for(0, size, 4096, [&](int64_t i0, int64_t i1) {
+      for (const auto& copy : copies) {
+        const scalar_t* __restrict__ c = copy.data();
+        _Pragma("omp simd") for (int64_t i = i0; i < i1; ++i) out[i] += c[i];
+      }
+    });
+  }
+}
 
 }  // namespace
 
@@ -45,14 +83,14 @@ torch::Tensor gather_contract(torch::Tensor src, torch::Tensor index, torch::Ten
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, E, 256, [&](int64_t begin, int64_t end) {
       for (int64_t e = begin; e < end; ++e) {
-        scalar_t* oe = o + e * C;
+        scalar_t* __restrict__ oe = o + e * C;
         const scalar_t* se = s + idx[e] * R * C;
         const scalar_t* we = wp + e * R;
         for (int64_t c = 0; c < C; ++c) oe[c] = 0;
         for (int64_t r = 0; r < R; ++r) {
           const scalar_t wr = we[r];
           const scalar_t* row = se + r * C;
-          for (int64_t c = 0; c < C; ++c) oe[c] += wr * row[c];
+          _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) oe[c] += wr * row[c];
         }
       }
     });
@@ -81,7 +119,7 @@ torch::Tensor gather_dot(torch::Tensor src, torch::Tensor index, torch::Tensor x
         for (int64_t r = 0; r < R; ++r) {
           const scalar_t* row = se + r * C;
           scalar_t acc = 0;
-          for (int64_t c = 0; c < C; ++c) acc += row[c] * xe[c];
+          _Pragma("omp simd reduction(+ : acc)") for (int64_t c = 0; c < C; ++c) acc += row[c] * xe[c];
           o[e * R + r] = acc;
         }
       }
@@ -104,15 +142,15 @@ torch::Tensor outer_scatter(torch::Tensor w, torch::Tensor x, torch::Tensor inde
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const int64_t* idx = index.data_ptr<int64_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, C, width_grain(C), [&](int64_t c0, int64_t c1) {
-      for (int64_t e = 0; e < E; ++e) {
-        scalar_t* oe = o + idx[e] * R * C;
+    scatter_parallel(o, idx, E, num_nodes, R * C, [&](scalar_t* target, int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) {
+        scalar_t* __restrict__ oe = target + idx[e] * R * C;
         const scalar_t* xe = xp + e * C;
         const scalar_t* we = wp + e * R;
         for (int64_t r = 0; r < R; ++r) {
           const scalar_t wr = we[r];
-          scalar_t* row = oe + r * C;
-          for (int64_t c = c0; c < c1; ++c) row[c] += wr * xe[c];
+          scalar_t* __restrict__ row = oe + r * C;
+          _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) row[c] += wr * xe[c];
         }
       }
     });
@@ -147,15 +185,15 @@ torch::Tensor pair_degree_dot(torch::Tensor a, torch::Tensor ia, torch::Tensor b
         const scalar_t* ae = ap + xa[e] * M * C;
         const scalar_t* be = bp + xb[e] * M * C;
         for (int64_t l = 0; l < L1; ++l) {
-          scalar_t* ol = o + (e * L1 + l) * C;
+          scalar_t* __restrict__ ol = o + (e * L1 + l) * C;
           for (int64_t c = 0; c < C; ++c) ol[c] = 0;
           for (int64_t m = start[l]; m < start[l + 1]; ++m) {
             const scalar_t* ar = ae + m * C;
             const scalar_t* br = be + m * C;
-            for (int64_t c = 0; c < C; ++c) ol[c] += ar[c] * br[c];
+            _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) ol[c] += ar[c] * br[c];
           }
           const scalar_t s = sp[l];
-          for (int64_t c = 0; c < C; ++c) ol[c] *= s;
+          _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) ol[c] *= s;
         }
       }
     });
@@ -184,16 +222,16 @@ torch::Tensor degree_scatter(torch::Tensor alpha, torch::Tensor src, torch::Tens
     const int64_t* xs = isrc.data_ptr<int64_t>();
     const int64_t* xd = dst.data_ptr<int64_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, C, width_grain(C), [&](int64_t c0, int64_t c1) {
-      for (int64_t e = 0; e < E; ++e) {
+    scatter_parallel(o, xd, E, num_nodes, M * C, [&](scalar_t* target, int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) {
         const scalar_t* se = sp + xs[e] * M * C;
-        scalar_t* oe = o + xd[e] * M * C;
+        scalar_t* oe = target + xd[e] * M * C;
         for (int64_t l = 0; l < L1; ++l) {
           const scalar_t* ar = al + (e * L1 + l) * C;
           for (int64_t m = start[l]; m < start[l + 1]; ++m) {
             const scalar_t* sr = se + m * C;
-            scalar_t* orow = oe + m * C;
-            for (int64_t c = c0; c < c1; ++c) orow[c] += ar[c] * sr[c];
+            scalar_t* __restrict__ orow = oe + m * C;
+            _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) orow[c] += ar[c] * sr[c];
           }
         }
       }
