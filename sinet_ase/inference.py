@@ -21,6 +21,7 @@ from .domain import DomainCheck, report_domain
 from .errors import SINetInputError
 from .graph import atoms_to_graph, batch_graphs
 from .io import load_model
+from .ops import fused
 from .memory import (
     check_chunk_option,
     check_memory,
@@ -90,6 +91,7 @@ def predict(
     edge_chunk_size: Union[int, str, None] = "auto",
     memory_limit_gib: Optional[float] = None,
     out_of_domain: str = "warn",
+    fused_kernels: fused.FusedOption = "auto",
 ) -> Dict[str, Union[np.ndarray, List[np.ndarray]]]:
     """Evaluate a SINet model on many structures, ``batch_size`` structures per model call.
 
@@ -109,12 +111,13 @@ def predict(
         dtype: ``"float64"`` (default, as :class:`~sinet_ase.SINetCalculator`) or
             ``"float32"`` (faster).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        edge_chunk_size, memory_limit_gib, out_of_domain: as for
+        edge_chunk_size, memory_limit_gib, out_of_domain, fused_kernels: as for
             :class:`~sinet_ase.SINetCalculator`: automatic edge chunks for large batches;
             a structure that alone would need more memory than ``memory_limit_gib`` (default:
             75 % of the memory available) is refused before the call; a structure far
             outside the training domain is an :class:`~sinet_ase.OutOfDomainError` (the
-            message names its index), one outside it warns once per call.
+            message names its index), one outside it warns once per call; the fused edge
+            kernels where they are built (:mod:`sinet_ase.ops.fused`).
 
     Returns:
         a dictionary with the requested keys, structure ``k`` at position ``k``:
@@ -155,21 +158,23 @@ def predict(
         raise ValueError(f"memory_limit_gib must be a positive number of GiB, got {memory_limit_gib!r}")
     if out_of_domain not in ("warn", "raise", "ignore"):
         raise ValueError(f"out_of_domain must be 'warn', 'raise' or 'ignore', got {out_of_domain!r}")
+    use_fused = fused.resolve_option(fused_kernels, torch.device(device))
     if not _is_prepared(model, device, dtype):
         model = prepare_model(model, device, dtype)
     backbone = model.backbone
     saved_chunks = (backbone.edge_chunk_size, backbone.edge_chunk_from)  # a caller's prepared model
     set_edge_chunks(model, edge_chunk_size, device)
     try:
-        return _predict(
-            model,
-            structures,
-            batch_size,
-            properties,
-            device,
-            None if memory_limit_gib is None else int(float(memory_limit_gib) * 2**30),
-            out_of_domain,
-        )
+        with fused.fused_in(model, use_fused):
+            return _predict(
+                model,
+                structures,
+                batch_size,
+                properties,
+                device,
+                None if memory_limit_gib is None else int(float(memory_limit_gib) * 2**30),
+                out_of_domain,
+            )
     finally:
         backbone.edge_chunk_size, backbone.edge_chunk_from = saved_chunks
 

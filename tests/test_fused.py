@@ -212,3 +212,18 @@ def test_fused_option_is_checked_and_auto_starts_one_background_build(monkeypatc
         assert SINetCalculator(model, compile=False).fused_kernels is False
     assert len(started) == 1 and started[0][1:4] == ["-m", "sinet_ase.ops.fused", "--after-pid"]
     assert SINetCalculator(model, compile=False, fused_kernels=False).fused_kernels is False
+
+
+@pytest.mark.slow
+def test_predict_with_kernels_gives_the_same_results_and_restores_the_model(kernels, small_model):
+    from sinet_ase import predict
+    from sinet_ase.inference import prepare_model
+
+    model = prepare_model(small_model(("H", "C", "O", "Cu"), avg_num_neighbors=40.0), "cpu", "float64")
+    structures = list(_structures().values())
+    without = predict(model, structures, fused_kernels=False)
+    found = predict(model, structures, fused_kernels=True)
+    np.testing.assert_allclose(found["energy"], without["energy"], rtol=1e-10)
+    for a, b in zip(found["forces"], without["forces"]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert not any(getattr(m, "use_fused", False) for m in model.modules())  # the caller's setting

@@ -24,6 +24,7 @@ cannot be; the model then runs the unfused form, which gives the same numbers.
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -89,6 +90,18 @@ def kernels_for(x: torch.Tensor, wanted: bool):
     if type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return None
     return _module
+
+
+@contextlib.contextmanager
+def fused_in(model: torch.nn.Module, enabled: bool):
+    """Within the block, :func:`set_fused` on ``model``; each module's setting is restored after."""
+    saved = [(module, module.use_fused) for module in model.modules() if hasattr(module, "use_fused")]
+    set_fused(model, enabled)
+    try:
+        yield
+    finally:
+        for module, value in saved:
+            module.use_fused = value
 
 
 def set_fused(model: torch.nn.Module, enabled: bool) -> int:
