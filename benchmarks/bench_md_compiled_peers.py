@@ -69,8 +69,10 @@ PEER_VENVS = {"NEQUIP_PYTHON": "/work/peers/nequip/bin/python", "MACE_PYTHON": "
 
 
 def base_model(spec):
-    """``sinet-l1t1c`` -> ``sinet-l1t1``, ``nequip-s:aoti`` -> ``nequip-s``."""
+    """``sinet-l1t1c`` -> ``sinet-l1t1``, ``sinet-l1t1u`` -> ``sinet-l1t1``, ``nequip-s:aoti`` -> ``nequip-s``."""
     family, variant = bench_md.parse_model(spec)
+    if family == "sinet" and variant.endswith("u"):
+        return f"{family}-{variant[:-1]}"
     eager = bench_md.eager_variant(family, variant)
     return f"{family}-{eager}" if eager else spec
 
@@ -80,12 +82,12 @@ def mode_of(spec):
     if ":" in variant:
         return variant.partition(":")[2]
     if family == "sinet":
-        return {"c": "compiled", "a": "default"}.get(variant[-1], "eager")
+        return {"c": "compiled", "a": "default", "u": "eager, unfused"}.get(variant[-1], "eager")
     return "eager"
 
 
 def is_compiled(spec):
-    return mode_of(spec) not in ("eager", "default")
+    return mode_of(spec) not in ("eager", "eager, unfused", "default")
 
 
 def cache_env(cache, spec):
@@ -293,8 +295,8 @@ def markdown(env, checks, results, models, systems, dtypes):
         "",
         "## Ratios: fastest mode of the matched peer / SINet mode (above 1: SINet faster)",
         "",
-        "| SINet | peer (fastest mode) | system | dtype | eager | compiled | default |",
-        "|---|---|---|---|---|---|---|",
+        "| SINet | peer (fastest mode) | system | dtype | eager | eager, unfused | compiled | default |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for sinet, peers in MATCHED.items():
         if sinet not in models:
@@ -309,14 +311,46 @@ def markdown(env, checks, results, models, systems, dtypes):
                         continue
                     best = min(times, key=times.get)
                     row = []
-                    for suffix in ("", "c", "a"):
+                    for suffix in ("", "u", "c", "a"):
                         t = _ms(results, sinet + suffix, s, d)
                         row.append(f"{times[best] / t:.2f}x" if t else "-")
                     lines.append(
                         f"| {sinet} | {best} ({times[best]:,.1f} ms) | {SYSTEM_NAMES.get(s, s)} | "
                         f"{d} | " + " | ".join(row) + " |"
                     )
+    lines += _eager_ratio_lines(results, models, systems, dtypes)
     return "\n".join(lines) + "\n"
+
+
+def _eager_ratio_lines(results, models, systems, dtypes):
+    """Issue #24.4: SINet eager (with and without the fused kernels) against each matched
+    peer's eager mode, for the runs where no compiler is at hand."""
+    lines = [
+        "",
+        "## Eager against eager: the matched peer eager / SINet eager (above 1: SINet faster)",
+        "",
+        "| SINet | peer (eager) | system | dtype | eager (fused kernels) | eager, unfused |",
+        "|---|---|---|---|---|---|",
+    ]
+    for sinet, peers in MATCHED.items():
+        for peer in peers:
+            if sinet not in models or peer not in models:
+                continue
+            for s in systems:
+                for d in dtypes:
+                    peer_ms = _ms(results, peer, s, d)
+                    if peer_ms is None:
+                        continue
+                    row = []
+                    for suffix in ("", "u"):
+                        t = _ms(results, sinet + suffix, s, d)
+                        row.append(f"{peer_ms / t:.2f}x" if t else "-")
+                    lines.append(
+                        f"| {sinet} | {peer} ({peer_ms:,.1f} ms) | {SYSTEM_NAMES.get(s, s)} | {d} | "
+                        + " | ".join(row)
+                        + " |"
+                    )
+    return lines
 
 
 def main():
