@@ -318,3 +318,21 @@ def test_cosine_over_time_budget_stops_at_the_budget_with_min_lr(data_dir, tmp_p
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone decay
     with pytest.raises(ConfigError, match="max_minutes"):
         tiny_config(data_dir, tmp_path / "bad", scheduler="cosine_time")
+
+
+@pytest.mark.slow
+def test_training_with_the_fused_kernels_follows_the_same_path(data_dir, tmp_path):
+    """The force loss differentiates the forces: the kernels' double backward is exercised."""
+    from sinet_ase.ops import fused
+
+    if fused.kernels(build=True) is None:
+        pytest.skip(f"the fused kernels cannot be built here: {fused.build_error()}")
+    histories = {}
+    for option in (False, True):
+        trainer = Trainer(tiny_config(data_dir, tmp_path / f"run_{option}", fused_kernels=option), quiet=True)
+        assert trainer.fused_kernels is option
+        trainer.run(stop_after_epoch=2)
+        histories[option] = [(h["train_loss"], h["valid_loss"]) for h in trainer.history]
+    np.testing.assert_allclose(histories[True], histories[False], rtol=1e-9)
+    with pytest.raises(ConfigError, match="fused_kernels"):
+        tiny_config(data_dir, tmp_path / "bad", fused_kernels="yes")

@@ -152,12 +152,13 @@ def start_background_build() -> Optional[int]:
 FusedOption = Union[bool, str]
 
 
-def resolve_option(option: FusedOption, device: torch.device) -> bool:
-    """The calculator's ``fused_kernels`` option -> whether its model uses the kernels.
+def resolve_option(option: FusedOption, device: torch.device, build_now: bool = False) -> bool:
+    """A ``fused_kernels`` option -> whether the model uses the kernels.
 
     ``"auto"``: where they are built (on the CPU), else not, and a background build starts
-    for later runs (:func:`start_background_build`); ``True``: built now if needed, an error
-    if that fails; ``False``: never.
+    for later runs (:func:`start_background_build`); with ``build_now`` (training, which
+    runs long enough to pay back a build of ~20 s) built now where the machine can, else
+    not; ``True``: built now if needed, an error if that fails; ``False``: never.
     """
     if option not in (True, False, "auto"):
         raise ValueError(f"fused_kernels must be True, False or 'auto', got {option!r}")
@@ -170,9 +171,10 @@ def resolve_option(option: FusedOption, device: torch.device) -> bool:
                 "ninja (pip install ninja); fused_kernels='auto' or False runs without them"
             )
         return True
-    if kernels(build=False) is not None:
+    if kernels(build=build_now and can_build()) is not None:
         return True
-    start_background_build()
+    if not build_now:
+        start_background_build()
     return False
 
 

@@ -49,6 +49,7 @@ RESUMABLE_KEYS = (
     "training.patience",
     "training.valid_batch_size",
     "training.tensorboard",
+    "training.fused_kernels",
 )
 #: prefixes of resumable keys: the second loss stage may be set or moved while a run goes on
 RESUMABLE_PREFIXES = ("training.stage2_",)

@@ -100,6 +100,9 @@ class TrainingConfig:
     num_threads: Optional[int] = None
     freeze: List[str] = field(default_factory=list)  # [backbone]: train the energy head only
     tensorboard: bool = False  # also log metrics.csv's numbers to run_dir/tensorboard
+    # the fused edge kernels on the CPU (sinet_ase.ops.fused): auto builds them where the
+    # machine can (a C++ compiler and ninja) and uses them; same numbers, fewer seconds
+    fused_kernels: Union[bool, str] = "auto"
 
 
 SCHEDULERS = ("cosine", "cosine_time", "cosine_cpu", "plateau", "constant")
@@ -260,6 +263,8 @@ class TrainConfig:
                 "from stage 1's to stage 2's: at least 0, and stage2_start + stage2_ramp at most 1; "
                 f"got stage2_start {t.stage2_start}, stage2_ramp {t.stage2_ramp}"
             )
+        if t.fused_kernels not in (True, False, "auto"):
+            raise ConfigError(f"training.fused_kernels must be true, false or auto, got {t.fused_kernels!r}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
         if t.tensorboard:

@@ -82,6 +82,7 @@ KEY_HELP: Dict[str, str] = {
     "training.num_threads": "torch threads (null: torch's default)",
     "training.freeze": "[backbone]: train the energy head only (needs model.init_from)",
     "training.tensorboard": "also log the metrics for TensorBoard in run_dir/tensorboard (pip install tensorboard)",
+    "training.fused_kernels": "fused C++ edge kernels on the CPU: auto (built where a compiler is), true, false",
 }
 
 #: model keys printed commented out, with an example value (their default comes from elsewhere)

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..files import atomic_write, remove_stale_temp_files
+from ..ops import fused
 from .checkpoint import config_changes, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .report import write_csv
@@ -187,6 +188,10 @@ class Trainer:
         self.ema = AveragedModel(
             self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=False
         )  # buffers are constants, and some are integer
+        #: whether the edge work runs through the fused CPU kernels (training.fused_kernels)
+        self.fused_kernels = fused.resolve_option(t.fused_kernels, self.device, build_now=True)
+        fused.set_fused(self.model, self.fused_kernels)
+        fused.set_fused(self.ema.module, self.fused_kernels)
         self.train_model = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
