@@ -249,8 +249,8 @@ def _build_siformer(variant, system_name, atoms, dtype, stress=False):
 def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
     """``sinet-l<L>[t<T>][c|a|u]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random
     weights (seed 0). No suffix: eager (``compile=False``; the fused edge kernels where they
-    are built, as the calculator's default), a trailing ``u``: eager without the fused
-    kernels (``fused_kernels=False``), a trailing ``c``: compiled
+    are built, as the calculator's default), a trailing ``u``: without the fused kernels
+    (``fused_kernels=False``; ``cu`` compiled without them), a trailing ``c``: compiled
     (``compile=True``), both on the whole graph (``edge_chunk_size=None``, the setting of the
     results tables: automatic chunks would run large graphs eagerly in chunks); a trailing
     ``a``: the calculator's defaults (``compile="auto"``, ``edge_chunk_size="auto"``), what a
@@ -259,9 +259,9 @@ def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
 
     from sinet_ase import SINet, SINetCalculator
 
-    default = variant.endswith("a")
-    compiled = variant.endswith("c")
-    fused_kernels = False if variant.endswith("u") else "auto"
+    suffix = variant[len(variant.rstrip("cau")) :]
+    default, compiled = "a" in suffix, "c" in suffix
+    fused_kernels = False if "u" in suffix else "auto"
     lmax_part, _, layers_part = variant.rstrip("cau").lstrip("l").partition("t")
     lmax = int(lmax_part)
     torch.manual_seed(0)
@@ -740,6 +740,8 @@ def run_worker(cfg):
 def eager_variant(family, variant):
     """The eager spelling of a compiled model variant (``l1t1c`` -> ``l1t1``, ``s:aoti`` -> ``s``),
     or ``None`` when ``variant`` is eager already."""
+    if family in ("sinet", "siformer") and variant.endswith("cu"):
+        return variant[:-2] + "u"
     if family in ("sinet", "siformer") and variant[-1] in "ca":
         return variant[:-1]
     if family == "sinet" and variant[-1] == "u":

@@ -71,8 +71,8 @@ PEER_VENVS = {"NEQUIP_PYTHON": "/work/peers/nequip/bin/python", "MACE_PYTHON": "
 def base_model(spec):
     """``sinet-l1t1c`` -> ``sinet-l1t1``, ``sinet-l1t1u`` -> ``sinet-l1t1``, ``nequip-s:aoti`` -> ``nequip-s``."""
     family, variant = bench_md.parse_model(spec)
-    if family == "sinet" and variant.endswith("u"):
-        return f"{family}-{variant[:-1]}"
+    if family == "sinet" and variant[len(variant.rstrip("cau")) :] in ("u", "cu"):
+        return f"{family}-{variant.rstrip('cau')}"
     eager = bench_md.eager_variant(family, variant)
     return f"{family}-{eager}" if eager else spec
 
@@ -82,7 +82,8 @@ def mode_of(spec):
     if ":" in variant:
         return variant.partition(":")[2]
     if family == "sinet":
-        return {"c": "compiled", "a": "default", "u": "eager, unfused"}.get(variant[-1], "eager")
+        suffix = variant[len(variant.rstrip("cau")) :]
+        return {"c": "compiled", "a": "default", "u": "eager, unfused", "cu": "compiled, unfused"}.get(suffix, "eager")
     return "eager"
 
 
@@ -295,8 +296,8 @@ def markdown(env, checks, results, models, systems, dtypes):
         "",
         "## Ratios: fastest mode of the matched peer / SINet mode (above 1: SINet faster)",
         "",
-        "| SINet | peer (fastest mode) | system | dtype | eager | eager, unfused | compiled | default |",
-        "|---|---|---|---|---|---|---|---|",
+        "| SINet | peer (fastest mode) | system | dtype | eager | eager, unfused | compiled | compiled, unfused | default |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for sinet, peers in MATCHED.items():
         if sinet not in models:
@@ -311,7 +312,7 @@ def markdown(env, checks, results, models, systems, dtypes):
                         continue
                     best = min(times, key=times.get)
                     row = []
-                    for suffix in ("", "u", "c", "a"):
+                    for suffix in ("", "u", "c", "cu", "a"):
                         t = _ms(results, sinet + suffix, s, d)
                         row.append(f"{times[best] / t:.2f}x" if t else "-")
                     lines.append(

@@ -160,11 +160,13 @@ def export_program(model: torch.nn.Module, dtype: str = "float64"):
     from torch.fx.experimental.proxy_tensor import make_fx
 
     from .inference import prepare_model
+    from .ops import fused
 
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     model = prepare_model(model, "cpu", dtype)  # a copy, weights frozen, eval mode
     model.disable_compile()
+    fused.set_fused(model, False)  # the package runs without Python: no Python operators in it
     wrapper = ExportedEnergy(model).eval()
     inputs = _example_inputs(wrapper.num_lists, len(model.elements))
     traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)

@@ -213,8 +213,8 @@ def artefact_key(model, device_type: str, options: dict) -> str:
 
     The code (:func:`_source_digest`), torch, e3nn and Python versions, the model's
     hyperparameters (cutoff, average neighbour count, sizes: constants in the generated code),
-    the name, shape and dtype of every parameter and buffer, the device type and the inductor
-    options. Not the weights (inputs of the compiled function) nor the energy shift and scale
+    the name, shape and dtype of every parameter and buffer, the device type, the inductor
+    options and whether the fused kernels are in the graph. Not the weights (inputs of the compiled function) nor the energy shift and scale
     (applied outside it). The guards that torch checks at every call cover the inputs' dtypes
     and dimensions as well.
     """
@@ -233,6 +233,8 @@ def artefact_key(model, device_type: str, options: dict) -> str:
         "tensors": tensors,
         "device": device_type,
         "options": sorted((str(k), repr(v)) for k, v in options.items()),
+        # the fused kernels enter the graph as operators (sinet_ase.ops.fused)
+        "fused_kernels": any(getattr(m, "use_fused", False) for m in model.modules()),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 

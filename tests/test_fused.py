@@ -61,19 +61,19 @@ def _cases(t):
     return [
         (
             "gather_contract",
-            lambda S, w: fused.GatherContract.apply(S, i, w),
+            lambda S, w: fused.gather_contract(S, i, w),
             lambda S, w: (w.unsqueeze(-1) * S[i]).sum(1),
             (t["S"], t["w"]),
         ),
         (
             "gather_dot",
-            lambda S, x: fused.GatherDot.apply(S, i, x),
+            lambda S, x: fused.gather_dot(S, i, x),
             lambda S, x: (S[i] * x.unsqueeze(1)).sum(-1),
             (t["S"], t["x"]),
         ),
         (
             "outer_scatter",
-            lambda Y, x: fused.OuterScatter.apply(Y, x, j, N),
+            lambda Y, x: fused.outer_scatter(Y, x, j, N),
             lambda Y, x: torch.zeros(N, Y.shape[1], x.shape[1], dtype=x.dtype).index_add(
                 0, j, Y.unsqueeze(-1) * x.unsqueeze(1)
             ),
@@ -81,13 +81,13 @@ def _cases(t):
         ),
         (
             "pair_degree_dot",
-            lambda a, b: fused.PairDegreeDot.apply(a, i, b, j, start, scale),
+            lambda a, b: fused.pair_degree_dot(a, i, b, j, start, scale),
             pair_reference,
             (t["h"], t["h"] * 0.5 + 1.0),
         ),
         (
             "degree_scatter",
-            lambda alpha, h: fused.DegreeScatter.apply(alpha, h, i, j, start, N),
+            lambda alpha, h: fused.degree_scatter(alpha, h, i, j, start, N),
             lambda alpha, h: torch.zeros_like(h).index_add(0, j, alpha[:, degree] * h[i]),
             (t["alpha"], t["h"]),
         ),

@@ -95,7 +95,7 @@ class SphericalEmbedding(torch.nn.Module):
         rows = receiver * S + species.index_select(0, sender)  # (node i, species of j)
         n = species.shape[0] if num_receivers is None else num_receivers
         if fused.kernels_for(hidden_ext, self.use_fused):  # the same sum in one pass (sinet_ase.ops.fused)
-            return fused.OuterScatter.apply(Y, hidden_ext, rows, n * S)
+            return fused.outer_scatter(Y, hidden_ext, rows, n * S)
         return sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, n * S)
 
     def _from_radial_sums(self, T, num_nodes):

@@ -14,8 +14,10 @@ patterns in one pass over the edges (``E`` edges, ``N`` nodes, ``R`` rows of wid
 
 They are closed under differentiation: the gradient of each with respect to each input is
 one of the others (for example ``d gather_contract / d S`` is ``outer_scatter`` of the
-upstream gradient), so the autograd functions below give forward, backward and double
-backward (training's force loss) from the same five kernels.
+upstream gradient), so the gradients registered below give forward, backward and double
+backward (training's force loss) from the same five kernels. They are operators of torch's
+dispatcher (``torch.ops.sinet_fused``), so ``torch.compile`` puts them into its graphs as
+they are, and its generated code calls them without Python.
 
 The extension is compiled with torch's C++ extension API (``torch.utils.cpp_extension``, a
 C++ compiler and ninja) into torch's extension cache, once per machine and torch version.
@@ -68,13 +70,15 @@ def kernels(build: bool = True):
         try:
             from torch.utils.cpp_extension import load
 
-            _module = load(
+            module = load(
                 name=extension_name(),
                 sources=[str(_SOURCE)],
                 extra_cflags=["-O3", "-fopenmp"],
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
             )
+            _register_operators()
+            _module = module
         except Exception as exc:  # no compiler, no ninja, a failed build: the unfused form runs
             _failed = f"{type(exc).__name__}: {exc}"
             return None
@@ -82,11 +86,14 @@ def kernels(build: bool = True):
 
 
 def kernels_for(x: torch.Tensor, wanted: bool):
-    """The kernels if a module that ``wanted`` them should use them on ``x``: built, a plain
-    CPU float32 / float64 tensor (not a fake or functional tensor of a trace), and not while
-    ``torch.compile`` traces (inductor fuses the torch form itself); else ``None``."""
-    if not wanted or _module is None or torch.compiler.is_compiling():
+    """The kernels if a module that ``wanted`` them should use them on ``x``: built, and
+    ``torch.compile`` tracing (the kernels enter its graph as operators) or ``x`` a plain CPU
+    float32 / float64 tensor (not the fake or functional tensor of another trace, such as
+    ``torch.export``'s for the LAMMPS package, which has no Python to call them); else ``None``."""
+    if not wanted or _module is None:
         return None
+    if torch.compiler.is_compiling():  # dynamo: the operators below, opaque to inductor
+        return _module
     if type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return None
     return _module
@@ -196,92 +203,6 @@ def _is_built() -> bool:
     return (directory / f"{extension_name()}.so").exists() and not (directory / "lock").exists()
 
 
-class GatherContract(torch.autograd.Function):
-    """``out[e] = sum_r w[e, r] S[i_e, r]``: ``S (N, R, C), i (E,), w (E, R) -> (E, C)``."""
-
-    @staticmethod
-    def forward(ctx, src, index, w):
-        ctx.save_for_backward(src, index, w)
-        return _module.gather_contract(src, index, w)
-
-    @staticmethod
-    def backward(ctx, grad):
-        src, index, w = ctx.saved_tensors
-        g_src = OuterScatter.apply(w, grad, index, src.shape[0]) if ctx.needs_input_grad[0] else None
-        g_w = GatherDot.apply(src, index, grad) if ctx.needs_input_grad[2] else None
-        return g_src, None, g_w
-
-
-class GatherDot(torch.autograd.Function):
-    """``out[e, r] = <S[i_e, r], x[e]>``: ``S (N, R, C), i (E,), x (E, C) -> (E, R)``."""
-
-    @staticmethod
-    def forward(ctx, src, index, x):
-        ctx.save_for_backward(src, index, x)
-        return _module.gather_dot(src, index, x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        src, index, x = ctx.saved_tensors
-        g_src = OuterScatter.apply(grad, x, index, src.shape[0]) if ctx.needs_input_grad[0] else None
-        g_x = GatherContract.apply(src, index, grad) if ctx.needs_input_grad[2] else None
-        return g_src, None, g_x
-
-
-class OuterScatter(torch.autograd.Function):
-    """``out[n, r] = sum_{e: i_e = n} w[e, r] x[e]``: ``w (E, R), x (E, C), i (E,) -> (N, R, C)``."""
-
-    @staticmethod
-    def forward(ctx, w, x, index, num_nodes):
-        ctx.save_for_backward(w, x, index)
-        return _module.outer_scatter(w, x, index, int(num_nodes))
-
-    @staticmethod
-    def backward(ctx, grad):
-        w, x, index = ctx.saved_tensors
-        g_w = GatherDot.apply(grad, index, x) if ctx.needs_input_grad[0] else None
-        g_x = GatherContract.apply(grad, index, w) if ctx.needs_input_grad[1] else None
-        return g_w, g_x, None, None
-
-
-class PairDegreeDot(torch.autograd.Function):
-    """``out[e, l] = s_l sum_{m in l} a[i_e, m] b[j_e, m]``: ``-> (E, L+1, C)``."""
-
-    @staticmethod
-    def forward(ctx, a, ia, b, ib, degree_start, scale):
-        ctx.save_for_backward(a, ia, b, ib, degree_start, scale)
-        return _module.pair_degree_dot(a, ia, b, ib, degree_start, scale)
-
-    @staticmethod
-    def backward(ctx, grad):
-        a, ia, b, ib, degree_start, scale = ctx.saved_tensors
-        scaled = grad * scale.to(grad.dtype).view(1, -1, 1)
-        g_a = DegreeScatter.apply(scaled, b, ib, ia, degree_start, a.shape[0]) if ctx.needs_input_grad[0] else None
-        g_b = DegreeScatter.apply(scaled, a, ia, ib, degree_start, b.shape[0]) if ctx.needs_input_grad[2] else None
-        return g_a, None, g_b, None, None, None
-
-
-class DegreeScatter(torch.autograd.Function):
-    """``out[n, m] = sum_{e: j_e = n} alpha[e, l(m)] S[i_e, m]``: ``-> (N, M, C)``."""
-
-    @staticmethod
-    def forward(ctx, alpha, src, isrc, dst, degree_start, num_nodes):
-        ctx.save_for_backward(alpha, src, isrc, dst, degree_start)
-        return _module.degree_scatter(alpha, src, isrc, dst, degree_start, int(num_nodes))
-
-    @staticmethod
-    def backward(ctx, grad):
-        alpha, src, isrc, dst, degree_start = ctx.saved_tensors
-        g_alpha = None
-        if ctx.needs_input_grad[0]:
-            ones = torch.ones(alpha.shape[1], dtype=grad.dtype)
-            g_alpha = PairDegreeDot.apply(grad, dst, src, isrc, degree_start, ones)
-        g_src = (
-            DegreeScatter.apply(alpha, grad, dst, isrc, degree_start, src.shape[0]) if ctx.needs_input_grad[1] else None
-        )
-        return g_alpha, g_src, None, None, None, None
-
-
 def main(argv=None) -> int:
     """The background build: wait for the process that started it, then build the kernels."""
     from ..background import wait_for_exit
@@ -296,6 +217,110 @@ def main(argv=None) -> int:
     module = kernels(build=True)
     print(f"built in {time.perf_counter() - start:.1f} s" if module is not None else f"failed: {build_error()}")
     return 0 if module is not None else 1
+
+
+# --- the operators: shapes for tracing, gradients made of the same operators ----------------
+# The kernels are operators of torch's dispatcher (``torch.ops.sinet_fused``, defined in
+# fused_edges.cpp), so eager calls and the code torch.compile generates reach them alike;
+# inductor leaves them opaque. Registered once the library is loaded.
+
+
+def _ops():
+    return torch.ops.sinet_fused
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*[x for x in inputs if isinstance(x, torch.Tensor)])
+
+
+def _gather_contract_backward(ctx, grad):
+    src, index, w = ctx.saved_tensors
+    g_src = outer_scatter(w, grad, index, src.shape[0]) if ctx.needs_input_grad[0] else None
+    g_w = gather_dot(src, index, grad) if ctx.needs_input_grad[2] else None
+    return g_src, None, g_w
+
+
+def _gather_dot_backward(ctx, grad):
+    src, index, x = ctx.saved_tensors
+    g_src = outer_scatter(grad, x, index, src.shape[0]) if ctx.needs_input_grad[0] else None
+    g_x = gather_contract(src, index, grad) if ctx.needs_input_grad[2] else None
+    return g_src, None, g_x
+
+
+def _outer_scatter_backward(ctx, grad):
+    w, x, index = ctx.saved_tensors
+    g_w = gather_dot(grad, index, x) if ctx.needs_input_grad[0] else None
+    g_x = gather_contract(grad, index, w) if ctx.needs_input_grad[1] else None
+    return g_w, g_x, None, None
+
+
+def _pair_degree_dot_backward(ctx, grad):
+    a, ia, b, ib, degree_start, scale = ctx.saved_tensors
+    scaled = grad * scale.to(grad.dtype).view(1, -1, 1)
+    g_a = degree_scatter(scaled, b, ib, ia, degree_start, a.shape[0]) if ctx.needs_input_grad[0] else None
+    g_b = degree_scatter(scaled, a, ia, ib, degree_start, b.shape[0]) if ctx.needs_input_grad[2] else None
+    return g_a, None, g_b, None, None, None
+
+
+def _degree_scatter_backward(ctx, grad):
+    alpha, src, isrc, dst, degree_start = ctx.saved_tensors
+    g_alpha = g_src = None
+    if ctx.needs_input_grad[0]:
+        ones = torch.ones(alpha.shape[1], dtype=grad.dtype, device=grad.device)
+        g_alpha = pair_degree_dot(grad, dst, src, isrc, degree_start, ones)
+    if ctx.needs_input_grad[1]:
+        g_src = degree_scatter(alpha, grad, dst, isrc, degree_start, src.shape[0])
+    return g_alpha, g_src, None, None, None, None
+
+
+def _register_operators():
+    """Shapes (for tracing) and gradients of the five operators."""
+    fake = {
+        "gather_contract": lambda src, index, w: src.new_empty((index.shape[0], src.shape[2])),
+        "gather_dot": lambda src, index, x: src.new_empty((index.shape[0], src.shape[1])),
+        "outer_scatter": lambda w, x, index, num_nodes: x.new_empty((num_nodes, w.shape[1], x.shape[1])),
+        "pair_degree_dot": lambda a, ia, b, ib, degree_start, scale: a.new_empty(
+            (ia.shape[0], degree_start.shape[0] - 1, a.shape[2])
+        ),
+        "degree_scatter": lambda alpha, src, isrc, dst, degree_start, num_nodes: src.new_empty(
+            (num_nodes, src.shape[1], src.shape[2])
+        ),
+    }
+    backward = {
+        "gather_contract": _gather_contract_backward,
+        "gather_dot": _gather_dot_backward,
+        "outer_scatter": _outer_scatter_backward,
+        "pair_degree_dot": _pair_degree_dot_backward,
+        "degree_scatter": _degree_scatter_backward,
+    }
+    for name in fake:
+        torch.library.register_fake(f"sinet_fused::{name}", fake[name])
+        torch.library.register_autograd(f"sinet_fused::{name}", backward[name], setup_context=_save_inputs)
+
+
+def gather_contract(src, index, w):
+    """``out[e] = sum_r w[e, r] S[i_e, r]``: ``S (N, R, C), i (E,), w (E, R) -> (E, C)``."""
+    return _ops().gather_contract(src, index, w)
+
+
+def gather_dot(src, index, x):
+    """``out[e, r] = <S[i_e, r], x[e]>``: ``S (N, R, C), i (E,), x (E, C) -> (E, R)``."""
+    return _ops().gather_dot(src, index, x)
+
+
+def outer_scatter(w, x, index, num_nodes):
+    """``out[n, r] = sum_{e: i_e = n} w[e, r] x[e]``: ``w (E, R), x (E, C), i (E,) -> (N, R, C)``."""
+    return _ops().outer_scatter(w, x, index, num_nodes)
+
+
+def pair_degree_dot(a, ia, b, ib, degree_start, scale):
+    """``out[e, l] = s_l sum_{m in l} a[i_e, m] b[j_e, m]``: ``-> (E, L+1, C)``."""
+    return _ops().pair_degree_dot(a, ia, b, ib, degree_start, scale)
+
+
+def degree_scatter(alpha, src, isrc, dst, degree_start, num_nodes):
+    """``out[n, m] = sum_{e: j_e = n} alpha[e, l(m)] S[i_e, m]``: ``-> (N, M, C)``."""
+    return _ops().degree_scatter(alpha, src, isrc, dst, degree_start, num_nodes)
 
 
 if __name__ == "__main__":

@@ -240,10 +240,24 @@ torch::Tensor degree_scatter(torch::Tensor alpha, torch::Tensor src, torch::Tens
   return out;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("gather_contract", &gather_contract, "out[e] = sum_r w[e, r] src[index[e], r]");
-  m.def("gather_dot", &gather_dot, "out[e, r] = <src[index[e], r], x[e]>");
-  m.def("outer_scatter", &outer_scatter, "out[index[e], r] += w[e, r] x[e]");
-  m.def("pair_degree_dot", &pair_degree_dot, "out[e, l] = scale[l] sum_{m in l} a[ia[e], m] b[ib[e], m]");
-  m.def("degree_scatter", &degree_scatter, "out[dst[e], m] += alpha[e, l(m)] src[isrc[e], m]");
+// Operators of the dispatcher (torch.ops.sinet_fused.*): called from Python eagerly and, with
+// no Python in between, from the code that torch.compile generates. Their fake (shape)
+// implementations and gradients are registered in sinet_ase/ops/fused.py.
+TORCH_LIBRARY(sinet_fused, m) {
+  m.def("gather_contract(Tensor src, Tensor index, Tensor w) -> Tensor");
+  m.def("gather_dot(Tensor src, Tensor index, Tensor x) -> Tensor");
+  m.def("outer_scatter(Tensor w, Tensor x, Tensor index, SymInt num_nodes) -> Tensor");
+  m.def("pair_degree_dot(Tensor a, Tensor ia, Tensor b, Tensor ib, Tensor degree_start, Tensor scale) -> Tensor");
+  m.def("degree_scatter(Tensor alpha, Tensor src, Tensor isrc, Tensor dst, Tensor degree_start, SymInt num_nodes) -> Tensor");
 }
+
+TORCH_LIBRARY_IMPL(sinet_fused, CPU, m) {
+  m.impl("gather_contract", &gather_contract);
+  m.impl("gather_dot", &gather_dot);
+  m.impl("outer_scatter", &outer_scatter);
+  m.impl("pair_degree_dot", &pair_degree_dot);
+  m.impl("degree_scatter", &degree_scatter);
+}
+
+// the Python module that torch's extension loader imports; the operators above are its content
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {}

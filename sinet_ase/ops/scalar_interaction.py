@@ -230,7 +230,7 @@ class ScalarInteraction(torch.nn.Module):
         kernels = fused.kernels_for(h, self.use_fused)
         Y_ext = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # (E, M + 1)
         if kernels:
-            pre = fused.GatherContract.apply(node_sender, sender, Y_ext)
+            pre = fused.gather_contract(node_sender, sender, Y_ext)
             h_src = None
         else:
             pre = _contract_rows(Y_ext, gather_rows(node_sender, sender))
@@ -239,7 +239,7 @@ class ScalarInteraction(torch.nn.Module):
         pairs = []
         if self.with_receiver:
             if kernels:
-                p = fused.PairDegreeDot.apply(h, receiver, h, sender, layout.degree_start, layout.degree_scale)
+                p = fused.pair_degree_dot(h, receiver, h, sender, layout.degree_start, layout.degree_scale)
             else:
                 p = layout.degree_sum_channels_last(gather_rows(h, receiver) * h_src)  # (E, L+1, c)
             pairs.append(p.reshape(-1, (L + 1) * c))
@@ -263,10 +263,10 @@ class ScalarInteraction(torch.nn.Module):
             edge_terms = torch.cat([alpha * h_src0, hidden_ext * Y[:, :1]], dim=1)
             return sum_rows(edge_terms, receiver, num_nodes)
         if kernels:
-            alpha_sums = fused.DegreeScatter.apply(
+            alpha_sums = fused.degree_scatter(
                 alpha.view(-1, L + 1, c), h, sender, receiver, layout.degree_start, num_nodes
             )
-            T = fused.OuterScatter.apply(Y, hidden_ext, receiver, num_nodes)
+            T = fused.outer_scatter(Y, hidden_ext, receiver, num_nodes)
             return torch.cat([alpha_sums, T], dim=-1)
         alpha_sums = sum_rows(
             layout.per_degree_channels_last(alpha.view(-1, L + 1, c)) * h_src, receiver, num_nodes
