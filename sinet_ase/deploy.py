@@ -50,6 +50,7 @@ import torch
 from e3nn import o3
 
 from .errors import ModelFileError
+from .ops import fused
 
 FORMAT_NAME = "sinet-ase-lammps"
 FORMAT_VERSION = 1
@@ -150,26 +151,28 @@ def _example_inputs(num_lists: int, num_species: int):
     return (species, local, *flat)
 
 
-def export_program(model: torch.nn.Module, dtype: str = "float64"):
+def export_program(model: torch.nn.Module, dtype: str = "float64", fused_kernels: fused.FusedOption = "auto"):
     """``torch.export`` program of :class:`ExportedEnergy` with dynamic node and edge counts.
 
     The autograd call inside the function is first traced into plain operators
     (``make_fx``, symbolic shapes): ``torch.export`` does not trace ``torch.autograd.grad``
-    itself.
+    itself. With the fused edge kernels (``fused_kernels``: ``"auto"`` where this machine
+    can build them), the program calls them as the operators ``sinet_fused::*``, which
+    ``pair_style sinet`` compiles in.
     """
     from torch.fx.experimental.proxy_tensor import make_fx
 
     from .inference import prepare_model
-    from .ops import fused
 
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     model = prepare_model(model, "cpu", dtype)  # a copy, weights frozen, eval mode
     model.disable_compile()
-    fused.set_fused(model, False)  # the package runs without Python: no Python operators in it
+    fused.set_fused(model, fused.resolve_option(fused_kernels, torch.device("cpu"), build_now=True))
     wrapper = ExportedEnergy(model).eval()
     inputs = _example_inputs(wrapper.num_lists, len(model.elements))
-    traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    with fused.exporting():
+        traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
     nodes = torch.export.Dim("num_nodes", min=2)
     shapes = [{0: nodes}, {0: nodes}]
     for t in range(wrapper.num_lists):
@@ -188,11 +191,17 @@ def export_metadata(model: torch.nn.Module, dtype: str) -> Dict[str, str]:
         "num_layers": str(len(model.backbone.layers)),
         "num_edge_lists": str(len(model.backbone.layers) + 1),
         "dtype": dtype,
+        # "1": the program calls the fused kernels' operators (sinet_fused::*)
+        "fused_kernels": str(int(any(getattr(m, "use_fused", False) for m in model.modules()))),
     }
 
 
 def export_model(
-    model: Union[str, Path, torch.nn.Module], path: Union[str, Path], dtype: str = "float64", num_threads: int = 1
+    model: Union[str, Path, torch.nn.Module],
+    path: Union[str, Path],
+    dtype: str = "float64",
+    num_threads: int = 1,
+    fused_kernels: fused.FusedOption = "auto",
 ) -> Path:
     """Compile ``model`` (a model object, model file or shipped potential's name) into an
     AOTInductor package at ``path`` (``.pt2``); returns the path.
@@ -201,8 +210,11 @@ def export_model(
     ``num_threads``: threads the generated kernels run on (inductor writes the count into
     the code; ATen calls inside follow the run-time setting, which pair_style sinet sets to
     LAMMPS's threads per process): 1 (default) for one thread per MPI process, the usual
-    LAMMPS setup; match ``OMP_NUM_THREADS`` otherwise. Compiling takes a minute or two (a
-    C++ compiler runs). The file is written atomically: a failed export leaves no file behind.
+    LAMMPS setup; match ``OMP_NUM_THREADS`` otherwise. ``fused_kernels``: the edge work
+    through the fused kernels (:mod:`sinet_ase.ops.fused`; ``"auto"``: where this machine can
+    build them; ``False``: inductor's own loops), which ``pair_style sinet`` carries. Compiling
+    takes a minute or two (a C++ compiler runs). The file is written atomically: a failed
+    export leaves no file behind.
     """
     from .files import atomic_write
 
@@ -211,7 +223,7 @@ def export_model(
         raise ValueError(f"an AOTInductor package must end in .pt2, got {path.name!r}")
     if int(num_threads) < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
-    program, prepared = export_program(model, dtype)
+    program, prepared = export_program(model, dtype, fused_kernels)
     options = {
         "aot_inductor.metadata": dict(export_metadata(prepared, dtype), num_threads=str(int(num_threads))),
         "cpp.threads": int(num_threads),
@@ -247,7 +259,13 @@ def load_exported(path: Union[str, Path]):
     if not path.is_file():
         raise FileNotFoundError(f"exported model {path} does not exist")
     runner = torch._inductor.aoti_load_package(str(path))
-    return runner, read_metadata(runner)
+    metadata = read_metadata(runner)
+    if metadata.get("fused_kernels") == "1" and fused.kernels(build=True) is None:
+        raise ModelFileError(
+            f"{path} calls the fused edge kernels, which cannot be built here ({fused.build_error()}); "
+            "export it again with fused_kernels=False"
+        )
+    return runner, metadata
 
 
 def forces_and_virial(edge_index: torch.Tensor, vectors: torch.Tensor, edge_grad: torch.Tensor, num_nodes: int):

@@ -84,8 +84,12 @@ def reference(model, atoms):
 
 
 def test_exported_package_gives_the_calculators_numbers(model, package):
+    from sinet_ase.ops import fused
+
     runner, metadata = load_exported(package)
     assert metadata["elements"].split() == ELEMENTS and metadata["num_layers"] == "2"
+    # where the kernels build, the package (which the LAMMPS tests below run) calls them
+    assert metadata["fused_kernels"] == ("1" if fused.kernels() is not None else "0")
     assert float(metadata["cutoff"]) == model.cutoff and metadata["dtype"] == "float64"
     for name, atoms in domain_test_structures().items():
         out = evaluate_exported(runner, metadata, atoms)
@@ -100,10 +104,11 @@ def test_exported_package_gives_the_calculators_numbers(model, package):
             assert rel(full_3x3_to_voigt_6_stress(out["stress"]), atoms.get_stress()) < 1e-9
 
 
-def test_float32_export_gives_the_float32_calculators_numbers(model):
+@pytest.mark.parametrize("fused_kernels", [False, "auto"], ids=["torch form", "fused kernels where built"])
+def test_float32_export_gives_the_float32_calculators_numbers(model, fused_kernels):
     """The float32 program as exported (before the C++ compiler, which the float64 package
-    test covers) against the float32 calculator."""
-    program, _ = export_program(model, "float32")
+    test covers) against the float32 calculator, with and without the fused kernels."""
+    program, _ = export_program(model, "float32", fused_kernels=fused_kernels)
     runner = program.module()
     metadata = {"elements": " ".join(ELEMENTS), "cutoff": repr(model.cutoff), "num_edge_lists": "3"}
     atoms = domain_test_structures()["triclinic"]

@@ -286,13 +286,23 @@ def export_main(argv=None) -> int:
         help="OpenMP threads per MPI process the compiled kernels use (default 1: "
         "one thread per process; match OMP_NUM_THREADS otherwise)",
     )
+    parser.add_argument(
+        "--fused-kernels",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the edge work through the fused kernels, which pair_style sinet carries (default auto: "
+        "where this machine can build them; off: inductor's own loops, for a plugin built before them)",
+    )
     args = parser.parse_args(argv)
     from ..deploy import export_model
     from ..errors import ModelFileError
 
     try:
-        path = export_model(args.model, args.output, dtype=args.dtype, num_threads=args.threads)
-    except (FileNotFoundError, ModelFileError, ValueError, TypeError) as err:
+        fused_kernels = {"auto": "auto", "on": True, "off": False}[args.fused_kernels]
+        path = export_model(
+            args.model, args.output, dtype=args.dtype, num_threads=args.threads, fused_kernels=fused_kernels
+        )
+    except (FileNotFoundError, ModelFileError, ValueError, TypeError, RuntimeError) as err:
         print(f"sinet-lammps-export: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path}; in LAMMPS: pair_style sinet / pair_coeff * * {path} <element of each type>")

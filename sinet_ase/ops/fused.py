@@ -85,14 +85,29 @@ def kernels(build: bool = True):
     return _module
 
 
+_exporting = False
+
+
+@contextlib.contextmanager
+def exporting():
+    """Within the block the kernels also serve traced tensors (``torch.export`` of the LAMMPS
+    package, whose program then calls the operators; pair_style sinet compiles them in)."""
+    global _exporting
+    previous, _exporting = _exporting, True
+    try:
+        yield
+    finally:
+        _exporting = previous
+
+
 def kernels_for(x: torch.Tensor, wanted: bool):
     """The kernels if a module that ``wanted`` them should use them on ``x``: built, and
-    ``torch.compile`` tracing (the kernels enter its graph as operators) or ``x`` a plain CPU
-    float32 / float64 tensor (not the fake or functional tensor of another trace, such as
-    ``torch.export``'s for the LAMMPS package, which has no Python to call them); else ``None``."""
+    ``torch.compile`` tracing or :func:`exporting` (the kernels enter the graph as operators)
+    or ``x`` a plain CPU float32 / float64 tensor (not the fake tensor of another trace);
+    else ``None``."""
     if not wanted or _module is None:
         return None
-    if torch.compiler.is_compiling():  # dynamo: the operators below, opaque to inductor
+    if torch.compiler.is_compiling() or _exporting:  # traced: the operators, opaque to inductor
         return _module
     if type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return None

@@ -15,7 +15,15 @@
 // list), else the edges, each thread adding into a private copy of the output
 // (scatter_parallel).
 
+// Built two ways: as a Python extension (torch.utils.cpp_extension, which defines
+// TORCH_EXTENSION_NAME) for sinet_ase, and into the LAMMPS plugin (sinet_ase/lammps), where
+// the same operators serve the exported packages without Python.
+#ifdef TORCH_EXTENSION_NAME
 #include <torch/extension.h>
+#else
+#include <torch/all.h>
+#include <torch/library.h>
+#endif
 
 #include <ATen/Parallel.h>
 
@@ -259,5 +267,7 @@ TORCH_LIBRARY_IMPL(sinet_fused, CPU, m) {
   m.impl("degree_scatter", &degree_scatter);
 }
 
+#ifdef TORCH_EXTENSION_NAME
 // the Python module that torch's extension loader imports; the operators above are its content
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {}
+#endif
