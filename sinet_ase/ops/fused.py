@@ -1,9 +1,9 @@
-r"""Fused per-edge kernels for the eager CPU path (a C++ extension, built on demand).
+r"""Fused per-edge CPU kernels (a C++ extension, built on demand): eager, compiled, exported.
 
 The edge work of :class:`~sinet_ase.ops.scalar_interaction.ScalarInteraction` in its
 unfused eager form gathers node rows into ``(E, M, c)`` edge tensors, multiplies them and
 sums them back into nodes; each step writes a tensor of the size of the edge list, and its
-backward writes as many again. The kernels of ``fused_edges.cpp`` do each of the four
+backward writes as many again. The kernels of ``fused_edges.cpp`` do each of these
 patterns in one pass over the edges (``E`` edges, ``N`` nodes, ``R`` rows of width ``C``):
 
 * ``gather_contract(S, i, w)[e] = sum_r w[e, r] S[i_e, r]``           ``(E, C)``
@@ -20,7 +20,8 @@ dispatcher (``torch.ops.sinet_fused``), so ``torch.compile`` puts them into its 
 they are, and its generated code calls them without Python.
 
 The extension is compiled with torch's C++ extension API (``torch.utils.cpp_extension``, a
-C++ compiler and ninja) into torch's extension cache, once per machine and torch version.
+C++ compiler and ninja) into torch's extension cache, once per machine, torch version and
+kernel source. ``pair_style sinet`` compiles the same file in, for packages exported with them.
 :func:`kernels` returns the module, or ``None`` where it is not built (``build=False``) or
 cannot be; the model then runs the unfused form, which gives the same numbers.
 """
@@ -56,8 +57,8 @@ def extension_name() -> str:
 def kernels(build: bool = True):
     """The compiled kernels, or ``None`` (not built and ``build=False``, or the build failed).
 
-    ``build=True`` compiles the extension on first use (about a minute); later processes load
-    the cached library in well under a second.
+    ``build=True`` compiles the extension on first use (about 20 s on two cores); later
+    processes load the cached library in well under a second.
     """
     global _module, _failed
     if _module is not None or _failed is not None:
@@ -149,7 +150,8 @@ _background_started = False
 
 def start_background_build() -> Optional[int]:
     """Build the kernels in a low-priority background process that waits for this process to
-    end (:mod:`sinet_ase.background`: a build beside a run on two cores slows the run); later processes find them built. Once per process; nothing where
+    end (:mod:`sinet_ase.background`: a build beside a run on two cores slows the run); later
+    processes find them built. Once per process; nothing where
     ``SINET_ASE_BACKGROUND_COMPILE=off``, where they are built, or where the machine cannot
     build them. Returns the process id, or ``None``."""
     global _background_started
@@ -177,7 +179,8 @@ FusedOption = Union[bool, str]
 def resolve_option(option: FusedOption, device: torch.device, build_now: bool = False) -> bool:
     """A ``fused_kernels`` option -> whether the model uses the kernels.
 
-    ``"auto"``: where they are built (on the CPU), else not, and a background build starts
+    Only on the CPU (any option gives ``False`` on another device). ``"auto"``: where they
+    are built, else not, and a background build starts
     for later runs (:func:`start_background_build`); with ``build_now`` (training, which
     runs long enough to pay back a build of ~20 s) built now where the machine can, else
     not; ``True``: built now if needed, an error if that fails; ``False``: never.
