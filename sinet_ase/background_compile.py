@@ -119,6 +119,11 @@ def main(argv=None) -> int:
 
         from .calculator import SINetCalculator
         from .fastpath import compiled_network
+        from .ops import fused
+
+        # the next run's network holds the fused kernels where they build (the saved network's
+        # key records them), so build them first rather than compile a graph without them
+        fused.kernels(build=fused.can_build())
 
         atoms = read(args.structure)
         atoms.calc = SINetCalculator(args.model, device=args.device, dtype=args.dtype, compile=True)
