@@ -293,6 +293,13 @@ def render_card(card) -> str:
     )
     init = t["model"].get("init_from")
     init_text = f", trained on from `{init}`" if init else ""
+    stage2_text = ", one loss stage"
+    if t["training"].get("stage2_start") is not None:
+        ramp = t["training"].get("stage2_ramp") or 0.0
+        stage2_text = (
+            f", after a fraction {t['training']['stage2_start']} of the schedule energy/atom "
+            f"{t['training'].get('stage2_energy_weight')}" + (f" (reached over a further {ramp})" if ramp else "")
+        )
     return f"""# {card["name"]}
 
 {card["title"]}
@@ -310,8 +317,7 @@ def render_card(card) -> str:
   AdamW lr {t["training"]["lr"]}, batch {t["training"]["batch_size"]}, {t["training"]["scheduler"]}
   schedule down to {t["training"]["min_lr"]}, loss weights energy/atom
   {t["training"]["energy_weight"]}, forces {t["training"]["forces_weight"]}, stress
-  {t["training"].get("stress_weight", 0.0)}, after a fraction
-  {t["training"].get("stage2_start")} of the schedule energy/atom {t["training"].get("stage2_energy_weight")}; EMA
+  {t["training"].get("stress_weight", 0.0)}{stage2_text}; EMA
   {t["training"]["ema_decay"]}.
 {("- " + card["note"]) if card.get("note") else ""}
 - Reproduce: `sinet-train {t["run_dir"].replace("runs/", "training/dft/")}.yaml` (the recipe), then
