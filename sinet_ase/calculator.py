@@ -161,8 +161,8 @@ class SINetCalculator(Calculator):
         if not isinstance(model, (str, Path, torch.nn.Module)):
             raise TypeError(f"model must be a path or a torch.nn.Module, got {type(model).__name__}")
         model = prepare_model(model, self.device, dtype)
+        fused.set_fused(model, self.fused_kernels)  # before the chunk sizes: the kernels need less memory
         set_edge_chunks(model, edge_chunk_size, self.device)
-        fused.set_fused(model, self.fused_kernels)
         install_compile(model, compile)
         return model
 

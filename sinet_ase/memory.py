@@ -14,7 +14,12 @@ One call keeps, besides the process itself (torch, the model: a few hundred MB):
   :meth:`~sinet_ase.ops.scalar_interaction.ScalarInteraction.edge_sums`). Without
   chunks every edge is worked on at once, and the layers' saved tensors stay
   for the backward pass: :data:`WHOLE_GRAPH_FACTOR` ``W d`` per edge. With
-  ``edge_chunk_size`` (:mod:`sinet_ase.ops.chunking`) one chunk at a time.
+  ``edge_chunk_size`` (:mod:`sinet_ase.ops.chunking`) one chunk at a time. With the fused
+  edge kernels (:mod:`sinet_ase.ops.fused`) a whole-graph pass writes no ``(E, M, c)``
+  edge tensor: ``W = 2 [2 (M+1) + 6 h + 4 (L+1) c]`` there (the per-edge coefficients,
+  activations and invariants; matched to the peak of the 1,029-water test of
+  ``tests/test_memory.py``, a quarter of the unfused figure); a chunk keeps the unfused
+  figure, which matched the measured peak of a chunked call with the kernels as well.
 
 For the shipped ``sinet-xtb-md17`` (``c = 32, L = 2, h = 64``) in float64, ``W d`` is
 53 KB: 2.6 MB per atom of liquid water (54 edges per atom within 5 Å) for a whole-graph
@@ -77,10 +82,26 @@ def _sizes(model):
     return (lmax + 1) ** 2, channels, hidden, torch.finfo(model.dtype).bits // 8
 
 
+def uses_fused_kernels(model) -> bool:
+    """Whether ``model``'s edge work runs through the fused kernels (:mod:`sinet_ase.ops.fused`)."""
+    from .ops import fused
+
+    return fused.kernels(build=False) is not None and any(getattr(m, "use_fused", False) for m in model.modules())
+
+
 def edge_work_bytes(model) -> int:
     """``W d``: bytes per edge that one layer works on, forward and backward (module docstring)."""
     M, c, h, d = _sizes(model)
     return d * 2 * (2 * (M + 1) * h + 5 * M * c + M * (h + 1))
+
+
+def whole_graph_edge_bytes(model) -> int:
+    """Bytes per edge that a whole-graph pass keeps for its backward pass: :data:`WHOLE_GRAPH_FACTOR`
+    ``W d``, with the fused kernels' smaller ``W`` where the model uses them (module docstring)."""
+    M, c, h, d = _sizes(model)
+    if uses_fused_kernels(model):
+        return int(WHOLE_GRAPH_FACTOR * d * 2 * (2 * (M + 1) + 6 * h + 4 * int(round(M**0.5)) * c))
+    return int(WHOLE_GRAPH_FACTOR * edge_work_bytes(model))
 
 
 def auto_chunk_size(model, device="cpu") -> int:
@@ -96,7 +117,7 @@ def auto_chunk_from(model, available: Optional[int] = None) -> int:
     and through the compiled network when there is one)."""
     M, c, h, d = _sizes(model)
     budget = max(AUTO_CHUNK_FROM_BYTES, int(WHOLE_GRAPH_SHARE * available) if available else 0)
-    return int(budget // (EDGE_BYTES + 12 * d + WHOLE_GRAPH_FACTOR * edge_work_bytes(model)))
+    return int(budget // (EDGE_BYTES + 12 * d + whole_graph_edge_bytes(model)))
 
 
 def update_auto_chunks(model, device="cpu") -> None:
@@ -115,12 +136,11 @@ def estimate_call_bytes(model, num_atoms: int, num_edges: int, edge_chunk_size: 
     M, c, h, d = _sizes(model)
     per_edge = EDGE_BYTES + 12 * d
     per_atom = ATOM_FEATURES * c * M * d
-    work = edge_work_bytes(model)
     if edge_chunk_size is None or num_edges <= edge_chunk_size:
-        at_once = WHOLE_GRAPH_FACTOR * num_edges
+        work = whole_graph_edge_bytes(model) * num_edges
     else:
-        at_once = edge_chunk_size
-    return int(per_edge * num_edges + per_atom * num_atoms + work * at_once)
+        work = edge_work_bytes(model) * edge_chunk_size
+    return int(per_edge * num_edges + per_atom * num_atoms + work)
 
 
 #: seconds for which a reading of ``/proc/meminfo`` serves later calls: reading it costs

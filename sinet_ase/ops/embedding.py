@@ -94,7 +94,8 @@ class SphericalEmbedding(torch.nn.Module):
         S = self.species_embedding.num_embeddings
         rows = receiver * S + species.index_select(0, sender)  # (node i, species of j)
         n = species.shape[0] if num_receivers is None else num_receivers
-        if fused.kernels_for(hidden_ext, self.use_fused):  # the same sum in one pass (sinet_ase.ops.fused)
+        # the same sum in one pass where the fused kernels are built and switched on
+        if fused.kernels_for(hidden_ext, self.use_fused) is not None:
             return fused.outer_scatter(Y, hidden_ext, rows, n * S)
         return sum_rows(Y.unsqueeze(-1) * hidden_ext.unsqueeze(1), rows, n * S)
 

@@ -111,7 +111,7 @@ class ScalarInteraction(torch.nn.Module):
     """
 
     #: run the edge sums through the fused kernels where they are built (:mod:`sinet_ase.ops.fused`;
-    #: set by the calculator, off in training)
+    #: set by the calculator, ``predict`` and the trainer; off by default)
     use_fused = False
 
     def __init__(
@@ -226,10 +226,10 @@ class ScalarInteraction(torch.nn.Module):
         first, activation, last = self.coefficients
         layout = self.layout
         # the fused kernels do each gather-product-sum in one pass (same numbers as the
-        # torch form below, which runs where they are not built and while torch.compile traces)
+        # torch form below, which runs where they are not built or not switched on)
         kernels = fused.kernels_for(h, self.use_fused)
         Y_ext = torch.cat([Y, Y.new_ones(Y.shape[0], 1)], dim=1)  # (E, M + 1)
-        if kernels:
+        if kernels is not None:
             pre = fused.gather_contract(node_sender, sender, Y_ext)
             h_src = None
         else:
@@ -238,7 +238,7 @@ class ScalarInteraction(torch.nn.Module):
         pre = pre + (first.bias if node_receiver is None else gather_rows(node_receiver, receiver))
         pairs = []
         if self.with_receiver:
-            if kernels:
+            if kernels is not None:
                 p = fused.pair_degree_dot(h, receiver, h, sender, layout.degree_start, layout.degree_scale)
             else:
                 p = layout.degree_sum_channels_last(gather_rows(h, receiver) * h_src)  # (E, L+1, c)
@@ -262,7 +262,7 @@ class ScalarInteraction(torch.nn.Module):
             h_src0 = gather_rows(h[:, 0, :], sender) if h_src is None else h_src[:, 0, :]
             edge_terms = torch.cat([alpha * h_src0, hidden_ext * Y[:, :1]], dim=1)
             return sum_rows(edge_terms, receiver, num_nodes)
-        if kernels:
+        if kernels is not None:
             alpha_sums = fused.degree_scatter(
                 alpha.view(-1, L + 1, c), h, sender, receiver, layout.degree_start, num_nodes
             )
