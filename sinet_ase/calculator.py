@@ -64,7 +64,8 @@ class SINetCalculator(Calculator):
             whose whole-graph pass would need more than half the memory available at the
             call, and at least 2 GiB (:func:`sinet_ase.memory.auto_chunk_from`; 2 GiB is
             about 40,000 edges, 800 atoms of liquid water, for the shipped potential in
-            float64), the whole graph below; ``None``: always the whole graph.
+            float64 without the fused kernels, about four times as many with them), the
+            whole graph below; ``None``: always the whole graph.
         memory_limit_gib: refuse (:class:`~sinet_ase.InsufficientMemoryError`,
             before the call) a structure whose estimated memory
             (:func:`sinet_ase.memory.estimate_call_bytes`) exceeds this many GiB;
