@@ -95,10 +95,10 @@ class SINetCalculator(Calculator):
             The stress adds a strain derivative to the backward pass, so it is off by
             default (``False``: stress only when asked for); it never applies to
             molecules or slabs, which have no stress.
-        fused_kernels: run the eager edge work on the CPU through fused C++ kernels
+        fused_kernels: run the edge work on the CPU through fused C++ kernels
             (:mod:`sinet_ase.ops.fused`: each gather-product-sum in one pass; same numbers,
-            faster eager steps, most on large structures); they also serve the edge chunks
-            and the eager calls before ``compile="auto"`` compiles. ``"auto"`` (default):
+            faster steps, most on large structures), eagerly, in the edge chunks and inside
+            the compiled network (whose saved form records them). ``"auto"`` (default):
             where they are built on this machine, else without them, and a low-priority
             background process builds them for later runs once this process ends (needs a
             C++ compiler and ninja; ``SINET_ASE_BACKGROUND_COMPILE=off`` stops it);
