@@ -246,6 +246,12 @@ def _build_siformer(variant, system_name, atoms, dtype, stress=False):
     return _build_sinet(variant, system_name, atoms, dtype, stress=stress, extra=dict(backbone="siformer", num_heads=4))
 
 
+def sinet_suffix(variant):
+    """The mode letters that end a SINet variant: ``l2t1cu`` -> ``cu`` (``c`` compiled, ``a``
+    the calculator's defaults, ``u`` without the fused kernels; see :func:`_build_sinet`)."""
+    return variant[len(variant.rstrip("cau")) :]
+
+
 def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
     """``sinet-l<L>[t<T>][c|a|u]``: SINet with lmax L (T layers, default 2) and SINET_CONFIG, random
     weights (seed 0). No suffix: eager (``compile=False``; the fused edge kernels where they
@@ -259,7 +265,7 @@ def _build_sinet(variant, system_name, atoms, dtype, stress=False, extra=None):
 
     from sinet_ase import SINet, SINetCalculator
 
-    suffix = variant[len(variant.rstrip("cau")) :]
+    suffix = sinet_suffix(variant)
     default, compiled = "a" in suffix, "c" in suffix
     fused_kernels = False if "u" in suffix else "auto"
     lmax_part, _, layers_part = variant.rstrip("cau").lstrip("l").partition("t")

@@ -71,7 +71,7 @@ PEER_VENVS = {"NEQUIP_PYTHON": "/work/peers/nequip/bin/python", "MACE_PYTHON": "
 def base_model(spec):
     """``sinet-l1t1c`` -> ``sinet-l1t1``, ``sinet-l1t1u`` -> ``sinet-l1t1``, ``nequip-s:aoti`` -> ``nequip-s``."""
     family, variant = bench_md.parse_model(spec)
-    if family == "sinet" and variant[len(variant.rstrip("cau")) :] in ("u", "cu"):
+    if family == "sinet" and bench_md.sinet_suffix(variant) in ("u", "cu"):
         return f"{family}-{variant.rstrip('cau')}"
     eager = bench_md.eager_variant(family, variant)
     return f"{family}-{eager}" if eager else spec
@@ -82,7 +82,7 @@ def mode_of(spec):
     if ":" in variant:
         return variant.partition(":")[2]
     if family == "sinet":
-        suffix = variant[len(variant.rstrip("cau")) :]
+        suffix = bench_md.sinet_suffix(variant)
         return {"c": "compiled", "a": "default", "u": "eager, unfused", "cu": "compiled, unfused"}.get(suffix, "eager")
     return "eager"
 

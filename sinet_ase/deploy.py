@@ -192,7 +192,7 @@ def export_metadata(model: torch.nn.Module, dtype: str) -> Dict[str, str]:
         "num_edge_lists": str(len(model.backbone.layers) + 1),
         "dtype": dtype,
         # "1": the program calls the fused kernels' operators (sinet_fused::*)
-        "fused_kernels": str(int(any(getattr(m, "use_fused", False) for m in model.modules()))),
+        "fused_kernels": str(int(fused.in_use(model))),
     }
 
 

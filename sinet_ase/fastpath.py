@@ -220,6 +220,8 @@ def artefact_key(model, device_type: str, options: dict) -> str:
     """
     import e3nn
 
+    from .ops import fused
+
     config = {k: v for k, v in getattr(model, "config", {}).items() if k not in ("atomic_energies", "energy_scale")}
     tensors = [
         (name, list(t.shape), str(t.dtype)) for name, t in list(model.named_parameters()) + list(model.named_buffers())
@@ -234,7 +236,7 @@ def artefact_key(model, device_type: str, options: dict) -> str:
         "device": device_type,
         "options": sorted((str(k), repr(v)) for k, v in options.items()),
         # the fused kernels enter the graph as operators (sinet_ase.ops.fused)
-        "fused_kernels": any(getattr(m, "use_fused", False) for m in model.modules()),
+        "fused_kernels": fused.in_use(model),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 

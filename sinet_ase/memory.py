@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from .errors import InsufficientMemoryError
+from .ops import fused
 
 #: bytes per edge of the whole system kept besides the network dtype's: int64 edge index
 #: (16), chunk order and local indices (24), float64 cell shifts (24), allocator slack
@@ -82,13 +83,6 @@ def _sizes(model):
     return (lmax + 1) ** 2, channels, hidden, torch.finfo(model.dtype).bits // 8
 
 
-def uses_fused_kernels(model) -> bool:
-    """Whether ``model``'s edge work runs through the fused kernels (:mod:`sinet_ase.ops.fused`)."""
-    from .ops import fused
-
-    return fused.kernels(build=False) is not None and any(getattr(m, "use_fused", False) for m in model.modules())
-
-
 def edge_work_bytes(model) -> int:
     """``W d``: bytes per edge that one layer works on, forward and backward (module docstring)."""
     M, c, h, d = _sizes(model)
@@ -99,7 +93,7 @@ def whole_graph_edge_bytes(model) -> int:
     """Bytes per edge that a whole-graph pass keeps for its backward pass: :data:`WHOLE_GRAPH_FACTOR`
     ``W d``, with the fused kernels' smaller ``W`` where the model uses them (module docstring)."""
     M, c, h, d = _sizes(model)
-    if uses_fused_kernels(model):
+    if fused.in_use(model):
         return int(WHOLE_GRAPH_FACTOR * d * 2 * (2 * (M + 1) + 6 * h + 4 * int(round(M**0.5)) * c))
     return int(WHOLE_GRAPH_FACTOR * edge_work_bytes(model))
 

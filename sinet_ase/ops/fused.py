@@ -28,6 +28,7 @@ cannot be; the model then runs the unfused form, which gives the same numbers.
 
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -45,6 +46,7 @@ _module = None
 _failed: Optional[str] = None
 
 
+@functools.lru_cache(maxsize=None)
 def extension_name() -> str:
     """Module name of the build: one per torch version and source, so that an upgrade of
     either builds anew (in the background) instead of rebuilding at the first call."""
@@ -125,6 +127,12 @@ def fused_in(model: torch.nn.Module, enabled: bool):
     finally:
         for module, value in saved:
             module.use_fused = value
+
+
+def in_use(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s edge work runs through the kernels (switched on, by :func:`set_fused`,
+    only where they are loaded, so the switch alone says it)."""
+    return any(getattr(m, "use_fused", False) for m in model.modules())
 
 
 def set_fused(model: torch.nn.Module, enabled: bool) -> int:
