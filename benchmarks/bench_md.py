@@ -803,7 +803,10 @@ def verify_against_eager(family, variant, cfg, atoms, calc, rattle=0.05):
 
 
 def worker_env(allocator, threads=THREADS):
+    # Inductor compiles in the worker itself (no pool of compile processes): a pool's
+    # processes start up after the first compilation and would load the timed steps.
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     env.pop("LD_PRELOAD", None)
     env.pop("MALLOC_CONF", None)
     if allocator == "jemalloc":
