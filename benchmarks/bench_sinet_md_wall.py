@@ -10,13 +10,14 @@ Part 1, ``sinet-md MOLECULE --steps N`` as a user runs it (default ``aspirin --s
 the shipped potential, float64): wall time from process start to exit, each run a fresh
 process, in this order:
 
-* ``eager``: ``--compile off``;
+* ``eager``: ``--compile off`` with no fused edge kernels built and no background process;
 * ``auto, cold cache``: the default (``--compile auto``) with an empty ``TORCHINDUCTOR_CACHE_DIR``
   and an empty ``TMPDIR`` (inductor's precompiled headers live under it), the first run on a
   new machine or after a torch upgrade: fewer than ``fastpath.MD_COLD_COMPILE_STEPS`` steps
   run eagerly while a low-priority background process compiles the network; the benchmark
   then waits for that process;
 * ``auto, warm cache``: the default again, which now loads the compiled network;
+* ``eager, kernels built``: ``--compile off`` once the fused edge kernels are built;
 * ``compiled, cold cache``: ``--compile on`` on a second empty cache (compiled in the run);
 * ``compiled, warm cache``: the same cache again (``--repeats`` times).
 
@@ -60,8 +61,9 @@ def _env(args, extra=None):
     return env
 
 
-def run_sinet_md(args, name, compile_choice, cache_dir, tmp_dir, workdir):
-    """One ``sinet-md`` process; wall time and what it printed."""
+def run_sinet_md(args, name, compile_choice, cache_dir, tmp_dir, workdir, extensions, extra=None):
+    """One ``sinet-md`` process; wall time and what it printed. ``extensions`` is its
+    ``TORCH_EXTENSIONS_DIR`` (where the fused edge kernels are built and found)."""
     cmd = [
         sys.executable,
         "-W",
@@ -81,7 +83,8 @@ def run_sinet_md(args, name, compile_choice, cache_dir, tmp_dir, workdir):
     ]
     if args.potential:
         cmd += ["--potential", args.potential]
-    env = _env(args, {"TORCHINDUCTOR_CACHE_DIR": cache_dir, "TMPDIR": tmp_dir})
+    env = _env(args, {"TORCHINDUCTOR_CACHE_DIR": cache_dir, "TMPDIR": tmp_dir, "TORCH_EXTENSIONS_DIR": extensions})
+    env.update(extra or {})
     state = machine_state()
     with ForeignLoad() as load:
         start = time.perf_counter()
@@ -108,15 +111,25 @@ def run_sinet_md(args, name, compile_choice, cache_dir, tmp_dir, workdir):
     return record
 
 
-def wait_for_background_compilation(cache, timeout):
-    """Seconds until the background compilation that ``--compile auto`` started on a cold
-    cache has finished (its lock file is gone), and what its log says."""
+def _busy(cache, extensions):
+    """Whether a background compilation (its lock file) or a kernel build (torch's ``lock``
+    file in the extension's build folder) is still running."""
+    folder = os.path.join(cache, "sinet_ase")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    builds = os.listdir(extensions) if os.path.isdir(extensions) else []
+    return any(n.endswith(".lock") for n in names) or any(
+        os.path.exists(os.path.join(extensions, b, "lock")) for b in builds
+    )
+
+
+def wait_for_background_compilation(cache, extensions, timeout):
+    """Seconds until the background processes that ``--compile auto`` started on a cold
+    cache (the fused kernels' build, the compilation) have finished, and what the
+    compilation's log says."""
     folder = os.path.join(cache, "sinet_ase")
     start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        names = os.listdir(folder) if os.path.isdir(folder) else []
-        if not any(name.endswith(".lock") for name in names):
-            break
+    time.sleep(1.0)  # the background processes start once the run has ended
+    while time.perf_counter() - start < timeout and _busy(cache, extensions):
         time.sleep(0.5)
     logs = [
         os.path.join(folder, n) for n in (os.listdir(folder) if os.path.isdir(folder) else []) if n.endswith(".log")
@@ -135,18 +148,23 @@ def wall_runs(args):
     tmp = os.path.join(base, "tmp")
     os.makedirs(tmp)
     auto_cache, on_cache = os.path.join(base, "inductor_auto"), os.path.join(base, "inductor_on")
+    # the fused kernels: none built for the eager and the cold rows (a new machine)
+    ext_eager, ext = os.path.join(base, "extensions_eager"), os.path.join(base, "extensions")
+    no_background = {"SINET_ASE_BACKGROUND_COMPILE": "off"}
     records = []
     try:
-        # eager first: it must not find anything compiled, and it warms the file system cache
-        records.append(run_sinet_md(args, "eager", "off", auto_cache, tmp, base))
-        records.append(run_sinet_md(args, "auto, cold cache", "auto", auto_cache, tmp, base))
-        records.append(wait_for_background_compilation(auto_cache, args.timeout))
-        records.append(run_sinet_md(args, "auto, warm cache", "auto", auto_cache, tmp, base))
+        # eager first: it must not find anything compiled, and it warms the file system cache;
+        # no background process, so that nothing it would build runs beside the next row
+        records.append(run_sinet_md(args, "eager", "off", auto_cache, tmp, base, ext_eager, no_background))
+        records.append(run_sinet_md(args, "auto, cold cache", "auto", auto_cache, tmp, base, ext))
+        records.append(wait_for_background_compilation(auto_cache, ext, args.timeout))
+        records.append(run_sinet_md(args, "auto, warm cache", "auto", auto_cache, tmp, base, ext))
+        records.append(run_sinet_md(args, "eager, kernels built", "off", auto_cache, tmp, base, ext, no_background))
         shutil.rmtree(tmp)
         os.makedirs(tmp)  # inductor's precompiled headers live here: cold again
-        records.append(run_sinet_md(args, "compiled, cold cache", "on", on_cache, tmp, base))
+        records.append(run_sinet_md(args, "compiled, cold cache", "on", on_cache, tmp, base, ext))
         for k in range(args.repeats):
-            records.append(run_sinet_md(args, f"compiled, warm cache #{k + 1}", "on", on_cache, tmp, base))
+            records.append(run_sinet_md(args, f"compiled, warm cache #{k + 1}", "on", on_cache, tmp, base, ext))
     finally:
         if args.keep_cache:
             print("cache kept in", base)
