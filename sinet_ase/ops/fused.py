@@ -125,12 +125,13 @@ _SWITCHED_MODULES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref
 
 def _switched(model: torch.nn.Module) -> tuple:
     """The modules of ``model`` with a ``use_fused`` switch (the model's module tree is
-    built once, in its constructor, and not changed after)."""
+    built once, in its constructor, and not changed after). Kept as weak references: a
+    module with the switch may itself be the key, which a strong one would keep alive."""
     found = _SWITCHED_MODULES.get(model)
     if found is None:
-        found = tuple(m for m in model.modules() if hasattr(m, "use_fused"))
+        found = tuple(weakref.ref(m) for m in model.modules() if hasattr(m, "use_fused"))
         _SWITCHED_MODULES[model] = found
-    return found
+    return tuple(ref() for ref in found)
 
 
 @contextlib.contextmanager
