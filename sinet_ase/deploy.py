@@ -13,18 +13,25 @@ whose edges carry their vectors, so that periodic images need no cell shifts:
 inputs (``T`` = ``num_layers``, ``N`` nodes, one edge list per message-passing step)
     ``species (N,)`` int64, model species indices (0 .. len(elements) - 1);
     ``local (N,)`` float64, 1 for a node whose energy counts (an atom the domain owns), else 0;
-    then for ``t = 0 .. T``: ``edge_index_t (2, E_t)`` int64 (row 0 receives, row 1 sends)
-    and ``vectors_t (E_t, 3)`` float64, ``r_ij = x_j - x_i`` (Å).
-    List 0 feeds the embedding, list ``t`` the ``t``-th layer.
+    then for ``t = 0 .. T``: ``edge_index_t (2, E_t)`` int64 (row 0 receives, row 1 sends),
+    ``vectors_t (E_t, 3)`` float64, ``r_ij = x_j - x_i`` (Å), and ``receivers_t (n_t,)``
+    int64, ``arange(n_t)``: step ``t`` updates nodes ``0 .. n_t - 1`` only (its length is what
+    counts). List 0 feeds the embedding, list ``t`` the ``t``-th layer.
 outputs
-    ``energy ()`` = ``sum_i local_i E_i`` (eV), ``energies (N,)`` the per-node ``E_i``,
-    and ``dE/d vectors_t (E_t, 3)`` for every list (eV/Å).
+    ``energy ()`` = ``sum_i local_i E_i`` (eV), ``energies (n_T,)`` the per-node ``E_i`` of
+    the nodes the last step updates, and ``dE/d vectors_t (E_t, 3)`` for every list (eV/Å).
 
 One edge list per step lets a domain skip work on ghosts whose features no local energy
 reads: a local atom's energy depends on layer ``t``'s output only at nodes within ``T - t``
 hops, so list ``t >= 1`` needs only receivers within ``T - t`` hops of the domain's own
-atoms and the embedding's list receivers within ``T`` hops. Where all atoms are local (one
-process, or the check against the calculator) every list is the whole edge list.
+atoms and the embedding's list receivers within ``T`` hops. With the nodes numbered by hop
+distance (the domain's own atoms first), the nodes a step updates are a prefix, ``n_t``
+long: each step computes node features for that prefix only (``n_T`` holds the local atoms,
+``n_0`` every node within ``T`` hops), and reads its input features from the previous
+step's prefix, which holds every sender of its list (``n_{t-1} >= `` the senders of list
+``t``; the embedding reads species only, of all ``N`` nodes). Where all atoms are local
+(one process, or the check against the calculator) every list is the whole edge list and
+every ``n_t = N``.
 
 Forces and virial follow from the edge gradients ``g_e = sum_t dE/d vectors_t[e]``
 (:func:`forces_and_virial`): ``r_e = x_j - x_i`` gives ``F_i += g_e``, ``F_j -= g_e`` and
@@ -32,10 +39,10 @@ the virial ``W = -sum_e r_e (x) g_e`` (LAMMPS's sign: ``W = sum_i x_i (x) F_i``;
 stress is ``-W / V``). Forces on ghost nodes are what a domain-decomposed code sums back onto
 the atoms' owners (LAMMPS's reverse communication).
 
-Dynamic sizes: ``N >= 2`` and every ``E_t >= 2`` (``torch.export`` fixes sizes 0 and 1); a
-caller with fewer pads with two dummy nodes joined by two edges longer than the cutoff
-(:func:`pad_graph`), whose messages are exactly zero (the envelope vanishes there) and
-whose energies the mask drops.
+Dynamic sizes: ``N >= 2``, every ``E_t >= 2`` and every ``n_t >= 2`` (``torch.export`` fixes
+sizes 0 and 1): callers put two dummy nodes first, joined by two edges longer than the
+cutoff (:func:`pad_graph`), whose messages are exactly zero (the envelope vanishes there),
+which every step updates, and whose energies the mask drops.
 
 The package's metadata (``AOTIModelPackageLoader::get_metadata``) holds the format name and
 version, the elements in species order, the cutoff, ``num_layers``, the dtype and the
@@ -53,7 +60,8 @@ from .errors import ModelFileError
 from .ops import fused
 
 FORMAT_NAME = "sinet-ase-lammps"
-FORMAT_VERSION = 1
+# 2: dummy nodes first and a receiver prefix per step (receivers_t); 1 had neither
+FORMAT_VERSION = 2
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -61,7 +69,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class ExportedEnergy(torch.nn.Module):
     """The function that :func:`export_model` compiles (see the module docstring).
 
-    ``forward(species, local, edge_index_0, vectors_0, ..., edge_index_T, vectors_T)`` ->
+    ``forward(species, local, edge_index_0, vectors_0, receivers_0, ..., receivers_T)`` ->
     ``(energy, energies, grad_0, ..., grad_T)``. Same energies as :class:`~sinet_ase.SINet`
     when every list is the structure's whole edge list (tested); forces come from the
     edge gradients computed inside, by autograd.
@@ -86,68 +94,89 @@ class ExportedEnergy(torch.nn.Module):
         phi, u = backbone.radial(vectors.norm(dim=-1))
         return Y, phi, u
 
-    def node_energies(self, species: torch.Tensor, edge_lists: Sequence[Tuple[torch.Tensor, torch.Tensor]]):
-        """``E_i`` for every node ``(N,)``, float64, from ``[(edge_index_t, vectors_t), ...]``."""
+    def node_energies(self, species: torch.Tensor, edge_lists: Sequence[Tuple[torch.Tensor, torch.Tensor, int]]):
+        """``E_i`` of the last step's ``n_T`` nodes ``(n_T,)``, float64, from
+        ``[(edge_index_t, vectors_t, n_t), ...]`` (``n_t``: the nodes step ``t`` updates)."""
         model, backbone = self.model, self.model.backbone
-        index, vectors = edge_lists[0]
-        h = backbone.embedding(species, index, *self._edge_inputs(vectors))
+        index, vectors, n = edge_lists[0]
+        h = backbone.embedding(species, index, *self._edge_inputs(vectors), num_receivers=n)
         scalars = None
         for t, layer in enumerate(backbone.layers, start=1):
-            index, vectors = edge_lists[t]
+            index, vectors, n = edge_lists[t]
             edge_inputs = self._edge_inputs(vectors)
-            if t == len(backbone.layers) and backbone.backbone_type == "sinet":
-                scalars = layer.forward_scalars(h, index, *edge_inputs)  # the energy reads h^0 only
+            if backbone.backbone_type != "sinet":  # a whole block, then the rows the step updates
+                h = layer(h, index, *edge_inputs)[:n]
+            elif t == len(backbone.layers):  # the energy reads h^0 only
+                scalars = layer.forward_scalars(h, index, *edge_inputs, num_receivers=n)
             else:
-                h = layer(h, index, *edge_inputs)
+                h = layer(h, index, *edge_inputs, num_receivers=n)
         if scalars is None:
             scalars = h[:, :, 0]
         out = model.energy_mlp(scalars).squeeze(-1).to(torch.float64)
-        energies = out * model.energy_scale + model.energy_shift[species]
+        energies = out * model.energy_scale + model.energy_shift[species[:n]]
         if getattr(model, "zbl", None) is not None:
             # the pair term on list 0, which holds every edge into every node whose energy counts
-            index, vectors = edge_lists[0]
-            energies = energies + model.zbl(species, index, vectors, dense=True)
+            index, vectors, _ = edge_lists[0]
+            energies = energies + model.zbl(species, index, vectors, dense=True)[:n]
         return energies
 
     def forward(self, species: torch.Tensor, local: torch.Tensor, *edges: torch.Tensor):
-        if len(edges) != 2 * self.num_lists:
-            raise ValueError(f"expected {self.num_lists} edge lists (edge_index, vectors), got {len(edges) / 2:g}")
-        vectors = [v.detach().requires_grad_(True) for v in edges[1::2]]
-        energies = self.node_energies(species, list(zip(edges[0::2], vectors)))
-        energy = (energies * local).sum()
+        if len(edges) != 3 * self.num_lists:
+            raise ValueError(
+                f"expected {self.num_lists} edge lists (edge_index, vectors, receivers), got {len(edges) / 3:g}"
+            )
+        vectors = [v.detach().requires_grad_(True) for v in edges[1::3]]
+        counts = [r.shape[0] for r in edges[2::3]]
+        energies = self.node_energies(species, list(zip(edges[0::3], vectors, counts)))
+        energy = (energies * local[: energies.shape[0]]).sum()
         grads = torch.autograd.grad(energy, vectors)
         return (energy.detach(), energies.detach()) + tuple(g for g in grads)
 
 
-def pad_graph(species: torch.Tensor, local: torch.Tensor, edge_lists, cutoff: float):
-    """Append two dummy nodes (species 0, not local) joined both ways by edges of length
-    ``2 cutoff`` to the graph and to every edge list: the exported function needs at least
-    two nodes and two edges per list, and these add exactly zero to every real node (the
-    envelope is zero beyond the cutoff, and the dummies only send to each other)."""
+def pad_graph(species: torch.Tensor, local: torch.Tensor, edge_lists, cutoff: float, num_receivers=None):
+    """The exported function's inputs for a graph: two dummy nodes (species 0, not local)
+    put first (the real nodes shift by 2), joined both ways by edges of length ``2 cutoff``
+    that come first in every edge list. The function needs at least two nodes, two edges
+    and two updated nodes per list, and the dummies add exactly zero to every real node (the
+    envelope is zero beyond the cutoff, and they only send to each other).
+
+    ``edge_lists``: ``[(edge_index_t, vectors_t), ...]``; ``num_receivers``: the nodes each
+    step updates (a prefix of the nodes numbered by hop distance; default all).
+    Returns ``(species, local, [(edge_index_t, vectors_t, receivers_t), ...])``."""
     n = species.shape[0]
-    species = torch.cat([species, species.new_zeros(2)])
-    local = torch.cat([local, local.new_zeros(2)])
-    dummy_index = torch.tensor([[n, n + 1], [n + 1, n]], dtype=torch.long)
+    species = torch.cat([species.new_zeros(2), species])
+    local = torch.cat([local.new_zeros(2), local])
+    dummy_index = torch.tensor([[0, 1], [1, 0]], dtype=torch.long)
     dummy_vectors = torch.tensor([[2.0 * cutoff, 0.0, 0.0], [-2.0 * cutoff, 0.0, 0.0]], dtype=torch.float64)
+    num_receivers = [n] * len(edge_lists) if num_receivers is None else list(num_receivers)
     padded = [
-        (torch.cat([index, dummy_index], dim=1), torch.cat([vectors, dummy_vectors])) for index, vectors in edge_lists
+        (torch.cat([dummy_index, index + 2], dim=1), torch.cat([dummy_vectors, vectors]), torch.arange(2 + count))
+        for (index, vectors), count in zip(edge_lists, num_receivers)
     ]
     return species, local, padded
 
 
 def _example_inputs(num_lists: int, num_species: int):
     """A small random graph for tracing: sizes all different and above 1, so that no
-    dimension is specialised or tied to another by accident."""
+    dimension is specialised or tied to another by accident; each step updates fewer nodes
+    than the one before, and its edges send from the nodes the step before updated."""
     generator = torch.Generator().manual_seed(0)
-    num_nodes = 7
+    num_nodes = 7 + 2 * num_lists
     species = torch.randint(0, num_species, (num_nodes,), generator=generator)
-    local = torch.tensor([1.0] * 4 + [0.0] * 3, dtype=torch.float64)
+    local = torch.tensor([1.0] * 4 + [0.0] * (num_nodes - 4), dtype=torch.float64)
     flat = []
+    senders = num_nodes
     for t in range(num_lists):
-        num_edges = 13 + 2 * t
-        index = torch.randint(0, num_nodes, (2, num_edges), generator=generator)
+        num_edges, updated = 13 + 2 * t, num_nodes - 1 - 2 * t
+        index = torch.stack(
+            [
+                torch.randint(0, updated, (num_edges,), generator=generator),
+                torch.randint(0, senders, (num_edges,), generator=generator),
+            ]
+        )
         vectors = torch.randn(num_edges, 3, generator=generator, dtype=torch.float64) + 1.5
-        flat += [index, vectors]
+        flat += [index, vectors, torch.arange(updated)]
+        senders = updated
     return (species, local, *flat)
 
 
@@ -177,7 +206,8 @@ def export_program(model: torch.nn.Module, dtype: str = "float64", fused_kernels
     shapes = [{0: nodes}, {0: nodes}]
     for t in range(wrapper.num_lists):
         edges = torch.export.Dim(f"num_edges_{t}", min=2)
-        shapes += [{1: edges}, {0: edges}]
+        updated = torch.export.Dim(f"num_receivers_{t}", min=2)
+        shapes += [{1: edges}, {0: edges}, {0: updated}]
     return torch.export.export(traced, inputs, dynamic_shapes=tuple(shapes)), model
 
 
@@ -244,10 +274,15 @@ def read_metadata(package) -> Dict[str, str]:
     metadata = dict(package.get_metadata())
     if metadata.get("format") != FORMAT_NAME:
         raise ModelFileError("this .pt2 package was not written by sinet_ase.deploy.export_model")
-    if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
         raise ModelFileError(
-            f"package format version {metadata['format_version']} is newer than this "
-            f"sinet-ase reads ({FORMAT_VERSION}); upgrade sinet-ase"
+            f"package format version {version} is newer than this sinet-ase reads ({FORMAT_VERSION}); upgrade sinet-ase"
+        )
+    if version < FORMAT_VERSION:
+        raise ModelFileError(
+            f"package format version {version} is older than this sinet-ase reads ({FORMAT_VERSION}); "
+            "export the model again (sinet-lammps-export)"
         )
     return metadata
 
@@ -258,14 +293,19 @@ def load_exported(path: Union[str, Path]):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"exported model {path} does not exist")
-    runner = torch._inductor.aoti_load_package(str(path))
-    metadata = read_metadata(runner)
-    if metadata.get("fused_kernels") == "1" and fused.kernels(build=True) is None:
-        raise ModelFileError(
-            f"{path} calls the fused edge kernels, which cannot be built here ({fused.build_error()}); "
-            "export it again with fused_kernels=False"
-        )
-    return runner, metadata
+    try:
+        runner = torch._inductor.aoti_load_package(str(path))
+    except RuntimeError as err:
+        # a package that calls the fused kernels loads only once their operators are registered
+        if "sinet_fused" not in str(err):
+            raise
+        if fused.kernels(build=True) is None:
+            raise ModelFileError(
+                f"{path} calls the fused edge kernels, which cannot be built here ({fused.build_error()}); "
+                "export it again with fused_kernels=False"
+            ) from None
+        runner = torch._inductor.aoti_load_package(str(path))
+    return runner, read_metadata(runner)
 
 
 def forces_and_virial(edge_index: torch.Tensor, vectors: torch.Tensor, edge_grad: torch.Tensor, num_nodes: int):
@@ -302,14 +342,14 @@ def evaluate_exported(runner, metadata: Dict[str, str], atoms) -> Dict[str, np.n
         species, torch.ones(n, dtype=torch.float64), [(graph.edge_index, vectors)] * num_lists, cutoff
     )
     flat: List[torch.Tensor] = [species_p, local_p]
-    for edge_index, edge_vectors in lists:
-        flat += [edge_index, edge_vectors]
+    for padded in lists:
+        flat += list(padded)
     out = runner(*flat)
-    edge_grad = sum(g[: vectors.shape[0]] for g in out[2:])
+    edge_grad = sum(g[2:] for g in out[2:])  # the two dummy edges come first
     forces, virial = forces_and_virial(graph.edge_index, vectors, edge_grad, n)
     result = {
         "energy": float(out[0]),
-        "energies": out[1][:n].numpy(),
+        "energies": out[1][2:].numpy(),
         "forces": forces.numpy(),
         "virial": virial.numpy(),
     }

@@ -54,15 +54,15 @@ def test_edge_gradients_give_the_calculators_forces_and_virial(name, backbone):
     s, local, lists = pad_graph(
         species, torch.ones(n, dtype=torch.float64), [(graph.edge_index, vectors)] * wrapper.num_lists, model.cutoff
     )
-    flat = [t for pair in lists for t in pair]
+    flat = [t for step in lists for t in step]
     energy, energies, *grads = wrapper(s, local, *flat)
-    grad = sum(g[: vectors.shape[0]] for g in grads)
+    grad = sum(g[2:] for g in grads)  # the dummy edges come first
     forces, virial = forces_and_virial(graph.edge_index, vectors, grad, n)
 
     reference = model(graph, compute_forces=True, compute_stress=True)
     volume = abs(np.linalg.det(atoms.cell.array))
     assert relative_error(energy, reference["energy"][0]) < 1e-12
-    assert relative_error(energies[:n], reference["energies"]) < 1e-12
+    assert relative_error(energies[2:], reference["energies"]) < 1e-12
     assert relative_error(forces, reference["forces"]) < 1e-9
     # the strain derivative (stress V) is -W whatever the boundaries (the model strains the cell)
     assert relative_error(-virial, reference["stress"][0] * volume) < 1e-9
@@ -87,11 +87,11 @@ def test_the_zbl_term_is_in_the_exported_function():
     s, local, lists = pad_graph(
         species, torch.ones(n, dtype=torch.float64), [(graph.edge_index, vectors)] * wrapper.num_lists, model.cutoff
     )
-    energy, energies, *grads = wrapper(s, local, *[t for pair in lists for t in pair])
-    forces, _ = forces_and_virial(graph.edge_index, vectors, sum(g[: vectors.shape[0]] for g in grads), n)
+    energy, energies, *grads = wrapper(s, local, *[t for step in lists for t in step])
+    forces, _ = forces_and_virial(graph.edge_index, vectors, sum(g[2:] for g in grads), n)
     reference = model(graph, compute_forces=True)
     assert float(model.zbl(species, graph.edge_index, vectors).sum()) > 1.0  # the term is active
-    assert relative_error(energies[:n], reference["energies"]) < 1e-12
+    assert relative_error(energies[2:], reference["energies"]) < 1e-12
     assert relative_error(forces, reference["forces"]) < 1e-9
 
 
@@ -101,21 +101,22 @@ def test_padding_changes_no_real_number():
     graph, species, vectors = whole_graph_inputs(model, domain_test_structures()["molecule"])
     n = species.shape[0]
     lists = [(graph.edge_index, vectors)] * wrapper.num_lists
-    plain = wrapper(species, torch.ones(n, dtype=torch.float64), *[t for p in lists for t in p])
+    plain = wrapper(species, torch.ones(n, dtype=torch.float64), *[t for p in lists for t in (*p, torch.arange(n))])
     s, local, padded = pad_graph(species, torch.ones(n, dtype=torch.float64), lists, model.cutoff)
     out = wrapper(s, local, *[t for p in padded for t in p])
     assert relative_error(out[0], plain[0]) < 1e-14
-    assert relative_error(out[1][:n], plain[1]) < 1e-14
+    assert relative_error(out[1][2:], plain[1]) < 1e-14
     for g_padded, g_plain in zip(out[2:], plain[2:]):
-        assert torch.equal(g_padded[-2:], torch.zeros(2, 3, dtype=torch.float64))  # dummies: zero
-        assert relative_error(g_padded[: g_plain.shape[0]], g_plain) < 1e-14
+        assert torch.equal(g_padded[:2], torch.zeros(2, 3, dtype=torch.float64))  # dummies: zero
+        assert relative_error(g_padded[2:], g_plain) < 1e-14
 
 
 def domain_inputs(positions, cell, is_local, cutoff, num_layers, species):
     """What pair_style sinet gives the model for one domain, built in Python: the domain's
-    own atoms, then every other atom (as a ghost) reached within num_layers + 1 hops, with
-    edge list t holding the edges whose receiver is within num_layers - t hops (list 0: all
-    within num_layers). Returns the padded inputs, the node -> atom map and the edges."""
+    own atoms, then every other atom (as a ghost) reached within num_layers + 1 hops, in
+    order of hop distance, with edge list t holding the edges whose receiver is within
+    num_layers - t hops (list 0: all within num_layers) and step t updating the nodes within
+    that many hops. Returns the padded inputs, the node -> atom map and the edges."""
     i, j, _ = neighbour_list(positions, cell, [False] * 3, cutoff)
     neighbours = {}
     for a, b in zip(i, j):
@@ -123,7 +124,7 @@ def domain_inputs(positions, cell, is_local, cutoff, num_layers, species):
     local_atoms = [int(a) for a in np.flatnonzero(is_local)]
     node_of_atom = {a: k for k, a in enumerate(local_atoms)}
     atoms_of_node = list(local_atoms)
-    receivers, senders, by_hops = [], [], []
+    receivers, senders, by_hops, nodes_within = [], [], [], [len(local_atoms)]
     frontier = local_atoms
     for hops in range(num_layers + 1):
         following = []
@@ -137,17 +138,19 @@ def domain_inputs(positions, cell, is_local, cutoff, num_layers, species):
                 receivers.append(a)
                 senders.append(b)
         by_hops.append(len(receivers))
+        nodes_within.append(len(atoms_of_node))
         frontier = following
     index = torch.tensor(
         [[node_of_atom[a] for a in receivers], [node_of_atom[b] for b in senders]], dtype=torch.long
     ).reshape(2, -1)
     vectors = torch.tensor(positions[senders] - positions[receivers], dtype=torch.float64).reshape(-1, 3)
-    sizes = [by_hops[num_layers]] + [by_hops[num_layers - t] for t in range(1, num_layers + 1)]
-    lists = [(index[:, :size], vectors[:size]) for size in sizes]
+    hops = [num_layers] + [num_layers - t for t in range(1, num_layers + 1)]
+    lists = [(index[:, : by_hops[d]], vectors[: by_hops[d]]) for d in hops]
+    updated = [nodes_within[d] for d in hops]
     node_species = species[torch.tensor(atoms_of_node)]
     local = torch.zeros(len(atoms_of_node), dtype=torch.float64)
     local[: len(local_atoms)] = 1.0
-    return pad_graph(node_species, local, lists, cutoff), atoms_of_node, (index, vectors, receivers, senders)
+    return pad_graph(node_species, local, lists, cutoff, updated), atoms_of_node, (index, vectors, receivers, senders)
 
 
 def test_a_domain_with_pruned_ghost_lists_gives_its_atoms_energies_and_forces():
@@ -166,14 +169,15 @@ def test_a_domain_with_pruned_ghost_lists_gives_its_atoms_energies_and_forces():
         (s, local, lists), atoms_of_node, (index, vectors, receivers, senders) = domain_inputs(
             positions, atoms.cell.array, domain, model.cutoff, 2, species
         )
-        out = wrapper(s, local, *[t for pair in lists for t in pair])
+        out = wrapper(s, local, *[t for step in lists for t in step])
         total_energy += float(out[0])
         n_local = int(domain.sum())
         local_atoms = atoms_of_node[:n_local]
-        assert np.abs(out[1][:n_local].numpy() - reference["energies"][local_atoms].numpy()).max() < 1e-12
+        assert out[1].shape[0] == 2 + n_local  # the last step updates the local atoms only
+        assert np.abs(out[1][2:].numpy() - reference["energies"][local_atoms].numpy()).max() < 1e-12
         grad = torch.zeros_like(vectors)
         for g in out[2:]:
-            grad[: g.shape[0] - 2] += g[: g.shape[0] - 2]
+            grad[: g.shape[0] - 2] += g[2:]
         np.add.at(total_forces, receivers, grad.numpy())
         np.add.at(total_forces, senders, -grad.numpy())
     assert total_energy == pytest.approx(float(reference["energy"]), rel=1e-12)
@@ -186,9 +190,11 @@ def test_pruned_lists_are_shorter():
     atoms = domain_test_structures()["molecule"]
     _, species, _ = whole_graph_inputs(model, atoms)
     domain = atoms.positions[:, 0] < 7.5
-    (_, _, lists), _, _ = domain_inputs(atoms.positions, atoms.cell.array, domain, model.cutoff, 2, species)
-    sizes = [v.shape[0] for _, v in lists]
+    (s, _, lists), _, _ = domain_inputs(atoms.positions, atoms.cell.array, domain, model.cutoff, 2, species)
+    sizes = [v.shape[0] for _, v, _ in lists]
     assert sizes[0] >= sizes[1] >= sizes[2] and sizes[2] < sizes[0]
+    updated = [r.shape[0] for _, _, r in lists]
+    assert s.shape[0] >= updated[0] >= updated[1] >= updated[2] == 2 + int(domain.sum()) < updated[0]
 
 
 def test_export_refuses_what_it_cannot_write(tmp_path):

@@ -29,7 +29,9 @@ namespace {
 
 // the package format written by sinet_ase.deploy.export_model
 const char *FORMAT_NAME = "sinet-ase-lammps";
-const int FORMAT_VERSION = 1;
+const int FORMAT_VERSION = 2;
+// the two dummy nodes that pad every graph come first (sinet_ase.deploy.pad_graph)
+const int DUMMIES = 2;
 
 std::string first_line(const std::string &text)
 {
@@ -122,6 +124,11 @@ void PairSINet::load_model(const std::string &path)
     error->all(FLERR,
                "pair_style sinet: '{}' has format version {}, newer than this plugin reads "
                "({}); rebuild the plugin with `sinet-lammps-build`",
+               path, metadata["format_version"], FORMAT_VERSION);
+  if (std::stoi(metadata["format_version"]) < FORMAT_VERSION)
+    error->all(FLERR,
+               "pair_style sinet: '{}' has format version {}, older than this plugin reads "
+               "({}); export the model again with `sinet-lammps-export`",
                path, metadata["format_version"], FORMAT_VERSION);
   model_path = path;
   elements = utils::split_words(metadata["elements"]);
@@ -232,7 +239,9 @@ double PairSINet::init_one(int i, int j)
 
 /* The graph of this step (see pair_sinet.h): a breadth-first walk from the local atoms
    over edges shorter than the cutoff, up to num_layers hops, so that edges come sorted by
-   the hop distance of their receiver. */
+   the hop distance of their receiver and nodes by their own hop distance. One node per
+   atom ID: the periodic images of an atom (of this process's or another's) are one node,
+   reached first, and expanded, at its smallest hop distance. */
 void PairSINet::build_graph()
 {
   const int nlocal = atom->nlocal;
@@ -241,20 +250,17 @@ void PairSINet::build_graph()
   tagint *tag = atom->tag;
   const double cutoff_sq = cutoff * cutoff;
 
-  // ghosts that are images of this process's own atoms stand for their owners
-  std::unordered_map<tagint, int> local_of_tag;
-  local_of_tag.reserve(nlocal);
-  for (int i = 0; i < nlocal; i++) local_of_tag[tag[i]] = i;
+  // nodes 0 and 1 are the dummies (see compute), then the local atoms
+  std::unordered_map<tagint, int> node_of_tag;
+  node_of_tag.reserve(2 * static_cast<size_t>(nlocal));
   node_of_atom.assign(nall, -1);
-  atom_of_node.clear();
+  atom_of_node.assign(DUMMIES, -1);
   for (int i = 0; i < nlocal; i++) {
-    node_of_atom[i] = i;
+    node_of_atom[i] = static_cast<int>(atom_of_node.size());
+    node_of_tag[tag[i]] = node_of_atom[i];
     atom_of_node.push_back(i);
   }
-  for (int k = nlocal; k < nall; k++) {
-    auto owner = local_of_tag.find(tag[k]);
-    if (owner != local_of_tag.end()) node_of_atom[k] = owner->second;
-  }
+  nodes_within_hops.assign(1, static_cast<long>(atom_of_node.size()));
 
   edge_receiver.clear();
   edge_sender.clear();
@@ -272,10 +278,13 @@ void PairSINet::build_graph()
         const int j = neighbours[jj] & NEIGHMASK;
         const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
         if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
-        if (node_of_atom[j] < 0) {    // a ghost of another process, reached for the first time
-          node_of_atom[j] = static_cast<int>(atom_of_node.size());
-          atom_of_node.push_back(j);
-          if (hops < num_layers) next.push_back(j);
+        if (node_of_atom[j] < 0) {    // a ghost reached for the first time: a new node unless its atom is one
+          auto found = node_of_tag.try_emplace(tag[j], static_cast<int>(atom_of_node.size()));
+          node_of_atom[j] = found.first->second;
+          if (found.second) {
+            atom_of_node.push_back(j);
+            if (hops < num_layers) next.push_back(j);
+          }
         }
         edge_receiver.push_back(node_of_atom[i]);
         edge_sender.push_back(node_of_atom[j]);
@@ -285,6 +294,7 @@ void PairSINet::build_graph()
       }
     }
     edges_within_hops.push_back(static_cast<long>(edge_receiver.size()));
+    nodes_within_hops.push_back(static_cast<long>(atom_of_node.size()));
     frontier.swap(next);
   }
 }
@@ -303,8 +313,7 @@ void PairSINet::compute(int eflag, int vflag)
   // two dummy nodes joined both ways by edges longer than the cutoff come first, so that
   // every size is at least 2 (the exported shapes); their messages are exactly zero and
   // their energies do not count (sinet_ase.deploy.pad_graph)
-  const long num_nodes = static_cast<long>(atom_of_node.size()) + 2;
-  const long dummy = num_nodes - 2;
+  const long num_nodes = static_cast<long>(atom_of_node.size());
   auto long_options = at::TensorOptions().dtype(at::kLong);
   auto double_options = at::TensorOptions().dtype(at::kDouble);
 
@@ -314,19 +323,19 @@ void PairSINet::compute(int eflag, int vflag)
     auto s = species.accessor<int64_t, 1>();
     auto l = local.accessor<double, 1>();
     int *type = atom->type;
-    for (long n = 0; n < dummy; n++) s[n] = species_of_type[type[atom_of_node[n]]];
-    s[dummy] = s[dummy + 1] = 0;
-    for (long n = 0; n < nlocal; n++) l[n] = 1.0;
+    s[0] = s[1] = 0;
+    for (long n = DUMMIES; n < num_nodes; n++) s[n] = species_of_type[type[atom_of_node[n]]];
+    for (long n = DUMMIES; n < DUMMIES + nlocal; n++) l[n] = 1.0;
   }
   at::Tensor index = at::empty({2, num_edges + 2}, long_options);
   at::Tensor vectors = at::empty({num_edges + 2, 3}, double_options);
   {
     auto ix = index.accessor<int64_t, 2>();
     auto v = vectors.accessor<double, 2>();
-    ix[0][0] = dummy;
-    ix[1][0] = dummy + 1;
-    ix[0][1] = dummy + 1;
-    ix[1][1] = dummy;
+    ix[0][0] = 0;
+    ix[1][0] = 1;
+    ix[0][1] = 1;
+    ix[1][1] = 0;
     v[0][0] = 2.0 * cutoff;
     v[1][0] = -2.0 * cutoff;
     for (int c = 1; c < 3; c++) v[0][c] = v[1][c] = 0.0;
@@ -336,13 +345,16 @@ void PairSINet::compute(int eflag, int vflag)
       for (int c = 0; c < 3; c++) v[e + 2][c] = edge_vector[3 * e + c];
     }
   }
-  // edge list t >= 1 holds the edges whose receiver is within num_layers - t hops; list 0
-  // (the embedding's) all of them
-  std::vector<long> list_size(num_layers + 1);
+  // edge list t >= 1 holds the edges whose receiver is within num_layers - t hops, and step t
+  // updates the nodes within that many hops (a prefix of the nodes); list 0 (the
+  // embedding's) every edge into a node within num_layers hops
+  std::vector<long> list_size(num_layers + 1), updated(num_layers + 1);
   for (int t = 0; t <= num_layers; t++) {
     const int hops = t == 0 ? num_layers : num_layers - t;
-    list_size[t] = 2 + edges_within_hops[std::min<int>(hops, edges_within_hops.size() - 1)];
+    list_size[t] = 2 + edges_within_hops[hops];
+    updated[t] = nodes_within_hops[hops];
   }
+  at::Tensor receivers = at::arange(updated[0], long_options);
   pvector[0] = static_cast<double>(num_nodes - 2);
   pvector[1] = static_cast<double>(list_size[0] - 2);
   for (int t = 1; t <= num_layers; t++) pvector[2] += static_cast<double>(list_size[t] - 2);
@@ -351,6 +363,7 @@ void PairSINet::compute(int eflag, int vflag)
   for (int t = 0; t <= num_layers; t++) {
     inputs.push_back(index.narrow(1, 0, list_size[t]).contiguous());
     inputs.push_back(vectors.narrow(0, 0, list_size[t]));
+    inputs.push_back(receivers.narrow(0, 0, updated[t]));
   }
 
   std::vector<at::Tensor> outputs;
@@ -396,6 +409,6 @@ void PairSINet::compute(int eflag, int vflag)
   if (eflag_atom) {
     at::Tensor energies = outputs[1].contiguous();
     const double *ep = energies.data_ptr<double>();
-    for (int i = 0; i < nlocal; i++) eatom[i] += ep[i];
+    for (int i = 0; i < nlocal; i++) eatom[i] += ep[DUMMIES + i];
   }
 }

@@ -6,17 +6,20 @@
 
    Each step every process builds the graph of the atoms it sees and runs the model on it:
 
-   - nodes: its own atoms, plus ghost atoms owned by other processes. A ghost that is a
-     periodic image of one of its own atoms is not a node: edges to it go to the owner, with
-     the image's edge vector (so one process on a periodic box evaluates exactly the graph
-     of the ASE calculator, with no duplicated atoms).
+   - nodes: its own atoms, plus ghost atoms owned by other processes, one node per atom ID:
+     the periodic images of an atom are one node, and edges to an image carry the image's
+     edge vector (so one process on a periodic box evaluates exactly the graph of the ASE
+     calculator, with no duplicated atoms, and several processes evaluate each other atom
+     once, however many of its images they see).
    - the energy of a local atom depends on atoms up to num_layers + 1 cutoffs away (the
      embedding and every layer each pass messages one cutoff), so with several processes
      the ghost shell is (num_layers + 1) x cutoff + skin deep (the pair style raises the
      communication cutoff to that) and ghosts get neighbour lists too. Ghosts at hop
      distance d from the local atoms receive messages only in the steps whose output a
      local energy reads (edge list t needs receivers within num_layers - t hops; list 0,
-     the embedding's, within num_layers), so the model runs one edge list per step.
+     the embedding's, within num_layers), so the model runs one edge list per step, and
+     each step computes features only for the nodes within its hops (nodes are numbered by
+     hop distance, so these are a prefix).
    - only local atoms' energies count; forces go to every atom of the graph, ghosts
      included, and LAMMPS's reverse communication (newton pair on) adds them to the
      owners; the virial is W = -sum_edges r_ij (x) dE/dr_ij, summed over processes by
@@ -74,11 +77,12 @@ class PairSINet : public Pair {
   // graph of the current step (see the header comment); edges are sorted by the hop
   // distance of their receiver, so edge list t is a prefix of the whole list
   std::vector<int> node_of_atom;       // LAMMPS atom index -> node (-1: not in the graph)
-  std::vector<int> atom_of_node;       // node -> a LAMMPS atom index it stands for
+  std::vector<int> atom_of_node;       // node -> a LAMMPS atom index it stands for (-1: dummy)
   std::vector<long> edge_receiver, edge_sender;    // nodes
   std::vector<int> edge_atom_i, edge_atom_j;       // LAMMPS atoms (forces go there)
   std::vector<double> edge_vector;                 // 3 per edge, x_j - x_i
   std::vector<long> edges_within_hops;    // [d]: number of edges whose receiver is <= d hops out
+  std::vector<long> nodes_within_hops;    // [d]: number of nodes <= d hops out, dummies included
 };
 
 }    // namespace LAMMPS_NS

@@ -113,7 +113,7 @@ class SphericalEmbedding(torch.nn.Module):
         self, species, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None, num_receivers: Optional[int] = None
     ):
         z = self.species_embedding(species)  # (N, c)
-        n = species.shape[0] if num_receivers is None else int(num_receivers)
+        n = species.shape[0] if num_receivers is None else num_receivers  # may be symbolic (export)
         if self.fold_species:  # only the edge step runs per chunk
             T = edge_chunked_sum(
                 functools.partial(self._radial_sums, num_receivers=n),

@@ -350,7 +350,7 @@ class ScalarInteractionLayer(torch.nn.Module):
     def forward(
         self, h, edge_index, Y, phi, u, edge_chunk_size: Optional[int] = None, num_receivers: Optional[int] = None
     ):
-        n = h.shape[0] if num_receivers is None else int(num_receivers)
+        n = h.shape[0] if num_receivers is None else num_receivers  # may be symbolic (export)
         aggregated = self.interaction(
             self._messages_input(h), edge_index, Y, phi, edge_weight=u, edge_chunk_size=edge_chunk_size, num_receivers=n
         )
@@ -371,7 +371,7 @@ class ScalarInteractionLayer(torch.nn.Module):
         sums is skipped (:class:`ScalarInteraction` with ``scalars_only``); the
         invariants that the coefficients read still come from every degree.
         """
-        n = h.shape[0] if num_receivers is None else int(num_receivers)
+        n = h.shape[0] if num_receivers is None else num_receivers  # may be symbolic (export)
         aggregated0 = self.interaction(
             self._messages_input(h),
             edge_index,
