@@ -6,62 +6,58 @@ in C++ by ``torch::inductor::AOTIModelPackageLoader`` (libtorch only, no Python)
 Python by ``torch._inductor.aoti_load_package``. TorchScript is not an option: scripting
 the model fails on e3nn's modules.
 
-The exported function works on a graph whose nodes are the atoms a domain of a
-domain-decomposed MD code sees (its own atoms and ghost copies of its neighbours') and
-whose edges carry their vectors, so that periodic images need no cell shifts:
+The exported function works on the graph of one domain of a domain-decomposed MD code and
+whose edges carry their vectors, so that periodic images need no cell shifts. Its nodes are
+the ``n`` nodes the domain computes (two padding nodes, then the atoms it owns), followed by
+ghost nodes, copies of other domains' atoms within one cutoff, which only send messages;
+its edges are the edges into the computed nodes:
 
-inputs (``T`` = ``num_layers``, ``N`` nodes, one edge list per message-passing step)
+inputs (``N`` nodes, ``n`` of them computed here, ``E`` edges)
     ``species (N,)`` int64, model species indices (0 .. len(elements) - 1);
-    ``local (N,)`` float64, 1 for a node whose energy counts (an atom the domain owns), else 0;
-    then for ``t = 0 .. T``: ``edge_index_t (2, E_t)`` int64 (row 0 receives, row 1 sends),
-    ``vectors_t (E_t, 3)`` float64, ``r_ij = x_j - x_i`` (Å), and ``receivers_t (n_t,)``
-    int64, ``arange(n_t)``: step ``t`` updates nodes ``0 .. n_t - 1`` only (its length is what
-    counts). List 0 feeds the embedding, list ``t`` the ``t``-th layer.
+    ``local (n,)`` float64, 1 for a node whose energy counts (an atom the domain owns), else 0;
+    ``edge_index (2, E)`` int64 (row 0 receives, a node ``< n``; row 1 sends, any node) and
+    ``vectors (E, 3)`` float64, ``r_ij = x_j - x_i`` (Å).
 outputs
-    ``energy ()`` = ``sum_i local_i E_i`` (eV), ``energies (n_T,)`` the per-node ``E_i`` of
-    the nodes the last step updates, and ``dE/d vectors_t (E_t, 3)`` for every list (eV/Å).
+    ``energy ()`` = ``sum_i local_i E_i`` (eV), ``energies (n,)`` the per-node ``E_i``, and
+    ``dE/d vectors (E, 3)`` (eV/Å).
 
-One edge list per step lets a domain skip work on ghosts whose features no local energy
-reads: a local atom's energy depends on layer ``t``'s output only at nodes within ``T - t``
-hops, so list ``t >= 1`` needs only receivers within ``T - t`` hops of the domain's own
-atoms and the embedding's list receivers within ``T`` hops. With the nodes numbered by hop
-distance (the domain's own atoms first), the nodes a step updates are a prefix, ``n_t``
-long: each step computes node features for that prefix only (``n_T`` holds the local atoms,
-``n_0`` every node within ``T`` hops), and reads its input features from the previous
-step's prefix, which holds every sender of its list (``n_{t-1} >= `` the senders of list
-``t``; the embedding reads species only, of all ``N`` nodes). Where all atoms are local
-(one process, or the check against the calculator) every list is the whole edge list and
-every ``n_t = N``.
+Before each layer the ghosts' features must be those their owners computed: the function
+calls the halo exchange (:mod:`sinet_ase.ops.halo`: ``fill`` before each layer, and its
+transpose ``collect`` in the backward pass), which ``pair_style sinet`` implements with
+LAMMPS's forward and reverse communication. So each domain does the work of its own atoms
+only, whatever the number of layers, and needs ghosts one cutoff deep. Where every atom is
+a computed node (one process, the check against the calculator) the exchange copies.
 
-Forces and virial follow from the edge gradients ``g_e = sum_t dE/d vectors_t[e]``
+Forces and virial follow from the edge gradients ``g_e = dE/d vectors[e]``
 (:func:`forces_and_virial`): ``r_e = x_j - x_i`` gives ``F_i += g_e``, ``F_j -= g_e`` and
 the virial ``W = -sum_e r_e (x) g_e`` (LAMMPS's sign: ``W = sum_i x_i (x) F_i``; ASE's
 stress is ``-W / V``). Forces on ghost nodes are what a domain-decomposed code sums back onto
 the atoms' owners (LAMMPS's reverse communication).
 
-Dynamic sizes: ``N >= 2``, every ``E_t >= 2`` and every ``n_t >= 2`` (``torch.export`` fixes
-sizes 0 and 1): callers put two dummy nodes first, joined by two edges longer than the
-cutoff (:func:`pad_graph`), whose messages are exactly zero (the envelope vanishes there),
-which every step updates, and whose energies the mask drops.
+Dynamic sizes: ``N >= 2``, ``n >= 2`` and ``E >= 2`` (``torch.export`` fixes sizes 0 and 1):
+callers put two dummy nodes first, joined by two edges longer than the cutoff
+(:func:`pad_graph`), whose messages are exactly zero (the envelope vanishes there) and
+whose energies the mask drops.
 
 The package's metadata (``AOTIModelPackageLoader::get_metadata``) holds the format name and
 version, the elements in species order, the cutoff, ``num_layers``, the dtype and the
-number of edge lists, so that a reader maps its atom types without Python.
+width of the exchanged features, so that a reader maps its atom types without Python.
 """
 
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, Union
 
 import numpy as np
 import torch
 from e3nn import o3
 
 from .errors import ModelFileError
-from .ops import fused
+from .ops import fused, halo
 
 FORMAT_NAME = "sinet-ase-lammps"
-# 2: dummy nodes first and a receiver prefix per step (receivers_t); 1 had neither
-FORMAT_VERSION = 2
+# 3: one edge list into the computed nodes, ghosts' features by halo exchange (2: an edge
+# list per step over a ghost shell num_layers + 1 cutoffs deep)
+FORMAT_VERSION = 3
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -69,10 +65,9 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class ExportedEnergy(torch.nn.Module):
     """The function that :func:`export_model` compiles (see the module docstring).
 
-    ``forward(species, local, edge_index_0, vectors_0, receivers_0, ..., receivers_T)`` ->
-    ``(energy, energies, grad_0, ..., grad_T)``. Same energies as :class:`~sinet_ase.SINet`
-    when every list is the structure's whole edge list (tested); forces come from the
-    edge gradients computed inside, by autograd.
+    ``forward(species, local, edge_index, vectors)`` -> ``(energy, energies, grad)``. Same
+    energies as :class:`~sinet_ase.SINet` on the structure's whole graph (tested); forces
+    come from the edge gradients computed inside, by autograd.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -82,10 +77,9 @@ class ExportedEnergy(torch.nn.Module):
         if model.backbone.edge_chunk_size is not None:
             raise ValueError("export a model without edge_chunk_size")
         self.model = model
-        self.num_lists = len(model.backbone.layers) + 1
 
     def _edge_inputs(self, vectors: torch.Tensor):
-        """``(Y, phi, u)`` of one edge list, in the network dtype (geometry arrives in float64)."""
+        """``(Y, phi, u)`` of the edges, in the network dtype (geometry arrives in float64)."""
         backbone = self.model.backbone
         vectors = vectors.to(self.model.dtype)
         Y = o3.spherical_harmonics(
@@ -94,90 +88,71 @@ class ExportedEnergy(torch.nn.Module):
         phi, u = backbone.radial(vectors.norm(dim=-1))
         return Y, phi, u
 
-    def node_energies(self, species: torch.Tensor, edge_lists: Sequence[Tuple[torch.Tensor, torch.Tensor, int]]):
-        """``E_i`` of the last step's ``n_T`` nodes ``(n_T,)``, float64, from
-        ``[(edge_index_t, vectors_t, n_t), ...]`` (``n_t``: the nodes step ``t`` updates)."""
+    def node_energies(self, species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor, n):
+        """``E_i`` of the ``n`` computed nodes ``(n,)``, float64; ghosts' features by halo exchange."""
         model, backbone = self.model, self.model.backbone
-        index, vectors, n = edge_lists[0]
-        h = backbone.embedding(species, index, *self._edge_inputs(vectors), num_receivers=n)
+        num_nodes = species.shape[0]
+        edge_inputs = self._edge_inputs(vectors)
+        h = backbone.embedding(species, edge_index, *edge_inputs, num_receivers=n)
         scalars = None
         for t, layer in enumerate(backbone.layers, start=1):
-            index, vectors, n = edge_lists[t]
-            edge_inputs = self._edge_inputs(vectors)
-            if backbone.backbone_type != "sinet":  # a whole block, then the rows the step updates
-                h = layer(h, index, *edge_inputs)[:n]
+            h_all = halo.fill(h, num_nodes)  # (N, c, M): the ghosts' rows from their owners
+            if backbone.backbone_type != "sinet":  # a whole block, then the computed rows
+                h = layer(h_all, edge_index, *edge_inputs)[:n]
             elif t == len(backbone.layers):  # the energy reads h^0 only
-                scalars = layer.forward_scalars(h, index, *edge_inputs, num_receivers=n)
+                scalars = layer.forward_scalars(h_all, edge_index, *edge_inputs, num_receivers=n)
             else:
-                h = layer(h, index, *edge_inputs, num_receivers=n)
+                h = layer(h_all, edge_index, *edge_inputs, num_receivers=n)
         if scalars is None:
             scalars = h[:, :, 0]
         out = model.energy_mlp(scalars).squeeze(-1).to(torch.float64)
         energies = out * model.energy_scale + model.energy_shift[species[:n]]
         if getattr(model, "zbl", None) is not None:
-            # the pair term on list 0, which holds every edge into every node whose energy counts
-            index, vectors, _ = edge_lists[0]
-            energies = energies + model.zbl(species, index, vectors, dense=True)[:n]
+            energies = energies + model.zbl(species, edge_index, vectors, dense=True)[:n]
         return energies
 
-    def forward(self, species: torch.Tensor, local: torch.Tensor, *edges: torch.Tensor):
-        if len(edges) != 3 * self.num_lists:
-            raise ValueError(
-                f"expected {self.num_lists} edge lists (edge_index, vectors, receivers), got {len(edges) / 3:g}"
-            )
-        vectors = [v.detach().requires_grad_(True) for v in edges[1::3]]
-        counts = [r.shape[0] for r in edges[2::3]]
-        energies = self.node_energies(species, list(zip(edges[0::3], vectors, counts)))
-        energy = (energies * local[: energies.shape[0]]).sum()
-        grads = torch.autograd.grad(energy, vectors)
-        return (energy.detach(), energies.detach()) + tuple(g for g in grads)
+    def forward(self, species: torch.Tensor, local: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor):
+        vectors = vectors.detach().requires_grad_(True)
+        energies = self.node_energies(species, edge_index, vectors, local.shape[0])
+        energy = (energies * local).sum()
+        (grad,) = torch.autograd.grad(energy, [vectors])
+        return energy.detach(), energies.detach(), grad
 
 
-def pad_graph(species: torch.Tensor, local: torch.Tensor, edge_lists, cutoff: float, num_receivers=None):
-    """The exported function's inputs for a graph: two dummy nodes (species 0, not local)
-    put first (the real nodes shift by 2), joined both ways by edges of length ``2 cutoff``
-    that come first in every edge list. The function needs at least two nodes, two edges
-    and two updated nodes per list, and the dummies add exactly zero to every real node (the
+def pad_graph(
+    species: torch.Tensor, local: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor, cutoff: float
+):
+    """The exported function's inputs for a graph: two dummy nodes (species 0, computed, not
+    local) put first (the real nodes shift by 2), joined both ways by edges of length
+    ``2 cutoff`` that come first in the edge list. The function needs at least two nodes,
+    computed nodes and edges, and the dummies add exactly zero to every real node (the
     envelope is zero beyond the cutoff, and they only send to each other).
 
-    ``edge_lists``: ``[(edge_index_t, vectors_t), ...]``; ``num_receivers``: the nodes each
-    step updates (a prefix of the nodes numbered by hop distance; default all).
-    Returns ``(species, local, [(edge_index_t, vectors_t, receivers_t), ...])``."""
-    n = species.shape[0]
+    ``local (n,)``: the computed nodes' mask (the first ``n`` nodes; ghosts follow).
+    Returns ``(species, local, edge_index, vectors)``."""
     species = torch.cat([species.new_zeros(2), species])
     local = torch.cat([local.new_zeros(2), local])
     dummy_index = torch.tensor([[0, 1], [1, 0]], dtype=torch.long)
-    dummy_vectors = torch.tensor([[2.0 * cutoff, 0.0, 0.0], [-2.0 * cutoff, 0.0, 0.0]], dtype=torch.float64)
-    num_receivers = [n] * len(edge_lists) if num_receivers is None else list(num_receivers)
-    padded = [
-        (torch.cat([dummy_index, index + 2], dim=1), torch.cat([dummy_vectors, vectors]), torch.arange(2 + count))
-        for (index, vectors), count in zip(edge_lists, num_receivers)
-    ]
-    return species, local, padded
+    dummy_vectors = torch.tensor([[2.0 * cutoff, 0.0, 0.0], [-2.0 * cutoff, 0.0, 0.0]], dtype=vectors.dtype)
+    return species, local, torch.cat([dummy_index, edge_index + 2], dim=1), torch.cat([dummy_vectors, vectors])
 
 
-def _example_inputs(num_lists: int, num_species: int):
+def _example_inputs(num_species: int):
     """A small random graph for tracing: sizes all different and above 1, so that no
-    dimension is specialised or tied to another by accident; each step updates fewer nodes
-    than the one before, and its edges send from the nodes the step before updated."""
+    dimension is specialised or tied to another by accident; edges go into the computed
+    nodes and come from any node."""
     generator = torch.Generator().manual_seed(0)
-    num_nodes = 7 + 2 * num_lists
+    num_nodes, computed, num_edges = 11, 6, 13
     species = torch.randint(0, num_species, (num_nodes,), generator=generator)
-    local = torch.tensor([1.0] * 4 + [0.0] * (num_nodes - 4), dtype=torch.float64)
-    flat = []
-    senders = num_nodes
-    for t in range(num_lists):
-        num_edges, updated = 13 + 2 * t, num_nodes - 1 - 2 * t
-        index = torch.stack(
-            [
-                torch.randint(0, updated, (num_edges,), generator=generator),
-                torch.randint(0, senders, (num_edges,), generator=generator),
-            ]
-        )
-        vectors = torch.randn(num_edges, 3, generator=generator, dtype=torch.float64) + 1.5
-        flat += [index, vectors, torch.arange(updated)]
-        senders = updated
-    return (species, local, *flat)
+    local = torch.tensor([0.0, 0.0] + [1.0] * (computed - 2), dtype=torch.float64)
+    index = torch.stack(
+        [
+            torch.randint(0, computed, (num_edges,), generator=generator),
+            torch.randint(0, num_nodes, (num_edges,), generator=generator),
+        ]
+    )
+    vectors = torch.randn(num_edges, 3, generator=generator, dtype=torch.float64) + 1.5
+    return species, local, index, vectors
 
 
 def export_program(model: torch.nn.Module, dtype: str = "float64", fused_kernels: fused.FusedOption = "auto"):
@@ -199,16 +174,12 @@ def export_program(model: torch.nn.Module, dtype: str = "float64", fused_kernels
     model.disable_compile()
     fused.set_fused(model, fused.resolve_option(fused_kernels, torch.device("cpu"), build_now=True))
     wrapper = ExportedEnergy(model).eval()
-    inputs = _example_inputs(wrapper.num_lists, len(model.elements))
+    inputs = _example_inputs(len(model.elements))
     with fused.exporting():
         traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
-    nodes = torch.export.Dim("num_nodes", min=2)
-    shapes = [{0: nodes}, {0: nodes}]
-    for t in range(wrapper.num_lists):
-        edges = torch.export.Dim(f"num_edges_{t}", min=2)
-        updated = torch.export.Dim(f"num_receivers_{t}", min=2)
-        shapes += [{1: edges}, {0: edges}, {0: updated}]
-    return torch.export.export(traced, inputs, dynamic_shapes=tuple(shapes)), model
+    nodes, computed, edges = (torch.export.Dim(name, min=2) for name in ("num_nodes", "num_computed", "num_edges"))
+    shapes = ({0: nodes}, {0: computed}, {1: edges}, {0: edges})
+    return torch.export.export(traced, inputs, dynamic_shapes=shapes), model
 
 
 def export_metadata(model: torch.nn.Module, dtype: str) -> Dict[str, str]:
@@ -219,7 +190,8 @@ def export_metadata(model: torch.nn.Module, dtype: str) -> Dict[str, str]:
         "elements": " ".join(model.elements),
         "cutoff": repr(float(model.cutoff)),
         "num_layers": str(len(model.backbone.layers)),
-        "num_edge_lists": str(len(model.backbone.layers) + 1),
+        # numbers per node that each halo exchange moves (channels x (L + 1)^2)
+        "halo_width": str(model.backbone.layout.channels * model.backbone.layout.num_m),
         "dtype": dtype,
         # "1": the program calls the fused kernels' operators (sinet_fused::*)
         "fused_kernels": str(int(fused.in_use(model))),
@@ -321,7 +293,7 @@ def forces_and_virial(edge_index: torch.Tensor, vectors: torch.Tensor, edge_grad
 def evaluate_exported(runner, metadata: Dict[str, str], atoms) -> Dict[str, np.ndarray]:
     """Energy, per-atom energies, forces and (3-D periodic cells) stress of ``atoms`` from a
     loaded package, in ASE's units: the exported program run on the calculator's graph
-    (every atom local, every edge list the whole list). What the tests compare with
+    (every atom computed here and local, no ghosts). What the tests compare with
     :class:`~sinet_ase.SINetCalculator`."""
     from .errors import UnknownElementError
     from .graph import atoms_to_graph
@@ -336,16 +308,10 @@ def evaluate_exported(runner, metadata: Dict[str, str], atoms) -> Dict[str, np.n
         raise UnknownElementError(set(atoms.get_chemical_symbols()) - set(elements), elements) from None
     receiver, sender = graph.edge_index
     vectors = graph.pos[sender] - graph.pos[receiver] + graph.shifts @ graph.cell[0]
-    num_lists = int(metadata["num_edge_lists"])
     n = len(atoms)
-    species_p, local_p, lists = pad_graph(
-        species, torch.ones(n, dtype=torch.float64), [(graph.edge_index, vectors)] * num_lists, cutoff
-    )
-    flat: List[torch.Tensor] = [species_p, local_p]
-    for padded in lists:
-        flat += list(padded)
-    out = runner(*flat)
-    edge_grad = sum(g[2:] for g in out[2:])  # the two dummy edges come first
+    inputs = pad_graph(species, torch.ones(n, dtype=torch.float64), graph.edge_index, vectors, cutoff)
+    out = runner(*inputs)
+    edge_grad = out[2][2:]  # the two dummy edges come first
     forces, virial = forces_and_virial(graph.edge_index, vectors, edge_grad, n)
     result = {
         "energy": float(out[0]),

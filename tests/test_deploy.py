@@ -4,6 +4,8 @@ from edge vectors, per-step edge lists that skip far ghosts, padding, helpers.
 The compiled package and LAMMPS are tested in test_lammps.py (slow: compiling takes minutes).
 """
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from sinet_ase import SINet, SINetCalculator
 from sinet_ase.deploy import ExportedEnergy, export_model, forces_and_virial, pad_graph
 from sinet_ase.graph import atoms_to_graph, neighbour_list
 from sinet_ase.model import edge_vectors, graph_batch
+from sinet_ase.ops import halo
 from sinet_ase.testing import domain_test_structures, relative_error
 
 ELEMENTS = ["H", "C", "O", "Cu"]
@@ -51,12 +54,9 @@ def test_edge_gradients_give_the_calculators_forces_and_virial(name, backbone):
     wrapper = ExportedEnergy(model)
     graph, species, vectors = whole_graph_inputs(model, atoms)
     n = len(atoms)
-    s, local, lists = pad_graph(
-        species, torch.ones(n, dtype=torch.float64), [(graph.edge_index, vectors)] * wrapper.num_lists, model.cutoff
-    )
-    flat = [t for step in lists for t in step]
-    energy, energies, *grads = wrapper(s, local, *flat)
-    grad = sum(g[2:] for g in grads)  # the dummy edges come first
+    inputs = pad_graph(species, torch.ones(n, dtype=torch.float64), graph.edge_index, vectors, model.cutoff)
+    energy, energies, grad = wrapper(*inputs)
+    grad = grad[2:]  # the dummy edges come first
     forces, virial = forces_and_virial(graph.edge_index, vectors, grad, n)
 
     reference = model(graph, compute_forces=True, compute_stress=True)
@@ -84,11 +84,9 @@ def test_the_zbl_term_is_in_the_exported_function():
     wrapper = ExportedEnergy(model)
     graph, species, vectors = whole_graph_inputs(model, atoms)
     n = len(atoms)
-    s, local, lists = pad_graph(
-        species, torch.ones(n, dtype=torch.float64), [(graph.edge_index, vectors)] * wrapper.num_lists, model.cutoff
-    )
-    energy, energies, *grads = wrapper(s, local, *[t for step in lists for t in step])
-    forces, _ = forces_and_virial(graph.edge_index, vectors, sum(g[2:] for g in grads), n)
+    inputs = pad_graph(species, torch.ones(n, dtype=torch.float64), graph.edge_index, vectors, model.cutoff)
+    energy, energies, grad = wrapper(*inputs)
+    forces, _ = forces_and_virial(graph.edge_index, vectors, grad[2:], n)
     reference = model(graph, compute_forces=True)
     assert float(model.zbl(species, graph.edge_index, vectors).sum()) > 1.0  # the term is active
     assert relative_error(energies[2:], reference["energies"]) < 1e-12
@@ -100,101 +98,130 @@ def test_padding_changes_no_real_number():
     wrapper = ExportedEnergy(model)
     graph, species, vectors = whole_graph_inputs(model, domain_test_structures()["molecule"])
     n = species.shape[0]
-    lists = [(graph.edge_index, vectors)] * wrapper.num_lists
-    plain = wrapper(species, torch.ones(n, dtype=torch.float64), *[t for p in lists for t in (*p, torch.arange(n))])
-    s, local, padded = pad_graph(species, torch.ones(n, dtype=torch.float64), lists, model.cutoff)
-    out = wrapper(s, local, *[t for p in padded for t in p])
+    plain = wrapper(species, torch.ones(n, dtype=torch.float64), graph.edge_index, vectors)
+    out = wrapper(*pad_graph(species, torch.ones(n, dtype=torch.float64), graph.edge_index, vectors, model.cutoff))
     assert relative_error(out[0], plain[0]) < 1e-14
     assert relative_error(out[1][2:], plain[1]) < 1e-14
-    for g_padded, g_plain in zip(out[2:], plain[2:]):
-        assert torch.equal(g_padded[:2], torch.zeros(2, 3, dtype=torch.float64))  # dummies: zero
-        assert relative_error(g_padded[2:], g_plain) < 1e-14
+    assert torch.equal(out[2][:2], torch.zeros(2, 3, dtype=torch.float64))  # dummies: zero
+    assert relative_error(out[2][2:], plain[2]) < 1e-14
 
 
-def domain_inputs(positions, cell, is_local, cutoff, num_layers, species):
+def domain_inputs(positions, cell, is_local, cutoff, species):
     """What pair_style sinet gives the model for one domain, built in Python: the domain's
-    own atoms, then every other atom (as a ghost) reached within num_layers + 1 hops, in
-    order of hop distance, with edge list t holding the edges whose receiver is within
-    num_layers - t hops (list 0: all within num_layers) and step t updating the nodes within
-    that many hops. Returns the padded inputs, the node -> atom map and the edges."""
+    own atoms, then every other atom within one cutoff of them (a ghost), and the edges
+    into the domain's atoms. Returns the padded inputs, the node -> atom map and the edges."""
     i, j, _ = neighbour_list(positions, cell, [False] * 3, cutoff)
-    neighbours = {}
-    for a, b in zip(i, j):
-        neighbours.setdefault(int(a), []).append(int(b))
+    into_local = is_local[i]
+    receivers, senders = i[into_local], j[into_local]
     local_atoms = [int(a) for a in np.flatnonzero(is_local)]
-    node_of_atom = {a: k for k, a in enumerate(local_atoms)}
-    atoms_of_node = list(local_atoms)
-    receivers, senders, by_hops, nodes_within = [], [], [], [len(local_atoms)]
-    frontier = local_atoms
-    for hops in range(num_layers + 1):
-        following = []
-        for a in frontier:
-            for b in neighbours.get(a, []):
-                if b not in node_of_atom:
-                    node_of_atom[b] = len(atoms_of_node)
-                    atoms_of_node.append(b)
-                    if hops < num_layers:
-                        following.append(b)
-                receivers.append(a)
-                senders.append(b)
-        by_hops.append(len(receivers))
-        nodes_within.append(len(atoms_of_node))
-        frontier = following
-    index = torch.tensor(
-        [[node_of_atom[a] for a in receivers], [node_of_atom[b] for b in senders]], dtype=torch.long
-    ).reshape(2, -1)
-    vectors = torch.tensor(positions[senders] - positions[receivers], dtype=torch.float64).reshape(-1, 3)
-    hops = [num_layers] + [num_layers - t for t in range(1, num_layers + 1)]
-    lists = [(index[:, : by_hops[d]], vectors[: by_hops[d]]) for d in hops]
-    updated = [nodes_within[d] for d in hops]
-    node_species = species[torch.tensor(atoms_of_node)]
-    local = torch.zeros(len(atoms_of_node), dtype=torch.float64)
-    local[: len(local_atoms)] = 1.0
-    return pad_graph(node_species, local, lists, cutoff, updated), atoms_of_node, (index, vectors, receivers, senders)
+    ghosts = sorted(set(senders.tolist()) - set(local_atoms))
+    atoms_of_node = local_atoms + ghosts
+    node_of_atom = {a: k for k, a in enumerate(atoms_of_node)}
+    index = torch.tensor([[node_of_atom[a] for a in receivers], [node_of_atom[b] for b in senders]], dtype=torch.long)
+    vectors = torch.tensor(positions[senders] - positions[receivers], dtype=torch.float64)
+    local = torch.ones(len(local_atoms), dtype=torch.float64)
+    inputs = pad_graph(species[torch.tensor(atoms_of_node)], local, index.reshape(2, -1), vectors, cutoff)
+    return inputs, atoms_of_node, (receivers, senders)
 
 
-def test_a_domain_with_pruned_ghost_lists_gives_its_atoms_energies_and_forces():
-    """Split a molecule cluster in two domains: each domain's local energies equal the whole
-    structure's per-atom energies, and the forces of both domains (ghosts included, summed
-    onto their atoms as LAMMPS's reverse communication does) add up to the calculator's."""
-    model = make_model()
+class ThreadedExchange(halo.Exchange):
+    """The halo exchange between domains run side by side in threads, as LAMMPS's forward
+    and reverse communication do it between processes: per-atom buffers that each domain
+    writes its computed rows into (fill) or its ghosts' gradients (collect), and a barrier."""
+
+    def __init__(self, domain, atoms_of_node, num_local, shared):
+        self.domain, self.atoms = domain, torch.tensor(atoms_of_node)
+        self.num_local, self.shared = num_local, shared
+
+    def fill(self, rows, num_nodes):
+        buffer, barrier = self.shared["buffer"], self.shared["barrier"]
+        if barrier.wait() == 0:
+            buffer.clear()
+        barrier.wait()
+        buffer[self.domain] = (self.atoms[: self.num_local], rows[2 : 2 + self.num_local].detach().clone())
+        barrier.wait()
+        by_atom = {}
+        for atoms, values in buffer.values():
+            by_atom.update(zip(atoms.tolist(), values))
+        ghosts = [by_atom[int(a)] for a in self.atoms[self.num_local :]]
+        return torch.cat([rows, torch.stack(ghosts)]) if ghosts else rows.clone()
+
+    def collect(self, grad, num_rows):
+        buffer, barrier = self.shared["buffer"], self.shared["barrier"]
+        if barrier.wait() == 0:
+            buffer.clear()
+        barrier.wait()
+        buffer[self.domain] = (self.atoms[self.num_local :], grad[num_rows:].detach().clone())
+        barrier.wait()
+        out = grad[:num_rows].clone()
+        row_of_atom = {int(a): 2 + k for k, a in enumerate(self.atoms[: self.num_local])}
+        for atoms, values in buffer.values():
+            for a, g in zip(atoms.tolist(), values):
+                if a in row_of_atom:
+                    out[row_of_atom[a]] += g
+        return out
+
+
+def run_domains(wrapper, atoms, species, domains):
+    """Each domain's outputs, the domains run side by side with :class:`ThreadedExchange`."""
+    shared = {"buffer": {}, "barrier": threading.Barrier(len(domains))}
+    results = [None] * len(domains)
+
+    def run(k):
+        inputs, atoms_of_node, edges = domain_inputs(
+            atoms.positions, atoms.cell.array, domains[k], wrapper.model.cutoff, species
+        )
+        handler = ThreadedExchange(k, atoms_of_node, int(domains[k].sum()), shared)
+        with halo.exchange(handler):
+            results[k] = (wrapper(*inputs), atoms_of_node, edges)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(domains))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.parametrize("backbone", ["sinet", "siformer"])
+def test_domains_with_a_halo_exchange_give_the_atoms_energies_and_forces(backbone):
+    """Split a molecule cluster in two domains that exchange the ghosts' features before each
+    layer: each domain's local energies equal the whole structure's per-atom energies, and
+    the forces of both domains (ghosts included, summed onto their atoms as LAMMPS's reverse
+    communication does) add up to the calculator's."""
+    model = make_model(backbone=backbone)
     atoms = domain_test_structures()["molecule"]
     graph, species, _ = whole_graph_inputs(model, atoms)
     reference = {k: v.detach() for k, v in model(graph, compute_forces=True).items()}
     wrapper = ExportedEnergy(model)
-    positions = atoms.positions
-    total_forces = np.zeros_like(positions)
+    domains = [atoms.positions[:, 0] < 7.5, atoms.positions[:, 0] >= 7.5]
+    total_forces = np.zeros_like(atoms.positions)
     total_energy = 0.0
-    for domain in (positions[:, 0] < 7.5, positions[:, 0] >= 7.5):
-        (s, local, lists), atoms_of_node, (index, vectors, receivers, senders) = domain_inputs(
-            positions, atoms.cell.array, domain, model.cutoff, 2, species
-        )
-        out = wrapper(s, local, *[t for step in lists for t in step])
-        total_energy += float(out[0])
+    for domain, (out, atoms_of_node, (receivers, senders)) in zip(
+        domains, run_domains(wrapper, atoms, species, domains)
+    ):
         n_local = int(domain.sum())
-        local_atoms = atoms_of_node[:n_local]
-        assert out[1].shape[0] == 2 + n_local  # the last step updates the local atoms only
-        assert np.abs(out[1][2:].numpy() - reference["energies"][local_atoms].numpy()).max() < 1e-12
-        grad = torch.zeros_like(vectors)
-        for g in out[2:]:
-            grad[: g.shape[0] - 2] += g[2:]
-        np.add.at(total_forces, receivers, grad.numpy())
-        np.add.at(total_forces, senders, -grad.numpy())
+        assert len(atoms_of_node) > n_local  # the domain has ghosts
+        total_energy += float(out[0])
+        assert out[1].shape[0] == 2 + n_local
+        got = out[1][2:].numpy()
+        assert np.abs(got - reference["energies"][atoms_of_node[:n_local]].numpy()).max() < 1e-12
+        grad = out[2][2:].numpy()
+        np.add.at(total_forces, receivers, grad)
+        np.add.at(total_forces, senders, -grad)
     assert total_energy == pytest.approx(float(reference["energy"]), rel=1e-12)
     assert np.abs(total_forces - reference["forces"].numpy()).max() < 1e-9 * float(reference["forces"].abs().max())
 
 
-def test_pruned_lists_are_shorter():
-    """The per-step lists of a domain really skip the far ghosts' edges (what saves work)."""
+def test_ghosts_without_an_exchange_are_an_error():
+    """The exported function on a domain with ghosts and no halo exchange refuses, rather
+    than giving the ghosts' features as zeros."""
     model = make_model()
     atoms = domain_test_structures()["molecule"]
     _, species, _ = whole_graph_inputs(model, atoms)
-    domain = atoms.positions[:, 0] < 7.5
-    (s, _, lists), _, _ = domain_inputs(atoms.positions, atoms.cell.array, domain, model.cutoff, 2, species)
-    sizes = [v.shape[0] for _, v, _ in lists]
-    assert sizes[0] >= sizes[1] >= sizes[2] and sizes[2] < sizes[0]
-    updated = [r.shape[0] for _, _, r in lists]
-    assert s.shape[0] >= updated[0] >= updated[1] >= updated[2] == 2 + int(domain.sum()) < updated[0]
+    inputs, _, _ = domain_inputs(atoms.positions, atoms.cell.array, atoms.positions[:, 0] < 7.5, model.cutoff, species)
+    with pytest.raises(RuntimeError, match="halo exchange"):
+        ExportedEnergy(model)(*inputs)
 
 
 def test_export_refuses_what_it_cannot_write(tmp_path):

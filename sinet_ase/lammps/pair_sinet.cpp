@@ -13,6 +13,7 @@
 #include "utils.h"
 
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -29,7 +30,7 @@ namespace {
 
 // the package format written by sinet_ase.deploy.export_model
 const char *FORMAT_NAME = "sinet-ase-lammps";
-const int FORMAT_VERSION = 2;
+const int FORMAT_VERSION = 3;
 // the two dummy nodes that pad every graph come first (sinet_ase.deploy.pad_graph)
 const int DUMMIES = 2;
 
@@ -56,7 +57,40 @@ std::string torch_cpu_library()
   return info.dli_fname;
 }
 
+// The pair style whose model is running: the halo operators the model calls belong to it.
+PairSINet *running = nullptr;
+
+PairSINet &running_pair(const char *op)
+{
+  if (running == nullptr)
+    throw std::runtime_error(std::string("sinet_halo::") + op + " called outside pair_style sinet's compute");
+  return *running;
+}
+
+at::Tensor halo_fill(const at::Tensor &rows, int64_t num_nodes)
+{
+  return running_pair("fill").halo_fill(rows, num_nodes);
+}
+
+at::Tensor halo_collect(const at::Tensor &grad, int64_t num_rows)
+{
+  return running_pair("collect").halo_collect(grad, num_rows);
+}
+
 }    // namespace
+
+// the halo exchange operators of sinet_ase.ops.halo, which exported models call
+TORCH_LIBRARY(sinet_halo, m)
+{
+  m.def("fill(Tensor rows, SymInt num_nodes) -> Tensor");
+  m.def("collect(Tensor grad, SymInt num_rows) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(sinet_halo, CPU, m)
+{
+  m.impl("fill", &halo_fill);
+  m.impl("collect", &halo_collect);
+}
 
 PairSINet::PairSINet(LAMMPS *lmp) : Pair(lmp)
 {
@@ -136,8 +170,8 @@ void PairSINet::load_model(const std::string &path)
   num_layers = std::stoi(metadata["num_layers"]);
   model_dtype = metadata["dtype"];
   compiled_threads = metadata.count("num_threads") ? std::stoi(metadata["num_threads"]) : 0;
-  if (std::stoi(metadata["num_edge_lists"]) != num_layers + 1)
-    error->all(FLERR, "pair_style sinet: '{}' has inconsistent metadata (num_edge_lists)", path);
+  // the halo exchange moves this many numbers per atom (LAMMPS sizes its buffers by them)
+  comm_forward = comm_reverse = std::stoi(metadata["halo_width"]);
 }
 
 // pair_coeff * * model.pt2 El_1 ... El_ntypes
@@ -188,26 +222,8 @@ void PairSINet::init_style()
                "back onto their owners");
   if (atom->tag_enable == 0) error->all(FLERR, "pair_style sinet requires atom IDs");
 
-  int flags = NeighConst::REQ_FULL;
-  ghostneigh = 0;
-  if (comm->nprocs > 1) {
-    // ghosts take part in message passing: they need neighbour lists and a shell deep
-    // enough for every step (embedding + num_layers layers)
-    if (comm->mode != Comm::SINGLE)
-      error->all(FLERR, "pair_style sinet requires comm_modify mode single");
-    ghostneigh = 1;
-    flags |= NeighConst::REQ_GHOST;
-    const double depth = (num_layers + 1) * cutoff + neighbor->skin;
-    if (comm->get_comm_cutoff() < depth) {
-      comm->cutghostuser = depth;
-      if (comm->me == 0)
-        utils::logmesg(lmp,
-                       "pair_style sinet: communication cutoff raised to {:.4} Angstrom "
-                       "((num_layers + 1) x cutoff + skin, num_layers = {})\n",
-                       depth, num_layers);
-    }
-  }
-  neighbor->add_request(this, flags);
+  // ghosts one cutoff deep (LAMMPS's default shell): their features come by halo exchange
+  neighbor->add_request(this, NeighConst::REQ_FULL);
   // ATen's own operators in the model use as many threads as LAMMPS gives each process
   // (OMP_NUM_THREADS / -pk omp); the compiled kernels use the count they were exported for
   at::set_num_threads(comm->nthreads);
@@ -237,11 +253,9 @@ double PairSINet::init_one(int i, int j)
   return cutoff;
 }
 
-/* The graph of this step (see pair_sinet.h): a breadth-first walk from the local atoms
-   over edges shorter than the cutoff, up to num_layers hops, so that edges come sorted by
-   the hop distance of their receiver and nodes by their own hop distance. One node per
-   atom ID: the periodic images of an atom (of this process's or another's) are one node,
-   reached first, and expanded, at its smallest hop distance. */
+/* The graph of this step (see pair_sinet.h): the local atoms, every atom within the cutoff
+   of one, and the edges into the local atoms. One node per atom ID: the periodic images
+   of an atom (this process's or another's) are one node. */
 void PairSINet::build_graph()
 {
   const int nlocal = atom->nlocal;
@@ -250,7 +264,7 @@ void PairSINet::build_graph()
   tagint *tag = atom->tag;
   const double cutoff_sq = cutoff * cutoff;
 
-  // nodes 0 and 1 are the dummies (see compute), then the local atoms
+  // nodes 0 and 1 are the dummies (see compute), then the local atoms, then the ghosts
   std::unordered_map<tagint, int> node_of_tag;
   node_of_tag.reserve(2 * static_cast<size_t>(nlocal));
   node_of_atom.assign(nall, -1);
@@ -260,42 +274,113 @@ void PairSINet::build_graph()
     node_of_tag[tag[i]] = node_of_atom[i];
     atom_of_node.push_back(i);
   }
-  nodes_within_hops.assign(1, static_cast<long>(atom_of_node.size()));
 
   edge_receiver.clear();
   edge_sender.clear();
   edge_atom_i.clear();
   edge_atom_j.clear();
   edge_vector.clear();
-  edges_within_hops.clear();
-  std::vector<int> frontier(list->ilist, list->ilist + list->inum), next;
-  for (int hops = 0; hops <= num_layers; hops++) {
-    next.clear();
-    for (int i : frontier) {
-      const int *neighbours = list->firstneigh[i];
-      const int count = list->numneigh[i];
-      for (int jj = 0; jj < count; jj++) {
-        const int j = neighbours[jj] & NEIGHMASK;
-        const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-        if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
-        if (node_of_atom[j] < 0) {    // a ghost reached for the first time: a new node unless its atom is one
-          auto found = node_of_tag.try_emplace(tag[j], static_cast<int>(atom_of_node.size()));
-          node_of_atom[j] = found.first->second;
-          if (found.second) {
-            atom_of_node.push_back(j);
-            if (hops < num_layers) next.push_back(j);
-          }
-        }
-        edge_receiver.push_back(node_of_atom[i]);
-        edge_sender.push_back(node_of_atom[j]);
-        edge_atom_i.push_back(i);
-        edge_atom_j.push_back(j);
-        edge_vector.insert(edge_vector.end(), {dx, dy, dz});
+  for (int ii = 0; ii < list->inum; ii++) {
+    const int i = list->ilist[ii];
+    const int *neighbours = list->firstneigh[i];
+    const int count = list->numneigh[i];
+    for (int jj = 0; jj < count; jj++) {
+      const int j = neighbours[jj] & NEIGHMASK;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
+      if (node_of_atom[j] < 0) {    // a ghost reached for the first time: a new node unless its atom is one
+        auto found = node_of_tag.try_emplace(tag[j], static_cast<int>(atom_of_node.size()));
+        node_of_atom[j] = found.first->second;
+        if (found.second) atom_of_node.push_back(j);
       }
+      edge_receiver.push_back(node_of_atom[i]);
+      edge_sender.push_back(node_of_atom[j]);
+      edge_atom_i.push_back(i);
+      edge_atom_j.push_back(j);
+      edge_vector.insert(edge_vector.end(), {dx, dy, dz});
     }
-    edges_within_hops.push_back(static_cast<long>(edge_receiver.size()));
-    nodes_within_hops.push_back(static_cast<long>(atom_of_node.size()));
-    frontier.swap(next);
+  }
+}
+
+/* The halo exchange (sinet_ase.ops.halo), called by the model while compute runs it.
+   fill: the rows of the nodes computed here (dummies, then local atoms), followed by the
+   ghost nodes' rows, which LAMMPS's forward communication brings from their owners. */
+at::Tensor PairSINet::halo_fill(const at::Tensor &rows, int64_t num_nodes)
+{
+  const long computed = rows.size(0);
+  auto sizes = rows.sizes().vec();
+  sizes[0] = num_nodes;
+  at::Tensor out = at::empty(sizes, rows.options());
+  out.narrow(0, 0, computed).copy_(rows);
+  if (comm->nprocs == 1) return out;    // one process: every node is computed here
+  const int nlocal = atom->nlocal;
+  halo_width = computed > 0 ? rows.numel() / computed : 0;
+  if (halo_width > comm_forward)
+    error->one(FLERR, "pair_style sinet: the model exchanges {} numbers per atom, the package says {}",
+               halo_width, comm_forward);
+  halo_buffer.resize(static_cast<size_t>(atom->nlocal + atom->nghost) * halo_width);
+  at::Tensor local_rows = rows.narrow(0, DUMMIES, nlocal).to(at::kDouble).contiguous();
+  std::memcpy(halo_buffer.data(), local_rows.data_ptr<double>(), sizeof(double) * nlocal * halo_width);
+  comm->forward_comm(this, static_cast<int>(halo_width));
+  const long ghosts = num_nodes - computed;
+  if (ghosts > 0) {
+    at::Tensor received = at::empty({ghosts, halo_width}, at::TensorOptions().dtype(at::kDouble));
+    double *r = received.data_ptr<double>();
+    for (long n = 0; n < ghosts; n++)
+      std::memcpy(r + n * halo_width, &halo_buffer[static_cast<size_t>(atom_of_node[computed + n]) * halo_width],
+                  sizeof(double) * halo_width);
+    out.narrow(0, computed, ghosts).view({ghosts, halo_width}).copy_(received);
+  }
+  return out;
+}
+
+/* collect, fill's transpose: the gradient of the computed rows, plus what other processes
+   hold for ghost copies of the local atoms (LAMMPS's reverse communication sums them). */
+at::Tensor PairSINet::halo_collect(const at::Tensor &grad, int64_t num_rows)
+{
+  at::Tensor out = grad.narrow(0, 0, num_rows).clone(at::MemoryFormat::Contiguous);
+  if (comm->nprocs == 1) return out;
+  const int nlocal = atom->nlocal;
+  const long num_nodes = grad.size(0), ghosts = num_nodes - num_rows;
+  halo_width = num_nodes > 0 ? grad.numel() / num_nodes : 0;
+  halo_buffer.assign(static_cast<size_t>(atom->nlocal + atom->nghost) * halo_width, 0.0);
+  if (ghosts > 0) {
+    at::Tensor sent = grad.narrow(0, num_rows, ghosts).to(at::kDouble).contiguous();
+    const double *g = sent.data_ptr<double>();
+    for (long n = 0; n < ghosts; n++)
+      std::memcpy(&halo_buffer[static_cast<size_t>(atom_of_node[num_rows + n]) * halo_width], g + n * halo_width,
+                  sizeof(double) * halo_width);
+  }
+  comm->reverse_comm(this, static_cast<int>(halo_width));
+  at::Tensor received = at::from_blob(halo_buffer.data(), {nlocal, halo_width}, at::TensorOptions().dtype(at::kDouble));
+  out.narrow(0, DUMMIES, nlocal).view({nlocal, halo_width}).add_(received.to(out.scalar_type()));
+  return out;
+}
+
+int PairSINet::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  for (int k = 0; k < n; k++)
+    std::memcpy(buf + k * halo_width, &halo_buffer[static_cast<size_t>(list[k]) * halo_width],
+                sizeof(double) * halo_width);
+  return n * static_cast<int>(halo_width);
+}
+
+void PairSINet::unpack_forward_comm(int n, int first, double *buf)
+{
+  std::memcpy(&halo_buffer[static_cast<size_t>(first) * halo_width], buf, sizeof(double) * n * halo_width);
+}
+
+int PairSINet::pack_reverse_comm(int n, int first, double *buf)
+{
+  std::memcpy(buf, &halo_buffer[static_cast<size_t>(first) * halo_width], sizeof(double) * n * halo_width);
+  return n * static_cast<int>(halo_width);
+}
+
+void PairSINet::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  for (int k = 0; k < n; k++) {
+    double *row = &halo_buffer[static_cast<size_t>(list[k]) * halo_width];
+    for (long c = 0; c < halo_width; c++) row[c] += buf[k * halo_width + c];
   }
 }
 
@@ -303,9 +388,8 @@ void PairSINet::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
   for (int k = 0; k < nextra; k++) pvector[k] = 0.0;
-  if (atom->nlocal == 0) return;
-  if (comm->nprocs > 1 && !list->ghost)
-    error->one(FLERR, "pair_style sinet: the neighbour list has no ghost neighbours");
+  // a process without atoms runs the model too (on the two dummies): the halo exchanges
+  // inside it are collective
   build_graph();
 
   const int nlocal = atom->nlocal;
@@ -318,7 +402,7 @@ void PairSINet::compute(int eflag, int vflag)
   auto double_options = at::TensorOptions().dtype(at::kDouble);
 
   at::Tensor species = at::empty({num_nodes}, long_options);
-  at::Tensor local = at::zeros({num_nodes}, double_options);
+  at::Tensor local = at::zeros({DUMMIES + nlocal}, double_options);    // the nodes computed here
   {
     auto s = species.accessor<int64_t, 1>();
     auto l = local.accessor<double, 1>();
@@ -345,42 +429,28 @@ void PairSINet::compute(int eflag, int vflag)
       for (int c = 0; c < 3; c++) v[e + 2][c] = edge_vector[3 * e + c];
     }
   }
-  // edge list t >= 1 holds the edges whose receiver is within num_layers - t hops, and step t
-  // updates the nodes within that many hops (a prefix of the nodes); list 0 (the
-  // embedding's) every edge into a node within num_layers hops
-  std::vector<long> list_size(num_layers + 1), updated(num_layers + 1);
-  for (int t = 0; t <= num_layers; t++) {
-    const int hops = t == 0 ? num_layers : num_layers - t;
-    list_size[t] = 2 + edges_within_hops[hops];
-    updated[t] = nodes_within_hops[hops];
-  }
-  at::Tensor receivers = at::arange(updated[0], long_options);
-  pvector[0] = static_cast<double>(num_nodes - 2);
-  pvector[1] = static_cast<double>(list_size[0] - 2);
-  for (int t = 1; t <= num_layers; t++) pvector[2] += static_cast<double>(list_size[t] - 2);
-  pvector[3] = static_cast<double>(edges_within_hops[0]);
-  std::vector<at::Tensor> inputs = {species, local};
-  for (int t = 0; t <= num_layers; t++) {
-    inputs.push_back(index.narrow(1, 0, list_size[t]).contiguous());
-    inputs.push_back(vectors.narrow(0, 0, list_size[t]));
-    inputs.push_back(receivers.narrow(0, 0, updated[t]));
-  }
+  // every layer runs on the one edge list (the edges into local atoms); the counts are those
+  // that compute pair sinet has always reported (nodes, embedding edges, layer edges, edges
+  // into local atoms)
+  pvector[0] = static_cast<double>(num_nodes - DUMMIES);
+  pvector[1] = static_cast<double>(num_edges);
+  pvector[2] = static_cast<double>(num_layers) * static_cast<double>(num_edges);
+  pvector[3] = static_cast<double>(num_edges);
+  std::vector<at::Tensor> inputs = {species, local, index, vectors};
 
   std::vector<at::Tensor> outputs;
+  running = this;    // the halo operators the model calls act on this pair style
   try {
     outputs = model->run(inputs);
   } catch (const std::exception &err) {
+    running = nullptr;
     error->one(FLERR, "pair_style sinet: the model failed on this step: {}", first_line(err.what()));
   }
+  running = nullptr;
 
-  // dE/dr of each edge: the sum over the lists it belongs to
-  std::vector<double> grad(3 * num_edges, 0.0);
-  for (int t = 0; t <= num_layers; t++) {
-    at::Tensor g = outputs[2 + t].contiguous();
-    const double *gp = g.data_ptr<double>();
-    for (long e = 0; e < list_size[t] - 2; e++)
-      for (int c = 0; c < 3; c++) grad[3 * e + c] += gp[3 * (e + 2) + c];
-  }
+  // dE/dr of each edge (the two dummy edges come first)
+  at::Tensor edge_grad = outputs[2].contiguous();
+  const double *grad = edge_grad.data_ptr<double>() + 3 * 2;
 
   double **f = atom->f;
   for (long e = 0; e < num_edges; e++) {

@@ -6,20 +6,17 @@
 
    Each step every process builds the graph of the atoms it sees and runs the model on it:
 
-   - nodes: its own atoms, plus ghost atoms owned by other processes, one node per atom ID:
-     the periodic images of an atom are one node, and edges to an image carry the image's
-     edge vector (so one process on a periodic box evaluates exactly the graph of the ASE
-     calculator, with no duplicated atoms, and several processes evaluate each other atom
-     once, however many of its images they see).
-   - the energy of a local atom depends on atoms up to num_layers + 1 cutoffs away (the
-     embedding and every layer each pass messages one cutoff), so with several processes
-     the ghost shell is (num_layers + 1) x cutoff + skin deep (the pair style raises the
-     communication cutoff to that) and ghosts get neighbour lists too. Ghosts at hop
-     distance d from the local atoms receive messages only in the steps whose output a
-     local energy reads (edge list t needs receivers within num_layers - t hops; list 0,
-     the embedding's, within num_layers), so the model runs one edge list per step, and
-     each step computes features only for the nodes within its hops (nodes are numbered by
-     hop distance, so these are a prefix).
+   - nodes: its own atoms, plus ghost atoms owned by other processes within one cutoff of
+     them (LAMMPS's usual ghost shell), one node per atom ID: the periodic images of an
+     atom are one node, and edges to an image carry the image's edge vector (so one process
+     on a periodic box evaluates exactly the graph of the ASE calculator, with no
+     duplicated atoms); edges: those into its own atoms.
+   - halo exchange: before each layer the ghosts' features must be those their owners
+     computed. The model calls the operators sinet_halo::fill (and, in its backward pass,
+     sinet_halo::collect), which this pair style defines with LAMMPS's forward and reverse
+     communication of channels x (L + 1)^2 numbers per atom. So each process computes the
+     features of its own atoms only, in every layer, and the ghost shell stays one cutoff
+     deep whatever the number of layers.
    - only local atoms' energies count; forces go to every atom of the graph, ghosts
      included, and LAMMPS's reverse communication (newton pair on) adds them to the
      owners; the virial is W = -sum_edges r_ij (x) dE/dr_ij, summed over processes by
@@ -35,6 +32,8 @@
 #define LMP_PAIR_SINET_H
 
 #include "pair.h"
+
+#include <ATen/core/Tensor.h>
 
 #include <memory>
 #include <string>
@@ -58,6 +57,14 @@ class PairSINet : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+
+  // the halo exchange operators (sinet_ase.ops.halo) while compute runs the model
+  at::Tensor halo_fill(const at::Tensor &rows, int64_t num_nodes);
+  at::Tensor halo_collect(const at::Tensor &grad, int64_t num_rows);
 
  protected:
   void allocate();
@@ -74,15 +81,16 @@ class PairSINet : public Pair {
   std::string model_dtype;     // "float64" or "float32", from the package metadata
   bool blas_warned = false;    // the slow-BLAS warning is given once per run
 
-  // graph of the current step (see the header comment); edges are sorted by the hop
-  // distance of their receiver, so edge list t is a prefix of the whole list
+  // graph of the current step (see the header comment)
   std::vector<int> node_of_atom;       // LAMMPS atom index -> node (-1: not in the graph)
   std::vector<int> atom_of_node;       // node -> a LAMMPS atom index it stands for (-1: dummy)
   std::vector<long> edge_receiver, edge_sender;    // nodes
   std::vector<int> edge_atom_i, edge_atom_j;       // LAMMPS atoms (forces go there)
   std::vector<double> edge_vector;                 // 3 per edge, x_j - x_i
-  std::vector<long> edges_within_hops;    // [d]: number of edges whose receiver is <= d hops out
-  std::vector<long> nodes_within_hops;    // [d]: number of nodes <= d hops out, dummies included
+
+  // halo exchange: one row of halo_width numbers per LAMMPS atom (local and ghost)
+  std::vector<double> halo_buffer;
+  long halo_width = 0;
 };
 
 }    // namespace LAMMPS_NS
