@@ -208,6 +208,25 @@ def test_lammps_gives_the_calculators_energy_forces_and_virial(model, package, p
             assert got[name]["nodes"] == len(atoms), name
 
 
+def test_a_float32_package_on_two_processes_gives_the_float32_calculators_numbers(model, plugin_dir, tmp_path):
+    """The float32 network through pair_style sinet on 2 processes, where the halo exchange
+    carries its features as float64 and back, against the float32 calculator."""
+    from sinet_ase.lammps import run_lammps, write_lammps_data
+
+    package = export_model(model, tmp_path / "model_f32.pt2", "float32", num_threads=1)
+    atoms = domain_test_structures()["triclinic"]
+    write_lammps_data(atoms, tmp_path / "triclinic.data", ELEMENTS)
+    result = run_lammps(
+        single_point_input(package, ["triclinic"], tmp_path), nprocs=2, plugin_dir=plugin_dir, cwd=tmp_path, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    got = read_results(result.stdout, tmp_path, ["triclinic"])["triclinic"]
+    assert got["nodes"] > len(atoms)  # the two processes hold ghosts: the exchange ran
+    atoms.calc = SINetCalculator(model, dtype="float32")
+    assert rel(got["energy"], atoms.get_potential_energy()) < 1e-6
+    assert rel(got["forces"], atoms.get_forces()) < 1e-4
+
+
 def test_lammps_without_libtorch_preloaded_warns_of_the_slow_blas(package, plugin_dir, tmp_path):
     """Started without LD_PRELOAD, libtorch's float64 matrix products bind to liblammps's
     reference dgemm_ (about 2x slower steps on Cu 864, docs/lammps.md): the pair style says
