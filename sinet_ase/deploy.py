@@ -6,7 +6,7 @@ in C++ by ``torch::inductor::AOTIModelPackageLoader`` (libtorch only, no Python)
 Python by ``torch._inductor.aoti_load_package``. TorchScript is not an option: scripting
 the model fails on e3nn's modules.
 
-The exported function works on the graph of one domain of a domain-decomposed MD code and
+The exported function works on the graph of one domain of a domain-decomposed MD code,
 whose edges carry their vectors, so that periodic images need no cell shifts. Its nodes are
 the ``n`` nodes the domain computes (two padding nodes, then the atoms it owns), followed by
 ghost nodes, copies of other domains' atoms within one cutoff, which only send messages;

@@ -164,22 +164,28 @@ class ThreadedExchange(halo.Exchange):
 
 def run_domains(wrapper, atoms, species, domains):
     """Each domain's outputs, the domains run side by side with :class:`ThreadedExchange`."""
-    shared = {"buffer": {}, "barrier": threading.Barrier(len(domains))}
-    results = [None] * len(domains)
+    shared = {"buffer": {}, "barrier": threading.Barrier(len(domains), timeout=120)}
+    results, errors = [None] * len(domains), []
 
     def run(k):
-        inputs, atoms_of_node, edges = domain_inputs(
-            atoms.positions, atoms.cell.array, domains[k], wrapper.model.cutoff, species
-        )
-        handler = ThreadedExchange(k, atoms_of_node, int(domains[k].sum()), shared)
-        with halo.exchange(handler):
-            results[k] = (wrapper(*inputs), atoms_of_node, edges)
+        try:
+            inputs, atoms_of_node, edges = domain_inputs(
+                atoms.positions, atoms.cell.array, domains[k], wrapper.model.cutoff, species
+            )
+            handler = ThreadedExchange(k, atoms_of_node, int(domains[k].sum()), shared)
+            with halo.exchange(handler):
+                results[k] = (wrapper(*inputs), atoms_of_node, edges)
+        except BaseException as error:  # release the other domain, report in the test's thread
+            shared["barrier"].abort()
+            errors.append(error)
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(len(domains))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
     return results
 
 
