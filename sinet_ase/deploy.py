@@ -55,8 +55,8 @@ from .errors import ModelFileError
 from .ops import fused, halo
 
 FORMAT_NAME = "sinet-ase-lammps"
-# 3: one edge list into the computed nodes, ghosts' features by halo exchange (2: an edge
-# list per step over a ghost shell num_layers + 1 cutoffs deep)
+# 3: one edge list into the computed nodes, ghosts' features by halo exchange (1 and 2: an
+# edge list per step over a ghost shell num_layers + 1 cutoffs deep)
 FORMAT_VERSION = 3
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
