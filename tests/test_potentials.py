@@ -113,7 +113,7 @@ WEIGHT_DIGESTS = {
     "sinet-xtb-md17": "b9df7652f56eb3e32b948fe6f682e2903857f7d5267b88fe6f5f5bbb1c25ca55",
     "sinet-rmd17-aspirin": "eeacea447005338e007eb34070b1036684656154e9c49768994fd90f26263679",
     "sinet-acac": "f52ea5c7bee81c6a7972c10b688cff551a8f2728b432848a355cf255c7ef2bb0",
-    "sinet-rmd17-ethanol": "b074fc9e1bbf567a339e1a9004460d4aa311da51db7d17ab414286e028bd148b",
+    "sinet-rmd17-ethanol": "7a91ca6550ff64fab7a72145ed70b0063d3135a0877fe58f4fdfd5ce382e367f",
 }
 
 
