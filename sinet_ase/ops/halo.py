@@ -33,7 +33,8 @@ _state = threading.local()  # the Exchange of this thread (each emulated domain 
 
 class Exchange:
     """What ``fill`` and ``collect`` do where a domain has ghost nodes: subclass and implement
-    both (see the module docstring for the shapes)."""
+    both (see the module docstring for the shapes); each returns a new tensor, never a view
+    of its input (the rule for the outputs of torch operators)."""
 
     def fill(self, rows: torch.Tensor, num_nodes: int) -> torch.Tensor:
         raise NotImplementedError
