@@ -36,11 +36,11 @@ from bench_md import ForeignLoad, cpu_name, git_commit  # noqa: E402
 
 
 def inputs(size: int, cutoff: float):
-    """The padded inputs of the whole structure and of its lower z-half."""
+    """The padded inputs of the whole structure and of its lower z-half, and their sizes."""
     import numpy as np
     import torch
 
-    from sinet_ase.deploy import pad_graph
+    from sinet_ase.deploy import domain_inputs, pad_graph
     from sinet_ase.graph import atoms_to_graph
 
     atoms = cu_crystal(size)
@@ -49,25 +49,13 @@ def inputs(size: int, cutoff: float):
     receiver, sender = graph.edge_index
     vectors = graph.pos[sender] - graph.pos[receiver] + graph.shifts @ graph.cell[0]
     n = len(atoms)
-    whole = pad_graph(
-        torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.float64), graph.edge_index, vectors, cutoff
-    )
+    species = torch.zeros(n, dtype=torch.long)
+    whole = pad_graph(species, torch.ones(n, dtype=torch.float64), graph.edge_index, vectors, cutoff)
     local = np.zeros(n, dtype=bool)  # the half of the atoms lowest in z, as LAMMPS splits the box
     local[np.argsort(atoms.positions[:, 2], kind="stable")[: n // 2]] = True
-    into = torch.from_numpy(local)[receiver]
-    receivers, senders = receiver[into].tolist(), sender[into].tolist()
-    local_atoms = np.flatnonzero(local).tolist()
-    node = {a: k for k, a in enumerate(local_atoms + sorted(set(senders) - set(local_atoms)))}
-    index = torch.tensor([[node[a] for a in receivers], [node[b] for b in senders]], dtype=torch.long)
-    domain = pad_graph(
-        torch.zeros(len(node), dtype=torch.long),
-        torch.ones(len(local_atoms), dtype=torch.float64),
-        index,
-        vectors[into],
-        cutoff,
-    )
-    sizes = {"atoms": n, "edges": int(vectors.shape[0]), "domain_local": len(local_atoms)}
-    sizes.update(domain_ghost_nodes=len(node) - len(local_atoms), domain_edges=int(index.shape[1]))
+    domain, atoms_of_node, kept = domain_inputs(species, graph.edge_index, vectors, torch.from_numpy(local), cutoff)
+    sizes = {"atoms": n, "edges": int(vectors.shape[0]), "domain_local": int(local.sum())}
+    sizes.update(domain_ghost_nodes=int(atoms_of_node.shape[0] - local.sum()), domain_edges=int(kept.sum()))
     return whole, domain, sizes
 
 

@@ -49,8 +49,6 @@ from typing import Dict, Union
 
 import numpy as np
 import torch
-from e3nn import o3
-
 from .errors import ModelFileError
 from .ops import fused, halo
 
@@ -78,21 +76,11 @@ class ExportedEnergy(torch.nn.Module):
             raise ValueError("export a model without edge_chunk_size")
         self.model = model
 
-    def _edge_inputs(self, vectors: torch.Tensor):
-        """``(Y, phi, u)`` of the edges, in the network dtype (geometry arrives in float64)."""
-        backbone = self.model.backbone
-        vectors = vectors.to(self.model.dtype)
-        Y = o3.spherical_harmonics(
-            list(range(backbone.layout.lmax + 1)), vectors, normalize=True, normalization="component"
-        )
-        phi, u = backbone.radial(vectors.norm(dim=-1))
-        return Y, phi, u
-
     def node_energies(self, species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor, n):
         """``E_i`` of the ``n`` computed nodes ``(n,)``, float64; ghosts' features by halo exchange."""
         model, backbone = self.model, self.model.backbone
         num_nodes = species.shape[0]
-        edge_inputs = self._edge_inputs(vectors)
+        edge_inputs = backbone.edge_geometry(vectors.to(model.dtype))  # geometry arrives in float64
         h = backbone.embedding(species, edge_index, *edge_inputs, num_receivers=n)
         scalars = None
         for t, layer in enumerate(backbone.layers, start=1):
@@ -135,6 +123,28 @@ def pad_graph(
     dummy_index = torch.tensor([[0, 1], [1, 0]], dtype=torch.long)
     dummy_vectors = torch.tensor([[2.0 * cutoff, 0.0, 0.0], [-2.0 * cutoff, 0.0, 0.0]], dtype=vectors.dtype)
     return species, local, torch.cat([dummy_index, edge_index + 2], dim=1), torch.cat([dummy_vectors, vectors])
+
+
+def domain_inputs(species, edge_index, vectors, is_local, cutoff: float):
+    """The exported function's inputs for one domain, as ``pair_style sinet`` builds them, in
+    Python (for checks and benchmarks): the domain's atoms (``is_local``), then every other
+    atom that sends to one of them (a ghost node), and the edges into the domain's atoms,
+    padded by :func:`pad_graph`.
+
+    ``species (A,)``, ``edge_index (2, A_E)`` over atoms (row 0 receives), ``vectors (A_E, 3)``
+    and ``is_local (A,)`` bool, for the ``A`` atoms of the whole structure. Returns
+    ``(inputs, atoms_of_node, kept)``: the atom of each real node (``(n_nodes,)``) and the mask
+    of the edges the domain holds, in the order of its edge list after the two dummies."""
+    is_local = torch.as_tensor(is_local, dtype=torch.bool)
+    kept = is_local[edge_index[0]]
+    sends = torch.zeros_like(is_local)
+    sends[edge_index[1, kept]] = True
+    atoms_of_node = torch.cat([torch.nonzero(is_local).flatten(), torch.nonzero(sends & ~is_local).flatten()])
+    node_of_atom = torch.full((is_local.shape[0],), -1, dtype=torch.long)
+    node_of_atom[atoms_of_node] = torch.arange(atoms_of_node.shape[0])
+    local = torch.ones(int(is_local.sum()), dtype=torch.float64)
+    inputs = pad_graph(species[atoms_of_node], local, node_of_atom[edge_index[:, kept]], vectors[kept], cutoff)
+    return inputs, atoms_of_node, kept
 
 
 def _example_inputs(num_species: int):

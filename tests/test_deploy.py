@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sinet_ase import SINet, SINetCalculator
-from sinet_ase.deploy import ExportedEnergy, export_model, forces_and_virial, pad_graph
+from sinet_ase.deploy import ExportedEnergy, domain_inputs, export_model, forces_and_virial, pad_graph
 from sinet_ase.graph import atoms_to_graph, neighbour_list
 from sinet_ase.model import edge_vectors, graph_batch
 from sinet_ase.ops import halo
@@ -106,22 +106,15 @@ def test_padding_changes_no_real_number():
     assert relative_error(out[2][2:], plain[2]) < 1e-14
 
 
-def domain_inputs(positions, cell, is_local, cutoff, species):
-    """What pair_style sinet gives the model for one domain, built in Python: the domain's
-    own atoms, then every other atom within one cutoff of them (a ghost), and the edges
-    into the domain's atoms. Returns the padded inputs, the node -> atom map and the edges."""
-    i, j, _ = neighbour_list(positions, cell, [False] * 3, cutoff)
-    into_local = is_local[i]
-    receivers, senders = i[into_local], j[into_local]
-    local_atoms = [int(a) for a in np.flatnonzero(is_local)]
-    ghosts = sorted(set(senders.tolist()) - set(local_atoms))
-    atoms_of_node = local_atoms + ghosts
-    node_of_atom = {a: k for k, a in enumerate(atoms_of_node)}
-    index = torch.tensor([[node_of_atom[a] for a in receivers], [node_of_atom[b] for b in senders]], dtype=torch.long)
-    vectors = torch.tensor(positions[senders] - positions[receivers], dtype=torch.float64)
-    local = torch.ones(len(local_atoms), dtype=torch.float64)
-    inputs = pad_graph(species[torch.tensor(atoms_of_node)], local, index.reshape(2, -1), vectors, cutoff)
-    return inputs, atoms_of_node, (receivers, senders)
+def domain_of(atoms, is_local, cutoff, species):
+    """What pair_style sinet gives the model for one domain of a (non-periodic) structure:
+    :func:`sinet_ase.deploy.domain_inputs` on its whole edge list; also the atoms of the
+    domain's edges (receivers, senders)."""
+    i, j, _ = neighbour_list(atoms.positions, atoms.cell.array, [False] * 3, cutoff)
+    edge_index = torch.tensor(np.stack([i, j]), dtype=torch.long)
+    vectors = torch.tensor(atoms.positions[j] - atoms.positions[i], dtype=torch.float64)
+    inputs, atoms_of_node, kept = domain_inputs(species, edge_index, vectors, torch.from_numpy(is_local), cutoff)
+    return inputs, atoms_of_node.tolist(), (i[kept.numpy()], j[kept.numpy()])
 
 
 class ThreadedExchange(halo.Exchange):
@@ -169,9 +162,7 @@ def run_domains(wrapper, atoms, species, domains):
 
     def run(k):
         try:
-            inputs, atoms_of_node, edges = domain_inputs(
-                atoms.positions, atoms.cell.array, domains[k], wrapper.model.cutoff, species
-            )
+            inputs, atoms_of_node, edges = domain_of(atoms, domains[k], wrapper.model.cutoff, species)
             handler = ThreadedExchange(k, atoms_of_node, int(domains[k].sum()), shared)
             with halo.exchange(handler):
                 results[k] = (wrapper(*inputs), atoms_of_node, edges)
@@ -225,7 +216,7 @@ def test_ghosts_without_an_exchange_are_an_error():
     model = make_model()
     atoms = domain_test_structures()["molecule"]
     _, species, _ = whole_graph_inputs(model, atoms)
-    inputs, _, _ = domain_inputs(atoms.positions, atoms.cell.array, atoms.positions[:, 0] < 7.5, model.cutoff, species)
+    inputs, _, _ = domain_of(atoms, atoms.positions[:, 0] < 7.5, model.cutoff, species)
     with pytest.raises(RuntimeError, match="halo exchange"):
         ExportedEnergy(model)(*inputs)
 
