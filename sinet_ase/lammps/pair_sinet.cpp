@@ -21,6 +21,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <unordered_map>
 
@@ -60,37 +61,53 @@ std::string torch_cpu_library()
 // The pair style whose model is running: the halo operators the model calls belong to it.
 PairSINet *running = nullptr;
 
-PairSINet &running_pair(const char *op)
+// Outside compute (sinet_ase in the same Python process running an exported package itself)
+// the operators do what sinet_ase.ops.halo does without an exchange: every node is computed
+// there, so fill copies and collect takes the first rows.
+std::runtime_error needs_exchange(long ghosts)
 {
-  if (running == nullptr)
-    throw std::runtime_error(std::string("sinet_halo::") + op + " called outside pair_style sinet's compute");
-  return *running;
+  return std::runtime_error("a graph with " + std::to_string(ghosts) +
+                            " ghost nodes needs a halo exchange: run the exported model through pair_style sinet");
 }
 
 at::Tensor halo_fill(const at::Tensor &rows, int64_t num_nodes)
 {
-  return running_pair("fill").halo_fill(rows, num_nodes);
+  if (running != nullptr) return running->halo_fill(rows, num_nodes);
+  if (num_nodes != rows.size(0)) throw needs_exchange(num_nodes - rows.size(0));
+  return rows.clone();
 }
 
 at::Tensor halo_collect(const at::Tensor &grad, int64_t num_rows)
 {
-  return running_pair("collect").halo_collect(grad, num_rows);
+  if (running != nullptr) return running->halo_collect(grad, num_rows);
+  if (num_rows != grad.size(0)) throw needs_exchange(grad.size(0) - num_rows);
+  return grad.clone();
 }
+
+// The halo exchange operators of sinet_ase.ops.halo, which exported models call. Defined here
+// unless the process already has them (LAMMPS driven from a Python process that imported
+// sinet_ase, whose definition comes first: a second one would abort the process); the CPU
+// kernels are this plugin's either way, replacing sinet_ase's Python ones (torch warns once).
+struct HaloOperators {
+  std::unique_ptr<torch::Library> def, impl;
+
+  HaloOperators()
+  {
+    if (!c10::Dispatcher::singleton().findSchema(c10::OperatorName("sinet_halo::fill", "")).has_value()) {
+      def = std::make_unique<torch::Library>(torch::Library::FRAGMENT, "sinet_halo", std::nullopt, __FILE__, __LINE__);
+      def->def("fill(Tensor rows, SymInt num_nodes) -> Tensor");
+      def->def("collect(Tensor grad, SymInt num_rows) -> Tensor");
+    }
+    impl = std::make_unique<torch::Library>(torch::Library::IMPL, "sinet_halo", c10::DispatchKey::CPU, __FILE__,
+                                            __LINE__);
+    impl->impl("fill", &halo_fill);
+    impl->impl("collect", &halo_collect);
+  }
+};
+
+const HaloOperators halo_operators;
 
 }    // namespace
-
-// the halo exchange operators of sinet_ase.ops.halo, which exported models call
-TORCH_LIBRARY(sinet_halo, m)
-{
-  m.def("fill(Tensor rows, SymInt num_nodes) -> Tensor");
-  m.def("collect(Tensor grad, SymInt num_rows) -> Tensor");
-}
-
-TORCH_LIBRARY_IMPL(sinet_halo, CPU, m)
-{
-  m.impl("fill", &halo_fill);
-  m.impl("collect", &halo_collect);
-}
 
 PairSINet::PairSINet(LAMMPS *lmp) : Pair(lmp)
 {

@@ -28,6 +28,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -251,21 +252,39 @@ torch::Tensor degree_scatter(torch::Tensor alpha, torch::Tensor src, torch::Tens
 // Operators of the dispatcher (torch.ops.sinet_fused.*): called from Python eagerly and, with
 // no Python in between, from the code that torch.compile generates. Their fake (shape)
 // implementations and gradients are registered in sinet_ase/ops/fused.py.
-TORCH_LIBRARY(sinet_fused, m) {
-  m.def("gather_contract(Tensor src, Tensor index, Tensor w) -> Tensor");
-  m.def("gather_dot(Tensor src, Tensor index, Tensor x) -> Tensor");
-  m.def("outer_scatter(Tensor w, Tensor x, Tensor index, SymInt num_nodes) -> Tensor");
-  m.def("pair_degree_dot(Tensor a, Tensor ia, Tensor b, Tensor ib, Tensor degree_start, Tensor scale) -> Tensor");
-  m.def("degree_scatter(Tensor alpha, Tensor src, Tensor isrc, Tensor dst, Tensor degree_start, SymInt num_nodes) -> Tensor");
-}
+//
+// Registered once per process, not with TORCH_LIBRARY: sinet_ase's Python extension and the
+// LAMMPS plugin (sinet_ase/lammps) both compile this file, and one process may load both
+// (LAMMPS driven from Python); a second definition would abort that process. The copy loaded
+// second leaves the first one's operators in place.
+namespace {
 
-TORCH_LIBRARY_IMPL(sinet_fused, CPU, m) {
-  m.impl("gather_contract", &gather_contract);
-  m.impl("gather_dot", &gather_dot);
-  m.impl("outer_scatter", &outer_scatter);
-  m.impl("pair_degree_dot", &pair_degree_dot);
-  m.impl("degree_scatter", &degree_scatter);
-}
+struct FusedOperators {
+  std::unique_ptr<torch::Library> def, impl;
+
+  FusedOperators() {
+    if (c10::Dispatcher::singleton().findSchema(c10::OperatorName("sinet_fused::gather_contract", "")).has_value())
+      return;
+    def = std::make_unique<torch::Library>(torch::Library::FRAGMENT, "sinet_fused", std::nullopt, __FILE__, __LINE__);
+    def->def("gather_contract(Tensor src, Tensor index, Tensor w) -> Tensor");
+    def->def("gather_dot(Tensor src, Tensor index, Tensor x) -> Tensor");
+    def->def("outer_scatter(Tensor w, Tensor x, Tensor index, SymInt num_nodes) -> Tensor");
+    def->def("pair_degree_dot(Tensor a, Tensor ia, Tensor b, Tensor ib, Tensor degree_start, Tensor scale) -> Tensor");
+    def->def(
+        "degree_scatter(Tensor alpha, Tensor src, Tensor isrc, Tensor dst, Tensor degree_start, SymInt num_nodes) -> Tensor");
+    impl = std::make_unique<torch::Library>(torch::Library::IMPL, "sinet_fused", c10::DispatchKey::CPU, __FILE__,
+                                            __LINE__);
+    impl->impl("gather_contract", &gather_contract);
+    impl->impl("gather_dot", &gather_dot);
+    impl->impl("outer_scatter", &outer_scatter);
+    impl->impl("pair_degree_dot", &pair_degree_dot);
+    impl->impl("degree_scatter", &degree_scatter);
+  }
+};
+
+const FusedOperators fused_operators;
+
+}  // namespace
 
 #ifdef TORCH_EXTENSION_NAME
 // the Python module that torch's extension loader imports; the operators above are its content

@@ -19,7 +19,10 @@ Where every node is computed here (one process, the calculator's graph) ``fill``
 input and ``collect`` takes the first rows. Otherwise the code that runs the program supplies
 the communication: ``pair_style sinet`` defines these operators itself (with LAMMPS's forward
 and reverse communication), and Python callers install an :class:`Exchange` with
-:func:`exchange` (the tests do, to emulate several domains).
+:func:`exchange` (the tests do, to emulate several domains). In a Python process that has
+loaded the LAMMPS plugin (LAMMPS driven through its Python module), the plugin's kernels
+serve both: they exchange inside its ``compute`` and copy elsewhere, and an :class:`Exchange`
+installed there is not called.
 """
 
 import contextlib
@@ -64,20 +67,30 @@ def _handler(num_nodes: int, num_rows: int) -> Optional[Exchange]:
     return handler
 
 
-torch.library.define("sinet_halo::fill", "(Tensor rows, SymInt num_nodes) -> Tensor")
-torch.library.define("sinet_halo::collect", "(Tensor grad, SymInt num_rows) -> Tensor")
+def _defined_elsewhere() -> bool:
+    """Whether ``pair_style sinet`` (LAMMPS driven from this Python process, its plugin loaded
+    before this module) has defined the operators: a second definition would fail, and its
+    kernels, which do the exchange, must stay (they act as those below outside its compute)."""
+    try:
+        torch.ops.sinet_halo.fill
+    except (AttributeError, RuntimeError):
+        return False
+    return True
 
 
-@torch.library.impl("sinet_halo::fill", "CPU")
-def _fill(rows, num_nodes):
-    handler = _handler(num_nodes, rows.shape[0])
-    return rows.clone() if handler is None else handler.fill(rows, num_nodes)
+if not _defined_elsewhere():
+    torch.library.define("sinet_halo::fill", "(Tensor rows, SymInt num_nodes) -> Tensor")
+    torch.library.define("sinet_halo::collect", "(Tensor grad, SymInt num_rows) -> Tensor")
 
+    @torch.library.impl("sinet_halo::fill", "CPU")
+    def _fill(rows, num_nodes):
+        handler = _handler(num_nodes, rows.shape[0])
+        return rows.clone() if handler is None else handler.fill(rows, num_nodes)
 
-@torch.library.impl("sinet_halo::collect", "CPU")
-def _collect(grad, num_rows):
-    handler = _handler(grad.shape[0], num_rows)
-    return grad[:num_rows].clone() if handler is None else handler.collect(grad, num_rows)
+    @torch.library.impl("sinet_halo::collect", "CPU")
+    def _collect(grad, num_rows):
+        handler = _handler(grad.shape[0], num_rows)
+        return grad[:num_rows].clone() if handler is None else handler.collect(grad, num_rows)
 
 
 @torch.library.register_fake("sinet_halo::fill")
