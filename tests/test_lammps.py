@@ -227,11 +227,19 @@ def test_a_float32_package_on_two_processes_gives_the_float32_calculators_number
     assert rel(got["forces"], atoms.get_forces()) < 1e-4
 
 
+def run_checked(command, cwd, env):
+    """Run ``command`` (output captured, 5 minutes at most) and check that it succeeded."""
+    import subprocess
+
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 def test_lammps_without_libtorch_preloaded_warns_of_the_slow_blas(package, plugin_dir, tmp_path):
     """Started without LD_PRELOAD, libtorch's float64 matrix products bind to liblammps's
     reference dgemm_ (about 2x slower steps on Cu 864, docs/lammps.md): the pair style says
     so, with the fix, and still gives the right numbers."""
-    import subprocess
 
     from sinet_ase.lammps import lammps_environment, lammps_paths, write_lammps_data
 
@@ -239,15 +247,9 @@ def test_lammps_without_libtorch_preloaded_warns_of_the_slow_blas(package, plugi
     write_lammps_data(atoms, tmp_path / "molecule.data", ELEMENTS)
     env = lammps_environment(plugin_dir)
     env.pop("LD_PRELOAD")
-    result = subprocess.run(
-        [str(lammps_paths()["lmp"]), "-in", str(single_point_input(package, ["molecule"], tmp_path))],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_checked(
+        [str(lammps_paths()["lmp"]), "-in", str(single_point_input(package, ["molecule"], tmp_path))], tmp_path, env
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     warnings = [line for line in result.stdout.splitlines() if "reference BLAS" in line]
     assert len(warnings) == 1 and "liblammps" in warnings[0] and "LD_PRELOAD=" in warnings[0], result.stdout[-3000:]
     atoms.calc = SINetCalculator(make_model())
@@ -294,7 +296,6 @@ def test_lammps_in_a_python_process_that_uses_sinet_ase(model, package, plugin_d
     """The plugin loaded into a Python process after sinet_ase registered its operators, or
     before: no abort on the second registration, and both LAMMPS and the package run in
     Python give the calculator's energy."""
-    import subprocess
     import sys
 
     from sinet_ase.lammps import lammps_environment, write_lammps_data
@@ -309,15 +310,7 @@ def test_lammps_in_a_python_process_that_uses_sinet_ase(model, package, plugin_d
     env.pop("LD_PRELOAD")
     env["OMP_NUM_THREADS"] = "1"
     plugin = plugin_dir / "sinetplugin.so"
-    result = subprocess.run(
-        [sys.executable, str(script), str(package), str(plugin), order],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_checked([sys.executable, str(script), str(package), str(plugin), order], tmp_path, env)
     match = re.search(r"^ENERGIES (\S+) (\S+)$", result.stdout, re.MULTILINE)
     assert match, result.stdout[-3000:] + result.stderr[-3000:]
     atoms.calc = SINetCalculator(model)
