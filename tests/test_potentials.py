@@ -113,7 +113,7 @@ WEIGHT_DIGESTS = {
     "sinet-xtb-md17": "b9df7652f56eb3e32b948fe6f682e2903857f7d5267b88fe6f5f5bbb1c25ca55",
     "sinet-rmd17-aspirin": "eeacea447005338e007eb34070b1036684656154e9c49768994fd90f26263679",
     "sinet-acac": "8e9b49b9cdf6c9abf9d333ba28b0c1fe22d8e16045627a98b6e0d754ead71669",
-    "sinet-rmd17-ethanol": "7a91ca6550ff64fab7a72145ed70b0063d3135a0877fe58f4fdfd5ce382e367f",
+    "sinet-rmd17-ethanol": "3c2deb8d58d1095ed08409f85669f51761901c3da08b55d05511a44df6ad8482",
 }
 
 
